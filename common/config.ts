@@ -1,0 +1,126 @@
+/**
+ * The only module that reads the environment. Everything else receives a frozen Config.
+ * Field names carry their units.
+ */
+export interface Config {
+  readonly mode: 'embedded' | 'postgres';
+  readonly port: number;
+  readonly host: string;
+  /** null: embedded PGlite in dataDir. */
+  readonly databaseUrl: string | null;
+  readonly dataDir: string;
+  /** null: embedded mode generates one and keeps it in dataDir (see gateway/secrets.ts). */
+  readonly jwtSecret: string | null;
+  readonly devAuth: boolean;
+  readonly nodeId: string;
+  readonly logLevel: string;
+  readonly limits: Limits;
+  readonly timeouts: Timeouts;
+}
+
+export interface Limits {
+  readonly maxPayloadBytes: number;
+  /** Frames above this are refused by uWS itself (close 1009); between payload and frame max we answer payload_too_large. */
+  readonly maxFrameBytes: number;
+  readonly maxHttpBodyBytes: number;
+  /** Bytes queued in a socket before it is closed as a slow consumer. */
+  readonly maxConnectionBufferBytes: number;
+  readonly maxRoomMembers: number;
+  readonly maxMembersPerRequest: number;
+  readonly maxPageMessages: number;
+  readonly maxConversationsListed: number;
+  readonly maxResumeConversations: number;
+  readonly framesPerSecond: number;
+  readonly frameBurst: number;
+  readonly sendsPerSecond: number;
+  readonly sendBurst: number;
+  readonly membershipCacheEntries: number;
+}
+
+export interface Timeouts {
+  readonly helloMs: number;
+  readonly heartbeatIntervalMs: number;
+  /** uWS idle timeout: a socket that sends nothing (not even a pong to our pings) for this long is closed. */
+  readonly idleS: number;
+  readonly dbQueryMs: number;
+  readonly dbConnectS: number;
+  readonly drainMs: number;
+  readonly relayPollMs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function int(env: Env, name: string, dflt: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be an integer between ${min} and ${max}, got "${raw}"`);
+  }
+  return n;
+}
+
+function bool(env: Env, name: string, dflt: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  if (['1', 'true', 'yes', 'on'].includes(raw.toLowerCase())) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const databaseUrl = env.DATABASE_URL ? env.DATABASE_URL : null;
+  const mode = databaseUrl ? 'postgres' : 'embedded';
+  const jwtSecret = env.REALCHAT_JWT_SECRET ? env.REALCHAT_JWT_SECRET : null;
+  if (mode !== 'embedded' && !jwtSecret) {
+    throw new ConfigError('REALCHAT_JWT_SECRET is required when DATABASE_URL is set (only the embedded default generates one)');
+  }
+  if (jwtSecret !== null && Buffer.byteLength(jwtSecret) < 32) {
+    throw new ConfigError('REALCHAT_JWT_SECRET must be at least 32 bytes for HS256');
+  }
+  const devAuth = bool(env, 'REALCHAT_DEV_AUTH', mode === 'embedded');
+  const maxPayloadBytes = int(env, 'REALCHAT_MAX_PAYLOAD_BYTES', 64 * 1024, 1024, 1024 * 1024);
+  const cfg: Config = {
+    mode,
+    port: int(env, 'PORT', 8080, 0, 65535),
+    // Embedded mode serves dev auth: never expose it on other interfaces by accident.
+    host: env.HOST || (mode === 'embedded' ? '127.0.0.1' : '0.0.0.0'),
+    databaseUrl,
+    dataDir: env.REALCHAT_DATA_DIR || './data',
+    jwtSecret,
+    devAuth,
+    nodeId: env.REALCHAT_NODE_ID || `node-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    logLevel: env.LOG_LEVEL || 'info',
+    limits: {
+      maxPayloadBytes,
+      maxFrameBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
+      maxHttpBodyBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
+      maxConnectionBufferBytes: int(env, 'REALCHAT_MAX_CONNECTION_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024),
+      maxRoomMembers: int(env, 'REALCHAT_MAX_ROOM_MEMBERS', 10_000, 2, 1_000_000),
+      maxMembersPerRequest: 1000,
+      maxPageMessages: 500,
+      maxConversationsListed: 1000,
+      maxResumeConversations: 1000,
+      framesPerSecond: int(env, 'REALCHAT_FRAMES_PER_S', 200, 1, 1_000_000),
+      frameBurst: int(env, 'REALCHAT_FRAME_BURST', 400, 1, 1_000_000),
+      sendsPerSecond: int(env, 'REALCHAT_SENDS_PER_S', 100, 1, 1_000_000),
+      sendBurst: int(env, 'REALCHAT_SEND_BURST', 200, 1, 1_000_000),
+      membershipCacheEntries: int(env, 'REALCHAT_MEMBERSHIP_CACHE_ENTRIES', 10_000, 0, 10_000_000),
+    },
+    timeouts: {
+      helloMs: int(env, 'REALCHAT_HELLO_TIMEOUT_MS', 10_000, 100, 600_000),
+      heartbeatIntervalMs: int(env, 'REALCHAT_HEARTBEAT_INTERVAL_MS', 25_000, 1000, 600_000),
+      idleS: int(env, 'REALCHAT_IDLE_TIMEOUT_S', 120, 8, 960),
+      dbQueryMs: int(env, 'REALCHAT_DB_QUERY_TIMEOUT_MS', 5000, 100, 600_000),
+      dbConnectS: int(env, 'REALCHAT_DB_CONNECT_TIMEOUT_S', 5, 1, 600),
+      drainMs: int(env, 'REALCHAT_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
+      relayPollMs: int(env, 'REALCHAT_RELAY_POLL_MS', 500, 10, 60_000),
+    },
+    ...overrides,
+  };
+  return Object.freeze(cfg);
+}

@@ -1,0 +1,74 @@
+import postgres from 'postgres';
+import { AppError } from './errors.js';
+
+export type Sql = postgres.Sql<Record<string, never>>;
+export type TxSql = postgres.TransactionSql<Record<string, never>>;
+
+export interface DbOptions {
+  url: string;
+  /** PGlite behind pglite-socket serializes everything: it must be 1 there. */
+  maxConnections: number;
+  connectTimeoutS: number;
+  queryTimeoutMs: number;
+  applicationName: string;
+}
+
+/**
+ * postgres.js has no client-side query timeout, so the server enforces one (statement_timeout,
+ * idle_in_transaction_session_timeout) and callers wrap calls in withTimeout() against a dead network.
+ */
+export function createSql(opts: DbOptions): Sql {
+  return postgres(opts.url, {
+    max: opts.maxConnections,
+    connect_timeout: opts.connectTimeoutS,
+    idle_timeout: 60,
+    max_lifetime: 60 * 30,
+    onnotice: () => {},
+    connection: {
+      application_name: opts.applicationName,
+      statement_timeout: opts.queryTimeoutMs,
+      idle_in_transaction_session_timeout: opts.queryTimeoutMs * 2,
+    },
+    types: {
+      // BIGINT sequences fit a JS number far beyond any realistic conversation length (2^53).
+      bigint: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
+    },
+  }) as unknown as Sql;
+}
+
+/** Errors that mean "the database is not reachable right now" rather than "your request is wrong". */
+export function isUnavailableError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = err as Error & { code?: string; errno?: string };
+  const code = e.code ?? '';
+  if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH'].includes(code)) return true;
+  if (['CONNECT_TIMEOUT', 'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED'].includes(code)) return true;
+  // 57014 query_canceled (statement_timeout), 57P01-57P03 admin shutdown / cannot connect now,
+  // 53300 too many connections, 08xxx connection exceptions, 40001/40P01 serialization/deadlock.
+  if (/^(57014|57P0[123]|53300|08...|40001|40P01)$/.test(code)) return true;
+  return e instanceof TimeoutError;
+}
+
+export class TimeoutError extends Error {
+  override name = 'TimeoutError';
+}
+
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(`${what} timed out after ${ms} ms`)), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Maps infrastructure failures to the contract's `unavailable`; leaves everything else alone. */
+export function mapDbError(err: unknown): unknown {
+  if (err instanceof AppError) return err;
+  if (isUnavailableError(err)) return new AppError('unavailable', 'database unavailable, retry with the same idempotency key', { cause: err, retryAfterS: 1 });
+  return err;
+}

@@ -1,0 +1,43 @@
+/**
+ * One registry of error codes. The code is the stable, documented contract (docs/protocol.md);
+ * the HTTP status and `retriable` flag follow from it so no call site can disagree.
+ */
+export const ERROR_CODES = {
+  invalid_request: { status: 400, retriable: false },
+  invalid_frame: { status: 400, retriable: false },
+  unauthorized: { status: 401, retriable: false },
+  forbidden: { status: 403, retriable: false },
+  not_found: { status: 404, retriable: false },
+  conflict: { status: 409, retriable: false },
+  payload_too_large: { status: 413, retriable: false },
+  rate_limited: { status: 429, retriable: true },
+  unavailable: { status: 503, retriable: true },
+  internal: { status: 500, retriable: true },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retriable: boolean;
+  /** Seconds a client should wait before retrying; sent as Retry-After / retry_after_ms. */
+  readonly retryAfterS: number | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryAfterS?: number } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.retriable = ERROR_CODES[code].retriable;
+    this.retryAfterS = opts.retryAfterS ?? (code === 'unavailable' || code === 'rate_limited' ? 1 : undefined);
+  }
+}
+
+export const invalid = (message: string) => new AppError('invalid_request', message);
+
+/** Any error that is not ours becomes `internal` (never leaks details to the client). */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  return new AppError('internal', 'internal error', { cause: err });
+}

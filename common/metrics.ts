@@ -1,0 +1,35 @@
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+
+/** One registry per node instance (no global default registry) so tests can run several nodes in one process. */
+export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }) {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node_id: opts.nodeId });
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  const r = [registry];
+  return {
+    registry,
+    activeConnections: new Gauge({ name: 'realchat_active_connections', help: 'Open WebSocket connections that completed hello', registers: r }),
+    messagesAccepted: new Counter({ name: 'realchat_messages_accepted_total', help: 'Messages committed (new, not duplicates)', labelNames: ['via'] as const, registers: r }),
+    duplicateSends: new Counter({ name: 'realchat_duplicate_sends_total', help: 'Sends answered from an existing idempotency key', registers: r }),
+    dbWriteSeconds: new Histogram({
+      name: 'realchat_db_write_seconds',
+      help: 'Latency of the message write transaction (sequence + message + outbox)',
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: r,
+    }),
+    deliveries: new Counter({ name: 'realchat_deliveries_total', help: 'Message frames written to a connection', labelNames: ['path'] as const, registers: r }),
+    failedDeliveries: new Counter({
+      name: 'realchat_failed_deliveries_total',
+      help: 'Deliveries that could not be made; the client catches up by sequence on reconnect',
+      labelNames: ['reason'] as const,
+      registers: r,
+    }),
+    wsErrors: new Counter({ name: 'realchat_ws_errors_total', help: 'Error frames sent, by code', labelNames: ['code'] as const, registers: r }),
+    httpRequests: new Counter({ name: 'realchat_http_requests_total', help: 'REST requests by route and status', labelNames: ['route', 'status'] as const, registers: r }),
+    outboxPublished: new Counter({ name: 'realchat_outbox_published_total', help: 'Outbox events published to the bus', registers: r }),
+    outboxBacklog: new Gauge({ name: 'realchat_outbox_backlog', help: 'Unpublished outbox rows seen at the last relay poll', registers: r }),
+    relayErrors: new Counter({ name: 'realchat_relay_errors_total', help: 'Relay poll/publish failures (retried with backoff)', registers: r }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,123 @@
+/**
+ * The v1 WebSocket contract (docs/protocol.md). Frames are discriminated unions decoded at the edge:
+ * anything that does not decode becomes an AppError('invalid_frame') answered to the client.
+ */
+import { AppError } from './errors.js';
+import { Fields, isPlainObject, isUuid, checkPayload } from './validate.js';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Immutable once committed: every path (ack, live, resume, REST, Kafka) carries the same values. */
+export interface Envelope {
+  message_id: string;
+  conversation_id: string;
+  sender_id: string;
+  sequence_number: number;
+  payload: unknown;
+  created_at: string;
+  idempotency_key: string;
+}
+
+export type ClientFrame =
+  | { type: 'hello'; token: string; resume: Map<string, number> }
+  | { type: 'send'; conversation_id: string; idempotency_key: string; payload: unknown }
+  | { type: 'sync'; conversation_id: string; after_sequence: number; limit: number }
+  | { type: 'read'; conversation_id: string; sequence_number: number }
+  | { type: 'typing'; conversation_id: string }
+  | { type: 'ping' };
+
+export type ServerFrame =
+  | { type: 'welcome'; user_id: string; session_id: string; node_id: string; heartbeat_interval_ms: number; protocol_version: number }
+  | { type: 'message'; message: Envelope }
+  | { type: 'synced'; conversation_id: string; last_sequence: number }
+  | { type: 'ack'; idempotency_key: string; conversation_id: string; message_id: string; sequence_number: number; created_at: string; duplicate: boolean }
+  | { type: 'messages'; conversation_id: string; messages: Envelope[]; has_more: boolean }
+  | { type: 'receipt'; conversation_id: string; user_id: string; read_sequence: number }
+  | { type: 'typing'; conversation_id: string; user_id: string }
+  | { type: 'pong' }
+  | { type: 'reconnect'; reason: string; retry_after_ms: number }
+  | { type: 'error'; code: string; message: string; ref?: string };
+
+/** Close codes: 4000-4499 the client should reconnect (and resume); 4500-4999 it should not. */
+export const CloseCode = {
+  draining: 4000,
+  idleTimeout: 4001,
+  slowConsumer: 4002,
+  helloTimeout: 4003,
+  resyncFailed: 4004,
+  unauthorized: 4500,
+  protocolViolation: 4501,
+} as const;
+
+export const MAX_IDEMPOTENCY_KEY_CHARS = 128;
+
+export interface DecodeLimits {
+  maxPayloadBytes: number;
+  maxPageMessages: number;
+  maxResumeConversations: number;
+}
+
+/** Best-effort extraction of the request reference for error frames, from a frame that may be invalid. */
+export function frameRef(raw: unknown): string | undefined {
+  if (!isPlainObject(raw)) return undefined;
+  const key = raw.idempotency_key;
+  if (typeof key === 'string' && key.length <= MAX_IDEMPOTENCY_KEY_CHARS) return key;
+  const conv = raw.conversation_id;
+  return isUuid(conv) ? conv : undefined;
+}
+
+export function parseJsonFrame(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new AppError('invalid_frame', 'frame is not valid JSON');
+  }
+}
+
+export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFrame {
+  if (!isPlainObject(raw)) throw new AppError('invalid_frame', 'frame must be a JSON object');
+  const f = new Fields(raw, 'invalid_frame');
+  switch (raw.type) {
+    case 'hello': {
+      const token = f.string('token', 1, 8192);
+      const resume = new Map<string, number>();
+      if (raw.resume !== undefined && raw.resume !== null) {
+        if (!isPlainObject(raw.resume)) throw new AppError('invalid_frame', 'resume must be an object of conversation_id to last_sequence');
+        const entries = Object.entries(raw.resume);
+        if (entries.length > limits.maxResumeConversations) throw new AppError('invalid_frame', `resume may name at most ${limits.maxResumeConversations} conversations`);
+        for (const [conv, seq] of entries) {
+          if (!isUuid(conv)) throw new AppError('invalid_frame', 'resume keys must be conversation UUIDs');
+          if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) throw new AppError('invalid_frame', 'resume values must be non-negative integers');
+          resume.set(conv.toLowerCase(), seq);
+        }
+      }
+      return { type: 'hello', token, resume };
+    }
+    case 'send': {
+      const idempotency_key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
+      const conversation_id = f.uuid('conversation_id');
+      const payload = f.present('payload');
+      checkPayload(payload, limits.maxPayloadBytes, 'invalid_frame');
+      return { type: 'send', conversation_id, idempotency_key, payload };
+    }
+    case 'sync':
+      return {
+        type: 'sync',
+        conversation_id: f.uuid('conversation_id'),
+        after_sequence: f.int('after_sequence', 0, Number.MAX_SAFE_INTEGER),
+        limit: f.optionalInt('limit', 1, limits.maxPageMessages, 100),
+      };
+    case 'read':
+      return { type: 'read', conversation_id: f.uuid('conversation_id'), sequence_number: f.int('sequence_number', 0, Number.MAX_SAFE_INTEGER) };
+    case 'typing':
+      return { type: 'typing', conversation_id: f.uuid('conversation_id') };
+    case 'ping':
+      return { type: 'ping' };
+    default:
+      throw new AppError('invalid_frame', typeof raw.type === 'string' ? `unknown frame type "${raw.type.slice(0, 64)}"` : 'frame needs a string "type"');
+  }
+}
+
+export function encodeFrame(frame: ServerFrame): string {
+  return JSON.stringify(frame);
+}

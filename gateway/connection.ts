@@ -1,0 +1,242 @@
+/**
+ * One client connection's delivery state. Invariant: per conversation, message frames are written
+ * in sequence order with no gap and no duplicate. The live path writes a message only if it is the
+ * next sequence; otherwise the connection catches up from the database (the source of truth) and
+ * live messages arriving meanwhile only raise the catch-up target, so nothing is buffered in memory.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Envelope } from '../common/protocol.js';
+import { CloseCode, encodeFrame } from '../common/protocol.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+
+/** What a connection needs from its transport (uWS in production, a fake in unit tests). */
+export interface SocketPort {
+  /** False when the frame could not be queued within the buffer limit: the connection must close. */
+  send(text: string): boolean;
+  bufferedAmount(): number;
+  /** Groups several sends into one syscall. */
+  batch(fn: () => void): void;
+  end(code: number, reason: string): void;
+}
+
+export interface HistoryPort {
+  messagesAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]>;
+}
+
+export interface ConnectionDeps {
+  history: HistoryPort;
+  log: Logger;
+  metrics: Metrics;
+  /** Messages read per catch-up query. */
+  fillBatch: number;
+  /** Catch-up pauses while more than this many bytes wait in the socket. */
+  highWaterBytes: number;
+  /** A catch-up paused this long for a non-draining reader closes the connection as slow. */
+  drainTimeoutMs: number;
+}
+
+interface Fill {
+  target: number;
+  /** Send `synced` when done (resume at hello). */
+  synced: boolean;
+}
+
+export class Connection {
+  readonly sessionId = randomUUID();
+  closed = false;
+  private initializing = true;
+  /** conversation -> last sequence written to this socket. Absent: not subscribed (yet). */
+  private readonly lastSent = new Map<string, number>();
+  private readonly fills = new Map<string, Fill>();
+  /** Live traffic seen while hello was still loading the user's conversations. */
+  private pendingLive: Map<string, number> | null = new Map();
+  private pendingJoins: Map<string, number> | null = new Map();
+  private drainWaiters: Array<() => void> = [];
+  /** Conversations whose lastSent moved during this connection (recorded on close). */
+  private readonly touched = new Set<string>();
+
+  constructor(
+    readonly userId: string,
+    private readonly socket: SocketPort,
+    private readonly deps: ConnectionDeps,
+  ) {}
+
+  /**
+   * Completes hello: `conversations` are the user's conversations with their last sequence, read
+   * after this connection was registered (so nothing committed later can be missed). The caller has
+   * already written `welcome`.
+   */
+  activate(conversations: Iterable<readonly [string, number]>, resume: ReadonlyMap<string, number>): void {
+    if (this.closed) return;
+    for (const [conv, last] of conversations) this.lastSent.set(conv, last);
+    for (const [conv, last] of this.pendingJoins!) if (!this.lastSent.has(conv)) this.lastSent.set(conv, last);
+    const live = this.pendingLive!;
+    this.pendingLive = null;
+    this.pendingJoins = null;
+    this.initializing = false;
+    for (const [conv, from] of resume) {
+      const current = this.lastSent.get(conv);
+      if (current === undefined) continue;
+      this.lastSent.set(conv, Math.min(from, current));
+      this.startFill(conv, Math.max(current, live.get(conv) ?? 0), true);
+    }
+    for (const [conv, seq] of live) {
+      if (resume.has(conv)) continue;
+      const current = this.lastSent.get(conv);
+      if (current !== undefined && seq > current) this.startFill(conv, seq, false);
+    }
+  }
+
+  /** The live path. `frame` is the pre-encoded `message` frame shared by all recipients. */
+  deliverMessage(env: Envelope, frame: string): void {
+    if (this.closed) return;
+    const conv = env.conversation_id;
+    const seq = env.sequence_number;
+    if (this.initializing) {
+      this.pendingLive!.set(conv, Math.max(seq, this.pendingLive!.get(conv) ?? 0));
+      return;
+    }
+    const last = this.lastSent.get(conv);
+    // Not subscribed: the members_added event that subscribes this connection comes first in the stream.
+    if (last === undefined) return;
+    const fill = this.fills.get(conv);
+    if (fill) {
+      if (seq > fill.target) fill.target = seq;
+      return;
+    }
+    if (seq <= last) return;
+    if (seq === last + 1) {
+      if (this.write(frame)) {
+        this.lastSent.set(conv, seq);
+        this.touched.add(conv);
+        this.deps.metrics.deliveries.inc({ path: 'live' });
+      }
+      return;
+    }
+    this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
+    this.startFill(conv, seq, false);
+  }
+
+  /** The user was added to a conversation: deliver messages after `lastSequence`. */
+  join(conversationId: string, lastSequence: number): void {
+    if (this.closed) return;
+    if (this.initializing) {
+      if (!this.pendingJoins!.has(conversationId)) this.pendingJoins!.set(conversationId, lastSequence);
+      return;
+    }
+    if (!this.lastSent.has(conversationId)) this.lastSent.set(conversationId, lastSequence);
+  }
+
+  isSubscribed(conversationId: string): boolean {
+    return this.lastSent.has(conversationId);
+  }
+
+  /** Frames with no ordering contract (receipts, typing, replies). */
+  sendFrame(frame: string): void {
+    if (this.closed || this.initializing) return;
+    this.write(frame);
+  }
+
+  onDrain(): void {
+    if (this.socket.bufferedAmount() > this.deps.highWaterBytes) return;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Called once the socket is closed (by either side). Returns the delivery positions to record. */
+  onClose(): Array<[string, number]> {
+    this.closed = true;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+    return [...this.touched].map((c) => [c, this.lastSent.get(c)!]);
+  }
+
+  end(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.end(code, reason);
+  }
+
+  private write(frame: string): boolean {
+    if (this.socket.send(frame)) return true;
+    this.deps.metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
+    this.deps.log.info({ user_id: this.userId, session_id: this.sessionId }, 'closing slow consumer');
+    this.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
+    return false;
+  }
+
+  private startFill(conv: string, target: number, synced: boolean): void {
+    this.fills.set(conv, { target, synced });
+    void this.runFill(conv);
+  }
+
+  private waitForDrain(): Promise<boolean> {
+    if (this.socket.bufferedAmount() <= this.deps.highWaterBytes) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), this.deps.drainTimeoutMs);
+      timer.unref();
+      this.drainWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private async runFill(conv: string): Promise<void> {
+    const fill = this.fills.get(conv)!;
+    const { history, log, metrics } = this.deps;
+    try {
+      for (;;) {
+        let last = this.lastSent.get(conv)!;
+        if (this.closed || last >= fill.target) break;
+        if (!(await this.waitForDrain())) {
+          metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
+          this.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
+          return;
+        }
+        if (this.closed) return;
+        const batch = await history.messagesAfter(conv, last, Math.min(this.deps.fillBatch, fill.target - last));
+        if (this.closed) return;
+        if (batch.length === 0) {
+          log.error({ conversation_id: conv, after: last, target: fill.target }, 'catch-up found no messages below a known sequence');
+          break;
+        }
+        let ok = true;
+        this.socket.batch(() => {
+          for (const m of batch) {
+            if (m.sequence_number !== last + 1) {
+              log.error({ conversation_id: conv, expected: last + 1, got: m.sequence_number }, 'sequence gap in database');
+              ok = false;
+              return;
+            }
+            if (!this.write(encodeFrame({ type: 'message', message: m }))) {
+              ok = false;
+              return;
+            }
+            last = m.sequence_number;
+          }
+        });
+        this.lastSent.set(conv, last);
+        this.touched.add(conv);
+        metrics.deliveries.inc({ path: 'catch_up' }, batch.length);
+        if (!ok) {
+          this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
+          return;
+        }
+      }
+      if (fill.synced && !this.closed) {
+        this.write(encodeFrame({ type: 'synced', conversation_id: conv, last_sequence: this.lastSent.get(conv)! }));
+      }
+    } catch (err) {
+      // The database is unreachable: the client reconnects and resumes from its last sequence.
+      log.warn({ err, conversation_id: conv, user_id: this.userId }, 'catch-up failed');
+      metrics.failedDeliveries.inc({ reason: 'catch_up_failed' });
+      this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
+    } finally {
+      this.fills.delete(conv);
+    }
+  }
+}

@@ -1,0 +1,128 @@
+/** The v1 REST routes (docs/protocol.md). Each handler validates its input into typed values first. */
+import { randomUUID } from 'node:crypto';
+import { AppError } from '../common/errors.js';
+import { Fields, checkPayload, isUuid } from '../common/validate.js';
+import { MAX_IDEMPOTENCY_KEY_CHARS } from '../common/protocol.js';
+import type { Config } from '../common/config.js';
+import type { Metrics } from '../common/metrics.js';
+import type { Authenticator } from './auth.js';
+import { bearerToken } from './auth.js';
+import type { ChatStore } from './chat-store.js';
+import type { RequestContext, Reply } from './http.js';
+import { jsonBody } from './http.js';
+import type { RateLimiter } from './rate-limit.js';
+
+export interface RestDeps {
+  config: Config;
+  store: ChatStore;
+  auth: Authenticator;
+  metrics: Metrics;
+  sendLimiter: RateLimiter;
+  /** Wakes the local relay after a commit that produced an event. */
+  onEventCommitted(): void;
+  ready(): Promise<boolean>;
+}
+
+function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
+  const raw = q.get(name);
+  if (raw === null || raw === '') return dflt;
+  if (!/^\d+$/.test(raw)) throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
+  return n;
+}
+
+function conversationParam(ctx: RequestContext): string {
+  const id = ctx.params[0];
+  if (!isUuid(id)) throw new AppError('not_found', 'conversation not found');
+  return id.toLowerCase();
+}
+
+export function createRestRoutes(deps: RestDeps) {
+  const { config, store, auth, metrics } = deps;
+  const limits = config.limits;
+
+  const user = (ctx: RequestContext) => auth.verify(bearerToken(ctx.authorization));
+
+  return {
+    async createConversation(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
+      const title = f.optionalString('title', 0, 200) ?? null;
+      const conv = await store.createConversation(me, memberIds, title, ctx.traceId);
+      deps.onEventCommitted();
+      return { status: 201, body: conv };
+    },
+
+    async addMembers(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const userIds = f.uuidList('user_ids', 1, limits.maxMembersPerRequest);
+      const result = await store.addMembers(me, conversationId, userIds, ctx.traceId);
+      if (result.added_user_ids.length > 0) deps.onEventCommitted();
+      return { status: 200, body: result };
+    },
+
+    async listConversations(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const limit = queryInt(ctx.query, 'limit', 200, 1, limits.maxConversationsListed);
+      return { status: 200, body: await store.listConversations(me, limit) };
+    },
+
+    async listMessages(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const after = queryInt(ctx.query, 'after_sequence', 0, 0, Number.MAX_SAFE_INTEGER);
+      const limit = queryInt(ctx.query, 'limit', 100, 1, limits.maxPageMessages);
+      return { status: 200, body: await store.listMessages(me, conversationId, after, limit) };
+    },
+
+    async sendMessage(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
+      const payload = f.present('payload');
+      checkPayload(payload, limits.maxPayloadBytes, 'invalid_request');
+      if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+      const timer = metrics.dbWriteSeconds.startTimer();
+      const result = await store.sendMessage(me, conversationId, key, payload, ctx.traceId);
+      timer();
+      if (result.duplicate) {
+        metrics.duplicateSends.inc();
+        return { status: 200, body: result.envelope };
+      }
+      metrics.messagesAccepted.inc({ via: 'rest' });
+      deps.onEventCommitted();
+      return { status: 201, body: result.envelope };
+    },
+
+    async devToken(ctx: RequestContext): Promise<Reply> {
+      if (!config.devAuth) throw new AppError('not_found', 'dev auth is off');
+      const body = ctx.body && ctx.body.length > 0 ? jsonBody(ctx) : {};
+      const f = new Fields(body, 'invalid_request');
+      const userId = f.optionalUuid('user_id') ?? randomUUID();
+      const name = f.optionalString('name', 1, 100) ?? null;
+      await store.upsertUser(userId, name);
+      const token = await auth.issue(userId, name ? { name } : {});
+      return { status: 200, body: { user_id: userId, token } };
+    },
+
+    healthz(): Reply {
+      return { status: 200, body: { status: 'ok' } };
+    },
+
+    async readyz(): Promise<Reply> {
+      const ok = await deps.ready();
+      return ok
+        ? { status: 200, body: { status: 'ready' } }
+        : { status: 503, body: { error: { code: 'unavailable', message: 'a dependency is not reachable' } }, headers: { 'retry-after': '1' } };
+    },
+
+    async metrics(): Promise<Reply> {
+      return { status: 200, raw: { contentType: metrics.registry.contentType, data: await metrics.registry.metrics() } };
+    },
+  };
+}

@@ -1,0 +1,21 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/**
+ * Embedded mode only: a JWT secret generated once and kept in the data dir, so tokens survive
+ * restarts without the user configuring anything.
+ */
+export async function loadOrCreateJwtSecret(dataDir: string): Promise<{ secret: string; created: boolean; path: string }> {
+  const path = join(dataDir, 'jwt-secret');
+  try {
+    const secret = (await readFile(path, 'utf8')).trim();
+    if (secret.length >= 32) return { secret, created: false, path };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await mkdir(dataDir, { recursive: true });
+  const secret = randomBytes(48).toString('base64url');
+  await writeFile(path, secret + '\n', { mode: 0o600 });
+  return { secret, created: true, path };
+}
