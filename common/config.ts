@@ -84,6 +84,10 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   }
   const devAuth = bool(env, 'REALCHAT_DEV_AUTH', mode === 'embedded');
   const maxPayloadBytes = int(env, 'REALCHAT_MAX_PAYLOAD_BYTES', 64 * 1024, 1024, 1024 * 1024);
+  const maxConnectionBufferBytes = int(env, 'REALCHAT_MAX_CONNECTION_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024);
+  if (maxConnectionBufferBytes < 2 * (maxPayloadBytes + 4096)) {
+    throw new ConfigError('REALCHAT_MAX_CONNECTION_BUFFER_BYTES must hold at least two maximal message frames (2 x (REALCHAT_MAX_PAYLOAD_BYTES + 4096))');
+  }
   const cfg: Config = {
     mode,
     port: int(env, 'PORT', 8080, 0, 65535),
@@ -99,7 +103,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       maxPayloadBytes,
       maxFrameBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxHttpBodyBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
-      maxConnectionBufferBytes: int(env, 'REALCHAT_MAX_CONNECTION_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024),
+      maxConnectionBufferBytes,
       maxRoomMembers: int(env, 'REALCHAT_MAX_ROOM_MEMBERS', 10_000, 2, 1_000_000),
       maxMembersPerRequest: 1000,
       maxPageMessages: 500,

@@ -205,6 +205,7 @@ export class Connection {
           break;
         }
         let ok = true;
+        const before = last;
         this.socket.batch(() => {
           for (const m of batch) {
             if (m.sequence_number !== last + 1) {
@@ -217,11 +218,13 @@ export class Connection {
               return;
             }
             last = m.sequence_number;
+            // Stop at the high-water mark; the rest is read again after the socket drains.
+            if (this.socket.bufferedAmount() > this.deps.highWaterBytes) return;
           }
         });
         this.lastSent.set(conv, last);
         this.touched.add(conv);
-        metrics.deliveries.inc({ path: 'catch_up' }, batch.length);
+        metrics.deliveries.inc({ path: 'catch_up' }, last - before);
         if (!ok) {
           this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
           return;

@@ -55,7 +55,11 @@ export interface WsDeps {
   sockets: Set<WebSocket<WsData>>;
 }
 
-function socketPort(ws: WebSocket<WsData>, ud: WsData): SocketPort {
+/**
+ * Our limit is checked after each send; uWS' own maxBackpressure is set one frame (plus the close
+ * frame) above it, so uWS never silently drops a frame and the 4002 close frame still fits.
+ */
+function socketPort(ws: WebSocket<WsData>, ud: WsData, maxBufferedBytes: number): SocketPort {
   return {
     send(text) {
       if (ud.closed) return false;
@@ -63,7 +67,7 @@ function socketPort(ws: WebSocket<WsData>, ud: WsData): SocketPort {
       ws.cork(() => {
         result = ws.send(text, false, false);
       });
-      return result !== 2; // 2 = dropped: over maxBackpressure
+      return result !== 2 && ws.getBufferedAmount() <= maxBufferedBytes;
     },
     bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
     batch(fn) {
@@ -85,7 +89,8 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     log,
     metrics,
     fillBatch: 500,
-    highWaterBytes: Math.floor(config.limits.maxConnectionBufferBytes / 4),
+    // Catch-up pauses with room left for one more maximal message frame below the hard limit.
+    highWaterBytes: config.limits.maxConnectionBufferBytes - (config.limits.maxPayloadBytes + 4096),
     drainTimeoutMs: 30_000,
   };
 
@@ -252,7 +257,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
 
   return {
     maxPayloadLength: config.limits.maxFrameBytes,
-    maxBackpressure: config.limits.maxConnectionBufferBytes,
+    maxBackpressure: config.limits.maxConnectionBufferBytes + config.limits.maxFrameBytes + 1024,
     closeOnBackpressureLimit: 0,
     idleTimeout: config.timeouts.idleS,
     sendPingsAutomatically: true,
@@ -273,7 +278,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     },
     open(ws) {
       const ud = ws.getUserData();
-      ud.port = socketPort(ws, ud);
+      ud.port = socketPort(ws, ud, config.limits.maxConnectionBufferBytes);
       deps.sockets.add(ws);
       ud.helloTimer = setTimeout(() => {
         if (ud.welcomed || ud.closed) return;

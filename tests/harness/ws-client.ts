@@ -52,19 +52,24 @@ export class TestClient {
     for (const f of w) f();
   }
 
+  /** The last frames, shortened, for error messages. */
+  tail(): string {
+    return this.frames.slice(-3).map((f) => JSON.stringify(f).slice(0, 300)).join(' | ');
+  }
+
   send(frame: unknown): void {
     this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
   }
 
   /** Waits until `pred` holds for some received frame (or the socket closes if allowClose). */
-  async waitFor(pred: (f: Frame) => boolean, timeoutMs = 10_000): Promise<Frame> {
+  async waitFor(pred: (f: Frame) => boolean, timeoutMs = 10_000, since = 0): Promise<Frame> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const hit = this.frames.find(pred);
+      const hit = this.frames.find((f, i) => i >= since && pred(f));
       if (hit) return hit;
-      if (this.closeCode !== null) throw new Error(`socket closed (${this.closeCode} ${this.closeReason}) while waiting; frames: ${JSON.stringify(this.frames.slice(-5))}`);
+      if (this.closeCode !== null) throw new Error(`socket closed (${this.closeCode} ${this.closeReason}) while waiting; frames: ${this.tail()}`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for a frame; last frames: ${JSON.stringify(this.frames.slice(-5))}`);
+      if (left <= 0) throw new Error(`timed out waiting for a frame; last frames: ${this.tail()}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => {
@@ -103,9 +108,11 @@ export class TestClient {
     return this.frames.filter((f) => f.type === 'message' && (!conversationId || f.message.conversation_id === conversationId)).map((f) => f.message);
   }
 
+  /** Sends and waits for the answer to this send (frames received before it are not considered). */
   async sendMessage(conversationId: string, key: string, payload: unknown): Promise<Frame> {
+    const since = this.frames.length;
     this.send({ type: 'send', conversation_id: conversationId, idempotency_key: key, payload });
-    return this.waitFor((f) => (f.type === 'ack' || f.type === 'error') && (f.idempotency_key === key || f.ref === key));
+    return this.waitFor((f) => (f.type === 'ack' || f.type === 'error') && (f.idempotency_key === key || f.ref === key), 10_000, since);
   }
 
   close(): void {
