@@ -12,6 +12,11 @@ export interface PostgresServer {
   url: string;
   port: number;
   dir: string;
+  /** Stops the server immediately (like a crash) and keeps its data. */
+  kill(): void;
+  /** Starts it again on the same port and data. */
+  restart(): void;
+  /** Stops it and deletes its data. */
   stop(): void;
 }
 
@@ -54,20 +59,27 @@ export async function startPostgres(opts: { walLevel?: 'replica' | 'logical' } =
     `-p ${port}`,
     `-k ${dir}`,
     `-c listen_addresses=127.0.0.1`,
+    // fsync off is safe against process crashes (the OS keeps the writes); synchronous_commit stays on,
+    // or a killed server would lose acknowledged commits.
     `-c fsync=off`,
-    `-c synchronous_commit=off`,
     `-c full_page_writes=off`,
     `-c max_connections=300`,
     `-c wal_level=${opts.walLevel ?? 'replica'}`,
   ].join(' ');
-  run(asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOpts, '-l', join(dir, 'server.log'), '-w', '-t', '60', 'start']));
+  const start = () => run(asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOpts, '-l', join(dir, 'server.log'), '-w', '-t', '60', 'start']));
+  const kill = () => {
+    const argv = asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', '-t', '30', 'stop']);
+    spawnSync(argv[0]!, argv.slice(1), { timeout: 60_000 });
+  };
+  start();
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
     dir,
+    kill,
+    restart: start,
     stop() {
-      const argv = asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', '-t', '30', 'stop']);
-      spawnSync(argv[0]!, argv.slice(1), { timeout: 60_000 });
+      kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian 12 machine (as root) for the full test suite, then installs npm
+# dependencies and builds. Idempotent: installs only what is missing. Used by the README's test
+# command and by CI (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[[ -x /usr/lib/postgresql/15/bin/initdb ]] || need+=(postgresql-15)
+command -v runuser >/dev/null || need+=(util-linux)
+
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing ${need[*]}; run as root (or install them) and retry" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # The Debian package starts a cluster of its own; the tests run their own servers.
+  if command -v pg_ctlcluster >/dev/null; then pg_ctlcluster 15 main stop 2>/dev/null || true; fi
+fi
+
+id postgres >/dev/null 2>&1 || { echo "setup: the postgres user is missing (postgresql-15 creates it)" >&2; exit 1; }
+
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+fi
+npm run build
