@@ -14,8 +14,22 @@ export interface Config {
   readonly devAuth: boolean;
   readonly nodeId: string;
   readonly logLevel: string;
+  /** null: the in-process bus (single node). Set: relay, delivery and gateways talk through Kafka. */
+  readonly kafkaBrokers: string[] | null;
+  readonly kafka: KafkaTopics;
+  /** Relay and delivery serve /metrics and /healthz here (0 = ephemeral). */
+  readonly metricsPort: number;
   readonly limits: Limits;
   readonly timeouts: Timeouts;
+}
+
+export interface KafkaTopics {
+  readonly eventsTopic: string;
+  readonly deliveriesTopic: string;
+  readonly deadLetterTopic: string;
+  readonly partitions: number;
+  readonly deliveryGroupId: string;
+  readonly requestTimeoutMs: number;
 }
 
 export interface Limits {
@@ -35,6 +49,9 @@ export interface Limits {
   readonly sendsPerSecond: number;
   readonly sendBurst: number;
   readonly membershipCacheEntries: number;
+  /** Unpublished outbox rows beyond which sends are refused with `unavailable`. */
+  readonly maxOutboxBacklog: number;
+  readonly deliveryMaxRetries: number;
 }
 
 export interface Timeouts {
@@ -76,9 +93,6 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const databaseUrl = env.DATABASE_URL ? env.DATABASE_URL : null;
   const mode = databaseUrl ? 'postgres' : 'embedded';
   const jwtSecret = env.REALCHAT_JWT_SECRET ? env.REALCHAT_JWT_SECRET : null;
-  if (mode !== 'embedded' && !jwtSecret) {
-    throw new ConfigError('REALCHAT_JWT_SECRET is required when DATABASE_URL is set (only the embedded default generates one)');
-  }
   if (jwtSecret !== null && Buffer.byteLength(jwtSecret) < 32) {
     throw new ConfigError('REALCHAT_JWT_SECRET must be at least 32 bytes for HS256');
   }
@@ -99,6 +113,16 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     devAuth,
     nodeId: env.REALCHAT_NODE_ID || `node-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
     logLevel: env.LOG_LEVEL || 'info',
+    kafkaBrokers: env.KAFKA_BROKERS ? env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : null,
+    kafka: {
+      eventsTopic: env.REALCHAT_EVENTS_TOPIC || 'realchat.events.v1',
+      deliveriesTopic: env.REALCHAT_DELIVERIES_TOPIC || 'realchat.deliveries.v1',
+      deadLetterTopic: env.REALCHAT_DLQ_TOPIC || 'realchat.events.dlq.v1',
+      partitions: int(env, 'REALCHAT_TOPIC_PARTITIONS', 12, 1, 10_000),
+      deliveryGroupId: env.REALCHAT_DELIVERY_GROUP || 'realchat-delivery',
+      requestTimeoutMs: int(env, 'REALCHAT_KAFKA_TIMEOUT_MS', 10_000, 500, 600_000),
+    },
+    metricsPort: int(env, 'METRICS_PORT', 0, 0, 65535),
     limits: {
       maxPayloadBytes,
       maxFrameBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
@@ -114,6 +138,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       sendsPerSecond: int(env, 'REALCHAT_SENDS_PER_S', 100, 1, 1_000_000),
       sendBurst: int(env, 'REALCHAT_SEND_BURST', 200, 1, 1_000_000),
       membershipCacheEntries: int(env, 'REALCHAT_MEMBERSHIP_CACHE_ENTRIES', 10_000, 0, 10_000_000),
+      maxOutboxBacklog: int(env, 'REALCHAT_OUTBOX_MAX_BACKLOG', 100_000, 1, 100_000_000),
+      deliveryMaxRetries: int(env, 'REALCHAT_DELIVERY_MAX_RETRIES', 5, 0, 1000),
     },
     timeouts: {
       helloMs: int(env, 'REALCHAT_HELLO_TIMEOUT_MS', 10_000, 100, 600_000),

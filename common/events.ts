@@ -96,3 +96,21 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
       return null;
   }
 }
+
+/**
+ * Gateway delivery records (topic realchat.deliveries.v1, internal to RealChat): the event plus the
+ * recipients the delivery worker resolved (null = every member, resolved by the gateway node).
+ */
+export const EVENT_HEADERS = { type: 'realchat-event-type', eventId: 'realchat-event-id', traceId: 'trace_id' } as const;
+
+export function encodeDeliveryValue(recipients: readonly string[] | null, eventJson: string): string {
+  return `{"schema_version":1,"recipients":${JSON.stringify(recipients)},"event":${eventJson}}`;
+}
+
+export function decodeDeliveryValue(text: string): { recipients: string[] | null; event: unknown } {
+  const v: unknown = JSON.parse(text);
+  if (!isPlainObject(v) || v.schema_version !== 1) fail('delivery record needs schema_version 1');
+  const recipients = v.recipients;
+  if (recipients !== null && !(Array.isArray(recipients) && recipients.every(isUuid))) fail('delivery recipients must be null or user ids');
+  return { recipients: recipients as string[] | null, event: v.event };
+}

@@ -29,6 +29,13 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     outboxPublished: new Counter({ name: 'realchat_outbox_published_total', help: 'Outbox events published to the bus', registers: r }),
     outboxBacklog: new Gauge({ name: 'realchat_outbox_backlog', help: 'Unpublished outbox rows seen at the last relay poll', registers: r }),
     relayErrors: new Counter({ name: 'realchat_relay_errors_total', help: 'Relay poll/publish failures (retried with backoff)', registers: r }),
+    outboxOldestAge: new Gauge({ name: 'realchat_outbox_oldest_age_seconds', help: 'Age of the oldest unpublished outbox row', registers: r }),
+    relayLeader: new Gauge({ name: 'realchat_relay_leader', help: '1 while this relay holds the outbox lease', registers: r }),
+    sendsRefusedBacklog: new Counter({ name: 'realchat_sends_refused_backlog_total', help: 'Sends refused because the outbox backlog passed its bound', registers: r }),
+    consumerLag: new Gauge({ name: 'realchat_consumer_lag', help: 'Kafka consumer lag (end offset - committed) per partition', labelNames: ['group', 'topic', 'partition'] as const, registers: r }),
+    deadLettered: new Counter({ name: 'realchat_dead_lettered_total', help: 'Event records sent to the dead-letter topic', labelNames: ['reason'] as const, registers: r }),
+    duplicatesSkipped: new Counter({ name: 'realchat_duplicate_events_skipped_total', help: 'Events skipped by delivery dedup (conversation_id, sequence)', registers: r }),
+    deliveriesForwarded: new Counter({ name: 'realchat_deliveries_forwarded_total', help: 'Delivery records produced for gateway nodes', registers: r }),
   };
 }
 

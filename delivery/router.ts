@@ -1,34 +1,40 @@
 /**
- * Delivery: turns events from the bus into deliveries for the gateway nodes that hold recipients.
- * In embedded mode there is one node (the local inbox); the presence-routed version sends each
- * delivery to the nodes that hold the users (see docs/architecture.md).
+ * Delivery: turns event records into deliveries for gateway nodes. The same router runs in-process
+ * (embedded mode, sink = the local gateway) and in delivery workers (sink = the gateway delivery
+ * topic). It decodes, drops duplicates by (conversation_id, sequence), and decides the recipients
+ * it can name without a lookup (members_added names them); `recipients: null` means "every member",
+ * resolved by the gateway node from its membership cache.
  */
 import type { EventRecord, ChatEvent } from '../common/events.js';
 import { decodeEvent, EventDecodeError } from '../common/events.js';
 import type { Logger } from '../common/log.js';
-import type { MembershipCache } from './membership-cache.js';
+import type { Metrics } from '../common/metrics.js';
+import { SequenceDedup } from './sequence-dedup.js';
 
 export interface Delivery {
-  /** Users to hand the event to; the node renders frames and enforces per-connection order. */
-  userIds: Iterable<string>;
+  recipients: readonly string[] | null;
   event: ChatEvent;
   traceId: string | null;
 }
 
-export interface GatewayInbox {
-  deliver(d: Delivery): void;
+export interface DeliverySink {
+  /** Resolves once the delivery is handed over (Kafka: acknowledged). */
+  deliver(d: Delivery, source: EventRecord): Promise<void>;
 }
 
 export interface DeliveryRouterDeps {
-  membership: MembershipCache;
-  inbox: GatewayInbox;
+  sink: DeliverySink;
   log: Logger;
-  /** Records that cannot be decoded: never dropped silently (a metric counts them; Kafka mode dead-letters them). */
+  metrics: Metrics;
+  /** Conversations remembered for dedup (LRU). */
+  dedupEntries: number;
+  /** Records that cannot be decoded: never dropped silently (metric + log; Kafka mode dead-letters them). */
   onUndecodable(record: EventRecord, reason: string): Promise<void>;
 }
 
 export function createDeliveryRouter(deps: DeliveryRouterDeps) {
-  const { membership, inbox, log } = deps;
+  const { sink, log, metrics } = deps;
+  const dedup = new SequenceDedup(deps.dedupEntries);
 
   async function route(record: EventRecord): Promise<void> {
     let event: ChatEvent | null;
@@ -43,19 +49,12 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps) {
       log.debug({ type: record.type, trace_id: record.traceId }, 'skipping event type unknown to this version');
       return;
     }
-    const traceId = record.traceId;
-    switch (event.type) {
-      case 'message.created':
-        inbox.deliver({ userIds: await membership.members(event.conversation_id), event, traceId });
-        break;
-      case 'conversation.members_added':
-        membership.add(event.conversation_id, event.user_ids);
-        inbox.deliver({ userIds: event.user_ids, event, traceId });
-        break;
-      case 'conversation.read':
-        inbox.deliver({ userIds: await membership.members(event.conversation_id), event, traceId });
-        break;
+    if (event.type === 'message.created' && dedup.seen(event.conversation_id, event.message.sequence_number)) {
+      metrics.duplicatesSkipped.inc();
+      return;
     }
+    await sink.deliver({ recipients: event.type === 'conversation.members_added' ? event.user_ids : null, event, traceId: record.traceId }, record);
+    if (event.type === 'message.created') dedup.mark(event.conversation_id, event.message.sequence_number);
   }
 
   return {
@@ -63,5 +62,8 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps) {
     async handle(records: EventRecord[]): Promise<void> {
       for (const r of records) await route(r);
     },
+    route,
+    /** The sink failed after accepting some deliveries: forget dedup marks so they flow again. */
+    forgetDedup: () => dedup.reset(),
   };
 }

@@ -1,21 +1,27 @@
-import type { Delivery, GatewayInbox } from '../delivery/router.js';
+import type { Delivery } from '../delivery/router.js';
+import type { MembershipCache } from '../delivery/membership-cache.js';
 import { encodeFrame } from '../common/protocol.js';
 import type { ConnectionRegistry } from './registry.js';
 
-/** The node side of delivery: renders events into frames for local connections. */
-export function createLocalInbox(registry: ConnectionRegistry): GatewayInbox {
+export interface GatewayInbox {
+  deliver(d: Delivery): Promise<void>;
+}
+
+/** The node side of delivery: resolves recipients if needed and renders events into frames. */
+export function createGatewayInbox(registry: ConnectionRegistry, membership: MembershipCache): GatewayInbox {
   return {
-    deliver({ userIds, event }: Delivery) {
+    async deliver({ recipients, event }: Delivery) {
       switch (event.type) {
         case 'message.created':
-          registry.deliverMessage(userIds, event.message);
+          registry.deliverMessage(recipients ?? (await membership.members(event.conversation_id)), event.message);
           break;
         case 'conversation.members_added':
-          registry.join(userIds, event.conversation_id, event.last_sequence);
+          membership.add(event.conversation_id, event.user_ids);
+          registry.join(recipients ?? event.user_ids, event.conversation_id, event.last_sequence);
           break;
         case 'conversation.read':
           registry.deliverFrame(
-            userIds,
+            recipients ?? (await membership.members(event.conversation_id)),
             encodeFrame({ type: 'receipt', conversation_id: event.conversation_id, user_id: event.user_id, read_sequence: event.read_sequence }),
             { conversationId: event.conversation_id },
           );

@@ -13,7 +13,16 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const app = await startRealChat(config);
+  let app;
+  try {
+    app = await startRealChat(config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`realchat: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
   if (config.devAuth) {
     app.log.info(
       { hint: `curl -s -X POST http://${config.host}:${app.port}/v1/dev/token -d '{"name":"alice"}'` },

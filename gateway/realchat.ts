@@ -1,14 +1,17 @@
 /**
- * Composition root of the single-process pipeline: gateway + in-process relay + in-process delivery,
- * on embedded PGlite or a real Postgres. Only wiring here; every part is built from its factory.
+ * Composition root of a gateway node. Without KAFKA_BROKERS it also runs the relay and delivery
+ * in-process over an in-memory bus (embedded default / single node); with it, it only commits and
+ * consumes the gateway delivery topic. Only wiring here; every part is built from its factory.
  */
 import { join } from 'node:path';
-import type { Config } from '../common/config.js';
+import { ConfigError, type Config } from '../common/config.js';
 import { createLogger, type Logger } from '../common/log.js';
-import { createMetrics } from '../common/metrics.js';
+import { createMetrics, type Metrics } from '../common/metrics.js';
 import { createSql, withTimeout, type Sql } from '../common/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embedded-postgres.js';
 import { createInMemoryBus } from '../common/bus.js';
+import { BacklogMonitor } from '../common/outbox-stats.js';
+import { AppError } from '../common/errors.js';
 import { migrate } from '../sql/migrate.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { MembershipCache } from '../delivery/membership-cache.js';
@@ -16,20 +19,22 @@ import { createDeliveryRouter } from '../delivery/router.js';
 import { createAuthenticator } from './auth.js';
 import { createChatStore } from './chat-store.js';
 import { ConnectionRegistry } from './registry.js';
-import { createLocalInbox } from './inbox.js';
+import { createGatewayInbox, type GatewayInbox } from './inbox.js';
 import { RateLimiter } from './rate-limit.js';
 import { loadOrCreateJwtSecret } from './secrets.js';
 import { startGatewayServer } from './server.js';
+import { startDeliveryConsumer } from './delivery-consumer.js';
 
 export interface RealChat {
   port: number;
   nodeId: string;
   log: Logger;
   sql: Sql;
+  metrics: Metrics;
   jwtSecret: string;
-  /** Resolves when every committed event so far has been handed to connections (tests). */
+  /** Resolves when every event committed so far has been handed to connections (in-process mode). */
   settled(): Promise<void>;
-  /** Graceful: drain clients, stop the relay, close the database. */
+  /** Graceful: drain clients, stop consuming, close the database. */
   close(): Promise<void>;
 }
 
@@ -37,6 +42,38 @@ export interface StartOptions {
   /** In-memory PGlite instead of dataDir (tests). */
   ephemeralEmbedded?: boolean;
   logger?: Logger;
+}
+
+interface Pipeline {
+  onEventCommitted(): void;
+  settled(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Relay + delivery in this process: outbox -> in-memory bus -> router -> this node's inbox. */
+function startInProcessPipeline(config: Config, sql: Sql, inbox: GatewayInbox, log: Logger, metrics: Metrics): Pipeline {
+  const bus = createInMemoryBus();
+  const router = createDeliveryRouter({
+    sink: { deliver: (d) => inbox.deliver(d) },
+    log,
+    metrics,
+    dedupEntries: 100_000,
+    async onUndecodable(record, reason) {
+      metrics.deadLettered.inc({ reason: 'undecodable' });
+      log.error({ event_id: record.eventId, type: record.type, trace_id: record.traceId, reason }, 'undecodable event skipped (no dead-letter topic in-process)');
+    },
+  });
+  bus.subscribe((records) => router.handle(records));
+  const relay = createOutboxRelay({ sql, bus, log, metrics, batchSize: 500, pollMs: config.timeouts.relayPollMs, queryTimeoutMs: config.timeouts.dbQueryMs });
+  relay.start();
+  return {
+    onEventCommitted: () => relay.wake(),
+    settled: () => relay.idle(),
+    async stop() {
+      await relay.stop();
+      await bus.close();
+    },
+  };
 }
 
 export async function startRealChat(config: Config, opts: StartOptions = {}): Promise<RealChat> {
@@ -55,7 +92,8 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
       log.info({ path: s.path, created: s.created }, 'using the embedded JWT secret');
     }
   }
-  if (!databaseUrl || !jwtSecret) throw new Error('unreachable: config validated DATABASE_URL and REALCHAT_JWT_SECRET');
+  if (!jwtSecret) throw new ConfigError('REALCHAT_JWT_SECRET is required when DATABASE_URL is set (only the embedded default generates one)');
+  if (!databaseUrl) throw new Error('unreachable: no database URL');
 
   const sql = createSql({
     url: databaseUrl,
@@ -68,34 +106,41 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   if (applied.length) log.info({ migrations: applied }, 'applied migrations');
 
   const store = createChatStore({ sql, queryTimeoutMs: config.timeouts.dbQueryMs, maxRoomMembers: config.limits.maxRoomMembers });
-  const auth = createAuthenticator(jwtSecret);
   const registry = new ConnectionRegistry();
   const membership = new MembershipCache(store, config.limits.membershipCacheEntries);
-  const bus = createInMemoryBus();
-  const router = createDeliveryRouter({
-    membership,
-    inbox: createLocalInbox(registry),
-    log,
-    async onUndecodable(record, reason) {
-      metrics.failedDeliveries.inc({ reason: 'undecodable_event' });
-      log.error({ event_id: record.eventId, type: record.type, trace_id: record.traceId, reason }, 'undecodable event skipped');
-    },
+  const inbox = createGatewayInbox(registry, membership);
+  const backlog = new BacklogMonitor(sql, config.limits.maxOutboxBacklog, 1000, config.timeouts.dbQueryMs, (s) => {
+    metrics.outboxBacklog.set(s.backlog);
+    metrics.outboxOldestAge.set(s.oldestAgeS);
   });
-  bus.subscribe((records) => router.handle(records));
-  const relay = createOutboxRelay({ sql, bus, log, metrics, batchSize: 500, pollMs: config.timeouts.relayPollMs, queryTimeoutMs: config.timeouts.dbQueryMs });
-  relay.start();
+  backlog.start();
+
+  let pipeline: Pipeline;
+  if (config.kafkaBrokers) {
+    const consumer = await startDeliveryConsumer({ config, inbox, log, metrics });
+    // The relay is another process, woken by NOTIFY from the outbox trigger.
+    pipeline = { onEventCommitted: () => {}, settled: async () => {}, stop: () => consumer.stop() };
+  } else {
+    pipeline = startInProcessPipeline(config, sql, inbox, log, metrics);
+  }
 
   const server = await startGatewayServer(
     {
       config,
       store,
-      auth,
+      auth: createAuthenticator(jwtSecret),
       registry,
       membership,
       log,
       metrics,
       sendLimiter: new RateLimiter(config.limits.sendsPerSecond, config.limits.sendBurst),
-      onEventCommitted: () => relay.wake(),
+      admitSend() {
+        if (backlog.overloaded) {
+          metrics.sendsRefusedBacklog.inc();
+          throw new AppError('unavailable', 'the outbox backlog is over its bound (event bus behind); retry with the same idempotency key', { retryAfterS: 1 });
+        }
+      },
+      onEventCommitted: () => pipeline.onEventCommitted(),
       ready: async () => {
         try {
           await withTimeout(store.ping(), 1000, 'readiness ping');
@@ -108,7 +153,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     config.host,
     config.port,
   );
-  log.info({ host: config.host, port: server.port, mode: config.mode, dev_auth: config.devAuth }, 'realchat listening');
+  log.info({ host: config.host, port: server.port, mode: config.mode, kafka: Boolean(config.kafkaBrokers), dev_auth: config.devAuth }, 'realchat listening');
 
   let closing: Promise<void> | null = null;
   return {
@@ -116,13 +161,14 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     nodeId: config.nodeId,
     log,
     sql,
+    metrics,
     jwtSecret,
-    settled: () => relay.idle(),
+    settled: () => pipeline.settled(),
     close() {
       closing ??= (async () => {
         server.drain({ retryAfterMs: 2000 });
-        await relay.stop();
-        await bus.close();
+        backlog.stop();
+        await pipeline.stop();
         server.close();
         await sql.end({ timeout: 5 });
         if (embedded) await embedded.close();

@@ -18,6 +18,8 @@ export interface RestDeps {
   auth: Authenticator;
   metrics: Metrics;
   sendLimiter: RateLimiter;
+  /** Throws `unavailable` while sends must be refused (outbox backlog over its bound). */
+  admitSend(): void;
   /** Wakes the local relay after a commit that produced an event. */
   onEventCommitted(): void;
   ready(): Promise<boolean>;
@@ -87,6 +89,7 @@ export function createRestRoutes(deps: RestDeps) {
       const payload = f.present('payload');
       checkPayload(payload, limits.maxPayloadBytes, 'invalid_request');
       if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+      deps.admitSend();
       const timer = metrics.dbWriteSeconds.startTimer();
       const result = await store.sendMessage(me, conversationId, key, payload, ctx.traceId);
       timer();

@@ -50,6 +50,7 @@ export interface WsDeps {
   log: Logger;
   metrics: Metrics;
   sendLimiter: RateLimiter;
+  admitSend(): void;
   onEventCommitted(): void;
   /** All sockets, welcomed or not, for draining. */
   sockets: Set<WebSocket<WsData>>;
@@ -162,6 +163,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     switch (frame.type) {
       case 'send': {
         if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+        deps.admitSend();
         const timer = metrics.dbWriteSeconds.startTimer();
         const { envelope, duplicate } = await store.sendMessage(me, frame.conversation_id, frame.idempotency_key, frame.payload, null);
         timer();

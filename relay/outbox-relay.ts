@@ -54,7 +54,6 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       opts.queryTimeoutMs,
       'outbox poll',
     );
-    metrics.outboxBacklog.set(rows.length);
     if (rows.length === 0) return 0;
     const records: EventRecord[] = rows.map((r) => ({ key: r.aggregateid, value: r.value, type: r.type, eventId: r.event_id, traceId: r.trace_id }));
     await bus.publish(records);

@@ -37,7 +37,7 @@ describe('gateway crash mid-stream (kill -9)', () => {
     const http = `http://127.0.0.1:${port}`;
     const ws = `ws://127.0.0.1:${port}/v1/ws`;
     const created = await fetch(`${http}/v1/conversations`, { method: 'POST', headers: { authorization: `Bearer ${at}` }, body: JSON.stringify({ member_ids: [bob] }) });
-    const conv = (await created.json()).conversation_id as string;
+    const conv = ((await created.json()) as { conversation_id: string }).conversation_id;
 
     const N = 120;
     const history = new History();

@@ -1,0 +1,208 @@
+/**
+ * The only module that imports kafkajs (unmaintained upstream): everything else sees these small
+ * functions, so the client can be swapped without touching the roles.
+ */
+import kafkajs from 'kafkajs';
+import type { Admin, Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Logger } from './log.js';
+import { withTimeout } from './db.js';
+
+const { Kafka: KafkaClient, logLevel, Partitioners } = kafkajs;
+
+export interface KafkaOptions {
+  brokers: string[];
+  clientId: string;
+  log: Logger;
+  connectionTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}
+
+export interface OutRecord {
+  key: string;
+  value: string;
+  headers: Record<string, string>;
+}
+
+export interface InRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string>;
+}
+
+export function createKafka(opts: KafkaOptions): Kafka {
+  const log = opts.log.child({ component: 'kafkajs' });
+  return new KafkaClient({
+    clientId: opts.clientId,
+    brokers: opts.brokers,
+    connectionTimeout: opts.connectionTimeoutMs ?? 3000,
+    requestTimeout: opts.requestTimeoutMs ?? 10_000,
+    retry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 8 },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ level, log: entry }) => {
+      const { message, ...rest } = entry;
+      if (level <= logLevel.ERROR) log.error(rest, message);
+      else log.warn(rest, message);
+    },
+  });
+}
+
+export async function ensureTopics(kafka: Kafka, topics: Array<{ topic: string; partitions: number; replicationFactor?: number }>): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t.topic));
+    if (missing.length) {
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: t.replicationFactor ?? -1 })),
+      });
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export interface KafkaProducer {
+  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all). */
+  send(topic: string, records: OutRecord[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function createProducer(kafka: Kafka, opts: { timeoutMs: number }): Promise<KafkaProducer> {
+  // Idempotent: broker-side dedup of retried batches, and with one request in flight, per-partition order.
+  const producer: Producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    createPartitioner: Partitioners.DefaultPartitioner,
+    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 3000 },
+  });
+  await withTimeout(producer.connect(), opts.timeoutMs, 'kafka producer connect');
+  return {
+    async send(topic, records) {
+      if (records.length === 0) return;
+      await withTimeout(
+        producer.send({
+          topic,
+          acks: -1,
+          timeout: opts.timeoutMs,
+          messages: records.map((r) => ({ key: r.key, value: r.value, headers: r.headers })),
+        }),
+        opts.timeoutMs * 2,
+        'kafka produce',
+      );
+    },
+    close: () => producer.disconnect(),
+  };
+}
+
+function decodeHeaders(h: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h ?? {})) {
+    if (v === undefined || v === null) continue;
+    const first = Array.isArray(v) ? v[0] : v;
+    if (first !== undefined && first !== null) out[k] = first.toString();
+  }
+  return out;
+}
+
+function toInRecord(topic: string, partition: number, m: KafkaMessage): InRecord {
+  return { topic, partition, offset: m.offset, key: m.key ? m.key.toString() : null, value: m.value ? m.value.toString() : null, headers: decodeHeaders(m.headers) };
+}
+
+export interface RunningConsumer {
+  pause(): void;
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * A consumer group member that hands records to the handler in partition order and marks offsets
+ * only after the handler succeeded. `handleBatch` receives up to `chunk` records of one partition;
+ * a handler error stops the batch (what is done stays committed) and kafkajs retries from the first
+ * unfinished record, so processing is at-least-once.
+ */
+export async function runConsumer(
+  kafka: Kafka,
+  opts: {
+    groupId: string;
+    topic: string;
+    fromBeginning: boolean;
+    log: Logger;
+    handleBatch(records: InRecord[]): Promise<void>;
+    chunk?: number;
+    sessionTimeoutMs?: number;
+  },
+): Promise<RunningConsumer> {
+  const consumer: Consumer = kafka.consumer({
+    groupId: opts.groupId,
+    sessionTimeout: opts.sessionTimeoutMs ?? 10_000,
+    heartbeatInterval: 1000,
+    rebalanceTimeout: 20_000,
+    maxBytesPerPartition: 1024 * 1024,
+    maxWaitTimeInMs: 50,
+    retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5000, restartOnFailure: async () => true },
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topic: opts.topic, fromBeginning: opts.fromBeginning });
+  consumer.on(consumer.events.CRASH, (e) => opts.log.error({ err: e.payload.error, group: opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed'));
+  const chunk = opts.chunk ?? 500;
+  await consumer.run({
+    autoCommit: true,
+    autoCommitInterval: 500,
+    eachBatchAutoResolve: false,
+    eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+      for (let i = 0; i < batch.messages.length; i += chunk) {
+        if (!isRunning() || isStale()) break;
+        const slice = batch.messages.slice(i, i + chunk);
+        await opts.handleBatch(slice.map((m) => toInRecord(batch.topic, batch.partition, m)));
+        resolveOffset(slice[slice.length - 1]!.offset);
+        await heartbeat();
+      }
+    },
+  });
+  let paused = false;
+  return {
+    pause() {
+      if (!paused) consumer.pause([{ topic: opts.topic }]);
+      paused = true;
+    },
+    resume() {
+      if (paused) consumer.resume([{ topic: opts.topic }]);
+      paused = false;
+    },
+    stop: () => consumer.disconnect(),
+  };
+}
+
+export interface PartitionLag {
+  topic: string;
+  partition: number;
+  committed: number;
+  end: number;
+  lag: number;
+}
+
+/** Consumer lag per partition: log end offset minus the group's committed offset. */
+export async function consumerLag(kafka: Kafka, groupId: string, topic: string): Promise<PartitionLag[]> {
+  const admin: Admin = kafka.admin();
+  await admin.connect();
+  try {
+    const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+    const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+    return ends.map((e) => {
+      const end = Number(e.high);
+      const c = byPartition.get(e.partition) ?? -1;
+      const start = Number(e.low);
+      const committedOffset = c < 0 ? start : c;
+      return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export type { Kafka };

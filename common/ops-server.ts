@@ -1,0 +1,35 @@
+/** /healthz and /metrics for the worker roles (relay, delivery), on node:http. */
+import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
+
+export async function startOpsServer(opts: { port: number; host: string; registry: Registry; healthy(): boolean }): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      opts.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': opts.registry.contentType });
+          res.end(text);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
+      );
+      return;
+    }
+    if (req.url === '/healthz') {
+      const ok = opts.healthy();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: ok ? 'ok' : 'unhealthy' }));
+      return;
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  server.requestTimeout = 10_000;
+  await new Promise<void>((resolve) => server.listen(opts.port, opts.host, resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * A delivery worker (distributed mode): a member of the delivery consumer group on the event topic.
+ * Per partition, in order: decode, drop duplicates by (conversation_id, sequence), produce one
+ * delivery record per event to the gateway delivery topic, and only then mark the offsets. A record
+ * that cannot be decoded, or whose hand-over keeps failing after retries with backoff, goes to the
+ * dead-letter topic with the reason; if even that fails the batch is retried, never dropped.
+ */
+import type { Config } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import { consumerLag, createKafka, createProducer, ensureTopics, runConsumer, type InRecord, type OutRecord } from '../common/kafka.js';
+import { EVENT_HEADERS, encodeDeliveryValue, type EventRecord } from '../common/events.js';
+import { backoffMs } from '../common/backoff.js';
+import { createDeliveryRouter } from './router.js';
+
+export const DLQ_HEADERS = { reason: 'realchat-dlq-reason', source: 'realchat-dlq-source' } as const;
+
+function toEventRecord(r: InRecord): EventRecord {
+  return {
+    key: r.key ?? '',
+    value: r.value ?? '',
+    type: r.headers[EVENT_HEADERS.type] ?? '',
+    eventId: r.headers[EVENT_HEADERS.eventId] ?? r.headers.id ?? '',
+    traceId: r.headers[EVENT_HEADERS.traceId] ?? null,
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function startDeliveryWorker(deps: { config: Config; log: Logger; metrics: Metrics }) {
+  const { config, log, metrics } = deps;
+  const topics = config.kafka;
+  const kafka = createKafka({ brokers: config.kafkaBrokers!, clientId: `realchat-delivery-${config.nodeId}`, log, requestTimeoutMs: topics.requestTimeoutMs });
+  await ensureTopics(kafka, [
+    { topic: topics.eventsTopic, partitions: topics.partitions },
+    { topic: topics.deliveriesTopic, partitions: topics.partitions },
+    { topic: topics.deadLetterTopic, partitions: topics.partitions },
+  ]);
+  const producer = await createProducer(kafka, { timeoutMs: topics.requestTimeoutMs });
+
+  let pending: OutRecord[] = [];
+  let deadLetters: OutRecord[] = [];
+  const deadLetter = (record: EventRecord, source: InRecord, reason: string) => {
+    metrics.deadLettered.inc({ reason: reason.split(':')[0]! });
+    log.error({ event_id: record.eventId, trace_id: record.traceId, partition: source.partition, offset: source.offset, reason }, 'event dead-lettered');
+    deadLetters.push({
+      key: record.key,
+      value: record.value,
+      headers: { ...source.headers, [DLQ_HEADERS.reason]: reason, [DLQ_HEADERS.source]: `${source.topic}/${source.partition}/${source.offset}` },
+    });
+  };
+
+  let current: InRecord | null = null;
+  const router = createDeliveryRouter({
+    log,
+    metrics,
+    dedupEntries: 100_000,
+    sink: {
+      async deliver(d, source) {
+        pending.push({
+          key: source.key,
+          value: encodeDeliveryValue(d.recipients, source.value),
+          headers: { [EVENT_HEADERS.type]: source.type, [EVENT_HEADERS.eventId]: source.eventId, ...(source.traceId ? { [EVENT_HEADERS.traceId]: source.traceId } : {}) },
+        });
+      },
+    },
+    async onUndecodable(record, reason) {
+      deadLetter(record, current!, `undecodable: ${reason}`);
+    },
+  });
+
+  async function handleBatch(records: InRecord[]): Promise<void> {
+    pending = [];
+    deadLetters = [];
+    for (const r of records) {
+      current = r;
+      await router.route(toEventRecord(r));
+    }
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await producer.send(topics.deliveriesTopic, pending);
+        metrics.deliveriesForwarded.inc(pending.length);
+        break;
+      } catch (err) {
+        router.forgetDedup();
+        if (attempt >= config.limits.deliveryMaxRetries) {
+          deadLetters = [];
+          for (let i = 0; i < records.length; i++) deadLetter(toEventRecord(records[i]!), records[i]!, `delivery_failed: ${(err as Error).message}`);
+          break;
+        }
+        const delay = backoffMs(attempt, 200, 5000);
+        log.warn({ err, attempt, retry_in_ms: delay }, 'delivery hand-over failed; retrying');
+        await sleep(delay);
+      }
+    }
+    // Throws if the dead-letter topic cannot be written either: the batch is retried, not lost.
+    await producer.send(topics.deadLetterTopic, deadLetters);
+  }
+
+  const consumer = await runConsumer(kafka, { groupId: topics.deliveryGroupId, topic: topics.eventsTopic, fromBeginning: true, log, handleBatch });
+
+  const lagTimer = setInterval(() => {
+    consumerLag(kafka, topics.deliveryGroupId, topics.eventsTopic).then(
+      (lags) => {
+        for (const l of lags) metrics.consumerLag.set({ group: topics.deliveryGroupId, topic: l.topic, partition: String(l.partition) }, l.lag);
+      },
+      (err) => log.debug({ err }, 'lag poll failed'),
+    );
+  }, 2000);
+  lagTimer.unref();
+
+  return {
+    async stop() {
+      clearInterval(lagTimer);
+      await consumer.stop();
+      await producer.close();
+    },
+  };
+}

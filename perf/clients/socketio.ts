@@ -1,0 +1,90 @@
+// Socket.IO 4 client (websocket transport only) for the socketio peer.
+import { io, type Socket } from 'socket.io-client';
+import { Client, type ClientEvents, type Payload } from './base.js';
+
+interface Envelope { conversation_id?: string; sequence_number?: number; payload?: Payload }
+interface AckReply { idempotency_key?: string; duplicate?: boolean; error?: string }
+
+export class SocketIOClient extends Client {
+  private sock: Socket | undefined;
+  private closedByUs = false;
+  lastRecovered = false;
+
+  constructor(idx: number, url: string, userId: string, token: string, convs: readonly string[], localAddress: string, ev: ClientEvents) {
+    super(idx, url, userId, token, convs, localAddress, ev);
+  }
+
+  connect(_resume: boolean, timeoutMs: number): Promise<void> {
+    this.closedByUs = false;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const done = (err?: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err) { reject(err); } else resolve();
+      };
+      const timer = setTimeout(() => done(new Error('timeout')), timeoutMs);
+      let s = this.sock;
+      if (!s) {
+        s = io(this.url, {
+          transports: ['websocket'], auth: { user_id: this.userId }, reconnection: false, forceNew: true,
+          localAddress: this.localAddress, timeout: timeoutMs,
+        } as Parameters<typeof io>[1]);
+        this.sock = s;
+        s.on('message', (env: Envelope) => {
+          if (env?.conversation_id && env.payload) {
+            const seq = env.sequence_number;
+            if (typeof seq === 'number') this.last.set(env.conversation_id, Math.max(seq, this.last.get(env.conversation_id) ?? 0));
+            this.ev.onMessage(env.conversation_id, seq, env.payload);
+          }
+        });
+        s.on('disconnect', () => {
+          const wasOpen = this.open;
+          this.open = false;
+          if (!this.closedByUs && wasOpen) this.ev.onClosed(0);
+        });
+      } else {
+        s.connect(); // same Socket object: carries its session id and offset, so the server can recover
+      }
+      const sock = s;
+      const onConnect = (): void => {
+        sock.off('connect_error', onErr);
+        this.lastRecovered = sock.recovered;
+        if (sock.recovered) { this.open = true; done(); return; }
+        sock.timeout(timeoutMs).emit('join', this.convs, (err: Error | null) => {
+          if (err) { done(err); return; }
+          this.open = true;
+          done();
+        });
+      };
+      const onErr = (e: Error): void => { sock.off('connect', onConnect); done(e); };
+      sock.once('connect', onConnect);
+      sock.once('connect_error', onErr);
+    });
+  }
+
+  send(conv: string, key: string, payload: Payload): boolean {
+    const s = this.sock;
+    if (!this.open || !s || !s.connected) return false;
+    s.emit('send', { conversation_id: conv, idempotency_key: key, payload }, (r: AckReply) => {
+      if (r?.error) this.ev.onError(`sio_${r.error}`);
+      else this.ev.onAck(key, r?.duplicate === true);
+    });
+    return true;
+  }
+
+  drop(): void {
+    this.closedByUs = true;
+    this.open = false;
+    // close the underlying transport without a Socket.IO disconnect packet: the server sees
+    // "transport close", which is what connection state recovery is for
+    this.sock?.io.engine?.close();
+  }
+
+  close(): void {
+    this.closedByUs = true;
+    this.open = false;
+    this.sock?.disconnect();
+  }
+}

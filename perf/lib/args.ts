@@ -1,0 +1,128 @@
+import { SCENARIOS, TARGETS, type Scenario, type Target } from './types.js';
+
+export interface Options {
+  scenario: Scenario | 'compare';
+  target: Target;
+  targets: Target[]; // compare mode
+  connections: number;
+  duration: number; // seconds of sending (or holding, for idle)
+  rate: number; // msg/s overall
+  groupRate: number; // msg/s for the group scenario in compare mode
+  groupSize: number;
+  senders: number; // per group (group scenario)
+  payloadBytes: number;
+  rampRate: number; // connections/s overall
+  stormRate: number; // reconnections/s overall
+  steps: number[] | undefined;
+  settle: number; // s to wait at each idle step before measuring
+  drain: number; // s after the last intended send
+  workers: number; // 0 = auto
+  sourceAddrs: number; // 0 = auto
+  url: string | undefined;
+  port: number | undefined;
+  out: string | undefined;
+  serverPids: number[];
+  jwtSecret: string | undefined;
+  auth: 'dev' | 'jwt';
+  startServer: boolean;
+  help: boolean;
+}
+
+export const USAGE = `usage: perf <scenario> [options]
+scenarios: idle | pairs | group | reconnect-storm | compare
+  --target realchat|centrifugo|socketio|ws   (default realchat)
+  --targets a,b,c           compare mode: targets to run (default all four)
+  --connections N           (default 1000; max 50000)
+  --duration S              seconds of sending / holding (default 30; max 3600)
+  --rate R                  open-loop msg/s over all senders (pairs 1000, group 10, storm 200)
+  --group-rate R            group scenario rate in compare mode (default 10)
+  --group-size G            members per conversation (group: default N, i.e. one group; storm: 2)
+  --senders K               senders per group (group scenario, default 1)
+  --payload-bytes B         padding added to each payload (default 0)
+  --ramp-rate C             connections opened per second (default 2000)
+  --storm-rate C            reconnections per second in the storm (default 5000)
+  --steps 1000,5000,10000   idle only: measure server RSS at each level and fit bytes/connection
+  --settle S                idle steps: seconds to wait before measuring each level (default 5)
+  --drain S                 seconds to wait for deliveries after the last send (default 5)
+  --workers W               worker processes (default: one per 12000 connections, at least 1)
+  --source-addrs A          loopback source addresses 127.0.0.2.. (default: one per 10000, at least 2)
+  --url URL                 target URL (realchat default http://127.0.0.1:8080; loopback only)
+  --port P                  port for a peer we start (ws 8091, socketio 8092, centrifugo 8093)
+  --server-pid P[,P]        pids to sample (default: found by the listening port)
+  --jwt-secret S            RealChat: sign HS256 tokens locally instead of POST /v1/dev/token
+  --auth dev|jwt            RealChat token source (default dev; jwt when --jwt-secret is given)
+  --no-start-server         RealChat: fail instead of running npm start when nothing answers
+  --out FILE                results base path (default perf/results/<scenario>-<target>-<timestamp>)
+`;
+
+export function parseArgs(argv: readonly string[]): Options {
+  const o: Options = {
+    scenario: 'pairs', target: 'realchat', targets: [...TARGETS], connections: 1000, duration: 30, rate: NaN, groupRate: 10,
+    groupSize: NaN, senders: 1, payloadBytes: 0, rampRate: 2000, stormRate: 5000, steps: undefined, settle: 5, drain: 5,
+    workers: 0, sourceAddrs: 0, url: undefined, port: undefined, out: undefined, serverPids: [], jwtSecret: undefined,
+    auth: 'dev', startServer: true, help: false,
+  };
+  const pos: string[] = [];
+  const num = (name: string, v: string | undefined): number => {
+    const n = Number(v);
+    if (v === undefined || !Number.isFinite(n) || n < 0) throw new Error(`--${name} needs a non-negative number`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) { pos.push(a); continue; }
+    const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
+    const val = (): string | undefined => inline ?? argv[++i];
+    switch (k) {
+      case 'help': case 'h': o.help = true; break;
+      case 'target': { const t = val() as Target; if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}`); o.target = t; break; }
+      case 'targets': { const ts = (val() ?? '').split(',').filter(Boolean) as Target[]; for (const t of ts) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}`); o.targets = ts; break; }
+      case 'connections': o.connections = Math.floor(num(k, val())); break;
+      case 'duration': o.duration = num(k, val()); break;
+      case 'rate': o.rate = num(k, val()); break;
+      case 'group-rate': o.groupRate = num(k, val()); break;
+      case 'group-size': o.groupSize = Math.floor(num(k, val())); break;
+      case 'senders': o.senders = Math.max(1, Math.floor(num(k, val()))); break;
+      case 'payload-bytes': o.payloadBytes = Math.floor(num(k, val())); break;
+      case 'ramp-rate': o.rampRate = Math.max(1, num(k, val())); break;
+      case 'storm-rate': o.stormRate = Math.max(1, num(k, val())); break;
+      case 'steps': o.steps = (val() ?? '').split(',').filter(Boolean).map((s) => Math.floor(num(k, s))).sort((x, y) => x - y); break;
+      case 'settle': o.settle = num(k, val()); break;
+      case 'drain': o.drain = num(k, val()); break;
+      case 'workers': o.workers = Math.floor(num(k, val())); break;
+      case 'source-addrs': o.sourceAddrs = Math.floor(num(k, val())); break;
+      case 'url': o.url = val(); break;
+      case 'port': o.port = Math.floor(num(k, val())); break;
+      case 'out': o.out = val(); break;
+      case 'server-pid': o.serverPids = (val() ?? '').split(',').filter(Boolean).map((s) => Math.floor(num(k, s))); break;
+      case 'jwt-secret': o.jwtSecret = val(); o.auth = 'jwt'; break;
+      case 'auth': { const v = val(); if (v !== 'dev' && v !== 'jwt') throw new Error('--auth dev|jwt'); o.auth = v; break; }
+      case 'no-start-server': o.startServer = false; break;
+      default: throw new Error(`unknown option --${k}`);
+    }
+  }
+  const sc = pos[0] ?? '';
+  if (!o.help) {
+    if (sc !== 'compare' && !SCENARIOS.includes(sc as Scenario)) throw new Error(`unknown scenario '${sc}'`);
+    o.scenario = sc as Scenario | 'compare';
+  }
+  if (o.steps && o.steps.length > 0) o.connections = Math.max(o.connections, o.steps[o.steps.length - 1]!);
+  // hard bounds: the generator must stop by itself and stay within this machine
+  if (o.connections < 1 || o.connections > 50_000) throw new Error('--connections must be 1..50000');
+  if (o.duration <= 0 || o.duration > 3600) throw new Error('--duration must be in (0, 3600] s');
+  if (o.rate > 100_000 || o.groupRate > 100_000) throw new Error('--rate must be <= 100000 msg/s');
+  return o;
+}
+
+/** Options with the per-scenario defaults filled in (rate, group size). */
+export function forScenario(o: Options, sc: Scenario, compare: boolean): Options {
+  const r: Options = { ...o, scenario: sc };
+  if (sc === 'idle') r.rate = 0;
+  else if (sc === 'group') r.rate = compare || Number.isNaN(o.rate) ? o.groupRate : o.rate;
+  else if (Number.isNaN(o.rate)) r.rate = sc === 'reconnect-storm' ? 200 : 1000;
+  if (sc === 'group') r.groupSize = Number.isNaN(o.groupSize) ? o.connections : o.groupSize;
+  else if (sc === 'pairs' || sc === 'idle') r.groupSize = 2;
+  else r.groupSize = Number.isNaN(o.groupSize) ? 2 : o.groupSize;
+  r.groupSize = Math.max(2, Math.min(r.groupSize, r.connections));
+  return r;
+}

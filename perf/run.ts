@@ -1,0 +1,365 @@
+// RealChat load generator and benchmark runner.  `node dist/perf/run.js <scenario> [options]`
+// (see --help). Loopback only; every run is bounded in connections and time and stops by itself.
+import { fork, type ChildProcess } from 'node:child_process';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { parseArgs, forScenario, USAGE, type Options } from './lib/args.js';
+import { startTarget, repoRoot, assertLoopback, DEFAULT_SECRET, LACKS, type RunningTarget } from './lib/targets.js';
+import { makeUsers, makeConversations, type User } from './lib/realchat-api.js';
+import { tokenFor } from './lib/jwt.js';
+import { ServerSampler } from './lib/sampler.js';
+import { machineInfo } from './lib/proc.js';
+import { mergeEncoded, summarize, percentileCurve } from './lib/hist.js';
+import { leastSquares } from './lib/fit.js';
+import { totalMessages } from './lib/schedule.js';
+import { nowMs, sleep } from './lib/clock.js';
+import { writeAll, latencySvg, type RunResult } from './lib/report.js';
+import type { ConnSpec, ParentMsg, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport, ConnectResult } from './lib/types.js';
+
+const log = (s: string): void => { process.stderr.write(`[perf ${new Date().toISOString().slice(11, 19)}] ${s}\n`); };
+const here = dirname(fileURLToPath(import.meta.url));
+
+class Workers {
+  readonly procs: ChildProcess[] = [];
+  private waiters: Array<{ ev: WorkerMsg['ev']; got: Map<number, WorkerMsg>; resolve: (m: WorkerMsg[]) => void }> = [];
+  constructor(n: number) {
+    for (let i = 0; i < n; i++) {
+      const p = fork(join(here, 'worker.js'), [], { execArgv: ['--max-old-space-size=4096'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      p.on('message', (m: WorkerMsg) => this.onMsg(m));
+      p.on('error', (e) => log(`worker ${i}: ${e.message}`));
+      p.on('exit', (code) => { if (code !== 0 && code !== null) log(`worker ${i} exited with ${code}`); });
+      this.procs.push(p);
+    }
+  }
+  private onMsg(m: WorkerMsg): void {
+    if (m.ev === 'log') { log(`worker ${m.workerId}: ${m.msg}`); return; }
+    const id = m.ev === 'report' ? m.report.workerId : m.workerId;
+    for (const w of this.waiters) {
+      if (w.ev === m.ev && !w.got.has(id)) {
+        w.got.set(id, m);
+        if (w.got.size === this.procs.length) { this.waiters = this.waiters.filter((x) => x !== w); w.resolve([...w.got.values()]); }
+        return;
+      }
+    }
+  }
+  /** Send a message to each worker (or per-worker messages) and wait for `ev` from all of them. */
+  all(msg: ParentMsg | ((i: number) => ParentMsg), ev: WorkerMsg['ev'], timeoutMs: number): Promise<WorkerMsg[]> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timeout waiting for '${ev}' from workers`)), timeoutMs);
+      this.waiters.push({ ev, got: new Map(), resolve: (m) => { clearTimeout(t); resolve(m); } });
+      this.procs.forEach((p, i) => p.send(typeof msg === 'function' ? msg(i) : msg));
+    });
+  }
+  async close(): Promise<void> {
+    for (const p of this.procs) { if (p.connected) { try { p.send({ cmd: 'close' } satisfies ParentMsg); } catch { /* gone */ } } }
+    const until = Date.now() + 3000;
+    while (this.procs.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() < until) await sleep(100);
+    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  }
+}
+
+/** Split connection indices into groups of size g; a remainder of one joins the last group. */
+export function makeGroups(n: number, g: number): number[][] {
+  const groups: number[][] = [];
+  for (let i = 0; i < n; i += g) groups.push(Array.from({ length: Math.min(g, n - i) }, (_, k) => i + k));
+  if (groups.length > 1 && groups[groups.length - 1]!.length < 2) { const last = groups.pop()!; groups[groups.length - 1]!.push(...last); }
+  return groups;
+}
+
+function mergeConnect(rs: ConnectResult[]): { open: number; failed: number; accept_per_s: number } {
+  const open = rs.reduce((a, r) => a + r.open, 0);
+  const failed = rs.reduce((a, r) => a + r.failed, 0);
+  const first = Math.min(...rs.map((r) => r.first_attempt_ms));
+  const last = Math.max(...rs.map((r) => r.last_open_ms));
+  const span = (last - first) / 1000;
+  return { open, failed, accept_per_s: open > 0 && span > 0 ? open / span : 0 };
+}
+
+async function runScenario(oIn: Options, sc: Scenario, target: Target, command: string, compare: boolean): Promise<RunResult> {
+  const o = forScenario({ ...oIn, target }, sc, compare);
+  const runId = randomBytes(4).toString('hex');
+  const startedAt = new Date().toISOString();
+  const notes: string[] = [];
+  const N = o.connections;
+  const W = o.workers > 0 ? o.workers : Math.max(1, Math.ceil(N / 12_000));
+  if (Math.ceil(N / W) > 15_000) throw new Error(`${Math.ceil(N / W)} connections per worker: use --workers >= ${Math.ceil(N / 15_000)}`);
+  const A = o.sourceAddrs > 0 ? o.sourceAddrs : Math.max(2, Math.ceil(N / 10_000));
+  if (A > 250) throw new Error('--source-addrs must be <= 250');
+  const addrs = Array.from({ length: A }, (_, i) => `127.0.0.${2 + i}`);
+  if (o.url) assertLoopback(o.url);
+
+  log(`${sc} against ${target}: ${N} connections, ${W} workers, ${A} source addresses, ${o.duration}s, rate ${o.rate}/s, group ${o.groupSize}`);
+  const rt: RunningTarget = await startTarget(target, { url: target === 'realchat' ? o.url : undefined, port: o.port, log, startRealchat: o.startServer });
+  let workers: Workers | undefined;
+  const sampler = new ServerSampler(o.serverPids.length > 0 ? o.serverPids : rt.pids, rt.metricsUrl);
+  const watchdog = setTimeout(() => { log('watchdog: run exceeded its time bound, stopping'); void (async () => { await workers?.close(); await rt.stop(); process.exit(3); })(); },
+    (o.duration + (o.steps?.length ?? 1) * (o.settle + N / o.rampRate + 30) + o.drain + 600) * 1000);
+  watchdog.unref();
+  try {
+    if (sampler['pids'].length === 0) notes.push('server pid unknown: no CPU/RSS figures');
+    sampler.start();
+
+    // identities and conversations
+    const groups = sc === 'idle' ? [] : makeGroups(N, o.groupSize);
+    let users: User[];
+    let convIds: string[];
+    if (target === 'realchat') {
+      const secret = o.jwtSecret ?? (rt.startedByUs ? DEFAULT_SECRET : undefined);
+      const auth = o.auth === 'jwt' && secret ? 'jwt' : 'dev';
+      const t0 = Date.now();
+      users = await makeUsers(rt.httpBase!, N, auth, secret ?? '', runId);
+      convIds = await makeConversations(rt.httpBase!, groups.map((g) => g.map((i) => users[i]!)), runId);
+      notes.push(`setup: ${N} users (${auth} tokens) and ${convIds.length} conversations via REST in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    } else {
+      users = Array.from({ length: N }, (_, i) => {
+        const userId = `u${runId}-${i}`;
+        return { userId, token: target === 'centrifugo' ? tokenFor(userId, DEFAULT_SECRET) : target === 'ws' ? userId : '' };
+      });
+      convIds = groups.map((_, gi) => `c${runId}-${gi}`);
+    }
+    const convOf = new Array<string[]>(N).fill([]).map(() => [] as string[]);
+    const members = new Map<string, number[]>();
+    groups.forEach((g, gi) => { members.set(convIds[gi]!, g); for (const i of g) convOf[i]!.push(convIds[gi]!); });
+    const specs: ConnSpec[] = users.map((u, i) => ({ idx: i, userId: u.userId, token: u.token, convs: convOf[i]!, localAddress: addrs[i % A]! }));
+
+    // sender slots: message k is sent by slots[k % S]
+    const slots: SlotSpec[] = [];
+    if (sc === 'pairs' || sc === 'reconnect-storm') {
+      for (let i = 0; i < N; i++) if (convOf[i]!.length > 0) slots.push({ conn: i, conv: convOf[i]![0]! });
+    } else if (sc === 'group') {
+      const k = Math.max(1, o.senders);
+      for (let s = 0; s < k; s++) groups.forEach((g, gi) => { if (s < g.length) slots.push({ conn: g[s]!, conv: convIds[gi]! }); });
+    }
+
+    // baseline RSS after setup (users, conversations), right before connecting: a server's start-up
+    // transient (e.g. RealChat's embedded PGlite) must not count as connection memory
+    await sleep(2000);
+    const tb = nowMs();
+    await sleep(3000);
+    const baseline = sampler.meanRss(tb, nowMs()) ?? 0;
+
+    workers = new Workers(W);
+    const wk = workers;
+    await wk.all((w) => ({ cmd: 'init', init: { workerId: w, target, url: rt.url, runId, conns: specs.filter((s) => s.idx % W === w), payloadBytes: o.payloadBytes } }), 'ready', 60_000);
+
+    // connection ramp (in steps for the idle memory fit)
+    const levels = sc === 'idle' && o.steps && o.steps.length > 0 ? o.steps : [N];
+    const points: Array<{ connections: number; rss_bytes: number }> = [];
+    let conn = { open: 0, failed: 0, accept_per_s: 0 };
+    for (const level of levels) {
+      const rampTimeout = (level / o.rampRate + 120) * 1000;
+      const res = await wk.all((w) => ({ cmd: 'connect', upTo: Math.floor((level - 1 - w) / W) + 1, ratePerS: o.rampRate / W }), 'connected', rampTimeout);
+      const m = mergeConnect(res.map((r) => (r as Extract<WorkerMsg, { ev: 'connected' }>).result));
+      conn = { open: conn.open + m.open, failed: conn.failed + m.failed, accept_per_s: m.accept_per_s };
+      log(`ramp to ${level}: ${conn.open} open, ${conn.failed} failed, accept ${m.accept_per_s.toFixed(0)}/s`);
+      if (levels.length > 1) {
+        await sleep(o.settle * 1000);
+        const t = nowMs();
+        await sleep(3000);
+        const rss = sampler.meanRss(t - 1, nowMs());
+        if (rss !== undefined) points.push({ connections: conn.open, rss_bytes: rss });
+      }
+    }
+
+    let sendStart = nowMs(), sendEnd = nowMs();
+    let stormAt = 0;
+    if (sc === 'idle') {
+      log(`holding ${conn.open} connections for ${o.duration} s`);
+      sendStart = nowMs();
+      await sleep(o.duration * 1000);
+      sendEnd = nowMs();
+    } else {
+      const total = totalMessages(o.rate, o.duration);
+      sendStart = nowMs() + 1000;
+      sendEnd = sendStart + o.duration * 1000;
+      const p = wk.all({ cmd: 'send', startMs: sendStart, rate: o.rate, total, slots }, 'sent', (o.duration + 120) * 1000);
+      let ps: Promise<unknown> = Promise.resolve();
+      if (sc === 'reconnect-storm') {
+        stormAt = sendStart + (o.duration * 1000) / 2;
+        ps = wk.all({ cmd: 'storm', atMs: stormAt, ratePerS: o.stormRate / W }, 'stormed', (o.duration + N / o.stormRate + 180) * 1000);
+      }
+      log(`sending ${total} messages at ${o.rate}/s from ${slots.length} sender slots`);
+      await Promise.all([p, ps]);
+      const left = sendEnd - nowMs();
+      if (left > 0) await sleep(left);
+      await sleep(o.drain * 1000);
+    }
+
+    const reports = (await wk.all({ cmd: 'report' }, 'report', 60_000)).map((m) => (m as Extract<WorkerMsg, { ev: 'report' }>).report);
+    const measureEnd = nowMs();
+    sampler.stop();
+    await sampler.sampleOnce();
+    await wk.close();
+
+    return buildResult({ o, sc, target, rt, startedAt, command, notes, W, addrs, conn, reports, members, sampler, baseline, points, sendStart, sendEnd, measureEnd, stormAt });
+  } finally {
+    clearTimeout(watchdog);
+    sampler.stop();
+    await workers?.close();
+    await rt.stop();
+  }
+}
+
+interface BuildIn {
+  o: Options; sc: Scenario; target: Target; rt: RunningTarget; startedAt: string; command: string; notes: string[]; W: number; addrs: string[];
+  conn: { open: number; failed: number; accept_per_s: number }; reports: WorkerReport[]; members: Map<string, number[]>; sampler: ServerSampler;
+  baseline: number; points: Array<{ connections: number; rss_bytes: number }>; sendStart: number; sendEnd: number; measureEnd: number; stormAt: number;
+}
+
+function buildResult(b: BuildIn): RunResult {
+  const { o, reports, sampler } = b;
+  const hist = mergeEncoded(reports.map((r) => r.hist));
+  const sum = (f: (r: WorkerReport) => number): number => reports.reduce((a, r) => a + f(r), 0);
+  const errors: Record<string, number> = {};
+  for (const r of reports) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+  // loss: for each conversation, every member should have every acked message
+  const acked = new Map<string, number>();
+  for (const r of reports) for (const [c, n] of Object.entries(r.acked_per_conv)) acked.set(c, (acked.get(c) ?? 0) + n);
+  const uniq = new Map<string, number>();
+  for (const r of reports) for (const [i, c, n] of r.unique_per_conn_conv) uniq.set(`${i}|${c}`, n);
+  let expected = 0, lost = 0;
+  for (const [c, ms] of b.members) {
+    const a = acked.get(c) ?? 0;
+    expected += a * ms.length;
+    for (const i of ms) lost += Math.max(0, a - (uniq.get(`${i}|${c}`) ?? 0));
+  }
+  const delivered = sum((r) => r.delivered);
+  const lastRecv = Math.max(0, ...reports.map((r) => r.last_recv_ms));
+  const sendSpan = Math.max(0.001, (Math.max(lastRecv, b.sendEnd) - b.sendStart) / 1000);
+  const cpu = sampler.cpuBetween(b.sendStart - 1000, b.measureEnd) ?? 0;
+  const last = sampler.samples[sampler.samples.length - 1];
+  const rssLoaded = b.sc === 'idle' ? (sampler.meanRss(b.sendStart, b.sendEnd) ?? last?.rss_bytes ?? 0) : Math.max(0, ...sampler.samples.map((s) => s.rss_bytes));
+  const result: RunResult = {
+    scenario: b.sc, target: b.target, target_version: b.rt.version, target_lacks: LACKS[b.target], started_at: b.startedAt, command: b.command,
+    machine: machineInfo(), connections: o.connections, connections_open: b.conn.open, duration_s: o.duration, rate: o.rate,
+    group_size: b.sc === 'idle' ? 0 : o.groupSize, senders: b.sc === 'group' ? o.senders : b.sc === 'idle' ? 0 : o.connections,
+    payload_bytes: o.payloadBytes, workers: b.W, source_addresses: b.addrs, accept_per_s: b.conn.accept_per_s, connect_failed: b.conn.failed,
+    sent: sum((r) => r.sent), acked: sum((r) => r.acked), delivered, expected_deliveries: expected, lost,
+    duplicates: sum((r) => r.duplicates), gaps: sum((r) => r.gaps), errors,
+    latency_ms: summarize(hist), latency_curve: percentileCurve(hist),
+    delivered_per_s: b.sc === 'idle' ? 0 : delivered / sendSpan,
+    server_pids: sampler['pids'], server_cpu_s: cpu, deliveries_per_server_cpu_s: cpu > 0 ? delivered / cpu : 0,
+    server_rss_bytes: rssLoaded, server_rss_baseline_bytes: b.baseline,
+    rss_per_connection_bytes: b.conn.open > 0 ? (rssLoaded - b.baseline) / b.conn.open : 0,
+    server_samples: sampler.samples.map((s) => ({ t_s: Math.round(s.t_ms - b.sendStart) / 1000, cpu_s: s.cpu_s, rss_bytes: s.rss_bytes, ...(s.metrics ? { metrics: s.metrics } : {}) })),
+    notes: b.notes,
+  };
+  hist.destroy();
+  if (last?.metrics) result.server_metrics = last.metrics;
+  if (b.points.length >= 2) {
+    const pts = [{ connections: 0, rss_bytes: b.baseline }, ...b.points];
+    const f = leastSquares(pts.map((p) => p.connections), pts.map((p) => p.rss_bytes));
+    result.memory_fit = { points: pts, bytes_per_connection: f.slope, intercept_bytes: f.intercept, r2: f.r2 };
+  }
+  if (b.sc === 'reconnect-storm') {
+    const st = reports.map((r) => r.storm).filter((s): s is NonNullable<WorkerReport['storm']> => s !== undefined);
+    const resumed = st.flatMap((s) => s.resumed_ms).sort((x, y) => x - y);
+    const reopen = st.flatMap((s) => s.reopen_ms);
+    const q = (a: number[], p: number): number => (a.length === 0 ? 0 : a[Math.min(a.length - 1, Math.floor(p * a.length))]! / 1000);
+    result.storm = {
+      dropped: st.reduce((a, s) => a + s.dropped, 0), reopened: st.reduce((a, s) => a + s.reopened, 0), failed: st.reduce((a, s) => a + s.failed, 0),
+      all_reconnected_s: reopen.length ? Math.max(...reopen) / 1000 : 0, resume_p50_s: q(resumed, 0.5), resume_max_s: q(resumed, 1),
+      caught_up_s: q(resumed, 1), lost,
+    };
+    if (b.target === 'ws') b.notes.push('ws peer has no resume: messages sent while a client was away are lost by design');
+  }
+  if (b.sc !== 'idle') b.notes.push('latency = receipt time on each recipient (sender included) minus the intended send time of the open-loop schedule');
+  if (b.sc === 'idle') b.notes.push(`rss_per_connection_bytes = (mean RSS while holding ${b.conn.open} connections - RSS before connecting) / ${b.conn.open}`);
+  return result;
+}
+
+function stamp(): string { return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-'); }
+
+async function compareMode(o: Options, command: string): Promise<void> {
+  const scenarios: Scenario[] = ['idle', 'pairs', 'group'];
+  const ts = stamp();
+  const dir = join(repoRoot(), 'perf', 'results');
+  const results: RunResult[] = [];
+  const failures: string[] = [];
+  for (const sc of scenarios) {
+    for (const t of o.targets) {
+      try {
+        const r = await runScenario(o, sc, t, command, true);
+        const base = join(dir, `${sc}-${t}-${ts}`);
+        writeAll(base, r);
+        results.push(r);
+        log(`${sc}/${t}: p99 ${r.latency_ms.p99} ms, delivered/s ${r.delivered_per_s.toFixed(0)}, rss/conn ${(r.rss_per_connection_bytes / 1024).toFixed(2)} KiB`);
+      } catch (e) {
+        failures.push(`${sc}/${t}: ${e instanceof Error ? e.message : String(e)}`);
+        log(`${sc}/${t} FAILED: ${String(e)}`);
+      }
+    }
+  }
+  const base = o.out ?? join(dir, `compare-${ts}`);
+  mkdirSync(dirname(base), { recursive: true });
+  writeFileSync(`${base}.json`, JSON.stringify({ command, started: ts, results, failures }, null, 2));
+  const md = compareMarkdown(results, o.targets, command, failures, base);
+  writeFileSync(`${base}.md`, md);
+  log(`wrote ${relative(process.cwd(), base)}.md`);
+  process.stdout.write(md);
+}
+
+function compareMarkdown(results: RunResult[], targets: Target[], command: string, failures: string[], base: string): string {
+  const get = (sc: string, t: string): RunResult | undefined => results.find((r) => r.scenario === sc && r.target === t);
+  const rows: Array<[string, string, (r: RunResult) => number, boolean]> = [
+    ['idle', 'RSS per connection (KiB)', (r) => r.rss_per_connection_bytes / 1024, false],
+    ['idle', 'accept rate (conn/s)', (r) => r.accept_per_s, true],
+    ['pairs', 'latency p50 (ms)', (r) => r.latency_ms.p50, false],
+    ['pairs', 'latency p99 (ms)', (r) => r.latency_ms.p99, false],
+    ['pairs', 'latency max (ms)', (r) => r.latency_ms.max, false],
+    ['pairs', 'server CPU s', (r) => r.server_cpu_s, false],
+    ['pairs', 'lost deliveries', (r) => r.lost, false],
+    ['group', 'deliveries per server CPU-s', (r) => r.deliveries_per_server_cpu_s, true],
+    ['group', 'delivered per s', (r) => r.delivered_per_s, true],
+    ['group', 'latency p50 (ms)', (r) => r.latency_ms.p50, false],
+    ['group', 'latency p99 (ms)', (r) => r.latency_ms.p99, false],
+    ['group', 'lost deliveries', (r) => r.lost, false],
+  ];
+  const fmt = (x: number): string => (Math.abs(x) >= 100 ? x.toFixed(0) : +x.toPrecision(3) + '');
+  const out = ['# RealChat vs peers', '', '```', command, '```', '', `Same machine, same run; ratio = peer / RealChat. Higher is better for rates, lower for the rest.`, ''];
+  out.push(`| scenario | metric | ${targets.join(' | ')} |`, `| --- | --- | ${targets.map(() => '---').join(' | ')} |`);
+  for (const [sc, name, f] of rows) {
+    const rc = get(sc, 'realchat');
+    const cells = targets.map((t) => {
+      const r = get(sc, t);
+      if (!r) return 'n/a';
+      const v = f(r);
+      if (t === 'realchat' || !rc) return fmt(v);
+      const base0 = f(rc);
+      return `${fmt(v)} (${base0 !== 0 ? (v / base0).toFixed(2) + '×' : '–'})`;
+    });
+    out.push(`| ${sc} | ${name} | ${cells.join(' | ')} |`);
+  }
+  const any = results[0];
+  if (any) out.push('', `Parameters: ${any.connections} connections; pairs at ${get('pairs', targets[0]!)?.rate ?? '?'} msg/s; group of ${get('group', targets[0]!)?.group_size ?? '?'} at ${get('group', targets[0]!)?.rate ?? '?'} msg/s; ${any.duration_s} s each; ${any.machine.cpus} CPUs, Node ${any.machine.node}.`);
+  out.push('', '## What each peer lacks compared to RealChat', '');
+  for (const t of targets) if (t !== 'realchat') out.push(`- **${t}**: ${LACKS[t]}`);
+  if (failures.length) out.push('', '## Failed runs', '', ...failures.map((f) => `- ${f}`));
+  for (const sc of ['pairs', 'group']) {
+    const series = targets.map((t) => get(sc, t)).filter((r): r is RunResult => !!r).map((r) => ({ name: r.target, curve: r.latency_curve }));
+    if (series.length) { writeFileSync(`${base}-${sc}.svg`, latencySvg(`${sc}: latency by percentile`, series)); out.push('', `![${sc}](${base.slice(base.lastIndexOf('/') + 1)}-${sc}.svg)`); }
+  }
+  return out.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  let o: Options;
+  try { o = parseArgs(argv); } catch (e) { process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n\n${USAGE}`); process.exit(2); }
+  if (o.help) { process.stdout.write(USAGE); return; }
+  const command = `npm run perf -- ${argv.join(' ')}`;
+  if (o.scenario === 'compare') { await compareMode(o, command); return; }
+  const r = await runScenario(o, o.scenario, o.target, command, false);
+  const base = o.out ? o.out.replace(/\.json$/, '') : join(repoRoot(), 'perf', 'results', `${o.scenario}-${o.target}-${stamp()}`);
+  const files = writeAll(base, r);
+  const l = r.latency_ms;
+  log(`open ${r.connections_open}/${r.connections}, accept ${r.accept_per_s.toFixed(0)}/s, sent ${r.sent}, acked ${r.acked}, delivered ${r.delivered}/${r.expected_deliveries} (lost ${r.lost}), ` +
+    `p50 ${l.p50} p99 ${l.p99} max ${l.max} ms, cpu ${r.server_cpu_s.toFixed(2)} s, rss/conn ${(r.rss_per_connection_bytes / 1024).toFixed(2)} KiB`);
+  if (r.memory_fit) log(`memory fit: ${(r.memory_fit.bytes_per_connection / 1024).toFixed(2)} KiB/connection (r2 ${r.memory_fit.r2.toFixed(3)})`);
+  if (r.storm) log(`storm: ${JSON.stringify(r.storm)}`);
+  log(`wrote ${relative(process.cwd(), files.json)} (+ .md, .svg)`);
+}
+
+main().then(() => process.exit(0), (e: unknown) => { log(`failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`); process.exit(1); });
