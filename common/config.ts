@@ -17,10 +17,42 @@ export interface Config {
   /** null: the in-process bus (single node). Set: relay, delivery and gateways talk through Kafka. */
   readonly kafkaBrokers: string[] | null;
   readonly kafka: KafkaTopics;
+  /** null: no presence registry (deliveries are broadcast to every gateway node). */
+  readonly redis: RedisConfig | null;
+  readonly presence: PresenceConfig;
   /** Relay and delivery serve /metrics and /healthz here (0 = ephemeral). */
   readonly metricsPort: number;
   readonly limits: Limits;
   readonly timeouts: Timeouts;
+}
+
+export interface RedisConfig {
+  readonly url: string | null;
+  readonly sentinels: Array<{ host: string; port: number }> | null;
+  readonly sentinelName: string;
+  readonly commandTimeoutMs: number;
+}
+
+export interface PresenceConfig {
+  readonly heartbeatMs: number;
+  readonly ttlMs: number;
+  /** Partitions of each gateway node's delivery topic. */
+  readonly nodeTopicPartitions: number;
+  /** Node topics of nodes dead this long are deleted by delivery workers. */
+  readonly deadNodeTopicTtlMs: number;
+  /** After a registry failure, delivery broadcasts for this long before trying the registry again. */
+  readonly breakerOpenMs: number;
+  /** Event-loop delay above which a gateway pauses consuming deliveries. */
+  readonly pauseAboveLoopDelayMs: number;
+}
+
+function hostPorts(raw: string, name: string): Array<{ host: string; port: number }> {
+  return raw.split(',').map((hp) => {
+    const [host, port] = hp.trim().split(':');
+    const n = Number(port);
+    if (!host || !Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`${name} must be host:port[,host:port...], got "${raw}"`);
+    return { host, port: n };
+  });
 }
 
 export interface KafkaTopics {
@@ -89,6 +121,13 @@ function bool(env: Env, name: string, dflt: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
+function nodeIdFrom(raw: string | undefined): string {
+  if (!raw) return `node-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  // It names a Kafka topic (realchat.node.<id>) and Redis keys.
+  if (!/^[A-Za-z0-9_-]{1,100}$/.test(raw)) throw new ConfigError(`REALCHAT_NODE_ID must be 1-100 of [A-Za-z0-9_-], got "${raw}"`);
+  return raw;
+}
+
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
   const databaseUrl = env.DATABASE_URL ? env.DATABASE_URL : null;
   const mode = databaseUrl ? 'postgres' : 'embedded';
@@ -111,7 +150,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     dataDir: env.REALCHAT_DATA_DIR || './data',
     jwtSecret,
     devAuth,
-    nodeId: env.REALCHAT_NODE_ID || `node-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    nodeId: nodeIdFrom(env.REALCHAT_NODE_ID),
     logLevel: env.LOG_LEVEL || 'info',
     kafkaBrokers: env.KAFKA_BROKERS ? env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : null,
     kafka: {
@@ -121,6 +160,23 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       partitions: int(env, 'REALCHAT_TOPIC_PARTITIONS', 12, 1, 10_000),
       deliveryGroupId: env.REALCHAT_DELIVERY_GROUP || 'realchat-delivery',
       requestTimeoutMs: int(env, 'REALCHAT_KAFKA_TIMEOUT_MS', 10_000, 500, 600_000),
+    },
+    redis:
+      env.REDIS_URL || env.REDIS_SENTINELS
+        ? {
+            url: env.REDIS_URL || null,
+            sentinels: env.REDIS_SENTINELS ? hostPorts(env.REDIS_SENTINELS, 'REDIS_SENTINELS') : null,
+            sentinelName: env.REDIS_SENTINEL_NAME || 'realchat',
+            commandTimeoutMs: int(env, 'REALCHAT_REDIS_TIMEOUT_MS', 500, 50, 60_000),
+          }
+        : null,
+    presence: {
+      heartbeatMs: int(env, 'REALCHAT_PRESENCE_HEARTBEAT_MS', 1000, 100, 60_000),
+      ttlMs: int(env, 'REALCHAT_PRESENCE_TTL_MS', 5000, 300, 600_000),
+      nodeTopicPartitions: int(env, 'REALCHAT_NODE_TOPIC_PARTITIONS', 4, 1, 1000),
+      deadNodeTopicTtlMs: int(env, 'REALCHAT_DEAD_NODE_TOPIC_TTL_MS', 10 * 60_000, 1000, 7 * 24 * 3600_000),
+      breakerOpenMs: int(env, 'REALCHAT_PRESENCE_BREAKER_MS', 2000, 100, 600_000),
+      pauseAboveLoopDelayMs: int(env, 'REALCHAT_PAUSE_ABOVE_LOOP_DELAY_MS', 200, 10, 60_000),
     },
     metricsPort: int(env, 'METRICS_PORT', 0, 0, 65535),
     limits: {

@@ -69,6 +69,8 @@ export async function ensureTopics(kafka: Kafka, topics: Array<{ topic: string; 
 export interface KafkaProducer {
   /** Resolves once every record is acknowledged by all in-sync replicas (acks=all). */
   send(topic: string, records: OutRecord[]): Promise<void>;
+  /** Several topics in one request (acks=all). */
+  sendMany(batches: ReadonlyMap<string, OutRecord[]>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -95,8 +97,28 @@ export async function createProducer(kafka: Kafka, opts: { timeoutMs: number }):
         'kafka produce',
       );
     },
+    async sendMany(batches) {
+      const topicMessages = [...batches]
+        .filter(([, records]) => records.length > 0)
+        .map(([topic, records]) => ({ topic, messages: records.map((r) => ({ key: r.key, value: r.value, headers: r.headers })) }));
+      if (topicMessages.length === 0) return;
+      await withTimeout(producer.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), opts.timeoutMs * 2, 'kafka produce');
+    },
     close: () => producer.disconnect(),
   };
+}
+
+export async function deleteTopics(kafka: Kafka, topics: string[]): Promise<void> {
+  if (topics.length === 0) return;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const present = topics.filter((t) => existing.has(t));
+    if (present.length) await admin.deleteTopics({ topics: present, timeout: 10_000 });
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 function decodeHeaders(h: IHeaders | undefined): Record<string, string> {
@@ -114,6 +136,7 @@ function toInRecord(topic: string, partition: number, m: KafkaMessage): InRecord
 }
 
 export interface RunningConsumer {
+  readonly paused: boolean;
   pause(): void;
   resume(): void;
   stop(): Promise<void>;
@@ -129,7 +152,7 @@ export async function runConsumer(
   kafka: Kafka,
   opts: {
     groupId: string;
-    topic: string;
+    topic: string | string[];
     fromBeginning: boolean;
     log: Logger;
     handleBatch(records: InRecord[]): Promise<void>;
@@ -147,8 +170,10 @@ export async function runConsumer(
     retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5000, restartOnFailure: async () => true },
   });
   await consumer.connect();
-  await consumer.subscribe({ topic: opts.topic, fromBeginning: opts.fromBeginning });
+  const topics = Array.isArray(opts.topic) ? opts.topic : [opts.topic];
+  await consumer.subscribe({ topics, fromBeginning: opts.fromBeginning });
   consumer.on(consumer.events.CRASH, (e) => opts.log.error({ err: e.payload.error, group: opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed'));
+  const joined = new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve()));
   const chunk = opts.chunk ?? 500;
   await consumer.run({
     autoCommit: true,
@@ -164,14 +189,19 @@ export async function runConsumer(
       }
     },
   });
+  // Bounded wait for the first assignment, so a node is consuming before it announces presence.
+  await withTimeout(joined, 30_000, 'kafka group join').catch((err) => opts.log.warn({ err, group: opts.groupId }, 'no group assignment yet'));
   let paused = false;
   return {
+    get paused() {
+      return paused;
+    },
     pause() {
-      if (!paused) consumer.pause([{ topic: opts.topic }]);
+      if (!paused) consumer.pause(topics.map((topic) => ({ topic })));
       paused = true;
     },
     resume() {
-      if (paused) consumer.resume([{ topic: opts.topic }]);
+      if (paused) consumer.resume(topics.map((topic) => ({ topic })));
       paused = false;
     },
     stop: () => consumer.disconnect(),

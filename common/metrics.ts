@@ -35,6 +35,8 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     consumerLag: new Gauge({ name: 'realchat_consumer_lag', help: 'Kafka consumer lag (end offset - committed) per partition', labelNames: ['group', 'topic', 'partition'] as const, registers: r }),
     deadLettered: new Counter({ name: 'realchat_dead_lettered_total', help: 'Event records sent to the dead-letter topic', labelNames: ['reason'] as const, registers: r }),
     duplicatesSkipped: new Counter({ name: 'realchat_duplicate_events_skipped_total', help: 'Events skipped by delivery dedup (conversation_id, sequence)', registers: r }),
+    consumerPaused: new Gauge({ name: 'realchat_gateway_consumer_paused', help: '1 while this gateway has paused its delivery consumer (overloaded)', registers: r }),
+    presenceFallbacks: new Counter({ name: 'realchat_presence_fallbacks_total', help: 'Deliveries broadcast because the presence registry failed', registers: r }),
     deliveriesForwarded: new Counter({ name: 'realchat_deliveries_forwarded_total', help: 'Delivery records produced for gateway nodes', registers: r }),
   };
 }

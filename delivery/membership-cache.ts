@@ -39,6 +39,17 @@ export class MembershipCache {
     return p;
   }
 
+  /**
+   * Membership of one user, re-reading the conversation once when the cached set lacks the user
+   * (this node may not have seen the members_added event: it is only routed to the added users' nodes).
+   */
+  async isMember(conversationId: string, userId: string): Promise<ReadonlySet<string>> {
+    const set = await this.members(conversationId);
+    if (set.has(userId)) return set;
+    this.sets.delete(conversationId);
+    return this.members(conversationId);
+  }
+
   /** Applies a members_added event to a cached set (an uncached one loads fresh later). */
   add(conversationId: string, userIds: readonly string[]): void {
     const set = this.sets.get(conversationId);

@@ -8,10 +8,14 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { consumerLag, createKafka, createProducer, ensureTopics, runConsumer, type InRecord, type OutRecord } from '../common/kafka.js';
-import { EVENT_HEADERS, encodeDeliveryValue, type EventRecord } from '../common/events.js';
+import { consumerLag, createKafka, createProducer, deleteTopics, ensureTopics, runConsumer, type InRecord, type OutRecord } from '../common/kafka.js';
+import { EVENT_HEADERS, nodeTopic, type EventRecord } from '../common/events.js';
 import { backoffMs } from '../common/backoff.js';
+import { CircuitBreaker } from '../common/breaker.js';
+import type { PresenceRegistry } from '../common/presence.js';
 import { createDeliveryRouter } from './router.js';
+import type { MembershipCache } from './membership-cache.js';
+import { createRecipientRouting, type Outgoing } from './recipient-routing.js';
 
 export const DLQ_HEADERS = { reason: 'realchat-dlq-reason', source: 'realchat-dlq-source' } as const;
 
@@ -27,8 +31,15 @@ function toEventRecord(r: InRecord): EventRecord {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function startDeliveryWorker(deps: { config: Config; log: Logger; metrics: Metrics }) {
-  const { config, log, metrics } = deps;
+export async function startDeliveryWorker(deps: {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  /** With both: route to the nodes that hold the recipients; otherwise broadcast. */
+  presence: PresenceRegistry | null;
+  membership: MembershipCache | null;
+}) {
+  const { config, log, metrics, presence } = deps;
   const topics = config.kafka;
   const kafka = createKafka({ brokers: config.kafkaBrokers!, clientId: `realchat-delivery-${config.nodeId}`, log, requestTimeoutMs: topics.requestTimeoutMs });
   await ensureTopics(kafka, [
@@ -38,7 +49,15 @@ export async function startDeliveryWorker(deps: { config: Config; log: Logger; m
   ]);
   const producer = await createProducer(kafka, { timeoutMs: topics.requestTimeoutMs });
 
-  let pending: OutRecord[] = [];
+  const routing = createRecipientRouting({
+    presence,
+    membership: deps.membership,
+    breaker: new CircuitBreaker(config.presence.breakerOpenMs),
+    broadcastTopic: topics.deliveriesTopic,
+    log,
+    metrics,
+  });
+  let pending: Outgoing = new Map();
   let deadLetters: OutRecord[] = [];
   const deadLetter = (record: EventRecord, source: InRecord, reason: string) => {
     metrics.deadLettered.inc({ reason: reason.split(':')[0]! });
@@ -57,11 +76,8 @@ export async function startDeliveryWorker(deps: { config: Config; log: Logger; m
     dedupEntries: 100_000,
     sink: {
       async deliver(d, source) {
-        pending.push({
-          key: source.key,
-          value: encodeDeliveryValue(d.recipients, source.value),
-          headers: { [EVENT_HEADERS.type]: source.type, [EVENT_HEADERS.eventId]: source.eventId, ...(source.traceId ? { [EVENT_HEADERS.traceId]: source.traceId } : {}) },
-        });
+        if (d.event.type === 'conversation.members_added') deps.membership?.add(d.event.conversation_id, d.event.user_ids);
+        await routing(d, source, pending);
       },
     },
     async onUndecodable(record, reason) {
@@ -70,7 +86,7 @@ export async function startDeliveryWorker(deps: { config: Config; log: Logger; m
   });
 
   async function handleBatch(records: InRecord[]): Promise<void> {
-    pending = [];
+    pending = new Map();
     deadLetters = [];
     for (const r of records) {
       current = r;
@@ -78,8 +94,8 @@ export async function startDeliveryWorker(deps: { config: Config; log: Logger; m
     }
     for (let attempt = 0; ; attempt++) {
       try {
-        await producer.send(topics.deliveriesTopic, pending);
-        metrics.deliveriesForwarded.inc(pending.length);
+        await producer.sendMany(pending);
+        for (const list of pending.values()) metrics.deliveriesForwarded.inc(list.length);
         break;
       } catch (err) {
         router.forgetDedup();
@@ -109,8 +125,24 @@ export async function startDeliveryWorker(deps: { config: Config; log: Logger; m
   }, 2000);
   lagTimer.unref();
 
+  // Node topics of nodes dead for a while are removed (a restarted node with the same id recreates its own).
+  const janitor = setInterval(() => {
+    if (!presence) return;
+    presence
+      .deadNodes(config.presence.deadNodeTopicTtlMs)
+      .then(async (dead) => {
+        if (dead.length === 0) return;
+        await deleteTopics(kafka, dead.map(nodeTopic));
+        for (const n of dead) await presence.forgetNode(n);
+        log.info({ nodes: dead }, 'deleted topics of dead gateway nodes');
+      })
+      .catch((err) => log.debug({ err }, 'node topic cleanup failed'));
+  }, 60_000);
+  janitor.unref();
+
   return {
     async stop() {
+      clearInterval(janitor);
       clearInterval(lagTimer);
       await consumer.stop();
       await producer.close();

@@ -180,12 +180,6 @@ export function createChatStore(deps: { sql: Sql; queryTimeoutMs: number; maxRoo
       );
     },
 
-    membersOf(conversationId: string) {
-      return run('membersOf', async () =>
-        (await sql<{ user_id: string }[]>`SELECT user_id FROM members WHERE conversation_id = ${conversationId}`).map((r) => r.user_id),
-      );
-    },
-
     /** No membership check: callers are the delivery path, which already routed by membership. */
     messagesAfter(conversationId: string, afterSequence: number, limit: number) {
       return run('messagesAfter', async () => {

@@ -1,43 +1,63 @@
 /**
- * Distributed mode: this node's share of deliveries, from the gateway delivery topic. Every node
- * reads the whole topic with a group of its own (broadcast) and keeps what its connections need;
- * connections drop duplicates by sequence and fill gaps from the database.
+ * Distributed mode: the records addressed to this node. With a presence registry, delivery workers
+ * write to this node's own topic; without one (or while Redis is failing) to the broadcast topic that
+ * every node reads with a group of its own. Connections drop duplicates by sequence and fill gaps
+ * from the database, so reading both is safe.
  */
-import type { Config } from '../common/config.js';
+import type { Kafka } from 'kafkajs';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { createKafka, ensureTopics, runConsumer, type InRecord, type RunningConsumer } from '../common/kafka.js';
-import { decodeDeliveryValue, decodeEvent } from '../common/events.js';
-import type { GatewayInbox } from './inbox.js';
+import { runConsumer, type InRecord, type RunningConsumer } from '../common/kafka.js';
+import { decodeDeliveryValue, decodeEvent, type EphemeralDelivery } from '../common/events.js';
+import type { Delivery } from '../delivery/router.js';
 
-export async function startDeliveryConsumer(deps: { config: Config; inbox: GatewayInbox; log: Logger; metrics: Metrics }): Promise<RunningConsumer> {
-  const { config, inbox, log, metrics } = deps;
-  const kafka = createKafka({ brokers: config.kafkaBrokers!, clientId: `realchat-gateway-${config.nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
-  await ensureTopics(kafka, [{ topic: config.kafka.deliveriesTopic, partitions: config.kafka.partitions }]);
-  const consumer = await runConsumer(kafka, {
-    groupId: `realchat-gateway-${config.nodeId}`,
-    topic: config.kafka.deliveriesTopic,
+export interface DeliveryHandlers {
+  event(d: Delivery): Promise<void>;
+  ephemeral(d: EphemeralDelivery): void;
+}
+
+export async function startDeliveryConsumer(deps: {
+  kafka: Kafka;
+  nodeId: string;
+  topics: string[];
+  handlers: DeliveryHandlers;
+  log: Logger;
+  metrics: Metrics;
+}): Promise<RunningConsumer> {
+  const { handlers, log, metrics } = deps;
+
+  async function handle(record: InRecord): Promise<void> {
+    let decoded;
+    try {
+      decoded = decodeDeliveryValue(record.value ?? '');
+    } catch (err) {
+      metrics.failedDeliveries.inc({ reason: 'undecodable_delivery' });
+      log.error({ err, topic: record.topic, partition: record.partition, offset: record.offset }, 'undecodable delivery record skipped');
+      return;
+    }
+    if (decoded.kind === 'ephemeral') {
+      if (decoded.delivery.origin !== deps.nodeId) handlers.ephemeral(decoded.delivery);
+      return;
+    }
+    let event;
+    try {
+      event = decodeEvent(decoded.event);
+    } catch (err) {
+      metrics.failedDeliveries.inc({ reason: 'undecodable_delivery' });
+      log.error({ err, topic: record.topic, offset: record.offset }, 'undecodable event in delivery record skipped');
+      return;
+    }
+    if (event) await handlers.event({ recipients: decoded.recipients, event, traceId: record.headers.trace_id ?? null });
+  }
+
+  return runConsumer(deps.kafka, {
+    groupId: `realchat-gateway-${deps.nodeId}`,
+    topic: deps.topics,
     // A (re)started node has no connections yet: anything older is served by resume from the database.
     fromBeginning: false,
     log,
     async handleBatch(records) {
-      for (const record of records) await handle(record);
+      for (const r of records) await handle(r);
     },
   });
-
-  async function handle(record: InRecord): Promise<void> {
-      let delivery;
-      try {
-        const { recipients, event } = decodeDeliveryValue(record.value ?? '');
-        const decoded = decodeEvent(event);
-        if (!decoded) return;
-        delivery = { recipients, event: decoded, traceId: record.headers.trace_id ?? null };
-      } catch (err) {
-        metrics.failedDeliveries.inc({ reason: 'undecodable_delivery' });
-        log.error({ err, partition: record.partition, offset: record.offset }, 'undecodable delivery record skipped');
-        return;
-      }
-      await inbox.deliver(delivery);
-  }
-  return consumer;
 }

@@ -2,9 +2,12 @@ import type { Delivery } from '../delivery/router.js';
 import type { MembershipCache } from '../delivery/membership-cache.js';
 import { encodeFrame } from '../common/protocol.js';
 import type { ConnectionRegistry } from './registry.js';
+import type { EphemeralDelivery } from '../common/events.js';
 
 export interface GatewayInbox {
   deliver(d: Delivery): Promise<void>;
+  /** Typing from another node: best effort, never stored. */
+  ephemeral(d: EphemeralDelivery): void;
 }
 
 /** The node side of delivery: resolves recipients if needed and renders events into frames. */
@@ -27,6 +30,12 @@ export function createGatewayInbox(registry: ConnectionRegistry, membership: Mem
           );
           break;
       }
+    },
+    ephemeral(d) {
+      const frame = JSON.stringify(d.frame);
+      const send = (users: Iterable<string>) => registry.deliverFrame(users, frame, { exceptUser: d.except_user, conversationId: d.conversation_id });
+      if (d.recipients) send(d.recipients);
+      else membership.members(d.conversation_id).then(send, () => {});
     },
   };
 }

@@ -15,6 +15,7 @@ import { AppError } from '../common/errors.js';
 import { migrate } from '../sql/migrate.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { MembershipCache } from '../delivery/membership-cache.js';
+import { createMembershipSource } from '../delivery/membership-source.js';
 import { createDeliveryRouter } from '../delivery/router.js';
 import { createAuthenticator } from './auth.js';
 import { createChatStore } from './chat-store.js';
@@ -23,7 +24,7 @@ import { createGatewayInbox, type GatewayInbox } from './inbox.js';
 import { RateLimiter } from './rate-limit.js';
 import { loadOrCreateJwtSecret } from './secrets.js';
 import { startGatewayServer } from './server.js';
-import { startDeliveryConsumer } from './delivery-consumer.js';
+import { startClusterLink, type ClusterLink } from './cluster.js';
 
 export interface RealChat {
   port: number;
@@ -107,7 +108,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
 
   const store = createChatStore({ sql, queryTimeoutMs: config.timeouts.dbQueryMs, maxRoomMembers: config.limits.maxRoomMembers });
   const registry = new ConnectionRegistry();
-  const membership = new MembershipCache(store, config.limits.membershipCacheEntries);
+  const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
   const inbox = createGatewayInbox(registry, membership);
   const backlog = new BacklogMonitor(sql, config.limits.maxOutboxBacklog, 1000, config.timeouts.dbQueryMs, (s) => {
     metrics.outboxBacklog.set(s.backlog);
@@ -116,10 +117,12 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   backlog.start();
 
   let pipeline: Pipeline;
+  let cluster: ClusterLink | null = null;
   if (config.kafkaBrokers) {
-    const consumer = await startDeliveryConsumer({ config, inbox, log, metrics });
+    const link = await startClusterLink({ config, inbox, log, metrics });
+    cluster = link;
     // The relay is another process, woken by NOTIFY from the outbox trigger.
-    pipeline = { onEventCommitted: () => {}, settled: async () => {}, stop: () => consumer.stop() };
+    pipeline = { onEventCommitted: () => {}, settled: async () => {}, stop: () => link.stop() };
   } else {
     pipeline = startInProcessPipeline(config, sql, inbox, log, metrics);
   }
@@ -141,6 +144,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
         }
       },
       onEventCommitted: () => pipeline.onEventCommitted(),
+      cluster,
       ready: async () => {
         try {
           await withTimeout(store.ping(), 1000, 'readiness ping');

@@ -8,6 +8,7 @@ import type { Metrics } from '../common/metrics.js';
 import { createHttpHandler } from './http.js';
 import { createRestRoutes, type RestDeps } from './rest.js';
 import { createWsBehavior, type WsData, type WsDeps } from './ws-handler.js';
+import { findWebRoot, serveStatic } from './static-files.js';
 
 export interface GatewayServer {
   port: number;
@@ -39,6 +40,8 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
   app.get('/healthz', route('GET /healthz', rest.healthz));
   app.get('/readyz', route('GET /readyz', rest.readyz));
   app.get('/metrics', route('GET /metrics', rest.metrics));
+  const web = serveStatic(app, findWebRoot());
+  deps.log.info({ web_root: web.rootDir, files: web.files }, web.files > 0 ? 'serving the web app at /' : 'web app not built: run npm run build:web');
   app.any(
     '/*',
     route('unmatched', () => ({ status: 404, body: { error: { code: 'not_found', message: 'no such route' } } })),

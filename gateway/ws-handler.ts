@@ -25,6 +25,7 @@ import type { ChatStore } from './chat-store.js';
 import { Connection, type SocketPort } from './connection.js';
 import type { ConnectionRegistry } from './registry.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
+import type { ClusterLink } from './cluster.js';
 
 /** Requests queued on one connection beyond this are refused with rate_limited. */
 const MAX_PENDING_REQUESTS = 64;
@@ -52,6 +53,8 @@ export interface WsDeps {
   sendLimiter: RateLimiter;
   admitSend(): void;
   onEventCommitted(): void;
+  /** Distributed mode: presence entries and typing for other nodes. */
+  cluster: Pick<ClusterLink, 'connected' | 'disconnected' | 'publishEphemeral'> | null;
   /** All sockets, welcomed or not, for draining. */
   sockets: Set<WebSocket<WsData>>;
 }
@@ -124,6 +127,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     // Registered before reading the user's conversations, so a message committed after that read
     // is seen live (or as a gap) and never missed.
     registry.add(conn);
+    deps.cluster?.connected(userId);
     let conversations: Array<{ conversation_id: string; last_seq: number }>;
     try {
       conversations = await store.conversationsOf(userId);
@@ -194,13 +198,12 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
         return;
       }
       case 'typing': {
-        const members = await membership.members(frame.conversation_id);
+        const members = await membership.isMember(frame.conversation_id, me);
         if (members.size === 0) throw new AppError('not_found', 'conversation not found');
         if (!members.has(me)) throw new AppError('forbidden', 'not a member of this conversation');
-        registry.deliverFrame(members, encodeFrame({ type: 'typing', conversation_id: frame.conversation_id, user_id: me }), {
-          exceptUser: me,
-          conversationId: frame.conversation_id,
-        });
+        const typing = { type: 'typing', conversation_id: frame.conversation_id, user_id: me } as const;
+        registry.deliverFrame(members, encodeFrame(typing), { exceptUser: me, conversationId: frame.conversation_id });
+        deps.cluster?.publishEphemeral(frame.conversation_id, me, members, typing);
         return;
       }
       case 'ping':
@@ -301,6 +304,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       const conn = ud.conn;
       if (!conn) return;
       registry.remove(conn);
+      deps.cluster?.disconnected(conn.userId);
       const positions = conn.onClose();
       if (ud.welcomed) metrics.activeConnections.dec();
       store.recordDelivered(conn.userId, positions).catch((err) => log.debug({ err }, 'could not record delivery positions'));

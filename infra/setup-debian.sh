@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 need=()
 [[ -x /usr/lib/postgresql/15/bin/initdb ]] || need+=(postgresql-15)
 command -v runuser >/dev/null || need+=(util-linux)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
+[[ -x /usr/bin/redis-server ]] || need+=(redis-server)
+[[ -x /usr/bin/redis-sentinel ]] || need+=(redis-sentinel)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -20,6 +25,9 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}"
   # The Debian package starts a cluster of its own; the tests run their own servers.
   if command -v pg_ctlcluster >/dev/null; then pg_ctlcluster 15 main stop 2>/dev/null || true; fi
+  # Likewise the Redis services: tests start their own redis-server and sentinels.
+  service redis-server stop >/dev/null 2>&1 || true
+  service redis-sentinel stop >/dev/null 2>&1 || true
 fi
 
 id postgres >/dev/null 2>&1 || { echo "setup: the postgres user is missing (postgresql-15 creates it)" >&2; exit 1; }
@@ -28,3 +36,6 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
   npm ci --no-audit --no-fund
 fi
 npm run build
+npm run build:web
+# Kafka, Kafka Connect and Debezium jars from Maven Central (cached in .cache/kafka).
+bash infra/kafka/fetch.sh

@@ -1,0 +1,148 @@
+/**
+ * Outgoing messages. Each has an idempotency key for its whole life: retried with the same key on
+ * `unavailable`/`rate_limited`/`internal` and after a reconnect, so the server stores it once. The
+ * queue is bounded (enqueue beyond `maxQueued` is refused) and every send has an overall deadline.
+ */
+import { backoffDelay } from './backoff.js';
+import { RealChatError } from './errors.js';
+import type { Ack } from './types.js';
+
+type Timer = ReturnType<typeof setTimeout>;
+
+export interface SendQueueOptions {
+  maxQueued: number;
+  maxInFlight: number;
+  maxAttempts: number;
+  timeoutMs: number;
+  retryBaseMs: number;
+  retryCapMs: number;
+  random: () => number;
+  /** Writes the send frame; returns its request number, or null when not connected (the entry stays queued). */
+  transmit(conversationId: string, key: string, payload: unknown): number | null;
+}
+
+interface Entry {
+  key: string;
+  conv: string;
+  payload: unknown;
+  attempts: number;
+  /** Request number of the last transmission. */
+  n: number;
+  state: 'queued' | 'inflight' | 'waiting';
+  promise: Promise<Ack>;
+  resolve(ack: Ack): void;
+  reject(err: RealChatError): void;
+  deadline: Timer;
+  retry: Timer | null;
+}
+
+export class SendQueue {
+  /** In enqueue order (Map keeps insertion order). */
+  private readonly entries = new Map<string, Entry>();
+  private inFlight = 0;
+
+  constructor(private readonly o: SendQueueOptions) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  enqueue(conv: string, payload: unknown, key: string): Promise<Ack> {
+    const existing = this.entries.get(key);
+    if (existing) return existing.promise;
+    if (this.entries.size >= this.o.maxQueued) {
+      return Promise.reject(new RealChatError('queue_full', `more than ${this.o.maxQueued} messages are waiting to be sent`, key));
+    }
+    let resolve!: (a: Ack) => void;
+    let reject!: (e: RealChatError) => void;
+    const promise = new Promise<Ack>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const entry: Entry = {
+      key,
+      conv,
+      payload,
+      attempts: 0,
+      n: 0,
+      state: 'queued',
+      promise,
+      resolve,
+      reject,
+      retry: null,
+      deadline: setTimeout(() => this.finish(entry, new RealChatError('timeout', `message not acknowledged within ${this.o.timeoutMs} ms (it may still be stored: retry with the same key)`, key)), this.o.timeoutMs),
+    };
+    this.entries.set(key, entry);
+    this.pump();
+    return promise;
+  }
+
+  /** Sends queued entries while there is room in flight. */
+  pump(): void {
+    for (const e of this.entries.values()) {
+      if (this.inFlight >= this.o.maxInFlight) return;
+      if (e.state !== 'queued') continue;
+      const n = this.o.transmit(e.conv, e.key, e.payload);
+      if (n === null) return;
+      e.n = n;
+      e.state = 'inflight';
+      e.attempts++;
+      this.inFlight++;
+    }
+  }
+
+  /** Returns the request number of the acknowledged send, or null when the key is not ours. */
+  onAck(ack: Ack): number | null {
+    const e = this.entries.get(ack.idempotency_key);
+    if (!e) return null;
+    const n = e.n;
+    this.finish(e, null, ack);
+    this.pump();
+    return n;
+  }
+
+  /** An error frame with ref = key. Returns false when the key is not ours. */
+  onError(key: string, code: string, message: string): boolean {
+    const e = this.entries.get(key);
+    if (!e) return false;
+    if (e.state === 'inflight') {
+      this.inFlight--;
+      e.state = 'waiting';
+    }
+    const retriable = code === 'unavailable' || code === 'rate_limited' || code === 'internal';
+    if (!retriable || e.attempts >= this.o.maxAttempts) {
+      this.finish(e, new RealChatError(code, message, key));
+    } else {
+      e.state = 'waiting';
+      const floor = code === 'rate_limited' ? 1000 : 0;
+      const delay = Math.max(floor, backoffDelay(e.attempts, { baseMs: this.o.retryBaseMs, capMs: this.o.retryCapMs, random: this.o.random }));
+      e.retry = setTimeout(() => {
+        e.retry = null;
+        if (e.state === 'waiting') e.state = 'queued';
+        this.pump();
+      }, delay);
+    }
+    this.pump();
+    return true;
+  }
+
+  /** The connection dropped: sends in flight are sent again, with the same key, after the reconnect. */
+  onDisconnect(): void {
+    for (const e of this.entries.values()) if (e.state === 'inflight') e.state = 'queued';
+    this.inFlight = 0;
+  }
+
+  failAll(err: RealChatError): void {
+    for (const e of [...this.entries.values()]) this.finish(e, new RealChatError(err.code, err.message, e.key));
+  }
+
+  private finish(e: Entry, err: RealChatError | null, ack?: Ack): void {
+    if (this.entries.get(e.key) !== e) return;
+    this.entries.delete(e.key);
+    if (e.state === 'inflight') this.inFlight--;
+    clearTimeout(e.deadline);
+    if (e.retry) clearTimeout(e.retry);
+    if (err) e.reject(err);
+    else e.resolve(ack!);
+  }
+}

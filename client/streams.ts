@@ -1,0 +1,158 @@
+/**
+ * Per-conversation ordering: messages are handed to `deliver` strictly in sequence order, each once.
+ * A message beyond the next expected sequence is buffered (bounded) and a gap fill is requested; a
+ * message at or below the delivered position is a duplicate and dropped.
+ */
+import type { Envelope } from './types.js';
+
+export interface StreamOptions {
+  maxBufferedPerConversation: number;
+  /** Conversations remembered; the least recently active is forgotten beyond this. */
+  maxConversations: number;
+  deliver(env: Envelope): void;
+  /** Ask for the messages after `afterSequence` (one request at a time per conversation). */
+  requestFill(conversationId: string, afterSequence: number): void;
+}
+
+interface State {
+  /** Last sequence delivered. */
+  last: number;
+  /** Out-of-order messages waiting for the gap before them. */
+  buffer: Map<number, Envelope>;
+  filling: boolean;
+}
+
+export interface StreamStats {
+  delivered: number;
+  duplicates: number;
+  gapsDetected: number;
+}
+
+export class ConversationStreams {
+  private readonly convs = new Map<string, State>();
+  readonly stats: StreamStats = { delivered: 0, duplicates: 0, gapsDetected: 0 };
+
+  constructor(private readonly o: StreamOptions) {}
+
+  position(conversationId: string): number | undefined {
+    return this.convs.get(conversationId)?.last;
+  }
+
+  /** Resume positions, most recently active first, at most `max`. */
+  positions(max: number): Record<string, number> {
+    const out: Record<string, number> = {};
+    const keys = [...this.convs.keys()].reverse().slice(0, max);
+    for (const k of keys) out[k] = this.convs.get(k)!.last;
+    return out;
+  }
+
+  /**
+   * Declares that everything up to `afterSequence` is known to the application. Returns true when
+   * this moved the position (the caller should then fill from it).
+   */
+  track(conversationId: string, afterSequence: number): boolean {
+    const st = this.convs.get(conversationId);
+    if (st && st.last >= afterSequence) return false;
+    if (st) {
+      st.last = afterSequence;
+      for (const k of st.buffer.keys()) if (k <= afterSequence) st.buffer.delete(k);
+      this.drain(conversationId, st);
+      return true;
+    }
+    this.touch(conversationId, { last: afterSequence, buffer: new Map(), filling: false });
+    return true;
+  }
+
+  /** A message from the live stream, a resume or a fill. */
+  accept(env: Envelope): void {
+    const conv = env.conversation_id;
+    const seq = env.sequence_number;
+    let st = this.convs.get(conv);
+    // Untracked conversation: its first message is the baseline (history is the application's, via REST).
+    if (!st) st = { last: seq - 1, buffer: new Map(), filling: false };
+    this.touch(conv, st);
+    if (seq <= st.last) {
+      this.stats.duplicates++;
+      return;
+    }
+    if (seq === st.last + 1) {
+      this.deliverOne(st, env);
+      this.drain(conv, st);
+      return;
+    }
+    if (st.buffer.has(seq)) {
+      this.stats.duplicates++;
+    } else if (st.buffer.size < this.o.maxBufferedPerConversation) {
+      st.buffer.set(seq, env);
+    } // else dropped: the fill fetches it again
+    this.stats.gapsDetected++;
+    this.fill(conv, st);
+  }
+
+  /** The answer to a requestFill. Returns true when delivery advanced. */
+  fillDone(conversationId: string, messages: Envelope[]): boolean {
+    const st = this.convs.get(conversationId);
+    if (!st) return false;
+    st.filling = false;
+    const before = st.last;
+    for (const m of [...messages].sort((a, b) => a.sequence_number - b.sequence_number)) this.accept(m);
+    return st.last > before;
+  }
+
+  /** A fill failed or was lost with the connection; `needsFill` tells whether a gap remains. */
+  fillAborted(conversationId: string): void {
+    const st = this.convs.get(conversationId);
+    if (st) st.filling = false;
+  }
+
+  /** True while the conversation waits for earlier messages. */
+  hasGap(conversationId: string): boolean {
+    return (this.convs.get(conversationId)?.buffer.size ?? 0) > 0;
+  }
+
+  /** After a reconnect: fills in flight were lost. */
+  resetFills(): void {
+    for (const st of this.convs.values()) st.filling = false;
+  }
+
+  /** Re-requests fills for conversations with a gap (e.g. after a failed fill). */
+  refill(conversationId: string): void {
+    const st = this.convs.get(conversationId);
+    if (st && st.buffer.size > 0) this.fill(conversationId, st);
+  }
+
+  /** Asks for everything after the current position (after track() while connected). */
+  requestFrom(conversationId: string): void {
+    const st = this.convs.get(conversationId);
+    if (st) this.fill(conversationId, st);
+  }
+
+  private fill(conv: string, st: State): void {
+    if (st.filling) return;
+    st.filling = true;
+    this.o.requestFill(conv, st.last);
+  }
+
+  private deliverOne(st: State, env: Envelope): void {
+    st.last = env.sequence_number;
+    st.buffer.delete(env.sequence_number);
+    this.stats.delivered++;
+    this.o.deliver(env);
+  }
+
+  private drain(conv: string, st: State): void {
+    for (let next = st.buffer.get(st.last + 1); next; next = st.buffer.get(st.last + 1)) this.deliverOne(st, next);
+    for (const k of st.buffer.keys()) if (k <= st.last) st.buffer.delete(k);
+    if (st.buffer.size > 0 && !st.filling) this.fill(conv, st);
+  }
+
+  /** LRU order: the most recently active conversation is last. */
+  private touch(conv: string, st: State): void {
+    this.convs.delete(conv);
+    this.convs.set(conv, st);
+    while (this.convs.size > this.o.maxConversations) {
+      const oldest = this.convs.keys().next().value as string;
+      this.convs.delete(oldest);
+    }
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * The presence registry: which gateway nodes hold which users' connections, and which nodes are
+ * alive. Contract (both implementations, one shared test suite):
+ * - a node is live while its heartbeat is younger than its TTL; entries of dead nodes are ignored;
+ * - a user may be on several nodes; counts go up per connection and down per close;
+ * - every call rejects (never hangs) when the registry is unreachable, so callers can degrade.
+ * Redis layout: ZSET rc:nodes (node -> heartbeat expiry, ms), HASH rc:u:<user> (node -> connections),
+ * SET rc:n:<node> (users, for cleanup). Keys expire after a day without use.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Config } from './config.js';
+
+export interface PresenceRegistry {
+  heartbeat(nodeId: string, ttlMs: number): Promise<void>;
+  addConnection(nodeId: string, userId: string): Promise<void>;
+  removeConnection(nodeId: string, userId: string): Promise<void>;
+  /** Re-asserts every user of a node (after the registry was unreachable). */
+  resync(nodeId: string, users: ReadonlyMap<string, number>): Promise<void>;
+  /** Clean shutdown, or a restarted node clearing its previous life. */
+  removeNode(nodeId: string): Promise<void>;
+  liveNodes(): Promise<string[]>;
+  /** Nodes that died at least `olderThanMs` ago (for topic cleanup). */
+  deadNodes(olderThanMs: number): Promise<string[]>;
+  forgetNode(nodeId: string): Promise<void>;
+  /** live node -> those of `userIds` connected to it. */
+  locate(userIds: Iterable<string>): Promise<Map<string, string[]>>;
+  close(): Promise<void>;
+}
+
+const DAY_S = 24 * 3600;
+
+export class InMemoryPresence implements PresenceRegistry {
+  private readonly nodes = new Map<string, number>();
+  private readonly users = new Map<string, Map<string, number>>();
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async heartbeat(nodeId: string, ttlMs: number) {
+    this.nodes.set(nodeId, this.now() + ttlMs);
+  }
+  async addConnection(nodeId: string, userId: string) {
+    let m = this.users.get(userId);
+    if (!m) this.users.set(userId, (m = new Map()));
+    m.set(nodeId, (m.get(nodeId) ?? 0) + 1);
+  }
+  async removeConnection(nodeId: string, userId: string) {
+    const m = this.users.get(userId);
+    if (!m) return;
+    const n = (m.get(nodeId) ?? 0) - 1;
+    if (n > 0) m.set(nodeId, n);
+    else m.delete(nodeId);
+    if (m.size === 0) this.users.delete(userId);
+  }
+  async resync(nodeId: string, users: ReadonlyMap<string, number>) {
+    for (const [u, n] of users) {
+      let m = this.users.get(u);
+      if (!m) this.users.set(u, (m = new Map()));
+      m.set(nodeId, n);
+    }
+  }
+  async removeNode(nodeId: string) {
+    this.nodes.delete(nodeId);
+    for (const m of this.users.values()) m.delete(nodeId);
+  }
+  async liveNodes() {
+    const t = this.now();
+    return [...this.nodes].filter(([, exp]) => exp > t).map(([n]) => n);
+  }
+  async deadNodes(olderThanMs: number) {
+    const t = this.now() - olderThanMs;
+    return [...this.nodes].filter(([, exp]) => exp <= t).map(([n]) => n);
+  }
+  async forgetNode(nodeId: string) {
+    this.nodes.delete(nodeId);
+  }
+  async locate(userIds: Iterable<string>) {
+    const live = new Set(await this.liveNodes());
+    const out = new Map<string, string[]>();
+    for (const u of userIds) {
+      for (const node of this.users.get(u)?.keys() ?? []) {
+        if (!live.has(node)) continue;
+        const list = out.get(node) ?? [];
+        list.push(u);
+        out.set(node, list);
+      }
+    }
+    return out;
+  }
+  async close() {}
+}
+
+export interface RedisPresenceOptions {
+  /** host:port of a plain Redis, or sentinels (host:port,...) with `sentinelName`. */
+  url?: string;
+  sentinels?: Array<{ host: string; port: number }>;
+  sentinelName?: string;
+  commandTimeoutMs: number;
+  /** Live-node list is cached this long by locate(). */
+  liveCacheMs?: number;
+}
+
+export class RedisPresence implements PresenceRegistry {
+  readonly redis: Redis;
+  private liveCache: { at: number; nodes: Set<string> } | null = null;
+
+  constructor(private readonly opts: RedisPresenceOptions) {
+    const base: RedisOptions = {
+      commandTimeout: opts.commandTimeoutMs,
+      connectTimeout: opts.commandTimeoutMs,
+      // Fail fast while disconnected instead of queueing commands without bound.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times) => Math.min(100 * 2 ** times, 2000),
+      lazyConnect: false,
+    };
+    this.redis = opts.sentinels
+      ? new Redis({ ...base, sentinels: opts.sentinels, name: opts.sentinelName ?? 'realchat', sentinelRetryStrategy: (t) => Math.min(100 * 2 ** t, 2000), failoverDetector: true })
+      : new Redis(opts.url ?? 'redis://127.0.0.1:6379', base);
+    this.redis.on('error', () => {
+      /* surfaced per command; the client reconnects by itself */
+    });
+  }
+
+  /** Waits (bounded) for the first connection; false if Redis is not reachable yet (callers degrade). */
+  ready(timeoutMs: number): Promise<boolean> {
+    if (this.redis.status === 'ready') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.redis.off('ready', onReady);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      timer.unref();
+      this.redis.on('ready', onReady);
+    });
+  }
+
+  async heartbeat(nodeId: string, ttlMs: number) {
+    await this.redis.zadd('rc:nodes', Date.now() + ttlMs, nodeId);
+  }
+  async addConnection(nodeId: string, userId: string) {
+    await this.redis
+      .multi()
+      .hincrby(`rc:u:${userId}`, nodeId, 1)
+      .expire(`rc:u:${userId}`, DAY_S)
+      .sadd(`rc:n:${nodeId}`, userId)
+      .expire(`rc:n:${nodeId}`, DAY_S)
+      .exec();
+  }
+  async removeConnection(nodeId: string, userId: string) {
+    const n = await this.redis.hincrby(`rc:u:${userId}`, nodeId, -1);
+    if (n <= 0) {
+      await this.redis.multi().hdel(`rc:u:${userId}`, nodeId).srem(`rc:n:${nodeId}`, userId).exec();
+    }
+  }
+  async resync(nodeId: string, users: ReadonlyMap<string, number>) {
+    let pipe = this.redis.pipeline();
+    let n = 0;
+    for (const [u, count] of users) {
+      pipe.hset(`rc:u:${u}`, nodeId, count).expire(`rc:u:${u}`, DAY_S).sadd(`rc:n:${nodeId}`, u);
+      if (++n % 1000 === 0) {
+        await pipe.exec();
+        pipe = this.redis.pipeline();
+      }
+    }
+    pipe.expire(`rc:n:${nodeId}`, DAY_S);
+    await pipe.exec();
+  }
+  async removeNode(nodeId: string) {
+    for (;;) {
+      const users = await this.redis.spop(`rc:n:${nodeId}`, 1000);
+      if (users.length === 0) break;
+      const pipe = this.redis.pipeline();
+      for (const u of users) pipe.hdel(`rc:u:${u}`, nodeId);
+      await pipe.exec();
+    }
+    await this.redis.zrem('rc:nodes', nodeId);
+  }
+  async liveNodes() {
+    return this.redis.zrangebyscore('rc:nodes', Date.now(), '+inf');
+  }
+  async deadNodes(olderThanMs: number) {
+    return this.redis.zrangebyscore('rc:nodes', '-inf', Date.now() - olderThanMs);
+  }
+  async forgetNode(nodeId: string) {
+    await this.removeNode(nodeId);
+  }
+  async locate(userIds: Iterable<string>) {
+    const now = Date.now();
+    if (!this.liveCache || now - this.liveCache.at > (this.opts.liveCacheMs ?? 1000)) {
+      this.liveCache = { at: now, nodes: new Set(await this.liveNodes()) };
+    }
+    const live = this.liveCache.nodes;
+    const list = [...userIds];
+    const out = new Map<string, string[]>();
+    for (let i = 0; i < list.length; i += 1000) {
+      const slice = list.slice(i, i + 1000);
+      const pipe = this.redis.pipeline();
+      for (const u of slice) pipe.hgetall(`rc:u:${u}`);
+      const res = (await pipe.exec()) ?? [];
+      res.forEach(([err, value], k) => {
+        if (err) throw err;
+        for (const [node, count] of Object.entries(value as Record<string, string>)) {
+          if (Number(count) <= 0 || !live.has(node)) continue;
+          const l = out.get(node) ?? [];
+          l.push(slice[k]!);
+          out.set(node, l);
+        }
+      });
+    }
+    return out;
+  }
+  async close() {
+    this.redis.disconnect();
+  }
+}
+
+export function presenceFromConfig(config: Config): RedisPresence | null {
+  if (!config.redis) return null;
+  return new RedisPresence({
+    url: config.redis.url ?? undefined,
+    sentinels: config.redis.sentinels ?? undefined,
+    sentinelName: config.redis.sentinelName,
+    commandTimeoutMs: config.redis.commandTimeoutMs,
+  });
+}

@@ -1,0 +1,83 @@
+/**
+ * A gateway node's membership in the distributed layer (KAFKA_BROKERS set): its delivery topic and
+ * the broadcast topic, its presence entries (REDIS_URL / REDIS_SENTINELS), typing to other nodes,
+ * and consumer backpressure. Node topic lifecycle: created when the node starts, addressed while
+ * the node is live in the registry, deleted by a delivery worker once the node has been dead for
+ * REALCHAT_DEAD_NODE_TOPIC_TTL_MS (docs/architecture.md).
+ */
+import type { Config } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import { createKafka, createProducer, ensureTopics, type OutRecord } from '../common/kafka.js';
+import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
+import { CircuitBreaker } from '../common/breaker.js';
+import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/events.js';
+import { startDeliveryConsumer } from './delivery-consumer.js';
+import { PresenceAgent } from './presence-agent.js';
+import { startLoadMonitor } from './load-monitor.js';
+import type { GatewayInbox } from './inbox.js';
+
+export interface ClusterLink {
+  connected(userId: string): void;
+  disconnected(userId: string): void;
+  /** Typing for members on other nodes (this node delivers its own locally). */
+  publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string>, frame: Record<string, unknown>): void;
+  stop(): Promise<void>;
+}
+
+export async function startClusterLink(deps: { config: Config; inbox: GatewayInbox; log: Logger; metrics: Metrics }): Promise<ClusterLink> {
+  const { config, inbox, log, metrics } = deps;
+  const nodeId = config.nodeId;
+  const kafka = createKafka({ brokers: config.kafkaBrokers!, clientId: `realchat-gateway-${nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
+  const presence: PresenceRegistry | null = presenceFromConfig(config);
+  if (presence instanceof RedisPresence && !(await presence.ready(config.redis!.commandTimeoutMs * 4))) {
+    log.warn('presence registry not reachable yet');
+  }
+  const topics = [config.kafka.deliveriesTopic, ...(presence ? [nodeTopic(nodeId)] : [])];
+  await ensureTopics(kafka, [
+    { topic: config.kafka.deliveriesTopic, partitions: config.kafka.partitions },
+    ...(presence ? [{ topic: nodeTopic(nodeId), partitions: config.presence.nodeTopicPartitions }] : []),
+  ]);
+  const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs });
+  const consumer = await startDeliveryConsumer({ kafka, nodeId, topics, handlers: { event: (d) => inbox.deliver(d), ephemeral: (d) => inbox.ephemeral(d) }, log, metrics });
+  // Announce presence only once consuming: nothing can be addressed to this node before that.
+  const agent = presence ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log) : null;
+  await agent?.start();
+  const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
+  const breaker = new CircuitBreaker(config.presence.breakerOpenMs);
+
+  async function routeEphemeral(conversationId: string, exceptUser: string, members: string[], frame: Record<string, unknown>): Promise<void> {
+    const base: Omit<EphemeralDelivery, 'recipients'> = { conversation_id: conversationId, except_user: exceptUser, origin: nodeId, frame };
+    const out = new Map<string, OutRecord[]>();
+    if (presence && !breaker.open) {
+      try {
+        for (const [node, users] of await presence.locate(members)) {
+          if (node === nodeId) continue;
+          out.set(nodeTopic(node), [{ key: conversationId, value: encodeEphemeralValue({ ...base, recipients: users }), headers: {} }]);
+        }
+      } catch {
+        breaker.trip();
+        metrics.presenceFallbacks.inc();
+      }
+    }
+    if (!presence || breaker.open) out.set(config.kafka.deliveriesTopic, [{ key: conversationId, value: encodeEphemeralValue({ ...base, recipients: null }), headers: {} }]);
+    await producer.sendMany(out);
+  }
+
+  return {
+    connected: (u) => agent?.connected(u),
+    disconnected: (u) => agent?.disconnected(u),
+    publishEphemeral(conversationId, exceptUser, members, frame) {
+      routeEphemeral(conversationId, exceptUser, [...members].filter((m) => m !== exceptUser), frame).catch((err) =>
+        log.debug({ err, conversation_id: conversationId }, 'typing not forwarded to other nodes'),
+      );
+    },
+    async stop() {
+      await agent?.stop();
+      stopLoad();
+      await consumer.stop();
+      await producer.close();
+      await presence?.close();
+    },
+  };
+}

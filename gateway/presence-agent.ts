@@ -1,0 +1,68 @@
+/**
+ * Keeps this node's entries in the presence registry: heartbeats, one entry per connection, and a
+ * full re-sync after the registry was unreachable (so a Redis failover or restart heals by itself).
+ * Registry failures never reach clients: deliveries fall back to broadcast meanwhile.
+ */
+import type { PresenceRegistry } from '../common/presence.js';
+import type { Logger } from '../common/log.js';
+
+export class PresenceAgent {
+  private readonly counts = new Map<string, number>();
+  private timer: NodeJS.Timeout | null = null;
+  private healthy = false;
+  private stopped = false;
+
+  constructor(
+    private readonly registry: PresenceRegistry,
+    private readonly nodeId: string,
+    private readonly heartbeatMs: number,
+    private readonly ttlMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** Clears what a previous process with this node id left behind, then starts heartbeating. */
+  async start(): Promise<void> {
+    try {
+      await this.registry.removeNode(this.nodeId);
+      await this.registry.heartbeat(this.nodeId, this.ttlMs);
+      this.healthy = true;
+    } catch (err) {
+      this.log.warn({ err }, 'presence registry unreachable at start; deliveries are broadcast until it answers');
+    }
+    this.timer = setInterval(() => void this.beat(), this.heartbeatMs);
+    this.timer.unref();
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      await this.registry.heartbeat(this.nodeId, this.ttlMs);
+      if (!this.healthy) {
+        await this.registry.resync(this.nodeId, this.counts);
+        this.log.info({ users: this.counts.size }, 'presence re-synced');
+      }
+      this.healthy = true;
+    } catch (err) {
+      if (this.healthy) this.log.warn({ err }, 'presence heartbeat failed');
+      this.healthy = false;
+    }
+  }
+
+  connected(userId: string): void {
+    this.counts.set(userId, (this.counts.get(userId) ?? 0) + 1);
+    if (this.healthy) this.registry.addConnection(this.nodeId, userId).catch(() => (this.healthy = false));
+  }
+
+  disconnected(userId: string): void {
+    const n = (this.counts.get(userId) ?? 1) - 1;
+    if (n > 0) this.counts.set(userId, n);
+    else this.counts.delete(userId);
+    if (this.healthy && !this.stopped) this.registry.removeConnection(this.nodeId, userId).catch(() => (this.healthy = false));
+  }
+
+  /** Drain: leave the registry so delivery stops addressing this node. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.registry.removeNode(this.nodeId).catch((err) => this.log.warn({ err }, 'could not leave the presence registry'));
+  }
+}

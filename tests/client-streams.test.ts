@@ -1,0 +1,126 @@
+/** Unit tests of the SDK's ordering and send-retry logic (no server). */
+import { describe, expect, it } from 'vitest';
+import { ConversationStreams } from '../client/streams.js';
+import { SendQueue } from '../client/send-queue.js';
+import type { Envelope } from '../client/types.js';
+
+const env = (conv: string, seq: number): Envelope => ({
+  message_id: `${conv}-${seq}`,
+  conversation_id: conv,
+  sender_id: 'u',
+  sequence_number: seq,
+  payload: seq,
+  created_at: new Date(0).toISOString(),
+  idempotency_key: `k${seq}`,
+});
+
+function streams(maxBuffered = 100, maxConversations = 100) {
+  const delivered: number[] = [];
+  const fills: Array<[string, number]> = [];
+  const s = new ConversationStreams({
+    maxBufferedPerConversation: maxBuffered,
+    maxConversations,
+    deliver: (m) => delivered.push(m.sequence_number),
+    requestFill: (c, after) => fills.push([c, after]),
+  });
+  return { s, delivered, fills };
+}
+
+describe('ConversationStreams', () => {
+  it('delivers in order, buffers beyond a gap, asks once for the fill and drops duplicates', () => {
+    const { s, delivered, fills } = streams();
+    s.track('c', 0);
+    s.accept(env('c', 1));
+    s.accept(env('c', 4));
+    s.accept(env('c', 5));
+    s.accept(env('c', 1));
+    expect(delivered).toEqual([1]);
+    expect(fills).toEqual([['c', 1]]);
+    expect(s.hasGap('c')).toBe(true);
+    s.fillDone('c', [env('c', 3), env('c', 2), env('c', 4)]);
+    expect(delivered).toEqual([1, 2, 3, 4, 5]);
+    expect(s.hasGap('c')).toBe(false);
+    expect(s.stats.duplicates).toBe(2);
+    expect(s.positions(10)).toEqual({ c: 5 });
+  });
+
+  it('an untracked conversation starts at its first message; track() moves forward only', () => {
+    const { s, delivered } = streams();
+    s.accept(env('x', 7));
+    s.accept(env('x', 8));
+    expect(delivered).toEqual([7, 8]);
+    expect(s.track('x', 3)).toBe(false);
+    expect(s.track('x', 10)).toBe(true);
+    s.accept(env('x', 9));
+    expect(delivered).toEqual([7, 8]);
+  });
+
+  it('bounds the out-of-order buffer and the number of conversations (resume lists the most recent)', () => {
+    const { s, delivered } = streams(2, 3);
+    s.track('c', 0);
+    for (const n of [3, 4, 5, 6]) s.accept(env('c', n));
+    s.fillDone('c', [env('c', 1), env('c', 2)]);
+    expect(delivered).toEqual([1, 2, 3, 4]); // 5 and 6 were not buffered: the next fill fetches them
+    expect(s.hasGap('c')).toBe(false);
+    for (const c of ['a', 'b', 'd', 'e']) s.accept(env(c, 1));
+    expect(Object.keys(s.positions(10)).sort()).toEqual(['b', 'd', 'e']);
+    expect(Object.keys(s.positions(2))).toEqual(['e', 'd']);
+  });
+});
+
+describe('SendQueue', () => {
+  function queue(maxAttempts = 3) {
+    const sent: string[] = [];
+    let connected = true;
+    let n = 0;
+    const q = new SendQueue({
+      maxQueued: 2,
+      maxInFlight: 1,
+      maxAttempts,
+      timeoutMs: 5000,
+      retryBaseMs: 1,
+      retryCapMs: 2,
+      random: () => 0,
+      transmit: (_c, key) => {
+        if (!connected) return null;
+        sent.push(key);
+        return ++n;
+      },
+    });
+    return { q, sent, setConnected: (v: boolean) => (connected = v) };
+  }
+  const ack = (key: string) => ({ type: 'ack' as const, idempotency_key: key, conversation_id: 'c', message_id: 'm', sequence_number: 1, created_at: '', duplicate: false });
+
+  it('retries unavailable with the same key, keeps one in flight, refuses beyond the bound', async () => {
+    const { q, sent } = queue();
+    const p1 = q.enqueue('c', 1, 'k1');
+    const p2 = q.enqueue('c', 2, 'k2');
+    await expect(q.enqueue('c', 3, 'k3')).rejects.toMatchObject({ code: 'queue_full' });
+    expect(sent).toEqual(['k1']);
+    q.onError('k1', 'unavailable', 'db down');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(sent).toEqual(['k1', 'k2']);
+    q.onAck(ack('k2'));
+    await expect(p2).resolves.toMatchObject({ idempotency_key: 'k2' });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(sent).toEqual(['k1', 'k2', 'k1']);
+    q.onAck(ack('k1'));
+    await expect(p1).resolves.toMatchObject({ idempotency_key: 'k1' });
+  });
+
+  it('resends in-flight messages with the same key after a reconnect; gives up on refusals and after maxAttempts', async () => {
+    const { q, sent, setConnected } = queue(2);
+    const p1 = q.enqueue('c', 1, 'k1');
+    setConnected(false);
+    q.onDisconnect();
+    q.pump();
+    setConnected(true);
+    q.pump();
+    expect(sent).toEqual(['k1', 'k1']);
+    q.onError('k1', 'rate_limited', 'slow down');
+    await expect(p1).rejects.toMatchObject({ code: 'rate_limited', ref: 'k1' });
+    const p2 = q.enqueue('c', 2, 'k2');
+    q.onError('k2', 'forbidden', 'not a member');
+    await expect(p2).rejects.toMatchObject({ code: 'forbidden', ref: 'k2' });
+  });
+});

@@ -1,0 +1,94 @@
+/** Real redis-server / redis-sentinel processes for integration tests (Debian packages). */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createConnection } from 'node:net';
+import { freePort } from './postgres.js';
+
+export interface RedisProcess {
+  port: number;
+  child: ChildProcess;
+  kill(): Promise<void>;
+}
+
+async function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createConnection({ port, host: '127.0.0.1' });
+      s.once('connect', () => {
+        s.end();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function run(bin: string, args: string[], port: number): Promise<RedisProcess> {
+  const child = spawn(bin, args, { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return waitPort(port).then(() => ({
+    port,
+    child,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  }));
+}
+
+export async function startRedis(opts: { replicaOf?: number } = {}): Promise<RedisProcess> {
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'];
+  if (opts.replicaOf) args.push('--replicaof', '127.0.0.1', String(opts.replicaOf));
+  return run('/usr/bin/redis-server', args, port);
+}
+
+export interface SentinelCluster {
+  primary: RedisProcess;
+  replica: RedisProcess;
+  sentinels: RedisProcess[];
+  name: string;
+  stop(): Promise<void>;
+}
+
+/** A primary, a replica and three sentinels (quorum 2) on loopback, with fast failover settings. */
+export async function startSentinelCluster(name = 'realchat'): Promise<SentinelCluster> {
+  const primary = await startRedis();
+  const replica = await startRedis({ replicaOf: primary.port });
+  const dir = mkdtempSync(join(tmpdir(), 'realchat-sentinel-'));
+  const sentinels: RedisProcess[] = [];
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort();
+    const conf = join(dir, `sentinel-${i}.conf`);
+    writeFileSync(
+      conf,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        'protected-mode no',
+        `sentinel monitor ${name} 127.0.0.1 ${primary.port} 2`,
+        `sentinel down-after-milliseconds ${name} 1000`,
+        `sentinel failover-timeout ${name} 5000`,
+        `sentinel parallel-syncs ${name} 1`,
+        '',
+      ].join('\n'),
+    );
+    sentinels.push(await run('/usr/bin/redis-sentinel', [conf], port));
+  }
+  return {
+    primary,
+    replica,
+    sentinels,
+    name,
+    async stop() {
+      for (const p of [...sentinels, replica, primary]) await p.kill().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

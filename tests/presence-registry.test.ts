@@ -1,0 +1,91 @@
+/** One behaviour suite for both presence registries (in-memory and Redis, real redis-server). */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InMemoryPresence, RedisPresence, type PresenceRegistry } from '../common/presence.js';
+import { startRedis, type RedisProcess } from './harness/redis.js';
+
+let redis: RedisProcess;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.kill();
+});
+
+const factories: Array<[string, () => Promise<PresenceRegistry>]> = [
+  ['in-memory', async () => new InMemoryPresence()],
+  [
+    'redis',
+    async () => {
+      const p = new RedisPresence({ url: `redis://127.0.0.1:${redis.port}`, commandTimeoutMs: 1000, liveCacheMs: 0 });
+      expect(await p.ready(5000)).toBe(true);
+      return p;
+    },
+  ],
+];
+
+describe.each(factories)('presence registry (%s)', (_name, make) => {
+  const uid = () => Math.random().toString(36).slice(2);
+
+  it('locates users on live nodes only, counting connections', async () => {
+    const p = await make();
+    const [n1, n2, u1, u2] = [uid(), uid(), uid(), uid()];
+    await p.heartbeat(n1, 5000);
+    await p.heartbeat(n2, 5000);
+    await p.addConnection(n1, u1);
+    await p.addConnection(n1, u1);
+    await p.addConnection(n2, u1);
+    await p.addConnection(n2, u2);
+    let at = await p.locate([u1, u2]);
+    expect(at.get(n1)).toEqual([u1]);
+    expect(new Set(at.get(n2))).toEqual(new Set([u1, u2]));
+    await p.removeConnection(n1, u1);
+    expect((await p.locate([u1])).get(n1)).toEqual([u1]);
+    await p.removeConnection(n1, u1);
+    at = await p.locate([u1]);
+    expect(at.has(n1)).toBe(false);
+    expect(at.get(n2)).toEqual([u1]);
+    await p.close();
+  });
+
+  it('ignores nodes whose heartbeat expired, and reports them dead', async () => {
+    const p = await make();
+    const [n, u] = [uid(), uid()];
+    await p.heartbeat(n, 50);
+    await p.addConnection(n, u);
+    expect((await p.locate([u])).get(n)).toEqual([u]);
+    await new Promise((r) => setTimeout(r, 120));
+    expect((await p.locate([u])).has(n)).toBe(false);
+    expect(await p.liveNodes()).not.toContain(n);
+    expect(await p.deadNodes(10)).toContain(n);
+    await p.forgetNode(n);
+    expect(await p.deadNodes(0)).not.toContain(n);
+    await p.close();
+  });
+
+  it('removeNode clears its users; resync restores them', async () => {
+    const p = await make();
+    const [n, u1, u2] = [uid(), uid(), uid()];
+    await p.heartbeat(n, 5000);
+    await p.addConnection(n, u1);
+    await p.removeNode(n);
+    await p.heartbeat(n, 5000);
+    expect((await p.locate([u1])).has(n)).toBe(false);
+    await p.resync(n, new Map([[u1, 1], [u2, 2]]));
+    expect(new Set((await p.locate([u1, u2])).get(n))).toEqual(new Set([u1, u2]));
+    await p.close();
+  });
+});
+
+describe('redis presence when Redis is down', () => {
+  it('rejects quickly instead of hanging or queueing', async () => {
+    const r = await startRedis();
+    const p = new RedisPresence({ url: `redis://127.0.0.1:${r.port}`, commandTimeoutMs: 500 });
+    expect(await p.ready(5000)).toBe(true);
+    await p.heartbeat('n', 1000);
+    await r.kill();
+    const t0 = Date.now();
+    await expect(p.locate(['u'])).rejects.toBeTruthy();
+    expect(Date.now() - t0).toBeLessThan(3000);
+    await p.close();
+  });
+});
