@@ -14,6 +14,14 @@ export interface Config {
   readonly devAuth: boolean;
   readonly nodeId: string;
   readonly logLevel: string;
+  /**
+   * table: outbox rows stay until the TS relay publishes and deletes them. wal: rows are deleted in
+   * the transaction that wrote them; Debezium reads them from the WAL (REALCHAT_OUTBOX_MODE=wal).
+   */
+  readonly outboxMode: 'table' | 'wal';
+  /** wal mode: replication slot read by Debezium, and the retained-WAL bound past which sends are refused. */
+  readonly slotName: string;
+  readonly maxSlotLagBytes: number;
   /** null: the in-process bus (single node). Set: relay, delivery and gateways talk through Kafka. */
   readonly kafkaBrokers: string[] | null;
   readonly kafka: KafkaTopics;
@@ -121,6 +129,12 @@ function bool(env: Env, name: string, dflt: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
+function outboxModeFrom(raw: string | undefined): 'table' | 'wal' {
+  if (!raw || raw === 'table') return 'table';
+  if (raw === 'wal') return 'wal';
+  throw new ConfigError(`REALCHAT_OUTBOX_MODE must be table or wal, got "${raw}"`);
+}
+
 function nodeIdFrom(raw: string | undefined): string {
   if (!raw) return `node-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   // It names a Kafka topic (realchat.node.<id>) and Redis keys.
@@ -152,6 +166,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     devAuth,
     nodeId: nodeIdFrom(env.REALCHAT_NODE_ID),
     logLevel: env.LOG_LEVEL || 'info',
+    outboxMode: outboxModeFrom(env.REALCHAT_OUTBOX_MODE),
+    slotName: env.REALCHAT_SLOT_NAME || 'realchat_outbox',
+    maxSlotLagBytes: int(env, 'REALCHAT_SLOT_MAX_LAG_BYTES', 512 * 1024 * 1024, 1024 * 1024, Number.MAX_SAFE_INTEGER),
     kafkaBrokers: env.KAFKA_BROKERS ? env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : null,
     kafka: {
       eventsTopic: env.REALCHAT_EVENTS_TOPIC || 'realchat.events.v1',

@@ -30,6 +30,7 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     outboxBacklog: new Gauge({ name: 'realchat_outbox_backlog', help: 'Unpublished outbox rows seen at the last relay poll', registers: r }),
     relayErrors: new Counter({ name: 'realchat_relay_errors_total', help: 'Relay poll/publish failures (retried with backoff)', registers: r }),
     outboxOldestAge: new Gauge({ name: 'realchat_outbox_oldest_age_seconds', help: 'Age of the oldest unpublished outbox row', registers: r }),
+    slotLag: new Gauge({ name: 'realchat_replication_slot_lag_bytes', help: 'WAL retained for the Debezium slot (outbox mode wal); -1 when the slot is missing', registers: r }),
     relayLeader: new Gauge({ name: 'realchat_relay_leader', help: '1 while this relay holds the outbox lease', registers: r }),
     sendsRefusedBacklog: new Counter({ name: 'realchat_sends_refused_backlog_total', help: 'Sends refused because the outbox backlog passed its bound', registers: r }),
     consumerLag: new Gauge({ name: 'realchat_consumer_lag', help: 'Kafka consumer lag (end offset - committed) per partition', labelNames: ['group', 'topic', 'partition'] as const, registers: r }),

@@ -10,6 +10,13 @@ export interface OutboxStats {
   backlog: number;
   /** Seconds since the oldest unpublished row was written; 0 when empty. */
   oldestAgeS: number;
+  /** wal mode: WAL bytes the CDC slot has not confirmed (-1: slot missing); null in table mode. */
+  slotLagBytes: number | null;
+}
+
+export interface BacklogBounds {
+  maxRows: number;
+  slot: { name: string; maxLagBytes: number } | null;
 }
 
 export async function readOutboxStats(sql: Sql, cap: number, timeoutMs: number): Promise<OutboxStats> {
@@ -20,7 +27,19 @@ export async function readOutboxStats(sql: Sql, cap: number, timeoutMs: number):
     timeoutMs,
     'outbox stats',
   );
-  return { backlog: row!.backlog, oldestAgeS: Math.max(0, row!.oldest_age_s ?? 0) };
+  return { backlog: row!.backlog, oldestAgeS: Math.max(0, row!.oldest_age_s ?? 0), slotLagBytes: null };
+}
+
+/** WAL retained for a logical replication slot; -1 if the slot does not exist. */
+export async function readSlotLag(sql: Sql, slot: string, timeoutMs: number): Promise<number> {
+  const rows = await withTimeout(
+    sql<{ lag: number | null }[]>`
+      SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 AS lag
+      FROM pg_replication_slots WHERE slot_name = ${slot}`,
+    timeoutMs,
+    'slot lag',
+  );
+  return rows[0] ? (rows[0].lag ?? 0) : -1;
 }
 
 /**
@@ -29,13 +48,13 @@ export async function readOutboxStats(sql: Sql, cap: number, timeoutMs: number):
  */
 export class BacklogMonitor {
   overloaded = false;
-  last: OutboxStats = { backlog: 0, oldestAgeS: 0 };
+  last: OutboxStats = { backlog: 0, oldestAgeS: 0, slotLagBytes: null };
   private timer: NodeJS.Timeout | null = null;
   private inFlight = false;
 
   constructor(
     private readonly sql: Sql,
-    private readonly bound: number,
+    private readonly bounds: BacklogBounds,
     private readonly intervalMs: number,
     private readonly timeoutMs: number,
     private readonly onStats: (s: OutboxStats) => void = () => {},
@@ -51,8 +70,10 @@ export class BacklogMonitor {
     if (this.inFlight) return;
     this.inFlight = true;
     try {
-      this.last = await readOutboxStats(this.sql, this.bound + 1, this.timeoutMs);
-      this.overloaded = this.last.backlog >= this.bound;
+      const stats = await readOutboxStats(this.sql, this.bounds.maxRows + 1, this.timeoutMs);
+      if (this.bounds.slot) stats.slotLagBytes = await readSlotLag(this.sql, this.bounds.slot.name, this.timeoutMs);
+      this.last = stats;
+      this.overloaded = stats.backlog >= this.bounds.maxRows || (this.bounds.slot !== null && (stats.slotLagBytes ?? 0) > this.bounds.slot.maxLagBytes);
       this.onStats(this.last);
     } catch {
       // The database being down is reported by the send path itself.

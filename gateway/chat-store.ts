@@ -48,7 +48,7 @@ class IdempotencyRace extends Error {}
 
 export type ChatStore = ReturnType<typeof createChatStore>;
 
-export function createChatStore(deps: { sql: Sql; queryTimeoutMs: number; maxRoomMembers: number }) {
+export function createChatStore(deps: { sql: Sql; queryTimeoutMs: number; maxRoomMembers: number; outboxMode: 'table' | 'wal' }) {
   const { sql, queryTimeoutMs, maxRoomMembers } = deps;
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -62,6 +62,8 @@ export function createChatStore(deps: { sql: Sql; queryTimeoutMs: number; maxRoo
   async function insertEvent(tx: TxSql, event: ChatEvent, traceId: string | null): Promise<void> {
     await tx`INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
              VALUES (${event.event_id}, ${event.conversation_id}, ${event.type}, ${tx.json(event as never)}, ${traceId})`;
+    // Debezium reads the insert from the WAL; the row itself need not stay (the table stays empty).
+    if (deps.outboxMode === 'wal') await tx`DELETE FROM outbox WHERE event_id = ${event.event_id}`;
   }
 
   async function membership(userId: string, conversationId: string): Promise<'member' | 'not_member' | 'not_found'> {

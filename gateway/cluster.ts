@@ -18,7 +18,7 @@ import { startLoadMonitor } from './load-monitor.js';
 import type { GatewayInbox } from './inbox.js';
 
 export interface ClusterLink {
-  connected(userId: string): void;
+  connected(userId: string): Promise<void>;
   disconnected(userId: string): void;
   /** Typing for members on other nodes (this node delivers its own locally). */
   publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string>, frame: Record<string, unknown>): void;
@@ -65,7 +65,7 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
   }
 
   return {
-    connected: (u) => agent?.connected(u),
+    connected: async (u) => agent?.connected(u),
     disconnected: (u) => agent?.disconnected(u),
     publishEphemeral(conversationId, exceptUser, members, frame) {
       routeEphemeral(conversationId, exceptUser, [...members].filter((m) => m !== exceptUser), frame).catch((err) =>

@@ -47,9 +47,19 @@ export class PresenceAgent {
     }
   }
 
-  connected(userId: string): void {
+  /**
+   * Resolves once the registry knows (or failed to learn, bounded by its command timeout): hello
+   * awaits it before reading the user's conversations, so a message committed after that read is
+   * routed to this node.
+   */
+  async connected(userId: string): Promise<void> {
     this.counts.set(userId, (this.counts.get(userId) ?? 0) + 1);
-    if (this.healthy) this.registry.addConnection(this.nodeId, userId).catch(() => (this.healthy = false));
+    if (!this.healthy) return;
+    try {
+      await this.registry.addConnection(this.nodeId, userId);
+    } catch {
+      this.healthy = false;
+    }
   }
 
   disconnected(userId: string): void {

@@ -106,14 +106,21 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   const applied = await migrate(sql);
   if (applied.length) log.info({ migrations: applied }, 'applied migrations');
 
-  const store = createChatStore({ sql, queryTimeoutMs: config.timeouts.dbQueryMs, maxRoomMembers: config.limits.maxRoomMembers });
+  const store = createChatStore({ sql, queryTimeoutMs: config.timeouts.dbQueryMs, maxRoomMembers: config.limits.maxRoomMembers, outboxMode: config.outboxMode });
   const registry = new ConnectionRegistry();
   const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
   const inbox = createGatewayInbox(registry, membership);
-  const backlog = new BacklogMonitor(sql, config.limits.maxOutboxBacklog, 1000, config.timeouts.dbQueryMs, (s) => {
-    metrics.outboxBacklog.set(s.backlog);
-    metrics.outboxOldestAge.set(s.oldestAgeS);
-  });
+  const backlog = new BacklogMonitor(
+    sql,
+    { maxRows: config.limits.maxOutboxBacklog, slot: config.outboxMode === 'wal' ? { name: config.slotName, maxLagBytes: config.maxSlotLagBytes } : null },
+    1000,
+    config.timeouts.dbQueryMs,
+    (s) => {
+      metrics.outboxBacklog.set(s.backlog);
+      metrics.outboxOldestAge.set(s.oldestAgeS);
+      if (s.slotLagBytes !== null) metrics.slotLag.set(s.slotLagBytes);
+    },
+  );
   backlog.start();
 
   let pipeline: Pipeline;
@@ -140,7 +147,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
       admitSend() {
         if (backlog.overloaded) {
           metrics.sendsRefusedBacklog.inc();
-          throw new AppError('unavailable', 'the outbox backlog is over its bound (event bus behind); retry with the same idempotency key', { retryAfterS: 1 });
+          throw new AppError('unavailable', 'the event stream is behind (outbox backlog or replication slot over its bound); retry with the same idempotency key', { retryAfterS: 1 });
         }
       },
       onEventCommitted: () => pipeline.onEventCommitted(),
@@ -171,6 +178,9 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     close() {
       closing ??= (async () => {
         server.drain({ retryAfterMs: 2000 });
+        // Bounded wait for the close handshakes, so delivery positions are recorded before the database closes.
+        const deadline = Date.now() + config.timeouts.drainMs;
+        while (registry.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         backlog.stop();
         await pipeline.stop();
         server.close();

@@ -127,7 +127,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     // Registered before reading the user's conversations, so a message committed after that read
     // is seen live (or as a gap) and never missed.
     registry.add(conn);
-    deps.cluster?.connected(userId);
+    await deps.cluster?.connected(userId);
     let conversations: Array<{ conversation_id: string; last_seq: number }>;
     try {
       conversations = await store.conversationsOf(userId);

@@ -26,7 +26,7 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
   await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
   const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs });
   const bus = createKafkaEventBus(producer, config.kafka.eventsTopic);
-  const backlog = new BacklogMonitor(sql, config.limits.maxOutboxBacklog, 1000, config.timeouts.dbQueryMs, (s) => {
+  const backlog = new BacklogMonitor(sql, { maxRows: config.limits.maxOutboxBacklog, slot: null }, 1000, config.timeouts.dbQueryMs, (s) => {
     metrics.outboxBacklog.set(s.backlog);
     metrics.outboxOldestAge.set(s.oldestAgeS);
   });

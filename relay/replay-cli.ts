@@ -38,7 +38,8 @@ const batch = values.batch ? Number(values.batch) : 5000;
 const sql = createSql({ url, maxConnections: 1, connectTimeoutS: 5, queryTimeoutMs: 60_000, applicationName: 'realchat-replay' });
 const traceId = `replay-${randomBytes(6).toString('hex')}`;
 try {
-  const n = await replayToOutbox(sql, scope, { batch, traceId });
+  const outboxMode = process.env.REALCHAT_OUTBOX_MODE === 'wal' ? 'wal' : 'table';
+  const n = await replayToOutbox(sql, scope, { batch, traceId, outboxMode });
   console.log(JSON.stringify({ replayed: n, trace_id: traceId }));
 } finally {
   await sql.end({ timeout: 5 });

@@ -15,7 +15,7 @@ export interface ReplayScope {
 
 const ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"';
 
-export async function replayToOutbox(sql: Sql, scope: ReplayScope, opts: { batch: number; traceId: string }): Promise<number> {
+export async function replayToOutbox(sql: Sql, scope: ReplayScope, opts: { batch: number; traceId: string; outboxMode: 'table' | 'wal' }): Promise<number> {
   if (!scope.conversationId && !scope.since) throw new Error('replay needs --conversation or --since');
   let total = 0;
   // Walk (conversation_id, sequence) in key order, one bounded statement per batch.
@@ -54,6 +54,8 @@ export async function replayToOutbox(sql: Sql, scope: ReplayScope, opts: { batch
       SELECT (SELECT count(*)::int FROM ins) AS n,
              (SELECT conversation_id::text FROM picked ORDER BY conversation_id DESC, sequence DESC LIMIT 1) AS last_conv,
              (SELECT sequence FROM picked ORDER BY conversation_id DESC, sequence DESC LIMIT 1) AS last_seq`;
+    // wal mode (Debezium): the inserts are in the WAL; the rows need not stay.
+    if (opts.outboxMode === 'wal') await sql`DELETE FROM outbox WHERE trace_id = ${opts.traceId}`;
     if (!r || r.n === 0 || r.last_conv === null || r.last_seq === null) break;
     total += r.n;
     afterConv = r.last_conv;

@@ -1,7 +1,7 @@
 /**
  * End to end in headless Debian Chromium (playwright-core): two browser contexts sign in as two
  * users and chat; one goes offline, the other sends, the first comes back and shows every missed
- * message once and in order. Saves docs/screenshot-web.png.
+ * message once and in order. Saves tests/artifacts/screenshot-web.png.
  *
  * The web app is built here (vite build web -> web/dist). It is served by the gateway itself when
  * gateway/server.ts calls serveStatic (gateway/static-files.ts); until then, by a small static +
@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { createServer, request, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { extname, join, normalize, resolve } from 'node:path';
+import { dirname, extname, join, normalize, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import uWS from 'uWebSockets.js';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -24,7 +24,8 @@ declare const document: any;
 
 const ROOT = resolve(import.meta.dirname, '..');
 const WEB_DIST = join(ROOT, 'web', 'dist');
-const SCREENSHOT = join(ROOT, 'docs', 'screenshot-web.png');
+// A test artifact (git-ignored); docs/screenshot-web.png is a copy of one, for the README.
+const SCREENSHOT = join(ROOT, 'tests', 'artifacts', 'screenshot-web.png');
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
@@ -203,7 +204,7 @@ describe('web app end to end (headless Chromium)', () => {
     // Errors can be dismissed.
     await alice.locator('[data-testid="error"] button').first().click();
     await expect.poll(() => alice.getByTestId('error').count(), { timeout: 5000 }).toBe(0);
-    mkdirSync(join(ROOT, 'docs'), { recursive: true });
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await alice.screenshot({ path: SCREENSHOT });
     expect(existsSync(SCREENSHOT)).toBe(true);
     expect(pageErrors).toEqual([]);

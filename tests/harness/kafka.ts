@@ -1,0 +1,220 @@
+/**
+ * Real Apache Kafka (KRaft, one broker) and Kafka Connect + Debezium for integration tests, as local
+ * JVM processes started by infra/kafka/kafka.sh and connect.sh (no containers here). The jars come
+ * from infra/kafka/fetch.sh (the setup script runs it); without them these helpers throw at once.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './postgres.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const KAFKA_SH = join(ROOT, 'infra', 'kafka', 'kafka.sh');
+const CONNECT_SH = join(ROOT, 'infra', 'kafka', 'connect.sh');
+const KAFKA_CACHE = process.env.REALCHAT_KAFKA_CACHE ?? join(ROOT, '.cache', 'kafka');
+/** kafka.sh puts the KRaft controller listener on the client port + 100. */
+const CONTROLLER_PORT_OFFSET = 100;
+
+export interface KafkaHandle {
+  /** "127.0.0.1:<port>", for KAFKA_BROKERS */
+  brokers: string;
+  port: number;
+  dir: string;
+  /** SIGTERM, bounded wait, SIGKILL; deletes the dir when startKafka created it. */
+  stop(): Promise<void>;
+  /** kill -9 the broker (data kept). */
+  kill(): Promise<void>;
+  /** Starts it again on the same port and data; resolves once it serves requests. */
+  restart(): Promise<void>;
+  /** Idempotent (--if-not-exists), replication factor 1. */
+  createTopic(name: string, partitions: number): Promise<void>;
+}
+
+export interface ConnectHandle {
+  url: string;
+  port: number;
+  dir: string;
+  /** SIGTERM, bounded wait, SIGKILL; deletes the dir when startConnect created it. */
+  stop(): Promise<void>;
+  /** kill -9 the worker (its config, offsets and status live in Kafka topics and survive). */
+  crash(): Promise<void>;
+  /**
+   * Starts the worker again on the same port and dir; resolves once its REST API answers and, if
+   * registerOutbox ran, the connector and its task are RUNNING again (they resume from the stored LSN).
+   */
+  restart(): Promise<void>;
+  /**
+   * Registers the Debezium outbox connector (infra/kafka/connect.sh register-outbox) publishing to
+   * `topic`; resolves once the connector and its task run and the replication slot is active.
+   * public.outbox must exist (run the migrations first): the publication is created for it.
+   */
+  registerOutbox(topic: string): Promise<void>;
+}
+
+export interface PgTarget {
+  host: string;
+  port: number;
+  db: string;
+  user?: string;
+  password?: string;
+  /** replication slot name (publication = `<slot>_pub`); default realchat_outbox */
+  slot?: string;
+}
+
+function sh(argv: string[], env: Record<string, string> = {}, timeoutMs = 180_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('bash', argv, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${argv.map((a) => a.replace(ROOT + '/', '')).join(' ')} failed: ${err.message}\n${String(stderr).slice(-3000)}`));
+      else resolve(String(stdout));
+    });
+  });
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** Older names, kept for callers. */
+export type KafkaBroker = KafkaHandle;
+export type KafkaConnect = ConnectHandle;
+
+/** A free client port whose controller port (+100) is free too. */
+async function freeBrokerPort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const p = await freePort();
+    if (p + CONTROLLER_PORT_OFFSET <= 65535 && (await portIsFree(p + CONTROLLER_PORT_OFFSET))) return p;
+  }
+  throw new Error('no free port pair (p, p+100) for a Kafka broker');
+}
+
+function assertJars(): void {
+  const fetched = existsSync(KAFKA_CACHE) && readdirSync(KAFKA_CACHE).some((f) => f.startsWith('.fetched-'));
+  if (!fetched || !existsSync(join(KAFKA_CACHE, 'lib'))) {
+    throw new Error(
+      `Kafka jars are missing in ${KAFKA_CACHE}: run infra/kafka/fetch.sh once (needs mvn and Java 17; the setup script does it)`,
+    );
+  }
+}
+
+export async function startKafka(opts: { dir?: string; port?: number } = {}): Promise<KafkaHandle> {
+  assertJars();
+  const ownDir = opts.dir === undefined;
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'realchat-kafka-'));
+  const port = opts.port ?? (await freeBrokerPort());
+  try {
+    await sh([KAFKA_SH, 'start-single', dir, String(port)]);
+  } catch (err) {
+    await sh([KAFKA_SH, 'stop', dir]).catch(() => {});
+    if (ownDir) rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    brokers: `127.0.0.1:${port}`,
+    port,
+    dir,
+    async stop() {
+      await sh([KAFKA_SH, 'stop', dir]);
+      if (ownDir) rmSync(dir, { recursive: true, force: true });
+    },
+    async kill() {
+      await sh([KAFKA_SH, 'kill-broker', dir, '1']);
+    },
+    async restart() {
+      await sh([KAFKA_SH, 'restart-broker', dir, '1']);
+    },
+    async createTopic(name: string, partitions: number) {
+      await sh([KAFKA_SH, 'create-topic', dir, name, String(partitions), '1']);
+    },
+  };
+}
+
+export async function startConnect(brokers: string, pg: PgTarget, opts: { dir?: string; port?: number } = {}): Promise<ConnectHandle> {
+  assertJars();
+  const ownDir = opts.dir === undefined;
+  // the dir name names the worker's group and internal topics: unique per call
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'realchat-connect-'));
+  const port = opts.port ?? (await freePort());
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await sh([CONNECT_SH, 'start', dir, String(port), brokers]);
+  } catch (err) {
+    await sh([CONNECT_SH, 'stop', dir]).catch(() => {});
+    if (ownDir) rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const connectorName = process.env.OUTBOX_CONNECTOR ?? 'realchat-outbox';
+  let registered = false;
+  return {
+    url,
+    port,
+    dir,
+    async stop() {
+      await sh([CONNECT_SH, 'stop', dir]);
+      if (ownDir) rmSync(dir, { recursive: true, force: true });
+    },
+    async crash() {
+      const pidFile = join(dir, 'pid');
+      const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) : NaN;
+      if (Number.isInteger(pid) && pid > 0) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+        await waitUntil(() => !processAlive(pid), 10_000, `connect worker ${pid} still alive after SIGKILL`);
+      }
+      // connect.sh tests liveness with kill -0, which a not yet reaped (zombie) JVM passes
+      rmSync(pidFile, { force: true });
+    },
+    async restart() {
+      await sh([CONNECT_SH, 'start', dir, String(port), brokers]);
+      if (!registered) return;
+      let last = '';
+      await waitUntil(
+        async () => {
+          const res = await fetch(`${url}/connectors/${connectorName}/status`, { signal: AbortSignal.timeout(5000) }).catch(() => null);
+          last = res ? await res.text() : 'no answer';
+          if (last.includes('"state":"FAILED"')) throw new Error(`connector ${connectorName} FAILED after restart: ${last}`);
+          return (last.match(/"state":"RUNNING"/g) ?? []).length >= 2;
+        },
+        60_000,
+        () => `connector ${connectorName} not RUNNING 60 s after the restart: ${last}`,
+      );
+    },
+    async registerOutbox(topic: string) {
+      const env: Record<string, string> = { OUTBOX_TOPIC: topic, OUTBOX_CONNECTOR: connectorName };
+      if (pg.slot) env.OUTBOX_SLOT = pg.slot;
+      await sh(
+        [CONNECT_SH, 'register-outbox', url, pg.host, String(pg.port), pg.db, pg.user ?? 'postgres', pg.password ?? 'postgres'],
+        env,
+      );
+      registered = true;
+    },
+  };
+}
+
+/** Running and not a zombie (this machine's pid 1 may reap orphans late). */
+function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string | (() => string)): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(typeof what === 'string' ? what : what());
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,289 @@
+/**
+ * The distributed pipeline against a real Kafka broker and PostgreSQL, with every role a real
+ * process: gateway (commits) -> outbox -> relay (TS) or Debezium -> events topic -> delivery worker
+ * -> gateway delivery topic -> gateway -> clients. Failures are real (kill -9, broker killed), and
+ * every stream is checked with the history checker.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import postgres from 'postgres';
+import kafkajs from 'kafkajs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAuthenticator } from '../gateway/auth.js';
+import { freePort, startPostgres, type PostgresServer } from './harness/postgres.js';
+import { startKafka, startConnect, type KafkaHandle, type ConnectHandle } from './harness/kafka.js';
+import { spawnRole, type RoleProcess } from './harness/stack.js';
+import { History, type StoredMessage } from './harness/history.js';
+import { TestClient } from './harness/ws-client.js';
+
+const EVENTS = 'realchat.events.v1';
+const DELIVERIES = 'realchat.deliveries.v1';
+const DLQ = 'realchat.events.dlq.v1';
+
+type RelayKind = 'ts' | 'debezium';
+
+describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (relayKind) => {
+  let pg: PostgresServer;
+  let kafka: KafkaHandle;
+  let connect: ConnectHandle | null = null;
+  let databaseUrl: string;
+  let gatewayPort: number;
+  let gateway: RoleProcess;
+  let relay: RoleProcess | null = null;
+  let delivery: RoleProcess;
+  let deliveryMetricsPort: number;
+  const secret = randomBytes(32).toString('hex');
+  const auth = createAuthenticator(secret);
+  const env = () => ({
+    DATABASE_URL: databaseUrl,
+    KAFKA_BROKERS: kafka.brokers,
+    REALCHAT_JWT_SECRET: secret,
+    REALCHAT_SENDS_PER_S: '100000',
+    REALCHAT_SEND_BURST: '100000',
+    REALCHAT_FRAMES_PER_S: '100000',
+    REALCHAT_FRAME_BURST: '100000',
+    REALCHAT_TOPIC_PARTITIONS: '4',
+    REALCHAT_RELAY_POLL_MS: '200',
+    REALCHAT_KAFKA_TIMEOUT_MS: '3000',
+    REALCHAT_OUTBOX_MODE: relayKind === 'debezium' ? 'wal' : 'table',
+    LOG_LEVEL: 'info',
+  });
+  const startRelay = async () => {
+    if (relayKind === 'ts') relay = await spawnRole('relay', { ...env(), REALCHAT_NODE_ID: `relay-${randomUUID().slice(0, 4)}`, METRICS_PORT: String(await freePort()) });
+  };
+  const startDelivery = async () => {
+    deliveryMetricsPort = await freePort();
+    delivery = await spawnRole('delivery', { ...env(), REALCHAT_NODE_ID: 'delivery-1', METRICS_PORT: String(deliveryMetricsPort) });
+  };
+
+  beforeAll(async () => {
+    pg = await startPostgres({ walLevel: 'logical' });
+    databaseUrl = pg.url;
+    kafka = await startKafka();
+    await kafka.createTopic(EVENTS, 4);
+    gatewayPort = await freePort();
+    // The gateway applies the migrations (the outbox table must exist before Debezium registers).
+    gateway = await spawnRole('gateway', { ...env(), PORT: String(gatewayPort), REALCHAT_NODE_ID: 'gateway-1' });
+    if (relayKind === 'debezium') {
+      connect = await startConnect(kafka.brokers, { host: '127.0.0.1', port: pg.port, db: 'postgres' });
+      await connect.registerOutbox(EVENTS);
+    }
+    await startRelay();
+    await startDelivery();
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const p of [gateway, relay, delivery]) await p?.crash().catch(() => {});
+    await connect?.stop().catch(() => {});
+    await kafka?.stop().catch(() => {});
+    pg?.stop();
+  }, 120_000);
+
+  const ws = () => `ws://127.0.0.1:${gatewayPort}/v1/ws`;
+  async function conversation(owner: string, members: string[]): Promise<string> {
+    const r = await fetch(`http://127.0.0.1:${gatewayPort}/v1/conversations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await auth.issue(owner)}` },
+      body: JSON.stringify({ member_ids: members }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    return ((await r.json()) as { conversation_id: string }).conversation_id;
+  }
+  async function stored(conv: string): Promise<StoredMessage[]> {
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      return [
+        ...(await sql<StoredMessage[]>`
+        SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
+        FROM messages WHERE conversation_id = ${conv} ORDER BY sequence`),
+      ];
+    } finally {
+      await sql.end();
+    }
+  }
+  /** Sends keys [from, to) in windows of 10, records the history, tolerates `unavailable` by retrying the same key. */
+  async function stream(client: TestClient, h: History, sender: string, conv: string, from: number, to: number, between?: (i: number) => Promise<void>) {
+    for (let i = from; i < to; i += 10) {
+      const keys = Array.from({ length: Math.min(10, to - i) }, (_, k) => i + k);
+      for (const k of keys) {
+        for (let attempt = 0; ; attempt++) {
+          h.send(sender, conv, `k${k}`);
+          const a = await client.sendMessage(conv, `k${k}`, { k });
+          if (a.type === 'ack') {
+            h.ack(sender, `k${k}`, a as never);
+            break;
+          }
+          if (a.code !== 'unavailable' || attempt > 100) throw new Error(`send failed: ${JSON.stringify(a)}`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      await between?.(i + keys.length);
+    }
+  }
+  const received = (h: History, reader: string, clients: TestClient[], conv: string) => {
+    for (const c of clients) for (const m of c.messages(conv)) h.receive(reader, m as StoredMessage);
+  };
+  const clean = { lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] };
+
+  it('carries messages end to end; consumer lag and outbox backlog are in /metrics', async () => {
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const conv = await conversation(alice, [bob]);
+    const a = await TestClient.connect(ws(), await auth.issue(alice));
+    const b = await TestClient.connect(ws(), await auth.issue(bob));
+    const h = new History();
+    await stream(a, h, alice, conv, 0, 20);
+    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 20, 30_000);
+    received(h, bob, [b], conv);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    const gw = await (await fetch(`http://127.0.0.1:${gatewayPort}/metrics`)).text();
+    expect(gw).toMatch(/^realchat_outbox_backlog\{[^}]*\} \d+$/m);
+    expect(gw).toMatch(/^realchat_outbox_oldest_age_seconds/m);
+    let dm = '';
+    for (let i = 0; i < 20 && !/^realchat_consumer_lag\{/m.test(dm); i++) {
+      dm = await (await fetch(`http://127.0.0.1:${deliveryMetricsPort}/metrics`)).text();
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(dm).toMatch(/^realchat_consumer_lag\{group="realchat-delivery",topic="realchat.events.v1",partition="\d+"[^}]*\} \d+$/m);
+    a.close();
+    b.close();
+  });
+
+  it('kill -9 of the delivery worker and the relay mid-stream loses and duplicates nothing', async () => {
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const conv = await conversation(alice, [bob]);
+    const a = await TestClient.connect(ws(), await auth.issue(alice));
+    const b = await TestClient.connect(ws(), await auth.issue(bob));
+    const h = new History();
+    await stream(a, h, alice, conv, 0, 120, async (done) => {
+      if (done === 30) {
+        if (relay) {
+          await relay.crash();
+          await startRelay();
+        } else {
+          await connect!.crash();
+          await connect!.restart();
+        }
+      }
+      if (done === 70) {
+        await delivery.crash();
+        await startDelivery();
+      }
+    });
+    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 120, 60_000);
+    received(h, bob, [b], conv);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    a.close();
+    b.close();
+  });
+
+  it('duplicate records injected into the topics are absorbed; replay from an offset and from the outbox re-deliver without duplicates', async () => {
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const conv = await conversation(alice, [bob]);
+    const a = await TestClient.connect(ws(), await auth.issue(alice));
+    const b = await TestClient.connect(ws(), await auth.issue(bob));
+    const h = new History();
+    await stream(a, h, alice, conv, 0, 10);
+    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 10, 30_000);
+
+    const k = new kafkajs.Kafka({ brokers: kafka.brokers.split(','), clientId: 'test', logLevel: kafkajs.logLevel.NOTHING });
+    // Copy every event of this conversation back into the event topic and the delivery topic.
+    const copies: Array<{ key: string; value: string; headers: Record<string, string> }> = [];
+    const consumer = k.consumer({ groupId: `copy-${randomUUID()}` });
+    await consumer.connect();
+    await consumer.subscribe({ topic: EVENTS, fromBeginning: true });
+    await new Promise<void>((resolve) => {
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          if (message.key?.toString() !== conv) return;
+          const headers: Record<string, string> = {};
+          for (const [hk, hv] of Object.entries(message.headers ?? {})) if (hv) headers[hk] = hv.toString();
+          copies.push({ key: conv, value: message.value!.toString(), headers });
+          if (copies.filter((c) => c.value.includes('"message.created"')).length >= 10) resolve();
+        },
+      });
+    });
+    await consumer.disconnect();
+    const producer = k.producer();
+    await producer.connect();
+    await producer.send({ topic: EVENTS, messages: copies });
+    await producer.send({
+      topic: DELIVERIES,
+      messages: copies.map((c) => ({ key: c.key, value: `{"schema_version":1,"recipients":null,"event":${c.value}}`, headers: c.headers })),
+    });
+
+    // Replay from an offset: the delivery group starts over from the earliest offset.
+    await delivery.terminate();
+    const admin = k.admin();
+    await admin.connect();
+    await admin.resetOffsets({ groupId: 'realchat-delivery', topic: EVENTS, earliest: true });
+    await admin.disconnect();
+    await startDelivery();
+
+    // Replay from the outbox: rewind this conversation from sequence 1.
+    execFileSync(process.execPath, ['dist/relay/replay-cli.js', '--conversation', conv, '--from-sequence', '1'], { env: { ...process.env, DATABASE_URL: databaseUrl, REALCHAT_OUTBOX_MODE: env().REALCHAT_OUTBOX_MODE }, timeout: 30_000 });
+
+    await stream(a, h, alice, conv, 10, 12);
+    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 12, 60_000);
+    // Give the replays time to arrive (they are older than the marker messages).
+    await new Promise((r) => setTimeout(r, 3000));
+    received(h, bob, [b], conv);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    // A fresh client resuming from 0 sees each message once as well.
+    const b2 = await TestClient.connect(ws(), await auth.issue(bob), { [conv]: 0 });
+    await b2.waitFor((f) => f.type === 'synced', 20_000);
+    expect(b2.messages(conv).map((m) => m.sequence_number)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    await producer.disconnect();
+    a.close();
+    b.close();
+    b2.close();
+  });
+
+  it('Kafka stopped and restarted during a send stream: the history is complete and ordered', async () => {
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const conv = await conversation(alice, [bob]);
+    const a = await TestClient.connect(ws(), await auth.issue(alice));
+    const b = await TestClient.connect(ws(), await auth.issue(bob));
+    const h = new History();
+    await stream(a, h, alice, conv, 0, 60, async (done) => {
+      if (done === 20) await kafka.kill();
+      if (done === 40) await kafka.restart();
+    });
+    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 60, 90_000);
+    received(h, bob, [b], conv);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    a.close();
+    b.close();
+  }, 180_000);
+
+  it('an undecodable record goes to the dead-letter topic with its reason, and the stream goes on', async () => {
+    const k = new kafkajs.Kafka({ brokers: kafka.brokers.split(','), clientId: 'test-dlq', logLevel: kafkajs.logLevel.NOTHING });
+    const producer = k.producer();
+    await producer.connect();
+    const marker = randomUUID();
+    await producer.send({ topic: EVENTS, messages: [{ key: marker, value: `{"not":"an event","marker":"${marker}"}`, headers: { 'realchat-event-type': 'message.created' } }] });
+    await producer.disconnect();
+    const consumer = k.consumer({ groupId: `dlq-${randomUUID()}` });
+    await consumer.connect();
+    await consumer.subscribe({ topic: DLQ, fromBeginning: true });
+    const reason = await new Promise<string>((resolve) => {
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          if (message.key?.toString() === marker) resolve(message.headers!['realchat-dlq-reason']!.toString());
+        },
+      });
+    });
+    await consumer.disconnect();
+    expect(reason).toMatch(/^undecodable: /);
+    const dm = await (await fetch(`http://127.0.0.1:${deliveryMetricsPort}/metrics`)).text();
+    expect(dm).toMatch(/^realchat_dead_lettered_total\{reason="undecodable"[^}]*\} [1-9]/m);
+    // Still delivering.
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const conv = await conversation(alice, [bob]);
+    const a = await TestClient.connect(ws(), await auth.issue(alice));
+    const b = await TestClient.connect(ws(), await auth.issue(bob));
+    await a.sendMessage(conv, 'after-dlq', 1);
+    await b.waitFor((f) => f.type === 'message', 30_000);
+    a.close();
+    b.close();
+  });
+});
