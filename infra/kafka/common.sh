@@ -16,12 +16,15 @@ ensure_jars() {
 
 kafka_classpath() { echo "$KAFKA_CACHE/lib/*"; }
 
-# is_alive <pidfile>: true when the pid in the file is a running process.
+# is_alive <pidfile>: true when the pid in the file is a running process. A killed process that
+# is not reaped yet (a zombie: pid 1 here may reap late) passes `kill -0`, so read its state too.
 is_alive() {
-  local f="$1" pid
+  local f="$1" pid state
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f" 2>/dev/null || true)"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+  [[ -n "$state" && "$state" != "Z" && "$state" != "X" ]]
 }
 
 # port_open <port>: something is listening on 127.0.0.1:<port>.

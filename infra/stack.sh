@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# The whole distributed RealChat stack on this machine, in the background (no containers).
+#
+#   stack.sh up              start what is not running, return once everything is ready
+#   stack.sh status [--json] table, or one JSON array (one line) of {role,name,pid,port} for
+#                            every live process, infrastructure included
+#   stack.sh down            stop everything: SIGTERM, bounded wait, SIGKILL
+#
+# What `up` runs (state in $STACK_DIR, default <repo>/.cache/stack):
+#   postgres   infra/postgres.sh, port STACK_PG_PORT (55432), db realchat, wal_level=logical
+#   kafka      infra/kafka/kafka.sh start-single, port STACK_KAFKA_PORT (19092; controller +100);
+#              topic REALCHAT_EVENTS_TOPIC (realchat.events.v1) with STACK_TOPIC_PARTITIONS (12)
+#   (schema)   sql/migrations applied once, before any process starts
+#   connect    only with RELAY=debezium: Kafka Connect on STACK_CONNECT_PORT (18083) + the outbox connector
+#   relay      node dist/relay/main.js x STACK_RELAYS (1), unless RELAY=debezium;
+#              METRICS_PORT = STACK_RELAY_METRICS_PORT (19100) + i - 1
+#   delivery   node dist/delivery/main.js x STACK_DELIVERIES (1);
+#              METRICS_PORT = STACK_DELIVERY_METRICS_PORT (19200) + i - 1
+#   gateway    node dist/gateway/main.js x GATEWAYS (1) on PORT (8080), PORT+1, ...; HOST (127.0.0.1)
+# Every node process gets DATABASE_URL, KAFKA_BROKERS, REALCHAT_JWT_SECRET (from the environment,
+# else generated once into $STACK_DIR/jwt-secret), REALCHAT_NODE_ID=<role>-<i>, LOG_LEVEL (info),
+# REALCHAT_EVENTS_TOPIC, REALCHAT_TOPIC_PARTITIONS, REALCHAT_OUTBOX_MODE (table, or wal with
+# RELAY=debezium), REALCHAT_SLOT_NAME, plus the caller's environment (other REALCHAT_* knobs pass through).
+# Logs: $STACK_DIR/logs/<role>-<i>.log (appended); pid files: $STACK_DIR/pids/<role>-<i>.pid.
+# Ready: gateway GET /readyz 200; relay/delivery log "relay started"/"delivery started".
+# Timeouts: STACK_START_TIMEOUT (60 s per wait), STACK_STOP_TIMEOUT (20 s, > the gateway's drain).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$REPO/.cache/stack}"
+PG_PORT="${STACK_PG_PORT:-55432}"
+KAFKA_PORT="${STACK_KAFKA_PORT:-19092}"
+CONNECT_PORT="${STACK_CONNECT_PORT:-18083}"
+TOPIC="${REALCHAT_EVENTS_TOPIC:-realchat.events.v1}"
+TOPIC_PARTITIONS="${STACK_TOPIC_PARTITIONS:-${REALCHAT_TOPIC_PARTITIONS:-12}}"
+GATEWAYS="${GATEWAYS:-1}"
+RELAYS="${STACK_RELAYS:-1}"
+DELIVERIES="${STACK_DELIVERIES:-1}"
+GATEWAY_PORT="${PORT:-8080}"
+RELAY_METRICS_PORT="${STACK_RELAY_METRICS_PORT:-19100}"
+DELIVERY_METRICS_PORT="${STACK_DELIVERY_METRICS_PORT:-19200}"
+RELAY_MODE="${RELAY:-ts}"
+[[ "$RELAY_MODE" == debezium ]] || RELAY_MODE=ts
+# table: the TS relay publishes and deletes outbox rows; wal: Debezium reads the INSERTs from the
+# WAL and the gateway deletes each outbox row in its own transaction
+if [[ "$RELAY_MODE" == debezium ]]; then OUTBOX_MODE=wal; else OUTBOX_MODE=table; fi
+SLOT="${OUTBOX_SLOT:-${REALCHAT_SLOT_NAME:-realchat_outbox}}"
+START_TIMEOUT="${STACK_START_TIMEOUT:-60}"
+STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-20}"
+NODE_BIN="${NODE_BIN:-$(command -v node || echo node)}"
+
+PIDS="$STACK_DIR/pids"
+LOGS="$STACK_DIR/logs"
+NODE_ROLES=(relay delivery gateway)
+
+die() { echo "stack.sh: $*" >&2; exit 1; }
+log() { echo "stack.sh: $*" >&2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+for v in GATEWAYS RELAYS DELIVERIES GATEWAY_PORT PG_PORT KAFKA_PORT CONNECT_PORT TOPIC_PARTITIONS START_TIMEOUT STOP_TIMEOUT; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
+done
+
+# alive <pid>: running and not a zombie (pid 1 here may reap orphans late)
+alive() {
+  local st
+  [[ -n "${1:-}" ]] || return 1
+  st="$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
+  [[ -n "$st" && "$st" != Z && "$st" != X ]]
+}
+# drop_stale_pidfile <file>: kafka.sh/connect.sh test liveness with kill -0, which a killed but not
+# yet reaped (zombie) JVM passes, so they would not restart it: remove such a pid file first
+drop_stale_pidfile() {
+  local pid
+  [[ -f "$1" ]] || return 0
+  pid="$(cat "$1" 2>/dev/null || true)"
+  alive "$pid" || rm -f "$1"
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# node_pid <name>: pid of the live node process <name> (e.g. gateway-2), or fails
+node_pid() {
+  local name="$1" pid role="${1%-*}"
+  pid="$(cat "$PIDS/$name.pid" 2>/dev/null || true)"
+  alive "$pid" || return 1
+  # guard against pid reuse
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "dist/$role/main.js" || return 1
+  echo "$pid"
+}
+
+jwt_secret() {
+  if [[ -n "${REALCHAT_JWT_SECRET:-}" ]]; then
+    (($(printf '%s' "$REALCHAT_JWT_SECRET" | wc -c) >= 32)) || die "REALCHAT_JWT_SECRET must be at least 32 bytes"
+    printf '%s' "$REALCHAT_JWT_SECRET"
+    return
+  fi
+  if [[ ! -s "$STACK_DIR/jwt-secret" ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STACK_DIR/jwt-secret")
+    log "generated a JWT secret in $STACK_DIR/jwt-secret"
+  fi
+  cat "$STACK_DIR/jwt-secret"
+}
+
+# start_node <role> <i> <port>: spawn node dist/<role>/main.js unless it runs; records what to wait for
+PENDING=()
+start_node() {
+  local role="$1" i="$2" port="$3" name="$1-$2" pid offset
+  local pidf="$PIDS/$name.pid" logf="$LOGS/$name.log"
+  if pid="$(node_pid "$name")"; then
+    PENDING+=("$name:$port:running")
+    return 0
+  fi
+  rm -f "$pidf"
+  port_open "$port" && die "$name: port $port is already in use by another process"
+  touch "$logf"
+  offset="$(stat -c %s "$logf")"
+  echo "$port" >"$PIDS/$name.port"
+  local -a envs=(
+    "DATABASE_URL=$DATABASE_URL_STACK"
+    "KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+    "REALCHAT_JWT_SECRET=$SECRET"
+    "REALCHAT_NODE_ID=$name"
+    "REALCHAT_EVENTS_TOPIC=$TOPIC"
+    "REALCHAT_TOPIC_PARTITIONS=$TOPIC_PARTITIONS"
+    "REALCHAT_OUTBOX_MODE=$OUTBOX_MODE"
+    "REALCHAT_SLOT_NAME=$SLOT"
+    "LOG_LEVEL=${LOG_LEVEL:-info}"
+  )
+  if [[ "$role" == gateway ]]; then
+    envs+=("PORT=$port" "HOST=${HOST:-127.0.0.1}")
+  else
+    envs+=("METRICS_PORT=$port")
+  fi
+  # setsid: own session, survives the caller; bash writes its pid and execs node, so the pid is node's
+  # (only the setsid command is backgrounded: no shell stays behind holding the caller's stdout)
+  (
+    cd "$REPO" || exit 1
+    exec 9>&-
+    setsid nohup env "${envs[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidf" \
+      "$NODE_BIN" "dist/$role/main.js" </dev/null >>"$logf" 2>&1 &
+  )
+  local k
+  for ((k = 0; k < 50; k++)); do [[ -s "$pidf" ]] && break; sleep 0.1; done
+  PENDING+=("$name:$port:$offset")
+}
+
+# is_ready <name> <port> <offset|running>
+is_ready() {
+  local name="$1" port="$2" offset="$3" role="${1%-*}"
+  if [[ "$role" == gateway ]]; then
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null)" == 200 ]]
+  elif [[ "$offset" == running ]]; then
+    return 0 # started by an earlier `up`, which saw its ready line
+  else
+    tail -c +"$((offset + 1))" "$LOGS/$name.log" 2>/dev/null | grep -q "$role started"
+  fi
+}
+
+wait_pending() {
+  local t0 entry name port offset left
+  t0=$(now_ms)
+  while :; do
+    left=()
+    for entry in "${PENDING[@]}"; do
+      IFS=: read -r name port offset <<<"$entry"
+      if ! node_pid "$name" >/dev/null; then
+        tail -n 40 "$LOGS/$name.log" >&2 2>/dev/null || true
+        die "$name exited during startup (log: $LOGS/$name.log)"
+      fi
+      if is_ready "$name" "$port" "$offset"; then
+        [[ "$offset" == running ]] || log "$name ready (pid $(cat "$PIDS/$name.pid"), port $port) after $(($(now_ms) - t0)) ms"
+      else
+        left+=("$entry")
+      fi
+    done
+    PENDING=(${left[@]+"${left[@]}"})
+    ((${#PENDING[@]} == 0)) && return 0
+    if (($(now_ms) - t0 > START_TIMEOUT * 1000)); then
+      for entry in "${PENDING[@]}"; do
+        name="${entry%%:*}"
+        echo "---- $name (last lines of $LOGS/$name.log)" >&2
+        tail -n 20 "$LOGS/$name.log" >&2 2>/dev/null || true
+      done
+      die "not ready after ${START_TIMEOUT}s: ${PENDING[*]%%:*}"
+    fi
+    sleep 0.2
+  done
+}
+
+any_node_alive() {
+  local f
+  for f in "$PIDS"/*.pid; do
+    [[ -e "$f" ]] || continue
+    node_pid "$(basename "$f" .pid)" >/dev/null && return 0
+  done
+  return 1
+}
+
+cmd_up() {
+  local t0 i role
+  t0=$(now_ms)
+  command -v curl >/dev/null || die "curl is required"
+  local -A want=([gateway]=$GATEWAYS [delivery]=$DELIVERIES [relay]=$RELAYS)
+  [[ "$RELAY_MODE" == debezium ]] && want[relay]=0
+  for role in gateway delivery relay; do
+    ((want[$role] == 0)) || [[ -f "$REPO/dist/$role/main.js" ]] || die "dist/$role/main.js is missing: run npm run build first"
+  done
+  mkdir -p "$STACK_DIR" "$PIDS" "$LOGS"
+  exec 9>"$STACK_DIR/.lock"
+  flock -w 120 9 || die "another stack.sh holds $STACK_DIR/.lock"
+
+  # a running stack keeps its relay mode: mixing the TS relay and Debezium would publish twice
+  if [[ -f "$STACK_DIR/relay-mode" ]] && [[ "$(cat "$STACK_DIR/relay-mode")" != "$RELAY_MODE" ]]; then
+    if any_node_alive || "$HERE/kafka/connect.sh" status "$STACK_DIR/connect" | grep -q connect; then
+      die "the stack runs with RELAY=$(cat "$STACK_DIR/relay-mode"); run stack.sh down first to switch to RELAY=$RELAY_MODE"
+    fi
+  fi
+  echo "$RELAY_MODE" >"$STACK_DIR/relay-mode"
+  SECRET="$(jwt_secret)"
+
+  "$HERE/postgres.sh" start "$STACK_DIR/postgres" "$PG_PORT" 9>&-
+  DATABASE_URL_STACK="postgres://postgres@127.0.0.1:$PG_PORT/realchat"
+
+  if [[ -f "$STACK_DIR/kafka/layout" ]]; then
+    local kport
+    read -r _ kport _ <"$STACK_DIR/kafka/layout"
+    if [[ "$kport" != "$KAFKA_PORT" ]] && "$HERE/kafka/kafka.sh" status "$STACK_DIR/kafka" | grep -q kafka; then
+      die "kafka already runs on port $kport, not $KAFKA_PORT (stack.sh down first)"
+    fi
+  fi
+  drop_stale_pidfile "$STACK_DIR/kafka/node-1/pid"
+  "$HERE/kafka/kafka.sh" start-single "$STACK_DIR/kafka" "$KAFKA_PORT" 9>&-
+  "$NODE_BIN" "$HERE/stack/ensure-topic.mjs" "127.0.0.1:$KAFKA_PORT" "$TOPIC" "$TOPIC_PARTITIONS" 1 "$START_TIMEOUT" >&2 9>&- ||
+    die "could not ensure topic $TOPIC"
+
+  "$NODE_BIN" "$HERE/stack/migrate.mjs" "$DATABASE_URL_STACK" "$START_TIMEOUT" >&2 9>&- || die "migrations failed"
+
+  if [[ "$RELAY_MODE" == debezium ]]; then
+    drop_stale_pidfile "$STACK_DIR/connect/pid"
+    "$HERE/kafka/connect.sh" start "$STACK_DIR/connect" "$CONNECT_PORT" "127.0.0.1:$KAFKA_PORT" 9>&-
+    OUTBOX_TOPIC="$TOPIC" OUTBOX_TOPIC_PARTITIONS="$TOPIC_PARTITIONS" OUTBOX_SLOT="$SLOT" \
+      "$HERE/kafka/connect.sh" register-outbox "http://127.0.0.1:$CONNECT_PORT" 127.0.0.1 "$PG_PORT" realchat postgres postgres 9>&-
+  else
+    local inactive
+    inactive="$(PGCONNECT_TIMEOUT=5 "$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)" -X -h 127.0.0.1 -p "$PG_PORT" -U postgres -d realchat -qtAc \
+      "select count(*) from pg_replication_slots where slot_name = '$SLOT' and not active" 2>/dev/null || echo 0)"
+    [[ "$inactive" != 1 ]] || log "warning: replication slot $SLOT (from an earlier RELAY=debezium run) is inactive and retains WAL; drop it with: select pg_drop_replication_slot('$SLOT')"
+    for ((i = 1; i <= RELAYS; i++)); do start_node relay "$i" $((RELAY_METRICS_PORT + i - 1)); done
+  fi
+  for ((i = 1; i <= DELIVERIES; i++)); do start_node delivery "$i" $((DELIVERY_METRICS_PORT + i - 1)); done
+  for ((i = 1; i <= GATEWAYS; i++)); do start_node gateway "$i" $((GATEWAY_PORT + i - 1)); done
+  wait_pending
+  log "stack ready (RELAY=$RELAY_MODE) in $(($(now_ms) - t0)) ms"
+  cmd_status
+}
+
+# one JSON object per line for every live process
+status_lines() {
+  infra_lines | while IFS= read -r l; do
+    if alive "$(sed -E 's/.*"pid":([0-9]+).*/\1/' <<<"$l")"; then printf '%s\n' "$l"; fi
+  done
+  node_lines
+}
+
+infra_lines() {
+  "$HERE/postgres.sh" status "$STACK_DIR/postgres" | sed 's/^{/{"name":"postgres",/'
+  "$HERE/kafka/kafka.sh" status "$STACK_DIR/kafka" |
+    sed -E 's/^\{(.*),"node":([0-9]+)\}$/{"name":"kafka-\2",\1}/'
+  "$HERE/kafka/connect.sh" status "$STACK_DIR/connect" | sed 's/^{/{"name":"connect",/'
+}
+
+node_lines() {
+  local f name pid role
+  for role in "${NODE_ROLES[@]}"; do
+    for f in $(ls "$PIDS" 2>/dev/null | grep -E "^$role-[0-9]+\.pid$" | sort -t- -k2 -n); do
+      name="${f%.pid}"
+      pid="$(node_pid "$name")" || continue
+      printf '{"name":"%s","role":"%s","pid":%s,"port":%s}\n' "$name" "$role" "$pid" "$(cat "$PIDS/$name.port" 2>/dev/null || echo null)"
+    done
+  done
+}
+
+cmd_status() {
+  local lines
+  lines="$(status_lines)"
+  if [[ "${1:-}" == --json ]]; then
+    if [[ -z "$lines" ]]; then echo '[]'; else echo "[$(paste -sd, <<<"$lines")]"; fi
+    return
+  fi
+  printf '%-10s %-12s %-8s %s\n' ROLE NAME PID PORT
+  [[ -n "$lines" ]] || { echo "(nothing running)"; return; }
+  sed -E 's/^\{"name":"([^"]*)","role":"([^"]*)","pid":([0-9]+),"port":([0-9a-z]+)\}$/\2 \1 \3 \4/' <<<"$lines" |
+    while read -r r n p po; do printf '%-10s %-12s %-8s %s\n' "$r" "$n" "$p" "$po"; done
+}
+
+cmd_down() {
+  local f name pid t0 k
+  local -a names=() pids=()
+  t0=$(now_ms)
+  mkdir -p "$STACK_DIR"
+  exec 9>"$STACK_DIR/.lock"
+  flock -w 120 9 || die "another stack.sh holds $STACK_DIR/.lock"
+  # node processes first (gateways drain their clients), all at once, then the infrastructure
+  for f in "$PIDS"/*.pid; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f" .pid)"
+    if pid="$(node_pid "$name")"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      names+=("$name"); pids+=("$pid")
+    fi
+    rm -f "$f"
+  done
+  for ((k = 0; k < ${#pids[@]}; k++)); do
+    while alive "${pids[k]}" && (($(now_ms) - t0 < STOP_TIMEOUT * 1000)); do sleep 0.1; done
+    if alive "${pids[k]}"; then
+      log "${names[k]} (pid ${pids[k]}) did not exit after ${STOP_TIMEOUT}s, sending SIGKILL"
+      kill -KILL "${pids[k]}" 2>/dev/null || true
+    fi
+  done
+  ((${#pids[@]} == 0)) || log "stopped ${names[*]}"
+  "$HERE/kafka/connect.sh" stop "$STACK_DIR/connect" 9>&-
+  "$HERE/kafka/kafka.sh" stop "$STACK_DIR/kafka" 9>&-
+  "$HERE/postgres.sh" stop "$STACK_DIR/postgres" 9>&-
+  log "stack down in $(($(now_ms) - t0)) ms"
+}
+
+[[ $# -ge 1 ]] || usage
+sub="$1"; shift
+case "$sub" in
+  up) [[ $# -eq 0 ]] || usage; cmd_up ;;
+  status) [[ $# -le 1 ]] || usage; [[ $# -eq 0 || "$1" == --json ]] || usage; cmd_status "${1:-}" ;;
+  down) [[ $# -eq 0 ]] || usage; cmd_down ;;
+  *) usage ;;
+esac
