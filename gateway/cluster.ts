@@ -8,7 +8,7 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { createKafka, createProducer, ensureTopics, type OutRecord } from '../common/kafka.js';
+import { consumerLag, createKafka, createProducer, ensureTopics, type OutRecord } from '../common/kafka.js';
 import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
 import { CircuitBreaker } from '../common/breaker.js';
 import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/events.js';
@@ -45,6 +45,17 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
   await agent?.start();
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
   const breaker = new CircuitBreaker(config.presence.breakerOpenMs);
+  // This node's own consumer lag (grows while it is paused as overloaded).
+  const group = `realchat-gateway-${nodeId}`;
+  const lagTimer = setInterval(() => {
+    for (const topic of topics) {
+      consumerLag(kafka, group, topic).then(
+        (lags) => lags.forEach((l) => metrics.consumerLag.set({ group, topic, partition: String(l.partition) }, l.lag)),
+        () => {},
+      );
+    }
+  }, 5000);
+  lagTimer.unref();
 
   async function routeEphemeral(conversationId: string, exceptUser: string, members: string[], frame: Record<string, unknown>): Promise<void> {
     const base: Omit<EphemeralDelivery, 'recipients'> = { conversation_id: conversationId, except_user: exceptUser, origin: nodeId, frame };
@@ -73,6 +84,7 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
       );
     },
     async stop() {
+      clearInterval(lagTimer);
       await agent?.stop();
       stopLoad();
       await consumer.stop();

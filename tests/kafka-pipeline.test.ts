@@ -255,6 +255,128 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     b.close();
   }, 180_000);
 
+  if (relayKind === 'ts') {
+    it('with two relays, one publishes; when it is killed the standby takes over within seconds, order intact', async () => {
+      const standbyMetrics = await freePort();
+      const standby = await spawnRole('relay', { ...env(), REALCHAT_NODE_ID: 'relay-standby', METRICS_PORT: String(standbyMetrics) });
+      const leaderGauge = async (port: number) => {
+        const m = /^realchat_relay_leader\{[^}]*\} (\d)/m.exec(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+        return m ? Number(m[1]) : -1;
+      };
+      expect(await leaderGauge(standbyMetrics)).toBe(0);
+      const [alice, bob] = [randomUUID(), randomUUID()];
+      const conv = await conversation(alice, [bob]);
+      const a = await TestClient.connect(ws(), await auth.issue(alice));
+      const b = await TestClient.connect(ws(), await auth.issue(bob));
+      const h = new History();
+      let killedAt = 0;
+      await stream(a, h, alice, conv, 0, 60, async (done) => {
+        if (done === 20) {
+          await relay!.crash();
+          killedAt = Date.now();
+        }
+      });
+      let tookOverMs = -1;
+      for (let i = 0; i < 100; i++) {
+        if ((await leaderGauge(standbyMetrics)) === 1) {
+          tookOverMs = Date.now() - killedAt;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(tookOverMs).toBeGreaterThanOrEqual(0);
+      await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 60, 30_000);
+      received(h, bob, [b], conv);
+      expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+      console.log(`relay failover: standby leading ${tookOverMs} ms after the kill (upper bound; includes the stream)`);
+      relay = standby;
+      a.close();
+      b.close();
+    });
+
+    it('Kafka down: sends are accepted until the outbox backlog reaches its bound, then refused with unavailable; nothing accepted is lost', async () => {
+      const port = await freePort();
+      const bounded = await spawnRole('gateway', { ...env(), PORT: String(port), REALCHAT_NODE_ID: 'gateway-bounded', REALCHAT_OUTBOX_MAX_BACKLOG: '8' });
+      const [alice, bob] = [randomUUID(), randomUUID()];
+      const conv = await conversation(alice, [bob]);
+      const a = await TestClient.connect(`ws://127.0.0.1:${port}/v1/ws`, await auth.issue(alice));
+      const h = new History();
+      await kafka.kill();
+      let accepted = 0;
+      let refused: Record<string, unknown> | null = null;
+      for (let k = 0; k < 40 && !refused; k++) {
+        h.send(alice, conv, `b${k}`);
+        const r = await a.sendMessage(conv, `b${k}`, { k });
+        if (r.type === 'ack') {
+          h.ack(alice, `b${k}`, r as never);
+          accepted++;
+        } else refused = r;
+        // The gateway polls the backlog once a second.
+        await new Promise((res) => setTimeout(res, 150));
+      }
+      expect(accepted).toBeGreaterThanOrEqual(8);
+      expect(refused).toMatchObject({ type: 'error', code: 'unavailable' });
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(metrics).toMatch(/^realchat_sends_refused_backlog_total\{[^}]*\} [1-9]/m);
+      await kafka.restart();
+      const b = await TestClient.connect(ws(), await auth.issue(bob), { [conv]: 0 });
+      await b.waitFor((f) => f.type === 'synced', 30_000);
+      // Accepted again once the relay drained the backlog.
+      let ack: Record<string, unknown> | null = null;
+      for (let i = 0; i < 100 && ack?.type !== 'ack'; i++) {
+        ack = await a.sendMessage(conv, 'after', 1);
+        if (ack.type !== 'ack') await new Promise((res) => setTimeout(res, 300));
+      }
+      expect(ack).toMatchObject({ type: 'ack' });
+      await b.waitFor((f) => f.type === 'message' && f.message.idempotency_key === 'after', 30_000);
+      received(h, bob, [b], conv);
+      const all = await stored(conv);
+      expect(all).toHaveLength(accepted + 1);
+      expect(h.check(all.slice(0, accepted), () => [])).toEqual(clean);
+      expect(b.messages(conv).map((m) => m.sequence_number)).toEqual(all.map((m) => m.sequence_number));
+      await bounded.terminate();
+      a.close();
+      b.close();
+    }, 180_000);
+  }
+
+  if (relayKind === 'debezium') {
+    it('Connect down: the replication slot retains WAL (lag grows, exposed in /metrics); when Connect returns, everything is published', async () => {
+      const gauge = async () => {
+        const m = /^realchat_replication_slot_lag_bytes\{[^}]*\} (-?[\d.e+]+)/m.exec(await (await fetch(`http://127.0.0.1:${gatewayPort}/metrics`)).text());
+        return m ? Number(m[1]) : NaN;
+      };
+      const [alice, bob] = [randomUUID(), randomUUID()];
+      const conv = await conversation(alice, [bob]);
+      const a = await TestClient.connect(ws(), await auth.issue(alice));
+      const b = await TestClient.connect(ws(), await auth.issue(bob));
+      const h = new History();
+      await connect!.crash();
+      const before = await gauge();
+      await stream(a, h, alice, conv, 0, 30);
+      const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+      const [slot] = await sql<{ active: boolean; retained: number }[]>`
+        SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 AS retained
+        FROM pg_replication_slots WHERE slot_name = 'realchat_outbox'`;
+      await sql.end();
+      expect(slot!.active).toBe(false);
+      expect(slot!.retained).toBeGreaterThan(0);
+      let during = before;
+      for (let i = 0; i < 30 && !(during > before); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        during = await gauge();
+      }
+      expect(during).toBeGreaterThan(0);
+      expect(b.messages(conv)).toHaveLength(0);
+      await connect!.restart();
+      await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 30, 60_000);
+      received(h, bob, [b], conv);
+      expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+      a.close();
+      b.close();
+    }, 180_000);
+  }
+
   it('an undecodable record goes to the dead-letter topic with its reason, and the stream goes on', async () => {
     const k = new kafkajs.Kafka({ brokers: kafka.brokers.split(','), clientId: 'test-dlq', logLevel: kafkajs.logLevel.NOTHING });
     const producer = k.producer();

@@ -1,0 +1,156 @@
+/**
+ * The history checker must fail on deliberately broken variants of the pipeline before a green
+ * end-to-end run means anything: a relay that reads the outbox with an id cursor (skips rows
+ * committed out of id order), and a delivery path without dedup. Our real components, fed the same
+ * input, must pass.
+ */
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import postgres from 'postgres';
+import { freshDatabase } from './harness/server.js';
+import { History, isClean, type StoredMessage } from './harness/history.js';
+import { createSql } from '../common/db.js';
+import { migrate } from '../sql/migrate.js';
+import { createChatStore } from '../gateway/chat-store.js';
+import { createOutboxRelay } from '../relay/outbox-relay.js';
+import { createInMemoryBus } from '../common/bus.js';
+import type { EventRecord } from '../common/events.js';
+import { createMetrics } from '../common/metrics.js';
+import { createLogger } from '../common/log.js';
+import { Connection, type SocketPort } from '../gateway/connection.js';
+import type { Envelope } from '../common/protocol.js';
+import { encodeFrame } from '../common/protocol.js';
+
+const log = createLogger({ level: 'silent', nodeId: 't', role: 'test' });
+
+async function setup() {
+  const url = await freshDatabase();
+  const sql = createSql({ url, maxConnections: 5, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: 'broken-variants' });
+  await migrate(sql);
+  const store = createChatStore({ sql, queryTimeoutMs: 10_000, maxRoomMembers: 100, outboxMode: 'table' });
+  const alice = randomUUID();
+  const conv = (await store.createConversation(alice, [], null, null)).conversation_id;
+  await sql`DELETE FROM outbox`;
+  return { url, sql, store, alice, conv };
+}
+
+/** Two conversations' sends committed out of id order: T1 takes an outbox id, T2 takes a later one and commits first. */
+async function commitOutOfIdOrder(url: string, conv1: string, conv2: string, sender: string, onBetween: () => Promise<void>) {
+  const a = postgres(url, { max: 1, onnotice: () => {} });
+  const b = postgres(url, { max: 1, onnotice: () => {} });
+  const insert = (tx: postgres.TransactionSql, conv: string, seq: number, key: string) =>
+    tx`WITH m AS (INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key)
+                  VALUES (${randomUUID()}, ${conv}, ${sender}, ${seq}, '{}'::jsonb, ${key}) RETURNING *)
+       INSERT INTO outbox (event_id, aggregateid, type, payload)
+       SELECT gen_random_uuid(), m.conversation_id::text, 'message.created',
+              jsonb_build_object('schema_version', 1, 'event_id', gen_random_uuid(), 'type', 'message.created',
+                'conversation_id', m.conversation_id, 'occurred_at', '2026-01-01T00:00:00.000Z',
+                'message', jsonb_build_object('message_id', m.id, 'conversation_id', m.conversation_id, 'sender_id', m.sender_id,
+                  'sequence_number', m.sequence, 'payload', m.payload, 'created_at', '2026-01-01T00:00:00.000Z', 'idempotency_key', m.idempotency_key))
+       FROM m`;
+  let releaseT1!: () => void;
+  const t1Held = new Promise<void>((r) => (releaseT1 = r));
+  let t1Inserted!: () => void;
+  const t1Ready = new Promise<void>((r) => (t1Inserted = r));
+  const t1 = a.begin(async (tx) => {
+    await tx`UPDATE conversations SET last_seq = 1 WHERE id = ${conv1}`;
+    await insert(tx, conv1, 1, 'k1');
+    t1Inserted();
+    await t1Held;
+  });
+  await t1Ready;
+  await b.begin(async (tx) => {
+    await tx`UPDATE conversations SET last_seq = 1 WHERE id = ${conv2}`;
+    await insert(tx, conv2, 1, 'k2');
+  });
+  await onBetween();
+  releaseT1();
+  await t1;
+  await a.end();
+  await b.end();
+}
+
+async function storedMessages(sql: ReturnType<typeof createSql>, convs: string[]): Promise<StoredMessage[]> {
+  return [
+    ...(await sql<StoredMessage[]>`SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
+                                   FROM messages WHERE conversation_id IN ${sql(convs)} ORDER BY conversation_id, sequence`),
+  ];
+}
+
+describe('the history checker catches broken variants', () => {
+  it('a relay with an id cursor loses a row committed out of id order; the real relay does not', async () => {
+    const { url, sql, store, alice } = await setup();
+    const c1 = (await store.createConversation(alice, [], null, null)).conversation_id;
+    const c2 = (await store.createConversation(alice, [], null, null)).conversation_id;
+    await sql`DELETE FROM outbox`;
+
+    // Broken: remembers the highest id published and asks for ids above it.
+    const brokenSeen: Envelope[] = [];
+    let cursor = 0;
+    const brokenPoll = async () => {
+      const rows = await sql<{ id: string; value: string }[]>`SELECT id::text AS id, payload::text AS value FROM outbox WHERE id > ${cursor} ORDER BY id`;
+      for (const r of rows) {
+        cursor = Math.max(cursor, Number(r.id));
+        const e = JSON.parse(r.value);
+        if (e.type === 'message.created') brokenSeen.push(e.message);
+      }
+    };
+    await commitOutOfIdOrder(url, c1, c2, alice, brokenPoll);
+    await brokenPoll();
+
+    // Real: reads what remains in the table.
+    const bus = createInMemoryBus();
+    const realSeen: Envelope[] = [];
+    bus.subscribe(async (records: EventRecord[]) => {
+      for (const r of records) {
+        const e = JSON.parse(r.value);
+        if (e.type === 'message.created') realSeen.push(e.message);
+      }
+    });
+    const relay = createOutboxRelay({ sql, bus, log, metrics: createMetrics({ nodeId: 't', defaultMetrics: false }), batchSize: 100, pollMs: 50, queryTimeoutMs: 5000 });
+    relay.start();
+    await relay.idle();
+    await relay.stop();
+
+    const stored = await storedMessages(sql, [c1, c2]);
+    const check = (seen: Envelope[]) => {
+      const h = new History();
+      for (const m of seen) h.receive('reader', m as unknown as StoredMessage);
+      return h.check(stored, () => ['reader']);
+    };
+    const broken = check(brokenSeen);
+    expect(broken.lost).toHaveLength(1);
+    expect(isClean(check(realSeen))).toBe(true);
+    await sql.end();
+  });
+
+  it('delivery without dedup surfaces duplicates; the real connection drops them', async () => {
+    const { sql, store, alice, conv } = await setup();
+    for (let i = 0; i < 5; i++) await store.sendMessage(alice, conv, `d${i}`, { i }, null);
+    const msgs = await store.messagesAfter(conv, 0, 100);
+    // The relay re-publishes after a crash, and a replay repeats the stream: 1..5, 3..5, 1..5.
+    const stream = [...msgs, ...msgs.slice(2), ...msgs];
+
+    const naive: Envelope[] = [...stream];
+    const sent: Envelope[] = [];
+    const socket: SocketPort = {
+      send: (t) => (sent.push(JSON.parse(t).message), true),
+      bufferedAmount: () => 0,
+      batch: (fn) => fn(),
+      end: () => {},
+    };
+    const conn = new Connection(alice, socket, { history: store, log, metrics: createMetrics({ nodeId: 't', defaultMetrics: false }), fillBatch: 100, highWaterBytes: 1 << 20, drainTimeoutMs: 1000 });
+    conn.activate([[conv, 0]], new Map());
+    for (const m of stream) conn.deliverMessage(m, encodeFrame({ type: 'message', message: m }));
+
+    const stored = await storedMessages(sql, [conv]);
+    const check = (seen: Envelope[]) => {
+      const h = new History();
+      for (const m of seen) h.receive('reader', m as unknown as StoredMessage);
+      return h.check(stored, () => ['reader']);
+    };
+    expect(check(naive).duplicated.length).toBeGreaterThan(0);
+    expect(isClean(check(sent))).toBe(true);
+    await sql.end();
+  });
+});
