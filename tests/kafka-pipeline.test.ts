@@ -144,6 +144,16 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
       await new Promise((r) => setTimeout(r, 500));
     }
     expect(dm).toMatch(/^realchat_consumer_lag\{group="realchat-delivery",topic="realchat.events.v1",partition="\d+"[^}]*\} \d+$/m);
+    // The lag CLI reads the same figures.
+    const cli = JSON.parse(
+      execFileSync(process.execPath, ['dist/delivery/lag-cli.js'], { env: { ...process.env, KAFKA_BROKERS: kafka.brokers, DATABASE_URL: databaseUrl, LOG_LEVEL: 'error' }, timeout: 30_000 }).toString(),
+    );
+    expect(cli).toMatchObject({ group: 'realchat-delivery', topic: EVENTS });
+    expect(cli.partitions).toHaveLength(4);
+    expect(cli.outbox).toMatchObject({ backlog: expect.any(Number) });
+    // Read receipts travel through the same pipeline.
+    b.send({ type: 'read', conversation_id: conv, sequence_number: 20 });
+    expect(await a.waitFor((f) => f.type === 'receipt', 30_000)).toMatchObject({ user_id: bob, read_sequence: 20 });
     a.close();
     b.close();
   });
