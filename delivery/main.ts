@@ -1,5 +1,6 @@
 /** The delivery worker process (distributed mode). */
-import { loadConfig, ConfigError, type Config } from '../common/config.js';
+import { ConfigError, type Config } from '../common/config.js';
+import { runMain } from '../common/process-main.js';
 import { createLogger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { startOpsServer } from '../common/ops-server.js';
@@ -34,23 +35,4 @@ export async function runDelivery(config: Config): Promise<{ stop(): Promise<voi
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    console.error(`realchat delivery: ${(err as Error).message}`);
-    process.exit(2);
-  }
-  runDelivery(config).then(
-    (d) => {
-      const stop = () => d.stop().then(() => process.exit(0), () => process.exit(1));
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
-    },
-    (err) => {
-      console.error('realchat delivery failed to start:', err);
-      process.exit(1);
-    },
-  );
-}
+if (import.meta.url === `file://${process.argv[1]}`) runMain('delivery', runDelivery);

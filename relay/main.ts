@@ -3,7 +3,8 @@
  * the Kafka event topic. Wakes on NOTIFY realchat_outbox (sent by the outbox trigger at commit),
  * polls as a fallback, retries with backoff and jitter, never drops a row.
  */
-import { loadConfig, ConfigError, type Config } from '../common/config.js';
+import { ConfigError, type Config } from '../common/config.js';
+import { runMain } from '../common/process-main.js';
 import { createLogger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { createSql } from '../common/db.js';
@@ -80,23 +81,4 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    console.error(`realchat relay: ${(err as Error).message}`);
-    process.exit(2);
-  }
-  runRelay(config).then(
-    (r) => {
-      const stop = () => r.stop().then(() => process.exit(0), () => process.exit(1));
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
-    },
-    (err) => {
-      console.error('realchat relay failed to start:', err);
-      process.exit(1);
-    },
-  );
-}
+if (import.meta.url === `file://${process.argv[1]}`) runMain('relay', runRelay);

@@ -16,6 +16,7 @@ import { startSentinelCluster, type SentinelCluster } from './harness/redis.js';
 import { History, type StoredMessage } from './harness/history.js';
 import { ResilientClient } from './harness/resilient-client.js';
 import { TestClient } from './harness/ws-client.js';
+import { createConversationAt, storedMessages } from './harness/queries.js';
 
 const clean = { lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] };
 
@@ -72,25 +73,8 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     pg?.stop();
   }, 120_000);
 
-  async function conversation(owner: string, members: string[]): Promise<string> {
-    const port = [...gateways.values()][0]!.port;
-    const r = await fetch(`http://127.0.0.1:${port}/v1/conversations`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${await auth.issue(owner)}` },
-      body: JSON.stringify({ member_ids: members }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    return ((await r.json()) as { conversation_id: string }).conversation_id;
-  }
-
-  async function stored(conv: string): Promise<StoredMessage[]> {
-    const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
-    try {
-      return [...(await sql<StoredMessage[]>`SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload FROM messages WHERE conversation_id = ${conv} ORDER BY sequence`)];
-    } finally {
-      await sql.end();
-    }
-  }
+  const conversation = async (owner: string, members: string[]) => createConversationAt([...gateways.values()][0]!.port, await auth.issue(owner), members);
+  const stored = (conv: string) => storedMessages(pg.url, conv);
 
   /**
    * Six users spread over the nodes; two of them send `perSender` messages each; `fault` runs once

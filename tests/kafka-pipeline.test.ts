@@ -15,6 +15,7 @@ import { startKafka, startConnect, type KafkaHandle, type ConnectHandle } from '
 import { spawnRole, type RoleProcess } from './harness/stack.js';
 import { History, type StoredMessage } from './harness/history.js';
 import { TestClient } from './harness/ws-client.js';
+import { createConversationAt, storedMessages } from './harness/queries.js';
 
 const EVENTS = 'realchat.events.v1';
 const DELIVERIES = 'realchat.deliveries.v1';
@@ -80,27 +81,8 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   }, 120_000);
 
   const ws = () => `ws://127.0.0.1:${gatewayPort}/v1/ws`;
-  async function conversation(owner: string, members: string[]): Promise<string> {
-    const r = await fetch(`http://127.0.0.1:${gatewayPort}/v1/conversations`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${await auth.issue(owner)}` },
-      body: JSON.stringify({ member_ids: members }),
-      signal: AbortSignal.timeout(10_000),
-    });
-    return ((await r.json()) as { conversation_id: string }).conversation_id;
-  }
-  async function stored(conv: string): Promise<StoredMessage[]> {
-    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-    try {
-      return [
-        ...(await sql<StoredMessage[]>`
-        SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
-        FROM messages WHERE conversation_id = ${conv} ORDER BY sequence`),
-      ];
-    } finally {
-      await sql.end();
-    }
-  }
+  const conversation = async (owner: string, members: string[]) => createConversationAt(gatewayPort, await auth.issue(owner), members);
+  const stored = (conv: string) => storedMessages(databaseUrl, conv);
   /** Sends keys [from, to) in windows of 10, records the history, tolerates `unavailable` by retrying the same key. */
   async function stream(client: TestClient, h: History, sender: string, conv: string, from: number, to: number, between?: (i: number) => Promise<void>) {
     for (let i = from; i < to; i += 10) {
