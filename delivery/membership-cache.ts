@@ -28,12 +28,17 @@ export class MembershipCache {
     if (!p) {
       p = this.source.membersOf(conversationId).then((list) => new Set(list));
       this.loading.set(conversationId, p);
-      p.then(
+      const load = p;
+      load.then(
         (set) => {
+          // add() may have superseded this load (it read before the insert committed): then drop it.
+          if (this.loading.get(conversationId) !== load) return;
           this.loading.delete(conversationId);
           this.store(conversationId, set);
         },
-        () => this.loading.delete(conversationId),
+        () => {
+          if (this.loading.get(conversationId) === load) this.loading.delete(conversationId);
+        },
       );
     }
     return p;

@@ -5,7 +5,6 @@
  * each stream is checked end to end with the history checker.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import postgres from 'postgres';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../gateway/auth.js';

@@ -1,0 +1,40 @@
+import { describe, expect, it } from 'vitest';
+import { MembershipCache } from '../delivery/membership-cache.js';
+
+describe('membership cache', () => {
+  it('shares one load per conversation and keeps at most maxEntries', async () => {
+    let loads = 0;
+    const cache = new MembershipCache({ membersOf: async (c) => (loads++, [`${c}-u`]) }, 2);
+    const [a, b] = await Promise.all([cache.members('c1'), cache.members('c1')]);
+    expect(a).toBe(b);
+    expect(loads).toBe(1);
+    await cache.members('c2');
+    await cache.members('c3');
+    expect(cache.size).toBe(2);
+    await cache.members('c1');
+    expect(loads).toBe(4);
+  });
+
+  it('a members_added event applies to the cached set; a load that raced it is not stored', async () => {
+    let release!: (v: string[]) => void;
+    const cache = new MembershipCache({ membersOf: () => new Promise((r) => (release = r)) }, 10);
+    const stale = cache.members('c');
+    cache.add('c', ['new']);
+    release(['old']); // read before the insert committed
+    expect([...(await stale)]).toEqual(['old']);
+    let loads = 0;
+    (cache as unknown as { source: { membersOf: () => Promise<string[]> } }).source.membersOf = async () => (loads++, ['old', 'new']);
+    expect([...(await cache.members('c'))].sort()).toEqual(['new', 'old']);
+    expect(loads).toBe(1);
+    cache.add('c', ['third']);
+    expect((await cache.members('c')).has('third')).toBe(true);
+  });
+
+  it('isMember re-reads once when the cached set lacks the user', async () => {
+    let members = ['a'];
+    const cache = new MembershipCache({ membersOf: async () => [...members] }, 10);
+    expect((await cache.members('c')).has('b')).toBe(false);
+    members = ['a', 'b'];
+    expect((await cache.isMember('c', 'b')).has('b')).toBe(true);
+  });
+});
