@@ -5,6 +5,7 @@ import { Fields, checkPayload, isUuid } from '../common/validate.js';
 import { MAX_IDEMPOTENCY_KEY_CHARS } from '../common/protocol.js';
 import type { Config } from '../common/config.js';
 import type { Metrics } from '../common/metrics.js';
+import type { Logger } from '../common/log.js';
 import type { Authenticator } from './auth.js';
 import { bearerToken } from './auth.js';
 import type { ChatStore } from './chat-store.js';
@@ -17,6 +18,7 @@ export interface RestDeps {
   store: ChatStore;
   auth: Authenticator;
   metrics: Metrics;
+  log: Logger;
   sendLimiter: RateLimiter;
   /** Throws `unavailable` while sends must be refused (outbox backlog over its bound). */
   admitSend(): void;
@@ -93,6 +95,7 @@ export function createRestRoutes(deps: RestDeps) {
       const timer = metrics.dbWriteSeconds.startTimer();
       const result = await store.sendMessage(me, conversationId, key, payload, ctx.traceId);
       timer();
+      deps.log.debug({ trace_id: ctx.traceId, conversation_id: conversationId, message_id: result.envelope.message_id, duplicate: result.duplicate }, 'message accepted');
       if (result.duplicate) {
         metrics.duplicateSends.inc();
         return { status: 200, body: result.envelope };

@@ -3,6 +3,7 @@
  * `error` frame and never thrown into the event loop. Requests on one connection are processed in the
  * order they were sent (a bounded per-connection chain), so one sender's messages keep its send order.
  */
+import { randomBytes } from 'node:crypto';
 import uWS from 'uWebSockets.js';
 import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js';
 import { AppError, toAppError } from '../common/errors.js';
@@ -169,8 +170,10 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
         if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
         deps.admitSend();
         const timer = metrics.dbWriteSeconds.startTimer();
-        const { envelope, duplicate } = await store.sendMessage(me, frame.conversation_id, frame.idempotency_key, frame.payload, null);
+        const traceId = randomBytes(8).toString('hex');
+        const { envelope, duplicate } = await store.sendMessage(me, frame.conversation_id, frame.idempotency_key, frame.payload, traceId);
         timer();
+        log.debug({ trace_id: traceId, conversation_id: envelope.conversation_id, message_id: envelope.message_id, sequence: envelope.sequence_number, duplicate }, 'message accepted');
         if (duplicate) metrics.duplicateSends.inc();
         else {
           metrics.messagesAccepted.inc({ via: 'ws' });
