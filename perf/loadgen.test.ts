@@ -4,6 +4,7 @@ import { leastSquares } from './lib/fit.js';
 import { dueCount, intendedTime, slotOf, totalMessages } from './lib/schedule.js';
 import { parseProm } from './lib/sampler.js';
 import { signHS256 } from './lib/jwt.js';
+import { parseArgs } from './lib/args.js';
 import { createHmac } from 'node:crypto';
 
 describe('histogram merge across workers', () => {
@@ -93,5 +94,22 @@ describe('helpers', () => {
     const [h, b, sig] = t.split('.');
     expect(createHmac('sha256', 's3cret').update(`${h}.${b}`).digest('base64url')).toBe(sig);
     expect(JSON.parse(Buffer.from(b!, 'base64url').toString())).toEqual({ sub: 'u1', exp: 2 });
+  });
+});
+
+describe('cluster scenario options', () => {
+  it('allows up to 100000 connections for cluster only, and parses the gateway list', () => {
+    const o = parseArgs(['cluster', '--connections', '100000', '--urls', 'http://127.0.0.1:8080,http://127.0.0.1:8081', '--conversations', '500']);
+    expect(o.scenario).toBe('cluster');
+    expect(o.connections).toBe(100000);
+    expect(o.urls).toEqual(['http://127.0.0.1:8080', 'http://127.0.0.1:8081']);
+    expect(o.conversations).toBe(500);
+    expect(() => parseArgs(['cluster', '--connections', '100001'])).toThrow(/1\.\.100000/);
+    expect(() => parseArgs(['idle', '--connections', '60000'])).toThrow(/1\.\.50000/);
+    const g = parseArgs(['cluster', '--gateways', '8', '--base-port', '9000', '--jwt-secret-file', '/x']);
+    expect([g.gateways, g.basePort, g.jwtSecretFile, g.auth]).toEqual([8, 9000, '/x', 'jwt']);
+  });
+  it('reads a gateway\'s realchat_active_connections from its labelled series', () => {
+    expect(parseProm('realchat_active_connections{node_id="gateway-3"} 12500\n')['realchat_active_connections']).toBe(12500);
   });
 });

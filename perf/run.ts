@@ -1,8 +1,6 @@
 // RealChat load generator and benchmark runner.  `node dist/perf/run.js <scenario> [options]`
 // (see --help). Loopback only; every run is bounded in connections and time and stops by itself.
-import { fork, type ChildProcess } from 'node:child_process';
 import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { parseArgs, forScenario, USAGE, type Options } from './lib/args.js';
@@ -16,49 +14,11 @@ import { leastSquares } from './lib/fit.js';
 import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import { writeAll, latencySvg, type RunResult } from './lib/report.js';
-import type { ConnSpec, ParentMsg, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport, ConnectResult } from './lib/types.js';
+import type { ConnSpec, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport, ConnectResult } from './lib/types.js';
+import { Workers } from './lib/workers.js';
+import { runCluster } from './cluster.js';
 
 const log = (s: string): void => { process.stderr.write(`[perf ${new Date().toISOString().slice(11, 19)}] ${s}\n`); };
-const here = dirname(fileURLToPath(import.meta.url));
-
-class Workers {
-  readonly procs: ChildProcess[] = [];
-  private waiters: Array<{ ev: WorkerMsg['ev']; got: Map<number, WorkerMsg>; resolve: (m: WorkerMsg[]) => void }> = [];
-  constructor(n: number) {
-    for (let i = 0; i < n; i++) {
-      const p = fork(join(here, 'worker.js'), [], { execArgv: ['--max-old-space-size=4096'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      p.on('message', (m: WorkerMsg) => this.onMsg(m));
-      p.on('error', (e) => log(`worker ${i}: ${e.message}`));
-      p.on('exit', (code) => { if (code !== 0 && code !== null) log(`worker ${i} exited with ${code}`); });
-      this.procs.push(p);
-    }
-  }
-  private onMsg(m: WorkerMsg): void {
-    if (m.ev === 'log') { log(`worker ${m.workerId}: ${m.msg}`); return; }
-    const id = m.ev === 'report' ? m.report.workerId : m.workerId;
-    for (const w of this.waiters) {
-      if (w.ev === m.ev && !w.got.has(id)) {
-        w.got.set(id, m);
-        if (w.got.size === this.procs.length) { this.waiters = this.waiters.filter((x) => x !== w); w.resolve([...w.got.values()]); }
-        return;
-      }
-    }
-  }
-  /** Send a message to each worker (or per-worker messages) and wait for `ev` from all of them. */
-  all(msg: ParentMsg | ((i: number) => ParentMsg), ev: WorkerMsg['ev'], timeoutMs: number): Promise<WorkerMsg[]> {
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timeout waiting for '${ev}' from workers`)), timeoutMs);
-      this.waiters.push({ ev, got: new Map(), resolve: (m) => { clearTimeout(t); resolve(m); } });
-      this.procs.forEach((p, i) => p.send(typeof msg === 'function' ? msg(i) : msg));
-    });
-  }
-  async close(): Promise<void> {
-    for (const p of this.procs) { if (p.connected) { try { p.send({ cmd: 'close' } satisfies ParentMsg); } catch { /* gone */ } } }
-    const until = Date.now() + 3000;
-    while (this.procs.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() < until) await sleep(100);
-    for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  }
-}
 
 /** Split connection indices into groups of size g; a remainder of one joins the last group. */
 export function makeGroups(n: number, g: number): number[][] {
@@ -140,7 +100,7 @@ async function runScenario(oIn: Options, sc: Scenario, target: Target, command: 
     await sleep(3000);
     const baseline = sampler.meanRss(tb, nowMs()) ?? 0;
 
-    workers = new Workers(W);
+    workers = new Workers(W, log);
     const wk = workers;
     await wk.all((w) => ({ cmd: 'init', init: { workerId: w, target, url: rt.url, runId, conns: specs.filter((s) => s.idx % W === w), payloadBytes: o.payloadBytes } }), 'ready', 60_000);
 
@@ -351,7 +311,8 @@ async function main(): Promise<void> {
   if (o.help) { process.stdout.write(USAGE); return; }
   const command = `npm run perf -- ${argv.join(' ')}`;
   if (o.scenario === 'compare') { await compareMode(o, command); return; }
-  const r = await runScenario(o, o.scenario, o.target, command, false);
+  if (o.scenario === 'cluster') { await runCluster(o, command, log); return; }
+  const r = await runScenario(o, o.scenario as Scenario, o.target, command, false);
   const base = o.out ? o.out.replace(/\.json$/, '') : join(repoRoot(), 'perf', 'results', `${o.scenario}-${o.target}-${stamp()}`);
   const files = writeAll(base, r);
   const l = r.latency_ms;

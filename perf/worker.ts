@@ -63,11 +63,12 @@ function events(idx: number): ClientEvents {
 function makeClient(spec: ConnSpec): Client {
   const i = init!;
   const ev = events(spec.idx);
+  const url = spec.url ?? i.url;
   switch (i.target) {
-    case 'realchat': return new RealChatClient(spec.idx, i.url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, false);
-    case 'ws': return new RealChatClient(spec.idx, i.url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, true);
-    case 'centrifugo': return new CentrifugoClient(spec.idx, i.url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
-    case 'socketio': return new SocketIOClient(spec.idx, i.url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
+    case 'realchat': return new RealChatClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, false);
+    case 'ws': return new RealChatClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, true);
+    case 'centrifugo': return new CentrifugoClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
+    case 'socketio': return new SocketIOClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
   }
 }
 
@@ -89,7 +90,11 @@ async function ramp(list: Client[], ratePerS: number, resume: boolean, onOpen?: 
     inFlight++;
     const t0 = nowMs();
     all.push(
-      c.connect(resume, 20_000).then(
+      c.connect(resume, 20_000).catch((e: unknown) => {
+        // an explicit local port may be taken (e.g. a wildcard listener): let the kernel pick one
+        if (c.localPort !== undefined && (e as NodeJS.ErrnoException).code === 'EADDRINUSE') { c.localPort = undefined; err('local_port_in_use_retried'); return c.connect(resume, 20_000); }
+        throw e;
+      }).then(
         () => { res.open++; res.last_open_ms = nowMs(); onOpen?.(c, res.last_open_ms - t0); },
         (e: unknown) => { res.failed++; err(`connect_${(e instanceof Error ? e.message : String(e)).split(' ')[0]!.replace(/[^a-zA-Z0-9_]/g, '_').slice(0, 40)}`); },
       ).finally(() => { inFlight--; }),
@@ -145,6 +150,7 @@ async function storm(atMs: number, ratePerS: number): Promise<void> {
   const st = { dropped: 0, reopened: 0, resumed_ms: [] as number[], reopen_ms: [] as number[], failed: 0 };
   stormState = st;
   const dropAt = nowMs();
+  for (const c of clients) c.localPort = undefined; // the old (address, port) pairs may sit in TIME_WAIT
   for (const c of clients) { if (c.open) { c.drop(); st.dropped++; } }
   // unacked sends: RealChat resends with the same idempotency key (exactly-once effect); the peers
   // have no idempotency, so their unacked sends are given up and show as lost if not delivered
@@ -183,7 +189,7 @@ process.on('message', (m: ParentMsg) => {
         init = m.init;
         resendOnReconnect = init.target === 'realchat';
         payloadPad = init.payloadBytes > 0 ? 'x'.repeat(init.payloadBytes) : '';
-        for (const spec of init.conns) { const c = makeClient(spec); clients.push(c); byIdx.set(spec.idx, c); }
+        for (const spec of init.conns) { const c = makeClient(spec); c.localPort = spec.localPort; clients.push(c); byIdx.set(spec.idx, c); }
         post({ ev: 'ready', workerId: init.workerId });
         break;
       case 'connect': {

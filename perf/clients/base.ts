@@ -12,6 +12,8 @@ export interface ClientEvents {
 
 export abstract class Client {
   open = false;
+  /** Explicit local port to bind (undefined: the kernel picks one). */
+  localPort: number | undefined;
   /** Highest sequence/offset seen per conversation (for resume). */
   readonly last = new Map<string, number>();
   constructor(

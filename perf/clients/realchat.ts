@@ -39,7 +39,10 @@ export class RealChatClient extends Client {
         if (err) { try { ws.terminate(); } catch { /* ignore */ } reject(err); } else resolve();
       };
       const timer = setTimeout(() => done(new Error('timeout')), timeoutMs);
-      const ws = new WebSocket(this.url, { localAddress: this.localAddress, perMessageDeflate: false, handshakeTimeout: timeoutMs });
+      // localPort is passed through to net.connect (not in @types/ws)
+      const opts: WebSocket.ClientOptions & { localPort?: number } = { localAddress: this.localAddress, perMessageDeflate: false, handshakeTimeout: timeoutMs };
+      if (this.localPort !== undefined) opts.localPort = this.localPort;
+      const ws = new WebSocket(this.url, opts);
       this.ws = ws;
       // resume: one entry per conversation; the server answers each with `synced`
       const waitSynced = new Set<string>();

@@ -1,7 +1,7 @@
 import { SCENARIOS, TARGETS, type Scenario, type Target } from './types.js';
 
 export interface Options {
-  scenario: Scenario | 'compare';
+  scenario: Scenario | 'compare' | 'cluster';
   target: Target;
   targets: Target[]; // compare mode
   connections: number;
@@ -26,13 +26,20 @@ export interface Options {
   auth: 'dev' | 'jwt';
   startServer: boolean;
   help: boolean;
+  // cluster scenario
+  urls: string[]; // gateway base URLs
+  gateways: number; // 0 = discover (stack.sh status), else base-port .. base-port+N-1
+  basePort: number;
+  conversations: number; // conversations carrying the message traffic (0 = auto)
+  jwtSecretFile: string | undefined;
+  progressEvery: number; // s between progress lines while holding
 }
 
 export const USAGE = `usage: perf <scenario> [options]
-scenarios: idle | pairs | group | reconnect-storm | compare
+scenarios: idle | pairs | group | reconnect-storm | compare | cluster
   --target realchat|centrifugo|socketio|ws   (default realchat)
   --targets a,b,c           compare mode: targets to run (default all four)
-  --connections N           (default 1000; max 50000)
+  --connections N           (default 1000; max 50000, cluster 100000)
   --duration S              seconds of sending / holding (default 30; max 3600)
   --rate R                  open-loop msg/s over all senders (pairs 1000, group 10, storm 200)
   --group-rate R            group scenario rate in compare mode (default 10)
@@ -53,6 +60,15 @@ scenarios: idle | pairs | group | reconnect-storm | compare
   --auth dev|jwt            RealChat token source (default dev; jwt when --jwt-secret is given)
   --no-start-server         RealChat: fail instead of running npm start when nothing answers
   --out FILE                results base path (default perf/results/<scenario>-<target>-<timestamp>)
+cluster scenario (RealChat gateways of the distributed stack, infra/stack.sh):
+  --urls U1,U2,...          gateway base URLs (http://127.0.0.1:8080,...)
+  --gateways N              or: N gateways on --base-port .. +N-1 (default: every gateway in stack.sh status)
+  --base-port P             first gateway port (default $PORT or 8080)
+  --conversations C         conversations carrying the message traffic (default min(N / group, 1000));
+                            members of each are on different gateways; --group-size (default 2)
+  --rate R                  open-loop msg/s while holding (default 100)
+  --jwt-secret-file F       file with the stack's REALCHAT_JWT_SECRET (default .cache/stack/jwt-secret)
+  --progress S              seconds between progress lines while holding (default 30)
 `;
 
 export function parseArgs(argv: readonly string[]): Options {
@@ -61,6 +77,7 @@ export function parseArgs(argv: readonly string[]): Options {
     groupSize: NaN, senders: 1, payloadBytes: 0, rampRate: 2000, stormRate: 5000, steps: undefined, settle: 5, drain: 5,
     workers: 0, sourceAddrs: 0, url: undefined, port: undefined, out: undefined, serverPids: [], jwtSecret: undefined,
     auth: 'dev', startServer: true, help: false,
+    urls: [], gateways: 0, basePort: Number(process.env['PORT'] || 8080), conversations: 0, jwtSecretFile: undefined, progressEvery: 30,
   };
   const pos: string[] = [];
   const num = (name: string, v: string | undefined): number => {
@@ -98,17 +115,24 @@ export function parseArgs(argv: readonly string[]): Options {
       case 'jwt-secret': o.jwtSecret = val(); o.auth = 'jwt'; break;
       case 'auth': { const v = val(); if (v !== 'dev' && v !== 'jwt') throw new Error('--auth dev|jwt'); o.auth = v; break; }
       case 'no-start-server': o.startServer = false; break;
+      case 'urls': o.urls = (val() ?? '').split(',').map((u) => u.trim()).filter(Boolean); break;
+      case 'gateways': o.gateways = Math.floor(num(k, val())); break;
+      case 'base-port': o.basePort = Math.floor(num(k, val())); break;
+      case 'conversations': o.conversations = Math.floor(num(k, val())); break;
+      case 'jwt-secret-file': o.jwtSecretFile = val(); o.auth = 'jwt'; break;
+      case 'progress': o.progressEvery = Math.max(1, num(k, val())); break;
       default: throw new Error(`unknown option --${k}`);
     }
   }
   const sc = pos[0] ?? '';
   if (!o.help) {
-    if (sc !== 'compare' && !SCENARIOS.includes(sc as Scenario)) throw new Error(`unknown scenario '${sc}'`);
-    o.scenario = sc as Scenario | 'compare';
+    if (sc !== 'compare' && sc !== 'cluster' && !SCENARIOS.includes(sc as Scenario)) throw new Error(`unknown scenario '${sc}'`);
+    o.scenario = sc as Scenario | 'compare' | 'cluster';
   }
   if (o.steps && o.steps.length > 0) o.connections = Math.max(o.connections, o.steps[o.steps.length - 1]!);
   // hard bounds: the generator must stop by itself and stay within this machine
-  if (o.connections < 1 || o.connections > 50_000) throw new Error('--connections must be 1..50000');
+  const maxConn = o.scenario === 'cluster' ? 100_000 : 50_000;
+  if (o.connections < 1 || o.connections > maxConn) throw new Error(`--connections must be 1..${maxConn}${o.scenario === 'cluster' ? '' : ' (up to 100000 with the cluster scenario, over several gateways)'}`);
   if (o.duration <= 0 || o.duration > 3600) throw new Error('--duration must be in (0, 3600] s');
   if (o.rate > 100_000 || o.groupRate > 100_000) throw new Error('--rate must be <= 100000 msg/s');
   return o;

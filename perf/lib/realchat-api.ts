@@ -35,14 +35,16 @@ export async function makeUsers(base: string, n: number, auth: 'dev' | 'jwt', se
 }
 
 /** Create one conversation per member list (the first member creates it); big ones are filled in chunks. */
-export async function makeConversations(base: string, groups: User[][], runId: string): Promise<string[]> {
+export async function makeConversations(baseOrBases: string | readonly string[], groups: User[][], runId: string, concurrency = 8): Promise<string[]> {
   const CHUNK = 500;
-  return pool(groups.length, 8, async (gi) => {
+  const bases = typeof baseOrBases === 'string' ? [baseOrBases] : baseOrBases;
+  return pool(groups.length, concurrency, async (gi) => {
+    const base = bases[gi % bases.length]!;
     const g = groups[gi]!;
     const creator = g[0]!;
     const others = g.slice(1).map((u) => u.userId);
     const r = await post(`${base}/v1/conversations`, { member_ids: others.slice(0, CHUNK), title: `perf ${runId} ${gi}` }, creator.token);
-    if (r.status !== 201 && r.status !== 200) throw new Error(`create conversation: HTTP ${r.status} ${JSON.stringify(r.json)}`);
+    if (r.status !== 201 && r.status !== 200) throw new Error(`create conversation at ${base}: HTTP ${r.status} ${JSON.stringify(r.json)}${r.status === 401 ? ' (is the JWT secret the one the gateways run with?)' : ''}`);
     const id = String(r.json['conversation_id']);
     for (let i = CHUNK; i < others.length; i += CHUNK) {
       const a = await post(`${base}/v1/conversations/${id}/members`, { user_ids: others.slice(i, i + CHUNK) }, creator.token);

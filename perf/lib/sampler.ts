@@ -23,6 +23,15 @@ const WANTED = [
   'go_goroutines',
   'go_gc_duration_seconds_sum',
   'go_gc_duration_seconds_count',
+  'realchat_active_connections',
+  'realchat_deliveries_total',
+  'realchat_failed_deliveries_total',
+  'realchat_ws_errors_total',
+  'realchat_messages_accepted_total',
+  'realchat_deliveries_forwarded_total',
+  'realchat_presence_fallbacks_total',
+  'realchat_consumer_lag',
+  'realchat_outbox_backlog',
 ];
 
 /** Parse Prometheus text: sums series of a metric name across labels (for the wanted names). */
@@ -49,7 +58,7 @@ export class ServerSampler {
   private timer: NodeJS.Timeout | undefined;
   private metricsOk = true;
 
-  constructor(private readonly pids: number[], private readonly metricsUrl?: string, private readonly intervalMs = 1000) {}
+  constructor(readonly pids: number[], private readonly metricsUrl?: string, private readonly intervalMs = 1000) {}
 
   async sampleOnce(): Promise<ServerSample | undefined> {
     if (this.pids.length === 0) return undefined;

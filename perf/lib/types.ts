@@ -10,6 +10,14 @@ export interface ConnSpec {
   token: string;
   convs: string[];
   localAddress: string;
+  /** Per-connection server URL (cluster scenario: connections spread over gateway nodes). */
+  url?: string;
+  /**
+   * Explicit local port (cluster scenario). bind() to an address with port 0 searches the whole
+   * ephemeral range for a free port, which turns quadratic (mostly system time) at tens of
+   * thousands of sockets; explicit (address, port) pairs avoid the search.
+   */
+  localPort?: number;
 }
 
 /** A sender slot: message k is sent by slots[k % slots.length]. */

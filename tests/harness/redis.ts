@@ -44,7 +44,9 @@ function run(bin: string, args: string[], port: number): Promise<RedisProcess> {
 
 export async function startRedis(opts: { replicaOf?: number } = {}): Promise<RedisProcess> {
   const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'];
+  // Full resyncs write an RDB file: keep it in a temp dir, never in the working directory.
+  const dir = mkdtempSync(join(tmpdir(), 'realchat-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--dir', dir, '--repl-diskless-sync', 'yes'];
   if (opts.replicaOf) args.push('--replicaof', '127.0.0.1', String(opts.replicaOf));
   return run('/usr/bin/redis-server', args, port);
 }
