@@ -8,6 +8,9 @@
 #
 # What `up` runs (state in $STACK_DIR, default <repo>/.cache/stack):
 #   postgres   infra/postgres.sh, port STACK_PG_PORT (55432), db realchat, wal_level=logical
+#   redis      infra/redis.sh, port STACK_REDIS_PORT (16379): the presence registry (REDIS_URL for
+#              gateways and delivery workers); skipped when the caller sets REDIS_URL or
+#              REDIS_SENTINELS, or STACK_REDIS=0 (then deliveries are broadcast to every gateway)
 #   kafka      infra/kafka/kafka.sh start-single, port STACK_KAFKA_PORT (19092; controller +100);
 #              topic REALCHAT_EVENTS_TOPIC (realchat.events.v1) with STACK_TOPIC_PARTITIONS (12)
 #   (schema)   sql/migrations applied once, before any process starts
@@ -126,6 +129,8 @@ start_node() {
     "REALCHAT_SLOT_NAME=$SLOT"
     "LOG_LEVEL=${LOG_LEVEL:-info}"
   )
+  [[ -z "${REDIS_URL:-}" ]] || envs+=("REDIS_URL=$REDIS_URL")
+  [[ -z "${REDIS_SENTINELS:-}" ]] || envs+=("REDIS_SENTINELS=$REDIS_SENTINELS" "REDIS_SENTINEL_NAME=${REDIS_SENTINEL_NAME:-realchat}")
   if [[ "$role" == gateway ]]; then
     envs+=("PORT=$port" "HOST=${HOST:-127.0.0.1}")
   else
@@ -219,6 +224,11 @@ cmd_up() {
   SECRET="$(jwt_secret)"
 
   "$HERE/postgres.sh" start "$STACK_DIR/postgres" "$PG_PORT" 9>&-
+  # Presence registry: our own Redis unless the caller points at one (REDIS_URL / REDIS_SENTINELS) or opts out.
+  if [[ -z "${REDIS_URL:-}" && -z "${REDIS_SENTINELS:-}" && "${STACK_REDIS:-1}" != 0 ]]; then
+    STACK_DIR="$STACK_DIR" "$HERE/redis.sh" start 9>&-
+    export REDIS_URL="$(STACK_DIR="$STACK_DIR" "$HERE/redis.sh" url)"
+  fi
   DATABASE_URL_STACK="postgres://postgres@127.0.0.1:$PG_PORT/realchat"
 
   if [[ -f "$STACK_DIR/kafka/layout" ]]; then
@@ -264,6 +274,7 @@ status_lines() {
 
 infra_lines() {
   "$HERE/postgres.sh" status "$STACK_DIR/postgres" | sed 's/^{/{"name":"postgres",/'
+  STACK_DIR="$STACK_DIR" "$HERE/redis.sh" status | sed 's/^{/{"name":"redis",/'
   "$HERE/kafka/kafka.sh" status "$STACK_DIR/kafka" |
     sed -E 's/^\{(.*),"node":([0-9]+)\}$/{"name":"kafka-\2",\1}/'
   "$HERE/kafka/connect.sh" status "$STACK_DIR/connect" | sed 's/^{/{"name":"connect",/'
@@ -321,6 +332,7 @@ cmd_down() {
   "$HERE/kafka/connect.sh" stop "$STACK_DIR/connect" 9>&-
   "$HERE/kafka/kafka.sh" stop "$STACK_DIR/kafka" 9>&-
   "$HERE/postgres.sh" stop "$STACK_DIR/postgres" 9>&-
+  STACK_DIR="$STACK_DIR" "$HERE/redis.sh" stop 9>&- || true
   log "stack down in $(($(now_ms) - t0)) ms"
 }
 
