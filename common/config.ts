@@ -92,6 +92,8 @@ export interface Limits {
   /** Unpublished outbox rows beyond which sends are refused with `unavailable`. */
   readonly maxOutboxBacklog: number;
   readonly deliveryMaxRetries: number;
+  /** Request-path database operations allowed to wait for a connection; beyond: `unavailable`. */
+  readonly maxQueuedDbOperations: number;
 }
 
 export interface Timeouts {
@@ -213,6 +215,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       membershipCacheEntries: int(env, 'REALCHAT_MEMBERSHIP_CACHE_ENTRIES', 10_000, 0, 10_000_000),
       maxOutboxBacklog: int(env, 'REALCHAT_OUTBOX_MAX_BACKLOG', 100_000, 1, 100_000_000),
       deliveryMaxRetries: int(env, 'REALCHAT_DELIVERY_MAX_RETRIES', 5, 0, 1000),
+      maxQueuedDbOperations: int(env, 'REALCHAT_DB_MAX_QUEUED', 256, 1, 1_000_000),
     },
     timeouts: {
       helloMs: int(env, 'REALCHAT_HELLO_TIMEOUT_MS', 10_000, 100, 600_000),

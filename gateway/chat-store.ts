@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
 import { mapDbError, withTimeout, type Sql, type TxSql } from '../common/db.js';
+import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
 import type { ChatEvent, MembersAdded, MessageCreated, ReadUpdated } from '../common/events.js';
 
@@ -48,13 +49,35 @@ class IdempotencyRace extends Error {}
 
 export type ChatStore = ReturnType<typeof createChatStore>;
 
-export function createChatStore(deps: { sql: Sql; queryTimeoutMs: number; maxRoomMembers: number; outboxMode: 'table' | 'wal' }) {
-  const { sql, queryTimeoutMs, maxRoomMembers } = deps;
+export function createChatStore(deps: {
+  sql: Sql;
+  queryTimeoutMs: number;
+  maxRoomMembers: number;
+  outboxMode: 'table' | 'wal';
+  /** Bounds request-path database work (see common/semaphore.ts). */
+  gate: Semaphore;
+}) {
+  const { sql, queryTimeoutMs, maxRoomMembers, gate } = deps;
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const slot = gate.tryAcquire();
+    if (!slot) throw new AppError('unavailable', 'server busy: too many database operations waiting; retry shortly', { retryAfterS: 1 });
+    let abandoned = false;
+    const work = slot.then(async (release) => {
+      try {
+        // Timed out while waiting for a slot: the caller already answered; do not start the work.
+        if (abandoned) throw new AppError('unavailable', 'abandoned');
+        return await fn();
+      } finally {
+        release();
+      }
+    });
+    work.catch(() => {});
     try {
-      return await withTimeout(fn(), queryTimeoutMs, what);
+      // The wait for a slot counts toward the timeout: no request waits longer than queryTimeoutMs.
+      return await withTimeout(work, queryTimeoutMs, what);
     } catch (err) {
+      abandoned = true;
       throw mapDbError(err);
     }
   }

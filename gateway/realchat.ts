@@ -12,6 +12,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embedded
 import { createInMemoryBus } from '../common/bus.js';
 import { BacklogMonitor } from '../common/outbox-stats.js';
 import { AppError } from '../common/errors.js';
+import { Semaphore } from '../common/semaphore.js';
 import { migrate } from '../sql/migrate.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { MembershipCache } from '../delivery/membership-cache.js';
@@ -96,9 +97,11 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   if (!jwtSecret) throw new ConfigError('REALCHAT_JWT_SECRET is required when DATABASE_URL is set (only the embedded default generates one)');
   if (!databaseUrl) throw new Error('unreachable: no database URL');
 
+  // PGlite behind pglite-socket is single-connection.
+  const poolSize = embedded ? 1 : 10;
   const sql = createSql({
     url: databaseUrl,
-    maxConnections: embedded ? 1 : 10,
+    maxConnections: poolSize,
     connectTimeoutS: config.timeouts.dbConnectS,
     queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-${config.nodeId}`,
@@ -106,7 +109,15 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   const applied = await migrate(sql);
   if (applied.length) log.info({ migrations: applied }, 'applied migrations');
 
-  const store = createChatStore({ sql, queryTimeoutMs: config.timeouts.dbQueryMs, maxRoomMembers: config.limits.maxRoomMembers, outboxMode: config.outboxMode });
+  const store = createChatStore({
+    sql,
+    queryTimeoutMs: config.timeouts.dbQueryMs,
+    maxRoomMembers: config.limits.maxRoomMembers,
+    outboxMode: config.outboxMode,
+    // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
+    // relay's own queries never queue behind an unbounded backlog in the driver.
+    gate: new Semaphore(poolSize * 2, config.limits.maxQueuedDbOperations),
+  });
   const registry = new ConnectionRegistry();
   const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
   const inbox = createGatewayInbox(registry, membership);

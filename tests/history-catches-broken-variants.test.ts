@@ -12,6 +12,7 @@ import { History, isClean, type StoredMessage } from './harness/history.js';
 import { createSql } from '../common/db.js';
 import { migrate } from '../sql/migrate.js';
 import { createChatStore } from '../gateway/chat-store.js';
+import { Semaphore } from '../common/semaphore.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { createInMemoryBus } from '../common/bus.js';
 import type { EventRecord } from '../common/events.js';
@@ -27,7 +28,7 @@ async function setup() {
   const url = await freshDatabase();
   const sql = createSql({ url, maxConnections: 5, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: 'broken-variants' });
   await migrate(sql);
-  const store = createChatStore({ sql, queryTimeoutMs: 10_000, maxRoomMembers: 100, outboxMode: 'table' });
+  const store = createChatStore({ sql, queryTimeoutMs: 10_000, maxRoomMembers: 100, outboxMode: 'table', gate: new Semaphore(10, 100) });
   const alice = randomUUID();
   const conv = (await store.createConversation(alice, [], null, null)).conversation_id;
   await sql`DELETE FROM outbox`;

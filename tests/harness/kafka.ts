@@ -218,3 +218,48 @@ async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: numb
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+export interface KafkaClusterHandle {
+  /** "127.0.0.1:p,127.0.0.1:p+1,127.0.0.1:p+2" */
+  brokers: string;
+  dir: string;
+  /** kill -9 of broker n (1-3), data kept. */
+  killBroker(n: number): Promise<void>;
+  /** Starts broker n again; resolves once it serves requests. */
+  restartBroker(n: number): Promise<void>;
+  /** Replication factor 3 (min.insync.replicas 2). */
+  createTopic(name: string, partitions: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Three KRaft brokers (replication factor 3, min.insync.replicas=2, unclean leader election off). */
+export async function startKafkaCluster(): Promise<KafkaClusterHandle> {
+  assertJars();
+  const dir = mkdtempSync(join(tmpdir(), 'realchat-kafka-cluster-'));
+  let base = 0;
+  for (let i = 0; i < 50 && !base; i++) {
+    const p = await freePort();
+    if (p + 2 + CONTROLLER_PORT_OFFSET > 65535) continue;
+    const ports = [p, p + 1, p + 2, p + CONTROLLER_PORT_OFFSET, p + 1 + CONTROLLER_PORT_OFFSET, p + 2 + CONTROLLER_PORT_OFFSET];
+    if ((await Promise.all(ports.map(portIsFree))).every(Boolean)) base = p;
+  }
+  if (!base) throw new Error('no free port range for a 3-broker Kafka cluster');
+  try {
+    await sh([KAFKA_SH, 'start-cluster', dir, String(base)]);
+  } catch (err) {
+    await sh([KAFKA_SH, 'stop', dir]).catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    brokers: [0, 1, 2].map((k) => `127.0.0.1:${base + k}`).join(','),
+    dir,
+    killBroker: async (n) => void (await sh([KAFKA_SH, 'kill-broker', dir, String(n)])),
+    restartBroker: async (n) => void (await sh([KAFKA_SH, 'restart-broker', dir, String(n)])),
+    createTopic: async (name, partitions) => void (await sh([KAFKA_SH, 'create-topic', dir, name, String(partitions), '3'])),
+    async stop() {
+      await sh([KAFKA_SH, 'stop', dir]).catch(() => '');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
