@@ -89,12 +89,27 @@ async function ramp(list: Client[], ratePerS: number, resume: boolean, onOpen?: 
     res.attempted++;
     inFlight++;
     const t0 = nowMs();
-    all.push(
+    const attempt = (): Promise<void> =>
       c.connect(resume, 20_000).catch((e: unknown) => {
         // an explicit local port may be taken (e.g. a wildcard listener): let the kernel pick one
         if (c.localPort !== undefined && (e as NodeJS.ErrnoException).code === 'EADDRINUSE') { c.localPort = undefined; err('local_port_in_use_retried'); return c.connect(resume, 20_000); }
         throw e;
-      }).then(
+      });
+    // A reconnecting client retries like a real one (the SDK): full-jitter backoff, bounded attempts.
+    // A server shedding load during a storm refuses some hellos with `unavailable`.
+    const withRetries = async (): Promise<void> => {
+      for (let k = 0; ; k++) {
+        try {
+          return await attempt();
+        } catch (e) {
+          if (!resume || k >= 7) throw e;
+          err('reconnect_retried');
+          await sleep(Math.random() * Math.min(4000, 200 * 2 ** k));
+        }
+      }
+    };
+    all.push(
+      withRetries().then(
         () => { res.open++; res.last_open_ms = nowMs(); onOpen?.(c, res.last_open_ms - t0); },
         (e: unknown) => { res.failed++; err(`connect_${(e instanceof Error ? e.message : String(e)).split(' ')[0]!.replace(/[^a-zA-Z0-9_]/g, '_').slice(0, 40)}`); },
       ).finally(() => { inFlight--; }),
