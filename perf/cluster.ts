@@ -219,7 +219,7 @@ export async function runCluster(o: Options, command: string, log: Log): Promise
 
     rampStart = nowMs();
     progress = setInterval(() => progressLine('ramp'), 10_000);
-    const res = await wk.some((w) => ({ cmd: 'connect', upTo: Number.MAX_SAFE_INTEGER, ratePerS: o.rampRate / W }), 'connected', (N / o.rampRate + 180) * 1000);
+    const res = await wk.some(() => ({ cmd: 'connect', upTo: Number.MAX_SAFE_INTEGER, ratePerS: o.rampRate / W }), 'connected', (N / o.rampRate + 180) * 1000);
     rampEnd = nowMs();
     clearInterval(progress);
     conn = res.map((r) => (r as Extract<WorkerMsg, { ev: 'connected' }>).result);
