@@ -15,13 +15,8 @@ export interface RestOptions {
   timeoutMs?: number;
 }
 
-export interface ConversationSummary {
-  conversation_id: string;
-  title: string | null;
-  last_sequence: number;
-  read_sequence: number;
-  unread: number;
-}
+export type { ConversationSummary } from '../common/wire.js';
+import type { ConversationSummary } from '../common/wire.js';
 
 export interface CreatedConversation {
   conversation_id: string;

@@ -1,78 +1,7 @@
 /** The v1 wire contract as seen by a client (docs/protocol.md). Unknown frame types and fields are ignored. */
 
-export interface Envelope {
-  message_id: string;
-  conversation_id: string;
-  sender_id: string;
-  sequence_number: number;
-  payload: unknown;
-  created_at: string;
-  idempotency_key: string;
-}
-
-export interface Welcome {
-  type: 'welcome';
-  user_id: string;
-  session_id: string;
-  node_id: string;
-  heartbeat_interval_ms: number;
-  protocol_version?: number;
-}
-
-export interface Ack {
-  type: 'ack';
-  idempotency_key: string;
-  conversation_id: string;
-  message_id: string;
-  sequence_number: number;
-  created_at: string;
-  duplicate: boolean;
-}
-
-export interface MessagesPage {
-  type: 'messages';
-  conversation_id: string;
-  messages: Envelope[];
-  has_more: boolean;
-}
-
-export interface Receipt {
-  type: 'receipt';
-  conversation_id: string;
-  user_id: string;
-  read_sequence: number;
-}
-
-export interface Typing {
-  type: 'typing';
-  conversation_id: string;
-  user_id: string;
-}
-
-export interface Synced {
-  type: 'synced';
-  conversation_id: string;
-  last_sequence: number;
-}
-
-export interface ErrorFrame {
-  type: 'error';
-  code: string;
-  message: string;
-  ref?: string;
-}
-
-export type ServerFrame =
-  | Welcome
-  | { type: 'message'; message: Envelope }
-  | Synced
-  | Ack
-  | MessagesPage
-  | Receipt
-  | Typing
-  | { type: 'pong' }
-  | { type: 'reconnect'; reason: string; retry_after_ms: number }
-  | ErrorFrame;
+export type { Envelope, Welcome, Ack, MessagesPage, Receipt, Typing, Synced, ErrorFrame, ServerFrame } from '../common/wire.js';
+import type { ServerFrame } from '../common/wire.js';
 
 export type ClientFrame =
   | { type: 'hello'; token: string; resume?: Record<string, number> }
@@ -82,16 +11,7 @@ export type ClientFrame =
   | { type: 'typing'; conversation_id: string }
   | { type: 'ping' };
 
-/** Close codes: 4000-4499 reconnect (and resume); 4500-4999 do not. */
-export const CloseCodes = {
-  draining: 4000,
-  idleTimeout: 4001,
-  slowConsumer: 4002,
-  helloTimeout: 4003,
-  resyncFailed: 4004,
-  unauthorized: 4500,
-  protocolViolation: 4501,
-} as const;
+export { CloseCode as CloseCodes } from '../common/wire.js';
 
 export function isFatalClose(code: number): boolean {
   return code >= 4500 && code <= 4999;

@@ -4,19 +4,12 @@
  */
 import { AppError } from './errors.js';
 import { Fields, isPlainObject, isUuid, checkPayload } from './validate.js';
+import type { ServerFrame } from './wire.js';
 
 export const PROTOCOL_VERSION = 1;
 
-/** Immutable once committed: every path (ack, live, resume, REST, Kafka) carries the same values. */
-export interface Envelope {
-  message_id: string;
-  conversation_id: string;
-  sender_id: string;
-  sequence_number: number;
-  payload: unknown;
-  created_at: string;
-  idempotency_key: string;
-}
+export type { Envelope, ServerFrame } from './wire.js';
+export { CloseCode } from './wire.js';
 
 export type ClientFrame =
   | { type: 'hello'; token: string; resume: Map<string, number> }
@@ -25,29 +18,6 @@ export type ClientFrame =
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
   | { type: 'ping' };
-
-export type ServerFrame =
-  | { type: 'welcome'; user_id: string; session_id: string; node_id: string; heartbeat_interval_ms: number; protocol_version: number }
-  | { type: 'message'; message: Envelope }
-  | { type: 'synced'; conversation_id: string; last_sequence: number }
-  | { type: 'ack'; idempotency_key: string; conversation_id: string; message_id: string; sequence_number: number; created_at: string; duplicate: boolean }
-  | { type: 'messages'; conversation_id: string; messages: Envelope[]; has_more: boolean }
-  | { type: 'receipt'; conversation_id: string; user_id: string; read_sequence: number }
-  | { type: 'typing'; conversation_id: string; user_id: string }
-  | { type: 'pong' }
-  | { type: 'reconnect'; reason: string; retry_after_ms: number }
-  | { type: 'error'; code: string; message: string; ref?: string };
-
-/** Close codes: 4000-4499 the client should reconnect (and resume); 4500-4999 it should not. */
-export const CloseCode = {
-  draining: 4000,
-  idleTimeout: 4001,
-  slowConsumer: 4002,
-  helloTimeout: 4003,
-  resyncFailed: 4004,
-  unauthorized: 4500,
-  protocolViolation: 4501,
-} as const;
 
 export const MAX_IDEMPOTENCY_KEY_CHARS = 128;
 

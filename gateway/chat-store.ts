@@ -9,13 +9,8 @@ import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
 import type { ChatEvent, MembersAdded, MessageCreated, ReadUpdated } from '../common/events.js';
 
-export interface ConversationSummary {
-  conversation_id: string;
-  title: string | null;
-  last_sequence: number;
-  read_sequence: number;
-  unread: number;
-}
+export type { ConversationSummary } from '../common/wire.js';
+import type { ConversationSummary } from '../common/wire.js';
 
 export interface SendResult {
   envelope: Envelope;

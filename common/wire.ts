@@ -1,0 +1,99 @@
+/**
+ * The v1 wire shapes shared by the server and the SDK (docs/protocol.md): plain types and constants
+ * only, no imports, so browsers bundle it as is. The server's decoded forms live in protocol.ts.
+ */
+
+/** Immutable once committed: every path (ack, live, resume, REST, Kafka) carries the same values. */
+export interface Envelope {
+  message_id: string;
+  conversation_id: string;
+  sender_id: string;
+  sequence_number: number;
+  payload: unknown;
+  created_at: string;
+  idempotency_key: string;
+}
+
+export interface Welcome {
+  type: 'welcome';
+  user_id: string;
+  session_id: string;
+  node_id: string;
+  heartbeat_interval_ms: number;
+  protocol_version: number;
+}
+
+export interface Ack {
+  type: 'ack';
+  idempotency_key: string;
+  conversation_id: string;
+  message_id: string;
+  sequence_number: number;
+  created_at: string;
+  duplicate: boolean;
+}
+
+export interface MessagesPage {
+  type: 'messages';
+  conversation_id: string;
+  messages: Envelope[];
+  has_more: boolean;
+}
+
+export interface Receipt {
+  type: 'receipt';
+  conversation_id: string;
+  user_id: string;
+  read_sequence: number;
+}
+
+export interface Typing {
+  type: 'typing';
+  conversation_id: string;
+  user_id: string;
+}
+
+export interface Synced {
+  type: 'synced';
+  conversation_id: string;
+  last_sequence: number;
+}
+
+export interface ErrorFrame {
+  type: 'error';
+  code: string;
+  message: string;
+  ref?: string;
+}
+
+export type ServerFrame =
+  | Welcome
+  | { type: 'message'; message: Envelope }
+  | Synced
+  | Ack
+  | MessagesPage
+  | Receipt
+  | Typing
+  | { type: 'pong' }
+  | { type: 'reconnect'; reason: string; retry_after_ms: number }
+  | ErrorFrame;
+
+/** Close codes: 4000-4499 the client should reconnect (and resume); 4500-4999 it should not. */
+export const CloseCode = {
+  draining: 4000,
+  idleTimeout: 4001,
+  slowConsumer: 4002,
+  helloTimeout: 4003,
+  resyncFailed: 4004,
+  unauthorized: 4500,
+  protocolViolation: 4501,
+} as const;
+
+/** GET /v1/conversations entries. */
+export interface ConversationSummary {
+  conversation_id: string;
+  title: string | null;
+  last_sequence: number;
+  read_sequence: number;
+  unread: number;
+}
