@@ -44,8 +44,14 @@ bootstrap_of() {
 }
 
 new_cluster_id() {
-  # Kafka cluster ids are 16 random bytes, base64url without padding (22 chars).
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'
+  # Kafka cluster ids are 16 random bytes, base64url without padding (22 chars). One starting with
+  # '-' would be read as an option by kafka-storage's argument parser (1 run in 64): draw again.
+  local id
+  while :; do
+    id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    [[ "$id" == -* ]] || break
+  done
+  printf '%s' "$id"
 }
 
 write_server_properties() {
