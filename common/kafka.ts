@@ -174,6 +174,12 @@ export async function runConsumer(
     handleBatch(records: InRecord[]): Promise<void>;
     chunk?: number;
     sessionTimeoutMs?: number;
+    /**
+     * Wait this long for the first partition assignment. `required`: fail instead of going on
+     * without one (a gateway must not serve clients before it can receive their deliveries:
+     * reading from the latest offset, it would skip what is produced before it joins).
+     */
+    join?: { timeoutMs: number; required: boolean };
   },
 ): Promise<RunningConsumer> {
   const consumer: Consumer = kafka.consumer({
@@ -206,7 +212,16 @@ export async function runConsumer(
     },
   });
   // Bounded wait for the first assignment, so a node is consuming before it announces presence.
-  await withTimeout(joined, 30_000, 'kafka group join').catch((err) => opts.log.warn({ err, group: opts.groupId }, 'no group assignment yet'));
+  const join = opts.join ?? { timeoutMs: 30_000, required: false };
+  try {
+    await withTimeout(joined, join.timeoutMs, 'kafka group join');
+  } catch (err) {
+    if (join.required) {
+      await consumer.disconnect().catch(() => {});
+      throw err;
+    }
+    opts.log.warn({ err, group: opts.groupId }, 'no group assignment yet');
+  }
   let paused = false;
   return {
     get paused() {

@@ -55,6 +55,7 @@ export async function startDeliveryConsumer(deps: {
     topic: deps.topics,
     // A (re)started node has no connections yet: anything older is served by resume from the database.
     fromBeginning: false,
+    join: { timeoutMs: 90_000, required: true },
     log,
     async handleBatch(records) {
       for (const r of records) await handle(r);

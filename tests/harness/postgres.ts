@@ -22,15 +22,22 @@ export interface PostgresServer {
 
 const PG_BIN = process.env.REALCHAT_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
+/**
+ * A free port below the kernel's ephemeral range (32768-60999 here): a port handed out from that
+ * range can be taken by some process's outgoing connection before our server (re)binds it, which
+ * made restarts on the same port flaky when test files run in parallel.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port in 20000-31999');
 }
 
 function asPostgres(cmd: string, args: string[]): string[] {

@@ -34,7 +34,7 @@ export async function spawnRole(role: Role, env: Record<string, string>): Promis
   };
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${role} did not start in 60 s: ${logs.join('').slice(-3000)}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`${role} did not start in 120 s: ${logs.join('').slice(-3000)}`)), 120_000);
     let tail = '';
     child.stdout!.on('data', (b: Buffer) => {
       keep(b);
