@@ -48,6 +48,9 @@ cmd_start() {
   t0=$(date +%s%N)
   if ! is_alive "$d/pid"; then
     rm -f "$d/pid"
+    # A just-killed JVM may still hold the port for a moment (its threads exit after the main one).
+    local w
+    for ((w = 0; w < 150; w++)); do port_open "$port" || break; sleep 0.1; done
     port_open "$port" && die "port $port already in use by another process"
     # group/topic names derive from the dir name so two workers in different dirs never share state
     local gid

@@ -108,6 +108,9 @@ start_node() { # <dir> <n>  (no wait)
   mkdir -p "$nd/data" "$nd/metadata" "$nd/logs"
   if is_alive "$nd/pid"; then return 0; fi
   rm -f "$nd/pid"
+  # A just-killed JVM may still hold its ports for a moment (its threads exit after the main one).
+  local w
+  for ((w = 0; w < 150; w++)); do port_open "$(node_port "$n")" || port_open "$(ctrl_port "$n")" || break; sleep 0.1; done
   port_open "$(node_port "$n")" && die "port $(node_port "$n") already in use by another process"
   write_server_properties "$d" "$n"
   write_log4j2 "$nd/log4j2.yaml" "$nd/logs" server

@@ -170,6 +170,8 @@ export async function startConnect(brokers: string, pg: PgTarget, opts: { dir?: 
         }
         await waitUntil(() => !processAlive(pid), 10_000, `connect worker ${pid} still alive after SIGKILL`);
       }
+      // A JVM's main thread turns zombie before its other threads have exited and closed its sockets.
+      await waitUntil(() => portIsFree(port), 20_000, `connect port ${port} still held after the kill`);
       // connect.sh tests liveness with kill -0, which a not yet reaped (zombie) JVM passes
       rmSync(pidFile, { force: true });
     },
