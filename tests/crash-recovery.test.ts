@@ -9,21 +9,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../gateway/auth.js';
 import { freePort } from './harness/postgres.js';
 import { freshDatabase } from './harness/server.js';
-import { spawnGateway, type ServerProcess } from './harness/process.js';
+import { spawnRole, type RoleProcess } from './harness/stack.js';
 import { History, type StoredMessage } from './harness/history.js';
 import { TestClient } from './harness/ws-client.js';
 
 describe('gateway crash mid-stream (kill -9)', () => {
   let databaseUrl: string;
   let port: number;
-  let server: ServerProcess | null = null;
+  let server: RoleProcess | null = null;
   const secret = randomBytes(32).toString('hex');
   const env = () => ({ DATABASE_URL: databaseUrl, REALCHAT_JWT_SECRET: secret, REALCHAT_SENDS_PER_S: '10000', REALCHAT_SEND_BURST: '10000' });
 
   beforeAll(async () => {
     databaseUrl = await freshDatabase();
     port = await freePort();
-    server = await spawnGateway(env(), port);
+    server = await spawnRole('gateway', { ...env(), PORT: String(port) });
   });
   afterAll(async () => {
     await server?.crash();
@@ -81,7 +81,7 @@ describe('gateway crash mid-stream (kill -9)', () => {
     await a.waitClosed();
     await b.waitClosed();
 
-    server = await spawnGateway(env(), port);
+    server = await spawnRole('gateway', { ...env(), PORT: String(port) });
     const lastSeen = Math.max(0, ...b.messages(conv).map((m) => m.sequence_number));
     b = await TestClient.connect(ws, bt, { [conv]: lastSeen });
     bobFrames.push(b);
