@@ -92,6 +92,14 @@ export function createChatStore(deps: {
     return rows[0]!.member ? 'member' : 'not_member';
   }
 
+  async function selectAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]> {
+    const rows = await sql<MessageRow[]>`
+      SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key
+      FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
+      ORDER BY sequence LIMIT ${limit}`;
+    return rows.map(toEnvelope);
+  }
+
   async function requireMember(userId: string, conversationId: string): Promise<void> {
     const m = await membership(userId, conversationId);
     if (m === 'not_found') throw new AppError('not_found', 'conversation not found');
@@ -202,23 +210,14 @@ export function createChatStore(deps: {
 
     /** No membership check: callers are the delivery path, which already routed by membership. */
     messagesAfter(conversationId: string, afterSequence: number, limit: number) {
-      return run('messagesAfter', async () => {
-        const rows = await sql<MessageRow[]>`
-          SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key
-          FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
-          ORDER BY sequence LIMIT ${limit}`;
-        return rows.map(toEnvelope);
-      });
+      return run('messagesAfter', () => selectAfter(conversationId, afterSequence, limit));
     },
 
     async listMessages(userId: string, conversationId: string, afterSequence: number, limit: number) {
       return run('listMessages', async () => {
         await requireMember(userId, conversationId);
-        const rows = await sql<MessageRow[]>`
-          SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key
-          FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
-          ORDER BY sequence LIMIT ${limit + 1}`;
-        return { messages: rows.slice(0, limit).map(toEnvelope), has_more: rows.length > limit };
+        const page = await selectAfter(conversationId, afterSequence, limit + 1);
+        return { messages: page.slice(0, limit), has_more: page.length > limit };
       });
     },
 
