@@ -90,37 +90,73 @@ export interface KafkaProducer {
   close(): Promise<void>;
 }
 
-export async function createProducer(kafka: Kafka, opts: { timeoutMs: number }): Promise<KafkaProducer> {
+export async function createProducer(kafka: Kafka, opts: { timeoutMs: number; log: Logger }): Promise<KafkaProducer> {
   // Idempotent: broker-side dedup of retried batches, and with one request in flight, per-partition order.
-  const producer: Producer = kafka.producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-    createPartitioner: Partitioners.DefaultPartitioner,
-    retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 3000 },
-  });
-  await withTimeout(producer.connect(), opts.timeoutMs, 'kafka producer connect');
+  const open = async (): Promise<Producer> => {
+    const p = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 3000 },
+    });
+    try {
+      await withTimeout(p.connect(), opts.timeoutMs, 'kafka producer connect');
+    } catch (err) {
+      await withTimeout(p.disconnect(), opts.timeoutMs, 'kafka producer disconnect').catch(() => {});
+      throw err;
+    }
+    return p;
+  };
+  let producer: Promise<Producer> | null = null;
+  let closed = false;
+  const current = (): Promise<Producer> => {
+    if (closed) return Promise.reject(new Error('kafka producer closed'));
+    return (producer ??= open().catch((err: unknown) => {
+      producer = null;
+      throw err;
+    }));
+  };
+  await current();
+  /**
+   * kafkajs rolls a partition's sequence number back when a produce request fails; if the broker
+   * wrote that batch after all (it timed out on our side: a slow or frozen broker), every later
+   * batch of another size is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, forever. So after any
+   * failed send the producer is replaced by one with a new producer id. What the old one may have
+   * written is re-sent, which at-least-once delivery with consumer-side dedup already allows.
+   */
+  const run = async (send: (p: Producer) => Promise<unknown>, what: string): Promise<void> => {
+    const pending = current();
+    const p = await pending;
+    try {
+      await withTimeout(send(p), opts.timeoutMs * 2, what);
+    } catch (err) {
+      if (producer === pending) {
+        producer = null;
+        opts.log.warn({ err }, 'kafka send failed; the producer is replaced before the next send');
+        void withTimeout(p.disconnect(), opts.timeoutMs, 'kafka producer disconnect').catch(() => {});
+      }
+      throw err;
+    }
+  };
   return {
     async send(topic, records) {
       if (records.length === 0) return;
-      await withTimeout(
-        producer.send({
-          topic,
-          acks: -1,
-          timeout: opts.timeoutMs,
-          messages: records.map((r) => ({ key: r.key, value: r.value, headers: r.headers })),
-        }),
-        opts.timeoutMs * 2,
-        'kafka produce',
-      );
+      const messages = records.map((r) => ({ key: r.key, value: r.value, headers: r.headers }));
+      await run((p) => p.send({ topic, acks: -1, timeout: opts.timeoutMs, messages }), 'kafka produce');
     },
     async sendMany(batches) {
       const topicMessages = [...batches]
         .filter(([, records]) => records.length > 0)
         .map(([topic, records]) => ({ topic, messages: records.map((r) => ({ key: r.key, value: r.value, headers: r.headers })) }));
       if (topicMessages.length === 0) return;
-      await withTimeout(producer.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), opts.timeoutMs * 2, 'kafka produce');
+      await run((p) => p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), 'kafka produce');
     },
-    close: () => producer.disconnect(),
+    async close() {
+      closed = true;
+      const p = producer;
+      producer = null;
+      await p?.then((x) => x.disconnect()).catch(() => {});
+    },
   };
 }
 
@@ -182,60 +218,112 @@ export async function runConsumer(
     join?: { timeoutMs: number; required: boolean };
   },
 ): Promise<RunningConsumer> {
-  const consumer: Consumer = kafka.consumer({
-    groupId: opts.groupId,
-    sessionTimeout: opts.sessionTimeoutMs ?? 10_000,
-    heartbeatInterval: 1000,
-    rebalanceTimeout: 20_000,
-    maxBytesPerPartition: 1024 * 1024,
-    maxWaitTimeInMs: 50,
-    retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5000, restartOnFailure: async () => true },
-  });
-  await consumer.connect();
   const topics = Array.isArray(opts.topic) ? opts.topic : [opts.topic];
-  await consumer.subscribe({ topics, fromBeginning: opts.fromBeginning });
-  consumer.on(consumer.events.CRASH, (e) => opts.log.error({ err: e.payload.error, group: opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed'));
-  const joined = new Promise<void>((resolve) => consumer.on(consumer.events.GROUP_JOIN, () => resolve()));
   const chunk = opts.chunk ?? 500;
-  await consumer.run({
-    autoCommit: true,
-    autoCommitInterval: 500,
-    eachBatchAutoResolve: false,
-    eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-      for (let i = 0; i < batch.messages.length; i += chunk) {
-        if (!isRunning() || isStale()) break;
-        const slice = batch.messages.slice(i, i + chunk);
-        await opts.handleBatch(slice.map((m) => toInRecord(batch.topic, batch.partition, m)));
-        resolveOffset(slice[slice.length - 1]!.offset);
-        await heartbeat();
-      }
-    },
-  });
+  let paused = false;
+  let stopped = false;
+  let rebuilds = 0;
+  let rebuildTimer: NodeJS.Timeout | null = null;
+  let firstJoin: () => void = () => {};
+  const joined = new Promise<void>((resolve) => (firstJoin = resolve));
+  let current: Consumer | null = null;
+
+  // kafkajs restarts a member itself after retriable errors only; after any other crash (a
+  // non-retriable broker answer surfacing from the handler, for one) the member would stay
+  // stopped while the process looks healthy. Rebuild it with backoff.
+  function scheduleRebuild(dead: Consumer): void {
+    if (stopped || dead !== current || rebuildTimer) return;
+    const delay = backoffMs(rebuilds++, 500, 10_000);
+    opts.log.warn({ group: opts.groupId, delay_ms: delay }, 'rebuilding the kafka consumer');
+    rebuildTimer = setTimeout(() => {
+      rebuildTimer = null;
+      void (async () => {
+        await dead.disconnect().catch(() => {});
+        if (stopped) return;
+        try {
+          current = await start();
+        } catch (err) {
+          opts.log.error({ err, group: opts.groupId }, 'kafka consumer rebuild failed; retrying');
+          scheduleRebuild(dead);
+        }
+      })();
+    }, delay);
+  }
+
+  const start = async (): Promise<Consumer> => {
+    const consumer: Consumer = kafka.consumer({
+      groupId: opts.groupId,
+      sessionTimeout: opts.sessionTimeoutMs ?? 10_000,
+      heartbeatInterval: 1000,
+      rebalanceTimeout: 20_000,
+      maxBytesPerPartition: 1024 * 1024,
+      maxWaitTimeInMs: 50,
+      retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 5000, restartOnFailure: async () => true },
+    });
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      rebuilds = 0;
+      firstJoin();
+    });
+    consumer.on(consumer.events.CRASH, (e) => {
+      opts.log.error({ err: e.payload.error, group: opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed');
+      if (!e.payload.restart) scheduleRebuild(consumer);
+    });
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics, fromBeginning: opts.fromBeginning });
+      await consumer.run({
+        autoCommit: true,
+        autoCommitInterval: 500,
+        eachBatchAutoResolve: false,
+        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+          for (let i = 0; i < batch.messages.length; i += chunk) {
+            if (!isRunning() || isStale()) break;
+            const slice = batch.messages.slice(i, i + chunk);
+            await opts.handleBatch(slice.map((m) => toInRecord(batch.topic, batch.partition, m)));
+            resolveOffset(slice[slice.length - 1]!.offset);
+            await heartbeat();
+          }
+        },
+      });
+    } catch (err) {
+      await consumer.disconnect().catch(() => {});
+      throw err;
+    }
+    if (paused) consumer.pause(topics.map((topic) => ({ topic })));
+    return consumer;
+  };
+
+  current = await start();
   // Bounded wait for the first assignment, so a node is consuming before it announces presence.
   const join = opts.join ?? { timeoutMs: 30_000, required: false };
   try {
     await withTimeout(joined, join.timeoutMs, 'kafka group join');
   } catch (err) {
     if (join.required) {
-      await consumer.disconnect().catch(() => {});
+      stopped = true;
+      if (rebuildTimer) clearTimeout(rebuildTimer);
+      await current?.disconnect().catch(() => {});
       throw err;
     }
     opts.log.warn({ err, group: opts.groupId }, 'no group assignment yet');
   }
-  let paused = false;
   return {
     get paused() {
       return paused;
     },
     pause() {
-      if (!paused) consumer.pause(topics.map((topic) => ({ topic })));
+      if (!paused) current?.pause(topics.map((topic) => ({ topic })));
       paused = true;
     },
     resume() {
-      if (paused) consumer.resume(topics.map((topic) => ({ topic })));
+      if (paused) current?.resume(topics.map((topic) => ({ topic })));
       paused = false;
     },
-    stop: () => consumer.disconnect(),
+    async stop() {
+      stopped = true;
+      if (rebuildTimer) clearTimeout(rebuildTimer);
+      await current?.disconnect();
+    },
   };
 }
 

@@ -47,7 +47,7 @@ export async function startDeliveryWorker(deps: {
     { topic: topics.deliveriesTopic, partitions: topics.partitions },
     { topic: topics.deadLetterTopic, partitions: topics.partitions },
   ]);
-  const producer = await createProducer(kafka, { timeoutMs: topics.requestTimeoutMs });
+  const producer = await createProducer(kafka, { timeoutMs: topics.requestTimeoutMs, log });
 
   const routing = createRecipientRouting({
     presence,

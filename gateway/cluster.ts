@@ -38,7 +38,7 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
     { topic: config.kafka.deliveriesTopic, partitions: config.kafka.partitions },
     ...(presence ? [{ topic: nodeTopic(nodeId), partitions: config.presence.nodeTopicPartitions }] : []),
   ]);
-  const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs });
+  const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });
   const consumer = await startDeliveryConsumer({ kafka, nodeId, topics, handlers: { event: (d) => inbox.deliver(d), ephemeral: (d) => inbox.ephemeral(d) }, log, metrics });
   // Announce presence only once consuming: nothing can be addressed to this node before that.
   const agent = presence ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log) : null;

@@ -25,7 +25,7 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
   await migrate(sql);
   const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: `realchat-relay-${config.nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
   await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
-  const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs });
+  const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });
   const bus = createKafkaEventBus(producer, config.kafka.eventsTopic);
   const backlog = new BacklogMonitor(sql, { maxRows: config.limits.maxOutboxBacklog, slot: null }, 1000, config.timeouts.dbQueryMs, (s) => {
     metrics.outboxBacklog.set(s.backlog);

@@ -114,6 +114,31 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     for (const c of clients) for (const m of c.messages(conv)) h.receive(reader, m as StoredMessage);
   };
   const clean = { lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] };
+  /** What a failed wait needs to be diagnosed from a CI log alone: each role's warnings and errors, the connector's state. */
+  const diagnose = async (): Promise<string> => {
+    const tail = (p: RoleProcess | null) =>
+      p
+        ? `${p.role}: ` +
+          p.logs
+            .join('')
+            .split('\n')
+            .filter((l) => /"level":"(warn|error|fatal)"/.test(l) && !/seed broker|ECONNREFUSED/.test(l))
+            .slice(-12)
+            .map((l) => l.slice(0, 400))
+            .join('\n  ')
+        : '';
+    const status = connect ? await fetch(`${connect.url}/connectors/realchat-outbox/status`, { signal: AbortSignal.timeout(3000) }).then((r) => r.text(), (e: Error) => e.message) : '';
+    return [tail(gateway), tail(delivery), tail(relay), status && `connector: ${status}`].filter(Boolean).join('\n');
+  };
+  /** Waits until `client` has message `sequence` of `conv`; a timeout reports what it got and why. */
+  const delivered = async (client: TestClient, conv: string, sequence: number, timeoutMs: number) => {
+    try {
+      await client.waitFor((f) => f.type === 'message' && f.message.conversation_id === conv && f.message.sequence_number === sequence, timeoutMs);
+    } catch (err) {
+      const got = client.messages(conv).map((m) => m.sequence_number);
+      throw new Error(`${(err as Error).message}\nreceived sequences: [${got.join(',')}]\n${await diagnose()}`);
+    }
+  };
 
   it('carries messages end to end; consumer lag and outbox backlog are in /metrics', async () => {
     const [alice, bob] = [randomUUID(), randomUUID()];
@@ -122,7 +147,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     const b = await TestClient.connect(ws(), await auth.issue(bob));
     const h = new History();
     await stream(a, h, alice, conv, 0, 20);
-    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 20, 30_000);
+    await delivered(b, conv, 20, 30_000);
     received(h, bob, [b], conv);
     expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
     const gw = await (await fetch(`http://127.0.0.1:${gatewayPort}/metrics`)).text();
@@ -169,7 +194,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
         await startDelivery();
       }
     });
-    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 120, 60_000);
+    await delivered(b, conv, 120, 60_000);
     received(h, bob, [b], conv);
     expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
     a.close();
@@ -183,7 +208,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     const b = await TestClient.connect(ws(), await auth.issue(bob));
     const h = new History();
     await stream(a, h, alice, conv, 0, 10);
-    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 10, 30_000);
+    await delivered(b, conv, 10, 30_000);
 
     const k = new kafkajs.Kafka({ brokers: kafka.brokers.split(','), clientId: 'test', logLevel: kafkajs.logLevel.NOTHING });
     // Copy every event of this conversation back into the event topic and the delivery topic.
@@ -223,7 +248,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     execFileSync(process.execPath, ['dist/relay/replay-cli.js', '--conversation', conv, '--from-sequence', '1'], { env: { ...process.env, DATABASE_URL: databaseUrl, REALCHAT_OUTBOX_MODE: env().REALCHAT_OUTBOX_MODE }, timeout: 30_000 });
 
     await stream(a, h, alice, conv, 10, 12);
-    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 12, 60_000);
+    await delivered(b, conv, 12, 60_000);
     // Give the replays time to arrive (they are older than the marker messages).
     await new Promise((r) => setTimeout(r, 3000));
     received(h, bob, [b], conv);
@@ -248,7 +273,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
       if (done === 20) await kafka.kill();
       if (done === 40) await kafka.restart();
     });
-    await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 60, 90_000);
+    await delivered(b, conv, 60, 90_000);
     received(h, bob, [b], conv);
     expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
     a.close();
@@ -285,7 +310,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
         await new Promise((r) => setTimeout(r, 100));
       }
       expect(tookOverMs).toBeGreaterThanOrEqual(0);
-      await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 60, 30_000);
+      await delivered(b, conv, 60, 30_000);
       received(h, bob, [b], conv);
       expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
       console.log(`relay failover: standby leading ${tookOverMs} ms after the kill (upper bound; includes the stream)`);
@@ -379,7 +404,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
       expect(during).toBeGreaterThan(0);
       expect(b.messages(conv)).toHaveLength(0);
       await connect!.restart();
-      await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 30, 60_000);
+      await delivered(b, conv, 30, 60_000);
       received(h, bob, [b], conv);
       expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
       a.close();

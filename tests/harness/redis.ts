@@ -29,9 +29,15 @@ async function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
   }
 }
 
-function run(bin: string, args: string[], port: number): Promise<RedisProcess> {
+/** `dir`: the process's own temp dir, removed once it has exited. */
+function run(bin: string, args: string[], port: number, dir?: string): Promise<RedisProcess> {
   const child = spawn(bin, args, { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+      resolve();
+    }),
+  );
   return waitPort(port).then(() => ({
     port,
     child,
@@ -48,7 +54,7 @@ export async function startRedis(opts: { replicaOf?: number } = {}): Promise<Red
   const dir = mkdtempSync(join(tmpdir(), 'realchat-redis-'));
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--dir', dir, '--repl-diskless-sync', 'yes'];
   if (opts.replicaOf) args.push('--replicaof', '127.0.0.1', String(opts.replicaOf));
-  return run('/usr/bin/redis-server', args, port);
+  return run('/usr/bin/redis-server', args, port, dir);
 }
 
 export interface SentinelCluster {

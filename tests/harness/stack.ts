@@ -1,6 +1,6 @@
 /** Runs the built roles (dist/<role>/main.js) as real child processes, for crash and signal tests. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,8 +27,17 @@ export async function spawnRole(role: Role, env: Record<string, string>): Promis
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: string[] = [];
+  // REALCHAT_TEST_LOG_DIR keeps every role's full log on disk, for diagnosing a failed run.
+  const logDir = process.env.REALCHAT_TEST_LOG_DIR;
+  let file: ReturnType<typeof createWriteStream> | null = null;
+  if (logDir) {
+    mkdirSync(logDir, { recursive: true });
+    file = createWriteStream(join(logDir, `${role}-${env.REALCHAT_NODE_ID ?? 'node'}-${child.pid}.log`));
+    child.once('exit', () => file?.end());
+  }
   // Keep the tail only: a long test must not grow memory without bound.
   const keep = (b: Buffer) => {
+    file?.write(b);
     logs.push(b.toString());
     if (logs.length > 2000) logs.splice(0, logs.length - 1000);
   };
