@@ -116,7 +116,17 @@ export async function createProducer(kafka: Kafka, opts: { timeoutMs: number; lo
       throw err;
     }));
   };
-  await current();
+  // A broker that is slow to answer at start-up (busy, or just restarted) is retried, not fatal.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await current();
+      break;
+    } catch (err) {
+      if (attempt >= 4) throw err;
+      opts.log.warn({ err, attempt }, 'kafka producer connect failed; retrying');
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, 500, 5000)));
+    }
+  }
   /**
    * kafkajs rolls a partition's sequence number back when a produce request fails; if the broker
    * wrote that batch after all (it timed out on our side: a slow or frozen broker), every later

@@ -3,7 +3,7 @@
  * not recover from by itself, which would leave a role running but no longer moving messages.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import kafkajs from 'kafkajs';
@@ -11,6 +11,24 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka, createProducer, runConsumer, type InRecord } from '../common/kafka.js';
 import { createLogger } from '../common/log.js';
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
+
+/** SIGSTOP takes effect per thread: wait (bounded) until every thread of `pid` is stopped. */
+async function allThreadsStopped(pid: number): Promise<void> {
+  const state = (tid: string) => {
+    try {
+      // /proc/<pid>/task/<tid>/stat: "tid (comm) S ...", comm may contain spaces.
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return 'T'; // the thread exited
+    }
+  };
+  for (let i = 0; i < 100; i++) {
+    if (readdirSync(`/proc/${pid}/task`).every((t) => ['T', 't'].includes(state(t)))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`broker ${pid} not stopped 5 s after SIGSTOP`);
+}
 
 describe('Kafka client wrapper (real broker)', () => {
   let broker: KafkaHandle;
@@ -102,6 +120,7 @@ describe('Kafka client wrapper (real broker)', () => {
       // A frozen broker: the batch waits in its socket buffer, every attempt times out, kafkajs
       // gives up and rolls its sequence number back...
       process.kill(pid, 'SIGSTOP');
+      await allThreadsStopped(pid);
       const frozen = await producer.send(topic, [{ key: 'k', value: 'a1', headers: {} }]).then(
         () => 'sent',
         () => 'failed',
