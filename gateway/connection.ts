@@ -48,13 +48,15 @@ export class Connection {
   private initializing = true;
   /** conversation -> last sequence written to this socket. Absent: not subscribed (yet). */
   private readonly lastSent = new Map<string, number>();
-  private readonly fills = new Map<string, Fill>();
+  // The collections below are created when first needed: most connections sit idle, and each
+  // empty Map or Set costs ~150 bytes (the per-connection memory target is 2 KB).
+  private fills: Map<string, Fill> | null = null;
   /** Live traffic seen while hello was still loading the user's conversations. */
-  private pendingLive: Map<string, number> | null = new Map();
-  private pendingJoins: Map<string, number> | null = new Map();
-  private drainWaiters: Array<() => void> = [];
+  private pendingLive: Map<string, number> | null = null;
+  private pendingJoins: Map<string, number> | null = null;
+  private drainWaiters: Array<() => void> | null = null;
   /** Conversations whose lastSent moved during this connection (recorded on close). */
-  private readonly touched = new Set<string>();
+  private touched: Set<string> | null = null;
 
   constructor(
     readonly userId: string,
@@ -70,8 +72,8 @@ export class Connection {
   activate(conversations: Iterable<readonly [string, number]>, resume: ReadonlyMap<string, number>): void {
     if (this.closed) return;
     for (const [conv, last] of conversations) this.lastSent.set(conv, last);
-    for (const [conv, last] of this.pendingJoins!) if (!this.lastSent.has(conv)) this.lastSent.set(conv, last);
-    const live = this.pendingLive!;
+    for (const [conv, last] of this.pendingJoins ?? []) if (!this.lastSent.has(conv)) this.lastSent.set(conv, last);
+    const live = this.pendingLive;
     this.pendingLive = null;
     this.pendingJoins = null;
     this.initializing = false;
@@ -79,9 +81,9 @@ export class Connection {
       const current = this.lastSent.get(conv);
       if (current === undefined) continue;
       this.lastSent.set(conv, Math.min(from, current));
-      this.startFill(conv, Math.max(current, live.get(conv) ?? 0), true);
+      this.startFill(conv, Math.max(current, live?.get(conv) ?? 0), true);
     }
-    for (const [conv, seq] of live) {
+    for (const [conv, seq] of live ?? []) {
       if (resume.has(conv)) continue;
       const current = this.lastSent.get(conv);
       if (current !== undefined && seq > current) this.startFill(conv, seq, false);
@@ -94,13 +96,14 @@ export class Connection {
     const conv = env.conversation_id;
     const seq = env.sequence_number;
     if (this.initializing) {
-      this.pendingLive!.set(conv, Math.max(seq, this.pendingLive!.get(conv) ?? 0));
+      this.pendingLive ??= new Map();
+      this.pendingLive.set(conv, Math.max(seq, this.pendingLive.get(conv) ?? 0));
       return;
     }
     const last = this.lastSent.get(conv);
     // Not subscribed: the members_added event that subscribes this connection comes first in the stream.
     if (last === undefined) return;
-    const fill = this.fills.get(conv);
+    const fill = this.fills?.get(conv);
     if (fill) {
       if (seq > fill.target) fill.target = seq;
       return;
@@ -109,7 +112,7 @@ export class Connection {
     if (seq === last + 1) {
       if (this.write(frame)) {
         this.lastSent.set(conv, seq);
-        this.touched.add(conv);
+        (this.touched ??= new Set()).add(conv);
         this.deps.metrics.deliveries.inc({ path: 'live' });
       }
       return;
@@ -122,7 +125,8 @@ export class Connection {
   join(conversationId: string, lastSequence: number): void {
     if (this.closed) return;
     if (this.initializing) {
-      if (!this.pendingJoins!.has(conversationId)) this.pendingJoins!.set(conversationId, lastSequence);
+      this.pendingJoins ??= new Map();
+      if (!this.pendingJoins.has(conversationId)) this.pendingJoins.set(conversationId, lastSequence);
       return;
     }
     if (!this.lastSent.has(conversationId)) this.lastSent.set(conversationId, lastSequence);
@@ -140,18 +144,20 @@ export class Connection {
 
   onDrain(): void {
     if (this.socket.bufferedAmount() > this.deps.highWaterBytes) return;
-    const waiters = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const w of waiters) w();
+    this.releaseDrainWaiters();
   }
 
   /** Called once the socket is closed (by either side). Returns the delivery positions to record. */
   onClose(): Array<[string, number]> {
     this.closed = true;
+    this.releaseDrainWaiters();
+    return [...(this.touched ?? [])].map((c) => [c, this.lastSent.get(c)!]);
+  }
+
+  private releaseDrainWaiters(): void {
     const waiters = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const w of waiters) w();
-    return [...this.touched].map((c) => [c, this.lastSent.get(c)!]);
+    this.drainWaiters = null;
+    for (const w of waiters ?? []) w();
   }
 
   end(code: number, reason: string): void {
@@ -169,7 +175,7 @@ export class Connection {
   }
 
   private startFill(conv: string, target: number, synced: boolean): void {
-    this.fills.set(conv, { target, synced });
+    (this.fills ??= new Map()).set(conv, { target, synced });
     void this.runFill(conv);
   }
 
@@ -178,7 +184,7 @@ export class Connection {
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), this.deps.drainTimeoutMs);
       timer.unref();
-      this.drainWaiters.push(() => {
+      (this.drainWaiters ??= []).push(() => {
         clearTimeout(timer);
         resolve(true);
       });
@@ -186,7 +192,7 @@ export class Connection {
   }
 
   private async runFill(conv: string): Promise<void> {
-    const fill = this.fills.get(conv)!;
+    const fill = this.fills!.get(conv)!;
     const { history, log, metrics } = this.deps;
     try {
       for (;;) {
@@ -223,7 +229,7 @@ export class Connection {
           }
         });
         this.lastSent.set(conv, last);
-        this.touched.add(conv);
+        (this.touched ??= new Set()).add(conv);
         metrics.deliveries.inc({ path: 'catch_up' }, last - before);
         if (!ok) {
           this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
@@ -239,7 +245,7 @@ export class Connection {
       metrics.failedDeliveries.inc({ reason: 'catch_up_failed' });
       this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
     } finally {
-      this.fills.delete(conv);
+      this.fills!.delete(conv);
     }
   }
 }

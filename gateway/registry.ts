@@ -2,25 +2,30 @@ import type { Connection } from './connection.js';
 import type { Envelope } from '../common/protocol.js';
 import { encodeFrame } from '../common/protocol.js';
 
-/** user -> connections on this node. A user may hold any number of connections. */
+/**
+ * user -> connections on this node. A user may hold any number of connections; most hold one, which
+ * is stored as is: a Set per user would cost every connection ~180 bytes more.
+ */
 export class ConnectionRegistry {
-  private readonly byUser = new Map<string, Set<Connection>>();
+  private readonly byUser = new Map<string, Connection | Set<Connection>>();
   private count = 0;
 
   add(conn: Connection): void {
-    let set = this.byUser.get(conn.userId);
-    if (!set) this.byUser.set(conn.userId, (set = new Set()));
-    if (!set.has(conn)) {
-      set.add(conn);
-      this.count++;
-    }
+    const held = this.byUser.get(conn.userId);
+    if (held === conn || (held instanceof Set && held.has(conn))) return;
+    if (held === undefined) this.byUser.set(conn.userId, conn);
+    else if (held instanceof Set) held.add(conn);
+    else this.byUser.set(conn.userId, new Set([held, conn]));
+    this.count++;
   }
 
   remove(conn: Connection): void {
-    const set = this.byUser.get(conn.userId);
-    if (!set || !set.delete(conn)) return;
+    const held = this.byUser.get(conn.userId);
+    if (held === conn) this.byUser.delete(conn.userId);
+    else if (held instanceof Set && held.delete(conn)) {
+      if (held.size === 1) this.byUser.set(conn.userId, held.values().next().value!);
+    } else return;
     this.count--;
-    if (set.size === 0) this.byUser.delete(conn.userId);
   }
 
   get size(): number {
@@ -35,38 +40,38 @@ export class ConnectionRegistry {
   deliverMessage(userIds: Iterable<string>, env: Envelope): number {
     let frame: string | null = null;
     let n = 0;
-    for (const u of userIds) {
-      const set = this.byUser.get(u);
-      if (!set) continue;
+    const deliver = (c: Connection) => {
       frame ??= encodeFrame({ type: 'message', message: env });
-      for (const c of set) {
-        c.deliverMessage(env, frame);
-        n++;
-      }
-    }
+      c.deliverMessage(env, frame);
+      n++;
+    };
+    for (const u of userIds) this.each(u, deliver);
     return n;
   }
 
   deliverFrame(userIds: Iterable<string>, frame: string, opts: { exceptUser?: string; conversationId?: string } = {}): void {
-    for (const u of userIds) {
-      if (u === opts.exceptUser) continue;
-      const set = this.byUser.get(u);
-      if (!set) continue;
-      for (const c of set) {
-        if (opts.conversationId && !c.isSubscribed(opts.conversationId)) continue;
-        c.sendFrame(frame);
-      }
-    }
+    const send = (c: Connection) => {
+      if (!opts.conversationId || c.isSubscribed(opts.conversationId)) c.sendFrame(frame);
+    };
+    for (const u of userIds) if (u !== opts.exceptUser) this.each(u, send);
   }
 
   join(userIds: Iterable<string>, conversationId: string, lastSequence: number): void {
-    for (const u of userIds) {
-      const set = this.byUser.get(u);
-      if (set) for (const c of set) c.join(conversationId, lastSequence);
-    }
+    const join = (c: Connection) => c.join(conversationId, lastSequence);
+    for (const u of userIds) this.each(u, join);
   }
 
   *all(): Iterable<Connection> {
-    for (const set of this.byUser.values()) yield* set;
+    for (const held of this.byUser.values()) {
+      if (held instanceof Set) yield* held;
+      else yield held;
+    }
+  }
+
+  private each(userId: string, fn: (c: Connection) => void): void {
+    const held = this.byUser.get(userId);
+    if (held === undefined) return;
+    if (held instanceof Set) for (const c of held) fn(c);
+    else fn(held);
   }
 }

@@ -63,28 +63,38 @@ export interface WsDeps {
 /**
  * Our limit is checked after each send; uWS' own maxBackpressure is set one frame (plus the close
  * frame) above it, so uWS never silently drops a frame and the 4002 close frame still fits.
+ * A class, not an object of closures: methods on the prototype keep each connection smaller.
  */
-function socketPort(ws: WebSocket<WsData>, ud: WsData, maxBufferedBytes: number): SocketPort {
-  return {
-    send(text) {
-      if (ud.closed) return false;
-      let result = 0;
-      ws.cork(() => {
-        result = ws.send(text, false, false);
-      });
-      return result !== 2 && ws.getBufferedAmount() <= maxBufferedBytes;
-    },
-    bufferedAmount: () => (ud.closed ? 0 : ws.getBufferedAmount()),
-    batch(fn) {
-      if (ud.closed) return;
-      ws.cork(fn);
-    },
-    end(code, reason) {
-      if (ud.closed) return;
-      ud.closed = true;
-      ws.end(code, reason);
-    },
-  };
+class UwsSocketPort implements SocketPort {
+  constructor(
+    private readonly ws: WebSocket<WsData>,
+    private readonly ud: WsData,
+    private readonly maxBufferedBytes: number,
+  ) {}
+
+  send(text: string): boolean {
+    if (this.ud.closed) return false;
+    let result = 0;
+    this.ws.cork(() => {
+      result = this.ws.send(text, false, false);
+    });
+    return result !== 2 && this.ws.getBufferedAmount() <= this.maxBufferedBytes;
+  }
+
+  bufferedAmount(): number {
+    return this.ud.closed ? 0 : this.ws.getBufferedAmount();
+  }
+
+  batch(fn: () => void): void {
+    if (this.ud.closed) return;
+    this.ws.cork(fn);
+  }
+
+  end(code: number, reason: string): void {
+    if (this.ud.closed) return;
+    this.ud.closed = true;
+    this.ws.end(code, reason);
+  }
 }
 
 export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
@@ -98,6 +108,9 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     highWaterBytes: config.limits.maxConnectionBufferBytes - (config.limits.maxPayloadBytes + 4096),
     drainTimeoutMs: 30_000,
   };
+
+  // Every connection's request chain starts from this one settled promise instead of its own.
+  const idle = Promise.resolve();
 
   function reply(ud: WsData, frame: ServerFrame): void {
     if (!ud.closed) ud.port!.send(encodeFrame(frame));
@@ -279,14 +292,14 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
         welcomed: false,
         helloTimer: null,
         bucket: new TokenBucket(config.limits.framesPerSecond, config.limits.frameBurst),
-        chain: Promise.resolve(),
+        chain: idle,
         pending: 0,
       };
       res.upgrade(ud, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
     },
     open(ws) {
       const ud = ws.getUserData();
-      ud.port = socketPort(ws, ud, config.limits.maxConnectionBufferBytes);
+      ud.port = new UwsSocketPort(ws, ud, config.limits.maxConnectionBufferBytes);
       deps.sockets.add(ws);
       ud.helloTimer = setTimeout(() => {
         if (ud.welcomed || ud.closed) return;
