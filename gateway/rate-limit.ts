@@ -1,3 +1,6 @@
+// One function for every bucket: a default closure per bucket would cost each connection ~56 bytes.
+const monotonicNow = (): number => performance.now();
+
 /**
  * Token buckets keyed by user (or connection). The map is bounded: when full, the least recently
  * used bucket is dropped, which can only make a limit more lenient for an idle key, never stricter.
@@ -35,9 +38,6 @@ export class RateLimiter {
 }
 
 /** A single bucket, kept inside one connection's state (no map lookups on the frame path). */
-// One function for every bucket: a default closure per bucket would cost each connection ~56 bytes.
-const monotonicNow = (): number => performance.now();
-
 export class TokenBucket {
   private tokens: number;
   private at: number;

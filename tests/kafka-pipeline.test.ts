@@ -33,6 +33,8 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   let relay: RoleProcess | null = null;
   let delivery: RoleProcess;
   let deliveryMetricsPort: number;
+  /** Processes a single test starts: crashed in afterAll too, so a failed or timed-out test leaks none. */
+  const extras: RoleProcess[] = [];
   const secret = randomBytes(32).toString('hex');
   const auth = createAuthenticator(secret);
   const env = () => ({
@@ -74,7 +76,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   }, 240_000);
 
   afterAll(async () => {
-    for (const p of [gateway, relay, delivery]) await p?.crash().catch(() => {});
+    for (const p of [gateway, relay, delivery, ...extras]) await p?.crash().catch(() => {});
     await connect?.stop().catch(() => {});
     await kafka?.stop().catch(() => {});
     pg?.stop();
@@ -284,6 +286,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     it('with two relays, one publishes; when it is killed the standby takes over within seconds, order intact', async () => {
       const standbyMetrics = await freePort();
       const standby = await spawnRole('relay', { ...env(), REALCHAT_NODE_ID: 'relay-standby', METRICS_PORT: String(standbyMetrics) });
+      extras.push(standby);
       const leaderGauge = async (port: number) => {
         const m = /^realchat_relay_leader\{[^}]*\} (\d)/m.exec(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
         return m ? Number(m[1]) : -1;
@@ -322,6 +325,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     it('Kafka down: sends are accepted until the outbox backlog reaches its bound, then refused with unavailable; nothing accepted is lost', async () => {
       const port = await freePort();
       const bounded = await spawnRole('gateway', { ...env(), PORT: String(port), REALCHAT_NODE_ID: 'gateway-bounded', REALCHAT_OUTBOX_MAX_BACKLOG: '8' });
+      extras.push(bounded);
       const [alice, bob] = [randomUUID(), randomUUID()];
       const conv = await conversation(alice, [bob]);
       const a = await TestClient.connect(`ws://127.0.0.1:${port}/v1/ws`, await auth.issue(alice));
