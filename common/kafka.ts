@@ -52,33 +52,32 @@ export function createKafka(opts: KafkaOptions): Kafka {
 
 /**
  * Creates missing topics with a fixed partition count and waits until their metadata is served.
- * Retried with backoff: right after a creation (several nodes starting at once, or a fresh broker)
- * the broker may answer metadata requests with retriable errors such as UNKNOWN_TOPIC_OR_PARTITION.
+ * Retried with backoff, connection included: right after a creation (several nodes starting at
+ * once, or a fresh broker) the broker may answer metadata requests with retriable errors such as
+ * UNKNOWN_TOPIC_OR_PARTITION, and a busy broker may not answer the first connection in time.
  */
 export async function ensureTopics(kafka: Kafka, topics: Array<{ topic: string; partitions: number; replicationFactor?: number }>): Promise<void> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const existing = new Set(await admin.listTopics());
-        const missing = topics.filter((t) => !existing.has(t.topic));
-        if (missing.length) {
-          await admin.createTopics({
-            waitForLeaders: true,
-            topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: t.replicationFactor ?? -1 })),
-          });
-        }
-        await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
-        return;
-      } catch (err) {
-        const retriable = (err as { retriable?: boolean }).retriable === true || (err as Error).name === 'KafkaJSNumberOfRetriesExceeded';
-        if (!retriable || attempt >= 9) throw err;
-        await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 3000)));
+  for (let attempt = 0; ; attempt++) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const existing = new Set(await admin.listTopics());
+      const missing = topics.filter((t) => !existing.has(t.topic));
+      if (missing.length) {
+        await admin.createTopics({
+          waitForLeaders: true,
+          topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: t.replicationFactor ?? -1 })),
+        });
       }
+      await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
+      return;
+    } catch (err) {
+      // Bounded: a broker that stays unreachable (or refuses for good) fails the start after ~20 s.
+      if (attempt >= 9) throw err;
+      await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 3000)));
+    } finally {
+      await admin.disconnect().catch(() => {});
     }
-  } finally {
-    await admin.disconnect();
   }
 }
 
