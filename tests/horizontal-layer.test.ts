@@ -16,6 +16,7 @@ import { History, type StoredMessage } from './harness/history.js';
 import { ResilientClient } from './harness/resilient-client.js';
 import { TestClient } from './harness/ws-client.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
+import { UNLIMITED_RATES } from './harness/env.js';
 
 const clean = { lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] };
 
@@ -46,10 +47,7 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
       REDIS_SENTINELS: redis.sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
       REDIS_SENTINEL_NAME: redis.name,
       REALCHAT_JWT_SECRET: secret,
-      REALCHAT_SENDS_PER_S: '100000',
-      REALCHAT_SEND_BURST: '100000',
-      REALCHAT_FRAMES_PER_S: '100000',
-      REALCHAT_FRAME_BURST: '100000',
+      ...UNLIMITED_RATES,
       REALCHAT_TOPIC_PARTITIONS: '4',
       REALCHAT_NODE_TOPIC_PARTITIONS: '2',
       REALCHAT_KAFKA_TIMEOUT_MS: '3000',

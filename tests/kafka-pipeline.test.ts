@@ -16,6 +16,7 @@ import { spawnRole, type RoleProcess } from './harness/stack.js';
 import { History, type StoredMessage } from './harness/history.js';
 import { TestClient } from './harness/ws-client.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
+import { UNLIMITED_RATES } from './harness/env.js';
 
 const EVENTS = 'realchat.events.v1';
 const DELIVERIES = 'realchat.deliveries.v1';
@@ -41,10 +42,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     DATABASE_URL: databaseUrl,
     KAFKA_BROKERS: kafka.brokers,
     REALCHAT_JWT_SECRET: secret,
-    REALCHAT_SENDS_PER_S: '100000',
-    REALCHAT_SEND_BURST: '100000',
-    REALCHAT_FRAMES_PER_S: '100000',
-    REALCHAT_FRAME_BURST: '100000',
+    ...UNLIMITED_RATES,
     REALCHAT_TOPIC_PARTITIONS: '4',
     REALCHAT_RELAY_POLL_MS: '200',
     REALCHAT_KAFKA_TIMEOUT_MS: '3000',

@@ -1,16 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConversation, startTestServer, type TestServer } from './harness/server.js';
 import { TestClient } from './harness/ws-client.js';
+import { UNLIMITED_RATES } from './harness/env.js';
 
 describe('slow consumers are disconnected, never buffered without bound', () => {
   let s: TestServer;
   beforeAll(async () => {
     s = await startTestServer('postgres', {
       REALCHAT_MAX_CONNECTION_BUFFER_BYTES: String(256 * 1024),
-      REALCHAT_SENDS_PER_S: '100000',
-      REALCHAT_SEND_BURST: '100000',
-      REALCHAT_FRAMES_PER_S: '100000',
-      REALCHAT_FRAME_BURST: '100000',
+      ...UNLIMITED_RATES,
     });
   });
   afterAll(async () => s?.close());
