@@ -15,7 +15,7 @@ import { ConvRequests } from './requests.js';
 import { SendQueue } from './send-queue.js';
 import { Session } from './session.js';
 import { ConversationStreams } from './streams.js';
-import { isFatalClose, type Ack, type Envelope, type MessagesPage, type Receipt, type ServerFrame, type Synced, type Typing, type Welcome, type WebSocketConstructor } from './types.js';
+import { CloseCodes, isFatalClose, type Ack, type Envelope, type MessagesPage, type Receipt, type ServerFrame, type Synced, type Typing, type Welcome, type WebSocketConstructor } from './types.js';
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -346,12 +346,14 @@ export class RealChatClient {
     for (const t of this.fillRetry.values()) clearTimeout(t);
     this.fillRetry.clear();
     if (this.state === 'closed') return;
-    if (isFatalClose(code)) {
-      // 4500 unauthorized: one more attempt only if the token can be refreshed.
-      if (code === 4500 && typeof this.o.token === 'function' && !this.unauthorizedOnce) {
+    const refreshable = typeof this.o.token === 'function';
+    if (isFatalClose(code) && !(code === CloseCodes.tokenExpired && refreshable)) {
+      // 4500 unauthorized: one more attempt only if the token can be refreshed. 4502 (the token
+      // expired while connected) always reconnects with a fresh one when a provider is given.
+      if (code === CloseCodes.unauthorized && refreshable && !this.unauthorizedOnce) {
         this.unauthorizedOnce = true;
       } else {
-        const err = new RealChatError(code === 4500 ? 'unauthorized' : 'invalid_frame', `server closed the connection (${code} ${reason}); not reconnecting`);
+        const err = new RealChatError(code === CloseCodes.unauthorized || code === CloseCodes.tokenExpired ? 'unauthorized' : 'invalid_frame', `server closed the connection (${code} ${reason}); not reconnecting`);
         this.sends.failAll(err);
         this.setState({ state: 'closed', attempt: this.attempt, reason: `${code} ${reason}`, error: err });
         return;

@@ -11,13 +11,16 @@ export type ClientErrorCode =
   | 'unavailable'
   | 'not_found'
   | 'internal'
+  | 'origin_not_allowed'
+  | 'host_not_allowed'
+  | 'too_many_connections'
   // client-side codes
   | 'timeout'
   | 'queue_full'
   | 'closed'
   | 'network';
 
-const RETRIABLE = new Set(['unavailable', 'rate_limited', 'internal', 'timeout', 'network']);
+const RETRIABLE = new Set(['unavailable', 'rate_limited', 'internal', 'timeout', 'network', 'too_many_connections']);
 
 export class RealChatError extends Error {
   override name = 'RealChatError';

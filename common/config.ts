@@ -9,9 +9,14 @@ export interface Config {
   /** null: embedded PGlite in dataDir. */
   readonly databaseUrl: string | null;
   readonly dataDir: string;
-  /** null: embedded mode generates one and keeps it in dataDir (see gateway/secrets.ts). */
-  readonly jwtSecret: string | null;
+  readonly jwt: JwtConfig;
+  /**
+   * POST /v1/dev/token mints a token for anyone. On by default only on the embedded default bound
+   * to loopback with no real key configured; anywhere else it must be asked for explicitly.
+   */
   readonly devAuth: boolean;
+  /** What the public port accepts from browsers and proxies (docs/architecture.md, bad input and abuse). */
+  readonly edge: EdgeConfig;
   readonly nodeId: string;
   readonly logLevel: string;
   /**
@@ -32,6 +37,36 @@ export interface Config {
   readonly metricsPort: number;
   readonly limits: Limits;
   readonly timeouts: Timeouts;
+}
+
+export interface JwtConfig {
+  /** HS256. null: embedded mode generates one and keeps it in dataDir (see gateway/secrets.ts). */
+  readonly secret: string | null;
+  /** RS256/ES256 public key (PEM), for tokens signed by an identity provider. */
+  readonly publicKeyPem: string | null;
+  /** A JWKS document: an http(s) URL (fetched with a timeout, cached) or a file path. */
+  readonly jwks: string | null;
+  /** When set, tokens must carry exactly this `iss` / an `aud` containing this value. */
+  readonly issuer: string | null;
+  readonly audience: string | null;
+  /** Tokens whose `exp` lies further in the future than this are refused. */
+  readonly maxTtlS: number;
+  readonly clockToleranceS: number;
+}
+
+export interface EdgeConfig {
+  /** Browser origins allowed besides the server's own (exact `scheme://host[:port]`). */
+  readonly allowedOrigins: readonly string[];
+  /**
+   * Host names (without port) accepted in the Host header besides IP literals and `localhost`;
+   * null: any (a non-loopback bind with REALCHAT_PUBLIC_HOSTS unset, where the names are unknown).
+   */
+  readonly allowedHosts: readonly string[] | null;
+  /** Peers whose X-Forwarded-For is believed (reverse proxies): the client address is its last entry. */
+  readonly trustedProxies: readonly string[];
+  /** Operators' port (/metrics, /healthz, /readyz); null: /metrics stays on the public port. */
+  readonly internalPort: number | null;
+  readonly internalHost: string;
 }
 
 export interface RedisConfig {
@@ -94,6 +129,19 @@ export interface Limits {
   readonly deliveryMaxRetries: number;
   /** Request-path database operations allowed to wait for a connection; beyond: `unavailable`. */
   readonly maxQueuedDbOperations: number;
+  /** WebSocket connections one user may hold on one node / one client address may hold on one node. */
+  readonly maxConnectionsPerUser: number;
+  readonly maxConnectionsPerAddress: number;
+  /** A page of messages (REST, sync, catch-up reads) stops at this many payload bytes; has_more tells the rest. */
+  readonly maxPageBytes: number;
+  /** Longest number in a payload, in characters of its plain decimal form (as PostgreSQL prints jsonb). */
+  readonly maxNumberChars: number;
+  /** Per-minute token buckets: conversations created and member-add requests per user, dev tokens per address. */
+  readonly conversationCreatesPerMin: number;
+  readonly memberAddsPerMin: number;
+  readonly devTokensPerMin: number;
+  /** REST response bytes a node holds for clients that read slowly; beyond, requests get `unavailable`. */
+  readonly maxPendingResponseBytes: number;
 }
 
 export interface Timeouts {
@@ -105,6 +153,10 @@ export interface Timeouts {
   readonly dbConnectS: number;
   readonly drainMs: number;
   readonly relayPollMs: number;
+  /** A REST response that makes no write progress this long is aborted (a client that never reads). */
+  readonly responseStallMs: number;
+  /** A WebSocket whose buffer stays above its high-water mark this long is closed as slow (4002). */
+  readonly slowReaderMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -131,6 +183,34 @@ function bool(env: Env, name: string, dflt: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
+function list(env: Env, name: string): string[] {
+  return (env[name] ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
+const LOOPBACK_BIND = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/;
+
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK_BIND.test(host);
+}
+
+function originsFrom(env: Env): string[] {
+  return list(env, 'REALCHAT_ALLOWED_ORIGINS').map((o) => {
+    let u: URL;
+    try {
+      u = new URL(o);
+    } catch {
+      throw new ConfigError(`REALCHAT_ALLOWED_ORIGINS entries must be origins like https://chat.example.com, got "${o}"`);
+    }
+    if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.origin !== o.replace(/\/$/, '')) {
+      throw new ConfigError(`REALCHAT_ALLOWED_ORIGINS entries must be exact origins (scheme://host[:port], no path), got "${o}"`);
+    }
+    return u.origin;
+  });
+}
+
 function outboxModeFrom(raw: string | undefined): 'table' | 'wal' {
   if (!raw || raw === 'table') return 'table';
   if (raw === 'wal') return 'wal';
@@ -151,21 +231,55 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   if (jwtSecret !== null && Buffer.byteLength(jwtSecret) < 32) {
     throw new ConfigError('REALCHAT_JWT_SECRET must be at least 32 bytes for HS256');
   }
-  const devAuth = bool(env, 'REALCHAT_DEV_AUTH', mode === 'embedded');
+  const publicKeyPem = env.REALCHAT_JWT_PUBLIC_KEY ? env.REALCHAT_JWT_PUBLIC_KEY.replace(/\\n/g, '\n') : null;
+  if (publicKeyPem !== null && !/-----BEGIN PUBLIC KEY-----/.test(publicKeyPem)) {
+    throw new ConfigError('REALCHAT_JWT_PUBLIC_KEY must be a PEM public key (-----BEGIN PUBLIC KEY-----, SPKI)');
+  }
+  const jwks = env.REALCHAT_JWT_JWKS || null;
+  const host = env.HOST || (mode === 'embedded' ? '127.0.0.1' : '0.0.0.0');
+  const realKey = jwtSecret !== null || publicKeyPem !== null || jwks !== null;
+  // Dev auth lets anyone be anyone: only on the embedded default on loopback unless asked for.
+  const devAuthExplicit = env.REALCHAT_DEV_AUTH !== undefined && env.REALCHAT_DEV_AUTH !== '';
+  const devAuth = bool(env, 'REALCHAT_DEV_AUTH', mode === 'embedded' && !realKey && isLoopbackHost(host));
+  if (mode === 'embedded' && !realKey && !devAuthExplicit && !isLoopbackHost(host)) {
+    throw new ConfigError(
+      `HOST=${host} exposes the embedded default beyond this machine. Configure a real key (REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS) and set REALCHAT_DEV_AUTH=0, or set REALCHAT_DEV_AUTH=1 to expose dev auth (anyone can then act as any user)`,
+    );
+  }
+  const publicHosts = list(env, 'REALCHAT_PUBLIC_HOSTS').map((h) => h.toLowerCase());
+  const maxTtlS = int(env, 'REALCHAT_JWT_MAX_TTL_S', 24 * 3600, 60, 366 * 24 * 3600);
   const maxPayloadBytes = int(env, 'REALCHAT_MAX_PAYLOAD_BYTES', 64 * 1024, 1024, 1024 * 1024);
   const maxConnectionBufferBytes = int(env, 'REALCHAT_MAX_CONNECTION_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024);
   if (maxConnectionBufferBytes < 2 * (maxPayloadBytes + 4096)) {
     throw new ConfigError('REALCHAT_MAX_CONNECTION_BUFFER_BYTES must hold at least two maximal message frames (2 x (REALCHAT_MAX_PAYLOAD_BYTES + 4096))');
   }
+  // One maximal message must always fit a page, or has_more could never make progress.
+  const maxPageBytes = int(env, 'REALCHAT_MAX_PAGE_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024);
+  if (maxPageBytes < 2 * maxPayloadBytes) throw new ConfigError('REALCHAT_MAX_PAGE_BYTES must be at least twice REALCHAT_MAX_PAYLOAD_BYTES');
   const cfg: Config = {
     mode,
     port: int(env, 'PORT', 8080, 0, 65535),
     // Embedded mode serves dev auth: never expose it on other interfaces by accident.
-    host: env.HOST || (mode === 'embedded' ? '127.0.0.1' : '0.0.0.0'),
+    host,
     databaseUrl,
     dataDir: env.REALCHAT_DATA_DIR || './data',
-    jwtSecret,
+    jwt: {
+      secret: jwtSecret,
+      publicKeyPem,
+      jwks,
+      issuer: env.REALCHAT_JWT_ISSUER || null,
+      audience: env.REALCHAT_JWT_AUDIENCE || null,
+      maxTtlS,
+      clockToleranceS: int(env, 'REALCHAT_JWT_CLOCK_TOLERANCE_S', 30, 0, 600),
+    },
     devAuth,
+    edge: {
+      allowedOrigins: originsFrom(env),
+      allowedHosts: publicHosts.length > 0 || isLoopbackHost(host) ? publicHosts : null,
+      trustedProxies: list(env, 'REALCHAT_TRUSTED_PROXIES'),
+      internalPort: env.REALCHAT_INTERNAL_PORT ? int(env, 'REALCHAT_INTERNAL_PORT', 0, 0, 65535) : null,
+      internalHost: env.REALCHAT_INTERNAL_HOST || '127.0.0.1',
+    },
     nodeId: nodeIdFrom(env.REALCHAT_NODE_ID),
     logLevel: env.LOG_LEVEL || 'info',
     outboxMode: outboxModeFrom(env.REALCHAT_OUTBOX_MODE),
@@ -216,6 +330,14 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       maxOutboxBacklog: int(env, 'REALCHAT_OUTBOX_MAX_BACKLOG', 100_000, 1, 100_000_000),
       deliveryMaxRetries: int(env, 'REALCHAT_DELIVERY_MAX_RETRIES', 5, 0, 1000),
       maxQueuedDbOperations: int(env, 'REALCHAT_DB_MAX_QUEUED', 256, 1, 1_000_000),
+      maxConnectionsPerUser: int(env, 'REALCHAT_MAX_CONNECTIONS_PER_USER', 32, 1, 1_000_000),
+      maxConnectionsPerAddress: int(env, 'REALCHAT_MAX_CONNECTIONS_PER_ADDRESS', 1000, 1, 10_000_000),
+      maxPageBytes,
+      maxNumberChars: int(env, 'REALCHAT_MAX_NUMBER_CHARS', 40, 17, 1000),
+      conversationCreatesPerMin: int(env, 'REALCHAT_CONVERSATION_CREATES_PER_MIN', 60, 1, 10_000_000),
+      memberAddsPerMin: int(env, 'REALCHAT_MEMBER_ADDS_PER_MIN', 120, 1, 10_000_000),
+      devTokensPerMin: int(env, 'REALCHAT_DEV_TOKENS_PER_MIN', 30, 1, 10_000_000),
+      maxPendingResponseBytes: int(env, 'REALCHAT_MAX_PENDING_RESPONSE_BYTES', 64 * 1024 * 1024, 1024 * 1024, 64 * 1024 * 1024 * 1024),
     },
     timeouts: {
       helloMs: int(env, 'REALCHAT_HELLO_TIMEOUT_MS', 10_000, 100, 600_000),
@@ -225,6 +347,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       dbConnectS: int(env, 'REALCHAT_DB_CONNECT_TIMEOUT_S', 5, 1, 600),
       drainMs: int(env, 'REALCHAT_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
       relayPollMs: int(env, 'REALCHAT_RELAY_POLL_MS', 500, 10, 60_000),
+      responseStallMs: int(env, 'REALCHAT_RESPONSE_STALL_MS', 30_000, 100, 600_000),
+      slowReaderMs: int(env, 'REALCHAT_SLOW_READER_TIMEOUT_MS', 30_000, 100, 600_000),
     },
     ...overrides,
   };

@@ -7,10 +7,16 @@ export const ERROR_CODES = {
   invalid_frame: { status: 400, retriable: false },
   unauthorized: { status: 401, retriable: false },
   forbidden: { status: 403, retriable: false },
+  /** A browser page from an origin not in REALCHAT_ALLOWED_ORIGINS (cross-site WebSocket hijacking). */
+  origin_not_allowed: { status: 403, retriable: false },
+  /** A Host header naming none of this server's names (DNS rebinding). */
+  host_not_allowed: { status: 421, retriable: false },
   not_found: { status: 404, retriable: false },
   conflict: { status: 409, retriable: false },
   payload_too_large: { status: 413, retriable: false },
   rate_limited: { status: 429, retriable: true },
+  /** Connection cap per user or per client address reached; retry once another connection closed. */
+  too_many_connections: { status: 429, retriable: true },
   unavailable: { status: 503, retriable: true },
   internal: { status: 500, retriable: true },
 } as const;
@@ -30,7 +36,7 @@ export class AppError extends Error {
     this.code = code;
     this.status = ERROR_CODES[code].status;
     this.retriable = ERROR_CODES[code].retriable;
-    this.retryAfterS = opts.retryAfterS ?? (code === 'unavailable' || code === 'rate_limited' ? 1 : undefined);
+    this.retryAfterS = opts.retryAfterS ?? (this.retriable && code !== 'internal' ? 1 : undefined);
   }
 }
 

@@ -8,7 +8,13 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
   const r = [registry];
   return {
     registry,
-    activeConnections: new Gauge({ name: 'realchat_active_connections', help: 'Open WebSocket connections that completed hello', registers: r }),
+    activeConnections: new Gauge({ name: 'realchat_active_connections', help: 'Open WebSocket connections with a verified token (registered on this node)', registers: r }),
+    internalErrors: new Counter({
+      name: 'realchat_internal_errors_total',
+      help: 'Unexpected errors caught at a guard (uWS callbacks, process-level handlers); each one is a bug',
+      labelNames: ['where'] as const,
+      registers: r,
+    }),
     messagesAccepted: new Counter({ name: 'realchat_messages_accepted_total', help: 'Messages committed (new, not duplicates)', labelNames: ['via'] as const, registers: r }),
     duplicateSends: new Counter({ name: 'realchat_duplicate_sends_total', help: 'Sends answered from an existing idempotency key', registers: r }),
     dbWriteSeconds: new Histogram({

@@ -1,8 +1,18 @@
-/** /healthz and /metrics for the worker roles (relay, delivery), on node:http. */
+/**
+ * The operators' port, on node:http: /metrics, /healthz and /readyz for the worker roles (relay,
+ * delivery), and a gateway's REALCHAT_INTERNAL_PORT. Bound to loopback by default.
+ */
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
-export async function startOpsServer(opts: { port: number; host: string; registry: Registry; healthy(): boolean }): Promise<{ port: number; close(): Promise<void> }> {
+export async function startOpsServer(opts: {
+  port: number;
+  host: string;
+  registry: Registry;
+  healthy(): boolean;
+  /** /readyz: 200 when it resolves true (absent: /readyz follows /healthz). */
+  ready?: () => Promise<boolean>;
+}): Promise<{ port: number; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     if (req.url === '/metrics') {
       opts.registry.metrics().then(
@@ -17,7 +27,20 @@ export async function startOpsServer(opts: { port: number; host: string; registr
       );
       return;
     }
-    if (req.url === '/healthz') {
+    if (req.url === '/readyz' && opts.ready) {
+      opts.ready().then(
+        (ok) => {
+          res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ status: ok ? 'ready' : 'not_ready' }));
+        },
+        () => {
+          res.writeHead(503);
+          res.end();
+        },
+      );
+      return;
+    }
+    if (req.url === '/healthz' || req.url === '/readyz') {
       const ok = opts.healthy();
       res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: ok ? 'ok' : 'unhealthy' }));
@@ -27,7 +50,10 @@ export async function startOpsServer(opts: { port: number; host: string; registr
     res.end();
   });
   server.requestTimeout = 10_000;
-  await new Promise<void>((resolve) => server.listen(opts.port, opts.host, resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, resolve);
+  });
   return {
     port: (server.address() as { port: number }).port,
     close: () => new Promise((resolve) => server.close(() => resolve())),

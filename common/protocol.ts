@@ -13,7 +13,7 @@ export { CloseCode } from './wire.js';
 
 export type ClientFrame =
   | { type: 'hello'; token: string; resume: Map<string, number> }
-  | { type: 'send'; conversation_id: string; idempotency_key: string; payload: unknown }
+  | { type: 'send'; conversation_id: string; idempotency_key: string; payload: unknown; payloadStoredBytes: number }
   | { type: 'sync'; conversation_id: string; after_sequence: number; limit: number }
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
@@ -23,15 +23,19 @@ export const MAX_IDEMPOTENCY_KEY_CHARS = 128;
 
 export interface DecodeLimits {
   maxPayloadBytes: number;
+  maxNumberChars: number;
   maxPageMessages: number;
   maxResumeConversations: number;
 }
 
 /** Best-effort extraction of the request reference for error frames, from a frame that may be invalid. */
+/** Frames answered by their idempotency key (the others by the conversation they name). */
+const KEYED_FRAMES: ReadonlySet<unknown> = new Set(['send']);
+
 export function frameRef(raw: unknown): string | undefined {
   if (!isPlainObject(raw)) return undefined;
   const key = raw.idempotency_key;
-  if (typeof key === 'string' && key.length <= MAX_IDEMPOTENCY_KEY_CHARS) return key;
+  if (KEYED_FRAMES.has(raw.type) && typeof key === 'string' && key.length <= MAX_IDEMPOTENCY_KEY_CHARS) return key;
   const conv = raw.conversation_id;
   return isUuid(conv) ? conv : undefined;
 }
@@ -67,8 +71,8 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
       const idempotency_key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
       const conversation_id = f.uuid('conversation_id');
       const payload = f.present('payload');
-      checkPayload(payload, limits.maxPayloadBytes, 'invalid_frame');
-      return { type: 'send', conversation_id, idempotency_key, payload };
+      const { storedBytes } = checkPayload(payload, limits, 'invalid_frame');
+      return { type: 'send', conversation_id, idempotency_key, payload, payloadStoredBytes: storedBytes };
     }
     case 'sync':
       return {

@@ -85,8 +85,12 @@ export const CloseCode = {
   slowConsumer: 4002,
   helloTimeout: 4003,
   resyncFailed: 4004,
+  /** Connection cap (per user or per client address) reached: reconnect with backoff. */
+  tooManyConnections: 4005,
   unauthorized: 4500,
   protocolViolation: 4501,
+  /** The token's `exp` passed while connected: get a fresh token, then reconnect and resume. */
+  tokenExpired: 4502,
 } as const;
 
 /** GET /v1/conversations entries. */

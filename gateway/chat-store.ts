@@ -39,6 +39,9 @@ export function toEnvelope(r: MessageRow): Envelope {
   };
 }
 
+/** Ids, sequence, timestamps and keys around each payload in a message frame, roughly. */
+const ENVELOPE_OVERHEAD_BYTES = 300;
+
 /** Thrown inside a send transaction to roll it back (undoing the sequence increment). */
 class IdempotencyRace extends Error {}
 
@@ -48,11 +51,13 @@ export function createChatStore(deps: {
   sql: Sql;
   queryTimeoutMs: number;
   maxRoomMembers: number;
+  /** Pages of history stop at this many bytes (see selectAfter). */
+  maxPageBytes: number;
   outboxMode: 'table' | 'wal';
   /** Bounds request-path database work (see common/semaphore.ts). */
   gate: Semaphore;
 }) {
-  const { sql, queryTimeoutMs, maxRoomMembers, gate } = deps;
+  const { sql, queryTimeoutMs, maxRoomMembers, maxPageBytes, gate } = deps;
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
     const slot = gate.tryAcquire();
@@ -92,12 +97,24 @@ export function createChatStore(deps: {
     return rows[0]!.member ? 'member' : 'not_member';
   }
 
-  async function selectAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]> {
-    const rows = await sql<MessageRow[]>`
-      SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key
-      FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
-      ORDER BY sequence LIMIT ${limit}`;
-    return rows.map(toEnvelope);
+  /**
+   * Up to `limit` messages after a sequence, also bounded in bytes: the page stops once the
+   * payloads (as stored) pass `maxPageBytes`, but always holds at least one message. `has_more`
+   * says whether messages after the page exist.
+   */
+  async function selectAfter(conversationId: string, afterSequence: number, limit: number, maxBytes = maxPageBytes): Promise<{ messages: Envelope[]; has_more: boolean }> {
+    const rows = await sql<(MessageRow & { fetched: number })[]>`
+      SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key, fetched FROM (
+        SELECT w.*, sum(w.size) OVER (ORDER BY w.sequence) AS running, count(*) OVER () AS fetched FROM (
+          SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key,
+                 COALESCE(payload_bytes, octet_length(payload::text)) + ${ENVELOPE_OVERHEAD_BYTES} AS size
+          FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
+          ORDER BY sequence LIMIT ${limit + 1}) w) p
+      WHERE running - size < ${maxBytes}
+      ORDER BY sequence`;
+    const fetched = rows[0]?.fetched ?? 0;
+    const page = rows.slice(0, limit);
+    return { messages: page.map(toEnvelope), has_more: fetched > page.length };
   }
 
   async function requireMember(userId: string, conversationId: string): Promise<void> {
@@ -109,7 +126,7 @@ export function createChatStore(deps: {
   async function findByKey(senderId: string, key: string, conversationId: string, payload: unknown): Promise<SendResult | null> {
     const rows = await sql<(MessageRow & { same_payload: boolean })[]>`
       SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key,
-             payload = ${sql.json(payload as never)}::jsonb AS same_payload
+             payload = ${JSON.stringify(payload)}::text::jsonb AS same_payload
       FROM messages WHERE sender_id = ${senderId} AND idempotency_key = ${key}`;
     const row = rows[0];
     if (!row) return null;
@@ -210,14 +227,13 @@ export function createChatStore(deps: {
 
     /** No membership check: callers are the delivery path, which already routed by membership. */
     messagesAfter(conversationId: string, afterSequence: number, limit: number) {
-      return run('messagesAfter', () => selectAfter(conversationId, afterSequence, limit));
+      return run('messagesAfter', async () => (await selectAfter(conversationId, afterSequence, limit)).messages);
     },
 
-    async listMessages(userId: string, conversationId: string, afterSequence: number, limit: number) {
+    async listMessages(userId: string, conversationId: string, afterSequence: number, limit: number, maxBytes = maxPageBytes) {
       return run('listMessages', async () => {
         await requireMember(userId, conversationId);
-        const page = await selectAfter(conversationId, afterSequence, limit + 1);
-        return { messages: page.slice(0, limit), has_more: page.length > limit };
+        return selectAfter(conversationId, afterSequence, limit, maxBytes);
       });
     },
 
@@ -226,7 +242,7 @@ export function createChatStore(deps: {
      * UNIQUE (sender_id, idempotency_key) constraint: on conflict the transaction rolls back
      * (so the sequence stays gap-free) and the stored message answers the retry.
      */
-    async sendMessage(senderId: string, conversationId: string, key: string, payload: unknown, traceId: string | null): Promise<SendResult> {
+    async sendMessage(senderId: string, conversationId: string, key: string, payload: unknown, payloadBytes: number, traceId: string | null): Promise<SendResult> {
       return run('sendMessage', async () => {
         for (let attempt = 0; attempt < 3; attempt++) {
           try {
@@ -242,8 +258,8 @@ export function createChatStore(deps: {
               }
               const messageId = randomUUID();
               const [row] = await tx<MessageRow[]>`
-                INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key)
-                VALUES (${messageId}, ${conversationId}, ${senderId}, ${conv.last_seq}, ${tx.json(payload as never)}, ${key})
+                INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key, payload_bytes)
+                VALUES (${messageId}, ${conversationId}, ${senderId}, ${conv.last_seq}, ${JSON.stringify(payload)}::text::jsonb, ${key}, ${payloadBytes})
                 ON CONFLICT (sender_id, idempotency_key) DO NOTHING
                 RETURNING id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key`;
               if (!row) throw new IdempotencyRace();

@@ -54,7 +54,8 @@ export class Connection {
   /** Live traffic seen while hello was still loading the user's conversations. */
   private pendingLive: Map<string, number> | null = null;
   private pendingJoins: Map<string, number> | null = null;
-  private drainWaiters: Array<() => void> | null = null;
+  /** Waiting for the socket's buffer to fall to `below` bytes (closed: released at once). */
+  private drainWaiters: Array<{ below: number; release: () => void }> | null = null;
   /** Conversations whose lastSent moved during this connection (recorded on close). */
   private touched: Set<string> | null = null;
 
@@ -143,21 +144,22 @@ export class Connection {
   }
 
   onDrain(): void {
-    if (this.socket.bufferedAmount() > this.deps.highWaterBytes) return;
-    this.releaseDrainWaiters();
+    this.releaseDrainWaiters(this.socket.bufferedAmount());
   }
 
   /** Called once the socket is closed (by either side). Returns the delivery positions to record. */
   onClose(): Array<[string, number]> {
     this.closed = true;
-    this.releaseDrainWaiters();
+    this.releaseDrainWaiters(0);
     return [...(this.touched ?? [])].map((c) => [c, this.lastSent.get(c)!]);
   }
 
-  private releaseDrainWaiters(): void {
+  private releaseDrainWaiters(buffered: number): void {
     const waiters = this.drainWaiters;
-    this.drainWaiters = null;
-    for (const w of waiters ?? []) w();
+    if (!waiters) return;
+    const keep = waiters.filter((w) => !(this.closed || buffered <= w.below));
+    this.drainWaiters = keep.length ? keep : null;
+    for (const w of waiters) if (!keep.includes(w)) w.release();
   }
 
   end(code: number, reason: string): void {
@@ -179,14 +181,21 @@ export class Connection {
     void this.runFill(conv);
   }
 
-  private waitForDrain(): Promise<boolean> {
-    if (this.socket.bufferedAmount() <= this.deps.highWaterBytes) return Promise.resolve(true);
+  /**
+   * Resolves true once at most `below` bytes wait in the socket (default: the catch-up high-water
+   * mark), false after drainTimeoutMs: the caller then closes the connection as slow.
+   */
+  whenWritable(below = this.deps.highWaterBytes): Promise<boolean> {
+    if (this.closed || this.socket.bufferedAmount() <= below) return Promise.resolve(true);
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), this.deps.drainTimeoutMs);
       timer.unref();
-      (this.drainWaiters ??= []).push(() => {
-        clearTimeout(timer);
-        resolve(true);
+      (this.drainWaiters ??= []).push({
+        below,
+        release: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
       });
     });
   }
@@ -198,7 +207,7 @@ export class Connection {
       for (;;) {
         let last = this.lastSent.get(conv)!;
         if (this.closed || last >= fill.target) break;
-        if (!(await this.waitForDrain())) {
+        if (!(await this.whenWritable())) {
           metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
           this.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
           return;

@@ -4,7 +4,7 @@
  * consumes the gateway delivery topic. Only wiring here; every part is built from its factory.
  */
 import { join } from 'node:path';
-import { ConfigError, type Config } from '../common/config.js';
+import { ConfigError, isLoopbackHost, type Config } from '../common/config.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createMetrics, type Metrics } from '../common/metrics.js';
 import { createSql, withTimeout, type Sql } from '../common/db.js';
@@ -29,11 +29,14 @@ import { startClusterLink, type ClusterLink } from './cluster.js';
 
 export interface RealChat {
   port: number;
+  /** REALCHAT_INTERNAL_PORT's bound port (metrics, health), or null. */
+  internalPort: number | null;
   nodeId: string;
   log: Logger;
   sql: Sql;
   metrics: Metrics;
-  jwtSecret: string;
+  /** The HS256 secret in use (null when tokens are only verified with a public key or JWKS). */
+  jwtSecret: string | null;
   /** Resolves when every event committed so far has been handed to connections (in-process mode). */
   settled(): Promise<void>;
   /** Graceful: drain clients, stop consuming, close the database. */
@@ -84,17 +87,27 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
 
   let embedded: EmbeddedPostgres | null = null;
   let databaseUrl = config.databaseUrl;
-  let jwtSecret = config.jwtSecret;
+  const jwt = config.jwt;
+  let jwtSecret = jwt.secret;
   if (config.mode === 'embedded') {
     embedded = await startEmbeddedPostgres(opts.ephemeralEmbedded ? null : join(config.dataDir, 'pglite'));
     databaseUrl = embedded.url;
-    if (!jwtSecret) {
+    if (!jwtSecret && !jwt.publicKeyPem && !jwt.jwks) {
       const s = await loadOrCreateJwtSecret(config.dataDir);
       jwtSecret = s.secret;
       log.info({ path: s.path, created: s.created }, 'using the embedded JWT secret');
     }
   }
-  if (!jwtSecret) throw new ConfigError('REALCHAT_JWT_SECRET is required when DATABASE_URL is set (only the embedded default generates one)');
+  if (!jwtSecret && !jwt.publicKeyPem && !jwt.jwks) {
+    throw new ConfigError('a token key is required when DATABASE_URL is set: REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS (only the embedded default generates one)');
+  }
+  if (config.devAuth && !jwtSecret) throw new ConfigError('REALCHAT_DEV_AUTH needs REALCHAT_JWT_SECRET to sign dev tokens');
+  if (config.devAuth && !isLoopbackHost(config.host)) {
+    log.warn(
+      { host: config.host },
+      'DEV AUTH IS ON ON A NON-LOOPBACK ADDRESS: anyone who can reach this port can mint a token for any user (POST /v1/dev/token). Never run this way in production.',
+    );
+  }
   if (!databaseUrl) throw new Error('unreachable: no database URL');
 
   // PGlite behind pglite-socket is single-connection.
@@ -113,6 +126,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     sql,
     queryTimeoutMs: config.timeouts.dbQueryMs,
     maxRoomMembers: config.limits.maxRoomMembers,
+    maxPageBytes: config.limits.maxPageBytes,
     outboxMode: config.outboxMode,
     // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
     // relay's own queries never queue behind an unbounded backlog in the driver.
@@ -149,7 +163,15 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     {
       config,
       store,
-      auth: createAuthenticator(jwtSecret),
+      auth: createAuthenticator({
+        secret: jwtSecret,
+        publicKeyPem: jwt.publicKeyPem,
+        jwks: jwt.jwks,
+        issuer: jwt.issuer,
+        audience: jwt.audience,
+        maxTtlS: jwt.maxTtlS,
+        clockToleranceS: jwt.clockToleranceS,
+      }),
       registry,
       membership,
       log,
@@ -180,6 +202,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   let closing: Promise<void> | null = null;
   return {
     port: server.port,
+    internalPort: server.internalPort,
     nodeId: config.nodeId,
     log,
     sql,
@@ -194,7 +217,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
         while (registry.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         backlog.stop();
         await pipeline.stop();
-        server.close();
+        await server.close();
         await sql.end({ timeout: 5 });
         if (embedded) await embedded.close();
       })();

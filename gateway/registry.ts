@@ -36,6 +36,12 @@ export class ConnectionRegistry {
     return this.byUser.has(userId);
   }
 
+  /** Connections this user holds on this node. */
+  countOf(userId: string): number {
+    const held = this.byUser.get(userId);
+    return held === undefined ? 0 : held instanceof Set ? held.size : 1;
+  }
+
   /** Encodes the frame once for every recipient. */
   deliverMessage(userIds: Iterable<string>, env: Envelope): number {
     let frame: string | null = null;

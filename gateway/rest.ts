@@ -11,7 +11,7 @@ import { bearerToken } from './auth.js';
 import type { ChatStore } from './chat-store.js';
 import type { RequestContext, Reply } from './http.js';
 import { jsonBody } from './http.js';
-import type { RateLimiter } from './rate-limit.js';
+import { RateLimiter } from './rate-limit.js';
 
 export interface RestDeps {
   config: Config;
@@ -29,7 +29,7 @@ export interface RestDeps {
 
 function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
   const raw = q.get(name);
-  if (raw === null || raw === '') return dflt;
+  if (raw === null) return dflt;
   if (!/^\d+$/.test(raw)) throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
   const n = Number(raw);
   if (!Number.isSafeInteger(n) || n < min || n > max) throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
@@ -42,11 +42,21 @@ function conversationParam(ctx: RequestContext): string {
   return id.toLowerCase();
 }
 
-export function createRestRoutes(deps: RestDeps) {
+export type RestRoutes = ReturnType<typeof createRestRoutes>;
+
+export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unknown> }) {
   const { config, store, auth, metrics } = deps;
   const limits = config.limits;
 
-  const user = (ctx: RequestContext) => auth.verify(bearerToken(ctx.authorization));
+  const user = async (ctx: RequestContext) => (await auth.verify(bearerToken(ctx.authorization))).userId;
+  // Writes a stranger could repeat to fill the database: per-minute buckets (per node).
+  const perMinute = (n: number) => new RateLimiter(n / 60, n);
+  const creates = perMinute(limits.conversationCreatesPerMin);
+  const memberAdds = perMinute(limits.memberAddsPerMin);
+  const devTokens = perMinute(limits.devTokensPerMin);
+  const take = (bucket: RateLimiter, key: string, what: string) => {
+    if (!bucket.take(key)) throw new AppError('rate_limited', `too many ${what}; slow down`, { retryAfterS: 5 });
+  };
 
   return {
     async createConversation(ctx: RequestContext): Promise<Reply> {
@@ -54,6 +64,7 @@ export function createRestRoutes(deps: RestDeps) {
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
       const title = f.optionalString('title', 0, 200) ?? null;
+      take(creates, me, 'conversations created');
       const conv = await store.createConversation(me, memberIds, title, ctx.traceId);
       deps.onEventCommitted();
       return { status: 201, body: conv };
@@ -64,6 +75,7 @@ export function createRestRoutes(deps: RestDeps) {
       const conversationId = conversationParam(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const userIds = f.uuidList('user_ids', 1, limits.maxMembersPerRequest);
+      take(memberAdds, me, 'member additions');
       const result = await store.addMembers(me, conversationId, userIds, ctx.traceId);
       if (result.added_user_ids.length > 0) deps.onEventCommitted();
       return { status: 200, body: result };
@@ -89,11 +101,11 @@ export function createRestRoutes(deps: RestDeps) {
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
       const payload = f.present('payload');
-      checkPayload(payload, limits.maxPayloadBytes, 'invalid_request');
+      const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
       if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
       deps.admitSend();
       const timer = metrics.dbWriteSeconds.startTimer();
-      const result = await store.sendMessage(me, conversationId, key, payload, ctx.traceId);
+      const result = await store.sendMessage(me, conversationId, key, payload, storedBytes, ctx.traceId);
       timer();
       deps.log.debug({ trace_id: ctx.traceId, conversation_id: conversationId, message_id: result.envelope.message_id, duplicate: result.duplicate }, 'message accepted');
       if (result.duplicate) {
@@ -107,6 +119,7 @@ export function createRestRoutes(deps: RestDeps) {
 
     async devToken(ctx: RequestContext): Promise<Reply> {
       if (!config.devAuth) throw new AppError('not_found', 'dev auth is off');
+      take(devTokens, ctx.address, 'dev tokens from this address');
       const body = ctx.body && ctx.body.length > 0 ? jsonBody(ctx) : {};
       const f = new Fields(body, 'invalid_request');
       const userId = f.optionalUuid('user_id') ?? randomUUID();
@@ -114,6 +127,23 @@ export function createRestRoutes(deps: RestDeps) {
       await store.upsertUser(userId, name);
       const token = await auth.issue(userId, name ? { name } : {});
       return { status: 200, body: { user_id: userId, token } };
+    },
+
+    /** CORS preflight: answered for origins in REALCHAT_ALLOWED_ORIGINS (http.ts adds the allow-origin header). */
+    preflight(ctx: RequestContext): Reply {
+      if (!ctx.corsAllowed) throw new AppError('origin_not_allowed', 'cross-origin requests are allowed only from REALCHAT_ALLOWED_ORIGINS');
+      return {
+        status: 204,
+        headers: {
+          'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
+          'access-control-allow-headers': 'authorization, content-type, idempotency-key',
+          'access-control-max-age': '600',
+        },
+      };
+    },
+
+    openapi(): Reply {
+      return { status: 200, body: deps.openapi };
     },
 
     healthz(): Reply {

@@ -1,46 +1,77 @@
-/** The gateway's uWS app: REST + WebSocket on one port. */
+/** The gateway's uWS app: REST + WebSocket on one port, and the operators' internal port. */
 import uWS from 'uWebSockets.js';
 import type { WebSocket } from 'uWebSockets.js';
 import { randomBytes } from 'node:crypto';
 import { encodeFrame, CloseCode } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
+import { LogLimiter } from '../common/log-limiter.js';
 import type { Metrics } from '../common/metrics.js';
-import { createHttpHandler } from './http.js';
-import { createRestRoutes, type RestDeps } from './rest.js';
+import { startOpsServer } from '../common/ops-server.js';
+import { createEdgePolicy } from './edge.js';
+import { createHttpHandler, ResponseBudget } from './http.js';
+import { loadOpenApiDocument } from './openapi.js';
+import { createRestRoutes, type RestDeps, type RestRoutes } from './rest.js';
 import { createWsBehavior, type WsData, type WsDeps } from './ws-handler.js';
-import { findWebRoot, serveStatic } from './static-files.js';
+import { findWebRoot, serveStatic, webCsp } from './static-files.js';
 
 export interface GatewayServer {
   port: number;
+  /** The internal (operators') port, when REALCHAT_INTERNAL_PORT is set. */
+  internalPort: number | null;
   /** Stops accepting, tells every client to reconnect elsewhere (jittered), and closes them. */
   drain(opts: { retryAfterMs: number }): void;
-  close(): void;
+  close(): Promise<void>;
 }
 
-export type ServerDeps = RestDeps & Omit<WsDeps, 'sockets'> & { log: Logger; metrics: Metrics };
+/** The REST routes (docs/openapi.yaml documents exactly these; tests/openapi-conformance.test.ts checks it). */
+export const REST_ROUTES = [
+  { method: 'POST', path: '/v1/conversations', handler: 'createConversation' },
+  { method: 'GET', path: '/v1/conversations', handler: 'listConversations' },
+  { method: 'POST', path: '/v1/conversations/:id/members', handler: 'addMembers' },
+  { method: 'GET', path: '/v1/conversations/:id/messages', handler: 'listMessages' },
+  { method: 'POST', path: '/v1/conversations/:id/messages', handler: 'sendMessage' },
+  { method: 'POST', path: '/v1/dev/token', handler: 'devToken' },
+  { method: 'GET', path: '/v1/openapi.json', handler: 'openapi' },
+  { method: 'GET', path: '/healthz', handler: 'healthz' },
+  { method: 'GET', path: '/readyz', handler: 'readyz' },
+  { method: 'GET', path: '/metrics', handler: 'metrics' },
+] as const satisfies ReadonlyArray<{ method: 'GET' | 'POST'; path: string; handler: keyof RestRoutes }>;
+
+export type ServerDeps = RestDeps & Omit<WsDeps, 'sockets' | 'edge' | 'logs'> & { log: Logger; metrics: Metrics };
 
 export async function startGatewayServer(deps: ServerDeps, host: string, port: number): Promise<GatewayServer> {
+  const { config } = deps;
   const sockets = new Set<WebSocket<WsData>>();
   const app = uWS.App();
+  const edge = createEdgePolicy(config.edge);
+  const logs = new LogLimiter(deps.log);
   const route = createHttpHandler({
-    log: deps.log,
     metrics: deps.metrics,
-    maxBodyBytes: deps.config.limits.maxHttpBodyBytes,
+    maxBodyBytes: config.limits.maxHttpBodyBytes,
     newTraceId: () => randomBytes(8).toString('hex'),
+    edge,
+    logs,
+    budget: new ResponseBudget(config.limits.maxPendingResponseBytes),
+    stallMs: config.timeouts.responseStallMs,
   });
-  const rest = createRestRoutes(deps);
+  const rest = createRestRoutes({ ...deps, openapi: loadOpenApiDocument() });
+  const internal = config.edge.internalPort !== null;
 
-  app.ws<WsData>('/v1/ws', createWsBehavior({ ...deps, sockets }));
-  app.post('/v1/conversations', route('POST /v1/conversations', rest.createConversation));
-  app.get('/v1/conversations', route('GET /v1/conversations', rest.listConversations));
-  app.post('/v1/conversations/:id/members', route('POST /v1/conversations/:id/members', rest.addMembers, 1));
-  app.get('/v1/conversations/:id/messages', route('GET /v1/conversations/:id/messages', rest.listMessages, 1));
-  app.post('/v1/conversations/:id/messages', route('POST /v1/conversations/:id/messages', rest.sendMessage, 1));
-  app.post('/v1/dev/token', route('POST /v1/dev/token', rest.devToken));
-  app.get('/healthz', route('GET /healthz', rest.healthz));
-  app.get('/readyz', route('GET /readyz', rest.readyz));
-  app.get('/metrics', route('GET /metrics', rest.metrics));
-  const web = serveStatic(app, findWebRoot());
+  app.ws<WsData>('/v1/ws', createWsBehavior({ ...deps, sockets, edge, logs }));
+  for (const r of REST_ROUTES) {
+    // With an internal port, operators' endpoints leave the public one (the production setting).
+    if (r.path === '/metrics' && internal) continue;
+    const params = (r.path.match(/:/g) ?? []).length;
+    const h = route(`${r.method} ${r.path}`, rest[r.handler], params);
+    if (r.method === 'POST') app.post(r.path, h);
+    else {
+      // GET routes answer HEAD too (the same headers, no body).
+      app.get(r.path, h);
+      app.head(r.path, h);
+    }
+  }
+  app.options('/*', route('OPTIONS', rest.preflight));
+  const web = serveStatic(app, findWebRoot(), { csp: webCsp(config.edge.allowedOrigins), edge, logs });
   deps.log.info({ web_root: web.rootDir, files: web.files }, web.files > 0 ? 'serving the web app at /' : 'web app not built: run npm run build:web');
   app.any(
     '/*',
@@ -53,6 +84,16 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
   const boundPort = uWS.us_socket_local_port(listenSocket);
   let listening = true;
 
+  const ops = internal
+    ? await startOpsServer({
+        port: config.edge.internalPort!,
+        host: config.edge.internalHost,
+        registry: deps.metrics.registry,
+        healthy: () => true,
+        ready: deps.ready,
+      })
+    : null;
+
   function stopListening() {
     if (listening) {
       listening = false;
@@ -62,25 +103,27 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
 
   return {
     port: boundPort,
+    internalPort: ops?.port ?? null,
     drain({ retryAfterMs }) {
       stopListening();
       for (const ws of [...sockets]) {
         const ud = ws.getUserData();
-        if (ud.closed) continue;
+        if (ud.phase === 'closing') continue;
         // Jitter spreads the reconnect wave over the remaining nodes.
         ud.port!.send(encodeFrame({ type: 'reconnect', reason: 'draining', retry_after_ms: Math.floor(Math.random() * retryAfterMs) }));
         ud.port!.end(CloseCode.draining, 'draining');
       }
     },
-    close() {
+    async close() {
       stopListening();
       for (const ws of [...sockets]) {
         const ud = ws.getUserData();
-        if (!ud.closed) {
-          ud.closed = true;
+        if (ud.phase !== 'closing') {
+          ud.phase = 'closing';
           ws.close();
         }
       }
+      await ops?.close();
     },
   };
 }

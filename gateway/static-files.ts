@@ -12,6 +12,9 @@ import { createHash } from 'node:crypto';
 import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { LogLimiter } from '../common/log-limiter.js';
+import type { EdgePolicy } from './edge.js';
+import { peerAddress } from './http.js';
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -31,8 +34,14 @@ const TYPES: Record<string, string> = {
 
 const API_PREFIXES = ['/v1/', '/healthz', '/readyz', '/metrics'];
 const MAX_TOTAL_BYTES = 50 * 1024 * 1024;
-/** Content-Security-Policy of the app's HTML (same-origin scripts, styles and API/WebSocket). */
-export const WEB_CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+/**
+ * Content-Security-Policy of the app's HTML: same-origin scripts, styles and API/WebSocket ('self'
+ * covers ws:/wss: of the same host in CSP Level 3), plus the configured allowed origins.
+ */
+export function webCsp(allowedOrigins: readonly string[] = []): string {
+  const extra = allowedOrigins.flatMap((o) => [o, o.replace(/^http/, 'ws')]).join(' ');
+  return `default-src 'self'; connect-src 'self'${extra ? ' ' + extra : ''}; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'`;
+}
 
 interface StaticFile {
   data: Buffer;
@@ -93,7 +102,7 @@ function loadFiles(rootDir: string): Map<string, StaticFile> {
 }
 
 /** Registers GET /* for the web app. Call before the catch-all 404 route. */
-export function serveStatic(app: TemplatedApp, rootDir: string): StaticSite {
+export function serveStatic(app: TemplatedApp, rootDir: string, opts: { csp: string; edge: EdgePolicy; logs: LogLimiter }): StaticSite {
   const files = loadFiles(rootDir);
   const index = files.get('/index.html');
 
@@ -107,11 +116,12 @@ export function serveStatic(app: TemplatedApp, rootDir: string): StaticSite {
       }
       res.writeStatus(status);
       res.writeHeader('x-content-type-options', 'nosniff');
+      res.writeHeader('referrer-policy', 'no-referrer');
       if (file) {
         res.writeHeader('content-type', file.type);
         res.writeHeader('cache-control', file.cacheControl);
         res.writeHeader('etag', file.etag);
-        if (file.type.startsWith('text/html')) res.writeHeader('content-security-policy', WEB_CSP);
+        if (file.type.startsWith('text/html')) res.writeHeader('content-security-policy', opts.csp);
         res.end(file.data);
       } else {
         res.writeHeader('content-type', 'text/plain; charset=utf-8');
@@ -121,12 +131,32 @@ export function serveStatic(app: TemplatedApp, rootDir: string): StaticSite {
   }
 
   app.get('/*', (res: HttpResponse, req: HttpRequest) => {
+    try {
+      handle(res, req);
+    } catch (err) {
+      opts.logs.write('error', 'internal:static', { err }, 'static request failed');
+      try {
+        send(res, '500 Internal Server Error', null, '', 'internal error\n');
+      } catch {
+        /* the response is gone */
+      }
+    }
+  });
+
+  function handle(res: HttpResponse, req: HttpRequest): void {
     const url = req.getUrl();
     if (API_PREFIXES.some((p) => url === p || url.startsWith(p))) {
       req.setYield(true); // not ours: the API routes (or their 404) answer
       return;
     }
     const ifNoneMatch = req.getHeader('if-none-match');
+    try {
+      opts.edge.checkHost(req.getHeader('host'));
+    } catch {
+      opts.logs.write('warn', 'refused:host_not_allowed', { address: peerAddress(res), path: url.slice(0, 200) }, 'request refused');
+      send(res, '421 Misdirected Request', null, '', 'unknown host name\n');
+      return;
+    }
     let path: string;
     try {
       path = decodeURIComponent(url);
@@ -146,7 +176,7 @@ export function serveStatic(app: TemplatedApp, rootDir: string): StaticSite {
     // Client-side routes get the app; missing assets are a plain 404.
     if (extname(path) === '') send(res, '200 OK', index, ifNoneMatch);
     else send(res, '404 Not Found', null, '', 'not found\n');
-  });
+  }
 
   return { rootDir, files: files.size };
 }

@@ -1,46 +1,56 @@
 /**
- * The v1 WebSocket protocol on uWS. Frames are decoded at the edge; every failure is answered with an
- * `error` frame and never thrown into the event loop. Requests on one connection are processed in the
- * order they were sent (a bounded per-connection chain), so one sender's messages keep its send order.
+ * The v1 WebSocket protocol on uWS: the connection lifecycle and the uWS glue. A socket is in one
+ * phase at a time:
+ *
+ *   awaiting_hello ──hello──▶ authenticating ──welcome──▶ open ──▶ closing
+ *          └───────────────── (bad first frame, timeout, refusal) ─────┘
+ *
+ * Frames are decoded at the edge; every failure is answered with an `error` frame and never thrown
+ * into the event loop (every uWS callback is guarded). Requests on one open connection run in the
+ * order they were sent (a bounded per-connection chain), each by its handler in ws-commands.ts.
  */
-import { randomBytes } from 'node:crypto';
 import uWS from 'uWebSockets.js';
-import type { WebSocket, WebSocketBehavior } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { AppError, toAppError } from '../common/errors.js';
-import {
-  CloseCode,
-  decodeClientFrame,
-  encodeFrame,
-  frameRef,
-  parseJsonFrame,
-  PROTOCOL_VERSION,
-  type ClientFrame,
-  type ServerFrame,
-} from '../common/protocol.js';
+import { CloseCode, decodeClientFrame, encodeFrame, frameRef, parseJsonFrame, PROTOCOL_VERSION, type ClientFrame, type ServerFrame } from '../common/protocol.js';
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
+import type { LogLimiter } from '../common/log-limiter.js';
 import type { Metrics } from '../common/metrics.js';
 import type { MembershipCache } from '../delivery/membership-cache.js';
 import type { Authenticator } from './auth.js';
 import type { ChatStore } from './chat-store.js';
 import { Connection, type SocketPort } from './connection.js';
+import { AddressCounter, type EdgePolicy } from './edge.js';
+import { peerAddress, STATUS_TEXT } from './http.js';
 import type { ConnectionRegistry } from './registry.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
 import type { ClusterLink } from './cluster.js';
+import { createCommandHandlers, runCommand, type RequestFrame } from './ws-commands.js';
 
 /** Requests queued on one connection beyond this are refused with rate_limited. */
 const MAX_PENDING_REQUESTS = 64;
+/** How often open sockets are checked for an expired token. */
+const EXPIRY_SWEEP_MS = 1000;
+
+export type Phase = 'awaiting_hello' | 'authenticating' | 'open' | 'closing';
+
+/** Read through a function: after an await the phase may have changed (TypeScript would keep it narrowed). */
+const closing = (ud: WsData): boolean => ud.phase === 'closing';
 
 export interface WsData {
+  phase: Phase;
+  /** Set when the phase becomes `open`. */
   conn: Connection | null;
-  port: SocketPort | null;
-  closed: boolean;
-  authenticating: boolean;
-  welcomed: boolean;
+  port: UwsSocketPort;
+  /** The client address this socket counts against (per-address cap). */
+  address: string;
   helloTimer: NodeJS.Timeout | null;
   bucket: TokenBucket;
   chain: Promise<void>;
   pending: number;
+  /** When the token presented at hello expires (the socket is closed then). */
+  expiresAtMs: number;
 }
 
 export interface WsDeps {
@@ -50,13 +60,15 @@ export interface WsDeps {
   registry: ConnectionRegistry;
   membership: MembershipCache;
   log: Logger;
+  logs: LogLimiter;
   metrics: Metrics;
+  edge: EdgePolicy;
   sendLimiter: RateLimiter;
   admitSend(): void;
   onEventCommitted(): void;
   /** Distributed mode: presence entries and typing for other nodes. */
   cluster: Pick<ClusterLink, 'connected' | 'disconnected' | 'publishEphemeral'> | null;
-  /** All sockets, welcomed or not, for draining. */
+  /** All sockets, in any phase, for draining. */
   sockets: Set<WebSocket<WsData>>;
 }
 
@@ -64,80 +76,113 @@ export interface WsDeps {
  * Our limit is checked after each send; uWS' own maxBackpressure is set one frame (plus the close
  * frame) above it, so uWS never silently drops a frame and the 4002 close frame still fits.
  * A class, not an object of closures: methods on the prototype keep each connection smaller.
+ * Created at upgrade; the uWS socket is attached when it opens (no frame can arrive before).
  */
 class UwsSocketPort implements SocketPort {
+  private ws: WebSocket<WsData> | null = null;
+
   constructor(
-    private readonly ws: WebSocket<WsData>,
     private readonly ud: WsData,
     private readonly maxBufferedBytes: number,
   ) {}
 
+  attach(ws: WebSocket<WsData>): void {
+    this.ws = ws;
+  }
+
   send(text: string): boolean {
-    if (this.ud.closed) return false;
+    const ws = this.ws;
+    if (!ws || this.ud.phase === 'closing') return false;
     let result = 0;
-    this.ws.cork(() => {
-      result = this.ws.send(text, false, false);
+    ws.cork(() => {
+      result = ws.send(text, false, false);
     });
-    return result !== 2 && this.ws.getBufferedAmount() <= this.maxBufferedBytes;
+    return result !== 2 && ws.getBufferedAmount() <= this.maxBufferedBytes;
   }
 
   bufferedAmount(): number {
-    return this.ud.closed ? 0 : this.ws.getBufferedAmount();
+    return !this.ws || this.ud.phase === 'closing' ? 0 : this.ws.getBufferedAmount();
   }
 
   batch(fn: () => void): void {
-    if (this.ud.closed) return;
-    this.ws.cork(fn);
+    if (this.ws && this.ud.phase !== 'closing') this.ws.cork(fn);
   }
 
   end(code: number, reason: string): void {
-    if (this.ud.closed) return;
-    this.ud.closed = true;
+    if (!this.ws || this.ud.phase === 'closing') return;
+    this.ud.phase = 'closing';
     this.ws.end(code, reason);
   }
 }
 
 export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
-  const { config, store, auth, registry, membership, log, metrics } = deps;
+  const { config, store, auth, registry, log, logs, metrics } = deps;
+  const limits = config.limits;
   const connDeps = {
     history: store,
     log,
     metrics,
     fillBatch: 500,
     // Catch-up pauses with room left for one more maximal message frame below the hard limit.
-    highWaterBytes: config.limits.maxConnectionBufferBytes - (config.limits.maxPayloadBytes + 4096),
-    drainTimeoutMs: 30_000,
+    highWaterBytes: limits.maxConnectionBufferBytes - (limits.maxPayloadBytes + 4096),
+    drainTimeoutMs: config.timeouts.slowReaderMs,
   };
+  // A `messages` reply is at most a quarter of the buffer bound, sent only once the buffer is below
+  // half of it: a reply can never push a connection past its bound, and a client that does not
+  // read stalls its own request chain (then is closed as slow) instead of growing server memory.
+  const maxSyncPageBytes = Math.min(limits.maxPageBytes, Math.floor(limits.maxConnectionBufferBytes / 4));
+  const admitBelowBytes = Math.floor(limits.maxConnectionBufferBytes / 2);
+  const addresses = new AddressCounter(limits.maxConnectionsPerAddress);
+  const commands = createCommandHandlers({ ...deps, maxSyncPageBytes });
 
   // Every connection's request chain starts from this one settled promise instead of its own.
   const idle = Promise.resolve();
 
   function reply(ud: WsData, frame: ServerFrame): void {
-    if (!ud.closed) ud.port!.send(encodeFrame(frame));
+    if (ud.phase === 'closing') return;
+    // Replies obey the same buffer bound as deliveries.
+    if (!ud.port.send(encodeFrame(frame))) {
+      metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
+      ud.port.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
+    }
   }
 
   function replyError(ud: WsData, err: unknown, ref: string | undefined): void {
     const e = toAppError(err);
-    if (e.code === 'internal') log.error({ err: e.cause ?? e, user_id: ud.conn?.userId }, 'frame handling failed');
+    const fields = { user_id: ud.conn?.userId, address: ud.address, code: e.code };
+    if (e.code === 'internal') logs.write('error', 'internal:ws', { ...fields, err: e.cause ?? e }, 'frame handling failed');
+    else if (e.code === 'unauthorized' || e.code === 'too_many_connections') logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message }, 'websocket refused');
     metrics.wsErrors.inc({ code: e.code });
     const frame: ServerFrame = { type: 'error', code: e.code, message: e.message };
     if (ref !== undefined) frame.ref = ref;
     reply(ud, frame);
   }
 
+  function refuse(ud: WsData, err: AppError, code: number, reason: string): void {
+    replyError(ud, err, undefined);
+    ud.port.end(code, reason);
+  }
+
   async function hello(ud: WsData, frame: Extract<ClientFrame, { type: 'hello' }>): Promise<void> {
-    ud.authenticating = true;
+    ud.phase = 'authenticating';
     let userId: string;
     try {
-      userId = await auth.verify(frame.token);
+      const token = await auth.verify(frame.token);
+      userId = token.userId;
+      ud.expiresAtMs = token.expiresAtMs;
     } catch (err) {
-      replyError(ud, err, undefined);
-      ud.port!.end(CloseCode.unauthorized, 'unauthorized');
+      const e = toAppError(err);
+      refuse(ud, e, e.code === 'unavailable' ? CloseCode.resyncFailed : CloseCode.unauthorized, e.code === 'unavailable' ? 'unavailable' : 'unauthorized');
       return;
     }
-    if (ud.closed) return;
-    const conn = new Connection(userId, ud.port!, connDeps);
+    if (closing(ud)) return;
+    if (registry.countOf(userId) >= limits.maxConnectionsPerUser) {
+      refuse(ud, new AppError('too_many_connections', `this user already holds ${limits.maxConnectionsPerUser} connections on this node`, { retryAfterS: 5 }), CloseCode.tooManyConnections, 'too many connections');
+      return;
+    }
+    const conn = new Connection(userId, ud.port, connDeps);
     ud.conn = conn;
+    metrics.activeConnections.inc();
     // Registered before reading the user's conversations, so a message committed after that read
     // is seen live (or as a gap) and never missed.
     registry.add(conn);
@@ -146,20 +191,17 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     try {
       conversations = await store.conversationsOf(userId);
     } catch (err) {
-      replyError(ud, err, undefined);
-      ud.port!.end(CloseCode.resyncFailed, 'unavailable');
+      refuse(ud, toAppError(err), CloseCode.resyncFailed, 'unavailable');
       return;
     }
-    if (ud.closed) return;
+    if (closing(ud)) return;
     const known = new Map(conversations.map((c) => [c.conversation_id, c.last_seq] as const));
     const resume = new Map<string, number>();
     const rejected: string[] = [];
     for (const [conv, seq] of frame.resume) (known.has(conv) ? resume.set(conv, seq) : rejected.push(conv));
     if (ud.helloTimer) clearTimeout(ud.helloTimer);
     ud.helloTimer = null;
-    ud.authenticating = false;
-    ud.welcomed = true;
-    metrics.activeConnections.inc();
+    ud.phase = 'open';
     reply(ud, {
       type: 'welcome',
       user_id: userId,
@@ -175,87 +217,48 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     conn.activate(known, resume);
   }
 
-  async function request(ud: WsData, frame: ClientFrame): Promise<void> {
-    const conn = ud.conn!;
-    const me = conn.userId;
-    switch (frame.type) {
-      case 'send': {
-        if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-        deps.admitSend();
-        const timer = metrics.dbWriteSeconds.startTimer();
-        const traceId = randomBytes(8).toString('hex');
-        const { envelope, duplicate } = await store.sendMessage(me, frame.conversation_id, frame.idempotency_key, frame.payload, traceId);
-        timer();
-        log.debug({ trace_id: traceId, conversation_id: envelope.conversation_id, message_id: envelope.message_id, sequence: envelope.sequence_number, duplicate }, 'message accepted');
-        if (duplicate) metrics.duplicateSends.inc();
-        else {
-          metrics.messagesAccepted.inc({ via: 'ws' });
-          deps.onEventCommitted();
-        }
-        reply(ud, {
-          type: 'ack',
-          idempotency_key: envelope.idempotency_key,
-          conversation_id: envelope.conversation_id,
-          message_id: envelope.message_id,
-          sequence_number: envelope.sequence_number,
-          created_at: envelope.created_at,
-          duplicate,
-        });
-        return;
-      }
-      case 'sync': {
-        const page = await store.listMessages(me, frame.conversation_id, frame.after_sequence, frame.limit);
-        reply(ud, { type: 'messages', conversation_id: frame.conversation_id, messages: page.messages, has_more: page.has_more });
-        return;
-      }
-      case 'read': {
-        const r = await store.markRead(me, frame.conversation_id, frame.sequence_number, null);
-        if (r.advanced) deps.onEventCommitted();
-        return;
-      }
-      case 'typing': {
-        const members = await membership.isMember(frame.conversation_id, me);
-        if (members.size === 0) throw new AppError('not_found', 'conversation not found');
-        if (!members.has(me)) throw new AppError('forbidden', 'not a member of this conversation');
-        const typing = { type: 'typing', conversation_id: frame.conversation_id, user_id: me } as const;
-        registry.deliverFrame(members, encodeFrame(typing), { exceptUser: me, conversationId: frame.conversation_id });
-        deps.cluster?.publishEphemeral(frame.conversation_id, me, members, typing);
-        return;
-      }
-      case 'ping':
-      case 'hello':
-        return;
+  /** Runs one request of an open connection, after the socket has room for its answer. */
+  async function request(ud: WsData, conn: Connection, frame: RequestFrame): Promise<void> {
+    if (!(await conn.whenWritable(admitBelowBytes))) {
+      metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
+      conn.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
+      return;
     }
+    if (ud.phase !== 'open') return;
+    await runCommand(commands, frame, { userId: conn.userId, reply: (f) => reply(ud, f) });
   }
 
-  function onMessage(ws: WebSocket<WsData>, message: ArrayBuffer, isBinary: boolean): void {
-    const ud = ws.getUserData();
-    if (ud.closed) return;
+  function onMessage(ud: WsData, message: ArrayBuffer, isBinary: boolean): void {
+    if (ud.phase === 'closing') return;
     let raw: unknown;
     let frame: ClientFrame;
     try {
       if (isBinary) throw new AppError('invalid_frame', 'only JSON text frames are accepted');
       if (!ud.bucket.take()) throw new AppError('rate_limited', 'too many frames; slow down', { retryAfterS: 1 });
       raw = parseJsonFrame(Buffer.from(message).toString('utf8'));
-      frame = decodeClientFrame(raw, config.limits);
+      frame = decodeClientFrame(raw, limits);
     } catch (err) {
       replyError(ud, err, frameRef(raw));
-      if (!ud.welcomed && !ud.authenticating) ud.port!.end(CloseCode.protocolViolation, 'hello expected');
+      if (ud.phase === 'awaiting_hello') ud.port.end(CloseCode.protocolViolation, 'hello expected');
       return;
+    }
+    switch (ud.phase) {
+      case 'awaiting_hello':
+        if (frame.type === 'hello') {
+          hello(ud, frame).catch((err) => refuse(ud, toAppError(err), CloseCode.resyncFailed, 'hello failed'));
+        } else {
+          refuse(ud, new AppError('unauthorized', 'the first frame must be hello'), CloseCode.protocolViolation, 'hello expected');
+        }
+        return;
+      case 'authenticating':
+        if (frame.type === 'ping') reply(ud, { type: 'pong' });
+        else replyError(ud, new AppError('invalid_frame', 'wait for welcome before sending requests'), frameRef(raw));
+        return;
+      case 'open':
+        break;
     }
     if (frame.type === 'ping') {
       reply(ud, { type: 'pong' });
-      return;
-    }
-    if (!ud.welcomed) {
-      if (frame.type === 'hello' && !ud.authenticating) {
-        void hello(ud, frame).catch((err) => replyError(ud, err, undefined));
-      } else if (ud.authenticating) {
-        replyError(ud, new AppError('invalid_frame', 'wait for welcome before sending requests'), frameRef(raw));
-      } else {
-        replyError(ud, new AppError('unauthorized', 'the first frame must be hello'), frameRef(raw));
-        ud.port!.end(CloseCode.protocolViolation, 'hello expected');
-      }
       return;
     }
     if (frame.type === 'hello') {
@@ -267,63 +270,133 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       replyError(ud, new AppError('rate_limited', `more than ${MAX_PENDING_REQUESTS} requests in flight`, { retryAfterS: 1 }), ref);
       return;
     }
+    const conn = ud.conn!;
+    const req = frame;
     ud.pending++;
     ud.chain = ud.chain
-      .then(() => (ud.closed ? undefined : request(ud, frame)))
+      .then(() => (ud.phase === 'open' ? request(ud, conn, req) : undefined))
       .catch((err) => replyError(ud, err, ref))
       .finally(() => {
         ud.pending--;
       });
   }
 
+  /**
+   * Wraps a uWS callback: an exception must never reach uWS (it would end the process). What
+   * escapes is logged (rate limited) and answered by `onError` where the callback can answer.
+   */
+  function guard<A extends unknown[]>(kind: string, fn: (...args: A) => void, onError?: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        fn(...args);
+      } catch (err) {
+        metrics.internalErrors.inc({ where: `ws_${kind}` });
+        logs.write('error', `internal:ws_${kind}`, { err }, 'websocket callback failed');
+        try {
+          onError?.(...args);
+        } catch {
+          /* nothing more can be done for this socket */
+        }
+      }
+    };
+  }
+
+  function refuseUpgrade(res: HttpResponse, err: AppError, address: string): void {
+    logs.write('warn', `refused:${err.code}`, { address, code: err.code }, 'websocket upgrade refused');
+    res.cork(() => {
+      res.writeStatus(`${err.status} ${STATUS_TEXT[err.status] ?? ''}`);
+      res.writeHeader('content-type', 'application/json');
+      res.writeHeader('cache-control', 'no-store');
+      if (err.retryAfterS !== undefined) res.writeHeader('retry-after', String(err.retryAfterS));
+      res.end(JSON.stringify({ error: { code: err.code, message: err.message } }));
+    });
+  }
+
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const ws of deps.sockets) {
+      const ud = ws.getUserData();
+      if (ud.phase === 'open' && ud.expiresAtMs <= now) {
+        refuse(ud, new AppError('unauthorized', 'token expired: reconnect with a fresh token'), CloseCode.tokenExpired, 'token expired');
+      }
+    }
+  }, EXPIRY_SWEEP_MS);
+  sweep.unref();
+
   return {
-    maxPayloadLength: config.limits.maxFrameBytes,
-    maxBackpressure: config.limits.maxConnectionBufferBytes + config.limits.maxFrameBytes + 1024,
+    maxPayloadLength: limits.maxFrameBytes,
+    maxBackpressure: limits.maxConnectionBufferBytes + limits.maxFrameBytes + 1024,
     closeOnBackpressureLimit: 0,
     idleTimeout: config.timeouts.idleS,
     sendPingsAutomatically: true,
     compression: uWS.DISABLED,
-    upgrade(res, req, context) {
-      const ud: WsData = {
-        conn: null,
-        port: null,
-        closed: false,
-        authenticating: false,
-        welcomed: false,
-        helloTimer: null,
-        bucket: new TokenBucket(config.limits.framesPerSecond, config.limits.frameBurst),
-        chain: idle,
-        pending: 0,
-      };
-      res.upgrade(ud, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
-    },
-    open(ws) {
+    upgrade: guard(
+      'upgrade',
+      (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+        const key = req.getHeader('sec-websocket-key');
+        const protocol = req.getHeader('sec-websocket-protocol');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        const host = req.getHeader('host');
+        const origin = req.getHeader('origin');
+        const address = deps.edge.clientAddress(peerAddress(res), req.getHeader('x-forwarded-for'));
+        try {
+          deps.edge.checkHost(host);
+          deps.edge.checkOrigin(origin, host);
+          if (addresses.count(address) >= limits.maxConnectionsPerAddress) {
+            throw new AppError('too_many_connections', `this address already holds ${limits.maxConnectionsPerAddress} connections on this node`, { retryAfterS: 5 });
+          }
+        } catch (err) {
+          refuseUpgrade(res, toAppError(err), address);
+          return;
+        }
+        const ud = {
+          phase: 'awaiting_hello',
+          conn: null,
+          address,
+          helloTimer: null,
+          bucket: new TokenBucket(limits.framesPerSecond, limits.frameBurst),
+          chain: idle,
+          pending: 0,
+          expiresAtMs: Infinity,
+        } as Omit<WsData, 'port'> as WsData;
+        ud.port = new UwsSocketPort(ud, limits.maxConnectionBufferBytes);
+        res.upgrade(ud, key, protocol, extensions, context);
+      },
+      (res) => res.cork(() => res.writeStatus('500 Internal Server Error').end()),
+    ),
+    open: guard(
+      'open',
+      (ws: WebSocket<WsData>) => {
+        const ud = ws.getUserData();
+        ud.port.attach(ws);
+        addresses.tryAdd(ud.address);
+        deps.sockets.add(ws);
+        ud.helloTimer = setTimeout(() => {
+          if (ud.phase !== 'awaiting_hello' && ud.phase !== 'authenticating') return;
+          refuse(ud, new AppError('unauthorized', `no hello within ${config.timeouts.helloMs} ms`), CloseCode.helloTimeout, 'hello timeout');
+        }, config.timeouts.helloMs);
+        ud.helloTimer.unref();
+      },
+      (ws) => ws.end(CloseCode.resyncFailed, 'internal error'),
+    ),
+    message: guard(
+      'message',
+      (ws: WebSocket<WsData>, message: ArrayBuffer, isBinary: boolean) => onMessage(ws.getUserData(), message, isBinary),
+      (ws) => replyError(ws.getUserData(), new AppError('internal', 'internal error'), undefined),
+    ),
+    drain: guard('drain', (ws: WebSocket<WsData>) => ws.getUserData().conn?.onDrain()),
+    close: guard('close', (ws: WebSocket<WsData>) => {
       const ud = ws.getUserData();
-      ud.port = new UwsSocketPort(ws, ud, config.limits.maxConnectionBufferBytes);
-      deps.sockets.add(ws);
-      ud.helloTimer = setTimeout(() => {
-        if (ud.welcomed || ud.closed) return;
-        replyError(ud, new AppError('unauthorized', `no hello within ${config.timeouts.helloMs} ms`), undefined);
-        ud.port!.end(CloseCode.helloTimeout, 'hello timeout');
-      }, config.timeouts.helloMs);
-      ud.helloTimer.unref();
-    },
-    message: onMessage,
-    drain(ws) {
-      ws.getUserData().conn?.onDrain();
-    },
-    close(ws) {
-      const ud = ws.getUserData();
-      ud.closed = true;
-      deps.sockets.delete(ws);
+      ud.phase = 'closing';
+      if (deps.sockets.delete(ws)) addresses.remove(ud.address);
       if (ud.helloTimer) clearTimeout(ud.helloTimer);
       const conn = ud.conn;
       if (!conn) return;
       registry.remove(conn);
       deps.cluster?.disconnected(conn.userId);
       const positions = conn.onClose();
-      if (ud.welcomed) metrics.activeConnections.dec();
+      metrics.activeConnections.dec();
       store.recordDelivered(conn.userId, positions).catch((err) => log.debug({ err }, 'could not record delivery positions'));
-    },
+    }),
   };
 }

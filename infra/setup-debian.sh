@@ -13,6 +13,8 @@ command -v runuser >/dev/null || need+=(util-linux)
 [[ -x /usr/bin/redis-sentinel ]] || need+=(redis-sentinel)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# python3 -m venv needs ensurepip, which Debian ships in python3-venv.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -39,3 +41,12 @@ npm run build
 npm run build:web
 # Kafka, Kafka Connect and Debezium jars from Maven Central (cached in .cache/kafka).
 bash infra/kafka/fetch.sh
+# Schemathesis (tests/schemathesis.test.ts fuzzes the REST API against docs/openapi.yaml), pinned,
+# from PyPI into a virtual environment in .cache/venv (ignored by git). Reinstalled only when
+# missing or at another version.
+SCHEMATHESIS_VERSION=4.32.5
+if ! .cache/venv/bin/st --version 2>/dev/null | grep -qx "st, version $SCHEMATHESIS_VERSION"; then
+  echo "setup: installing schemathesis $SCHEMATHESIS_VERSION in .cache/venv"
+  python3 -m venv --clear .cache/venv
+  .cache/venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi

@@ -133,6 +133,9 @@ start_node() {
   [[ -z "${REDIS_SENTINELS:-}" ]] || envs+=("REDIS_SENTINELS=$REDIS_SENTINELS" "REDIS_SENTINEL_NAME=${REDIS_SENTINEL_NAME:-realchat}")
   if [[ "$role" == gateway ]]; then
     envs+=("PORT=$port" "HOST=${HOST:-127.0.0.1}")
+    # A local stack serves load generators on this machine: every client shares a few loopback
+    # addresses. Production sets its own cap (and REALCHAT_TRUSTED_PROXIES behind a proxy).
+    envs+=("REALCHAT_MAX_CONNECTIONS_PER_ADDRESS=${REALCHAT_MAX_CONNECTIONS_PER_ADDRESS:-10000000}")
   else
     envs+=("METRICS_PORT=$port")
   fi

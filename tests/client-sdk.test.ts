@@ -362,7 +362,7 @@ describe('client SDK: server drain (close 4000 + reconnect.retry_after_ms) and r
     const env = { REALCHAT_JWT_SECRET: secret, PORT: String(port) };
     let s1: TestServer | null = await startTestServer('pglite', env);
     const userId = crypto.randomUUID();
-    const token = await createAuthenticator(secret).issue(userId, {});
+    const token = await createAuthenticator({ secret }).issue(userId, {});
     const a = makeClient(s1, token);
     let retryAfter = -1;
     a.faults.dropIn = (f) => {

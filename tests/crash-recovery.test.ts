@@ -30,7 +30,7 @@ describe('gateway crash mid-stream (kill -9)', () => {
   });
 
   it('loses nothing acknowledged, duplicates nothing, keeps order', async () => {
-    const auth = createAuthenticator(secret);
+    const auth = createAuthenticator({ secret });
     const alice = randomUUID();
     const bob = randomUUID();
     const [at, bt] = [await auth.issue(alice), await auth.issue(bob)];

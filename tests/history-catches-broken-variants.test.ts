@@ -28,7 +28,7 @@ async function setup() {
   const url = await freshDatabase();
   const sql = createSql({ url, maxConnections: 5, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: 'broken-variants' });
   await migrate(sql);
-  const store = createChatStore({ sql, queryTimeoutMs: 10_000, maxRoomMembers: 100, outboxMode: 'table', gate: new Semaphore(10, 100) });
+  const store = createChatStore({ sql, queryTimeoutMs: 10_000, maxRoomMembers: 100, maxPageBytes: 1024 * 1024, outboxMode: 'table', gate: new Semaphore(10, 100) });
   const alice = randomUUID();
   const conv = (await store.createConversation(alice, [], null, null)).conversation_id;
   await sql`DELETE FROM outbox`;
@@ -127,7 +127,7 @@ describe('the history checker catches broken variants', () => {
 
   it('delivery without dedup surfaces duplicates; the real connection drops them', async () => {
     const { sql, store, alice, conv } = await setup();
-    for (let i = 0; i < 5; i++) await store.sendMessage(alice, conv, `d${i}`, { i }, null);
+    for (let i = 0; i < 5; i++) await store.sendMessage(alice, conv, `d${i}`, { i }, 10, null);
     const msgs = await store.messagesAfter(conv, 0, 100);
     // The relay re-publishes after a crash, and a replay repeats the stream: 1..5, 3..5, 1..5.
     const stream = [...msgs, ...msgs.slice(2), ...msgs];

@@ -25,7 +25,7 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
   let kafka: KafkaHandle;
   let redis: SentinelCluster;
   const secret = randomBytes(32).toString('hex');
-  const auth = createAuthenticator(secret);
+  const auth = createAuthenticator({ secret });
   const gateways = new Map<number, { proc: RoleProcess; port: number }>();
   const workers: RoleProcess[] = [];
   let env: Record<string, string>;

@@ -20,7 +20,7 @@ describe('Kafka cluster: a broker dies mid-stream', () => {
   const procs: RoleProcess[] = [];
   let port: number;
   const secret = randomBytes(32).toString('hex');
-  const auth = createAuthenticator(secret);
+  const auth = createAuthenticator({ secret });
 
   beforeAll(async () => {
     pg = await startPostgres();

@@ -37,7 +37,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   /** Processes a single test starts: crashed in afterAll too, so a failed or timed-out test leaks none. */
   const extras: RoleProcess[] = [];
   const secret = randomBytes(32).toString('hex');
-  const auth = createAuthenticator(secret);
+  const auth = createAuthenticator({ secret });
   const env = () => ({
     DATABASE_URL: databaseUrl,
     KAFKA_BROKERS: kafka.brokers,

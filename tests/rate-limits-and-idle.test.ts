@@ -50,7 +50,7 @@ describe('rate limits and idle connections', () => {
     // answers the server's pings), reading everything so only the server can end the connection.
     const sock = connect({ host: '127.0.0.1', port: s.app.port });
     await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
-    sock.write(`GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    sock.write(`GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
     let received = '';
     sock.on('data', (d) => (received += d.toString('latin1')));
     await new Promise((r) => setTimeout(r, 200));

@@ -17,7 +17,12 @@ import { promisify } from 'node:util';
 import uWS from 'uWebSockets.js';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { startTestServer, type TestServer } from './harness/server.js';
-import { serveStatic, WEB_CSP } from '../gateway/static-files.js';
+import { serveStatic, webCsp } from '../gateway/static-files.js';
+import { createEdgePolicy } from '../gateway/edge.js';
+import { LogLimiter } from '../common/log-limiter.js';
+import { createLogger } from '../common/log.js';
+
+const WEB_CSP = webCsp();
 
 // Functions passed to page.waitForFunction / $$eval run in the browser.
 declare const document: any;
@@ -215,7 +220,11 @@ describe('gateway static files (gateway/static-files.ts)', () => {
   it('serves index.html at /, hashed assets cached, client routes, and yields /v1 to the API', async () => {
     if (!existsSync(join(WEB_DIST, 'index.html'))) await buildWeb();
     const app = uWS.App();
-    const site = serveStatic(app, WEB_DIST);
+    const site = serveStatic(app, WEB_DIST, {
+      csp: WEB_CSP,
+      edge: createEdgePolicy({ allowedOrigins: [], allowedHosts: [], trustedProxies: [], internalPort: null, internalHost: '127.0.0.1' }),
+      logs: new LogLimiter(createLogger({ level: 'silent', nodeId: 't', role: 'test' })),
+    });
     expect(site.files).toBeGreaterThanOrEqual(3);
     app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('api 404');

@@ -122,6 +122,9 @@ export async function startTarget(target: Target, opts: { url?: string; port?: n
   }
   if (!opts.startRealchat) throw new Error(`RealChat is not answering at ${base}/healthz (start it with npm start, or pass --start-server)`);
   const dataDir = join(root, 'perf', 'results', 'tmp', `realchat-data-${Date.now()}`);
+  // The load generator is one client address minting thousands of users: lift the abuse caps
+  // (they protect a node from strangers, not from its own benchmark).
+  const BENCH_LIMITS = { REALCHAT_MAX_CONNECTIONS_PER_ADDRESS: '10000000', REALCHAT_DEV_TOKENS_PER_MIN: '10000000', REALCHAT_CONVERSATION_CREATES_PER_MIN: '10000000', REALCHAT_MEMBER_ADDS_PER_MIN: '10000000' };
   mkdirSync(dataDir, { recursive: true });
   // the built entry directly when present (what `npm start` runs after its prestart build), else npm start
   const entry = join(root, 'dist', 'gateway', 'main.js');
@@ -129,7 +132,7 @@ export async function startTarget(target: Target, opts: { url?: string; port?: n
   opts.log(`starting RealChat (${existsSync(entry) ? 'node dist/gateway/main.js' : 'npm start'}) on ${base} (data dir ${dataDir})`);
   const child = spawn(cmd, args, {
     ...spawnOpts,
-    env: { ...process.env, PORT: String(rport), HOST: '127.0.0.1', REALCHAT_DATA_DIR: dataDir, REALCHAT_JWT_SECRET: DEFAULT_SECRET, LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'warn' },
+    env: { ...BENCH_LIMITS, ...process.env, PORT: String(rport), HOST: '127.0.0.1', REALCHAT_DATA_DIR: dataDir, REALCHAT_JWT_SECRET: DEFAULT_SECRET, REALCHAT_DEV_AUTH: '1', LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'warn' },
   });
   tail(child, 'realchat');
   const until = Date.now() + 180_000;

@@ -33,7 +33,23 @@ export async function freshDatabase(): Promise<string> {
   return base.replace(/\/postgres$/, `/${name}`);
 }
 
-export async function startTestServer(backend: Backend, env: Record<string, string> = {}, overrides: Partial<Config> = {}): Promise<TestServer> {
+/** Collects the server's JSON log lines (for tests that assert what is, or is not, logged). */
+export class LogSink {
+  readonly lines: Array<Record<string, any>> = [];
+  write(line: string): void {
+    this.lines.push(JSON.parse(line));
+  }
+  find(pred: (l: Record<string, any>) => boolean): Array<Record<string, any>> {
+    return this.lines.filter(pred);
+  }
+}
+
+export async function startTestServer(
+  backend: Backend,
+  env: Record<string, string> = {},
+  overrides: Partial<Config> = {},
+  opts: { logs?: LogSink } = {},
+): Promise<TestServer> {
   const secret = randomBytes(32).toString('hex');
   const databaseUrl = backend === 'postgres' ? (env.DATABASE_URL ?? (await freshDatabase())) : null;
   const config = loadConfig(
@@ -47,9 +63,9 @@ export async function startTestServer(backend: Backend, env: Record<string, stri
     },
     overrides,
   );
-  const logger = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'gateway' });
+  const logger = createLogger({ level: opts.logs ? 'info' : config.logLevel, nodeId: config.nodeId, role: 'gateway', ...(opts.logs ? { destination: opts.logs } : {}) });
   const app = await startRealChat(config, { ephemeralEmbedded: true, logger });
-  const auth = createAuthenticator(secret);
+  const auth = createAuthenticator({ secret });
   return {
     app,
     backend,

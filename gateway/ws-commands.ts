@@ -1,0 +1,93 @@
+/**
+ * What each WebSocket request frame does once a connection is open: one small handler per frame
+ * type, looked up in a table (a new frame type is one more entry). Handlers get the connection's
+ * user and a reply function; they throw AppError for anything the client must be told, and the
+ * caller turns that into an `error` frame with the request's `ref`.
+ */
+import { randomBytes } from 'node:crypto';
+import { AppError } from '../common/errors.js';
+import { encodeFrame, type ClientFrame, type ServerFrame } from '../common/protocol.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import type { ChatStore } from './chat-store.js';
+import type { ClusterLink } from './cluster.js';
+import type { ConnectionRegistry } from './registry.js';
+import type { RateLimiter } from './rate-limit.js';
+
+export type RequestFrame = Exclude<ClientFrame, { type: 'hello' } | { type: 'ping' }>;
+export type RequestType = RequestFrame['type'];
+
+export interface CommandContext {
+  userId: string;
+  reply(frame: ServerFrame): void;
+}
+
+export interface CommandDeps {
+  store: Pick<ChatStore, 'sendMessage' | 'listMessages' | 'markRead'>;
+  membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string>> };
+  registry: Pick<ConnectionRegistry, 'deliverFrame'>;
+  cluster: Pick<ClusterLink, 'publishEphemeral'> | null;
+  sendLimiter: RateLimiter;
+  log: Logger;
+  metrics: Metrics;
+  /** Bytes a `messages` reply may hold (below the connection's buffer bound, so it always fits). */
+  maxSyncPageBytes: number;
+  admitSend(): void;
+  onEventCommitted(): void;
+}
+
+type Handlers = { [K in RequestType]: (frame: Extract<RequestFrame, { type: K }>, ctx: CommandContext) => Promise<void> };
+
+export function createCommandHandlers(deps: CommandDeps): Handlers {
+  const { store, log, metrics } = deps;
+  return {
+    async send(frame, { userId, reply }) {
+      if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+      deps.admitSend();
+      const timer = metrics.dbWriteSeconds.startTimer();
+      const traceId = randomBytes(8).toString('hex');
+      const { envelope, duplicate } = await store.sendMessage(userId, frame.conversation_id, frame.idempotency_key, frame.payload, frame.payloadStoredBytes, traceId);
+      timer();
+      log.debug({ trace_id: traceId, conversation_id: envelope.conversation_id, message_id: envelope.message_id, sequence: envelope.sequence_number, duplicate }, 'message accepted');
+      if (duplicate) metrics.duplicateSends.inc();
+      else {
+        metrics.messagesAccepted.inc({ via: 'ws' });
+        deps.onEventCommitted();
+      }
+      reply({
+        type: 'ack',
+        idempotency_key: envelope.idempotency_key,
+        conversation_id: envelope.conversation_id,
+        message_id: envelope.message_id,
+        sequence_number: envelope.sequence_number,
+        created_at: envelope.created_at,
+        duplicate,
+      });
+    },
+
+    async sync(frame, { userId, reply }) {
+      const page = await store.listMessages(userId, frame.conversation_id, frame.after_sequence, frame.limit, deps.maxSyncPageBytes);
+      reply({ type: 'messages', conversation_id: frame.conversation_id, messages: page.messages, has_more: page.has_more });
+    },
+
+    async read(frame, { userId }) {
+      const r = await store.markRead(userId, frame.conversation_id, frame.sequence_number, null);
+      if (r.advanced) deps.onEventCommitted();
+    },
+
+    async typing(frame, { userId }) {
+      const members = await deps.membership.isMember(frame.conversation_id, userId);
+      if (members.size === 0) throw new AppError('not_found', 'conversation not found');
+      if (!members.has(userId)) throw new AppError('forbidden', 'not a member of this conversation');
+      const typing = { type: 'typing', conversation_id: frame.conversation_id, user_id: userId } as const;
+      deps.registry.deliverFrame(members, encodeFrame(typing), { exceptUser: userId, conversationId: frame.conversation_id });
+      deps.cluster?.publishEphemeral(frame.conversation_id, userId, members, typing);
+    },
+  };
+}
+
+/** Runs the handler for a frame's type (the table is exhaustive over RequestType). */
+export function runCommand(handlers: Handlers, frame: RequestFrame, ctx: CommandContext): Promise<void> {
+  const handler = handlers[frame.type] as (f: RequestFrame, c: CommandContext) => Promise<void>;
+  return handler(frame, ctx);
+}
