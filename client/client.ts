@@ -1,21 +1,26 @@
 /**
  * RealChatClient: one logical connection to RealChat that survives network failures.
  *
- *  - connect + hello; reconnect with exponential backoff and full jitter, honouring
- *    `reconnect.retry_after_ms` and close codes (4000-4499 reconnect, 4500+ stop);
- *  - resume from the last delivered sequence per conversation; gap detection (`sync` fills the gap);
- *    dedup by sequence; `message` events in sequence order per conversation;
- *  - sends with an idempotency key each, retried with the same key, resolving with the ack;
+ *  - connect + hello (session.ts); reconnect with exponential backoff and full jitter, honouring
+ *    `reconnect.retry_after_ms` and close codes (4000-4499 reconnect, 4500+ stop): the rules are
+ *    reconnect-policy.ts, this class applies its decisions;
+ *  - resume from the last delivered sequence per conversation; gap detection (streams.ts) and
+ *    `sync` to fill the gap (gap-fill.ts); dedup by sequence; `message` events in sequence order
+ *    per conversation;
+ *  - sends with an idempotency key each, retried with the same key, resolving with the ack (send-queue.ts);
  *  - typing, read receipts, connection state events; bounded queues and a timeout on every wait.
  */
-import { backoffDelay } from './backoff.js';
+import { LruMap } from '../common/lru.js';
+import { withTimeout } from '../common/timeout.js';
 import { Emitter } from './emitter.js';
 import { RealChatError } from './errors.js';
+import { GapFill } from './gap-fill.js';
+import { afterWelcome, decideAfterClose, decideNextAttempt, initialReconnectState, withRetryAfter, type Reconnect, type ReconnectPolicyOptions, type ReconnectState } from './reconnect-policy.js';
 import { ConvRequests } from './requests.js';
 import { SendQueue } from './send-queue.js';
 import { Session } from './session.js';
 import { ConversationStreams } from './streams.js';
-import { CloseCodes, isFatalClose, type Ack, type Envelope, type MessagesPage, type Receipt, type ServerFrame, type Synced, type Typing, type Welcome, type WebSocketConstructor } from './types.js';
+import type { Ack, Envelope, MessagesPage, Receipt, ServerFrame, Synced, Typing, Welcome, WebSocketConstructor } from './types.js';
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -75,6 +80,8 @@ export interface ClientOptions {
   maxPayloadBytes?: number;
   random?: () => number;
   randomUUID?: () => string;
+  /** The clock (milliseconds since the epoch), like Date.now; tests may pass a fake. */
+  now?: () => number;
 }
 
 type Required2<T> = { [K in keyof T]-?: T[K] };
@@ -107,40 +114,49 @@ function resolveOptions(o: ClientOptions): Resolved {
     maxPayloadBytes: o.maxPayloadBytes ?? 64 * 1024,
     random: o.random ?? Math.random,
     randomUUID: o.randomUUID ?? (() => globalThis.crypto.randomUUID()),
+    now: o.now ?? (() => Date.now()),
   };
 }
 
 export class RealChatClient {
   private readonly o: Resolved;
+  private readonly policy: ReconnectPolicyOptions;
   // A throwing listener is the application's bug: reported, never allowed to break the client.
   private readonly events = new Emitter<ClientEvents>((err) => console.error('realchat: event listener threw', err));
   private readonly streams: ConversationStreams;
   private readonly sends: SendQueue;
   private readonly convRequests: ConvRequests;
+  private readonly gapFill: GapFill;
   private session: Session | null = null;
   private state: ConnectionState = 'idle';
-  private attempt = 0;
-  private everWelcomed = false;
-  private welcomedAt = 0;
+  private reconnect: ReconnectState = initialReconnectState;
   private reconnectTimer: Timer | null = null;
-  private retryAfterMs: number | null = null;
-  private networkDown = false;
-  private unauthorizedOnce = false;
   private requestNo = 0;
   private welcome: Welcome | null = null;
-  private readonly pendingReads = new Map<string, number>();
+  private readonly pendingReads: LruMap<string, number>;
   private readonly readsSent = new Map<string, number>();
-  private readonly typingSentAt = new Map<string, number>();
-  private readonly fillRetry = new Map<string, Timer>();
-  private readonly fillFailures = new Map<string, number>();
+  private readonly typingSentAt = new LruMap<string, number>(1000);
 
   constructor(options: ClientOptions) {
     this.o = resolveOptions(options);
+    this.policy = { baseMs: this.o.reconnectBaseMs, capMs: this.o.reconnectCapMs, offlineAfterAttempts: this.o.offlineAfterAttempts, random: this.o.random };
+    this.pendingReads = new LruMap(this.o.maxConversations);
     this.streams = new ConversationStreams({
       maxBufferedPerConversation: this.o.maxBufferedPerConversation,
       maxConversations: this.o.maxConversations,
       deliver: (env) => this.events.emit('message', env),
-      requestFill: (conv, after) => this.fill(conv, after),
+      requestFill: (conv, after) => this.gapFill.request(conv, after),
+    });
+    this.gapFill = new GapFill({
+      streams: this.streams,
+      connected: () => this.session?.isWelcomed ?? false,
+      sync: (conv, after) => this.syncRequest(conv, after, this.o.syncPageSize),
+      onError: (err) => this.events.emit('error', err),
+      random: this.o.random,
+      schedule: (fn, ms) => {
+        const t = setTimeout(fn, ms);
+        return () => clearTimeout(t);
+      },
     });
     this.sends = new SendQueue({
       maxQueued: this.o.maxQueuedSends,
@@ -152,7 +168,7 @@ export class RealChatClient {
       random: this.o.random,
       transmit: (conversation_id, idempotency_key, payload) => this.transmit({ type: 'send', conversation_id, idempotency_key, payload }),
     });
-    this.convRequests = new ConvRequests({ max: 256, silentTtlMs: this.o.requestTimeoutMs, now: () => Date.now() });
+    this.convRequests = new ConvRequests({ max: 256, silentTtlMs: this.o.requestTimeoutMs, now: this.o.now });
   }
 
   // ---- public API ----------------------------------------------------------------------------
@@ -198,15 +214,14 @@ export class RealChatClient {
   close(): void {
     if (this.state === 'closed') return;
     this.clearReconnect();
-    for (const t of this.fillRetry.values()) clearTimeout(t);
-    this.fillRetry.clear();
+    this.gapFill.stop();
     const s = this.session;
     this.session = null;
     s?.close('client closed');
     const err = new RealChatError('closed', 'client is closed');
     this.sends.failAll(err);
     this.convRequests.failAll(err);
-    this.setState({ state: 'closed', attempt: this.attempt, reason: 'closed by the application' });
+    this.setState({ state: 'closed', attempt: this.reconnect.attempt, reason: 'closed by the application' });
   }
 
   /**
@@ -234,22 +249,18 @@ export class RealChatClient {
   /** Marks a conversation read up to `sequenceNumber` (monotonic; sent when connected). */
   markRead(conversationId: string, sequenceNumber: number): void {
     if ((this.readsSent.get(conversationId) ?? -1) >= sequenceNumber) return;
-    if ((this.pendingReads.get(conversationId) ?? -1) >= sequenceNumber) return;
-    this.pendingReads.delete(conversationId);
+    if ((this.pendingReads.peek(conversationId) ?? -1) >= sequenceNumber) return;
     this.pendingReads.set(conversationId, sequenceNumber);
-    while (this.pendingReads.size > this.o.maxConversations) this.pendingReads.delete(this.pendingReads.keys().next().value as string);
     this.flushReads();
   }
 
   /** Tells the other members that the user is typing (throttled; dropped while disconnected). */
   typing(conversationId: string): void {
-    const now = Date.now();
-    if (now - (this.typingSentAt.get(conversationId) ?? 0) < this.o.typingThrottleMs) return;
+    const now = this.o.now();
+    if (now - (this.typingSentAt.peek(conversationId) ?? 0) < this.o.typingThrottleMs) return;
     const n = this.transmit({ type: 'typing', conversation_id: conversationId });
     if (n === null) return;
-    this.typingSentAt.delete(conversationId);
     this.typingSentAt.set(conversationId, now);
-    while (this.typingSentAt.size > 1000) this.typingSentAt.delete(this.typingSentAt.keys().next().value as string);
     this.convRequests.add(n, 'typing', conversationId, null);
   }
 
@@ -272,20 +283,20 @@ export class RealChatClient {
    */
   setNetworkAvailable(available: boolean): void {
     if (this.state === 'closed' || this.state === 'idle') {
-      this.networkDown = !available;
+      this.reconnect = { ...this.reconnect, networkDown: !available };
       return;
     }
     if (!available) {
-      this.networkDown = true;
+      this.reconnect = { ...this.reconnect, networkDown: true };
       this.session?.close('network went offline');
       return;
     }
-    if (!this.networkDown) return;
-    this.networkDown = false;
+    if (!this.reconnect.networkDown) return;
+    this.reconnect = { ...this.reconnect, networkDown: false };
     if (!this.session) {
-      this.attempt = 0;
+      this.reconnect = { ...this.reconnect, attempt: 0 };
       this.clearReconnect();
-      this.setState({ state: this.everWelcomed ? 'reconnecting' : 'connecting', attempt: 0 });
+      this.setState({ state: this.reconnect.everWelcomed ? 'reconnecting' : 'connecting', attempt: 0 });
       void this.open();
     }
   }
@@ -299,7 +310,8 @@ export class RealChatClient {
     try {
       token = typeof this.o.token === 'function' ? await withTimeout(Promise.resolve(this.o.token()), this.o.requestTimeoutMs, 'token') : this.o.token;
     } catch (err) {
-      this.scheduleReconnect(`could not get a token: ${String(err)}`);
+      // close() may have run while the token was awaited.
+      if ((this.state as ConnectionState) !== 'closed') this.scheduleReconnect(decideNextAttempt(this.reconnect, `could not get a token: ${String(err)}`, this.policy));
       return;
     }
     if ((this.state as ConnectionState) === 'closed' || this.session) return;
@@ -311,6 +323,7 @@ export class RealChatClient {
       openTimeoutMs: this.o.openTimeoutMs,
       welcomeTimeoutMs: this.o.welcomeTimeoutMs,
       pongTimeoutMs: this.o.pongTimeoutMs,
+      now: this.o.now,
       onWelcome: (w) => this.onWelcome(session, w),
       onFrame: (f) => this.onFrame(session, f),
       onClosed: (code, reason) => this.onClosed(session, code, reason),
@@ -322,11 +335,7 @@ export class RealChatClient {
   private onWelcome(session: Session, w: Welcome): void {
     if (this.session !== session) return;
     this.welcome = w;
-    this.everWelcomed = true;
-    this.welcomedAt = Date.now();
-    this.unauthorizedOnce = false;
-    this.retryAfterMs = null;
-    this.attempt = 0;
+    this.reconnect = afterWelcome(this.reconnect);
     this.readsSent.clear();
     this.setState({ state: 'connected', attempt: 0 });
     this.events.emit('welcome', w);
@@ -337,50 +346,34 @@ export class RealChatClient {
   private onClosed(session: Session, code: number, reason: string): void {
     if (this.session !== session) return;
     this.session = null;
-    const wasWelcomed = this.welcomedAt > 0;
-    const livedMs = wasWelcomed ? Date.now() - this.welcomedAt : 0;
-    this.welcomedAt = 0;
+    const welcomedAt = session.welcomedAt;
     this.sends.onDisconnect();
     this.convRequests.failAll(new RealChatError('network', `connection lost: ${reason}`));
-    this.streams.resetFills();
-    for (const t of this.fillRetry.values()) clearTimeout(t);
-    this.fillRetry.clear();
+    this.gapFill.connectionLost();
     if (this.state === 'closed') return;
-    const refreshable = typeof this.o.token === 'function';
-    if (isFatalClose(code) && !(code === CloseCodes.tokenExpired && refreshable)) {
-      // 4500 unauthorized: one more attempt only if the token can be refreshed. 4502 (the token
-      // expired while connected) always reconnects with a fresh one when a provider is given.
-      if (code === CloseCodes.unauthorized && refreshable && !this.unauthorizedOnce) {
-        this.unauthorizedOnce = true;
-      } else {
-        const err = new RealChatError(code === CloseCodes.unauthorized || code === CloseCodes.tokenExpired ? 'unauthorized' : 'invalid_frame', `server closed the connection (${code} ${reason}); not reconnecting`);
-        this.sends.failAll(err);
-        this.setState({ state: 'closed', attempt: this.attempt, reason: `${code} ${reason}`, error: err });
-        return;
-      }
+    const decision = decideAfterClose(
+      this.reconnect,
+      { code, reason, tokenIsProvider: typeof this.o.token === 'function', welcomedForMs: welcomedAt === null ? null : this.o.now() - welcomedAt },
+      this.policy,
+    );
+    if (decision.action === 'reconnect') {
+      this.scheduleReconnect(decision);
+      return;
     }
-    // A connection that dropped soon after welcome does not reset the backoff.
-    if (wasWelcomed && livedMs < 5000) this.attempt = Math.max(this.attempt, 1);
-    this.scheduleReconnect(`${code} ${reason}`);
+    this.reconnect = decision.next;
+    const err = new RealChatError(decision.error.code, decision.error.message);
+    this.sends.failAll(err);
+    this.setState({ state: 'closed', attempt: this.reconnect.attempt, reason: decision.reason, error: err });
   }
 
-  private scheduleReconnect(reason: string): void {
-    if (this.state === 'closed') return;
-    const attempt = this.attempt++;
-    let delay = backoffDelay(attempt, { baseMs: this.o.reconnectBaseMs, capMs: this.o.reconnectCapMs, random: this.o.random });
-    if (this.retryAfterMs !== null) {
-      delay = Math.max(delay, this.retryAfterMs);
-      this.retryAfterMs = null;
-    }
-    if (this.networkDown) delay = this.o.reconnectCapMs;
-    const offline = this.networkDown || this.attempt >= this.o.offlineAfterAttempts;
-    const state: ConnectionState = offline ? 'offline' : this.everWelcomed ? 'reconnecting' : 'connecting';
-    this.setState({ state, attempt: this.attempt, retryInMs: delay, reason });
+  private scheduleReconnect(decision: Reconnect): void {
+    this.reconnect = decision.next;
+    this.setState({ state: decision.connectionState, attempt: this.reconnect.attempt, retryInMs: decision.delayMs, reason: decision.reason });
     this.clearReconnect();
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       void this.open();
-    }, delay);
+    }, decision.delayMs);
   }
 
   private clearReconnect(): void {
@@ -420,7 +413,7 @@ export class RealChatClient {
   /** Writes a request on the welcomed session; returns its request number or null. */
   private transmit(frame: Parameters<Session['send']>[0]): number | null {
     const s = this.session;
-    if (!s || !s.send(frame)) return null;
+    if (!s?.send(frame)) return null;
     return ++this.requestNo;
   }
 
@@ -451,7 +444,7 @@ export class RealChatClient {
         this.events.emit('typing', f);
         return;
       case 'reconnect':
-        if (typeof f.retry_after_ms === 'number' && f.retry_after_ms >= 0) this.retryAfterMs = Math.min(f.retry_after_ms, 5 * 60_000);
+        this.reconnect = withRetryAfter(this.reconnect, f.retry_after_ms);
         return;
       case 'error':
         this.onErrorFrame(f.code, f.message, f.ref);
@@ -474,7 +467,7 @@ export class RealChatClient {
     this.events.emit('error', err);
   }
 
-  // ---- sync (gap fill) and reads ------------------------------------------------------------
+  // ---- sync and reads -----------------------------------------------------------------------
 
   private syncRequest(conversationId: string, afterSequence: number, limit: number): Promise<MessagesPage> {
     if (this.convRequests.openSyncs() >= this.o.maxOpenSyncs) {
@@ -505,47 +498,6 @@ export class RealChatClient {
     });
   }
 
-  /** Gap fill requested by the streams: one sync page at a time, retried with backoff. */
-  private fill(conv: string, after: number): void {
-    if (!this.session?.isWelcomed) {
-      // The resume after the reconnect covers it.
-      this.streams.fillAborted(conv);
-      return;
-    }
-    this.syncRequest(conv, after, this.o.syncPageSize).then(
-      (page) => {
-        const advanced = this.streams.fillDone(conv, page.messages);
-        if (advanced) this.fillFailures.delete(conv);
-        // More pages (or a gap that did not close): ask again, later if nothing moved.
-        if (page.has_more && advanced) this.streams.requestFrom(conv);
-        else if (!advanced && this.streams.hasGap(conv)) this.retryFill(conv);
-      },
-      (err: RealChatError) => {
-        this.streams.fillAborted(conv);
-        if (err.code === 'forbidden' || err.code === 'not_found') {
-          this.events.emit('error', err);
-          return;
-        }
-        this.retryFill(conv);
-      },
-    );
-  }
-
-  private retryFill(conv: string): void {
-    if (this.fillRetry.has(conv) || !this.session?.isWelcomed) return;
-    const failures = (this.fillFailures.get(conv) ?? 0) + 1;
-    this.fillFailures.set(conv, failures);
-    if (this.fillFailures.size > 1000) this.fillFailures.delete(this.fillFailures.keys().next().value as string);
-    const delay = backoffDelay(failures, { baseMs: 200, capMs: 10_000, random: this.o.random });
-    this.fillRetry.set(
-      conv,
-      setTimeout(() => {
-        this.fillRetry.delete(conv);
-        this.streams.refill(conv);
-      }, delay),
-    );
-  }
-
   private flushReads(): void {
     if (!this.session?.isWelcomed) return;
     for (const [conv, seq] of [...this.pendingReads]) {
@@ -556,14 +508,4 @@ export class RealChatClient {
       this.convRequests.add(n, 'read', conv, null);
     }
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: Timer;
-  return Promise.race([
-    p,
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new RealChatError('timeout', `${what} not ready within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,7 @@
 /** A tiny typed event emitter (no DOM or Node dependency). A throwing listener never breaks the SDK. */
+// biome-ignore lint/suspicious/noExplicitAny: listener signatures vary per event; Events fixes them for callers
 export class Emitter<Events extends { [K in keyof Events]: (...args: any[]) => void }> {
+  // biome-ignore lint/suspicious/noExplicitAny: as above
   private readonly listeners = new Map<keyof Events, Set<(...args: any[]) => void>>();
 
   constructor(private readonly onListenerError: (err: unknown) => void = () => {}) {}

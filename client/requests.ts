@@ -5,7 +5,7 @@
  * conversation. read and typing have no success reply; an entry is settled once a later request
  * has been answered, or after `silentTtlMs`.
  */
-import { RealChatError } from './errors.js';
+import type { RealChatError } from './errors.js';
 import type { MessagesPage } from './types.js';
 
 export type ConvRequestKind = 'sync' | 'read' | 'typing';

@@ -96,7 +96,7 @@ export class RestClient {
     } finally {
       clearTimeout(timer);
     }
-    let parsed: unknown = undefined;
+    let parsed: unknown ;
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {

@@ -18,6 +18,7 @@ export interface SessionOptions {
   openTimeoutMs: number;
   welcomeTimeoutMs: number;
   pongTimeoutMs: number;
+  now(): number;
   onWelcome(w: Welcome): void;
   onFrame(f: ServerFrame): void;
   /** `code` is the close code (1006 when the connection failed or was declared dead locally). */
@@ -27,6 +28,7 @@ export interface SessionOptions {
 export class Session {
   private ws: WebSocketLike | null = null;
   private welcomed = false;
+  private welcomedAtMs: number | null = null;
   private ended = false;
   private timer: Timer | null = null;
   private heartbeat: ReturnType<typeof setInterval> | null = null;
@@ -55,7 +57,7 @@ export class Session {
     };
     ws.onmessage = (ev: { data: unknown }) => {
       if (this.ended) return;
-      this.lastReceivedAt = Date.now();
+      this.lastReceivedAt = this.o.now();
       if (this.pongTimer) {
         clearTimeout(this.pongTimer);
         this.pongTimer = null;
@@ -64,6 +66,7 @@ export class Session {
       if (!frame) return; // not ours to understand: ignored (forward compatibility)
       if (!this.welcomed && frame.type === 'welcome') {
         this.welcomed = true;
+        this.welcomedAtMs = this.o.now();
         this.clearTimer();
         this.startHeartbeat(frame.heartbeat_interval_ms);
         this.o.onWelcome(frame);
@@ -79,6 +82,11 @@ export class Session {
 
   get isWelcomed(): boolean {
     return this.welcomed && !this.ended;
+  }
+
+  /** When the welcome arrived (null before it), also after the session ended. */
+  get welcomedAt(): number | null {
+    return this.welcomedAtMs;
   }
 
   /** Writes a frame after welcome; false when the session cannot send. */
@@ -111,7 +119,7 @@ export class Session {
     const every = Math.max(1000, Number.isFinite(intervalMs) ? intervalMs : 25_000);
     this.heartbeat = setInterval(() => {
       if (this.ended) return;
-      const sentAt = Date.now();
+      const sentAt = this.o.now();
       this.write({ type: 'ping' });
       if (this.pongTimer) return;
       this.pongTimer = setTimeout(() => {

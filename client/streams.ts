@@ -3,6 +3,7 @@
  * A message beyond the next expected sequence is buffered (bounded) and a gap fill is requested; a
  * message at or below the delivered position is a duplicate and dropped.
  */
+import { LruMap } from '../common/lru.js';
 import type { Envelope } from './types.js';
 
 export interface StreamOptions {
@@ -29,20 +30,23 @@ export interface StreamStats {
 }
 
 export class ConversationStreams {
-  private readonly convs = new Map<string, State>();
+  /** LRU order: the most recently active conversation is last (only touch() changes it). */
+  private readonly convs: LruMap<string, State>;
   readonly stats: StreamStats = { delivered: 0, duplicates: 0, gapsDetected: 0 };
 
-  constructor(private readonly o: StreamOptions) {}
+  constructor(private readonly o: StreamOptions) {
+    this.convs = new LruMap(o.maxConversations);
+  }
 
   position(conversationId: string): number | undefined {
-    return this.convs.get(conversationId)?.last;
+    return this.convs.peek(conversationId)?.last;
   }
 
   /** Resume positions, most recently active first, at most `max`. */
   positions(max: number): Record<string, number> {
     const out: Record<string, number> = {};
     const keys = [...this.convs.keys()].reverse().slice(0, max);
-    for (const k of keys) out[k] = this.convs.get(k)!.last;
+    for (const k of keys) out[k] = this.convs.peek(k)!.last;
     return out;
   }
 
@@ -51,7 +55,7 @@ export class ConversationStreams {
    * this moved the position (the caller should then fill from it).
    */
   track(conversationId: string, afterSequence: number): boolean {
-    const st = this.convs.get(conversationId);
+    const st = this.convs.peek(conversationId);
     if (st && st.last >= afterSequence) return false;
     if (st) {
       st.last = afterSequence;
@@ -67,7 +71,7 @@ export class ConversationStreams {
   accept(env: Envelope): void {
     const conv = env.conversation_id;
     const seq = env.sequence_number;
-    let st = this.convs.get(conv);
+    let st = this.convs.peek(conv);
     // Untracked conversation: its first message is the baseline (history is the application's, via REST).
     if (!st) st = { last: seq - 1, buffer: new Map(), filling: false };
     this.touch(conv, st);
@@ -91,7 +95,7 @@ export class ConversationStreams {
 
   /** The answer to a requestFill. Returns true when delivery advanced. */
   fillDone(conversationId: string, messages: Envelope[]): boolean {
-    const st = this.convs.get(conversationId);
+    const st = this.convs.peek(conversationId);
     if (!st) return false;
     st.filling = false;
     const before = st.last;
@@ -101,13 +105,13 @@ export class ConversationStreams {
 
   /** A fill failed or was lost with the connection; `needsFill` tells whether a gap remains. */
   fillAborted(conversationId: string): void {
-    const st = this.convs.get(conversationId);
+    const st = this.convs.peek(conversationId);
     if (st) st.filling = false;
   }
 
   /** True while the conversation waits for earlier messages. */
   hasGap(conversationId: string): boolean {
-    return (this.convs.get(conversationId)?.buffer.size ?? 0) > 0;
+    return (this.convs.peek(conversationId)?.buffer.size ?? 0) > 0;
   }
 
   /** After a reconnect: fills in flight were lost. */
@@ -117,13 +121,13 @@ export class ConversationStreams {
 
   /** Re-requests fills for conversations with a gap (e.g. after a failed fill). */
   refill(conversationId: string): void {
-    const st = this.convs.get(conversationId);
+    const st = this.convs.peek(conversationId);
     if (st && st.buffer.size > 0) this.fill(conversationId, st);
   }
 
   /** Asks for everything after the current position (after track() while connected). */
   requestFrom(conversationId: string): void {
-    const st = this.convs.get(conversationId);
+    const st = this.convs.peek(conversationId);
     if (st) this.fill(conversationId, st);
   }
 
@@ -146,13 +150,8 @@ export class ConversationStreams {
     if (st.buffer.size > 0 && !st.filling) this.fill(conv, st);
   }
 
-  /** LRU order: the most recently active conversation is last. */
+  /** Marks the conversation as the most recently active; the least recently active is forgotten beyond maxConversations. */
   private touch(conv: string, st: State): void {
-    this.convs.delete(conv);
     this.convs.set(conv, st);
-    while (this.convs.size > this.o.maxConversations) {
-      const oldest = this.convs.keys().next().value as string;
-      this.convs.delete(oldest);
-    }
   }
 }

@@ -1,5 +1,6 @@
 import postgres from 'postgres';
 import { AppError } from './errors.js';
+import { TimeoutError } from './timeout.js';
 
 export type Sql = postgres.Sql<Record<string, never>>;
 export type TxSql = postgres.TransactionSql<Record<string, never>>;
@@ -47,23 +48,6 @@ export function isUnavailableError(err: unknown): boolean {
   // 53300 too many connections, 08xxx connection exceptions, 40001/40P01 serialization/deadlock.
   if (/^(57014|57P0[123]|53300|08...|40001|40P01)$/.test(code)) return true;
   return e instanceof TimeoutError;
-}
-
-export class TimeoutError extends Error {
-  override name = 'TimeoutError';
-}
-
-export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(`${what} timed out after ${ms} ms`)), ms);
-    timer.unref();
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Maps infrastructure failures to the contract's `unavailable`; leaves everything else alone. */

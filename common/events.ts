@@ -3,6 +3,7 @@
  * `payload`, the Kafka record value (TS relay or Debezium), and what delivery consumes.
  * Kafka key = conversation_id. Additive changes only within v1; consumers ignore unknown types and fields.
  */
+import { randomUUID } from 'node:crypto';
 import type { Envelope } from './protocol.js';
 import { isPlainObject, isUuid } from './validate.js';
 
@@ -36,6 +37,23 @@ export interface ReadUpdated extends EventBase {
 
 export type ChatEvent = MessageCreated | MembersAdded | ReadUpdated;
 export type ChatEventType = ChatEvent['type'];
+
+function base(conversationId: string, occurredAt: string = new Date().toISOString()): EventBase {
+  return { schema_version: EVENT_SCHEMA_VERSION, event_id: randomUUID(), conversation_id: conversationId, occurred_at: occurredAt };
+}
+
+/** A committed message; occurred_at is the message's own created_at. */
+export function messageCreatedEvent(message: Envelope): MessageCreated {
+  return { ...base(message.conversation_id, message.created_at), type: 'message.created', message };
+}
+
+export function membersAddedEvent(conversationId: string, userIds: string[], addedBy: string, lastSequence: number): MembersAdded {
+  return { ...base(conversationId), type: 'conversation.members_added', user_ids: userIds, added_by: addedBy, last_sequence: lastSequence };
+}
+
+export function readUpdatedEvent(conversationId: string, userId: string, readSequence: number): ReadUpdated {
+  return { ...base(conversationId), type: 'conversation.read', user_id: userId, read_sequence: readSequence };
+}
 
 /**
  * What the bus carries, shaped like a Kafka record: key = conversation_id, value = the event's JSON

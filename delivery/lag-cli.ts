@@ -4,9 +4,9 @@
  */
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
-import { consumerLag, createKafka } from '../common/kafka.js';
+import { consumerLag, createKafkaClient } from '../common/kafka/index.js';
 import { createSql } from '../common/db.js';
-import { readOutboxStats } from '../common/outbox-stats.js';
+import { readOutboxStats } from '../common/outbox.js';
 
 const config = loadConfig();
 if (!config.kafkaBrokers) {
@@ -14,7 +14,7 @@ if (!config.kafkaBrokers) {
   process.exit(2);
 }
 const log = createLogger({ level: 'error', nodeId: 'lag-cli', role: 'cli' });
-const kafka = createKafka({ brokers: config.kafkaBrokers, clientId: 'realchat-lag-cli', log });
+const kafka = createKafkaClient({ brokers: config.kafkaBrokers, clientId: 'realchat-lag-cli', log });
 const partitions = await consumerLag(kafka, config.kafka.deliveryGroupId, config.kafka.eventsTopic);
 let outbox = null;
 if (config.databaseUrl) {

@@ -7,8 +7,7 @@ import { startOpsServer } from '../common/ops-server.js';
 import { startDeliveryWorker } from './worker.js';
 import { createSql } from '../common/db.js';
 import { presenceFromConfig } from '../common/presence.js';
-import { MembershipCache } from './membership-cache.js';
-import { createMembershipSource } from './membership-source.js';
+import { MembershipCache, createMembershipSource } from '../common/membership.js';
 
 export async function runDelivery(config: Config): Promise<{ stop(): Promise<void> }> {
   if (!config.kafkaBrokers) throw new ConfigError('the delivery worker needs KAFKA_BROKERS');

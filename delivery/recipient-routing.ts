@@ -4,15 +4,15 @@
  * broadcast topic every node reads. Switching paths cannot reorder what a client sees: connections
  * drop duplicates and fill gaps by sequence.
  */
-import type { OutRecord } from '../common/kafka.js';
+import type { OutRecord } from '../common/kafka/index.js';
 import type { EventRecord } from '../common/events.js';
 import { EVENT_HEADERS, encodeDeliveryValue, nodeTopic } from '../common/events.js';
 import type { PresenceRegistry } from '../common/presence.js';
 import type { CircuitBreaker } from '../common/breaker.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import type { MembershipCache } from './membership-cache.js';
-import type { Delivery } from './router.js';
+import type { MembershipCache } from '../common/membership.js';
+import type { Delivery } from '../common/delivery.js';
 
 export type Outgoing = Map<string, OutRecord[]>;
 

@@ -6,21 +6,12 @@
  * resolved by the gateway node from its membership cache.
  */
 import type { EventRecord, ChatEvent } from '../common/events.js';
+import type { DeliverySink } from '../common/delivery.js';
 import { decodeEvent, EventDecodeError } from '../common/events.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { SequenceDedup } from './sequence-dedup.js';
 
-export interface Delivery {
-  recipients: readonly string[] | null;
-  event: ChatEvent;
-  traceId: string | null;
-}
-
-export interface DeliverySink {
-  /** Resolves once the delivery is handed over (Kafka: acknowledged). */
-  deliver(d: Delivery, source: EventRecord): Promise<void>;
-}
 
 export interface DeliveryRouterDeps {
   sink: DeliverySink;

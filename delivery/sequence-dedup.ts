@@ -1,14 +1,18 @@
+import { LruMap } from '../common/lru.js';
+
 /**
  * Highest sequence handed on per conversation, bounded (LRU). Forgetting a conversation only lets a
  * duplicate through to the gateway, whose connections drop it by sequence again.
  */
 export class SequenceDedup {
-  private readonly last = new Map<string, number>();
+  private readonly last: LruMap<string, number>;
 
-  constructor(private readonly maxEntries: number) {}
+  constructor(maxEntries: number) {
+    this.last = new LruMap(maxEntries);
+  }
 
   seen(conversationId: string, sequence: number): boolean {
-    const last = this.last.get(conversationId);
+    const last = this.last.peek(conversationId);
     return last !== undefined && sequence <= last;
   }
 
@@ -18,12 +22,6 @@ export class SequenceDedup {
   }
 
   mark(conversationId: string, sequence: number): void {
-    const last = this.last.get(conversationId) ?? 0;
-    this.last.delete(conversationId);
-    this.last.set(conversationId, Math.max(last, sequence));
-    if (this.last.size > this.maxEntries) {
-      const oldest = this.last.keys().next().value;
-      if (oldest !== undefined) this.last.delete(oldest);
-    }
+    this.last.set(conversationId, Math.max(this.last.peek(conversationId) ?? 0, sequence));
   }
 }

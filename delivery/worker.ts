@@ -8,13 +8,13 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { consumerLag, createKafka, createProducer, deleteTopics, ensureTopics, runConsumer, type InRecord, type OutRecord } from '../common/kafka.js';
+import { KafkaError, consumerLag, createKafkaClient, createProducer, deleteTopics, ensureTopics, runConsumer, type InRecord, type OutRecord } from '../common/kafka/index.js';
 import { EVENT_HEADERS, nodeTopic, type EventRecord } from '../common/events.js';
-import { backoffMs } from '../common/backoff.js';
+import { retry } from '../common/retry.js';
 import { CircuitBreaker } from '../common/breaker.js';
 import type { PresenceRegistry } from '../common/presence.js';
 import { createDeliveryRouter } from './router.js';
-import type { MembershipCache } from './membership-cache.js';
+import type { MembershipCache } from '../common/membership.js';
 import { createRecipientRouting, type Outgoing } from './recipient-routing.js';
 
 export const DLQ_HEADERS = { reason: 'realchat-dlq-reason', source: 'realchat-dlq-source' } as const;
@@ -29,8 +29,6 @@ function toEventRecord(r: InRecord): EventRecord {
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export async function startDeliveryWorker(deps: {
   config: Config;
   log: Logger;
@@ -41,7 +39,7 @@ export async function startDeliveryWorker(deps: {
 }) {
   const { config, log, metrics, presence } = deps;
   const topics = config.kafka;
-  const kafka = createKafka({ brokers: config.kafkaBrokers!, clientId: `realchat-delivery-${config.nodeId}`, log, requestTimeoutMs: topics.requestTimeoutMs });
+  const kafka = createKafkaClient({ brokers: config.kafkaBrokers!, clientId: `realchat-delivery-${config.nodeId}`, log, requestTimeoutMs: topics.requestTimeoutMs });
   await ensureTopics(kafka, [
     { topic: topics.eventsTopic, partitions: topics.partitions },
     { topic: topics.deliveriesTopic, partitions: topics.partitions },
@@ -92,22 +90,23 @@ export async function startDeliveryWorker(deps: {
       current = r;
       await router.route(toEventRecord(r));
     }
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await producer.sendMany(pending);
-        for (const list of pending.values()) metrics.deliveriesForwarded.inc(list.length);
-        break;
-      } catch (err) {
-        router.forgetDedup();
-        if (attempt >= config.limits.deliveryMaxRetries) {
-          deadLetters = [];
-          for (let i = 0; i < records.length; i++) deadLetter(toEventRecord(records[i]!), records[i]!, `delivery_failed: ${(err as Error).message}`);
-          break;
-        }
-        const delay = backoffMs(attempt, 200, 5000);
-        log.warn({ err, attempt, retry_in_ms: delay }, 'delivery hand-over failed; retrying');
-        await sleep(delay);
-      }
+    try {
+      await retry(() => producer.sendMany(pending), {
+        retries: config.limits.deliveryMaxRetries,
+        baseMs: 200,
+        capMs: 5000,
+        // A record the broker will never take (too large, invalid) goes to the dead letters at once.
+        isRetriable: (err) => !(err instanceof KafkaError) || err.retriable,
+        onRetry: (err, attempt, delay) => {
+          router.forgetDedup();
+          log.warn({ err, attempt, retry_in_ms: delay }, 'delivery hand-over failed; retrying');
+        },
+      });
+      for (const list of pending.values()) metrics.deliveriesForwarded.inc(list.length);
+    } catch (err) {
+      router.forgetDedup();
+      deadLetters = [];
+      for (const r of records) deadLetter(toEventRecord(r), r, `delivery_failed: ${(err as Error).message}`);
     }
     // Throws if the dead-letter topic cannot be written either: the batch is retried, not lost.
     await producer.send(topics.deadLetterTopic, deadLetters);

@@ -4,10 +4,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
-import { mapDbError, withTimeout, type Sql, type TxSql } from '../common/db.js';
+import { mapDbError, type Sql, type TxSql } from '../common/db.js';
+import { withTimeout } from '../common/timeout.js';
 import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
-import type { ChatEvent, MembersAdded, MessageCreated, ReadUpdated } from '../common/events.js';
+import { membersAddedEvent, messageCreatedEvent, readUpdatedEvent, type ChatEvent } from '../common/events.js';
+import { insertOutboxEvents, type OutboxMode } from '../common/outbox.js';
+import { retry } from '../common/retry.js';
 
 export type { ConversationSummary } from '../common/wire.js';
 import type { ConversationSummary } from '../common/wire.js';
@@ -45,18 +48,67 @@ const ENVELOPE_OVERHEAD_BYTES = 300;
 /** Thrown inside a send transaction to roll it back (undoing the sequence increment). */
 class IdempotencyRace extends Error {}
 
-export type ChatStore = ReturnType<typeof createChatStore>;
+export type Membership = 'member' | 'not_member' | 'not_found';
 
-export function createChatStore(deps: {
+export interface Page {
+  messages: Envelope[];
+  /** Messages after the page exist. */
+  has_more: boolean;
+}
+
+/**
+ * The gateway's contract with its database. Errors are AppError with the contract's codes:
+ * `not_found` / `forbidden` for conversations, `conflict` for a reused idempotency key,
+ * `unavailable` when the database is unreachable, slow, or its request queue is full.
+ */
+export interface ChatStore {
+  membership(userId: string, conversationId: string): Promise<Membership>;
+  createConversation(creator: string, memberIds: string[], title: string | null, traceId: string | null): Promise<ConversationCreated>;
+  addMembers(actor: string, conversationId: string, userIds: string[], traceId: string | null): Promise<MembersAddedResult>;
+  listConversations(userId: string, limit: number): Promise<{ conversations: ConversationSummary[]; has_more: boolean }>;
+  /** For hello: every conversation of the user with its current last sequence. */
+  conversationsOf(userId: string): Promise<Array<{ conversation_id: string; last_seq: number }>>;
+  /** Catch-up for a connection (no membership check: the delivery path already routed by membership). */
+  messagesAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]>;
+  /** A member's page of history, bounded in rows and in bytes. */
+  listMessages(userId: string, conversationId: string, afterSequence: number, limit: number, maxBytes?: number): Promise<Page>;
+  /** The write path: sequence, message and outbox event in one transaction; idempotent per (sender, key). */
+  sendMessage(senderId: string, conversationId: string, key: string, payload: unknown, payloadBytes: number, traceId: string | null): Promise<SendResult>;
+  /** Monotonic: returns the stored read sequence and whether it advanced (an event was emitted). */
+  markRead(userId: string, conversationId: string, sequence: number, traceId: string | null): Promise<{ read_sequence: number; advanced: boolean }>;
+  /** Bookkeeping for resume/unread diagnostics; monotonic so late writes never move it back. */
+  recordDelivered(userId: string, entries: Array<[conversationId: string, sequence: number]>): Promise<void>;
+  upsertUser(id: string, name: string | null): Promise<void>;
+  ping(): Promise<void>;
+}
+
+export interface ConversationCreated {
+  conversation_id: string;
+  title: string | null;
+  member_ids: string[];
+  last_sequence: number;
+  created_at: string;
+}
+
+export interface MembersAddedResult {
+  conversation_id: string;
+  added_user_ids: string[];
+  member_count: number;
+  last_sequence: number;
+}
+
+export interface ChatStoreDeps {
   sql: Sql;
   queryTimeoutMs: number;
   maxRoomMembers: number;
   /** Pages of history stop at this many bytes (see selectAfter). */
   maxPageBytes: number;
-  outboxMode: 'table' | 'wal';
+  outboxMode: OutboxMode;
   /** Bounds request-path database work (see common/semaphore.ts). */
   gate: Semaphore;
-}) {
+}
+
+export function createChatStore(deps: ChatStoreDeps): ChatStore {
   const { sql, queryTimeoutMs, maxRoomMembers, maxPageBytes, gate } = deps;
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
@@ -82,14 +134,9 @@ export function createChatStore(deps: {
     }
   }
 
-  async function insertEvent(tx: TxSql, event: ChatEvent, traceId: string | null): Promise<void> {
-    await tx`INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
-             VALUES (${event.event_id}, ${event.conversation_id}, ${event.type}, ${tx.json(event as never)}, ${traceId})`;
-    // Debezium reads the insert from the WAL; the row itself need not stay (the table stays empty).
-    if (deps.outboxMode === 'wal') await tx`DELETE FROM outbox WHERE event_id = ${event.event_id}`;
-  }
+  const insertEvent = (tx: TxSql, event: ChatEvent, traceId: string | null) => insertOutboxEvents(tx, [event], traceId, deps.outboxMode);
 
-  async function membership(userId: string, conversationId: string): Promise<'member' | 'not_member' | 'not_found'> {
+  async function membership(userId: string, conversationId: string): Promise<Membership> {
     const rows = await sql<{ member: boolean }[]>`
       SELECT EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = c.id AND m.user_id = ${userId}) AS member
       FROM conversations c WHERE c.id = ${conversationId}`;
@@ -136,20 +183,6 @@ export function createChatStore(deps: {
     return { envelope: toEnvelope(row), duplicate: true };
   }
 
-  async function membersAddedEvent(tx: TxSql, conversationId: string, actor: string, userIds: string[], lastSeq: number, traceId: string | null) {
-    const event: MembersAdded = {
-      schema_version: 1,
-      event_id: randomUUID(),
-      type: 'conversation.members_added',
-      conversation_id: conversationId,
-      occurred_at: new Date().toISOString(),
-      user_ids: userIds,
-      added_by: actor,
-      last_sequence: lastSeq,
-    };
-    await insertEvent(tx, event, traceId);
-  }
-
   return {
     membership: (userId: string, conversationId: string) => run('membership', () => membership(userId, conversationId)),
 
@@ -163,7 +196,7 @@ export function createChatStore(deps: {
             INSERT INTO conversations (id, title, created_by) VALUES (${id}, ${title}, ${creator}) RETURNING created_at`;
           await tx`INSERT INTO members ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
           await tx`INSERT INTO user_conversation_state ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
-          await membersAddedEvent(tx, id, creator, all, 0, traceId);
+          await insertEvent(tx, membersAddedEvent(id, all, creator, 0), traceId);
           return { conversation_id: id, title, member_ids: all, last_sequence: 0, created_at: conv!.created_at.toISOString() };
         }),
       );
@@ -186,7 +219,7 @@ export function createChatStore(deps: {
             await tx`INSERT INTO members ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))}`;
             await tx`INSERT INTO user_conversation_state ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))} ON CONFLICT DO NOTHING`;
             await tx`UPDATE conversations SET updated_at = date_trunc('milliseconds', clock_timestamp()) WHERE id = ${conversationId}`;
-            await membersAddedEvent(tx, conversationId, actor, added, conv.last_seq, traceId);
+            await insertEvent(tx, membersAddedEvent(conversationId, added, actor, conv.last_seq), traceId);
           }
           return { conversation_id: conversationId, added_user_ids: added, member_count: existing.size + added.length, last_sequence: conv.last_seq };
         }),
@@ -244,7 +277,7 @@ export function createChatStore(deps: {
      */
     async sendMessage(senderId: string, conversationId: string, key: string, payload: unknown, payloadBytes: number, traceId: string | null): Promise<SendResult> {
       return run('sendMessage', async () => {
-        for (let attempt = 0; attempt < 3; attempt++) {
+        const attempt = async (): Promise<SendResult> => {
           try {
             return await sql.begin(async (tx) => {
               const [conv] = await tx<{ last_seq: number }[]>`
@@ -264,31 +297,25 @@ export function createChatStore(deps: {
                 RETURNING id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key`;
               if (!row) throw new IdempotencyRace();
               const envelope = toEnvelope(row);
-              const event: MessageCreated = {
-                schema_version: 1,
-                event_id: randomUUID(),
-                type: 'message.created',
-                conversation_id: conversationId,
-                occurred_at: envelope.created_at,
-                message: envelope,
-              };
-              await insertEvent(tx, event, traceId);
+              await insertEvent(tx, messageCreatedEvent(envelope), traceId);
               return { envelope, duplicate: false };
             });
           } catch (err) {
-            if (!(err instanceof IdempotencyRace)) {
-              // A retry whose key exists must be answered as a duplicate even if the member check or
-              // the conversation changed meanwhile; only then report the original error.
-              if (err instanceof AppError && (err.code === 'forbidden' || err.code === 'not_found')) {
-                const dup = await findByKey(senderId, key, conversationId, payload);
-                if (dup) return dup;
-              }
-              throw err;
+            // A retry whose key exists must be answered as a duplicate even if the member check or
+            // the conversation changed meanwhile; only then report the original error.
+            const raced = err instanceof IdempotencyRace;
+            if (raced || (err instanceof AppError && (err.code === 'forbidden' || err.code === 'not_found'))) {
+              const dup = await findByKey(senderId, key, conversationId, payload);
+              if (dup) return dup;
             }
+            // A race whose winner rolled back after blocking ours: retried below.
+            throw err;
           }
-          const dup = await findByKey(senderId, key, conversationId, payload);
-          if (dup) return dup;
-          // The conflicting insert rolled back after blocking ours: try again.
+        };
+        try {
+          return await retry(attempt, { retries: 2, baseMs: 0, capMs: 0, isRetriable: (err) => err instanceof IdempotencyRace });
+        } catch (err) {
+          if (!(err instanceof IdempotencyRace)) throw err;
         }
         throw new AppError('unavailable', 'could not settle a concurrent send with the same idempotency key');
       });
@@ -314,18 +341,7 @@ export function createChatStore(deps: {
           const read = advanced
             ? sequence
             : (await tx<{ r: number }[]>`SELECT last_read_sequence AS r FROM user_conversation_state WHERE user_id = ${userId} AND conversation_id = ${conversationId}`)[0]!.r;
-          if (advanced) {
-            const event: ReadUpdated = {
-              schema_version: 1,
-              event_id: randomUUID(),
-              type: 'conversation.read',
-              conversation_id: conversationId,
-              occurred_at: new Date().toISOString(),
-              user_id: userId,
-              read_sequence: read,
-            };
-            await insertEvent(tx, event, traceId);
-          }
+          if (advanced) await insertEvent(tx, readUpdatedEvent(conversationId, userId, read), traceId);
           return { read_sequence: read, advanced };
         }),
       );
@@ -343,12 +359,12 @@ export function createChatStore(deps: {
       });
     },
 
-    upsertUser(id: string, name: string | null) {
-      return run('upsertUser', () => sql`INSERT INTO users (id, name) VALUES (${id}, ${name}) ON CONFLICT (id) DO UPDATE SET name = COALESCE(EXCLUDED.name, users.name)`);
+    async upsertUser(id: string, name: string | null) {
+      await run('upsertUser', () => sql`INSERT INTO users (id, name) VALUES (${id}, ${name}) ON CONFLICT (id) DO UPDATE SET name = COALESCE(EXCLUDED.name, users.name)`);
     },
 
-    ping() {
-      return run('ping', () => sql`SELECT 1`);
+    async ping() {
+      await run('ping', () => sql`SELECT 1`);
     },
   };
 }

@@ -8,7 +8,7 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { consumerLag, createKafka, createProducer, ensureTopics, type OutRecord } from '../common/kafka.js';
+import { consumerLag, createKafkaClient, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
 import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
 import { CircuitBreaker } from '../common/breaker.js';
 import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/events.js';
@@ -16,19 +16,24 @@ import { startDeliveryConsumer } from './delivery-consumer.js';
 import { PresenceAgent } from './presence-agent.js';
 import { startLoadMonitor } from './load-monitor.js';
 import type { GatewayInbox } from './inbox.js';
+import type { ClusterPorts, PipelineFactory } from './pipeline.js';
 
-export interface ClusterLink {
-  connected(userId: string): Promise<void>;
-  disconnected(userId: string): void;
-  /** Typing for members on other nodes (this node delivers its own locally). */
-  publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string>, frame: Record<string, unknown>): void;
+export interface ClusterLink extends ClusterPorts {
   stop(): Promise<void>;
+}
+
+/** The distributed pipeline: the relay is another process (woken by NOTIFY from the outbox trigger). */
+export function clusterPipeline(deps: { config: Config; log: Logger; metrics: Metrics }): PipelineFactory {
+  return async (inbox) => {
+    const link = await startClusterLink({ ...deps, inbox });
+    return { onEventCommitted: () => {}, settled: async () => {}, stop: () => link.stop(), cluster: link };
+  };
 }
 
 export async function startClusterLink(deps: { config: Config; inbox: GatewayInbox; log: Logger; metrics: Metrics }): Promise<ClusterLink> {
   const { config, inbox, log, metrics } = deps;
   const nodeId = config.nodeId;
-  const kafka = createKafka({ brokers: config.kafkaBrokers!, clientId: `realchat-gateway-${nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
+  const kafka = createKafkaClient({ brokers: config.kafkaBrokers!, clientId: `realchat-gateway-${nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
   const presence: PresenceRegistry | null = presenceFromConfig(config);
   if (presence instanceof RedisPresence && !(await presence.ready(config.redis!.commandTimeoutMs * 4))) {
     log.warn('presence registry not reachable yet');
@@ -50,7 +55,9 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
   const lagTimer = setInterval(() => {
     for (const topic of topics) {
       consumerLag(kafka, group, topic).then(
-        (lags) => lags.forEach((l) => metrics.consumerLag.set({ group, topic, partition: String(l.partition) }, l.lag)),
+        (lags) => {
+          for (const l of lags) metrics.consumerLag.set({ group, topic, partition: String(l.partition) }, l.lag);
+        },
         () => {},
       );
     }

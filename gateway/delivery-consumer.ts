@@ -4,12 +4,11 @@
  * every node reads with a group of its own. Connections drop duplicates by sequence and fill gaps
  * from the database, so reading both is safe.
  */
-import type { Kafka } from 'kafkajs';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { runConsumer, type InRecord, type RunningConsumer } from '../common/kafka.js';
-import { decodeDeliveryValue, decodeEvent, type EphemeralDelivery } from '../common/events.js';
-import type { Delivery } from '../delivery/router.js';
+import { runConsumer, type InRecord, type KafkaClient, type RunningConsumer } from '../common/kafka/index.js';
+import { decodeDeliveryValue, decodeEvent, type ChatEvent, type DecodedDelivery, type EphemeralDelivery } from '../common/events.js';
+import type { Delivery } from '../common/delivery.js';
 
 export interface DeliveryHandlers {
   event(d: Delivery): Promise<void>;
@@ -17,7 +16,7 @@ export interface DeliveryHandlers {
 }
 
 export async function startDeliveryConsumer(deps: {
-  kafka: Kafka;
+  kafka: KafkaClient;
   nodeId: string;
   topics: string[];
   handlers: DeliveryHandlers;
@@ -27,7 +26,7 @@ export async function startDeliveryConsumer(deps: {
   const { handlers, log, metrics } = deps;
 
   async function handle(record: InRecord): Promise<void> {
-    let decoded;
+    let decoded: DecodedDelivery;
     try {
       decoded = decodeDeliveryValue(record.value ?? '');
     } catch (err) {
@@ -39,7 +38,7 @@ export async function startDeliveryConsumer(deps: {
       if (decoded.delivery.origin !== deps.nodeId) handlers.ephemeral(decoded.delivery);
       return;
     }
-    let event;
+    let event: ChatEvent | null;
     try {
       event = decodeEvent(decoded.event);
     } catch (err) {

@@ -1,5 +1,5 @@
-import type { Delivery } from '../delivery/router.js';
-import type { MembershipCache } from '../delivery/membership-cache.js';
+import type { Delivery } from '../common/delivery.js';
+import type { MembershipCache } from '../common/membership.js';
 import { encodeFrame } from '../common/protocol.js';
 import type { ConnectionRegistry } from './registry.js';
 import type { EphemeralDelivery } from '../common/events.js';

@@ -3,7 +3,7 @@
  * delivery topics (the lag grows in Kafka, visible in metrics) instead of buffering in memory.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { RunningConsumer } from '../common/kafka.js';
+import type { RunningConsumer } from '../common/kafka/index.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 

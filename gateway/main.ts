@@ -1,19 +1,49 @@
-/** Process entry of a gateway node (and of the embedded default). */
+/**
+ * Process entry of a gateway node in the distributed stack: commits to PostgreSQL and consumes its
+ * deliveries from Kafka (relay and delivery workers are other processes). A single process with
+ * everything in it is `npm start` (standalone/main.ts).
+ */
+import { ConfigError } from '../common/config.js';
+import { createSql } from '../common/db.js';
+import { createLogger } from '../common/log.js';
+import { createMetrics } from '../common/metrics.js';
 import { runMain } from '../common/process-main.js';
-import { startRealChat } from './realchat.js';
+import { migrate } from '../sql/migrate.js';
+import { clusterPipeline } from './cluster.js';
+import { startGatewayNode } from './node.js';
+
+/** Connections per gateway to PostgreSQL. */
+const POOL_SIZE = 10;
 
 runMain('gateway', async (config) => {
-  const app = await startRealChat(config);
-  if (config.devAuth) {
-    app.log.info(
-      { hint: `curl -s -X POST http://${config.host}:${app.port}/v1/dev/token -d '{"name":"alice"}'` },
-      'dev auth is on: get a token with POST /v1/dev/token',
-    );
+  if (!config.databaseUrl || !config.kafkaBrokers) {
+    throw new ConfigError('a gateway node needs DATABASE_URL and KAFKA_BROKERS; for one process with everything in it, run `npm start` (node dist/standalone/main.js)');
   }
+  const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'gateway' });
+  const metrics = createMetrics({ nodeId: config.nodeId });
+  const sql = createSql({
+    url: config.databaseUrl,
+    maxConnections: POOL_SIZE,
+    connectTimeoutS: config.timeouts.dbConnectS,
+    queryTimeoutMs: config.timeouts.dbQueryMs,
+    applicationName: `realchat-${config.nodeId}`,
+  });
+  const applied = await migrate(sql);
+  if (applied.length) log.info({ migrations: applied }, 'applied migrations');
+  const node = await startGatewayNode({
+    config,
+    sql,
+    poolSize: POOL_SIZE,
+    log,
+    metrics,
+    jwtSecret: config.jwt.secret,
+    pipeline: clusterPipeline({ config, log, metrics }),
+  });
   return {
     async stop() {
-      app.log.info('draining');
-      await app.close();
+      log.info('draining');
+      await node.close();
+      await sql.end({ timeout: 5 });
     },
   };
 });

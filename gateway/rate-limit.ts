@@ -1,3 +1,5 @@
+import { LruMap } from '../common/lru.js';
+
 // One function for every bucket: a default closure per bucket would cost each connection ~56 bytes.
 const monotonicNow = (): number => performance.now();
 
@@ -6,31 +8,28 @@ const monotonicNow = (): number => performance.now();
  * used bucket is dropped, which can only make a limit more lenient for an idle key, never stricter.
  */
 export class RateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly buckets: LruMap<string, { tokens: number; at: number }>;
 
   constructor(
     private readonly perSecond: number,
     private readonly burst: number,
-    private readonly maxKeys = 100_000,
+    maxKeys = 100_000,
     private readonly now: () => number = monotonicNow,
-  ) {}
+  ) {
+    this.buckets = new LruMap(maxKeys);
+  }
 
   /** True if the action is allowed (and consumes a token). */
   take(key: string): boolean {
     const t = this.now();
     let b = this.buckets.get(key);
     if (b) {
-      this.buckets.delete(key);
       b.tokens = Math.min(this.burst, b.tokens + ((t - b.at) / 1000) * this.perSecond);
       b.at = t;
     } else {
-      if (this.buckets.size >= this.maxKeys) {
-        const oldest = this.buckets.keys().next().value;
-        if (oldest !== undefined) this.buckets.delete(oldest);
-      }
       b = { tokens: this.burst, at: t };
+      this.buckets.set(key, b);
     }
-    this.buckets.set(key, b);
     if (b.tokens < 1) return false;
     b.tokens -= 1;
     return true;

@@ -11,7 +11,7 @@ import { createEdgePolicy } from './edge.js';
 import { createHttpHandler, ResponseBudget } from './http.js';
 import { loadOpenApiDocument } from './openapi.js';
 import { createRestRoutes, type RestDeps, type RestRoutes } from './rest.js';
-import { createWsBehavior, type WsData, type WsDeps } from './ws-handler.js';
+import { createWsBehavior, markClosing, type WsData, type WsDeps } from './ws-handler.js';
 import { findWebRoot, serveStatic, webCsp } from './static-files.js';
 
 export interface GatewayServer {
@@ -108,18 +108,18 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
       stopListening();
       for (const ws of [...sockets]) {
         const ud = ws.getUserData();
-        if (ud.phase === 'closing') continue;
+        if (ud.session.phase === 'closing') continue;
         // Jitter spreads the reconnect wave over the remaining nodes.
-        ud.port!.send(encodeFrame({ type: 'reconnect', reason: 'draining', retry_after_ms: Math.floor(Math.random() * retryAfterMs) }));
-        ud.port!.end(CloseCode.draining, 'draining');
+        ud.port.send(encodeFrame({ type: 'reconnect', reason: 'draining', retry_after_ms: Math.floor(Math.random() * retryAfterMs) }));
+        ud.port.end(CloseCode.draining, 'draining');
       }
     },
     async close() {
       stopListening();
       for (const ws of [...sockets]) {
         const ud = ws.getUserData();
-        if (ud.phase !== 'closing') {
-          ud.phase = 'closing';
+        if (ud.session.phase !== 'closing') {
+          markClosing(ud);
           ws.close();
         }
       }

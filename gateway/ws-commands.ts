@@ -10,7 +10,7 @@ import { encodeFrame, type ClientFrame, type ServerFrame } from '../common/proto
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ChatStore } from './chat-store.js';
-import type { ClusterLink } from './cluster.js';
+import type { ClusterPorts } from './pipeline.js';
 import type { ConnectionRegistry } from './registry.js';
 import type { RateLimiter } from './rate-limit.js';
 
@@ -26,7 +26,7 @@ export interface CommandDeps {
   store: Pick<ChatStore, 'sendMessage' | 'listMessages' | 'markRead'>;
   membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string>> };
   registry: Pick<ConnectionRegistry, 'deliverFrame'>;
-  cluster: Pick<ClusterLink, 'publishEphemeral'> | null;
+  cluster: Pick<ClusterPorts, 'publishEphemeral'> | null;
   sendLimiter: RateLimiter;
   log: Logger;
   metrics: Metrics;

@@ -17,7 +17,7 @@ import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { LogLimiter } from '../common/log-limiter.js';
 import type { Metrics } from '../common/metrics.js';
-import type { MembershipCache } from '../delivery/membership-cache.js';
+import type { MembershipCache } from '../common/membership.js';
 import type { Authenticator } from './auth.js';
 import type { ChatStore } from './chat-store.js';
 import { Connection, type SocketPort } from './connection.js';
@@ -25,7 +25,7 @@ import { AddressCounter, type EdgePolicy } from './edge.js';
 import { peerAddress, STATUS_TEXT } from './http.js';
 import type { ConnectionRegistry } from './registry.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
-import type { ClusterLink } from './cluster.js';
+import type { ClusterPorts } from './pipeline.js';
 import { createCommandHandlers, runCommand, type RequestFrame } from './ws-commands.js';
 
 /** Requests queued on one connection beyond this are refused with rate_limited. */
@@ -33,15 +33,24 @@ const MAX_PENDING_REQUESTS = 64;
 /** How often open sockets are checked for an expired token. */
 const EXPIRY_SWEEP_MS = 1000;
 
-export type Phase = 'awaiting_hello' | 'authenticating' | 'open' | 'closing';
+/** The lifecycle state; the connection exists from the moment the token is verified. */
+export type Session =
+  | { readonly phase: 'awaiting_hello' }
+  | { readonly phase: 'authenticating'; readonly conn: Connection | null }
+  | { readonly phase: 'open'; readonly conn: Connection }
+  | { readonly phase: 'closing'; readonly conn: Connection | null };
+export type Phase = Session['phase'];
 
+const connOf = (s: Session): Connection | null => (s.phase === 'awaiting_hello' ? null : s.conn);
 /** Read through a function: after an await the phase may have changed (TypeScript would keep it narrowed). */
-const closing = (ud: WsData): boolean => ud.phase === 'closing';
+const closing = (ud: WsData): boolean => ud.session.phase === 'closing';
+/** Ends the lifecycle (idempotent): nothing more is written to this socket. */
+export const markClosing = (ud: WsData): void => {
+  if (ud.session.phase !== 'closing') ud.session = { phase: 'closing', conn: connOf(ud.session) };
+};
 
 export interface WsData {
-  phase: Phase;
-  /** Set when the phase becomes `open`. */
-  conn: Connection | null;
+  session: Session;
   port: UwsSocketPort;
   /** The client address this socket counts against (per-address cap). */
   address: string;
@@ -67,7 +76,7 @@ export interface WsDeps {
   admitSend(): void;
   onEventCommitted(): void;
   /** Distributed mode: presence entries and typing for other nodes. */
-  cluster: Pick<ClusterLink, 'connected' | 'disconnected' | 'publishEphemeral'> | null;
+  cluster: ClusterPorts | null;
   /** All sockets, in any phase, for draining. */
   sockets: Set<WebSocket<WsData>>;
 }
@@ -92,7 +101,7 @@ class UwsSocketPort implements SocketPort {
 
   send(text: string): boolean {
     const ws = this.ws;
-    if (!ws || this.ud.phase === 'closing') return false;
+    if (!ws || closing(this.ud)) return false;
     let result = 0;
     ws.cork(() => {
       result = ws.send(text, false, false);
@@ -101,16 +110,16 @@ class UwsSocketPort implements SocketPort {
   }
 
   bufferedAmount(): number {
-    return !this.ws || this.ud.phase === 'closing' ? 0 : this.ws.getBufferedAmount();
+    return !this.ws || closing(this.ud) ? 0 : this.ws.getBufferedAmount();
   }
 
   batch(fn: () => void): void {
-    if (this.ws && this.ud.phase !== 'closing') this.ws.cork(fn);
+    if (this.ws && !closing(this.ud)) this.ws.cork(fn);
   }
 
   end(code: number, reason: string): void {
-    if (!this.ws || this.ud.phase === 'closing') return;
-    this.ud.phase = 'closing';
+    if (!this.ws || closing(this.ud)) return;
+    markClosing(this.ud);
     this.ws.end(code, reason);
   }
 }
@@ -139,7 +148,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
   const idle = Promise.resolve();
 
   function reply(ud: WsData, frame: ServerFrame): void {
-    if (ud.phase === 'closing') return;
+    if (closing(ud)) return;
     // Replies obey the same buffer bound as deliveries.
     if (!ud.port.send(encodeFrame(frame))) {
       metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
@@ -149,7 +158,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
 
   function replyError(ud: WsData, err: unknown, ref: string | undefined): void {
     const e = toAppError(err);
-    const fields = { user_id: ud.conn?.userId, address: ud.address, code: e.code };
+    const fields = { user_id: connOf(ud.session)?.userId, address: ud.address, code: e.code };
     if (e.code === 'internal') logs.write('error', 'internal:ws', { ...fields, err: e.cause ?? e }, 'frame handling failed');
     else if (e.code === 'unauthorized' || e.code === 'too_many_connections') logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message }, 'websocket refused');
     metrics.wsErrors.inc({ code: e.code });
@@ -164,7 +173,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
   }
 
   async function hello(ud: WsData, frame: Extract<ClientFrame, { type: 'hello' }>): Promise<void> {
-    ud.phase = 'authenticating';
+    ud.session = { phase: 'authenticating', conn: null };
     let userId: string;
     try {
       const token = await auth.verify(frame.token);
@@ -181,7 +190,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       return;
     }
     const conn = new Connection(userId, ud.port, connDeps);
-    ud.conn = conn;
+    ud.session = { phase: 'authenticating', conn };
     metrics.activeConnections.inc();
     // Registered before reading the user's conversations, so a message committed after that read
     // is seen live (or as a gap) and never missed.
@@ -201,7 +210,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     for (const [conv, seq] of frame.resume) (known.has(conv) ? resume.set(conv, seq) : rejected.push(conv));
     if (ud.helloTimer) clearTimeout(ud.helloTimer);
     ud.helloTimer = null;
-    ud.phase = 'open';
+    ud.session = { phase: 'open', conn };
     reply(ud, {
       type: 'welcome',
       user_id: userId,
@@ -224,12 +233,12 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       conn.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
       return;
     }
-    if (ud.phase !== 'open') return;
+    if (ud.session.phase !== 'open') return;
     await runCommand(commands, frame, { userId: conn.userId, reply: (f) => reply(ud, f) });
   }
 
   function onMessage(ud: WsData, message: ArrayBuffer, isBinary: boolean): void {
-    if (ud.phase === 'closing') return;
+    if (closing(ud)) return;
     let raw: unknown;
     let frame: ClientFrame;
     try {
@@ -239,10 +248,11 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       frame = decodeClientFrame(raw, limits);
     } catch (err) {
       replyError(ud, err, frameRef(raw));
-      if (ud.phase === 'awaiting_hello') ud.port.end(CloseCode.protocolViolation, 'hello expected');
+      if (ud.session.phase === 'awaiting_hello') ud.port.end(CloseCode.protocolViolation, 'hello expected');
       return;
     }
-    switch (ud.phase) {
+    const session = ud.session;
+    switch (session.phase) {
       case 'awaiting_hello':
         if (frame.type === 'hello') {
           hello(ud, frame).catch((err) => refuse(ud, toAppError(err), CloseCode.resyncFailed, 'hello failed'));
@@ -253,6 +263,8 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       case 'authenticating':
         if (frame.type === 'ping') reply(ud, { type: 'pong' });
         else replyError(ud, new AppError('invalid_frame', 'wait for welcome before sending requests'), frameRef(raw));
+        return;
+      case 'closing':
         return;
       case 'open':
         break;
@@ -270,11 +282,11 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       replyError(ud, new AppError('rate_limited', `more than ${MAX_PENDING_REQUESTS} requests in flight`, { retryAfterS: 1 }), ref);
       return;
     }
-    const conn = ud.conn!;
+    const conn = session.conn;
     const req = frame;
     ud.pending++;
     ud.chain = ud.chain
-      .then(() => (ud.phase === 'open' ? request(ud, conn, req) : undefined))
+      .then(() => (ud.session.phase === 'open' ? request(ud, conn, req) : undefined))
       .catch((err) => replyError(ud, err, ref))
       .finally(() => {
         ud.pending--;
@@ -316,7 +328,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const now = Date.now();
     for (const ws of deps.sockets) {
       const ud = ws.getUserData();
-      if (ud.phase === 'open' && ud.expiresAtMs <= now) {
+      if (ud.session.phase === 'open' && ud.expiresAtMs <= now) {
         refuse(ud, new AppError('unauthorized', 'token expired: reconnect with a fresh token'), CloseCode.tokenExpired, 'token expired');
       }
     }
@@ -350,8 +362,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
           return;
         }
         const ud = {
-          phase: 'awaiting_hello',
-          conn: null,
+          session: { phase: 'awaiting_hello' },
           address,
           helloTimer: null,
           bucket: new TokenBucket(limits.framesPerSecond, limits.frameBurst),
@@ -372,7 +383,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
         addresses.tryAdd(ud.address);
         deps.sockets.add(ws);
         ud.helloTimer = setTimeout(() => {
-          if (ud.phase !== 'awaiting_hello' && ud.phase !== 'authenticating') return;
+          if (ud.session.phase !== 'awaiting_hello' && ud.session.phase !== 'authenticating') return;
           refuse(ud, new AppError('unauthorized', `no hello within ${config.timeouts.helloMs} ms`), CloseCode.helloTimeout, 'hello timeout');
         }, config.timeouts.helloMs);
         ud.helloTimer.unref();
@@ -384,13 +395,13 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       (ws: WebSocket<WsData>, message: ArrayBuffer, isBinary: boolean) => onMessage(ws.getUserData(), message, isBinary),
       (ws) => replyError(ws.getUserData(), new AppError('internal', 'internal error'), undefined),
     ),
-    drain: guard('drain', (ws: WebSocket<WsData>) => ws.getUserData().conn?.onDrain()),
+    drain: guard('drain', (ws: WebSocket<WsData>) => connOf(ws.getUserData().session)?.onDrain()),
     close: guard('close', (ws: WebSocket<WsData>) => {
       const ud = ws.getUserData();
-      ud.phase = 'closing';
+      markClosing(ud);
       if (deps.sockets.delete(ws)) addresses.remove(ud.address);
       if (ud.helloTimer) clearTimeout(ud.helloTimer);
-      const conn = ud.conn;
+      const conn = connOf(ud.session);
       if (!conn) return;
       registry.remove(conn);
       deps.cluster?.disconnected(conn.userId);

@@ -5,6 +5,8 @@ import { dueCount, intendedTime, slotOf, totalMessages } from './lib/schedule.js
 import { parseProm } from './lib/sampler.js';
 import { signHS256 } from './lib/jwt.js';
 import { parseArgs } from './lib/args.js';
+import { mergeConnect, tallyReports } from './lib/tally.js';
+import type { WorkerReport } from './lib/types.js';
 import { createHmac } from 'node:crypto';
 
 describe('histogram merge across workers', () => {
@@ -111,5 +113,33 @@ describe('cluster scenario options', () => {
   });
   it('reads a gateway\'s realchat_active_connections from its labelled series', () => {
     expect(parseProm('realchat_active_connections{node_id="gateway-3"} 12500\n')['realchat_active_connections']).toBe(12500);
+  });
+});
+
+describe('merging worker reports', () => {
+  const report = (over: Partial<WorkerReport>): WorkerReport => ({
+    workerId: 0, hist: '', sent: 0, acked: 0, delivered: 0, duplicates: 0, gaps: 0, errors: {}, acked_per_conv: {},
+    unique_per_conn_conv: [], first_recv_ms: 0, last_recv_ms: 0, open: 0, ...over,
+  });
+  it('counts loss per member of each conversation against the acked messages, across workers', () => {
+    const h = newHist();
+    recordMs(h, 2);
+    const tally = tallyReports([
+      report({ workerId: 0, hist: encodeHist(h), sent: 3, acked: 3, delivered: 5, open: 1, errors: { closed_1006: 1 }, acked_per_conv: { a: 2, b: 1 }, unique_per_conn_conv: [[0, 'a', 2], [2, 'b', 1]] }),
+      report({ workerId: 1, sent: 1, acked: 1, delivered: 2, open: 2, errors: { closed_1006: 2 }, acked_per_conv: { a: 1 }, unique_per_conn_conv: [[1, 'a', 2]] }),
+    ], new Map([['a', [0, 1]], ['b', [2, 3]]]));
+    // a: 3 acked x 2 members, member 0 and 1 miss one each; b: 1 acked x 2 members, member 3 got nothing
+    expect([tally.expected_deliveries, tally.lost]).toEqual([8, 3]);
+    expect([tally.sent, tally.acked, tally.delivered, tally.open]).toEqual([4, 4, 7, 3]);
+    expect(tally.errors).toEqual({ closed_1006: 3 });
+    expect(tally.latency_ms.count).toBe(1);
+  });
+  it('accept rate spans all workers; no workers means nothing open', () => {
+    const c = mergeConnect([
+      { attempted: 10, open: 10, failed: 0, first_attempt_ms: 1000, last_open_ms: 2000 },
+      { attempted: 10, open: 8, failed: 2, first_attempt_ms: 1500, last_open_ms: 3000 },
+    ]);
+    expect(c).toEqual({ open: 18, failed: 2, accept_per_s: 9 });
+    expect(mergeConnect([])).toEqual({ open: 0, failed: 0, accept_per_s: 0 });
   });
 });

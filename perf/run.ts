@@ -7,15 +7,15 @@ import { parseArgs, forScenario, USAGE, type Options } from './lib/args.js';
 import { startTarget, repoRoot, assertLoopback, DEFAULT_SECRET, LACKS, type RunningTarget } from './lib/targets.js';
 import { makeUsers, makeConversations, type User } from './lib/realchat-api.js';
 import { tokenFor } from './lib/jwt.js';
-import { ServerSampler } from './lib/sampler.js';
+import { ServerSampler, baselineRss } from './lib/sampler.js';
 import { machineInfo } from './lib/proc.js';
-import { mergeEncoded, summarize, percentileCurve } from './lib/hist.js';
 import { leastSquares } from './lib/fit.js';
 import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
-import { writeAll, latencySvg, type RunResult } from './lib/report.js';
-import type { ConnSpec, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport, ConnectResult } from './lib/types.js';
-import { Workers } from './lib/workers.js';
+import { writeAll, latencySvg, stamp, resultsBase, type RunResult } from './lib/report.js';
+import type { ConnSpec, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport } from './lib/types.js';
+import { Workers, workerCount, sourceAddresses } from './lib/workers.js';
+import { mergeConnect, tallyReports, type ConnectTally } from './lib/tally.js';
 import { runCluster } from './cluster.js';
 
 const log = (s: string): void => { process.stderr.write(`[perf ${new Date().toISOString().slice(11, 19)}] ${s}\n`); };
@@ -28,26 +28,15 @@ export function makeGroups(n: number, g: number): number[][] {
   return groups;
 }
 
-function mergeConnect(rs: ConnectResult[]): { open: number; failed: number; accept_per_s: number } {
-  const open = rs.reduce((a, r) => a + r.open, 0);
-  const failed = rs.reduce((a, r) => a + r.failed, 0);
-  const first = Math.min(...rs.map((r) => r.first_attempt_ms));
-  const last = Math.max(...rs.map((r) => r.last_open_ms));
-  const span = (last - first) / 1000;
-  return { open, failed, accept_per_s: open > 0 && span > 0 ? open / span : 0 };
-}
-
 async function runScenario(oIn: Options, sc: Scenario, target: Target, command: string, compare: boolean): Promise<RunResult> {
   const o = forScenario({ ...oIn, target }, sc, compare);
   const runId = randomBytes(4).toString('hex');
   const startedAt = new Date().toISOString();
   const notes: string[] = [];
   const N = o.connections;
-  const W = o.workers > 0 ? o.workers : Math.max(1, Math.ceil(N / 12_000));
-  if (Math.ceil(N / W) > 15_000) throw new Error(`${Math.ceil(N / W)} connections per worker: use --workers >= ${Math.ceil(N / 15_000)}`);
-  const A = o.sourceAddrs > 0 ? o.sourceAddrs : Math.max(2, Math.ceil(N / 10_000));
-  if (A > 250) throw new Error('--source-addrs must be <= 250');
-  const addrs = Array.from({ length: A }, (_, i) => `127.0.0.${2 + i}`);
+  const W = workerCount(N, o.workers);
+  const addrs = sourceAddresses(N, o.sourceAddrs);
+  const A = addrs.length;
   if (o.url) assertLoopback(o.url);
 
   log(`${sc} against ${target}: ${N} connections, ${W} workers, ${A} source addresses, ${o.duration}s, rate ${o.rate}/s, group ${o.groupSize}`);
@@ -93,12 +82,8 @@ async function runScenario(oIn: Options, sc: Scenario, target: Target, command: 
       for (let s = 0; s < k; s++) groups.forEach((g, gi) => { if (s < g.length) slots.push({ conn: g[s]!, conv: convIds[gi]! }); });
     }
 
-    // baseline RSS after setup (users, conversations), right before connecting: a server's start-up
-    // transient (e.g. RealChat's embedded PGlite) must not count as connection memory
-    await sleep(2000);
-    const tb = nowMs();
-    await sleep(3000);
-    const baseline = sampler.meanRss(tb, nowMs()) ?? 0;
+    // baseline RSS after setup (users, conversations), right before connecting
+    const [baseline = 0] = await baselineRss([sampler]);
 
     workers = new Workers(W, log);
     const wk = workers;
@@ -107,7 +92,7 @@ async function runScenario(oIn: Options, sc: Scenario, target: Target, command: 
     // connection ramp (in steps for the idle memory fit)
     const levels = sc === 'idle' && o.steps && o.steps.length > 0 ? o.steps : [N];
     const points: Array<{ connections: number; rss_bytes: number }> = [];
-    let conn = { open: 0, failed: 0, accept_per_s: 0 };
+    let conn: ConnectTally = { open: 0, failed: 0, accept_per_s: 0 };
     for (const level of levels) {
       const rampTimeout = (level / o.rampRate + 120) * 1000;
       const res = await wk.all((w) => ({ cmd: 'connect', upTo: Math.floor((level - 1 - w) / W) + 1, ratePerS: o.rampRate / W }), 'connected', rampTimeout);
@@ -164,28 +149,15 @@ async function runScenario(oIn: Options, sc: Scenario, target: Target, command: 
 
 interface BuildIn {
   o: Options; sc: Scenario; target: Target; rt: RunningTarget; startedAt: string; command: string; notes: string[]; W: number; addrs: string[];
-  conn: { open: number; failed: number; accept_per_s: number }; reports: WorkerReport[]; members: Map<string, number[]>; sampler: ServerSampler;
+  conn: ConnectTally; reports: WorkerReport[]; members: Map<string, number[]>; sampler: ServerSampler;
   baseline: number; points: Array<{ connections: number; rss_bytes: number }>; sendStart: number; sendEnd: number; measureEnd: number; stormAt: number;
 }
 
 function buildResult(b: BuildIn): RunResult {
   const { o, reports, sampler } = b;
-  const hist = mergeEncoded(reports.map((r) => r.hist));
-  const sum = (f: (r: WorkerReport) => number): number => reports.reduce((a, r) => a + f(r), 0);
-  const errors: Record<string, number> = {};
-  for (const r of reports) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
   // loss: for each conversation, every member should have every acked message
-  const acked = new Map<string, number>();
-  for (const r of reports) for (const [c, n] of Object.entries(r.acked_per_conv)) acked.set(c, (acked.get(c) ?? 0) + n);
-  const uniq = new Map<string, number>();
-  for (const r of reports) for (const [i, c, n] of r.unique_per_conn_conv) uniq.set(`${i}|${c}`, n);
-  let expected = 0, lost = 0;
-  for (const [c, ms] of b.members) {
-    const a = acked.get(c) ?? 0;
-    expected += a * ms.length;
-    for (const i of ms) lost += Math.max(0, a - (uniq.get(`${i}|${c}`) ?? 0));
-  }
-  const delivered = sum((r) => r.delivered);
+  const tally = tallyReports(reports, b.members);
+  const { delivered, lost } = tally;
   const lastRecv = Math.max(0, ...reports.map((r) => r.last_recv_ms));
   const sendSpan = Math.max(0.001, (Math.max(lastRecv, b.sendEnd) - b.sendStart) / 1000);
   const cpu = sampler.cpuBetween(b.sendStart - 1000, b.measureEnd) ?? 0;
@@ -196,9 +168,9 @@ function buildResult(b: BuildIn): RunResult {
     machine: machineInfo(), connections: o.connections, connections_open: b.conn.open, duration_s: o.duration, rate: o.rate,
     group_size: b.sc === 'idle' ? 0 : o.groupSize, senders: b.sc === 'group' ? o.senders : b.sc === 'idle' ? 0 : o.connections,
     payload_bytes: o.payloadBytes, workers: b.W, source_addresses: b.addrs, accept_per_s: b.conn.accept_per_s, connect_failed: b.conn.failed,
-    sent: sum((r) => r.sent), acked: sum((r) => r.acked), delivered, expected_deliveries: expected, lost,
-    duplicates: sum((r) => r.duplicates), gaps: sum((r) => r.gaps), errors,
-    latency_ms: summarize(hist), latency_curve: percentileCurve(hist),
+    sent: tally.sent, acked: tally.acked, delivered, expected_deliveries: tally.expected_deliveries, lost,
+    duplicates: tally.duplicates, gaps: tally.gaps, errors: tally.errors,
+    latency_ms: tally.latency_ms, latency_curve: tally.latency_curve,
     delivered_per_s: b.sc === 'idle' ? 0 : delivered / sendSpan,
     server_pids: sampler['pids'], server_cpu_s: cpu, deliveries_per_server_cpu_s: cpu > 0 ? delivered / cpu : 0,
     server_rss_bytes: rssLoaded, server_rss_baseline_bytes: b.baseline,
@@ -206,7 +178,6 @@ function buildResult(b: BuildIn): RunResult {
     server_samples: sampler.samples.map((s) => ({ t_s: Math.round(s.t_ms - b.sendStart) / 1000, cpu_s: s.cpu_s, rss_bytes: s.rss_bytes, ...(s.metrics ? { metrics: s.metrics } : {}) })),
     notes: b.notes,
   };
-  hist.destroy();
   if (last?.metrics) result.server_metrics = last.metrics;
   if (b.points.length >= 2) {
     const pts = [{ connections: 0, rss_bytes: b.baseline }, ...b.points];
@@ -229,8 +200,6 @@ function buildResult(b: BuildIn): RunResult {
   if (b.sc === 'idle') b.notes.push(`rss_per_connection_bytes = (mean RSS while holding ${b.conn.open} connections - RSS before connecting) / ${b.conn.open}`);
   return result;
 }
-
-function stamp(): string { return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-'); }
 
 async function compareMode(o: Options, command: string): Promise<void> {
   const scenarios: Scenario[] = ['idle', 'pairs', 'group'];
@@ -313,7 +282,7 @@ async function main(): Promise<void> {
   if (o.scenario === 'compare') { await compareMode(o, command); return; }
   if (o.scenario === 'cluster') { await runCluster(o, command, log); return; }
   const r = await runScenario(o, o.scenario as Scenario, o.target, command, false);
-  const base = o.out ? o.out.replace(/\.json$/, '') : join(repoRoot(), 'perf', 'results', `${o.scenario}-${o.target}-${stamp()}`);
+  const base = resultsBase(o.out, `${o.scenario}-${o.target}`);
   const files = writeAll(base, r);
   const l = r.latency_ms;
   log(`open ${r.connections_open}/${r.connections}, accept ${r.accept_per_s.toFixed(0)}/s, sent ${r.sent}, acked ${r.acked}, delivered ${r.delivered}/${r.expected_deliveries} (lost ${r.lost}), ` +

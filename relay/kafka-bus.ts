@@ -1,6 +1,6 @@
 import type { EventBus } from '../common/bus.js';
 import { EVENT_HEADERS, type EventRecord } from '../common/events.js';
-import type { KafkaProducer } from '../common/kafka.js';
+import type { KafkaProducer } from '../common/kafka/index.js';
 
 /** The relay's side of the Kafka event topic: same key, value and headers as the Debezium outbox router. */
 export function createKafkaEventBus(producer: KafkaProducer, topic: string): EventBus {

@@ -6,7 +6,7 @@
  * A leader that cannot confirm its session within `checkTimeoutMs` steps down.
  */
 import type { Sql } from '../common/db.js';
-import { withTimeout } from '../common/db.js';
+import { withTimeout } from '../common/timeout.js';
 
 const OUTBOX_LEASE_KEY = 727275;
 

@@ -5,7 +5,7 @@
  * (a cursor on id would skip rows committed out of id order).
  */
 import type { Sql } from '../common/db.js';
-import { withTimeout } from '../common/db.js';
+import { deleteOutboxRows, pollOutbox } from '../common/outbox.js';
 import type { EventBus } from '../common/bus.js';
 import type { EventRecord } from '../common/events.js';
 import type { Logger } from '../common/log.js';
@@ -31,15 +31,6 @@ export interface OutboxRelay {
   idle(): Promise<void>;
 }
 
-interface OutboxRow {
-  id: string;
-  event_id: string;
-  aggregateid: string;
-  type: string;
-  value: string;
-  trace_id: string | null;
-}
-
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { sql, bus, log, metrics } = opts;
   const sleeper = new Sleeper();
@@ -48,16 +39,15 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   let idleWaiters: Array<() => void> = [];
 
   async function pollOnce(): Promise<number> {
-    const rows = await withTimeout(
-      sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id
-                       FROM outbox ORDER BY id LIMIT ${opts.batchSize}`,
-      opts.queryTimeoutMs,
-      'outbox poll',
-    );
+    const rows = await pollOutbox(sql, opts.batchSize, opts.queryTimeoutMs);
     if (rows.length === 0) return 0;
     const records: EventRecord[] = rows.map((r) => ({ key: r.aggregateid, value: r.value, type: r.type, eventId: r.event_id, traceId: r.trace_id }));
     await bus.publish(records);
-    await withTimeout(sql`DELETE FROM outbox WHERE id IN ${sql(rows.map((r) => r.id))}`, opts.queryTimeoutMs, 'outbox delete');
+    await deleteOutboxRows(
+      sql,
+      rows.map((r) => r.id),
+      opts.queryTimeoutMs,
+    );
     metrics.outboxPublished.inc(rows.length);
     return rows.length;
   }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { createSql } from '../common/db.js';
 import { isUuid } from '../common/validate.js';
-import { replayToOutbox, type ReplayScope } from './replay.js';
+import { replayToOutbox, type ReplayScope } from '../common/outbox.js';
 
 const { values } = parseArgs({
   options: { conversation: { type: 'string' }, 'from-sequence': { type: 'string' }, since: { type: 'string' }, batch: { type: 'string' } },

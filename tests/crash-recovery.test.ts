@@ -23,7 +23,7 @@ describe('gateway crash mid-stream (kill -9)', () => {
   beforeAll(async () => {
     databaseUrl = await freshDatabase();
     port = await freePort();
-    server = await spawnRole('gateway', { ...env(), PORT: String(port) });
+    server = await spawnRole('standalone', { ...env(), PORT: String(port) });
   });
   afterAll(async () => {
     await server?.crash();
@@ -81,7 +81,7 @@ describe('gateway crash mid-stream (kill -9)', () => {
     await a.waitClosed();
     await b.waitClosed();
 
-    server = await spawnRole('gateway', { ...env(), PORT: String(port) });
+    server = await spawnRole('standalone', { ...env(), PORT: String(port) });
     const lastSeen = Math.max(0, ...b.messages(conv).map((m) => m.sequence_number));
     b = await TestClient.connect(ws, bt, { [conv]: lastSeen });
     bobFrames.push(b);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, type PostgresServer } from './harness/postgres.js';
 import { createConversation, http, startTestServer, type TestServer } from './harness/server.js';
-import { TestClient } from './harness/ws-client.js';
+import { TestClient, type Frame } from './harness/ws-client.js';
 
 describe('database down', () => {
   let pg: PostgresServer;
@@ -35,7 +35,7 @@ describe('database down', () => {
     expect(a.closeCode).toBeNull();
 
     pg.restart();
-    let ack;
+    let ack: Frame | undefined;
     for (let i = 0; i < 20; i++) {
       ack = await a.sendMessage(conv, 'during', 2);
       if (ack.type === 'ack') break;

@@ -135,7 +135,10 @@ describe('the history checker catches broken variants', () => {
     const naive: Envelope[] = [...stream];
     const sent: Envelope[] = [];
     const socket: SocketPort = {
-      send: (t) => (sent.push(JSON.parse(t).message), true),
+      send: (t) => {
+        sent.push(JSON.parse(t).message);
+        return true;
+      },
       bufferedAmount: () => 0,
       batch: (fn) => fn(),
       end: () => {},

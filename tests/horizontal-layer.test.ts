@@ -105,7 +105,9 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     await faulted;
     const total = senders.length * perSender;
     await Promise.all(clients.map((c) => c.waitForSequence(conv, total, 90_000)));
-    clients.forEach((c, i) => c.messages(conv).forEach((m) => h.receive(users[i]!, m as StoredMessage)));
+    clients.forEach((c, i) => {
+      for (const m of c.messages(conv)) h.receive(users[i]!, m as StoredMessage);
+    });
     const report = h.check(await stored(conv), () => users);
     for (const c of clients) c.stop();
     return { report, clients };

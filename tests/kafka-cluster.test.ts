@@ -11,7 +11,7 @@ import { freePort, startPostgres, type PostgresServer } from './harness/postgres
 import { startKafkaCluster, type KafkaClusterHandle } from './harness/kafka.js';
 import { spawnRole, type RoleProcess } from './harness/stack.js';
 import { History, type StoredMessage } from './harness/history.js';
-import { TestClient } from './harness/ws-client.js';
+import { TestClient, type Frame } from './harness/ws-client.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
 
 describe('Kafka cluster: a broker dies mid-stream', () => {
@@ -58,7 +58,7 @@ describe('Kafka cluster: a broker dies mid-stream', () => {
       if (k === 30) await kafka.killBroker(2);
       if (k === 60) await kafka.restartBroker(2);
       h.send(alice, conv, `k${k}`);
-      let ack;
+      let ack: Frame | undefined;
       for (let attempt = 0; attempt < 100; attempt++) {
         ack = await a.sendMessage(conv, `k${k}`, { k });
         if (ack.type === 'ack') break;

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { startLoadMonitor } from '../gateway/load-monitor.js';
 import { createMetrics } from '../common/metrics.js';
 import { createLogger } from '../common/log.js';
-import type { RunningConsumer } from '../common/kafka.js';
+import type { RunningConsumer } from '../common/kafka/index.js';
 
 describe('load monitor', () => {
   it('pauses while the loop is blocked and resumes after', async () => {

@@ -1,10 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { MembershipCache } from '../delivery/membership-cache.js';
+import { MembershipCache } from '../common/membership.js';
 
 describe('membership cache', () => {
   it('shares one load per conversation and keeps at most maxEntries', async () => {
     let loads = 0;
-    const cache = new MembershipCache({ membersOf: async (c) => (loads++, [`${c}-u`]) }, 2);
+    const cache = new MembershipCache({
+        membersOf: async (c) => {
+          loads++;
+          return [`${c}-u`];
+        },
+      }, 2);
     const [a, b] = await Promise.all([cache.members('c1'), cache.members('c1')]);
     expect(a).toBe(b);
     expect(loads).toBe(1);
@@ -23,7 +28,10 @@ describe('membership cache', () => {
     release(['old']); // read before the insert committed
     expect([...(await stale)]).toEqual(['old']);
     let loads = 0;
-    (cache as unknown as { source: { membersOf: () => Promise<string[]> } }).source.membersOf = async () => (loads++, ['old', 'new']);
+    (cache as unknown as { source: { membersOf: () => Promise<string[]> } }).source.membersOf = async () => {
+      loads++;
+      return ['old', 'new'];
+    };
     expect([...(await cache.members('c'))].sort()).toEqual(['new', 'old']);
     expect(loads).toBe(1);
     cache.add('c', ['third']);

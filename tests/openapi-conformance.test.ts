@@ -29,7 +29,11 @@ function operations(doc: Json): Array<{ method: string; template: string; op: Js
 
 /** Every `$ref` in the document, with where it sits. */
 function refs(node: unknown, at = '#', out: Array<{ at: string; ref: string }> = []): Array<{ at: string; ref: string }> {
-  if (Array.isArray(node)) node.forEach((x, i) => refs(x, `${at}/${i}`, out));
+  if (Array.isArray(node)) {
+    node.forEach((x, i) => {
+      refs(x, `${at}/${i}`, out);
+    });
+  }
   else if (node && typeof node === 'object') {
     for (const [k, v] of Object.entries(node)) {
       if (k === '$ref' && typeof v === 'string') out.push({ at, ref: v });

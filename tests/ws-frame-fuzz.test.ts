@@ -354,6 +354,7 @@ const firstFrameArb: fc.Arbitrary<FrameSpec> = fc.oneof(
   { weight: 1, arbitrary: fc.array(mutationArb, { maxLength: 1 }).map((muts): FrameSpec => ({ body: { fields: mutate([typeField('ping')], muts) }, wire: { mode: 'text' } })) },
   { weight: 4, arbitrary: frameArb },
 );
+// biome-ignore lint/suspicious/noThenProperty: a plain record field named after the step, never awaited
 const freshArb = fc.record({ first: firstFrameArb, afterHello: fc.boolean(), then: fc.array(frameArb, { maxLength: 2 }) });
 type FreshInput = { first: FrameSpec; afterHello: boolean; then: FrameSpec[] };
 
@@ -1115,7 +1116,7 @@ class Session {
 }
 
 function expectWelcome(m: Model, w: Frame | undefined): void {
-  if (!w || w.type !== 'welcome' || w.user_id !== m.alice || !isUuid(w.session_id) || typeof w.node_id !== 'string' || typeof w.heartbeat_interval_ms !== 'number' || w.protocol_version !== 1) {
+  if (w?.type !== 'welcome' || w.user_id !== m.alice || !isUuid(w.session_id) || typeof w.node_id !== 'string' || typeof w.heartbeat_interval_ms !== 'number' || w.protocol_version !== 1) {
     throw new Error(`expected welcome, got ${JSON.stringify(w)?.slice(0, 300)}`);
   }
 }

@@ -38,11 +38,11 @@ await consumer.connect();
 await consumer.subscribe({ topic, fromBeginning: true });
 let got = 0;
 await new Promise((resolve, reject) => {
-  consumer.run({ eachMessage: async ({ message }) => { got++; if (got === 11) resolve(); } }).catch(reject);
+  consumer.run({ eachMessage: async () => { got++; if (got === 11) resolve(); } }).catch(reject);
 });
 step(`consumer group received ${got}`);
 await new Promise((r) => setTimeout(r, 500));
-const offs = await admin.fetchOffsets({ groupId: consumer._groupId ?? undefined, topics: [topic] }).catch(() => null);
+const _offs = await admin.fetchOffsets({ groupId: consumer._groupId ?? undefined, topics: [topic] }).catch(() => null);
 await consumer.disconnect();
 const groups = await admin.listGroups();
 step(`listGroups=${groups.groups.length}`);

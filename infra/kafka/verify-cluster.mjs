@@ -19,7 +19,7 @@ for (let i = 0; i < Number(nArg); i++) {
   // retry like the relay does: a dead leader is retriable until the controller moves leadership
   for (;;) {
     try { await producer.send({ topic, acks: -1, messages: [{ key: `conv-${i % 7}`, value: JSON.stringify({ i, run: t0 }) }] }); break; }
-    catch (e) { retries++; await new Promise((r) => setTimeout(r, 200)); }
+    catch (_e) { retries++; await new Promise((r) => setTimeout(r, 200)); }
   }
 }
 await producer.disconnect();

@@ -30,7 +30,7 @@ while (Date.now() < deadline) {
     }
     last = `brokers=${c.brokers.length}/${expected} controller=${c.controller}`;
   } catch (e) {
-    last = String(e && e.message ? e.message : e);
+    last = String(e?.message ? e.message : e);
   }
   await admin.disconnect().catch(() => {});
   await sleep(250);

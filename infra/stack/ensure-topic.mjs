@@ -40,7 +40,7 @@ while (Date.now() < deadline) {
     }
     process.exit(0);
   } catch (e) {
-    last = String(e && e.message ? e.message : e);
+    last = String(e?.message ? e.message : e);
   }
   await admin.disconnect().catch(() => {});
   await sleep(300);

@@ -18,7 +18,7 @@ while (Date.now() < deadline) {
     await sql.end({ timeout: 5 });
     process.exit(0);
   } catch (e) {
-    last = String(e && e.message ? e.message : e);
+    last = String(e?.message ? e.message : e);
     await sql.end({ timeout: 1 }).catch(() => {});
     // only connection problems are worth retrying; a broken migration is not
     if (!/ECONNREFUSED|ECONNRESET|CONNECT_TIMEOUT|57P03|the database system is starting up/.test(last)) break;

@@ -1,7 +1,7 @@
 // RealChat v1 WebSocket client (also used for the bare `ws` peer, which speaks the same frames plus
 // an explicit `join`, since it has no membership store).
-import WebSocket from 'ws';
-import { Client, type ClientEvents, type Payload } from './base.js';
+import type WebSocket from 'ws';
+import { WebSocketClient, type ClientEvents, type Payload } from './base.js';
 
 interface Frame {
   type?: string;
@@ -15,11 +15,9 @@ interface Frame {
   retry_after_ms?: number;
 }
 
-export class RealChatClient extends Client {
-  private ws: WebSocket | undefined;
+export class RealChatClient extends WebSocketClient {
   private heartbeatMs = 0;
   private nextPing = 0;
-  private closedByUs = false;
 
   constructor(
     idx: number, url: string, userId: string, token: string, convs: readonly string[], localAddress: string, ev: ClientEvents,
@@ -29,21 +27,8 @@ export class RealChatClient extends Client {
   }
 
   connect(resume: boolean, timeoutMs: number): Promise<void> {
-    this.closedByUs = false;
-    return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const done = (err?: Error): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) { try { ws.terminate(); } catch { /* ignore */ } reject(err); } else resolve();
-      };
-      const timer = setTimeout(() => done(new Error('timeout')), timeoutMs);
-      // localPort is passed through to net.connect (not in @types/ws)
-      const opts: WebSocket.ClientOptions & { localPort?: number } = { localAddress: this.localAddress, perMessageDeflate: false, handshakeTimeout: timeoutMs };
-      if (this.localPort !== undefined) opts.localPort = this.localPort;
-      const ws = new WebSocket(this.url, opts);
-      this.ws = ws;
+    return this.attemptConnect(timeoutMs, (attempt) => {
+      const ws = this.openSocket(timeoutMs);
       // resume: one entry per conversation; the server answers each with `synced`
       const waitSynced = new Set<string>();
       let welcomed = false;
@@ -61,11 +46,7 @@ export class RealChatClient extends Client {
         switch (f.type) {
           case 'message': {
             const m = f.message;
-            if (m?.conversation_id && m.payload) {
-              const seq = m.sequence_number;
-              if (typeof seq === 'number') this.last.set(m.conversation_id, Math.max(seq, this.last.get(m.conversation_id) ?? 0));
-              this.ev.onMessage(m.conversation_id, seq, m.payload);
-            }
+            if (m?.conversation_id && m.payload) this.received(m.conversation_id, m.sequence_number, m.payload);
             break;
           }
           case 'ack':
@@ -76,15 +57,14 @@ export class RealChatClient extends Client {
             this.heartbeatMs = f.heartbeat_interval_ms ?? 0;
             this.nextPing = Date.now() + (this.heartbeatMs > 0 ? this.heartbeatMs * (0.5 + Math.random() * 0.4) : 0);
             if (this.peerMode) ws.send(JSON.stringify({ type: 'join', conversation_ids: this.convs }));
-            else if (waitSynced.size === 0) { this.open = true; done(); }
+            else if (waitSynced.size === 0) attempt.succeed();
             break;
           case 'joined':
-            this.open = true;
-            done();
+            attempt.succeed();
             break;
           case 'synced':
             if (f.conversation_id) waitSynced.delete(f.conversation_id);
-            if (welcomed && waitSynced.size === 0) { this.open = true; done(); }
+            if (welcomed && waitSynced.size === 0) attempt.succeed();
             break;
           case 'error':
             this.ev.onError(`ws_error_${f.code ?? 'unknown'}`);
@@ -96,21 +76,15 @@ export class RealChatClient extends Client {
             break; // pong, receipt, typing, messages, unknown: ignore
         }
       });
-      ws.on('close', (code: number) => {
-        const wasOpen = this.open;
-        this.open = false;
-        if (!settled) { done(new Error(`closed ${code}`)); return; }
-        if (!this.closedByUs && wasOpen) this.ev.onClosed(code);
-      });
-      ws.on('error', (e: Error) => {
-        if (!settled) done(e);
-      });
+      ws.on('close', (code: number) => attempt.closed(code));
+      ws.on('error', (e: Error) => attempt.fail(e));
+      return () => ws.terminate();
     });
   }
 
   send(conv: string, key: string, payload: Payload): boolean {
-    const ws = this.ws;
-    if (!this.open || !ws || ws.readyState !== WebSocket.OPEN) return false;
+    const ws = this.writable();
+    if (!ws) return false;
     ws.send(JSON.stringify({ type: 'send', conversation_id: conv, idempotency_key: key, payload }));
     return true;
   }
@@ -120,17 +94,5 @@ export class RealChatClient extends Client {
       this.nextPing = now + this.heartbeatMs;
       try { this.ws?.send('{"type":"ping"}'); } catch { /* ignore */ }
     }
-  }
-
-  drop(): void {
-    this.closedByUs = true;
-    this.open = false;
-    this.ws?.terminate();
-  }
-
-  close(): void {
-    this.closedByUs = true;
-    this.open = false;
-    try { this.ws?.close(1000); } catch { /* ignore */ }
   }
 }

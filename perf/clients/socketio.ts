@@ -1,30 +1,17 @@
 // Socket.IO 4 client (websocket transport only) for the socketio peer.
 import { io, type Socket } from 'socket.io-client';
-import { Client, type ClientEvents, type Payload } from './base.js';
+import { Client, type Payload } from './base.js';
 
 interface Envelope { conversation_id?: string; sequence_number?: number; payload?: Payload }
 interface AckReply { idempotency_key?: string; duplicate?: boolean; error?: string }
 
 export class SocketIOClient extends Client {
   private sock: Socket | undefined;
-  private closedByUs = false;
   lastRecovered = false;
 
-  constructor(idx: number, url: string, userId: string, token: string, convs: readonly string[], localAddress: string, ev: ClientEvents) {
-    super(idx, url, userId, token, convs, localAddress, ev);
-  }
-
   connect(_resume: boolean, timeoutMs: number): Promise<void> {
-    this.closedByUs = false;
-    return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const done = (err?: Error): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) { reject(err); } else resolve();
-      };
-      const timer = setTimeout(() => done(new Error('timeout')), timeoutMs);
+    // a failed attempt leaves the Socket object as it is: the next connect() reuses it
+    return this.attemptConnect(timeoutMs, (attempt) => {
       let s = this.sock;
       if (!s) {
         s = io(this.url, {
@@ -33,17 +20,9 @@ export class SocketIOClient extends Client {
         } as Parameters<typeof io>[1]);
         this.sock = s;
         s.on('message', (env: Envelope) => {
-          if (env?.conversation_id && env.payload) {
-            const seq = env.sequence_number;
-            if (typeof seq === 'number') this.last.set(env.conversation_id, Math.max(seq, this.last.get(env.conversation_id) ?? 0));
-            this.ev.onMessage(env.conversation_id, seq, env.payload);
-          }
+          if (env?.conversation_id && env.payload) this.received(env.conversation_id, env.sequence_number, env.payload);
         });
-        s.on('disconnect', () => {
-          const wasOpen = this.open;
-          this.open = false;
-          if (!this.closedByUs && wasOpen) this.ev.onClosed(0);
-        });
+        s.on('disconnect', () => this.transportClosed(0));
       } else {
         s.connect(); // same Socket object: carries its session id and offset, so the server can recover
       }
@@ -51,14 +30,13 @@ export class SocketIOClient extends Client {
       const onConnect = (): void => {
         sock.off('connect_error', onErr);
         this.lastRecovered = sock.recovered;
-        if (sock.recovered) { this.open = true; done(); return; }
+        if (sock.recovered) { attempt.succeed(); return; }
         sock.timeout(timeoutMs).emit('join', this.convs, (err: Error | null) => {
-          if (err) { done(err); return; }
-          this.open = true;
-          done();
+          if (err) attempt.fail(err);
+          else attempt.succeed();
         });
       };
-      const onErr = (e: Error): void => { sock.off('connect', onConnect); done(e); };
+      const onErr = (e: Error): void => { sock.off('connect', onConnect); attempt.fail(e); };
       sock.once('connect', onConnect);
       sock.once('connect_error', onErr);
     });
@@ -66,7 +44,7 @@ export class SocketIOClient extends Client {
 
   send(conv: string, key: string, payload: Payload): boolean {
     const s = this.sock;
-    if (!this.open || !s || !s.connected) return false;
+    if (!this.open || !s?.connected) return false;
     s.emit('send', { conversation_id: conv, idempotency_key: key, payload }, (r: AckReply) => {
       if (r?.error) this.ev.onError(`sio_${r.error}`);
       else this.ev.onAck(key, r?.duplicate === true);

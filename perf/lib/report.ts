@@ -1,7 +1,8 @@
 // Result files: JSON, a markdown summary and a hand-written SVG percentile plot.
 import { writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { LatencySummary } from './hist.js';
+import { repoRoot } from './targets.js';
 
 export interface RunResult {
   scenario: string;
@@ -64,7 +65,7 @@ export function latencySvg(title: string, series: Array<{ name: string; curve: A
   let maxMs = 0;
   for (const s of series) for (const p of s.curve) if (p.pct <= 99.999) maxMs = Math.max(maxMs, p.ms);
   if (maxMs <= 0) maxMs = 1;
-  const nice = (x: number): number => { const e = Math.pow(10, Math.floor(Math.log10(x))); const f = x / e; return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * e; };
+  const nice = (x: number): number => { const e = 10 ** Math.floor(Math.log10(x)); const f = x / e; return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * e; };
   const top = nice(maxMs * 1.05);
   const yOf = (ms: number): number => T + ph - (Math.min(ms, top) / top) * ph;
   const out: string[] = [];
@@ -99,20 +100,26 @@ export function latencySvg(title: string, series: Array<{ name: string; curve: A
   return out.join('\n');
 }
 
-const kb = (b: number): string => (b / 1024).toFixed(2);
-const mb = (b: number): string => (b / 1048576).toFixed(1);
+export const kib = (b: number): string => (b / 1024).toFixed(2);
+export const mib = (b: number): string => (b / 1048576).toFixed(1);
+
+/** UTC time stamp for result file names: 20261128-030845. */
+export function stamp(): string { return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-'); }
+
+/** Results base path (no extension): --out without its .json, else perf/results/<name>-<stamp>. */
+export function resultsBase(out: string | undefined, name: string): string {
+  return out ? out.replace(/\.json$/, '') : join(repoRoot(), 'perf', 'results', `${name}-${stamp()}`);
+}
+
+/** Title, the "Started ..." line and the command, as every results markdown begins. */
+export function markdownHead(title: string, started: string, command: string): string[] {
+  return [`# ${title}`, '', started, '', '```', command, '```', ''];
+}
 
 export function markdown(r: RunResult, svgName: string): string {
   const l = r.latency_ms;
   const lines = [
-    `# ${r.scenario} · ${r.target} ${r.target_version}`,
-    '',
-    `Started ${r.started_at} on ${r.machine.cpus} CPUs / ${mb(r.machine.memory_bytes)} MiB, Node ${r.machine.node}.`,
-    '',
-    '```',
-    r.command,
-    '```',
-    '',
+    ...markdownHead(`${r.scenario} · ${r.target} ${r.target_version}`, `Started ${r.started_at} on ${r.machine.cpus} CPUs / ${mib(r.machine.memory_bytes)} MiB, Node ${r.machine.node}.`, r.command),
     `Target lacks compared to RealChat: ${r.target_lacks || 'n/a (this is RealChat)'}`,
     '',
     '| metric | value |',
@@ -125,10 +132,10 @@ export function markdown(r: RunResult, svgName: string): string {
     `| delivered per s | ${r.delivered_per_s.toFixed(0)} |`,
     `| latency ms p50 / p95 / p99 / p99.9 / max | ${l.p50} / ${l.p95} / ${l.p99} / ${l.p999} / ${l.max} |`,
     `| server CPU s | ${r.server_cpu_s.toFixed(2)} (deliveries per CPU-s: ${r.deliveries_per_server_cpu_s.toFixed(0)}) |`,
-    `| server RSS | ${mb(r.server_rss_bytes)} MiB (baseline ${mb(r.server_rss_baseline_bytes)} MiB) |`,
-    `| RSS per connection | ${kb(r.rss_per_connection_bytes)} KiB |`,
+    `| server RSS | ${mib(r.server_rss_bytes)} MiB (baseline ${mib(r.server_rss_baseline_bytes)} MiB) |`,
+    `| RSS per connection | ${kib(r.rss_per_connection_bytes)} KiB |`,
   ];
-  if (r.memory_fit) lines.push(`| RSS per connection, fit over ${r.memory_fit.points.map((p) => p.connections).join('/')} | ${kb(r.memory_fit.bytes_per_connection)} KiB (r² ${r.memory_fit.r2.toFixed(3)}) |`);
+  if (r.memory_fit) lines.push(`| RSS per connection, fit over ${r.memory_fit.points.map((p) => p.connections).join('/')} | ${kib(r.memory_fit.bytes_per_connection)} KiB (r² ${r.memory_fit.r2.toFixed(3)}) |`);
   if (r.storm) lines.push(`| storm: dropped / reopened / failed | ${r.storm.dropped} / ${r.storm.reopened} / ${r.storm.failed} |`, `| storm: all reconnected / resumed p50 / caught up | ${r.storm.all_reconnected_s.toFixed(2)} s / ${r.storm.resume_p50_s.toFixed(2)} s / ${r.storm.caught_up_s.toFixed(2)} s, lost ${r.storm.lost} |`);
   if (r.server_metrics) for (const [k, v] of Object.entries(r.server_metrics)) lines.push(`| ${k} (last) | ${+v.toPrecision(4)} |`);
   const errs = Object.entries(r.errors);

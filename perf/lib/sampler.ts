@@ -1,7 +1,7 @@
 // Samples server processes once a second: CPU seconds and RSS from /proc, and, when the target
 // exposes Prometheus metrics, event-loop lag, heap and GC (prom-client default metrics) or Go runtime.
 import { readProc } from './proc.js';
-import { nowMs } from './clock.js';
+import { nowMs, sleep } from './clock.js';
 
 export interface ServerSample {
   t_ms: number;
@@ -104,4 +104,17 @@ export class ServerSampler {
     if (s.length < 2) return undefined;
     return s[s.length - 1]!.cpu_s - s[0]!.cpu_s;
   }
+}
+
+/**
+ * RSS baseline of each sampled server after setup (users, conversations), right before connecting:
+ * a server's start-up transient (e.g. RealChat's embedded PGlite) must not count as connection
+ * memory. Waits 2 s, then averages 3 s of samples.
+ */
+export async function baselineRss(samplers: readonly ServerSampler[]): Promise<number[]> {
+  await sleep(2000);
+  const from = nowMs();
+  await sleep(3000);
+  const to = nowMs();
+  return samplers.map((s) => s.meanRss(from, to) ?? 0);
 }

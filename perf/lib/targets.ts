@@ -2,7 +2,7 @@
 // listening, else started with `npm start`). Everything binds to 127.0.0.1.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import { pidsListeningOn } from './proc.js';
@@ -72,6 +72,26 @@ function stopper(child: ChildProcess): () => Promise<void> {
   };
 }
 
+/** `realchat <package version> (<commit>)`; `ifNoCommit` is appended instead when git cannot tell. */
+export function realchatVersion(ifNoCommit = ''): string {
+  const root = repoRoot();
+  let version = 'realchat';
+  try { version += ` ${(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version}`; } catch { /* ignore */ }
+  try { version += ` (${execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()})`; } catch { version += ifNoCommit; }
+  return version;
+}
+
+/** The built file `npm start` runs (package.json `"start": "node <file>"`), when it has been built. */
+function builtStartEntry(root: string): string | undefined {
+  try {
+    const start = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts?: Record<string, string> }).scripts?.['start'] ?? '';
+    const file = /^node\s+(\S+)$/.exec(start.trim())?.[1];
+    return file && existsSync(join(root, file)) ? join(root, file) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function pkgVersion(name: string): string {
   try { return (JSON.parse(readFileSync(join(repoRoot(), 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version; } catch { return '?'; }
 }
@@ -111,25 +131,23 @@ export async function startTarget(target: Target, opts: { url?: string; port?: n
   const base = (opts.url ?? `http://127.0.0.1:${port}`).replace(/^ws/, 'http').replace(/\/v1\/ws$/, '').replace(/\/$/, '');
   assertLoopback(base);
   const rport = Number(new URL(base).port || 80);
-  let version = 'realchat';
-  try { version = `realchat ${(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version}`; } catch { /* ignore */ }
-  try { version += ` (${execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()})`; } catch { version += ' (uncommitted)'; }
+  const version = realchatVersion(' (uncommitted)');
   const common = { target, url: `${base.replace(/^http/, 'ws')}/v1/ws`, httpBase: base, metricsUrl: `${base}/metrics`, version };
   const up = async (): Promise<boolean> => { try { return (await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1000) })).ok; } catch { return false; } };
   if (await up()) {
     const pids = pidsListeningOn(rport);
     return { ...common, pids, startedByUs: false, stop: async () => { /* not ours */ } };
   }
-  if (!opts.startRealchat) throw new Error(`RealChat is not answering at ${base}/healthz (start it with npm start, or pass --start-server)`);
+  if (!opts.startRealchat) throw new Error(`RealChat is not answering at ${base}/healthz (start it with npm start, or drop --no-start-server to let perf start it)`);
   const dataDir = join(root, 'perf', 'results', 'tmp', `realchat-data-${Date.now()}`);
   // The load generator is one client address minting thousands of users: lift the abuse caps
   // (they protect a node from strangers, not from its own benchmark).
   const BENCH_LIMITS = { REALCHAT_MAX_CONNECTIONS_PER_ADDRESS: '10000000', REALCHAT_DEV_TOKENS_PER_MIN: '10000000', REALCHAT_CONVERSATION_CREATES_PER_MIN: '10000000', REALCHAT_MEMBER_ADDS_PER_MIN: '10000000' };
   mkdirSync(dataDir, { recursive: true });
   // the built entry directly when present (what `npm start` runs after its prestart build), else npm start
-  const entry = join(root, 'dist', 'gateway', 'main.js');
-  const [cmd, args] = existsSync(entry) ? [process.execPath, [entry]] : ['npm', ['start']];
-  opts.log(`starting RealChat (${existsSync(entry) ? 'node dist/gateway/main.js' : 'npm start'}) on ${base} (data dir ${dataDir})`);
+  const entry = builtStartEntry(root);
+  const [cmd, args] = entry ? [process.execPath, [entry]] : ['npm', ['start']];
+  opts.log(`starting RealChat (${entry ? `node ${relative(root, entry)}` : 'npm start'}) on ${base} (data dir ${dataDir})`);
   const child = spawn(cmd, args, {
     ...spawnOpts,
     env: { ...BENCH_LIMITS, ...process.env, PORT: String(rport), HOST: '127.0.0.1', REALCHAT_DATA_DIR: dataDir, REALCHAT_JWT_SECRET: DEFAULT_SECRET, REALCHAT_DEV_AUTH: '1', LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'warn' },

@@ -7,6 +7,23 @@ import type { ParentMsg, WorkerMsg } from './types.js';
 
 const here = dirname(dirname(fileURLToPath(import.meta.url))); // dist/perf (worker.js), this file is in lib/
 
+/** --workers, else one worker process per 12,000 connections; refused above 15,000 per process (20,000 open files each). */
+export function workerCount(connections: number, requested: number): number {
+  const workers = requested > 0 ? requested : Math.max(1, Math.ceil(connections / 12_000));
+  if (Math.ceil(connections / workers) > 15_000) throw new Error(`${Math.ceil(connections / workers)} connections per worker: use --workers >= ${Math.ceil(connections / 15_000)}`);
+  return workers;
+}
+
+/**
+ * Loopback source addresses 127.0.0.2, 127.0.0.3, ...: --source-addrs, else one per 10,000 connections
+ * (at least 2, and at least `atLeast`) so no (source, destination) pair runs out of ephemeral ports.
+ */
+export function sourceAddresses(connections: number, requested: number, atLeast = 0): string[] {
+  const count = requested > 0 ? requested : Math.max(2, Math.ceil(connections / 10_000), atLeast);
+  if (count > 250) throw new Error('--source-addrs must be <= 250');
+  return Array.from({ length: count }, (_, i) => `127.0.0.${2 + i}`);
+}
+
 export class Workers {
   readonly procs: ChildProcess[] = [];
   private waiters: Array<{ ev: WorkerMsg['ev']; got: Map<number, WorkerMsg>; resolve: (m: WorkerMsg[]) => void }> = [];
@@ -48,7 +65,9 @@ export class Workers {
       }, timeoutMs);
       const done = (m: WorkerMsg[]): void => { clearTimeout(t); resolve(m); };
       this.waiters.push({ ev, got: new Map(), resolve: done });
-      this.procs.forEach((p, i) => p.send(typeof msg === 'function' ? msg(i) : msg));
+      this.procs.forEach((p, i) => {
+        p.send(typeof msg === 'function' ? msg(i) : msg);
+      });
     });
   }
   async close(): Promise<void> {

@@ -47,7 +47,7 @@ wss.on('connection', (ws) => {
       }
       case 'send': {
         const c = f.conversation_id ? convs.get(f.conversation_id) : undefined;
-        if (!c || !c.members.has(ws)) { ws.send(JSON.stringify({ type: 'error', code: 'forbidden', ref: f.idempotency_key })); return; }
+        if (!c?.members.has(ws)) { ws.send(JSON.stringify({ type: 'error', code: 'forbidden', ref: f.idempotency_key })); return; }
         const seq = ++c.seq;
         const env = {
           message_id: randomUUID(), conversation_id: f.conversation_id, sender_id: users.get(ws) ?? '',

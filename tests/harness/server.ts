@@ -3,7 +3,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { inject } from 'vitest';
 import postgres from 'postgres';
 import { loadConfig, type Config } from '../../common/config.js';
-import { startRealChat, type RealChat } from '../../gateway/realchat.js';
+import { startRealChat, type RealChat } from '../../standalone/realchat.js';
 import { createAuthenticator } from '../../gateway/auth.js';
 import { createLogger } from '../../common/log.js';
 

@@ -47,7 +47,10 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
     requestAnimationFrame(() => {
       scheduled = false;
       replaceChildren(ui.badge, connectionBadge(model));
-      replaceChildren(ui.errors, errorList(model, (id) => (model.dismissError(id), render())));
+      replaceChildren(ui.errors, errorList(model, (id) => {
+        model.dismissError(id);
+        render();
+      }));
       replaceChildren(ui.convList, conversationList(model, openConversation));
       const c = model.activeId ? model.conversations.get(model.activeId) : undefined;
       ui.chat.classList.toggle('empty', !c);

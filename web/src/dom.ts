@@ -1,4 +1,5 @@
 /** A small hyperscript helper: h('div', { class: 'x', onclick: fn }, child, 'text'). Text is never parsed as HTML. */
+// biome-ignore lint/suspicious/noExplicitAny: handlers take their own event types (MouseEvent, KeyboardEvent, ...)
 type Attrs = Record<string, string | number | boolean | null | undefined | ((ev: any) => void)>;
 type Child = Node | string | number | null | undefined | false | Child[];
 

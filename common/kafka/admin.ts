@@ -1,0 +1,71 @@
+/** Topic administration and lag. */
+import { retry } from '../retry.js';
+import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
+import type { Admin } from './kafkajs.js';
+
+async function withAdmin<T>(client: KafkaClient, fn: (admin: Admin) => Promise<T>): Promise<T> {
+  const admin = raw(client).admin();
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+/**
+ * Creates missing topics with a fixed partition count and waits until their metadata is served.
+ * Retried with backoff, connection included: right after a creation (several nodes starting at
+ * once, or a fresh broker) the broker may answer metadata requests with retriable errors such as
+ * UNKNOWN_TOPIC_OR_PARTITION, and a busy broker may not answer the first connection in time.
+ * Bounded: a broker that stays unreachable (or refuses for good) fails the start after ~20 s.
+ */
+export async function ensureTopics(client: KafkaClient, topics: Array<{ topic: string; partitions: number; replicationFactor?: number }>): Promise<void> {
+  await retry(
+    () =>
+      withAdmin(client, async (admin) => {
+        const existing = new Set(await admin.listTopics());
+        const missing = topics.filter((t) => !existing.has(t.topic));
+        if (missing.length) {
+          await admin.createTopics({
+            waitForLeaders: true,
+            topics: missing.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: t.replicationFactor ?? -1 })),
+          });
+        }
+        await admin.fetchTopicMetadata({ topics: topics.map((t) => t.topic) });
+      }),
+    { retries: KAFKA_DEFAULTS.topicRetries, baseMs: 200, capMs: 3000 },
+  );
+}
+
+export async function deleteTopics(client: KafkaClient, topics: string[]): Promise<void> {
+  if (topics.length === 0) return;
+  await withAdmin(client, async (admin) => {
+    const existing = new Set(await admin.listTopics());
+    const present = topics.filter((t) => existing.has(t));
+    if (present.length) await admin.deleteTopics({ topics: present, timeout: 10_000 });
+  });
+}
+
+export interface PartitionLag {
+  topic: string;
+  partition: number;
+  committed: number;
+  end: number;
+  lag: number;
+}
+
+/** Consumer lag per partition: log end offset minus the group's committed offset. */
+export async function consumerLag(client: KafkaClient, groupId: string, topic: string): Promise<PartitionLag[]> {
+  return withAdmin(client, async (admin) => {
+    const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+    const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+    return ends.map((e) => {
+      const end = Number(e.high);
+      const c = byPartition.get(e.partition) ?? -1;
+      const start = Number(e.low);
+      const committedOffset = c < 0 ? start : c;
+      return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
+    });
+  });
+}

@@ -1,0 +1,62 @@
+/** The connection settings every Kafka client of ours shares, and the opaque client handle. */
+import type { Logger } from '../log.js';
+import { KafkaJs, logLevel, type Kafka } from './kafkajs.js';
+
+/** Every tunable in one place (our defaults, not kafkajs'). */
+export const KAFKA_DEFAULTS = {
+  connectionTimeoutMs: 3000,
+  requestTimeoutMs: 10_000,
+  clientRetry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 8 },
+  producerRetry: { retries: 5, initialRetryTime: 200, maxRetryTime: 3000 },
+  consumer: {
+    sessionTimeoutMs: 10_000,
+    heartbeatIntervalMs: 1000,
+    rebalanceTimeoutMs: 20_000,
+    maxBytesPerPartition: 1024 * 1024,
+    maxWaitTimeMs: 50,
+    /** Records handed to the handler at once (one partition). */
+    chunk: 500,
+    autoCommitIntervalMs: 500,
+    joinTimeoutMs: 30_000,
+  },
+  /** ensureTopics: attempts over ~20 s before a start fails. */
+  topicRetries: 9,
+  producerConnectRetries: 4,
+} as const;
+
+declare const brand: unique symbol;
+/** A handle on a Kafka cluster; what it wraps is private to common/kafka/. */
+export interface KafkaClient {
+  readonly [brand]: 'KafkaClient';
+}
+
+export interface KafkaOptions {
+  brokers: string[];
+  clientId: string;
+  log: Logger;
+  connectionTimeoutMs?: number;
+  requestTimeoutMs?: number;
+}
+
+export function createKafkaClient(opts: KafkaOptions): KafkaClient {
+  const log = opts.log.child({ component: 'kafkajs' });
+  const kafka = new KafkaJs({
+    clientId: opts.clientId,
+    brokers: opts.brokers,
+    connectionTimeout: opts.connectionTimeoutMs ?? KAFKA_DEFAULTS.connectionTimeoutMs,
+    requestTimeout: opts.requestTimeoutMs ?? KAFKA_DEFAULTS.requestTimeoutMs,
+    retry: { ...KAFKA_DEFAULTS.clientRetry },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ level, log: entry }) => {
+      const { message, ...rest } = entry;
+      if (level <= logLevel.ERROR) log.error(rest, message);
+      else log.warn(rest, message);
+    },
+  });
+  return kafka as unknown as KafkaClient;
+}
+
+/** For the modules of common/kafka/ only (index.ts does not export it). */
+export function raw(client: KafkaClient): Kafka {
+  return client as unknown as Kafka;
+}

@@ -1,0 +1,185 @@
+/**
+ * A consumer group member that hands records to the handler in partition order and marks offsets
+ * only after the handler succeeded. `handleBatch` receives up to `chunk` records of one partition;
+ * a handler error stops the batch (what is done stays committed) and kafkajs retries from the first
+ * unfinished record, so processing is at-least-once.
+ */
+import type { Logger } from '../log.js';
+import { backoffMs } from '../backoff.js';
+import { withTimeout } from '../timeout.js';
+import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
+import type { Consumer, IHeaders, KafkaMessage } from './kafkajs.js';
+
+export interface InRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string>;
+}
+
+/** What a role may do with a running member (pause under load, stop on drain). */
+export interface RunningConsumer {
+  readonly paused: boolean;
+  pause(): void;
+  resume(): void;
+  stop(): Promise<void>;
+}
+
+export interface GroupConsumerOptions {
+  groupId: string;
+  topic: string | string[];
+  fromBeginning: boolean;
+  log: Logger;
+  handleBatch(records: InRecord[]): Promise<void>;
+  chunk?: number;
+  sessionTimeoutMs?: number;
+  /**
+   * Wait this long for the first partition assignment. `required`: fail instead of going on
+   * without one (a gateway must not serve clients before it can receive their deliveries:
+   * reading from the latest offset, it would skip what is produced before it joins).
+   */
+  join?: { timeoutMs: number; required: boolean };
+}
+
+function decodeHeaders(h: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h ?? {})) {
+    if (v === undefined || v === null) continue;
+    const first = Array.isArray(v) ? v[0] : v;
+    if (first !== undefined && first !== null) out[k] = first.toString();
+  }
+  return out;
+}
+
+function toInRecord(topic: string, partition: number, m: KafkaMessage): InRecord {
+  return { topic, partition, offset: m.offset, key: m.key ? m.key.toString() : null, value: m.value ? m.value.toString() : null, headers: decodeHeaders(m.headers) };
+}
+
+export class GroupConsumer implements RunningConsumer {
+  private readonly topics: string[];
+  private member: Consumer | null = null;
+  private pausedFlag = false;
+  private stopped = false;
+  /** Rebuilds since the last successful join (drives the backoff). */
+  private rebuilds = 0;
+  private rebuildTimer: NodeJS.Timeout | null = null;
+  private firstJoin: () => void = () => {};
+  private readonly joined = new Promise<void>((resolve) => (this.firstJoin = resolve));
+
+  constructor(
+    private readonly client: KafkaClient,
+    private readonly opts: GroupConsumerOptions,
+  ) {
+    this.topics = Array.isArray(opts.topic) ? opts.topic : [opts.topic];
+  }
+
+  /** Joins the group (bounded wait for the first assignment, see `join`). */
+  async start(): Promise<this> {
+    this.member = await this.connect();
+    const join = this.opts.join ?? { timeoutMs: KAFKA_DEFAULTS.consumer.joinTimeoutMs, required: false };
+    try {
+      await withTimeout(this.joined, join.timeoutMs, 'kafka group join');
+    } catch (err) {
+      if (join.required) {
+        await this.stop().catch(() => {});
+        throw err;
+      }
+      this.opts.log.warn({ err, group: this.opts.groupId }, 'no group assignment yet');
+    }
+    return this;
+  }
+
+  get paused(): boolean {
+    return this.pausedFlag;
+  }
+
+  pause(): void {
+    if (!this.pausedFlag) this.member?.pause(this.topics.map((topic) => ({ topic })));
+    this.pausedFlag = true;
+  }
+
+  resume(): void {
+    if (this.pausedFlag) this.member?.resume(this.topics.map((topic) => ({ topic })));
+    this.pausedFlag = false;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.rebuildTimer) clearTimeout(this.rebuildTimer);
+    await this.member?.disconnect();
+  }
+
+  private async connect(): Promise<Consumer> {
+    const c = KAFKA_DEFAULTS.consumer;
+    const chunk = this.opts.chunk ?? c.chunk;
+    const consumer: Consumer = raw(this.client).consumer({
+      groupId: this.opts.groupId,
+      sessionTimeout: this.opts.sessionTimeoutMs ?? c.sessionTimeoutMs,
+      heartbeatInterval: c.heartbeatIntervalMs,
+      rebalanceTimeout: c.rebalanceTimeoutMs,
+      maxBytesPerPartition: c.maxBytesPerPartition,
+      maxWaitTimeInMs: c.maxWaitTimeMs,
+      retry: { ...KAFKA_DEFAULTS.clientRetry, restartOnFailure: async () => true },
+    });
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      this.rebuilds = 0;
+      this.firstJoin();
+    });
+    consumer.on(consumer.events.CRASH, (e) => {
+      this.opts.log.error({ err: e.payload.error, group: this.opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed');
+      if (!e.payload.restart) this.scheduleRebuild(consumer);
+    });
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics: this.topics, fromBeginning: this.opts.fromBeginning });
+      await consumer.run({
+        autoCommit: true,
+        autoCommitInterval: c.autoCommitIntervalMs,
+        eachBatchAutoResolve: false,
+        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+          for (let i = 0; i < batch.messages.length; i += chunk) {
+            if (!isRunning() || isStale()) break;
+            const slice = batch.messages.slice(i, i + chunk);
+            await this.opts.handleBatch(slice.map((m) => toInRecord(batch.topic, batch.partition, m)));
+            resolveOffset(slice[slice.length - 1]!.offset);
+            await heartbeat();
+          }
+        },
+      });
+    } catch (err) {
+      await consumer.disconnect().catch(() => {});
+      throw err;
+    }
+    if (this.pausedFlag) consumer.pause(this.topics.map((topic) => ({ topic })));
+    return consumer;
+  }
+
+  // kafkajs restarts a member itself after retriable errors only; after any other crash (a
+  // non-retriable broker answer surfacing from the handler, for one) the member would stay
+  // stopped while the process looks healthy. Rebuild it with backoff.
+  private scheduleRebuild(dead: Consumer): void {
+    if (this.stopped || dead !== this.member || this.rebuildTimer) return;
+    const delay = backoffMs(this.rebuilds++, 500, 10_000);
+    this.opts.log.warn({ group: this.opts.groupId, delay_ms: delay }, 'rebuilding the kafka consumer');
+    this.rebuildTimer = setTimeout(() => {
+      this.rebuildTimer = null;
+      void (async () => {
+        await dead.disconnect().catch(() => {});
+        if (this.stopped) return;
+        try {
+          this.member = await this.connect();
+        } catch (err) {
+          this.opts.log.error({ err, group: this.opts.groupId }, 'kafka consumer rebuild failed; retrying');
+          this.scheduleRebuild(dead);
+        }
+      })();
+    }, delay);
+  }
+}
+
+/** Starts a group member; resolves once it joined (see GroupConsumerOptions.join). */
+export function runConsumer(client: KafkaClient, opts: GroupConsumerOptions): Promise<RunningConsumer> {
+  return new GroupConsumer(client, opts).start();
+}

@@ -1,0 +1,9 @@
+/**
+ * Our Kafka adapter: the only way the roles talk to Kafka (kafkajs stays behind it, see kafkajs.ts).
+ * Client handles are opaque; failures are KafkaError with a `retriable` flag.
+ */
+export { KAFKA_DEFAULTS, createKafkaClient, type KafkaClient, type KafkaOptions } from './client.js';
+export { KafkaError } from './errors.js';
+export { consumerLag, deleteTopics, ensureTopics, type PartitionLag } from './admin.js';
+export { createProducer, type KafkaProducer, type OutRecord } from './producer.js';
+export { GroupConsumer, runConsumer, type GroupConsumerOptions, type InRecord, type RunningConsumer } from './consumer.js';

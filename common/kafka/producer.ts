@@ -1,0 +1,101 @@
+/** Producing records: idempotent, acks=all, replaced after any failed send. */
+import type { Logger } from '../log.js';
+import { retry } from '../retry.js';
+import { withTimeout } from '../timeout.js';
+import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
+import { toKafkaError } from './errors.js';
+import { Partitioners, type Producer } from './kafkajs.js';
+
+export interface OutRecord {
+  key: string;
+  value: string;
+  headers: Record<string, string>;
+}
+
+export interface KafkaProducer {
+  /** Resolves once every record is acknowledged by all in-sync replicas (acks=all). Rejects with KafkaError. */
+  send(topic: string, records: OutRecord[]): Promise<void>;
+  /** Several topics in one request (acks=all). */
+  sendMany(batches: ReadonlyMap<string, OutRecord[]>): Promise<void>;
+  close(): Promise<void>;
+}
+
+const toMessages = (records: OutRecord[]) => records.map((r) => ({ key: r.key, value: r.value, headers: r.headers }));
+
+export async function createProducer(client: KafkaClient, opts: { timeoutMs: number; log: Logger }): Promise<KafkaProducer> {
+  // Idempotent: broker-side dedup of retried batches, and with one request in flight, per-partition order.
+  const open = async (): Promise<Producer> => {
+    const p = raw(client).producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { ...KAFKA_DEFAULTS.producerRetry },
+    });
+    try {
+      await withTimeout(p.connect(), opts.timeoutMs, 'kafka producer connect');
+    } catch (err) {
+      await withTimeout(p.disconnect(), opts.timeoutMs, 'kafka producer disconnect').catch(() => {});
+      throw err;
+    }
+    return p;
+  };
+  let producer: Promise<Producer> | null = null;
+  let closed = false;
+  const current = (): Promise<Producer> => {
+    if (closed) return Promise.reject(new Error('kafka producer closed'));
+    return (producer ??= open().catch((err: unknown) => {
+      producer = null;
+      throw err;
+    }));
+  };
+  // A broker that is slow to answer at start-up (busy, or just restarted) is retried, not fatal.
+  await retry(() => current(), {
+    retries: KAFKA_DEFAULTS.producerConnectRetries,
+    baseMs: 500,
+    capMs: 5000,
+    onRetry: (err, attempt) => opts.log.warn({ err, attempt }, 'kafka producer connect failed; retrying'),
+  });
+  /**
+   * kafkajs rolls a partition's sequence number back when a produce request fails; if the broker
+   * wrote that batch after all (it timed out on our side: a slow or frozen broker), every later
+   * batch of another size is refused with OUT_OF_ORDER_SEQUENCE_NUMBER, forever. So after any
+   * failed send the producer is replaced by one with a new producer id. What the old one may have
+   * written is re-sent, which at-least-once delivery with consumer-side dedup already allows.
+   */
+  const run = async (send: (p: Producer) => Promise<unknown>, what: string): Promise<void> => {
+    const pending = current();
+    let p: Producer;
+    try {
+      p = await pending;
+    } catch (err) {
+      throw toKafkaError(err, what);
+    }
+    try {
+      await withTimeout(send(p), opts.timeoutMs * 2, what);
+    } catch (err) {
+      if (producer === pending) {
+        producer = null;
+        opts.log.warn({ err }, 'kafka send failed; the producer is replaced before the next send');
+        void withTimeout(p.disconnect(), opts.timeoutMs, 'kafka producer disconnect').catch(() => {});
+      }
+      throw toKafkaError(err, what);
+    }
+  };
+  return {
+    async send(topic, records) {
+      if (records.length === 0) return;
+      await run((p) => p.send({ topic, acks: -1, timeout: opts.timeoutMs, messages: toMessages(records) }), 'kafka produce');
+    },
+    async sendMany(batches) {
+      const topicMessages = [...batches].filter(([, records]) => records.length > 0).map(([topic, records]) => ({ topic, messages: toMessages(records) }));
+      if (topicMessages.length === 0) return;
+      await run((p) => p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), 'kafka produce');
+    },
+    async close() {
+      closed = true;
+      const p = producer;
+      producer = null;
+      await p?.then((x) => x.disconnect()).catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,148 @@
+/**
+ * Every statement on the outbox table, in one place: the gateway's insert (in the transaction of
+ * the state change), the relay's poll and delete, the backlog figures (gateway bound, relay and
+ * lag CLI metrics, and the ops queries of docs/operations.md), and the replay ("rewind the
+ * outbox"). Column names follow the Debezium outbox event router's defaults.
+ */
+import type { Sql, TxSql } from './db.js';
+import type { ChatEvent } from './events.js';
+import { withTimeout } from './timeout.js';
+
+export type OutboxMode = 'table' | 'wal';
+
+/** Inserts events in the caller's transaction. wal mode: Debezium reads the insert from the WAL; the row need not stay. */
+export async function insertOutboxEvents(tx: TxSql, events: readonly ChatEvent[], traceId: string | null, mode: OutboxMode): Promise<void> {
+  if (events.length === 0) return;
+  // Text cast to jsonb explicitly: a jsonb-typed parameter would be JSON-encoded once more by the driver.
+  await tx`INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
+           SELECT e, a, t, p::jsonb, ${traceId}::text
+           FROM unnest(${events.map((e) => e.event_id)}::uuid[], ${events.map((e) => e.conversation_id)}::text[],
+                       ${events.map((e) => e.type)}::text[], ${events.map((e) => JSON.stringify(e))}::text[]) AS x(e, a, t, p)`;
+  if (mode === 'wal') await tx`DELETE FROM outbox WHERE event_id = ANY(${events.map((e) => e.event_id)}::uuid[])`;
+}
+
+export interface OutboxRow {
+  id: string;
+  event_id: string;
+  aggregateid: string;
+  type: string;
+  /** The event's JSON text exactly as stored. */
+  value: string;
+  trace_id: string | null;
+}
+
+/** The oldest unpublished rows, in id order. */
+export function pollOutbox(sql: Sql, limit: number, timeoutMs: number): Promise<OutboxRow[]> {
+  return withTimeout(
+    sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id
+                     FROM outbox ORDER BY id LIMIT ${limit}`,
+    timeoutMs,
+    'outbox poll',
+  );
+}
+
+/** Removes published rows. */
+export async function deleteOutboxRows(sql: Sql, ids: readonly string[], timeoutMs: number): Promise<void> {
+  if (ids.length === 0) return;
+  await withTimeout(sql`DELETE FROM outbox WHERE id IN ${sql(ids)}`, timeoutMs, 'outbox delete');
+}
+
+export interface OutboxStats {
+  /** Unpublished rows, counted up to `cap` (so the query cost stays bounded). */
+  backlog: number;
+  /** Seconds since the oldest unpublished row was written; 0 when empty. */
+  oldestAgeS: number;
+  /** wal mode: WAL bytes the CDC slot has not confirmed (-1: slot missing); null in table mode. */
+  slotLagBytes: number | null;
+}
+
+export interface BacklogBounds {
+  maxRows: number;
+  slot: { name: string; maxLagBytes: number } | null;
+}
+
+export async function readOutboxStats(sql: Sql, cap: number, timeoutMs: number): Promise<OutboxStats> {
+  const [row] = await withTimeout(
+    sql<{ backlog: number; oldest_age_s: number | null }[]>`
+      SELECT (SELECT count(*)::int FROM (SELECT 1 FROM outbox LIMIT ${cap}) capped) AS backlog,
+             (SELECT extract(epoch FROM clock_timestamp() - created_at)::float8 FROM outbox ORDER BY id LIMIT 1) AS oldest_age_s`,
+    timeoutMs,
+    'outbox stats',
+  );
+  return { backlog: row!.backlog, oldestAgeS: Math.max(0, row!.oldest_age_s ?? 0), slotLagBytes: null };
+}
+
+/** WAL retained for a logical replication slot; -1 if the slot does not exist. */
+export async function readSlotLag(sql: Sql, slot: string, timeoutMs: number): Promise<number> {
+  const rows = await withTimeout(
+    sql<{ lag: number | null }[]>`
+      SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 AS lag
+      FROM pg_replication_slots WHERE slot_name = ${slot}`,
+    timeoutMs,
+    'slot lag',
+  );
+  return rows[0] ? (rows[0].lag ?? 0) : -1;
+}
+
+
+// ---- replay ("rewind the outbox") ---------------------------------------------------------------
+
+export interface ReplayScope {
+  conversationId?: string;
+  /** With conversationId: first sequence to replay (default 1). */
+  fromSequence?: number;
+  /** Every message created at or after this time (all conversations, or within conversationId). */
+  since?: Date;
+}
+
+const ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"';
+
+export async function replayToOutbox(sql: Sql, scope: ReplayScope, opts: { batch: number; traceId: string; outboxMode: 'table' | 'wal' }): Promise<number> {
+  if (!scope.conversationId && !scope.since) throw new Error('replay needs --conversation or --since');
+  let total = 0;
+  // Walk (conversation_id, sequence) in key order, one bounded statement per batch.
+  let afterConv = scope.conversationId ?? '00000000-0000-0000-0000-000000000000';
+  let afterSeq = scope.conversationId ? Math.max(0, (scope.fromSequence ?? 1) - 1) : 0;
+  for (;;) {
+    const [r] = await sql<{ n: number; last_conv: string | null; last_seq: number | null }[]>`
+      WITH picked AS (
+        SELECT id, conversation_id, sender_id, sequence, payload, idempotency_key, created_at
+        FROM messages
+        WHERE ${scope.conversationId ? sql`conversation_id = ${scope.conversationId} AND sequence > ${afterSeq}` : sql`(conversation_id, sequence) > (${afterConv}::uuid, ${afterSeq})`}
+          ${scope.since ? sql`AND created_at >= ${scope.since}` : sql``}
+        ORDER BY conversation_id, sequence
+        LIMIT ${opts.batch}
+      ), ins AS (
+        INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
+        SELECT gen_random_uuid(), p.conversation_id::text, 'message.created',
+          jsonb_build_object(
+            'schema_version', 1,
+            'event_id', gen_random_uuid(),
+            'type', 'message.created',
+            'conversation_id', p.conversation_id,
+            'occurred_at', to_char(p.created_at AT TIME ZONE 'UTC', ${ISO_MS}),
+            'message', jsonb_build_object(
+              'message_id', p.id,
+              'conversation_id', p.conversation_id,
+              'sender_id', p.sender_id,
+              'sequence_number', p.sequence,
+              'payload', p.payload,
+              'created_at', to_char(p.created_at AT TIME ZONE 'UTC', ${ISO_MS}),
+              'idempotency_key', p.idempotency_key)),
+          ${opts.traceId}
+        FROM (SELECT * FROM picked ORDER BY conversation_id, sequence) p
+        RETURNING 1
+      )
+      SELECT (SELECT count(*)::int FROM ins) AS n,
+             (SELECT conversation_id::text FROM picked ORDER BY conversation_id DESC, sequence DESC LIMIT 1) AS last_conv,
+             (SELECT sequence FROM picked ORDER BY conversation_id DESC, sequence DESC LIMIT 1) AS last_seq`;
+    // wal mode (Debezium): the inserts are in the WAL; the rows need not stay.
+    if (opts.outboxMode === 'wal') await sql`DELETE FROM outbox WHERE trace_id = ${opts.traceId}`;
+    if (!r || r.n === 0 || r.last_conv === null || r.last_seq === null) break;
+    total += r.n;
+    afterConv = r.last_conv;
+    afterSeq = r.last_seq;
+    if (r.n < opts.batch) break;
+  }
+  return total;
+}

@@ -1,0 +1,144 @@
+/**
+ * A gateway node: the store, the connection registry, the backlog bound and the uWS server, wired
+ * over a database the caller opened and an event pipeline the caller chooses (the Kafka cluster
+ * link in distributed mode, gateway/cluster.ts; the in-process relay and delivery in standalone
+ * mode, standalone/). Only wiring here; every part is built from its factory.
+ */
+import { ConfigError, isLoopbackHost, type Config } from '../common/config.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import type { Sql } from '../common/db.js';
+import { withTimeout } from '../common/timeout.js';
+import { BacklogMonitor } from '../common/backlog-monitor.js';
+import { AppError } from '../common/errors.js';
+import { Semaphore } from '../common/semaphore.js';
+import { MembershipCache, createMembershipSource } from '../common/membership.js';
+import { createAuthenticator } from './auth.js';
+import { createChatStore } from './chat-store.js';
+import { ConnectionRegistry } from './registry.js';
+import { createGatewayInbox } from './inbox.js';
+import { RateLimiter } from './rate-limit.js';
+import { startGatewayServer } from './server.js';
+import type { PipelineFactory } from './pipeline.js';
+
+export interface GatewayNodeOptions {
+  config: Config;
+  sql: Sql;
+  /** Connections in the pool behind `sql` (bounds the request-path gate). */
+  poolSize: number;
+  log: Logger;
+  metrics: Metrics;
+  /** HS256 secret (dev tokens, simple deployments); public keys / JWKS come from config. */
+  jwtSecret: string | null;
+  pipeline: PipelineFactory;
+}
+
+export interface GatewayNode {
+  port: number;
+  /** REALCHAT_INTERNAL_PORT's bound port (metrics, health), or null. */
+  internalPort: number | null;
+  settled(): Promise<void>;
+  /** Graceful: drain clients (bounded), stop the pipeline and the server. The caller closes the database. */
+  close(): Promise<void>;
+}
+
+export async function startGatewayNode(opts: GatewayNodeOptions): Promise<GatewayNode> {
+  const { config, sql, log, metrics, jwtSecret } = opts;
+  const jwt = config.jwt;
+  if (!jwtSecret && !jwt.publicKeyPem && !jwt.jwks) {
+    throw new ConfigError('a token key is required when DATABASE_URL is set: REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS (only the embedded default generates one)');
+  }
+  if (config.devAuth && !jwtSecret) throw new ConfigError('REALCHAT_DEV_AUTH needs REALCHAT_JWT_SECRET to sign dev tokens');
+  if (config.devAuth && !isLoopbackHost(config.host)) {
+    log.warn(
+      { host: config.host },
+      'DEV AUTH IS ON ON A NON-LOOPBACK ADDRESS: anyone who can reach this port can mint a token for any user (POST /v1/dev/token). Never run this way in production.',
+    );
+  }
+
+  const store = createChatStore({
+    sql,
+    queryTimeoutMs: config.timeouts.dbQueryMs,
+    maxRoomMembers: config.limits.maxRoomMembers,
+    maxPageBytes: config.limits.maxPageBytes,
+    outboxMode: config.outboxMode,
+    // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
+    // relay's own queries never queue behind an unbounded backlog in the driver.
+    gate: new Semaphore(opts.poolSize * 2, config.limits.maxQueuedDbOperations),
+  });
+  const registry = new ConnectionRegistry();
+  const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
+  const inbox = createGatewayInbox(registry, membership);
+  const backlog = new BacklogMonitor(
+    sql,
+    { maxRows: config.limits.maxOutboxBacklog, slot: config.outboxMode === 'wal' ? { name: config.slotName, maxLagBytes: config.maxSlotLagBytes } : null },
+    1000,
+    config.timeouts.dbQueryMs,
+    (s) => {
+      metrics.outboxBacklog.set(s.backlog);
+      metrics.outboxOldestAge.set(s.oldestAgeS);
+      if (s.slotLagBytes !== null) metrics.slotLag.set(s.slotLagBytes);
+    },
+  );
+  backlog.start();
+  const pipeline = await opts.pipeline(inbox);
+
+  const server = await startGatewayServer(
+    {
+      config,
+      store,
+      auth: createAuthenticator({
+        secret: jwtSecret,
+        publicKeyPem: jwt.publicKeyPem,
+        jwks: jwt.jwks,
+        issuer: jwt.issuer,
+        audience: jwt.audience,
+        maxTtlS: jwt.maxTtlS,
+        clockToleranceS: jwt.clockToleranceS,
+      }),
+      registry,
+      membership,
+      log,
+      metrics,
+      sendLimiter: new RateLimiter(config.limits.sendsPerSecond, config.limits.sendBurst),
+      admitSend() {
+        if (backlog.overloaded) {
+          metrics.sendsRefusedBacklog.inc();
+          throw new AppError('unavailable', 'the event stream is behind (outbox backlog or replication slot over its bound); retry with the same idempotency key', { retryAfterS: 1 });
+        }
+      },
+      onEventCommitted: () => pipeline.onEventCommitted(),
+      cluster: pipeline.cluster,
+      ready: async () => {
+        try {
+          await withTimeout(store.ping(), 1000, 'readiness ping');
+          return true;
+        } catch {
+          return false;
+        }
+      },
+    },
+    config.host,
+    config.port,
+  );
+  log.info({ host: config.host, port: server.port, mode: config.mode, kafka: Boolean(config.kafkaBrokers), dev_auth: config.devAuth }, 'realchat listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    port: server.port,
+    internalPort: server.internalPort,
+    settled: () => pipeline.settled(),
+    close() {
+      closing ??= (async () => {
+        server.drain({ retryAfterMs: 2000 });
+        // Bounded wait for the close handshakes, so delivery positions are recorded before the database closes.
+        const deadline = Date.now() + config.timeouts.drainMs;
+        while (registry.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        backlog.stop();
+        await pipeline.stop();
+        await server.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,22 @@
+/** What a gateway node needs from the event pipeline it runs on (distributed or standalone). */
+import type { GatewayInbox } from './inbox.js';
+
+/** Presence entries and typing for other nodes (distributed mode). */
+export interface ClusterPorts {
+  connected(userId: string): Promise<void>;
+  disconnected(userId: string): void;
+  /** Typing for members on other nodes (this node delivers its own locally). */
+  publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string>, frame: Record<string, unknown>): void;
+}
+
+/** Where committed events go and how deliveries come back to this node's inbox. */
+export interface NodePipeline {
+  /** After a local commit that produced an event (wakes an in-process relay). */
+  onEventCommitted(): void;
+  /** Resolves when every event committed so far has been handed to connections (in-process only). */
+  settled(): Promise<void>;
+  stop(): Promise<void>;
+  cluster: ClusterPorts | null;
+}
+
+export type PipelineFactory = (inbox: GatewayInbox) => Promise<NodePipeline>;
