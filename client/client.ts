@@ -15,7 +15,16 @@ import { withTimeout } from '../common/timeout.js';
 import { Emitter } from './emitter.js';
 import { RealChatError } from './errors.js';
 import { GapFill } from './gap-fill.js';
-import { afterWelcome, decideAfterClose, decideNextAttempt, initialReconnectState, withRetryAfter, type Reconnect, type ReconnectPolicyOptions, type ReconnectState } from './reconnect-policy.js';
+import {
+  afterWelcome,
+  decideAfterClose,
+  decideNextAttempt,
+  initialReconnectState,
+  withRetryAfter,
+  type Reconnect,
+  type ReconnectPolicyOptions,
+  type ReconnectState,
+} from './reconnect-policy.js';
 import { ConvRequests } from './requests.js';
 import { SendQueue } from './send-queue.js';
 import { Session } from './session.js';
@@ -139,7 +148,12 @@ export class RealChatClient {
 
   constructor(options: ClientOptions) {
     this.o = resolveOptions(options);
-    this.policy = { baseMs: this.o.reconnectBaseMs, capMs: this.o.reconnectCapMs, offlineAfterAttempts: this.o.offlineAfterAttempts, random: this.o.random };
+    this.policy = {
+      baseMs: this.o.reconnectBaseMs,
+      capMs: this.o.reconnectCapMs,
+      offlineAfterAttempts: this.o.offlineAfterAttempts,
+      random: this.o.random,
+    };
     this.pendingReads = new LruMap(this.o.maxConversations);
     this.streams = new ConversationStreams({
       maxBufferedPerConversation: this.o.maxBufferedPerConversation,
@@ -241,7 +255,9 @@ export class RealChatClient {
       return Promise.reject(new RealChatError('invalid_frame', 'payload must be a JSON value', key));
     }
     if (size > this.o.maxPayloadBytes) {
-      return Promise.reject(new RealChatError('payload_too_large', `payload is ${size} bytes; the limit is ${this.o.maxPayloadBytes}`, key));
+      return Promise.reject(
+        new RealChatError('payload_too_large', `payload is ${size} bytes; the limit is ${this.o.maxPayloadBytes}`, key),
+      );
     }
     return this.sends.enqueue(conversationId, payload, key);
   }
@@ -308,10 +324,14 @@ export class RealChatClient {
     if (this.state === 'closed' || this.session) return;
     let token: string;
     try {
-      token = typeof this.o.token === 'function' ? await withTimeout(Promise.resolve(this.o.token()), this.o.requestTimeoutMs, 'token') : this.o.token;
+      token =
+        typeof this.o.token === 'function'
+          ? await withTimeout(Promise.resolve(this.o.token()), this.o.requestTimeoutMs, 'token')
+          : this.o.token;
     } catch (err) {
       // close() may have run while the token was awaited.
-      if ((this.state as ConnectionState) !== 'closed') this.scheduleReconnect(decideNextAttempt(this.reconnect, `could not get a token: ${String(err)}`, this.policy));
+      if ((this.state as ConnectionState) !== 'closed')
+        this.scheduleReconnect(decideNextAttempt(this.reconnect, `could not get a token: ${String(err)}`, this.policy));
       return;
     }
     if ((this.state as ConnectionState) === 'closed' || this.session) return;
@@ -353,7 +373,12 @@ export class RealChatClient {
     if (this.state === 'closed') return;
     const decision = decideAfterClose(
       this.reconnect,
-      { code, reason, tokenIsProvider: typeof this.o.token === 'function', welcomedForMs: welcomedAt === null ? null : this.o.now() - welcomedAt },
+      {
+        code,
+        reason,
+        tokenIsProvider: typeof this.o.token === 'function',
+        welcomedForMs: welcomedAt === null ? null : this.o.now() - welcomedAt,
+      },
       this.policy,
     );
     if (decision.action === 'reconnect') {
@@ -368,7 +393,12 @@ export class RealChatClient {
 
   private scheduleReconnect(decision: Reconnect): void {
     this.reconnect = decision.next;
-    this.setState({ state: decision.connectionState, attempt: this.reconnect.attempt, retryInMs: decision.delayMs, reason: decision.reason });
+    this.setState({
+      state: decision.connectionState,
+      attempt: this.reconnect.attempt,
+      retryInMs: decision.delayMs,
+      reason: decision.reason,
+    });
     this.clearReconnect();
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;

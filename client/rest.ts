@@ -2,7 +2,10 @@
 import { RealChatError } from './errors.js';
 import type { Envelope } from './types.js';
 
-type FetchLike = (url: string, init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal }) => Promise<{
+type FetchLike = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal },
+) => Promise<{
   status: number;
   text(): Promise<string>;
 }>;
@@ -62,12 +65,18 @@ export class RestClient {
   }
 
   listMessages(conversationId: string, afterSequence = 0, limit = 100): Promise<{ messages: Envelope[]; has_more: boolean }> {
-    return this.request('GET', `/v1/conversations/${encodeURIComponent(conversationId)}/messages?after_sequence=${afterSequence}&limit=${limit}`);
+    return this.request(
+      'GET',
+      `/v1/conversations/${encodeURIComponent(conversationId)}/messages?after_sequence=${afterSequence}&limit=${limit}`,
+    );
   }
 
   /** Sends over REST (idempotent with the same key). */
   sendMessage(conversationId: string, payload: unknown, idempotencyKey: string): Promise<Envelope> {
-    return this.request('POST', `/v1/conversations/${encodeURIComponent(conversationId)}/messages`, { idempotency_key: idempotencyKey, payload });
+    return this.request('POST', `/v1/conversations/${encodeURIComponent(conversationId)}/messages`, {
+      idempotency_key: idempotencyKey,
+      payload,
+    });
   }
 
   private async request<T>(method: string, path: string, body?: unknown, auth = true): Promise<T> {
@@ -96,7 +105,7 @@ export class RestClient {
     } finally {
       clearTimeout(timer);
     }
-    let parsed: unknown ;
+    let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {

@@ -70,7 +70,18 @@ export class SendQueue {
       resolve,
       reject,
       retry: null,
-      deadline: setTimeout(() => this.finish(entry, new RealChatError('timeout', `message not acknowledged within ${this.o.timeoutMs} ms (it may still be stored: retry with the same key)`, key)), this.o.timeoutMs),
+      deadline: setTimeout(
+        () =>
+          this.finish(
+            entry,
+            new RealChatError(
+              'timeout',
+              `message not acknowledged within ${this.o.timeoutMs} ms (it may still be stored: retry with the same key)`,
+              key,
+            ),
+          ),
+        this.o.timeoutMs,
+      ),
     };
     this.entries.set(key, entry);
     this.pump();
@@ -115,7 +126,10 @@ export class SendQueue {
     } else {
       e.state = 'waiting';
       const floor = code === 'rate_limited' ? 1000 : 0;
-      const delay = Math.max(floor, backoffDelay(e.attempts, { baseMs: this.o.retryBaseMs, capMs: this.o.retryCapMs, random: this.o.random }));
+      const delay = Math.max(
+        floor,
+        backoffDelay(e.attempts, { baseMs: this.o.retryBaseMs, capMs: this.o.retryCapMs, random: this.o.random }),
+      );
       e.retry = setTimeout(() => {
         e.retry = null;
         if (e.state === 'waiting') e.state = 'queued';

@@ -4,7 +4,14 @@
  * after a ping is declared dead. Nothing but `hello` is written before `welcome` (the server refuses
  * it). `onClosed` is reported exactly once, however the session ends.
  */
-import { decodeServerFrame, type ClientFrame, type ServerFrame, type Welcome, type WebSocketConstructor, type WebSocketLike } from './types.js';
+import {
+  decodeServerFrame,
+  type ClientFrame,
+  type ServerFrame,
+  type Welcome,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from './types.js';
 
 type Timer = ReturnType<typeof setTimeout>;
 

@@ -36,7 +36,8 @@ export class BacklogMonitor {
       const stats = await readOutboxStats(this.sql, this.bounds.maxRows + 1, this.timeoutMs);
       if (this.bounds.slot) stats.slotLagBytes = await readSlotLag(this.sql, this.bounds.slot.name, this.timeoutMs);
       this.last = stats;
-      this.overloaded = stats.backlog >= this.bounds.maxRows || (this.bounds.slot !== null && (stats.slotLagBytes ?? 0) > this.bounds.slot.maxLagBytes);
+      this.overloaded =
+        stats.backlog >= this.bounds.maxRows || (this.bounds.slot !== null && (stats.slotLagBytes ?? 0) > this.bounds.slot.maxLagBytes);
       this.onStats(this.last);
     } catch {
       // The database being down is reported by the send path itself.

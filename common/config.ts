@@ -93,7 +93,8 @@ function hostPorts(raw: string, name: string): Array<{ host: string; port: numbe
   return raw.split(',').map((hp) => {
     const [host, port] = hp.trim().split(':');
     const n = Number(port);
-    if (!host || !Number.isInteger(n) || n < 1 || n > 65535) throw new ConfigError(`${name} must be host:port[,host:port...], got "${raw}"`);
+    if (!host || !Number.isInteger(n) || n < 1 || n > 65535)
+      throw new ConfigError(`${name} must be host:port[,host:port...], got "${raw}"`);
     return { host, port: n };
   });
 }
@@ -251,11 +252,14 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const maxPayloadBytes = int(env, 'REALCHAT_MAX_PAYLOAD_BYTES', 64 * 1024, 1024, 1024 * 1024);
   const maxConnectionBufferBytes = int(env, 'REALCHAT_MAX_CONNECTION_BUFFER_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024);
   if (maxConnectionBufferBytes < 2 * (maxPayloadBytes + 4096)) {
-    throw new ConfigError('REALCHAT_MAX_CONNECTION_BUFFER_BYTES must hold at least two maximal message frames (2 x (REALCHAT_MAX_PAYLOAD_BYTES + 4096))');
+    throw new ConfigError(
+      'REALCHAT_MAX_CONNECTION_BUFFER_BYTES must hold at least two maximal message frames (2 x (REALCHAT_MAX_PAYLOAD_BYTES + 4096))',
+    );
   }
   // One maximal message must always fit a page, or has_more could never make progress.
   const maxPageBytes = int(env, 'REALCHAT_MAX_PAGE_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024);
-  if (maxPageBytes < 2 * maxPayloadBytes) throw new ConfigError('REALCHAT_MAX_PAGE_BYTES must be at least twice REALCHAT_MAX_PAYLOAD_BYTES');
+  if (maxPageBytes < 2 * maxPayloadBytes)
+    throw new ConfigError('REALCHAT_MAX_PAGE_BYTES must be at least twice REALCHAT_MAX_PAYLOAD_BYTES');
   const cfg: Config = {
     mode,
     port: int(env, 'PORT', 8080, 0, 65535),
@@ -285,7 +289,11 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     outboxMode: outboxModeFrom(env.REALCHAT_OUTBOX_MODE),
     slotName: env.REALCHAT_SLOT_NAME || 'realchat_outbox',
     maxSlotLagBytes: int(env, 'REALCHAT_SLOT_MAX_LAG_BYTES', 512 * 1024 * 1024, 1024 * 1024, Number.MAX_SAFE_INTEGER),
-    kafkaBrokers: env.KAFKA_BROKERS ? env.KAFKA_BROKERS.split(',').map((b) => b.trim()).filter(Boolean) : null,
+    kafkaBrokers: env.KAFKA_BROKERS
+      ? env.KAFKA_BROKERS.split(',')
+          .map((b) => b.trim())
+          .filter(Boolean)
+      : null,
     kafka: {
       eventsTopic: env.REALCHAT_EVENTS_TOPIC || 'realchat.events.v1',
       deliveriesTopic: env.REALCHAT_DELIVERIES_TOPIC || 'realchat.deliveries.v1',

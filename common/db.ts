@@ -53,6 +53,7 @@ export function isUnavailableError(err: unknown): boolean {
 /** Maps infrastructure failures to the contract's `unavailable`; leaves everything else alone. */
 export function mapDbError(err: unknown): unknown {
   if (err instanceof AppError) return err;
-  if (isUnavailableError(err)) return new AppError('unavailable', 'database unavailable, retry with the same idempotency key', { cause: err, retryAfterS: 1 });
+  if (isUnavailableError(err))
+    return new AppError('unavailable', 'database unavailable, retry with the same idempotency key', { cause: err, retryAfterS: 1 });
   return err;
 }

@@ -97,13 +97,19 @@ function isEnvelope(v: unknown): v is Envelope {
 export function decodeEvent(raw: unknown): ChatEvent | null {
   if (!isPlainObject(raw)) fail('event must be a JSON object');
   if (raw.schema_version !== EVENT_SCHEMA_VERSION) fail(`unsupported schema_version ${String(raw.schema_version)}`);
-  if (!isUuid(raw.event_id) || !isUuid(raw.conversation_id) || typeof raw.occurred_at !== 'string') fail('event_id, conversation_id, occurred_at required');
+  if (!isUuid(raw.event_id) || !isUuid(raw.conversation_id) || typeof raw.occurred_at !== 'string')
+    fail('event_id, conversation_id, occurred_at required');
   switch (raw.type) {
     case 'message.created':
       if (!isEnvelope(raw.message) || raw.message.conversation_id !== raw.conversation_id) fail('message.created needs a valid envelope');
       return raw as unknown as MessageCreated;
     case 'conversation.members_added':
-      if (!Array.isArray(raw.user_ids) || !raw.user_ids.every(isUuid) || !isUuid(raw.added_by) || !Number.isSafeInteger(raw.last_sequence)) {
+      if (
+        !Array.isArray(raw.user_ids) ||
+        !raw.user_ids.every(isUuid) ||
+        !isUuid(raw.added_by) ||
+        !Number.isSafeInteger(raw.last_sequence)
+      ) {
         fail('conversation.members_added needs user_ids, added_by, last_sequence');
       }
       return raw as unknown as MembersAdded;
@@ -153,10 +159,17 @@ export function decodeDeliveryValue(text: string): DecodedDelivery {
   const recipients = v.recipients;
   if (recipients !== null && !(Array.isArray(recipients) && recipients.every(isUuid))) fail('delivery recipients must be null or user ids');
   if (isPlainObject(v.frame)) {
-    if (!isUuid(v.conversation_id) || !isUuid(v.except_user) || typeof v.origin !== 'string') fail('ephemeral delivery needs conversation_id, except_user, origin');
+    if (!isUuid(v.conversation_id) || !isUuid(v.except_user) || typeof v.origin !== 'string')
+      fail('ephemeral delivery needs conversation_id, except_user, origin');
     return {
       kind: 'ephemeral',
-      delivery: { recipients: recipients as string[] | null, conversation_id: v.conversation_id, except_user: v.except_user, origin: v.origin, frame: v.frame },
+      delivery: {
+        recipients: recipients as string[] | null,
+        conversation_id: v.conversation_id,
+        except_user: v.except_user,
+        origin: v.origin,
+        frame: v.frame,
+      },
     };
   }
   return { kind: 'event', recipients: recipients as string[] | null, event: v.event };

@@ -17,7 +17,11 @@ export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipS
   return {
     async membersOf(conversationId) {
       try {
-        const rows = await withTimeout(sql<{ user_id: string }[]>`SELECT user_id FROM members WHERE conversation_id = ${conversationId}`, timeoutMs, 'membersOf');
+        const rows = await withTimeout(
+          sql<{ user_id: string }[]>`SELECT user_id FROM members WHERE conversation_id = ${conversationId}`,
+          timeoutMs,
+          'membersOf',
+        );
         return rows.map((r) => r.user_id);
       } catch (err) {
         throw mapDbError(err);

@@ -84,7 +84,6 @@ export async function readSlotLag(sql: Sql, slot: string, timeoutMs: number): Pr
   return rows[0] ? (rows[0].lag ?? 0) : -1;
 }
 
-
 // ---- replay ("rewind the outbox") ---------------------------------------------------------------
 
 export interface ReplayScope {
@@ -97,7 +96,11 @@ export interface ReplayScope {
 
 const ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"';
 
-export async function replayToOutbox(sql: Sql, scope: ReplayScope, opts: { batch: number; traceId: string; outboxMode: 'table' | 'wal' }): Promise<number> {
+export async function replayToOutbox(
+  sql: Sql,
+  scope: ReplayScope,
+  opts: { batch: number; traceId: string; outboxMode: 'table' | 'wal' },
+): Promise<number> {
   if (!scope.conversationId && !scope.since) throw new Error('replay needs --conversation or --since');
   let total = 0;
   // Walk (conversation_id, sequence) in key order, one bounded statement per batch.

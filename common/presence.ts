@@ -113,7 +113,13 @@ export class RedisPresence implements PresenceRegistry {
       lazyConnect: false,
     };
     this.redis = opts.sentinels
-      ? new Redis({ ...base, sentinels: opts.sentinels, name: opts.sentinelName ?? 'realchat', sentinelRetryStrategy: (t) => Math.min(100 * 2 ** t, 2000), failoverDetector: true })
+      ? new Redis({
+          ...base,
+          sentinels: opts.sentinels,
+          name: opts.sentinelName ?? 'realchat',
+          sentinelRetryStrategy: (t) => Math.min(100 * 2 ** t, 2000),
+          failoverDetector: true,
+        })
       : new Redis(opts.url ?? 'redis://127.0.0.1:6379', base);
     this.redis.on('error', () => {
       /* surfaced per command; the client reconnects by itself */

@@ -36,7 +36,8 @@ export function runMain(role: string, start: (config: Config) => Promise<{ stop(
   let unhandled = 0;
   process.on('unhandledRejection', (reason) => {
     // Bounded: a bug that rejects in a loop must not flood the log.
-    if (++unhandled <= 100 || unhandled % 1000 === 0) log.fatal({ err: reason, count: unhandled }, 'unhandled promise rejection (a bug); still serving');
+    if (++unhandled <= 100 || unhandled % 1000 === 0)
+      log.fatal({ err: reason, count: unhandled }, 'unhandled promise rejection (a bug); still serving');
   });
   process.on('uncaughtException', (err, origin) => {
     log.fatal({ err, origin }, 'uncaught exception (a bug): draining, then exiting 1');

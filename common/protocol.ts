@@ -58,10 +58,12 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
       if (raw.resume !== undefined && raw.resume !== null) {
         if (!isPlainObject(raw.resume)) throw new AppError('invalid_frame', 'resume must be an object of conversation_id to last_sequence');
         const entries = Object.entries(raw.resume);
-        if (entries.length > limits.maxResumeConversations) throw new AppError('invalid_frame', `resume may name at most ${limits.maxResumeConversations} conversations`);
+        if (entries.length > limits.maxResumeConversations)
+          throw new AppError('invalid_frame', `resume may name at most ${limits.maxResumeConversations} conversations`);
         for (const [conv, seq] of entries) {
           if (!isUuid(conv)) throw new AppError('invalid_frame', 'resume keys must be conversation UUIDs');
-          if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) throw new AppError('invalid_frame', 'resume values must be non-negative integers');
+          if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0)
+            throw new AppError('invalid_frame', 'resume values must be non-negative integers');
           resume.set(conv.toLowerCase(), seq);
         }
       }
@@ -82,13 +84,20 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
         limit: f.optionalInt('limit', 1, limits.maxPageMessages, 100),
       };
     case 'read':
-      return { type: 'read', conversation_id: f.uuid('conversation_id'), sequence_number: f.int('sequence_number', 0, Number.MAX_SAFE_INTEGER) };
+      return {
+        type: 'read',
+        conversation_id: f.uuid('conversation_id'),
+        sequence_number: f.int('sequence_number', 0, Number.MAX_SAFE_INTEGER),
+      };
     case 'typing':
       return { type: 'typing', conversation_id: f.uuid('conversation_id') };
     case 'ping':
       return { type: 'ping' };
     default:
-      throw new AppError('invalid_frame', typeof raw.type === 'string' ? `unknown frame type "${raw.type.slice(0, 64)}"` : 'frame needs a string "type"');
+      throw new AppError(
+        'invalid_frame',
+        typeof raw.type === 'string' ? `unknown frame type "${raw.type.slice(0, 64)}"` : 'frame needs a string "type"',
+      );
   }
 }
 

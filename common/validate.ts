@@ -68,7 +68,8 @@ export class Fields {
 
   int(name: string, min: number, max: number): number {
     const v = this.obj[name];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) this.fail(`${name} must be an integer between ${min} and ${max}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max)
+      this.fail(`${name} must be an integer between ${min} and ${max}`);
     return v;
   }
 
@@ -138,14 +139,20 @@ export function checkPayload(payload: unknown, limits: PayloadLimits, code: Erro
   while (stack.length) {
     const { v, depth } = stack.pop()!;
     // `depth` counts the containers around v: a container at depth 64 would be the 65th level.
-    if (depth >= MAX_PAYLOAD_DEPTH && typeof v === 'object' && v !== null) throw new AppError(code, `payload nests deeper than ${MAX_PAYLOAD_DEPTH} levels`);
+    if (depth >= MAX_PAYLOAD_DEPTH && typeof v === 'object' && v !== null)
+      throw new AppError(code, `payload nests deeper than ${MAX_PAYLOAD_DEPTH} levels`);
     if (typeof v === 'string') {
-      if (v.includes('\u0000') || !v.isWellFormed()) throw new AppError(code, 'payload strings must be valid Unicode without NUL characters');
+      if (v.includes('\u0000') || !v.isWellFormed())
+        throw new AppError(code, 'payload strings must be valid Unicode without NUL characters');
     } else if (typeof v === 'number') {
-      if (!Number.isFinite(v)) throw new AppError(code, 'payload numbers must be finite (1e400 is not a JSON number JavaScript or PostgreSQL can keep)');
+      if (!Number.isFinite(v))
+        throw new AppError(code, 'payload numbers must be finite (1e400 is not a JSON number JavaScript or PostgreSQL can keep)');
       const chars = plainDecimalLength(v);
       if (chars > limits.maxNumberChars) {
-        throw new AppError(code, `payload numbers may have at most ${limits.maxNumberChars} characters written out in decimal (send long or tiny numbers as strings)`);
+        throw new AppError(
+          code,
+          `payload numbers may have at most ${limits.maxNumberChars} characters written out in decimal (send long or tiny numbers as strings)`,
+        );
       }
       extra += chars - String(v).length;
     } else if (Array.isArray(v)) {
@@ -155,7 +162,8 @@ export function checkPayload(payload: unknown, limits: PayloadLimits, code: Erro
       const entries = Object.entries(v);
       extra += entries.length + Math.max(0, entries.length - 1);
       for (const [k, x] of entries) {
-        if (k.includes('\u0000') || !k.isWellFormed()) throw new AppError(code, 'payload keys must be valid Unicode without NUL characters');
+        if (k.includes('\u0000') || !k.isWellFormed())
+          throw new AppError(code, 'payload keys must be valid Unicode without NUL characters');
         stack.push({ v: x, depth: depth + 1 });
       }
     } else if (v !== null && typeof v !== 'boolean') {
@@ -163,6 +171,7 @@ export function checkPayload(payload: unknown, limits: PayloadLimits, code: Erro
     }
   }
   const bytes = Buffer.byteLength(JSON.stringify(payload));
-  if (bytes > limits.maxPayloadBytes) throw new AppError('payload_too_large', `payload is ${bytes} bytes serialized; the limit is ${limits.maxPayloadBytes}`);
+  if (bytes > limits.maxPayloadBytes)
+    throw new AppError('payload_too_large', `payload is ${bytes} bytes serialized; the limit is ${limits.maxPayloadBytes}`);
   return { bytes, storedBytes: bytes + extra };
 }

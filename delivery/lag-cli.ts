@@ -18,8 +18,26 @@ const kafka = createKafkaClient({ brokers: config.kafkaBrokers, clientId: 'realc
 const partitions = await consumerLag(kafka, config.kafka.deliveryGroupId, config.kafka.eventsTopic);
 let outbox = null;
 if (config.databaseUrl) {
-  const sql = createSql({ url: config.databaseUrl, maxConnections: 1, connectTimeoutS: 5, queryTimeoutMs: 5000, applicationName: 'realchat-lag-cli' });
+  const sql = createSql({
+    url: config.databaseUrl,
+    maxConnections: 1,
+    connectTimeoutS: 5,
+    queryTimeoutMs: 5000,
+    applicationName: 'realchat-lag-cli',
+  });
   outbox = await readOutboxStats(sql, config.limits.maxOutboxBacklog + 1, 5000);
   await sql.end({ timeout: 5 });
 }
-console.log(JSON.stringify({ group: config.kafka.deliveryGroupId, topic: config.kafka.eventsTopic, total_lag: partitions.reduce((a, p) => a + p.lag, 0), partitions, outbox }, null, 2));
+console.log(
+  JSON.stringify(
+    {
+      group: config.kafka.deliveryGroupId,
+      topic: config.kafka.eventsTopic,
+      total_lag: partitions.reduce((a, p) => a + p.lag, 0),
+      partitions,
+      outbox,
+    },
+    null,
+    2,
+  ),
+);

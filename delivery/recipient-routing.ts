@@ -32,7 +32,11 @@ export function createRecipientRouting(deps: {
   };
 
   return async function route(d: Delivery, source: EventRecord, out: Outgoing): Promise<void> {
-    const headers = { [EVENT_HEADERS.type]: source.type, [EVENT_HEADERS.eventId]: source.eventId, ...(source.traceId ? { [EVENT_HEADERS.traceId]: source.traceId } : {}) };
+    const headers = {
+      [EVENT_HEADERS.type]: source.type,
+      [EVENT_HEADERS.eventId]: source.eventId,
+      ...(source.traceId ? { [EVENT_HEADERS.traceId]: source.traceId } : {}),
+    };
     if (presence && membership && !breaker.open) {
       try {
         const users = d.recipients ?? [...(await membership.members(d.event.conversation_id))];

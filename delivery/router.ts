@@ -12,7 +12,6 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { SequenceDedup } from './sequence-dedup.js';
 
-
 export interface DeliveryRouterDeps {
   sink: DeliverySink;
   log: Logger;
@@ -44,7 +43,10 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps) {
       metrics.duplicatesSkipped.inc();
       return;
     }
-    await sink.deliver({ recipients: event.type === 'conversation.members_added' ? event.user_ids : null, event, traceId: record.traceId }, record);
+    await sink.deliver(
+      { recipients: event.type === 'conversation.members_added' ? event.user_ids : null, event, traceId: record.traceId },
+      record,
+    );
     if (event.type === 'message.created') dedup.mark(event.conversation_id, event.message.sequence_number);
   }
 

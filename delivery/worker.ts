@@ -8,7 +8,17 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { KafkaError, consumerLag, createKafkaClient, createProducer, deleteTopics, ensureTopics, runConsumer, type InRecord, type OutRecord } from '../common/kafka/index.js';
+import {
+  KafkaError,
+  consumerLag,
+  createKafkaClient,
+  createProducer,
+  deleteTopics,
+  ensureTopics,
+  runConsumer,
+  type InRecord,
+  type OutRecord,
+} from '../common/kafka/index.js';
 import { EVENT_HEADERS, nodeTopic, type EventRecord } from '../common/events.js';
 import { retry } from '../common/retry.js';
 import { CircuitBreaker } from '../common/breaker.js';
@@ -39,7 +49,12 @@ export async function startDeliveryWorker(deps: {
 }) {
   const { config, log, metrics, presence } = deps;
   const topics = config.kafka;
-  const kafka = createKafkaClient({ brokers: config.kafkaBrokers!, clientId: `realchat-delivery-${config.nodeId}`, log, requestTimeoutMs: topics.requestTimeoutMs });
+  const kafka = createKafkaClient({
+    brokers: config.kafkaBrokers!,
+    clientId: `realchat-delivery-${config.nodeId}`,
+    log,
+    requestTimeoutMs: topics.requestTimeoutMs,
+  });
   await ensureTopics(kafka, [
     { topic: topics.eventsTopic, partitions: topics.partitions },
     { topic: topics.deliveriesTopic, partitions: topics.partitions },
@@ -59,11 +74,18 @@ export async function startDeliveryWorker(deps: {
   let deadLetters: OutRecord[] = [];
   const deadLetter = (record: EventRecord, source: InRecord, reason: string) => {
     metrics.deadLettered.inc({ reason: reason.split(':')[0]! });
-    log.error({ event_id: record.eventId, trace_id: record.traceId, partition: source.partition, offset: source.offset, reason }, 'event dead-lettered');
+    log.error(
+      { event_id: record.eventId, trace_id: record.traceId, partition: source.partition, offset: source.offset, reason },
+      'event dead-lettered',
+    );
     deadLetters.push({
       key: record.key,
       value: record.value,
-      headers: { ...source.headers, [DLQ_HEADERS.reason]: reason, [DLQ_HEADERS.source]: `${source.topic}/${source.partition}/${source.offset}` },
+      headers: {
+        ...source.headers,
+        [DLQ_HEADERS.reason]: reason,
+        [DLQ_HEADERS.source]: `${source.topic}/${source.partition}/${source.offset}`,
+      },
     });
   };
 
@@ -112,12 +134,19 @@ export async function startDeliveryWorker(deps: {
     await producer.send(topics.deadLetterTopic, deadLetters);
   }
 
-  const consumer = await runConsumer(kafka, { groupId: topics.deliveryGroupId, topic: topics.eventsTopic, fromBeginning: true, log, handleBatch });
+  const consumer = await runConsumer(kafka, {
+    groupId: topics.deliveryGroupId,
+    topic: topics.eventsTopic,
+    fromBeginning: true,
+    log,
+    handleBatch,
+  });
 
   const lagTimer = setInterval(() => {
     consumerLag(kafka, topics.deliveryGroupId, topics.eventsTopic).then(
       (lags) => {
-        for (const l of lags) metrics.consumerLag.set({ group: topics.deliveryGroupId, topic: l.topic, partition: String(l.partition) }, l.lag);
+        for (const l of lags)
+          metrics.consumerLag.set({ group: topics.deliveryGroupId, topic: l.topic, partition: String(l.partition) }, l.lag);
       },
       (err) => log.debug({ err }, 'lag poll failed'),
     );

@@ -5,7 +5,15 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { SignJWT, createLocalJWKSet, createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import {
+  SignJWT,
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  errors as joseErrors,
+  jwtVerify,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from 'jose';
 import { AppError } from '../common/errors.js';
 import { isUuid } from '../common/validate.js';
 
@@ -62,7 +70,8 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
   const maxTtlS = opts.maxTtlS ?? 24 * 3600;
   const toleranceS = opts.clockToleranceS ?? 30;
   const algorithms = [...(secretKey ? ['HS256'] : []), ...(pem ? [pem.alg] : []), ...(jwks ? ['RS256', 'ES256'] : [])];
-  if (algorithms.length === 0) throw new Error('no token key configured (REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS)');
+  if (algorithms.length === 0)
+    throw new Error('no token key configured (REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS)');
 
   const keyFor: KeyGetter = async (header) => {
     if (header.alg === 'HS256' && secretKey) return secretKey;
@@ -96,7 +105,8 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
       } catch (err) {
         if (err instanceof AppError) throw err;
         if (err instanceof joseErrors.JWTExpired) throw new AppError('unauthorized', 'token expired');
-        if (err instanceof joseErrors.JWTClaimValidationFailed) throw new AppError('unauthorized', `token claim ${err.claim} is not accepted`);
+        if (err instanceof joseErrors.JWTClaimValidationFailed)
+          throw new AppError('unauthorized', `token claim ${err.claim} is not accepted`);
         throw new AppError('unauthorized', 'invalid token');
       }
       if (!isUuid(payload.sub)) throw new AppError('unauthorized', 'token subject must be a user UUID');

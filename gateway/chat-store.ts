@@ -73,9 +73,21 @@ export interface ChatStore {
   /** A member's page of history, bounded in rows and in bytes. */
   listMessages(userId: string, conversationId: string, afterSequence: number, limit: number, maxBytes?: number): Promise<Page>;
   /** The write path: sequence, message and outbox event in one transaction; idempotent per (sender, key). */
-  sendMessage(senderId: string, conversationId: string, key: string, payload: unknown, payloadBytes: number, traceId: string | null): Promise<SendResult>;
+  sendMessage(
+    senderId: string,
+    conversationId: string,
+    key: string,
+    payload: unknown,
+    payloadBytes: number,
+    traceId: string | null,
+  ): Promise<SendResult>;
   /** Monotonic: returns the stored read sequence and whether it advanced (an event was emitted). */
-  markRead(userId: string, conversationId: string, sequence: number, traceId: string | null): Promise<{ read_sequence: number; advanced: boolean }>;
+  markRead(
+    userId: string,
+    conversationId: string,
+    sequence: number,
+    traceId: string | null,
+  ): Promise<{ read_sequence: number; advanced: boolean }>;
   /** Bookkeeping for resume/unread diagnostics; monotonic so late writes never move it back. */
   recordDelivered(userId: string, entries: Array<[conversationId: string, sequence: number]>): Promise<void>;
   upsertUser(id: string, name: string | null): Promise<void>;
@@ -149,7 +161,12 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
    * payloads (as stored) pass `maxPageBytes`, but always holds at least one message. `has_more`
    * says whether messages after the page exist.
    */
-  async function selectAfter(conversationId: string, afterSequence: number, limit: number, maxBytes = maxPageBytes): Promise<{ messages: Envelope[]; has_more: boolean }> {
+  async function selectAfter(
+    conversationId: string,
+    afterSequence: number,
+    limit: number,
+    maxBytes = maxPageBytes,
+  ): Promise<{ messages: Envelope[]; has_more: boolean }> {
     const rows = await sql<(MessageRow & { fetched: number })[]>`
       SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key, fetched FROM (
         SELECT w.*, sum(w.size) OVER (ORDER BY w.sequence) AS running, count(*) OVER () AS fetched FROM (
@@ -214,14 +231,20 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
           );
           if (!existing.has(actor)) throw new AppError('forbidden', 'not a member of this conversation');
           const added = userIds.filter((u) => !existing.has(u));
-          if (existing.size + added.length > maxRoomMembers) throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
+          if (existing.size + added.length > maxRoomMembers)
+            throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
           if (added.length > 0) {
             await tx`INSERT INTO members ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))}`;
             await tx`INSERT INTO user_conversation_state ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))} ON CONFLICT DO NOTHING`;
             await tx`UPDATE conversations SET updated_at = date_trunc('milliseconds', clock_timestamp()) WHERE id = ${conversationId}`;
             await insertEvent(tx, membersAddedEvent(conversationId, added, actor, conv.last_seq), traceId);
           }
-          return { conversation_id: conversationId, added_user_ids: added, member_count: existing.size + added.length, last_sequence: conv.last_seq };
+          return {
+            conversation_id: conversationId,
+            added_user_ids: added,
+            member_count: existing.size + added.length,
+            last_sequence: conv.last_seq,
+          };
         }),
       );
     },
@@ -251,8 +274,10 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     /** For hello: every conversation of the user with its current last sequence. */
     conversationsOf(userId: string) {
-      return run('conversationsOf', () =>
-        sql<{ conversation_id: string; last_seq: number }[]>`
+      return run(
+        'conversationsOf',
+        () =>
+          sql<{ conversation_id: string; last_seq: number }[]>`
           SELECT m.conversation_id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
           WHERE m.user_id = ${userId}`,
       );
@@ -275,7 +300,14 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
      * UNIQUE (sender_id, idempotency_key) constraint: on conflict the transaction rolls back
      * (so the sequence stays gap-free) and the stored message answers the retry.
      */
-    async sendMessage(senderId: string, conversationId: string, key: string, payload: unknown, payloadBytes: number, traceId: string | null): Promise<SendResult> {
+    async sendMessage(
+      senderId: string,
+      conversationId: string,
+      key: string,
+      payload: unknown,
+      payloadBytes: number,
+      traceId: string | null,
+    ): Promise<SendResult> {
       return run('sendMessage', async () => {
         const attempt = async (): Promise<SendResult> => {
           try {
@@ -287,7 +319,9 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
                 RETURNING last_seq`;
               if (!conv) {
                 const m = await tx<{ x: number }[]>`SELECT 1 AS x FROM conversations WHERE id = ${conversationId}`;
-                throw m.length === 0 ? new AppError('not_found', 'conversation not found') : new AppError('forbidden', 'not a member of this conversation');
+                throw m.length === 0
+                  ? new AppError('not_found', 'conversation not found')
+                  : new AppError('forbidden', 'not a member of this conversation');
               }
               const messageId = randomUUID();
               const [row] = await tx<MessageRow[]>`
@@ -330,7 +364,8 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
             FROM conversations WHERE id = ${conversationId}`;
           if (!conv) throw new AppError('not_found', 'conversation not found');
           if (!conv.member) throw new AppError('forbidden', 'not a member of this conversation');
-          if (sequence > conv.last_seq) throw new AppError('invalid_frame', `sequence_number ${sequence} is beyond the conversation's last sequence ${conv.last_seq}`);
+          if (sequence > conv.last_seq)
+            throw new AppError('invalid_frame', `sequence_number ${sequence} is beyond the conversation's last sequence ${conv.last_seq}`);
           const updated = await tx<{ last_read_sequence: number }[]>`
             INSERT INTO user_conversation_state (user_id, conversation_id, last_read_sequence)
             VALUES (${userId}, ${conversationId}, ${sequence})
@@ -340,7 +375,11 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
           const advanced = updated.length > 0;
           const read = advanced
             ? sequence
-            : (await tx<{ r: number }[]>`SELECT last_read_sequence AS r FROM user_conversation_state WHERE user_id = ${userId} AND conversation_id = ${conversationId}`)[0]!.r;
+            : (
+                await tx<
+                  { r: number }[]
+                >`SELECT last_read_sequence AS r FROM user_conversation_state WHERE user_id = ${userId} AND conversation_id = ${conversationId}`
+              )[0]!.r;
           if (advanced) await insertEvent(tx, readUpdatedEvent(conversationId, userId, read), traceId);
           return { read_sequence: read, advanced };
         }),
@@ -360,7 +399,11 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     },
 
     async upsertUser(id: string, name: string | null) {
-      await run('upsertUser', () => sql`INSERT INTO users (id, name) VALUES (${id}, ${name}) ON CONFLICT (id) DO UPDATE SET name = COALESCE(EXCLUDED.name, users.name)`);
+      await run(
+        'upsertUser',
+        () =>
+          sql`INSERT INTO users (id, name) VALUES (${id}, ${name}) ON CONFLICT (id) DO UPDATE SET name = COALESCE(EXCLUDED.name, users.name)`,
+      );
     },
 
     async ping() {

@@ -33,7 +33,12 @@ export function clusterPipeline(deps: { config: Config; log: Logger; metrics: Me
 export async function startClusterLink(deps: { config: Config; inbox: GatewayInbox; log: Logger; metrics: Metrics }): Promise<ClusterLink> {
   const { config, inbox, log, metrics } = deps;
   const nodeId = config.nodeId;
-  const kafka = createKafkaClient({ brokers: config.kafkaBrokers!, clientId: `realchat-gateway-${nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
+  const kafka = createKafkaClient({
+    brokers: config.kafkaBrokers!,
+    clientId: `realchat-gateway-${nodeId}`,
+    log,
+    requestTimeoutMs: config.kafka.requestTimeoutMs,
+  });
   const presence: PresenceRegistry | null = presenceFromConfig(config);
   if (presence instanceof RedisPresence && !(await presence.ready(config.redis!.commandTimeoutMs * 4))) {
     log.warn('presence registry not reachable yet');
@@ -44,7 +49,14 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
     ...(presence ? [{ topic: nodeTopic(nodeId), partitions: config.presence.nodeTopicPartitions }] : []),
   ]);
   const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });
-  const consumer = await startDeliveryConsumer({ kafka, nodeId, topics, handlers: { event: (d) => inbox.deliver(d), ephemeral: (d) => inbox.ephemeral(d) }, log, metrics });
+  const consumer = await startDeliveryConsumer({
+    kafka,
+    nodeId,
+    topics,
+    handlers: { event: (d) => inbox.deliver(d), ephemeral: (d) => inbox.ephemeral(d) },
+    log,
+    metrics,
+  });
   // Announce presence only once consuming: nothing can be addressed to this node before that.
   const agent = presence ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log) : null;
   await agent?.start();
@@ -64,7 +76,12 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
   }, 5000);
   lagTimer.unref();
 
-  async function routeEphemeral(conversationId: string, exceptUser: string, members: string[], frame: Record<string, unknown>): Promise<void> {
+  async function routeEphemeral(
+    conversationId: string,
+    exceptUser: string,
+    members: string[],
+    frame: Record<string, unknown>,
+  ): Promise<void> {
     const base: Omit<EphemeralDelivery, 'recipients'> = { conversation_id: conversationId, except_user: exceptUser, origin: nodeId, frame };
     const out = new Map<string, OutRecord[]>();
     if (presence && !breaker.open) {
@@ -78,7 +95,10 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
         metrics.presenceFallbacks.inc();
       }
     }
-    if (!presence || breaker.open) out.set(config.kafka.deliveriesTopic, [{ key: conversationId, value: encodeEphemeralValue({ ...base, recipients: null }), headers: {} }]);
+    if (!presence || breaker.open)
+      out.set(config.kafka.deliveriesTopic, [
+        { key: conversationId, value: encodeEphemeralValue({ ...base, recipients: null }), headers: {} },
+      ]);
     await producer.sendMany(out);
   }
 
@@ -86,9 +106,12 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
     connected: async (u) => agent?.connected(u),
     disconnected: (u) => agent?.disconnected(u),
     publishEphemeral(conversationId, exceptUser, members, frame) {
-      routeEphemeral(conversationId, exceptUser, [...members].filter((m) => m !== exceptUser), frame).catch((err) =>
-        log.debug({ err, conversation_id: conversationId }, 'typing not forwarded to other nodes'),
-      );
+      routeEphemeral(
+        conversationId,
+        exceptUser,
+        [...members].filter((m) => m !== exceptUser),
+        frame,
+      ).catch((err) => log.debug({ err, conversation_id: conversationId }, 'typing not forwarded to other nodes'));
     },
     async stop() {
       clearInterval(lagTimer);

@@ -12,9 +12,20 @@ import type { Metrics } from '../common/metrics.js';
 import type { EdgePolicy } from './edge.js';
 
 export const STATUS_TEXT: Record<number, string> = {
-  200: 'OK', 201: 'Created', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
-  404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 421: 'Misdirected Request',
-  429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
+  200: 'OK',
+  201: 'Created',
+  204: 'No Content',
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  421: 'Misdirected Request',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
 };
 
 /** On every API response: never cached, never sniffed, never leaks the URL as a referrer. */
@@ -183,9 +194,18 @@ export function createHttpHandler(deps: HttpDeps) {
 
   function errorReply(err: unknown, ctx: { traceId: string; address: string; method: string; url: string }, route: string): Reply {
     const e = toAppError(err);
-    const fields = { trace_id: ctx.traceId, route, method: ctx.method, path: ctx.url.slice(0, 200), address: ctx.address, code: e.code, status: e.status };
+    const fields = {
+      trace_id: ctx.traceId,
+      route,
+      method: ctx.method,
+      path: ctx.url.slice(0, 200),
+      address: ctx.address,
+      code: e.code,
+      status: e.status,
+    };
     if (e.code === 'internal') logs.write('error', `internal:${route}`, { ...fields, err: e.cause ?? e }, 'request failed');
-    else if (e.status === 401 || e.status === 403 || e.status === 421 || e.status === 429) logs.write('warn', `refused:${e.code}`, fields, 'request refused');
+    else if (e.status === 401 || e.status === 403 || e.status === 421 || e.status === 429)
+      logs.write('warn', `refused:${e.code}`, fields, 'request refused');
     const headers: Record<string, string> = {};
     if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
     return { status: e.status, body: { error: { code: e.code, message: e.message } }, headers };
@@ -228,7 +248,8 @@ export function createHttpHandler(deps: HttpDeps) {
         }
         deps.edge.checkHost(host);
         deps.edge.checkOrigin(origin, host);
-        if (budget.exhausted) throw new AppError('unavailable', 'server busy: too many responses waiting for slow clients', { retryAfterS: 1 });
+        if (budget.exhausted)
+          throw new AppError('unavailable', 'server busy: too many responses waiting for slow clients', { retryAfterS: 1 });
       } catch (err) {
         send(res, state, name, errorReply(err, ctx, name), cors);
         return;
@@ -254,7 +275,13 @@ export function createHttpHandler(deps: HttpDeps) {
           if (state.responded || state.finished) return;
           size += chunk.byteLength;
           if (size > deps.maxBodyBytes) {
-            send(res, state, name, errorReply(new AppError('payload_too_large', `request body exceeds ${deps.maxBodyBytes} bytes`), ctx, name), cors);
+            send(
+              res,
+              state,
+              name,
+              errorReply(new AppError('payload_too_large', `request body exceeds ${deps.maxBodyBytes} bytes`), ctx, name),
+              cors,
+            );
             return;
           }
           chunks.push(Buffer.from(chunk.slice(0)));

@@ -25,7 +25,12 @@ export function createGatewayInbox(registry: ConnectionRegistry, membership: Mem
         case 'conversation.read':
           registry.deliverFrame(
             recipients ?? (await membership.members(event.conversation_id)),
-            encodeFrame({ type: 'receipt', conversation_id: event.conversation_id, user_id: event.user_id, read_sequence: event.read_sequence }),
+            encodeFrame({
+              type: 'receipt',
+              conversation_id: event.conversation_id,
+              user_id: event.user_id,
+              read_sequence: event.read_sequence,
+            }),
             { conversationId: event.conversation_id },
           );
           break;
@@ -33,7 +38,8 @@ export function createGatewayInbox(registry: ConnectionRegistry, membership: Mem
     },
     ephemeral(d) {
       const frame = JSON.stringify(d.frame);
-      const send = (users: Iterable<string>) => registry.deliverFrame(users, frame, { exceptUser: d.except_user, conversationId: d.conversation_id });
+      const send = (users: Iterable<string>) =>
+        registry.deliverFrame(users, frame, { exceptUser: d.except_user, conversationId: d.conversation_id });
       if (d.recipients) send(d.recipients);
       else membership.members(d.conversation_id).then(send, () => {});
     },

@@ -17,7 +17,9 @@ const POOL_SIZE = 10;
 
 runMain('gateway', async (config) => {
   if (!config.databaseUrl || !config.kafkaBrokers) {
-    throw new ConfigError('a gateway node needs DATABASE_URL and KAFKA_BROKERS; for one process with everything in it, run `npm start` (node dist/standalone/main.js)');
+    throw new ConfigError(
+      'a gateway node needs DATABASE_URL and KAFKA_BROKERS; for one process with everything in it, run `npm start` (node dist/standalone/main.js)',
+    );
   }
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'gateway' });
   const metrics = createMetrics({ nodeId: config.nodeId });

@@ -46,7 +46,9 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   const { config, sql, log, metrics, jwtSecret } = opts;
   const jwt = config.jwt;
   if (!jwtSecret && !jwt.publicKeyPem && !jwt.jwks) {
-    throw new ConfigError('a token key is required when DATABASE_URL is set: REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS (only the embedded default generates one)');
+    throw new ConfigError(
+      'a token key is required when DATABASE_URL is set: REALCHAT_JWT_SECRET, REALCHAT_JWT_PUBLIC_KEY or REALCHAT_JWT_JWKS (only the embedded default generates one)',
+    );
   }
   if (config.devAuth && !jwtSecret) throw new ConfigError('REALCHAT_DEV_AUTH needs REALCHAT_JWT_SECRET to sign dev tokens');
   if (config.devAuth && !isLoopbackHost(config.host)) {
@@ -71,7 +73,10 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   const inbox = createGatewayInbox(registry, membership);
   const backlog = new BacklogMonitor(
     sql,
-    { maxRows: config.limits.maxOutboxBacklog, slot: config.outboxMode === 'wal' ? { name: config.slotName, maxLagBytes: config.maxSlotLagBytes } : null },
+    {
+      maxRows: config.limits.maxOutboxBacklog,
+      slot: config.outboxMode === 'wal' ? { name: config.slotName, maxLagBytes: config.maxSlotLagBytes } : null,
+    },
     1000,
     config.timeouts.dbQueryMs,
     (s) => {
@@ -104,7 +109,11 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       admitSend() {
         if (backlog.overloaded) {
           metrics.sendsRefusedBacklog.inc();
-          throw new AppError('unavailable', 'the event stream is behind (outbox backlog or replication slot over its bound); retry with the same idempotency key', { retryAfterS: 1 });
+          throw new AppError(
+            'unavailable',
+            'the event stream is behind (outbox backlog or replication slot over its bound); retry with the same idempotency key',
+            { retryAfterS: 1 },
+          );
         }
       },
       onEventCommitted: () => pipeline.onEventCommitted(),
@@ -121,7 +130,10 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     config.host,
     config.port,
   );
-  log.info({ host: config.host, port: server.port, mode: config.mode, kafka: Boolean(config.kafkaBrokers), dev_auth: config.devAuth }, 'realchat listening');
+  log.info(
+    { host: config.host, port: server.port, mode: config.mode, kafka: Boolean(config.kafkaBrokers), dev_auth: config.devAuth },
+    'realchat listening',
+  );
 
   let closing: Promise<void> | null = null;
   return {

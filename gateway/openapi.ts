@@ -33,7 +33,9 @@ export function findOpenApiFile(startDir: string = dirname(fileURLToPath(import.
 /** Reads and parses docs/openapi.yaml. Throws when the file is missing or is not an OpenAPI document. */
 export function loadOpenApiDocument(file: string | null = findOpenApiFile()): Record<string, unknown> {
   if (file === null) {
-    throw new Error(`${OPENAPI_RELATIVE_PATH} not found in any directory above ${dirname(fileURLToPath(import.meta.url))}: the OpenAPI document ships with the server (keep docs/ beside dist/)`);
+    throw new Error(
+      `${OPENAPI_RELATIVE_PATH} not found in any directory above ${dirname(fileURLToPath(import.meta.url))}: the OpenAPI document ships with the server (keep docs/ beside dist/)`,
+    );
   }
   let doc: unknown;
   try {

@@ -32,7 +32,8 @@ function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, m
   if (raw === null) return dflt;
   if (!/^\d+$/.test(raw)) throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
   const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new AppError('invalid_request', `${name} must be an integer between ${min} and ${max}`);
   return n;
 }
 
@@ -107,7 +108,10 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const timer = metrics.dbWriteSeconds.startTimer();
       const result = await store.sendMessage(me, conversationId, key, payload, storedBytes, ctx.traceId);
       timer();
-      deps.log.debug({ trace_id: ctx.traceId, conversation_id: conversationId, message_id: result.envelope.message_id, duplicate: result.duplicate }, 'message accepted');
+      deps.log.debug(
+        { trace_id: ctx.traceId, conversation_id: conversationId, message_id: result.envelope.message_id, duplicate: result.duplicate },
+        'message accepted',
+      );
       if (result.duplicate) {
         metrics.duplicateSends.inc();
         return { status: 200, body: result.envelope };
@@ -131,7 +135,8 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
 
     /** CORS preflight: answered for origins in REALCHAT_ALLOWED_ORIGINS (http.ts adds the allow-origin header). */
     preflight(ctx: RequestContext): Reply {
-      if (!ctx.corsAllowed) throw new AppError('origin_not_allowed', 'cross-origin requests are allowed only from REALCHAT_ALLOWED_ORIGINS');
+      if (!ctx.corsAllowed)
+        throw new AppError('origin_not_allowed', 'cross-origin requests are allowed only from REALCHAT_ALLOWED_ORIGINS');
       return {
         status: 204,
         headers: {
@@ -154,7 +159,11 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const ok = await deps.ready();
       return ok
         ? { status: 200, body: { status: 'ready' } }
-        : { status: 503, body: { error: { code: 'unavailable', message: 'a dependency is not reachable' } }, headers: { 'retry-after': '1' } };
+        : {
+            status: 503,
+            body: { error: { code: 'unavailable', message: 'a dependency is not reachable' } },
+            headers: { 'retry-after': '1' },
+          };
     },
 
     async metrics(): Promise<Reply> {

@@ -72,7 +72,10 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
   }
   app.options('/*', route('OPTIONS', rest.preflight));
   const web = serveStatic(app, findWebRoot(), { csp: webCsp(config.edge.allowedOrigins), edge, logs });
-  deps.log.info({ web_root: web.rootDir, files: web.files }, web.files > 0 ? 'serving the web app at /' : 'web app not built: run npm run build:web');
+  deps.log.info(
+    { web_root: web.rootDir, files: web.files },
+    web.files > 0 ? 'serving the web app at /' : 'web app not built: run npm run build:web',
+  );
   app.any(
     '/*',
     route('unmatched', () => ({ status: 404, body: { error: { code: 'not_found', message: 'no such route' } } })),

@@ -46,9 +46,25 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
       deps.admitSend();
       const timer = metrics.dbWriteSeconds.startTimer();
       const traceId = randomBytes(8).toString('hex');
-      const { envelope, duplicate } = await store.sendMessage(userId, frame.conversation_id, frame.idempotency_key, frame.payload, frame.payloadStoredBytes, traceId);
+      const { envelope, duplicate } = await store.sendMessage(
+        userId,
+        frame.conversation_id,
+        frame.idempotency_key,
+        frame.payload,
+        frame.payloadStoredBytes,
+        traceId,
+      );
       timer();
-      log.debug({ trace_id: traceId, conversation_id: envelope.conversation_id, message_id: envelope.message_id, sequence: envelope.sequence_number, duplicate }, 'message accepted');
+      log.debug(
+        {
+          trace_id: traceId,
+          conversation_id: envelope.conversation_id,
+          message_id: envelope.message_id,
+          sequence: envelope.sequence_number,
+          duplicate,
+        },
+        'message accepted',
+      );
       if (duplicate) metrics.duplicateSends.inc();
       else {
         metrics.messagesAccepted.inc({ via: 'ws' });

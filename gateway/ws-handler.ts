@@ -12,7 +12,16 @@
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
 import { AppError, toAppError } from '../common/errors.js';
-import { CloseCode, decodeClientFrame, encodeFrame, frameRef, parseJsonFrame, PROTOCOL_VERSION, type ClientFrame, type ServerFrame } from '../common/protocol.js';
+import {
+  CloseCode,
+  decodeClientFrame,
+  encodeFrame,
+  frameRef,
+  parseJsonFrame,
+  PROTOCOL_VERSION,
+  type ClientFrame,
+  type ServerFrame,
+} from '../common/protocol.js';
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { LogLimiter } from '../common/log-limiter.js';
@@ -160,7 +169,8 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const e = toAppError(err);
     const fields = { user_id: connOf(ud.session)?.userId, address: ud.address, code: e.code };
     if (e.code === 'internal') logs.write('error', 'internal:ws', { ...fields, err: e.cause ?? e }, 'frame handling failed');
-    else if (e.code === 'unauthorized' || e.code === 'too_many_connections') logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message }, 'websocket refused');
+    else if (e.code === 'unauthorized' || e.code === 'too_many_connections')
+      logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message }, 'websocket refused');
     metrics.wsErrors.inc({ code: e.code });
     const frame: ServerFrame = { type: 'error', code: e.code, message: e.message };
     if (ref !== undefined) frame.ref = ref;
@@ -181,12 +191,24 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       ud.expiresAtMs = token.expiresAtMs;
     } catch (err) {
       const e = toAppError(err);
-      refuse(ud, e, e.code === 'unavailable' ? CloseCode.resyncFailed : CloseCode.unauthorized, e.code === 'unavailable' ? 'unavailable' : 'unauthorized');
+      refuse(
+        ud,
+        e,
+        e.code === 'unavailable' ? CloseCode.resyncFailed : CloseCode.unauthorized,
+        e.code === 'unavailable' ? 'unavailable' : 'unauthorized',
+      );
       return;
     }
     if (closing(ud)) return;
     if (registry.countOf(userId) >= limits.maxConnectionsPerUser) {
-      refuse(ud, new AppError('too_many_connections', `this user already holds ${limits.maxConnectionsPerUser} connections on this node`, { retryAfterS: 5 }), CloseCode.tooManyConnections, 'too many connections');
+      refuse(
+        ud,
+        new AppError('too_many_connections', `this user already holds ${limits.maxConnectionsPerUser} connections on this node`, {
+          retryAfterS: 5,
+        }),
+        CloseCode.tooManyConnections,
+        'too many connections',
+      );
       return;
     }
     const conn = new Connection(userId, ud.port, connDeps);
@@ -207,7 +229,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const known = new Map(conversations.map((c) => [c.conversation_id, c.last_seq] as const));
     const resume = new Map<string, number>();
     const rejected: string[] = [];
-    for (const [conv, seq] of frame.resume) (known.has(conv) ? resume.set(conv, seq) : rejected.push(conv));
+    for (const [conv, seq] of frame.resume) known.has(conv) ? resume.set(conv, seq) : rejected.push(conv);
     if (ud.helloTimer) clearTimeout(ud.helloTimer);
     ud.helloTimer = null;
     ud.session = { phase: 'open', conn };
@@ -221,7 +243,13 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     });
     for (const conv of rejected) {
       const status = await store.membership(userId, conv).catch(() => 'not_member' as const);
-      replyError(ud, status === 'not_found' ? new AppError('not_found', 'conversation not found') : new AppError('forbidden', 'not a member of this conversation'), conv);
+      replyError(
+        ud,
+        status === 'not_found'
+          ? new AppError('not_found', 'conversation not found')
+          : new AppError('forbidden', 'not a member of this conversation'),
+        conv,
+      );
     }
     conn.activate(known, resume);
   }
@@ -355,7 +383,11 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
           deps.edge.checkHost(host);
           deps.edge.checkOrigin(origin, host);
           if (addresses.count(address) >= limits.maxConnectionsPerAddress) {
-            throw new AppError('too_many_connections', `this address already holds ${limits.maxConnectionsPerAddress} connections on this node`, { retryAfterS: 5 });
+            throw new AppError(
+              'too_many_connections',
+              `this address already holds ${limits.maxConnectionsPerAddress} connections on this node`,
+              { retryAfterS: 5 },
+            );
           }
         } catch (err) {
           refuseUpgrade(res, toAppError(err), address);
@@ -384,7 +416,12 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
         deps.sockets.add(ws);
         ud.helloTimer = setTimeout(() => {
           if (ud.session.phase !== 'awaiting_hello' && ud.session.phase !== 'authenticating') return;
-          refuse(ud, new AppError('unauthorized', `no hello within ${config.timeouts.helloMs} ms`), CloseCode.helloTimeout, 'hello timeout');
+          refuse(
+            ud,
+            new AppError('unauthorized', `no hello within ${config.timeouts.helloMs} ms`),
+            CloseCode.helloTimeout,
+            'hello timeout',
+          );
         }, config.timeouts.helloMs);
         ud.helloTimer.unref();
       },

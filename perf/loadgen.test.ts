@@ -80,13 +80,15 @@ describe('open-loop scheduler', () => {
 
 describe('helpers', () => {
   it('parses prom-client text, summing labelled series', () => {
-    const m = parseProm([
-      '# HELP nodejs_heap_size_used_bytes x',
-      'nodejs_heap_size_used_bytes 1234',
-      'nodejs_gc_duration_seconds_sum{kind="minor"} 0.5',
-      'nodejs_gc_duration_seconds_sum{kind="major"} 0.25',
-      'unrelated_metric 9',
-    ].join('\n'));
+    const m = parseProm(
+      [
+        '# HELP nodejs_heap_size_used_bytes x',
+        'nodejs_heap_size_used_bytes 1234',
+        'nodejs_gc_duration_seconds_sum{kind="minor"} 0.5',
+        'nodejs_gc_duration_seconds_sum{kind="major"} 0.25',
+        'unrelated_metric 9',
+      ].join('\n'),
+    );
     expect(m['nodejs_heap_size_used_bytes']).toBe(1234);
     expect(m['nodejs_gc_duration_seconds_sum']).toBeCloseTo(0.75, 9);
     expect(m['unrelated_metric']).toBeUndefined();
@@ -101,7 +103,15 @@ describe('helpers', () => {
 
 describe('cluster scenario options', () => {
   it('allows up to 100000 connections for cluster only, and parses the gateway list', () => {
-    const o = parseArgs(['cluster', '--connections', '100000', '--urls', 'http://127.0.0.1:8080,http://127.0.0.1:8081', '--conversations', '500']);
+    const o = parseArgs([
+      'cluster',
+      '--connections',
+      '100000',
+      '--urls',
+      'http://127.0.0.1:8080,http://127.0.0.1:8081',
+      '--conversations',
+      '500',
+    ]);
     expect(o.scenario).toBe('cluster');
     expect(o.connections).toBe(100000);
     expect(o.urls).toEqual(['http://127.0.0.1:8080', 'http://127.0.0.1:8081']);
@@ -111,23 +121,63 @@ describe('cluster scenario options', () => {
     const g = parseArgs(['cluster', '--gateways', '8', '--base-port', '9000', '--jwt-secret-file', '/x']);
     expect([g.gateways, g.basePort, g.jwtSecretFile, g.auth]).toEqual([8, 9000, '/x', 'jwt']);
   });
-  it('reads a gateway\'s realchat_active_connections from its labelled series', () => {
+  it("reads a gateway's realchat_active_connections from its labelled series", () => {
     expect(parseProm('realchat_active_connections{node_id="gateway-3"} 12500\n')['realchat_active_connections']).toBe(12500);
   });
 });
 
 describe('merging worker reports', () => {
   const report = (over: Partial<WorkerReport>): WorkerReport => ({
-    workerId: 0, hist: '', sent: 0, acked: 0, delivered: 0, duplicates: 0, gaps: 0, errors: {}, acked_per_conv: {},
-    unique_per_conn_conv: [], first_recv_ms: 0, last_recv_ms: 0, open: 0, ...over,
+    workerId: 0,
+    hist: '',
+    sent: 0,
+    acked: 0,
+    delivered: 0,
+    duplicates: 0,
+    gaps: 0,
+    errors: {},
+    acked_per_conv: {},
+    unique_per_conn_conv: [],
+    first_recv_ms: 0,
+    last_recv_ms: 0,
+    open: 0,
+    ...over,
   });
   it('counts loss per member of each conversation against the acked messages, across workers', () => {
     const h = newHist();
     recordMs(h, 2);
-    const tally = tallyReports([
-      report({ workerId: 0, hist: encodeHist(h), sent: 3, acked: 3, delivered: 5, open: 1, errors: { closed_1006: 1 }, acked_per_conv: { a: 2, b: 1 }, unique_per_conn_conv: [[0, 'a', 2], [2, 'b', 1]] }),
-      report({ workerId: 1, sent: 1, acked: 1, delivered: 2, open: 2, errors: { closed_1006: 2 }, acked_per_conv: { a: 1 }, unique_per_conn_conv: [[1, 'a', 2]] }),
-    ], new Map([['a', [0, 1]], ['b', [2, 3]]]));
+    const tally = tallyReports(
+      [
+        report({
+          workerId: 0,
+          hist: encodeHist(h),
+          sent: 3,
+          acked: 3,
+          delivered: 5,
+          open: 1,
+          errors: { closed_1006: 1 },
+          acked_per_conv: { a: 2, b: 1 },
+          unique_per_conn_conv: [
+            [0, 'a', 2],
+            [2, 'b', 1],
+          ],
+        }),
+        report({
+          workerId: 1,
+          sent: 1,
+          acked: 1,
+          delivered: 2,
+          open: 2,
+          errors: { closed_1006: 2 },
+          acked_per_conv: { a: 1 },
+          unique_per_conn_conv: [[1, 'a', 2]],
+        }),
+      ],
+      new Map([
+        ['a', [0, 1]],
+        ['b', [2, 3]],
+      ]),
+    );
     // a: 3 acked x 2 members, member 0 and 1 miss one each; b: 1 acked x 2 members, member 3 got nothing
     expect([tally.expected_deliveries, tally.lost]).toEqual([8, 3]);
     expect([tally.sent, tally.acked, tally.delivered, tally.open]).toEqual([4, 4, 7, 3]);

@@ -9,16 +9,25 @@ import { dueCount, slotOf } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import type { ConnSpec, ParentMsg, SlotSpec, WorkerInit, WorkerMsg, WorkerReport, ConnectResult } from './lib/types.js';
 
-const post = (m: WorkerMsg): void => { process.send?.(m); };
+const post = (m: WorkerMsg): void => {
+  process.send?.(m);
+};
 
 let init: WorkerInit | undefined;
 const clients: Client[] = [];
 const byIdx = new Map<number, Client>();
 const hist = newHist();
 const errors: Record<string, number> = {};
-const err = (code: string): void => { errors[code] = (errors[code] ?? 0) + 1; };
-let sent = 0, acked = 0, delivered = 0, duplicates = 0, gaps = 0;
-let firstRecv = 0, lastRecv = 0;
+const err = (code: string): void => {
+  errors[code] = (errors[code] ?? 0) + 1;
+};
+let sent = 0,
+  acked = 0,
+  delivered = 0,
+  duplicates = 0,
+  gaps = 0;
+let firstRecv = 0,
+  lastRecv = 0;
 const ackedPerConv = new Map<string, number>();
 // per connection, per conversation: [last sequence seen, unique count]
 const seen = new Map<number, Map<string, [number, number]>>();
@@ -34,10 +43,16 @@ function events(idx: number): ClientEvents {
     onMessage(conv, seq, p): void {
       const now = nowMs();
       let m = seen.get(idx);
-      if (!m) { m = new Map(); seen.set(idx, m); }
+      if (!m) {
+        m = new Map();
+        seen.set(idx, m);
+      }
       const st = m.get(conv) ?? [0, 0];
       if (typeof seq === 'number') {
-        if (seq <= st[0]) { duplicates++; return; }
+        if (seq <= st[0]) {
+          duplicates++;
+          return;
+        }
         if (st[0] > 0 && seq > st[0] + 1) gaps++;
         st[0] = seq;
       }
@@ -50,13 +65,20 @@ function events(idx: number): ClientEvents {
     },
     onAck(key, duplicate): void {
       const pend = pending.get(key);
-      if (!pend) { if (duplicate) err('duplicate_ack'); return; }
+      if (!pend) {
+        if (duplicate) err('duplicate_ack');
+        return;
+      }
       pending.delete(key);
       acked++;
       ackedPerConv.set(pend[1], (ackedPerConv.get(pend[1]) ?? 0) + 1);
     },
-    onError(code): void { err(code); },
-    onClosed(code): void { err(`closed_${code}`); },
+    onError(code): void {
+      err(code);
+    },
+    onClosed(code): void {
+      err(`closed_${code}`);
+    },
   };
 }
 
@@ -65,10 +87,14 @@ function makeClient(spec: ConnSpec): Client {
   const ev = events(spec.idx);
   const url = spec.url ?? i.url;
   switch (i.target) {
-    case 'realchat': return new RealChatClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, false);
-    case 'ws': return new RealChatClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, true);
-    case 'centrifugo': return new CentrifugoClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
-    case 'socketio': return new SocketIOClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
+    case 'realchat':
+      return new RealChatClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, false);
+    case 'ws':
+      return new RealChatClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev, true);
+    case 'centrifugo':
+      return new CentrifugoClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
+    case 'socketio':
+      return new SocketIOClient(spec.idx, url, spec.userId, spec.token, spec.convs, spec.localAddress, ev);
   }
 }
 
@@ -92,7 +118,11 @@ async function ramp(list: Client[], ratePerS: number, resume: boolean, onOpen?: 
     const attempt = (): Promise<void> =>
       c.connect(resume, 20_000).catch((e: unknown) => {
         // an explicit local port may be taken (e.g. a wildcard listener): let the kernel pick one
-        if (c.localPort !== undefined && (e as NodeJS.ErrnoException).code === 'EADDRINUSE') { c.localPort = undefined; err('local_port_in_use_retried'); return c.connect(resume, 20_000); }
+        if (c.localPort !== undefined && (e as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+          c.localPort = undefined;
+          err('local_port_in_use_retried');
+          return c.connect(resume, 20_000);
+        }
         throw e;
       });
     // A reconnecting client retries like a real one (the SDK): full-jitter backoff, bounded attempts.
@@ -109,10 +139,26 @@ async function ramp(list: Client[], ratePerS: number, resume: boolean, onOpen?: 
       }
     };
     all.push(
-      withRetries().then(
-        () => { res.open++; res.last_open_ms = nowMs(); onOpen?.(c, res.last_open_ms - t0); },
-        (e: unknown) => { res.failed++; err(`connect_${(e instanceof Error ? e.message : String(e)).split(' ')[0]!.replace(/[^a-zA-Z0-9_]/g, '_').slice(0, 40)}`); },
-      ).finally(() => { inFlight--; }),
+      withRetries()
+        .then(
+          () => {
+            res.open++;
+            res.last_open_ms = nowMs();
+            onOpen?.(c, res.last_open_ms - t0);
+          },
+          (e: unknown) => {
+            res.failed++;
+            err(
+              `connect_${(e instanceof Error ? e.message : String(e))
+                .split(' ')[0]!
+                .replace(/[^a-zA-Z0-9_]/g, '_')
+                .slice(0, 40)}`,
+            );
+          },
+        )
+        .finally(() => {
+          inFlight--;
+        }),
     );
   }
   await Promise.all(all);
@@ -120,8 +166,10 @@ async function ramp(list: Client[], ratePerS: number, resume: boolean, onOpen?: 
 }
 
 function doSend(c: Client, conv: string, key: string, p: Payload): void {
-  if (c.send(conv, key, p)) { sent++; pending.set(key, [c.idx, conv, p]); }
-  else waiting.push([c.idx, conv, key, p]);
+  if (c.send(conv, key, p)) {
+    sent++;
+    pending.set(key, [c.idx, conv, p]);
+  } else waiting.push([c.idx, conv, key, p]);
 }
 
 async function runSends(startMs: number, rate: number, total: number, slots: SlotSpec[]): Promise<void> {
@@ -166,7 +214,12 @@ async function storm(atMs: number, ratePerS: number): Promise<void> {
   stormState = st;
   const dropAt = nowMs();
   for (const c of clients) c.localPort = undefined; // the old (address, port) pairs may sit in TIME_WAIT
-  for (const c of clients) { if (c.open) { c.drop(); st.dropped++; } }
+  for (const c of clients) {
+    if (c.open) {
+      c.drop();
+      st.dropped++;
+    }
+  }
   // unacked sends: RealChat resends with the same idempotency key (exactly-once effect); the peers
   // have no idempotency, so their unacked sends are given up and show as lost if not delivered
   const unacked = [...pending.entries()];
@@ -187,9 +240,19 @@ function report(): WorkerReport {
   const upc: Array<[number, string, number]> = [];
   for (const [idx, m] of seen) for (const [conv, st] of m) upc.push([idx, conv, st[1]]);
   const r: WorkerReport = {
-    workerId: init!.workerId, hist: encodeHist(hist), sent, acked, delivered, duplicates, gaps, errors,
-    acked_per_conv: Object.fromEntries(ackedPerConv), unique_per_conn_conv: upc,
-    first_recv_ms: firstRecv, last_recv_ms: lastRecv, open: clients.filter((c) => c.open).length,
+    workerId: init!.workerId,
+    hist: encodeHist(hist),
+    sent,
+    acked,
+    delivered,
+    duplicates,
+    gaps,
+    errors,
+    acked_per_conv: Object.fromEntries(ackedPerConv),
+    unique_per_conn_conv: upc,
+    first_recv_ms: firstRecv,
+    last_recv_ms: lastRecv,
+    open: clients.filter((c) => c.open).length,
   };
   if (stormState) r.storm = stormState;
   if (pending.size > 0) r.errors = { ...errors, unacked_at_end: pending.size };
@@ -204,7 +267,12 @@ process.on('message', (m: ParentMsg) => {
         init = m.init;
         resendOnReconnect = init.target === 'realchat';
         payloadPad = init.payloadBytes > 0 ? 'x'.repeat(init.payloadBytes) : '';
-        for (const spec of init.conns) { const c = makeClient(spec); c.localPort = spec.localPort; clients.push(c); byIdx.set(spec.idx, c); }
+        for (const spec of init.conns) {
+          const c = makeClient(spec);
+          c.localPort = spec.localPort;
+          clients.push(c);
+          byIdx.set(spec.idx, c);
+        }
         post({ ev: 'ready', workerId: init.workerId });
         break;
       case 'connect': {
@@ -234,6 +302,9 @@ process.on('message', (m: ParentMsg) => {
 });
 
 // heartbeats for protocols that need the client to ping
-setInterval(() => { const now = Date.now(); for (const c of clients) c.tick(now); }, 1000).unref();
+setInterval(() => {
+  const now = Date.now();
+  for (const c of clients) c.tick(now);
+}, 1000).unref();
 // never outlive the parent
 process.on('disconnect', () => process.exit(0));

@@ -29,7 +29,11 @@ export class OutboxLease {
     if (this.conn) return true;
     const conn = await withTimeout(this.sql.reserve(), this.checkTimeoutMs, 'lease connection');
     try {
-      const [row] = await withTimeout(conn<{ ok: boolean }[]>`SELECT pg_try_advisory_lock(${OUTBOX_LEASE_KEY}) AS ok`, this.checkTimeoutMs, 'lease acquire');
+      const [row] = await withTimeout(
+        conn<{ ok: boolean }[]>`SELECT pg_try_advisory_lock(${OUTBOX_LEASE_KEY}) AS ok`,
+        this.checkTimeoutMs,
+        'lease acquire',
+      );
       if (row!.ok) {
         this.conn = conn;
         return true;

@@ -21,9 +21,20 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
   if (!config.databaseUrl || !config.kafkaBrokers) throw new ConfigError('the relay needs DATABASE_URL and KAFKA_BROKERS');
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'relay' });
   const metrics = createMetrics({ nodeId: config.nodeId });
-  const sql = createSql({ url: config.databaseUrl, maxConnections: 4, connectTimeoutS: config.timeouts.dbConnectS, queryTimeoutMs: config.timeouts.dbQueryMs, applicationName: `realchat-relay-${config.nodeId}` });
+  const sql = createSql({
+    url: config.databaseUrl,
+    maxConnections: 4,
+    connectTimeoutS: config.timeouts.dbConnectS,
+    queryTimeoutMs: config.timeouts.dbQueryMs,
+    applicationName: `realchat-relay-${config.nodeId}`,
+  });
   await migrate(sql);
-  const kafka = createKafkaClient({ brokers: config.kafkaBrokers, clientId: `realchat-relay-${config.nodeId}`, log, requestTimeoutMs: config.kafka.requestTimeoutMs });
+  const kafka = createKafkaClient({
+    brokers: config.kafkaBrokers,
+    clientId: `realchat-relay-${config.nodeId}`,
+    log,
+    requestTimeoutMs: config.kafka.requestTimeoutMs,
+  });
   await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
   const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });
   const bus = createKafkaEventBus(producer, config.kafka.eventsTopic);
@@ -47,7 +58,15 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
           if (await lease.tryAcquire()) {
             log.info('outbox lease acquired: publishing');
             metrics.relayLeader.set(1);
-            relay = createOutboxRelay({ sql, bus, log, metrics, batchSize: 500, pollMs: config.timeouts.relayPollMs, queryTimeoutMs: config.timeouts.dbQueryMs });
+            relay = createOutboxRelay({
+              sql,
+              bus,
+              log,
+              metrics,
+              batchSize: 500,
+              pollMs: config.timeouts.relayPollMs,
+              queryTimeoutMs: config.timeouts.dbQueryMs,
+            });
             relay.start();
           }
         } else if (!(await lease.stillHeld())) {

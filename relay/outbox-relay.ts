@@ -41,7 +41,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   async function pollOnce(): Promise<number> {
     const rows = await pollOutbox(sql, opts.batchSize, opts.queryTimeoutMs);
     if (rows.length === 0) return 0;
-    const records: EventRecord[] = rows.map((r) => ({ key: r.aggregateid, value: r.value, type: r.type, eventId: r.event_id, traceId: r.trace_id }));
+    const records: EventRecord[] = rows.map((r) => ({
+      key: r.aggregateid,
+      value: r.value,
+      type: r.type,
+      eventId: r.event_id,
+      traceId: r.trace_id,
+    }));
     await bus.publish(records);
     await deleteOutboxRows(
       sql,

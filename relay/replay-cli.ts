@@ -14,7 +14,9 @@ const { values } = parseArgs({
 });
 const url = process.env.DATABASE_URL;
 function usage(msg: string): never {
-  console.error(`replay: ${msg}\nusage: replay --conversation <uuid> [--from-sequence N] | --since <ISO time> [--conversation <uuid>]  (needs DATABASE_URL)`);
+  console.error(
+    `replay: ${msg}\nusage: replay --conversation <uuid> [--from-sequence N] | --since <ISO time> [--conversation <uuid>]  (needs DATABASE_URL)`,
+  );
   process.exit(2);
 }
 if (!url) usage('DATABASE_URL is not set');

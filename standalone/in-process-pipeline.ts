@@ -23,11 +23,22 @@ export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger;
       dedupEntries: 100_000,
       async onUndecodable(record, reason) {
         metrics.deadLettered.inc({ reason: 'undecodable' });
-        log.error({ event_id: record.eventId, type: record.type, trace_id: record.traceId, reason }, 'undecodable event skipped (no dead-letter topic in-process)');
+        log.error(
+          { event_id: record.eventId, type: record.type, trace_id: record.traceId, reason },
+          'undecodable event skipped (no dead-letter topic in-process)',
+        );
       },
     });
     bus.subscribe((records) => router.handle(records));
-    const relay = createOutboxRelay({ sql, bus, log, metrics, batchSize: 500, pollMs: config.timeouts.relayPollMs, queryTimeoutMs: config.timeouts.dbQueryMs });
+    const relay = createOutboxRelay({
+      sql,
+      bus,
+      log,
+      metrics,
+      batchSize: 500,
+      pollMs: config.timeouts.relayPollMs,
+      queryTimeoutMs: config.timeouts.dbQueryMs,
+    });
     relay.start();
     return {
       onEventCommitted: () => relay.wake(),

@@ -53,7 +53,10 @@ describe('lint enforces the role boundaries', () => {
   });
 
   it('a file that keeps the rules passes', async () => {
-    const r = await lint('gateway/probe.ts', "import { x } from '../common/kafka/index.js';\nimport { y } from '../common/lru.js';\nexport { x, y };\n");
+    const r = await lint(
+      'gateway/probe.ts',
+      "import { x } from '../common/kafka/index.js';\nimport { y } from '../common/lru.js';\nexport { x, y };\n",
+    );
     expect(r.ok, r.output).toBe(true);
   });
 });

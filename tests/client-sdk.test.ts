@@ -8,7 +8,17 @@ import WebSocket from 'ws';
 import { createConversation, startTestServer, type TestServer } from './harness/server.js';
 import { freePort } from './harness/postgres.js';
 import { createAuthenticator } from '../gateway/auth.js';
-import { RealChatClient, RestClient, RealChatError, backoffDelay, type ClientOptions, type ConnectionState, type Envelope, type WebSocketConstructor, type WebSocketLike } from '../client/index.js';
+import {
+  RealChatClient,
+  RestClient,
+  RealChatError,
+  backoffDelay,
+  type ClientOptions,
+  type ConnectionState,
+  type Envelope,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from '../client/index.js';
 
 type Frame = Record<string, any> & { type: string };
 

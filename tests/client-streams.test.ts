@@ -89,7 +89,15 @@ describe('SendQueue', () => {
     });
     return { q, sent, setConnected: (v: boolean) => (connected = v) };
   }
-  const ack = (key: string) => ({ type: 'ack' as const, idempotency_key: key, conversation_id: 'c', message_id: 'm', sequence_number: 1, created_at: '', duplicate: false });
+  const ack = (key: string) => ({
+    type: 'ack' as const,
+    idempotency_key: key,
+    conversation_id: 'c',
+    message_id: 'm',
+    sequence_number: 1,
+    created_at: '',
+    duplicate: false,
+  });
 
   it('retries unavailable with the same key, keeps one in flight, refuses beyond the bound', async () => {
     const { q, sent } = queue();

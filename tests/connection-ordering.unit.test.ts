@@ -9,7 +9,15 @@ import { createLogger } from '../common/log.js';
 const CONV = '11111111-1111-4111-8111-111111111111';
 
 function env(seq: number, conv = CONV): Envelope {
-  return { message_id: `m${seq}`, conversation_id: conv, sender_id: 'u', sequence_number: seq, payload: seq, created_at: 'now', idempotency_key: `k${seq}` };
+  return {
+    message_id: `m${seq}`,
+    conversation_id: conv,
+    sender_id: 'u',
+    sequence_number: seq,
+    payload: seq,
+    created_at: 'now',
+    idempotency_key: `k${seq}`,
+  };
 }
 
 class FakeSocket implements SocketPort {
@@ -46,7 +54,8 @@ class ControlledHistory {
       this.calls.push({
         after,
         limit,
-        release: () => (this.fail ? reject(new Error('db down')) : resolve(this.db.filter((m) => m.sequence_number > after).slice(0, limit))),
+        release: () =>
+          this.fail ? reject(new Error('db down')) : resolve(this.db.filter((m) => m.sequence_number > after).slice(0, limit)),
       });
     });
   }

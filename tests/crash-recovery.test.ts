@@ -18,7 +18,12 @@ describe('gateway crash mid-stream (kill -9)', () => {
   let port: number;
   let server: RoleProcess | null = null;
   const secret = randomBytes(32).toString('hex');
-  const env = () => ({ DATABASE_URL: databaseUrl, REALCHAT_JWT_SECRET: secret, REALCHAT_SENDS_PER_S: '10000', REALCHAT_SEND_BURST: '10000' });
+  const env = () => ({
+    DATABASE_URL: databaseUrl,
+    REALCHAT_JWT_SECRET: secret,
+    REALCHAT_SENDS_PER_S: '10000',
+    REALCHAT_SEND_BURST: '10000',
+  });
 
   beforeAll(async () => {
     databaseUrl = await freshDatabase();
@@ -36,7 +41,11 @@ describe('gateway crash mid-stream (kill -9)', () => {
     const [at, bt] = [await auth.issue(alice), await auth.issue(bob)];
     const http = `http://127.0.0.1:${port}`;
     const ws = `ws://127.0.0.1:${port}/v1/ws`;
-    const created = await fetch(`${http}/v1/conversations`, { method: 'POST', headers: { authorization: `Bearer ${at}` }, body: JSON.stringify({ member_ids: [bob] }) });
+    const created = await fetch(`${http}/v1/conversations`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${at}` },
+      body: JSON.stringify({ member_ids: [bob] }),
+    });
     const conv = ((await created.json()) as { conversation_id: string }).conversation_id;
 
     const N = 120;
@@ -58,7 +67,11 @@ describe('gateway crash mid-stream (kill -9)', () => {
           client.send({ type: 'send', conversation_id: conv, idempotency_key: `k${k}`, payload: { k } });
         }
         try {
-          await client.waitForCount((f) => f.type === 'ack', window.length + client.frames.slice(0, since).filter((f) => f.type === 'ack').length, 10_000);
+          await client.waitForCount(
+            (f) => f.type === 'ack',
+            window.length + client.frames.slice(0, since).filter((f) => f.type === 'ack').length,
+            10_000,
+          );
         } catch {
           break;
         }
@@ -67,7 +80,8 @@ describe('gateway crash mid-stream (kill -9)', () => {
         acked += window.length;
         if (stopAfterAcks !== null && acked >= stopAfterAcks) {
           // Crash with the next window in flight: some of it may commit without an ack.
-          for (let k = i; k < Math.min(i + 10, N); k++) client.send({ type: 'send', conversation_id: conv, idempotency_key: `k${k}`, payload: { k } });
+          for (let k = i; k < Math.min(i + 10, N); k++)
+            client.send({ type: 'send', conversation_id: conv, idempotency_key: `k${k}`, payload: { k } });
           await server!.crash();
           break;
         }

@@ -8,7 +8,11 @@ describe('database down', () => {
   let s: TestServer;
   beforeAll(async () => {
     pg = await startPostgres();
-    s = await startTestServer('postgres', { DATABASE_URL: pg.url, REALCHAT_DB_QUERY_TIMEOUT_MS: '1500', REALCHAT_DB_CONNECT_TIMEOUT_S: '1' });
+    s = await startTestServer('postgres', {
+      DATABASE_URL: pg.url,
+      REALCHAT_DB_QUERY_TIMEOUT_MS: '1500',
+      REALCHAT_DB_CONNECT_TIMEOUT_S: '1',
+    });
   });
   afterAll(async () => {
     await s?.close().catch(() => {});
@@ -27,7 +31,10 @@ describe('database down', () => {
     pg.kill();
     const refused = await a.sendMessage(conv, 'during', 2);
     expect(refused).toMatchObject({ type: 'error', code: 'unavailable', ref: 'during' });
-    const rest = await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: alice.token, body: { idempotency_key: 'during-rest', payload: 3 } });
+    const rest = await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+      token: alice.token,
+      body: { idempotency_key: 'during-rest', payload: 3 },
+    });
     expect(rest.status).toBe(503);
     expect(rest.body.error.code).toBe('unavailable');
     expect(rest.headers.get('retry-after')).toBe('1');
@@ -44,7 +51,10 @@ describe('database down', () => {
     expect(ack).toMatchObject({ type: 'ack', sequence_number: 2 });
     expect((await http(s, 'GET', '/readyz')).status).toBe(200);
     await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === 2);
-    const rows = await s.query<{ seq: number; key: string }>(`SELECT sequence::int AS seq, idempotency_key AS key FROM messages WHERE conversation_id = $1 ORDER BY sequence`, [conv]);
+    const rows = await s.query<{ seq: number; key: string }>(
+      `SELECT sequence::int AS seq, idempotency_key AS key FROM messages WHERE conversation_id = $1 ORDER BY sequence`,
+      [conv],
+    );
     expect(rows).toEqual([
       { seq: 1, key: 'before' },
       { seq: 2, key: 'during' },

@@ -74,7 +74,14 @@ describe('Host header (DNS rebinding) on a loopback-bound node', () => {
 
   it('loopback names and IP literals are served', async () => {
     const port = s.app.port;
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, 'localhost', `[::1]:${port}`, `app.localhost:${port}`, `10.1.2.3:${port}`]) {
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      'localhost',
+      `[::1]:${port}`,
+      `app.localhost:${port}`,
+      `10.1.2.3:${port}`,
+    ]) {
       expect((await raw(s, '/v1/dev/token', { host, 'content-type': 'application/json' }, 'POST', '{}')).status, host).toBe(200);
     }
     expect((await upgradeStatus(s.wsUrl, { host: `localhost:${port}` })).status).toBe(101);
@@ -117,7 +124,14 @@ describe('browser origins', () => {
 
   it('a WebSocket upgrade from another site is refused with 403 before the upgrade; no Origin, the own origin and listed origins pass', async () => {
     const host = `127.0.0.1:${s.app.port}`;
-    for (const origin of ['https://evil.example', 'https://app.example.com.evil.example', 'http://app.example.com', 'https://app.example.com:8443', 'null', `http://${host}.evil.example`]) {
+    for (const origin of [
+      'https://evil.example',
+      'https://app.example.com.evil.example',
+      'http://app.example.com',
+      'https://app.example.com:8443',
+      'null',
+      `http://${host}.evil.example`,
+    ]) {
       const r = await upgradeStatus(s.wsUrl, { origin });
       expect(r.status, origin).toBe(403);
       expect(JSON.parse(r.body).error.code).toBe('origin_not_allowed');
@@ -128,7 +142,12 @@ describe('browser origins', () => {
   });
 
   it('REST: listed origins get CORS (preflight and responses); other origins are refused', async () => {
-    const pre = await raw(s, '/v1/conversations', { origin: 'https://app.example.com', 'access-control-request-method': 'POST' }, 'OPTIONS');
+    const pre = await raw(
+      s,
+      '/v1/conversations',
+      { origin: 'https://app.example.com', 'access-control-request-method': 'POST' },
+      'OPTIONS',
+    );
     expect(pre.status).toBe(204);
     expect(pre.headers.get('access-control-allow-origin')).toBe('https://app.example.com');
     expect(pre.headers.get('access-control-allow-headers')).toContain('authorization');
@@ -206,15 +225,20 @@ describe('connection caps', () => {
     expect(await extra.waitFor((f) => f.type === 'error')).toMatchObject({ code: 'too_many_connections' });
     expect(await extra.waitClosed()).toBe(4005);
     open.pop()!.close();
-    await expect.poll(async () => {
-      try {
-        const c = await TestClient.connect(s.wsUrl, token);
-        open.push(c);
-        return true;
-      } catch {
-        return false;
-      }
-    }, { timeout: 5000 }).toBe(true);
+    await expect
+      .poll(
+        async () => {
+          try {
+            const c = await TestClient.connect(s.wsUrl, token);
+            open.push(c);
+            return true;
+          } catch {
+            return false;
+          }
+        },
+        { timeout: 5000 },
+      )
+      .toBe(true);
   });
 
   it('per client address: the upgrade past the cap is answered 429 before any WebSocket exists', async () => {
@@ -230,7 +254,11 @@ describe('connection caps', () => {
 describe('writes a stranger could repeat are rate limited', () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startTestServer('pglite', { REALCHAT_CONVERSATION_CREATES_PER_MIN: '3', REALCHAT_MEMBER_ADDS_PER_MIN: '2', REALCHAT_DEV_TOKENS_PER_MIN: '2' });
+    s = await startTestServer('pglite', {
+      REALCHAT_CONVERSATION_CREATES_PER_MIN: '3',
+      REALCHAT_MEMBER_ADDS_PER_MIN: '2',
+      REALCHAT_DEV_TOKENS_PER_MIN: '2',
+    });
   });
   afterAll(async () => s?.close());
 
@@ -248,7 +276,10 @@ describe('writes a stranger could repeat are rate limited', () => {
   it('member additions per user', async () => {
     const a = await s.token();
     const conv = await createConversation(s, a.token, []);
-    for (let i = 0; i < 2; i++) expect((await http(s, 'POST', `/v1/conversations/${conv}/members`, { token: a.token, body: { user_ids: [randomUUID()] } })).status).toBe(200);
+    for (let i = 0; i < 2; i++)
+      expect(
+        (await http(s, 'POST', `/v1/conversations/${conv}/members`, { token: a.token, body: { user_ids: [randomUUID()] } })).status,
+      ).toBe(200);
     const r = await http(s, 'POST', `/v1/conversations/${conv}/members`, { token: a.token, body: { user_ids: [randomUUID()] } });
     expect(r.status).toBe(429);
     expect((await s.query<{ n: number }>('SELECT count(*)::int AS n FROM members WHERE conversation_id = $1', [conv]))[0]!.n).toBe(3);

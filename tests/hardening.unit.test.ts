@@ -35,11 +35,16 @@ describe('dev auth defaults', () => {
   it('Host names: loopback binds check them; a public bind checks the configured names or none', () => {
     expect(loadConfig({}).edge.allowedHosts).toEqual([]);
     expect(loadConfig({ DATABASE_URL: 'postgres://x/y' }).edge.allowedHosts).toBeNull();
-    expect(loadConfig({ DATABASE_URL: 'postgres://x/y', REALCHAT_PUBLIC_HOSTS: 'Chat.Example.com, api.example.com' }).edge.allowedHosts).toEqual(['chat.example.com', 'api.example.com']);
+    expect(
+      loadConfig({ DATABASE_URL: 'postgres://x/y', REALCHAT_PUBLIC_HOSTS: 'Chat.Example.com, api.example.com' }).edge.allowedHosts,
+    ).toEqual(['chat.example.com', 'api.example.com']);
   });
 
   it('allowed origins must be exact origins', () => {
-    expect(loadConfig({ REALCHAT_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:5173' }).edge.allowedOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    expect(loadConfig({ REALCHAT_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:5173' }).edge.allowedOrigins).toEqual([
+      'https://app.example.com',
+      'http://localhost:5173',
+    ]);
     for (const bad of ['app.example.com', 'https://app.example.com/path', 'ftp://app.example.com', '*']) {
       expect(() => loadConfig({ REALCHAT_ALLOWED_ORIGINS: bad }), bad).toThrow(ConfigError);
     }
@@ -47,20 +52,34 @@ describe('dev auth defaults', () => {
 });
 
 describe('edge policy', () => {
-  const edge = createEdgePolicy({ allowedOrigins: ['https://app.example.com'], allowedHosts: ['chat.example.com'], trustedProxies: ['10.0.0.1'], internalPort: null, internalHost: '127.0.0.1' });
+  const edge = createEdgePolicy({
+    allowedOrigins: ['https://app.example.com'],
+    allowedHosts: ['chat.example.com'],
+    trustedProxies: ['10.0.0.1'],
+    internalPort: null,
+    internalHost: '127.0.0.1',
+  });
 
   it('host names', () => {
     expect(hostName('Chat.Example.com:8443')).toBe('chat.example.com');
     expect(hostName('[::1]:80')).toBe('[::1]');
-    for (const ok of ['chat.example.com', '127.0.0.1:1', '[::1]', 'localhost:3000', 'a.localhost', '192.168.1.9']) expect(() => edge.checkHost(ok), ok).not.toThrow();
+    for (const ok of ['chat.example.com', '127.0.0.1:1', '[::1]', 'localhost:3000', 'a.localhost', '192.168.1.9'])
+      expect(() => edge.checkHost(ok), ok).not.toThrow();
     for (const bad of ['', 'evil.example', 'chat.example.com.evil.example', 'localhost.evil.example', '127.0.0.1.nip.io']) {
       expect(() => edge.checkHost(bad), bad).toThrow(expect.objectContaining({ code: 'host_not_allowed' }));
     }
   });
 
   it('origins: none, the own origin and listed ones; exact match only', () => {
-    for (const ok of ['', 'https://app.example.com', 'http://chat.example.com', 'https://chat.example.com']) expect(() => edge.checkOrigin(ok, 'chat.example.com'), ok).not.toThrow();
-    for (const bad of ['null', 'https://app.example.com.evil', 'https://evil.com', 'http://app.example.com', 'https://chat.example.com:444']) {
+    for (const ok of ['', 'https://app.example.com', 'http://chat.example.com', 'https://chat.example.com'])
+      expect(() => edge.checkOrigin(ok, 'chat.example.com'), ok).not.toThrow();
+    for (const bad of [
+      'null',
+      'https://app.example.com.evil',
+      'https://evil.com',
+      'http://app.example.com',
+      'https://chat.example.com:444',
+    ]) {
       expect(() => edge.checkOrigin(bad, 'chat.example.com'), bad).toThrow(expect.objectContaining({ code: 'origin_not_allowed' }));
     }
   });
@@ -91,7 +110,12 @@ describe('log limiter', () => {
   it('logs at most the budget per kind and interval, then reports what it suppressed', () => {
     const lines: any[] = [];
     let now = 0;
-    const log = createLogger({ level: 'info', nodeId: 't', role: 'test', destination: { write: (l: string) => lines.push(JSON.parse(l)) } });
+    const log = createLogger({
+      level: 'info',
+      nodeId: 't',
+      role: 'test',
+      destination: { write: (l: string) => lines.push(JSON.parse(l)) },
+    });
     const limiter = new LogLimiter(log, 3, 1000, () => now);
     for (let i = 0; i < 10; i++) limiter.write('warn', 'a', { i }, 'm');
     limiter.write('warn', 'b', {}, 'm');

@@ -28,7 +28,14 @@ async function setup() {
   const url = await freshDatabase();
   const sql = createSql({ url, maxConnections: 5, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: 'broken-variants' });
   await migrate(sql);
-  const store = createChatStore({ sql, queryTimeoutMs: 10_000, maxRoomMembers: 100, maxPageBytes: 1024 * 1024, outboxMode: 'table', gate: new Semaphore(10, 100) });
+  const store = createChatStore({
+    sql,
+    queryTimeoutMs: 10_000,
+    maxRoomMembers: 100,
+    maxPageBytes: 1024 * 1024,
+    outboxMode: 'table',
+    gate: new Semaphore(10, 100),
+  });
   const alice = randomUUID();
   const conv = (await store.createConversation(alice, [], null, null)).conversation_id;
   await sql`DELETE FROM outbox`;
@@ -73,7 +80,9 @@ async function commitOutOfIdOrder(url: string, conv1: string, conv2: string, sen
 
 async function storedMessages(sql: ReturnType<typeof createSql>, convs: string[]): Promise<StoredMessage[]> {
   return [
-    ...(await sql<StoredMessage[]>`SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
+    ...(await sql<
+      StoredMessage[]
+    >`SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
                                    FROM messages WHERE conversation_id IN ${sql(convs)} ORDER BY conversation_id, sequence`),
   ];
 }
@@ -89,7 +98,9 @@ describe('the history checker catches broken variants', () => {
     const brokenSeen: Envelope[] = [];
     let cursor = 0;
     const brokenPoll = async () => {
-      const rows = await sql<{ id: string; value: string }[]>`SELECT id::text AS id, payload::text AS value FROM outbox WHERE id > ${cursor} ORDER BY id`;
+      const rows = await sql<
+        { id: string; value: string }[]
+      >`SELECT id::text AS id, payload::text AS value FROM outbox WHERE id > ${cursor} ORDER BY id`;
       for (const r of rows) {
         cursor = Math.max(cursor, Number(r.id));
         const e = JSON.parse(r.value);
@@ -108,7 +119,15 @@ describe('the history checker catches broken variants', () => {
         if (e.type === 'message.created') realSeen.push(e.message);
       }
     });
-    const relay = createOutboxRelay({ sql, bus, log, metrics: createMetrics({ nodeId: 't', defaultMetrics: false }), batchSize: 100, pollMs: 50, queryTimeoutMs: 5000 });
+    const relay = createOutboxRelay({
+      sql,
+      bus,
+      log,
+      metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
+      batchSize: 100,
+      pollMs: 50,
+      queryTimeoutMs: 5000,
+    });
     relay.start();
     await relay.idle();
     await relay.stop();
@@ -143,7 +162,14 @@ describe('the history checker catches broken variants', () => {
       batch: (fn) => fn(),
       end: () => {},
     };
-    const conn = new Connection(alice, socket, { history: store, log, metrics: createMetrics({ nodeId: 't', defaultMetrics: false }), fillBatch: 100, highWaterBytes: 1 << 20, drainTimeoutMs: 1000 });
+    const conn = new Connection(alice, socket, {
+      history: store,
+      log,
+      metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
+      fillBatch: 100,
+      highWaterBytes: 1 << 20,
+      drainTimeoutMs: 1000,
+    });
     conn.activate([[conv, 0]], new Map());
     for (const m of stream) conn.deliverMessage(m, encodeFrame({ type: 'message', message: m }));
 

@@ -35,7 +35,10 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     const proc = await spawnRole('gateway', { ...env, PORT: String(port), REALCHAT_NODE_ID: `gateway-${i}` });
     gateways.set(i, { proc, port });
   };
-  const urls = () => [...gateways.entries()].filter(([, g]) => g.proc.child.exitCode === null && g.proc.child.signalCode === null).map(([, g]) => `ws://127.0.0.1:${g.port}/v1/ws`);
+  const urls = () =>
+    [...gateways.entries()]
+      .filter(([, g]) => g.proc.child.exitCode === null && g.proc.child.signalCode === null)
+      .map(([, g]) => `ws://127.0.0.1:${g.port}/v1/ws`);
 
   beforeAll(async () => {
     pg = await startPostgres();
@@ -70,7 +73,8 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     pg?.stop();
   }, 120_000);
 
-  const conversation = async (owner: string, members: string[]) => createConversationAt([...gateways.values()][0]!.port, await auth.issue(owner), members);
+  const conversation = async (owner: string, members: string[]) =>
+    createConversationAt([...gateways.values()][0]!.port, await auth.issue(owner), members);
   const stored = (conv: string) => storedMessages(pg.url, conv);
 
   /**

@@ -28,19 +28,22 @@ describe.each(BACKENDS)('one request cannot end the process (%s)', (backend) => 
     ['POST', '/v1/conversations/:id/members'],
   ];
 
-  it.each(routes)('%s %s with a malformed percent-escape in the id: 401 without a token, 404 with one, and the node lives', async (method, path) => {
-    for (const bad of malformed) {
-      const url = path.replace(':id', bad);
-      const body = method === 'POST' ? { idempotency_key: 'k', payload: 1, user_ids: [ZERO_CONV] } : undefined;
-      const anon = await http(s, method, url, body ? { body } : {});
-      expect(anon.status, `${method} ${url}`).toBe(401);
-      const authed = await http(s, method, url, { token: alice.token, ...(body ? { body } : {}) });
-      expect(authed.status, `${method} ${url}`).toBe(404);
-      expect(authed.body.error.code).toBe('not_found');
-    }
-    expect((await http(s, 'GET', '/healthz')).status).toBe(200);
-    expect(logs.find((l) => l.level === 'error' || l.level === 'fatal')).toEqual([]);
-  });
+  it.each(routes)(
+    '%s %s with a malformed percent-escape in the id: 401 without a token, 404 with one, and the node lives',
+    async (method, path) => {
+      for (const bad of malformed) {
+        const url = path.replace(':id', bad);
+        const body = method === 'POST' ? { idempotency_key: 'k', payload: 1, user_ids: [ZERO_CONV] } : undefined;
+        const anon = await http(s, method, url, body ? { body } : {});
+        expect(anon.status, `${method} ${url}`).toBe(401);
+        const authed = await http(s, method, url, { token: alice.token, ...(body ? { body } : {}) });
+        expect(authed.status, `${method} ${url}`).toBe(404);
+        expect(authed.body.error.code).toBe('not_found');
+      }
+      expect((await http(s, 'GET', '/healthz')).status).toBe(200);
+      expect(logs.find((l) => l.level === 'error' || l.level === 'fatal')).toEqual([]);
+    },
+  );
 });
 
 describe.each(BACKENDS)('payload edge cases are refused before anything serializes or stores them (%s)', (backend) => {
@@ -56,7 +59,8 @@ describe.each(BACKENDS)('payload edge cases are refused before anything serializ
   afterAll(async () => s?.close());
 
   const stored = async () => (await s.query<{ n: number }>('SELECT count(*)::int AS n FROM messages'))[0]!.n;
-  const frame = (payloadText: string, key: string) => `{"type":"send","conversation_id":"${conv}","idempotency_key":"${key}","payload":${payloadText}}`;
+  const frame = (payloadText: string, key: string) =>
+    `{"type":"send","conversation_id":"${conv}","idempotency_key":"${key}","payload":${payloadText}}`;
   const restBody = (payloadText: string, key: string) => `{"idempotency_key":"${key}","payload":${payloadText}}`;
 
   const cases: Array<[string, string, string]> = [
@@ -104,7 +108,9 @@ describe.each(BACKENDS)('payload edge cases are refused before anything serializ
     const c = await TestClient.connect(s.wsUrl, alice.token);
     const ack = await c.sendMessage(conv, 'numbers', { numbers });
     expect(ack, JSON.stringify(ack)).toMatchObject({ type: 'ack' });
-    const page = await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=${ack.sequence_number - 1}&limit=1`, { token: alice.token });
+    const page = await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=${ack.sequence_number - 1}&limit=1`, {
+      token: alice.token,
+    });
     expect(page.body.messages[0].payload).toEqual({ numbers });
     c.close();
   });
@@ -115,7 +121,8 @@ async function seed(s: TestServer, token: string, conv: string, n: number, bytes
   const c = await TestClient.connect(s.wsUrl, token);
   // Windows of 50: a connection may have 64 requests in flight.
   for (let w = 0; w < n; w += 50) {
-    for (let i = w; i < Math.min(n, w + 50); i++) c.send({ type: 'send', conversation_id: conv, idempotency_key: `seed-${i}`, payload: { text: 'x'.repeat(bytes), i } });
+    for (let i = w; i < Math.min(n, w + 50); i++)
+      c.send({ type: 'send', conversation_id: conv, idempotency_key: `seed-${i}`, payload: { text: 'x'.repeat(bytes), i } });
     await c.waitForCount((f) => f.type === 'ack', Math.min(n, w + 50), 60_000);
   }
   c.close();
@@ -218,7 +225,10 @@ describe('clients that never read cannot pin memory', () => {
     expect(refused.headers.get('retry-after')).toBe('1');
     // After the stall timeout the held responses are abandoned and their memory released.
     await expect
-      .poll(async () => (await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=0&limit=1`, { token: alice.token })).status, { timeout: 10_000, interval: 300 })
+      .poll(
+        async () => (await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=0&limit=1`, { token: alice.token })).status,
+        { timeout: 10_000, interval: 300 },
+      )
       .toBe(200);
     for (const sock of sockets) sock.destroy();
   });

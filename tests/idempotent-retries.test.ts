@@ -5,7 +5,12 @@ import { TestClient } from './harness/ws-client.js';
 describe.each(BACKENDS)('idempotent retries (%s)', (backend) => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startTestServer(backend, { REALCHAT_SENDS_PER_S: '10000', REALCHAT_SEND_BURST: '10000', REALCHAT_FRAMES_PER_S: '10000', REALCHAT_FRAME_BURST: '10000' });
+    s = await startTestServer(backend, {
+      REALCHAT_SENDS_PER_S: '10000',
+      REALCHAT_SEND_BURST: '10000',
+      REALCHAT_FRAMES_PER_S: '10000',
+      REALCHAT_FRAME_BURST: '10000',
+    });
   });
   afterAll(async () => s?.close());
 
@@ -13,10 +18,14 @@ describe.each(BACKENDS)('idempotent retries (%s)', (backend) => {
     const alice = await s.token();
     const conv = await createConversation(s, alice.token, []);
     const clients = await Promise.all(Array.from({ length: 8 }, () => TestClient.connect(s.wsUrl, alice.token)));
-    for (const c of clients) for (let i = 0; i < 5; i++) c.send({ type: 'send', conversation_id: conv, idempotency_key: 'same-key', payload: { n: 1 } });
+    for (const c of clients)
+      for (let i = 0; i < 5; i++) c.send({ type: 'send', conversation_id: conv, idempotency_key: 'same-key', payload: { n: 1 } });
     const wsAcks = clients.map((c) => c.waitForCount((f) => f.type === 'ack' || f.type === 'error', 5));
     const rest = Array.from({ length: 10 }, () =>
-      http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: alice.token, body: { idempotency_key: 'same-key', payload: { n: 1 } } }),
+      http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+        token: alice.token,
+        body: { idempotency_key: 'same-key', payload: { n: 1 } },
+      }),
     );
     const acks = (await Promise.all(wsAcks)).flat();
     expect(acks).toHaveLength(40);
@@ -70,7 +79,10 @@ describe.each(BACKENDS)('idempotent retries (%s)', (backend) => {
     expect(otherPayload).toMatchObject({ type: 'error', code: 'conflict', ref: 'k' });
     const otherConv = await a.sendMessage(c2, 'k', { v: 1 });
     expect(otherConv).toMatchObject({ type: 'error', code: 'conflict', ref: 'k' });
-    const rest = await http(s, 'POST', `/v1/conversations/${c2}/messages`, { token: alice.token, body: { idempotency_key: 'k', payload: { v: 1 } } });
+    const rest = await http(s, 'POST', `/v1/conversations/${c2}/messages`, {
+      token: alice.token,
+      body: { idempotency_key: 'k', payload: { v: 1 } },
+    });
     expect(rest.status).toBe(409);
     expect(rest.body.error.code).toBe('conflict');
     const rows = await s.query<{ n: number }>(`SELECT count(*)::int AS n FROM messages WHERE sender_id = $1`, [alice.userId]);

@@ -31,15 +31,52 @@ describe.each(BACKENDS)('invalid input is answered and stores nothing (%s)', (ba
     ['unknown type', { type: 'explode' }, 'invalid_frame'],
     ['missing type', { conversation_id: 'x' }, 'invalid_frame'],
     ['conversation_id not a uuid', { type: 'send', conversation_id: 'abc', idempotency_key: 'k', payload: 1 }, 'invalid_frame'],
-    ['idempotency_key wrong type', { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 5, payload: 1 }, 'invalid_frame'],
-    ['empty idempotency_key', { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: '', payload: 1 }, 'invalid_frame'],
+    [
+      'idempotency_key wrong type',
+      { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 5, payload: 1 },
+      'invalid_frame',
+    ],
+    [
+      'empty idempotency_key',
+      { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: '', payload: 1 },
+      'invalid_frame',
+    ],
     ['missing payload', { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 'k' }, 'invalid_frame'],
-    ['payload with NUL', { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 'k', payload: 'a\u0000b' }, 'invalid_frame'],
-    ['payload too deep', { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 'k', payload: JSON.parse('['.repeat(100) + ']'.repeat(100)) }, 'invalid_frame'],
-    ['oversize payload', { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 'k', payload: bigString }, 'payload_too_large'],
-    ['sync with negative after', { type: 'sync', conversation_id: '00000000-0000-4000-8000-000000000000', after_sequence: -1 }, 'invalid_frame'],
-    ['sync with fractional limit', { type: 'sync', conversation_id: '00000000-0000-4000-8000-000000000000', after_sequence: 0, limit: 1.5 }, 'invalid_frame'],
-    ['read with string sequence', { type: 'read', conversation_id: '00000000-0000-4000-8000-000000000000', sequence_number: '3' }, 'invalid_frame'],
+    [
+      'payload with NUL',
+      { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 'k', payload: 'a\u0000b' },
+      'invalid_frame',
+    ],
+    [
+      'payload too deep',
+      {
+        type: 'send',
+        conversation_id: '00000000-0000-4000-8000-000000000000',
+        idempotency_key: 'k',
+        payload: JSON.parse('['.repeat(100) + ']'.repeat(100)),
+      },
+      'invalid_frame',
+    ],
+    [
+      'oversize payload',
+      { type: 'send', conversation_id: '00000000-0000-4000-8000-000000000000', idempotency_key: 'k', payload: bigString },
+      'payload_too_large',
+    ],
+    [
+      'sync with negative after',
+      { type: 'sync', conversation_id: '00000000-0000-4000-8000-000000000000', after_sequence: -1 },
+      'invalid_frame',
+    ],
+    [
+      'sync with fractional limit',
+      { type: 'sync', conversation_id: '00000000-0000-4000-8000-000000000000', after_sequence: 0, limit: 1.5 },
+      'invalid_frame',
+    ],
+    [
+      'read with string sequence',
+      { type: 'read', conversation_id: '00000000-0000-4000-8000-000000000000', sequence_number: '3' },
+      'invalid_frame',
+    ],
     ['second hello', { type: 'hello', token: 'x' }, 'invalid_frame'],
   ];
 
@@ -80,14 +117,34 @@ describe.each(BACKENDS)('invalid input is answered and stores nothing (%s)', (ba
     expect((await http(s, 'GET', '/healthz')).status).toBe(200);
   });
 
-  const forged = async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(randomUUID()).setExpirationTime('1h').sign(new TextEncoder().encode('not-the-server-secret-0123456789abcdef'));
+  const forged = async () =>
+    new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(randomUUID())
+      .setExpirationTime('1h')
+      .sign(new TextEncoder().encode('not-the-server-secret-0123456789abcdef'));
   const tokenCases: Array<[string, () => Promise<string>]> = [
     ['garbage token', async () => 'not.a.jwt'],
     ['forged signature', forged],
     ['expired token', async () => (await s.token(undefined, -60)).token],
-    ['no exp', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(randomUUID()).sign(new TextEncoder().encode(s.secret))],
-    ['sub not a uuid', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setExpirationTime('1h').sign(new TextEncoder().encode(s.secret))],
-    ['alg none', async () => `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: randomUUID(), exp: 9999999999 })).toString('base64url')}.`],
+    [
+      'no exp',
+      async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(randomUUID()).sign(new TextEncoder().encode(s.secret)),
+    ],
+    [
+      'sub not a uuid',
+      async () =>
+        new SignJWT({})
+          .setProtectedHeader({ alg: 'HS256' })
+          .setSubject('alice')
+          .setExpirationTime('1h')
+          .sign(new TextEncoder().encode(s.secret)),
+    ],
+    [
+      'alg none',
+      async () =>
+        `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: randomUUID(), exp: 9999999999 })).toString('base64url')}.`,
+    ],
   ];
 
   it.each(tokenCases)('hello with %s is refused: error unauthorized, close 4500', async (_n, make) => {
@@ -125,13 +182,45 @@ describe.each(BACKENDS)('invalid input is answered and stores nothing (%s)', (ba
     ['member_ids not an array', 'POST', '/v1/conversations', { member_ids: 'x' }, undefined, 400, 'invalid_request'],
     ['member id not a uuid', 'POST', '/v1/conversations', { member_ids: ['nope'] }, undefined, 400, 'invalid_request'],
     ['title wrong type', 'POST', '/v1/conversations', { member_ids: [], title: 7 }, undefined, 400, 'invalid_request'],
-    ['unknown conversation', 'GET', '/v1/conversations/00000000-0000-4000-8000-000000000000/messages', undefined, undefined, 404, 'not_found'],
+    [
+      'unknown conversation',
+      'GET',
+      '/v1/conversations/00000000-0000-4000-8000-000000000000/messages',
+      undefined,
+      undefined,
+      404,
+      'not_found',
+    ],
     ['conversation id not a uuid', 'GET', '/v1/conversations/abc/messages', undefined, undefined, 404, 'not_found'],
-    ['after_sequence not a number', 'GET', '/v1/conversations/CONV/messages?after_sequence=x', undefined, undefined, 400, 'invalid_request'],
+    [
+      'after_sequence not a number',
+      'GET',
+      '/v1/conversations/CONV/messages?after_sequence=x',
+      undefined,
+      undefined,
+      400,
+      'invalid_request',
+    ],
     ['limit too large', 'GET', '/v1/conversations/CONV/messages?limit=100000', undefined, undefined, 400, 'invalid_request'],
     ['missing idempotency_key', 'POST', '/v1/conversations/CONV/messages', { payload: 1 }, undefined, 400, 'invalid_request'],
-    ['payload too large', 'POST', '/v1/conversations/CONV/messages', { idempotency_key: 'big', payload: 'z'.repeat(70 * 1024) }, undefined, 413, 'payload_too_large'],
-    ['body beyond the request limit', 'POST', '/v1/conversations/CONV/messages', { idempotency_key: 'big2', payload: 'z'.repeat(2 * 1024 * 1024) }, undefined, 413, 'payload_too_large'],
+    [
+      'payload too large',
+      'POST',
+      '/v1/conversations/CONV/messages',
+      { idempotency_key: 'big', payload: 'z'.repeat(70 * 1024) },
+      undefined,
+      413,
+      'payload_too_large',
+    ],
+    [
+      'body beyond the request limit',
+      'POST',
+      '/v1/conversations/CONV/messages',
+      { idempotency_key: 'big2', payload: 'z'.repeat(2 * 1024 * 1024) },
+      undefined,
+      413,
+      'payload_too_large',
+    ],
     ['unknown route', 'GET', '/v1/nothing', undefined, undefined, 404, 'not_found'],
   ];
 
@@ -156,9 +245,14 @@ describe.each(BACKENDS)('invalid input is answered and stores nothing (%s)', (ba
     const since2 = e.frames.length;
     e.send({ type: 'read', conversation_id: conv, sequence_number: 0 });
     expect(await e.waitFor((f) => f.type === 'error', 5000, since2)).toMatchObject({ code: 'forbidden' });
-    expect((await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: eve.token, body: { idempotency_key: 'e', payload: 1 } })).status).toBe(403);
+    expect(
+      (await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: eve.token, body: { idempotency_key: 'e', payload: 1 } }))
+        .status,
+    ).toBe(403);
     expect((await http(s, 'GET', `/v1/conversations/${conv}/messages`, { token: eve.token })).status).toBe(403);
-    expect((await http(s, 'POST', `/v1/conversations/${conv}/members`, { token: eve.token, body: { user_ids: [eve.userId] } })).status).toBe(403);
+    expect(
+      (await http(s, 'POST', `/v1/conversations/${conv}/members`, { token: eve.token, body: { user_ids: [eve.userId] } })).status,
+    ).toBe(403);
     expect(await counts()).toEqual(before);
     e.close();
   });

@@ -53,7 +53,8 @@ describe('Kafka client wrapper (real broker)', () => {
     await broker?.stop();
   }, 60_000);
 
-  const kafka = () => createKafkaClient({ brokers: broker.brokers.split(','), clientId: `t-${randomUUID().slice(0, 8)}`, log, requestTimeoutMs: 3000 });
+  const kafka = () =>
+    createKafkaClient({ brokers: broker.brokers.split(','), clientId: `t-${randomUUID().slice(0, 8)}`, log, requestTimeoutMs: 3000 });
   const admin = async <T>(fn: (a: kafkajs.Admin) => Promise<T>): Promise<T> => {
     // An independent kafkajs client inspects the broker (tests may use kafkajs as a tool).
     const a = new kafkajs.Kafka({ brokers: broker.brokers.split(','), clientId: 'admin', logLevel: kafkajs.logLevel.NOTHING }).admin();
@@ -113,7 +114,12 @@ describe('Kafka client wrapper (real broker)', () => {
   it('a producer whose sequence fell behind the broker (a timed-out batch was written after all) is replaced', async () => {
     const topic = `seq-${randomUUID().slice(0, 8)}`;
     await admin((a) => a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1, replicationFactor: 1 }] }));
-    const client = createKafkaClient({ brokers: broker.brokers.split(','), clientId: `t-${randomUUID().slice(0, 8)}`, log, requestTimeoutMs: 1000 });
+    const client = createKafkaClient({
+      brokers: broker.brokers.split(','),
+      clientId: `t-${randomUUID().slice(0, 8)}`,
+      log,
+      requestTimeoutMs: 1000,
+    });
     const producer = await createProducer(client, { timeoutMs: 1000, log });
     const pid = Number(readFileSync(join(broker.dir, 'node-1', 'pid'), 'utf8').trim());
     try {
@@ -138,7 +144,10 @@ describe('Kafka client wrapper (real broker)', () => {
       for (let attempt = 0; attempt < 30 && !sent; attempt++) {
         try {
           // A batch of another size at the stale sequence number is refused (OUT_OF_ORDER_SEQUENCE_NUMBER).
-          await producer.send(topic, [{ key: 'k', value: 'b0', headers: {} }, { key: 'k', value: 'b1', headers: {} }]);
+          await producer.send(topic, [
+            { key: 'k', value: 'b0', headers: {} },
+            { key: 'k', value: 'b1', headers: {} },
+          ]);
           sent = true;
         } catch (err) {
           errors.push((err as Error).message);

@@ -69,7 +69,14 @@ describe('Kafka cluster: a broker dies mid-stream', () => {
     }
     await b.waitFor((f) => f.type === 'message' && f.message.sequence_number === N, 60_000);
     for (const m of b.messages(conv)) h.receive(bob, m as StoredMessage);
-    expect(h.check(await storedMessages(pg.url, conv), () => [bob])).toEqual({ lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] });
+    expect(h.check(await storedMessages(pg.url, conv), () => [bob])).toEqual({
+      lost: [],
+      duplicated: [],
+      reordered: [],
+      gapped: [],
+      divergent: [],
+      senderOrder: [],
+    });
 
     const admin = new kafkajs.Kafka({ brokers: kafka.brokers.split(','), clientId: 'check', logLevel: kafkajs.logLevel.NOTHING }).admin();
     await admin.connect();

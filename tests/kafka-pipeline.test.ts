@@ -50,7 +50,12 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     LOG_LEVEL: 'info',
   });
   const startRelay = async () => {
-    if (relayKind === 'ts') relay = await spawnRole('relay', { ...env(), REALCHAT_NODE_ID: `relay-${randomUUID().slice(0, 4)}`, METRICS_PORT: String(await freePort()) });
+    if (relayKind === 'ts')
+      relay = await spawnRole('relay', {
+        ...env(),
+        REALCHAT_NODE_ID: `relay-${randomUUID().slice(0, 4)}`,
+        METRICS_PORT: String(await freePort()),
+      });
   };
   const startDelivery = async () => {
     deliveryMetricsPort = await freePort();
@@ -92,7 +97,15 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     }
   };
   /** Sends keys [from, to) in windows of 10, records the history, tolerates `unavailable` by retrying the same key. */
-  async function stream(client: TestClient, h: History, sender: string, conv: string, from: number, to: number, between?: (i: number) => Promise<void>) {
+  async function stream(
+    client: TestClient,
+    h: History,
+    sender: string,
+    conv: string,
+    from: number,
+    to: number,
+    between?: (i: number) => Promise<void>,
+  ) {
     for (let i = from; i < to; i += 10) {
       const keys = Array.from({ length: Math.min(10, to - i) }, (_, k) => i + k);
       for (const k of keys) {
@@ -127,13 +140,21 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
             .map((l) => l.slice(0, 400))
             .join('\n  ')
         : '';
-    const status = connect ? await fetch(`${connect.url}/connectors/realchat-outbox/status`, { signal: AbortSignal.timeout(3000) }).then((r) => r.text(), (e: Error) => e.message) : '';
+    const status = connect
+      ? await fetch(`${connect.url}/connectors/realchat-outbox/status`, { signal: AbortSignal.timeout(3000) }).then(
+          (r) => r.text(),
+          (e: Error) => e.message,
+        )
+      : '';
     return [tail(gateway), tail(delivery), tail(relay), status && `connector: ${status}`].filter(Boolean).join('\n');
   };
   /** Waits until `client` has message `sequence` of `conv`; a timeout reports what it got and why. */
   const delivered = async (client: TestClient, conv: string, sequence: number, timeoutMs: number) => {
     try {
-      await client.waitFor((f) => f.type === 'message' && f.message.conversation_id === conv && f.message.sequence_number === sequence, timeoutMs);
+      await client.waitFor(
+        (f) => f.type === 'message' && f.message.conversation_id === conv && f.message.sequence_number === sequence,
+        timeoutMs,
+      );
     } catch (err) {
       const got = client.messages(conv).map((m) => m.sequence_number);
       throw new Error(`${(err as Error).message}\nreceived sequences: [${got.join(',')}]\n${await diagnose()}`);
@@ -161,7 +182,10 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     expect(dm).toMatch(/^realchat_consumer_lag\{group="realchat-delivery",topic="realchat.events.v1",partition="\d+"[^}]*\} \d+$/m);
     // The lag CLI reads the same figures.
     const cli = JSON.parse(
-      execFileSync(process.execPath, ['dist/delivery/lag-cli.js'], { env: { ...process.env, KAFKA_BROKERS: kafka.brokers, DATABASE_URL: databaseUrl, LOG_LEVEL: 'error' }, timeout: 30_000 }).toString(),
+      execFileSync(process.execPath, ['dist/delivery/lag-cli.js'], {
+        env: { ...process.env, KAFKA_BROKERS: kafka.brokers, DATABASE_URL: databaseUrl, LOG_LEVEL: 'error' },
+        timeout: 30_000,
+      }).toString(),
     );
     expect(cli).toMatchObject({ group: 'realchat-delivery', topic: EVENTS });
     expect(cli.partitions).toHaveLength(4);
@@ -245,7 +269,10 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     await startDelivery();
 
     // Replay from the outbox: rewind this conversation from sequence 1.
-    execFileSync(process.execPath, ['dist/relay/replay-cli.js', '--conversation', conv, '--from-sequence', '1'], { env: { ...process.env, DATABASE_URL: databaseUrl, REALCHAT_OUTBOX_MODE: env().REALCHAT_OUTBOX_MODE }, timeout: 30_000 });
+    execFileSync(process.execPath, ['dist/relay/replay-cli.js', '--conversation', conv, '--from-sequence', '1'], {
+      env: { ...process.env, DATABASE_URL: databaseUrl, REALCHAT_OUTBOX_MODE: env().REALCHAT_OUTBOX_MODE },
+      timeout: 30_000,
+    });
 
     await stream(a, h, alice, conv, 10, 12);
     await delivered(b, conv, 12, 60_000);
@@ -322,7 +349,12 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
 
     it('Kafka down: sends are accepted until the outbox backlog reaches its bound, then refused with unavailable; nothing accepted is lost', async () => {
       const port = await freePort();
-      const bounded = await spawnRole('gateway', { ...env(), PORT: String(port), REALCHAT_NODE_ID: 'gateway-bounded', REALCHAT_OUTBOX_MAX_BACKLOG: '8' });
+      const bounded = await spawnRole('gateway', {
+        ...env(),
+        PORT: String(port),
+        REALCHAT_NODE_ID: 'gateway-bounded',
+        REALCHAT_OUTBOX_MAX_BACKLOG: '8',
+      });
       extras.push(bounded);
       const [alice, bob] = [randomUUID(), randomUUID()];
       const conv = await conversation(alice, [bob]);
@@ -380,7 +412,9 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   if (relayKind === 'debezium') {
     it('Connect down: the replication slot retains WAL (lag grows, exposed in /metrics); when Connect returns, everything is published', async () => {
       const gauge = async () => {
-        const m = /^realchat_replication_slot_lag_bytes\{[^}]*\} (-?[\d.e+]+)/m.exec(await (await fetch(`http://127.0.0.1:${gatewayPort}/metrics`)).text());
+        const m = /^realchat_replication_slot_lag_bytes\{[^}]*\} (-?[\d.e+]+)/m.exec(
+          await (await fetch(`http://127.0.0.1:${gatewayPort}/metrics`)).text(),
+        );
         return m ? Number(m[1]) : NaN;
       };
       const [alice, bob] = [randomUUID(), randomUUID()];
@@ -419,7 +453,10 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     const producer = k.producer();
     await producer.connect();
     const marker = randomUUID();
-    await producer.send({ topic: EVENTS, messages: [{ key: marker, value: `{"not":"an event","marker":"${marker}"}`, headers: { 'realchat-event-type': 'message.created' } }] });
+    await producer.send({
+      topic: EVENTS,
+      messages: [{ key: marker, value: `{"not":"an event","marker":"${marker}"}`, headers: { 'realchat-event-type': 'message.created' } }],
+    });
     await producer.disconnect();
     const consumer = k.consumer({ groupId: `dlq-${randomUUID()}` });
     await consumer.connect();

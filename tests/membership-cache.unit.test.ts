@@ -4,12 +4,15 @@ import { MembershipCache } from '../common/membership.js';
 describe('membership cache', () => {
   it('shares one load per conversation and keeps at most maxEntries', async () => {
     let loads = 0;
-    const cache = new MembershipCache({
+    const cache = new MembershipCache(
+      {
         membersOf: async (c) => {
           loads++;
           return [`${c}-u`];
         },
-      }, 2);
+      },
+      2,
+    );
     const [a, b] = await Promise.all([cache.members('c1'), cache.members('c1')]);
     expect(a).toBe(b);
     expect(loads).toBe(1);

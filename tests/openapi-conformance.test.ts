@@ -22,7 +22,8 @@ const OVERSIZE_BODY_BYTES = 300 * 1024;
 function operations(doc: Json): Array<{ method: string; template: string; op: Json }> {
   const out: Array<{ method: string; template: string; op: Json }> = [];
   for (const [template, item] of Object.entries(doc.paths as Json)) {
-    for (const method of HTTP_METHODS) if ((item as Json)[method]) out.push({ method: method.toUpperCase(), template, op: (item as Json)[method] });
+    for (const method of HTTP_METHODS)
+      if ((item as Json)[method]) out.push({ method: method.toUpperCase(), template, op: (item as Json)[method] });
   }
   return out;
 }
@@ -33,8 +34,7 @@ function refs(node: unknown, at = '#', out: Array<{ at: string; ref: string }> =
     node.forEach((x, i) => {
       refs(x, `${at}/${i}`, out);
     });
-  }
-  else if (node && typeof node === 'object') {
+  } else if (node && typeof node === 'object') {
     for (const [k, v] of Object.entries(node)) {
       if (k === '$ref' && typeof v === 'string') out.push({ at, ref: v });
       else refs(v, `${at}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`, out);
@@ -73,7 +73,10 @@ describe('docs/openapi.yaml', () => {
       const statuses = Object.keys(op.responses ?? {});
       expect(statuses.length, `${name} has no responses`).toBeGreaterThan(0);
       for (const s of statuses) expect(s, name).toMatch(/^[1-5]\d\d$/);
-      expect(statuses.some((s) => s.startsWith('2')), `${name} has no success response`).toBe(true);
+      expect(
+        statuses.some((s) => s.startsWith('2')),
+        `${name} has no success response`,
+      ).toBe(true);
       expect(statuses, `${name} must document 500`).toContain('500');
       for (const req of op.security ?? []) for (const scheme of Object.keys(req)) expect(schemes, name).toContain(scheme);
       // Path parameters of the template are declared (on the path item or the operation).
@@ -143,7 +146,10 @@ describe('docs/openapi.yaml', () => {
         const validate = v.schemaAt(`${pointer}/${ptr('content', 'application/json', 'schema').slice(2)}`);
         const accepted = httpCodes.filter((code) => validate({ error: { code, message: 'x' } }));
         expect(accepted.length, `${method} ${template} ${status} accepts no code`).toBeGreaterThan(0);
-        for (const code of accepted) expect(ERROR_CODES[code as keyof typeof ERROR_CODES].status, `${method} ${template} ${status} accepts ${code}`).toBe(Number(status));
+        for (const code of accepted)
+          expect(ERROR_CODES[code as keyof typeof ERROR_CODES].status, `${method} ${template} ${status} accepts ${code}`).toBe(
+            Number(status),
+          );
       }
     }
   });
@@ -200,11 +206,19 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     // The minted token works on an authenticated route.
     expect((await call('GET', '/v1/conversations', { token: fresh.body.token })).status).toBe(200);
 
-    for (const bad of [{ user_id: 'nope' }, { user_id: null }, { name: '' }, { name: 'n'.repeat(101) }, { name: 5 }, { name: 'a\u0000b' }]) {
+    for (const bad of [
+      { user_id: 'nope' },
+      { user_id: null },
+      { name: '' },
+      { name: 'n'.repeat(101) },
+      { name: 5 },
+      { name: 'a\u0000b' },
+    ]) {
       const r = await call('POST', '/v1/dev/token', { body: bad });
       expect(r.status, JSON.stringify(bad)).toBe(400);
     }
-    for (const raw of ['[1]', 'null', '"x"', '{"name":', 'not json']) expect((await call('POST', '/v1/dev/token', { raw })).status, raw).toBe(400);
+    for (const raw of ['[1]', 'null', '"x"', '{"name":', 'not json'])
+      expect((await call('POST', '/v1/dev/token', { raw })).status, raw).toBe(400);
     expect((await call('POST', '/v1/dev/token', { raw: 'x'.repeat(OVERSIZE_BODY_BYTES) })).status).toBe(413);
   });
 
@@ -213,10 +227,15 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect(created.status).toBe(201);
     expect(created.body).toMatchObject({ title: 'room', member_ids: [alice.userId], last_sequence: 0 });
     conv = created.body.conversation_id;
-    const untitled = await call('POST', '/v1/conversations', { token: alice.token, body: { member_ids: [randomUUID(), randomUUID()], title: null } });
+    const untitled = await call('POST', '/v1/conversations', {
+      token: alice.token,
+      body: { member_ids: [randomUUID(), randomUUID()], title: null },
+    });
     expect(untitled.status).toBe(201);
     expect(untitled.body.title).toBeNull();
-    expect((await call('POST', '/v1/conversations', { token: alice.token, body: { member_ids: [], title: 't'.repeat(200) } })).status).toBe(201);
+    expect((await call('POST', '/v1/conversations', { token: alice.token, body: { member_ids: [], title: 't'.repeat(200) } })).status).toBe(
+      201,
+    );
 
     const invalid: unknown[] = [
       {},
@@ -228,12 +247,21 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       { member_ids: [], title: 't'.repeat(201) },
       { member_ids: [], title: 'a\u0000b' },
     ];
-    for (const body of invalid) expect((await call('POST', '/v1/conversations', { token: alice.token, body })).status, JSON.stringify(body).slice(0, 80)).toBe(400);
-    for (const raw of ['', '[]', '{"member_ids": [']) expect((await call('POST', '/v1/conversations', { token: alice.token, raw })).status, raw).toBe(400);
+    for (const body of invalid)
+      expect((await call('POST', '/v1/conversations', { token: alice.token, body })).status, JSON.stringify(body).slice(0, 80)).toBe(400);
+    for (const raw of ['', '[]', '{"member_ids": ['])
+      expect((await call('POST', '/v1/conversations', { token: alice.token, raw })).status, raw).toBe(400);
     // Room full: REALCHAT_MAX_ROOM_MEMBERS is 4 here.
     const tooMany = Array.from({ length: 4 }, () => randomUUID());
     expect((await call('POST', '/v1/conversations', { token: alice.token, body: { member_ids: tooMany } })).status).toBe(409);
-    expect((await call('POST', '/v1/conversations', { token: alice.token, raw: JSON.stringify({ member_ids: [], title: 'x'.repeat(OVERSIZE_BODY_BYTES) }) })).status).toBe(413);
+    expect(
+      (
+        await call('POST', '/v1/conversations', {
+          token: alice.token,
+          raw: JSON.stringify({ member_ids: [], title: 'x'.repeat(OVERSIZE_BODY_BYTES) }),
+        })
+      ).status,
+    ).toBe(413);
     expect((await call('POST', '/v1/conversations', { body: { member_ids: [] } })).status).toBe(401);
     expect((await call('POST', '/v1/conversations', { token: 'not.a.jwt', body: { member_ids: [] } })).status).toBe(401);
   });
@@ -262,35 +290,68 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect(added.body.added_user_ids).toHaveLength(1);
     expect(added.body.member_count).toBe(2);
     // Already a member: ignored. Upper-case ids are the same ids.
-    const again = await call('POST', T, { path: at(conv.toUpperCase(), 'members'), token: alice.token, body: { user_ids: [alice.userId.toUpperCase()] } });
+    const again = await call('POST', T, {
+      path: at(conv.toUpperCase(), 'members'),
+      token: alice.token,
+      body: { user_ids: [alice.userId.toUpperCase()] },
+    });
     expect(again.body).toMatchObject({ added_user_ids: [], member_count: 2 });
 
-    for (const body of [{}, { user_ids: [] }, { user_ids: ['x'] }, { user_ids: 'x' }, { user_ids: Array.from({ length: 1001 }, () => randomUUID()) }]) {
-      expect((await call('POST', T, { path: at(conv, 'members'), token: alice.token, body })).status, JSON.stringify(body).slice(0, 80)).toBe(400);
+    for (const body of [
+      {},
+      { user_ids: [] },
+      { user_ids: ['x'] },
+      { user_ids: 'x' },
+      { user_ids: Array.from({ length: 1001 }, () => randomUUID()) },
+    ]) {
+      expect(
+        (await call('POST', T, { path: at(conv, 'members'), token: alice.token, body })).status,
+        JSON.stringify(body).slice(0, 80),
+      ).toBe(400);
     }
     expect((await call('POST', T, { path: at(conv, 'members'), token: alice.token, raw: '{' })).status).toBe(400);
     expect((await call('POST', T, { path: at(conv, 'members'), token: bob.token, body: { user_ids: [bob.userId] } })).status).toBe(403);
-    expect((await call('POST', T, { path: at(randomUUID(), 'members'), token: alice.token, body: { user_ids: [bob.userId] } })).status).toBe(404);
-    expect((await call('POST', T, { path: at('not-a-uuid', 'members'), token: alice.token, body: { user_ids: [bob.userId] } })).status).toBe(404);
+    expect(
+      (await call('POST', T, { path: at(randomUUID(), 'members'), token: alice.token, body: { user_ids: [bob.userId] } })).status,
+    ).toBe(404);
+    expect(
+      (await call('POST', T, { path: at('not-a-uuid', 'members'), token: alice.token, body: { user_ids: [bob.userId] } })).status,
+    ).toBe(404);
     expect((await call('POST', T, { path: at('%zz', 'members'), token: alice.token, body: { user_ids: [bob.userId] } })).status).toBe(404);
     // 2 members + 3 new > 4.
-    const full = await call('POST', T, { path: at(conv, 'members'), token: alice.token, body: { user_ids: [randomUUID(), randomUUID(), randomUUID()] } });
+    const full = await call('POST', T, {
+      path: at(conv, 'members'),
+      token: alice.token,
+      body: { user_ids: [randomUUID(), randomUUID(), randomUUID()] },
+    });
     expect(full.status).toBe(409);
-    expect((await call('POST', T, { path: at(conv, 'members'), token: alice.token, raw: 'x'.repeat(OVERSIZE_BODY_BYTES) })).status).toBe(413);
+    expect((await call('POST', T, { path: at(conv, 'members'), token: alice.token, raw: 'x'.repeat(OVERSIZE_BODY_BYTES) })).status).toBe(
+      413,
+    );
     expect((await call('POST', T, { path: at(conv, 'members'), body: { user_ids: [bob.userId] } })).status).toBe(401);
   });
 
   it('POST /v1/conversations/{id}/messages', async () => {
     const T = `${CONV}/messages`;
     const path = at(conv, 'messages');
-    const first = await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'k1', payload: { text: 'hello', n: [1, 2.5, null, true] } } });
+    const first = await call('POST', T, {
+      path,
+      token: alice.token,
+      body: { idempotency_key: 'k1', payload: { text: 'hello', n: [1, 2.5, null, true] } },
+    });
     expect(first.status).toBe(201);
     expect(first.body).toMatchObject({ conversation_id: conv, sender_id: alice.userId, sequence_number: 1, idempotency_key: 'k1' });
-    const retry = await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'k1', payload: { n: [1, 2.5, null, true], text: 'hello' } } });
+    const retry = await call('POST', T, {
+      path,
+      token: alice.token,
+      body: { idempotency_key: 'k1', payload: { n: [1, 2.5, null, true], text: 'hello' } },
+    });
     expect(retry.status).toBe(200);
     expect(retry.body).toEqual(first.body);
     for (const payload of ['text', 42, [], false]) {
-      expect((await call('POST', T, { path, token: alice.token, body: { idempotency_key: `k-${JSON.stringify(payload)}`, payload } })).status).toBe(201);
+      expect(
+        (await call('POST', T, { path, token: alice.token, body: { idempotency_key: `k-${JSON.stringify(payload)}`, payload } })).status,
+      ).toBe(201);
     }
     expect((await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'x'.repeat(128), payload: 1 } })).status).toBe(201);
 
@@ -305,19 +366,35 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       { idempotency_key: 'nul', payload: { s: 'a\u0000b' } },
       { idempotency_key: 'deep', payload: JSON.parse('['.repeat(100) + ']'.repeat(100)) },
     ];
-    for (const body of invalid) expect((await call('POST', T, { path, token: alice.token, body })).status, JSON.stringify(body).slice(0, 80)).toBe(400);
-    for (const raw of ['', '[]', '{"idempotency_key":']) expect((await call('POST', T, { path, token: alice.token, raw })).status, raw).toBe(400);
-    expect((await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'big', payload: 'z'.repeat(70 * 1024) } })).status).toBe(413);
-    expect((await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'huge', payload: 'z'.repeat(OVERSIZE_BODY_BYTES) } })).status).toBe(413);
+    for (const body of invalid)
+      expect((await call('POST', T, { path, token: alice.token, body })).status, JSON.stringify(body).slice(0, 80)).toBe(400);
+    for (const raw of ['', '[]', '{"idempotency_key":'])
+      expect((await call('POST', T, { path, token: alice.token, raw })).status, raw).toBe(400);
+    expect(
+      (await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'big', payload: 'z'.repeat(70 * 1024) } })).status,
+    ).toBe(413);
+    expect(
+      (await call('POST', T, { path, token: alice.token, body: { idempotency_key: 'huge', payload: 'z'.repeat(OVERSIZE_BODY_BYTES) } }))
+        .status,
+    ).toBe(413);
     expect((await call('POST', T, { path, token: bob.token, body: { idempotency_key: 'b', payload: 1 } })).status).toBe(403);
-    expect((await call('POST', T, { path: at(randomUUID(), 'messages'), token: alice.token, body: { idempotency_key: 'u', payload: 1 } })).status).toBe(404);
-    expect((await call('POST', T, { path: at('abc', 'messages'), token: alice.token, body: { idempotency_key: 'u', payload: 1 } })).status).toBe(404);
+    expect(
+      (await call('POST', T, { path: at(randomUUID(), 'messages'), token: alice.token, body: { idempotency_key: 'u', payload: 1 } }))
+        .status,
+    ).toBe(404);
+    expect(
+      (await call('POST', T, { path: at('abc', 'messages'), token: alice.token, body: { idempotency_key: 'u', payload: 1 } })).status,
+    ).toBe(404);
     expect((await call('POST', T, { path, body: { idempotency_key: 'n', payload: 1 } })).status).toBe(401);
   });
 
   // Found by Schemathesis: a null payload used to be bound as SQL NULL (500 internal).
   it('a null payload is stored (201), never answered 500', async () => {
-    const r = await call('POST', `${CONV}/messages`, { path: at(conv, 'messages'), token: alice.token, body: { idempotency_key: 'null-payload', payload: null } });
+    const r = await call('POST', `${CONV}/messages`, {
+      path: at(conv, 'messages'),
+      token: alice.token,
+      body: { idempotency_key: 'null-payload', payload: null },
+    });
     expect(r.status).toBe(201);
     expect(r.body.payload).toBeNull();
   });
@@ -327,7 +404,11 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     const room = (await call('POST', '/v1/conversations', { token: carol.token, body: { member_ids: [] } })).body.conversation_id;
     const results = await Promise.all(
       Array.from({ length: 60 }, (_, i) =>
-        call('POST', `${CONV}/messages`, { path: at(room, 'messages'), token: carol.token, body: { idempotency_key: `r${i}`, payload: i } }),
+        call('POST', `${CONV}/messages`, {
+          path: at(room, 'messages'),
+          token: carol.token,
+          body: { idempotency_key: `r${i}`, payload: i },
+        }),
       ),
     );
     const statuses = results.map((r) => r.status);
@@ -353,7 +434,15 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect(rest.body.has_more).toBe(false);
     const beyond = await call('GET', T, { path: at(conv, 'messages', '?after_sequence=9007199254740991'), token: alice.token });
     expect(beyond.body).toEqual({ messages: [], has_more: false });
-    for (const q of ['limit=0', 'limit=501', 'limit=x', 'after_sequence=-1', 'after_sequence=x', 'after_sequence=9007199254740992', 'after_sequence=1.5']) {
+    for (const q of [
+      'limit=0',
+      'limit=501',
+      'limit=x',
+      'after_sequence=-1',
+      'after_sequence=x',
+      'after_sequence=9007199254740992',
+      'after_sequence=1.5',
+    ]) {
       expect((await call('GET', T, { path: at(conv, 'messages', `?${q}`), token: alice.token })).status, q).toBe(400);
     }
     expect((await call('GET', T, { path: at(conv, 'messages'), token: bob.token })).status).toBe(403);
@@ -395,7 +484,10 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       const host = await call(method, template, { ...opts, headers: { host: 'evil.example' } });
       expect([host.status, host.body?.error?.code], `${method} ${path} with Host: evil.example`).toEqual([421, 'host_not_allowed']);
       const origin = await call(method, template, { ...opts, headers: { origin: 'https://evil.example' } });
-      expect([origin.status, origin.body?.error?.code], `${method} ${path} with Origin: https://evil.example`).toEqual([403, 'origin_not_allowed']);
+      expect([origin.status, origin.body?.error?.code], `${method} ${path} with Origin: https://evil.example`).toEqual([
+        403,
+        'origin_not_allowed',
+      ]);
     }
     const own = new URL(s.http);
     expect((await call('GET', '/v1/conversations', { token: alice.token, headers: { origin: own.origin } })).status).toBe(200);
@@ -410,7 +502,11 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     await call('GET', '/v1/conversations', { token: alice.token });
     await call('GET', `${CONV}/messages`, { path: at(randomUUID(), 'messages'), token: alice.token });
     await call('POST', `${CONV}/members`, { path: at(randomUUID(), 'members'), token: alice.token, body: { user_ids: [bob.userId] } });
-    await call('POST', `${CONV}/messages`, { path: at(randomUUID(), 'messages'), token: alice.token, body: { idempotency_key: 'h', payload: 1 } });
+    await call('POST', `${CONV}/messages`, {
+      path: at(randomUUID(), 'messages'),
+      token: alice.token,
+      body: { idempotency_key: 'h', payload: 1 },
+    });
     await call('GET', '/healthz');
     await call('GET', '/readyz');
     await call('GET', '/metrics');
@@ -418,7 +514,10 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     const missing: string[] = [];
     for (const c of v.checked) {
       const h = c.headers;
-      const ok = /(^|[\s,])no-store($|[\s,;])/.test(h['cache-control'] ?? '') && h['x-content-type-options'] === 'nosniff' && h['referrer-policy'] === 'no-referrer';
+      const ok =
+        /(^|[\s,])no-store($|[\s,;])/.test(h['cache-control'] ?? '') &&
+        h['x-content-type-options'] === 'nosniff' &&
+        h['referrer-policy'] === 'no-referrer';
       if (!ok) missing.push(`${c.operation} → ${c.status}: ${HARDENING_HEADERS.map((n) => `${n}=${h[n] ?? '(none)'}`).join(' ')}`);
     }
     expect(missing, `responses without the hardening headers:\n${[...new Set(missing)].join('\n')}`).toEqual([]);
@@ -433,9 +532,15 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     for (const { method, template } of operations(v.doc)) {
       const name = `${method} ${template}`;
       const statuses = [...(seen.get(name) ?? [])];
-      expect(statuses.some((x) => x < 300), `${name}: no success answer was checked`).toBe(true);
+      expect(
+        statuses.some((x) => x < 300),
+        `${name}: no success answer was checked`,
+      ).toBe(true);
       if (!['GET /healthz', 'GET /readyz', 'GET /metrics', 'GET /v1/openapi.json'].includes(name)) {
-        expect(statuses.some((x) => x >= 400), `${name}: no error answer was checked`).toBe(true);
+        expect(
+          statuses.some((x) => x >= 400),
+          `${name}: no error answer was checked`,
+        ).toBe(true);
       }
     }
   });

@@ -5,7 +5,12 @@ import { TestClient } from './harness/ws-client.js';
 describe.each(BACKENDS)('ordering under concurrent sends (%s)', (backend) => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startTestServer(backend, { REALCHAT_SENDS_PER_S: '10000', REALCHAT_SEND_BURST: '10000', REALCHAT_FRAMES_PER_S: '10000', REALCHAT_FRAME_BURST: '10000' });
+    s = await startTestServer(backend, {
+      REALCHAT_SENDS_PER_S: '10000',
+      REALCHAT_SEND_BURST: '10000',
+      REALCHAT_FRAMES_PER_S: '10000',
+      REALCHAT_FRAME_BURST: '10000',
+    });
   });
   afterAll(async () => s?.close());
 
@@ -13,13 +18,18 @@ describe.each(BACKENDS)('ordering under concurrent sends (%s)', (backend) => {
     const SENDERS = 8;
     const PER_SENDER = 40;
     const users = await Promise.all(Array.from({ length: SENDERS }, () => s.token()));
-    const conv = await createConversation(s, users[0]!.token, users.slice(1).map((u) => u.userId));
+    const conv = await createConversation(
+      s,
+      users[0]!.token,
+      users.slice(1).map((u) => u.userId),
+    );
     const clients = await Promise.all(users.map((u) => TestClient.connect(s.wsUrl, u.token)));
     const listeners = await Promise.all(users.slice(0, 3).map((u) => TestClient.connect(s.wsUrl, u.token)));
 
     // Every sender pipelines all its sends without waiting for acks.
     clients.forEach((c, i) => {
-      for (let j = 0; j < PER_SENDER; j++) c.send({ type: 'send', conversation_id: conv, idempotency_key: `s${i}-${j}`, payload: { i, j } });
+      for (let j = 0; j < PER_SENDER; j++)
+        c.send({ type: 'send', conversation_id: conv, idempotency_key: `s${i}-${j}`, payload: { i, j } });
     });
     const total = SENDERS * PER_SENDER;
     for (const c of [...clients, ...listeners]) await c.waitForCount((f) => f.type === 'message', total, 60_000);
@@ -33,7 +43,10 @@ describe.each(BACKENDS)('ordering under concurrent sends (%s)', (backend) => {
       expect(acks.map((a) => a.idempotency_key)).toEqual(Array.from({ length: PER_SENDER }, (_, j) => `s${i}-${j}`));
       const ackSeqs = acks.map((a) => a.sequence_number);
       expect([...ackSeqs].sort((a, b) => a - b)).toEqual(ackSeqs);
-      const own = c.messages(conv).filter((m) => m.payload.i === i).map((m) => m.payload.j);
+      const own = c
+        .messages(conv)
+        .filter((m) => m.payload.i === i)
+        .map((m) => m.payload.j);
       expect(own).toEqual(Array.from({ length: PER_SENDER }, (_, j) => j));
     });
     const rows = await s.query<{ n: number; min: number; max: number; last: number }>(

@@ -70,7 +70,13 @@ describe.each(factories)('presence registry (%s)', (_name, make) => {
     await p.removeNode(n);
     await p.heartbeat(n, 5000);
     expect((await p.locate([u1])).has(n)).toBe(false);
-    await p.resync(n, new Map([[u1, 1], [u2, 2]]));
+    await p.resync(
+      n,
+      new Map([
+        [u1, 1],
+        [u2, 2],
+      ]),
+    );
     expect(new Set((await p.locate([u1, u2])).get(n))).toEqual(new Set([u1, u2]));
     await p.close();
   });

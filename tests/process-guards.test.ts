@@ -23,7 +23,10 @@ runMain('probe', async () => {
 describe('process-level handlers', () => {
   it('unhandled rejection: fatal log, keeps running; uncaught exception: fatal log with context, drain, exit 1', async () => {
     expect(existsSync(MAIN), 'npm test builds dist/ first').toBe(true);
-    const child = spawn(process.execPath, ['--input-type=module', '-e', SCRIPT], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', SCRIPT], {
+      env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (out += b.toString()));
@@ -37,7 +40,11 @@ describe('process-level handlers', () => {
     expect(msgs.slice(0, 2)).toEqual(['unhandled promise rejection (a bug); still serving', 'still serving']);
     expect(msgs.slice(2).sort()).toEqual(['drained', 'uncaught exception (a bug): draining, then exiting 1']);
     expect(lines[0]).toMatchObject({ level: 'fatal', role: 'probe', err: { message: 'nobody awaited me' } });
-    expect(lines.find((l) => l.origin)).toMatchObject({ level: 'fatal', origin: 'uncaughtException', err: { message: 'escaped a callback' } });
+    expect(lines.find((l) => l.origin)).toMatchObject({
+      level: 'fatal',
+      origin: 'uncaughtException',
+      err: { message: 'escaped a callback' },
+    });
     expect(code).toBe(1);
   });
 });

@@ -7,7 +7,13 @@ import { TestClient } from './harness/ws-client.js';
 describe('rate limits and idle connections', () => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startTestServer('pglite', { REALCHAT_SENDS_PER_S: '1', REALCHAT_SEND_BURST: '3', REALCHAT_FRAMES_PER_S: '5', REALCHAT_FRAME_BURST: '20', REALCHAT_IDLE_TIMEOUT_S: '8' });
+    s = await startTestServer('pglite', {
+      REALCHAT_SENDS_PER_S: '1',
+      REALCHAT_SEND_BURST: '3',
+      REALCHAT_FRAMES_PER_S: '5',
+      REALCHAT_FRAME_BURST: '20',
+      REALCHAT_IDLE_TIMEOUT_S: '8',
+    });
   });
   afterAll(async () => s?.close());
 
@@ -19,7 +25,10 @@ describe('rate limits and idle connections', () => {
     for (let i = 0; i < 4; i++) answers.push(await a.sendMessage(conv, `r${i}`, i));
     expect(answers.slice(0, 3).map((f) => f.type)).toEqual(['ack', 'ack', 'ack']);
     expect(answers[3]).toMatchObject({ type: 'error', code: 'rate_limited', ref: 'r3' });
-    const rest = await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: alice.token, body: { idempotency_key: 'rest', payload: 1 } });
+    const rest = await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+      token: alice.token,
+      body: { idempotency_key: 'rest', payload: 1 },
+    });
     expect(rest.status).toBe(429);
     expect(rest.body.error.code).toBe('rate_limited');
     expect(rest.headers.get('retry-after')).toBe('1');
@@ -50,7 +59,9 @@ describe('rate limits and idle connections', () => {
     // answers the server's pings), reading everything so only the server can end the connection.
     const sock = connect({ host: '127.0.0.1', port: s.app.port });
     await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
-    sock.write(`GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    sock.write(
+      `GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
     let received = '';
     sock.on('data', (d) => (received += d.toString('latin1')));
     await new Promise((r) => setTimeout(r, 200));
@@ -58,7 +69,10 @@ describe('rate limits and idle connections', () => {
     const payload = Buffer.from(JSON.stringify({ type: 'hello', token: alice.token }));
     const mask = randomBytes(4);
     const masked = Buffer.from(payload.map((b, i) => b ^ mask[i % 4]!));
-    const header = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]);
+    const header =
+      payload.length < 126
+        ? Buffer.from([0x81, 0x80 | payload.length])
+        : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]);
     sock.write(Buffer.concat([header, mask, masked]));
     const t0 = Date.now();
     await new Promise<void>((resolve) => sock.once('close', () => resolve()));

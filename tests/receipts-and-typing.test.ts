@@ -19,14 +19,22 @@ describe.each(BACKENDS)('read receipts and typing (%s)', (backend) => {
     for (let i = 1; i <= 3; i++) await a.sendMessage(conv, `r${i}`, i);
     b1.send({ type: 'read', conversation_id: conv, sequence_number: 2 });
     for (const c of [a, b1, b2]) {
-      expect(await c.waitFor((f) => f.type === 'receipt')).toEqual({ type: 'receipt', conversation_id: conv, user_id: bob.userId, read_sequence: 2 });
+      expect(await c.waitFor((f) => f.type === 'receipt')).toEqual({
+        type: 'receipt',
+        conversation_id: conv,
+        user_id: bob.userId,
+        read_sequence: 2,
+      });
     }
     // Going backwards changes nothing and emits nothing.
     b1.send({ type: 'read', conversation_id: conv, sequence_number: 1 });
     b1.send({ type: 'read', conversation_id: conv, sequence_number: 3 });
     await a.waitFor((f) => f.type === 'receipt' && f.read_sequence === 3);
     expect(a.frames.filter((f) => f.type === 'receipt').map((f) => f.read_sequence)).toEqual([2, 3]);
-    const st = await s.query<{ r: number }>(`SELECT last_read_sequence::int AS r FROM user_conversation_state WHERE user_id = $1 AND conversation_id = $2`, [bob.userId, conv]);
+    const st = await s.query<{ r: number }>(
+      `SELECT last_read_sequence::int AS r FROM user_conversation_state WHERE user_id = $1 AND conversation_id = $2`,
+      [bob.userId, conv],
+    );
     expect(st[0]!.r).toBe(3);
     // Beyond the last sequence is refused.
     const since = b1.frames.length;

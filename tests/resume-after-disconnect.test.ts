@@ -5,7 +5,12 @@ import { TestClient } from './harness/ws-client.js';
 describe.each(BACKENDS)('resume after disconnect (%s)', (backend) => {
   let s: TestServer;
   beforeAll(async () => {
-    s = await startTestServer(backend, { REALCHAT_SENDS_PER_S: '10000', REALCHAT_SEND_BURST: '10000', REALCHAT_FRAMES_PER_S: '10000', REALCHAT_FRAME_BURST: '10000' });
+    s = await startTestServer(backend, {
+      REALCHAT_SENDS_PER_S: '10000',
+      REALCHAT_SEND_BURST: '10000',
+      REALCHAT_FRAMES_PER_S: '10000',
+      REALCHAT_FRAME_BURST: '10000',
+    });
   });
   afterAll(async () => s?.close());
 
@@ -43,7 +48,8 @@ describe.each(BACKENDS)('resume after disconnect (%s)', (backend) => {
     // Windows of 50 requests in flight (the server refuses more than 64 per connection).
     const pump = (async () => {
       for (let w = 0; w < 12; w++) {
-        for (let i = w * 50 + 1; i <= w * 50 + 50; i++) a.send({ type: 'send', conversation_id: conv, idempotency_key: `p${i}`, payload: i });
+        for (let i = w * 50 + 1; i <= w * 50 + 50; i++)
+          a.send({ type: 'send', conversation_id: conv, idempotency_key: `p${i}`, payload: i });
         await a.waitForCount((f) => f.type === 'ack', w * 50 + 50, 30_000);
       }
     })();
@@ -70,10 +76,12 @@ describe.each(BACKENDS)('resume after disconnect (%s)', (backend) => {
     expect(await a2.waitFor((f) => f.type === 'synced')).toMatchObject({ last_sequence: 1 });
     const e = await TestClient.connect(s.wsUrl, eve.token, { [conv]: 0, '00000000-0000-4000-8000-000000000000': 0 });
     const errs = await e.waitForCount((f) => f.type === 'error', 2);
-    expect(errs.map((f) => [f.code, f.ref]).sort()).toEqual([
-      ['forbidden', conv],
-      ['not_found', '00000000-0000-4000-8000-000000000000'],
-    ].sort());
+    expect(errs.map((f) => [f.code, f.ref]).sort()).toEqual(
+      [
+        ['forbidden', conv],
+        ['not_found', '00000000-0000-4000-8000-000000000000'],
+      ].sort(),
+    );
     expect(e.messages()).toHaveLength(0);
     for (const c of [a, a2, e]) c.close();
   });

@@ -38,9 +38,18 @@ const FUZZ_ENV = {
   REALCHAT_DEV_TOKENS_PER_MIN: '10000000',
 };
 
-function run(cmd: string, args: string[], extraEnv: Record<string, string>, timeoutMs: number): Promise<{ code: number | null; output: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  extraEnv: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...extraEnv, NO_COLOR: '1', COLUMNS: '160' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      cwd: ROOT,
+      env: { ...process.env, ...extraEnv, NO_COLOR: '1', COLUMNS: '160' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -81,13 +90,20 @@ describe('Schemathesis fuzzing of the REST API (postgres)', () => {
       const { code, output } = await run(
         ST,
         [
-          '--config-file', CONFIG,
-          'run', `${s.http}/v1/openapi.json`,
-          '--phases', 'coverage,fuzzing',
-          '--max-examples', String(MAX_EXAMPLES),
-          '--seed', String(SEED),
-          '--workers', '2',
-          '--request-timeout', '10',
+          '--config-file',
+          CONFIG,
+          'run',
+          `${s.http}/v1/openapi.json`,
+          '--phases',
+          'coverage,fuzzing',
+          '--max-examples',
+          String(MAX_EXAMPLES),
+          '--seed',
+          String(SEED),
+          '--workers',
+          '2',
+          '--request-timeout',
+          '10',
           '--no-color',
           ...EXTRA_ARGS,
         ],
@@ -101,7 +117,11 @@ describe('Schemathesis fuzzing of the REST API (postgres)', () => {
         (TIMEOUT_S - 15) * 1000,
       );
       // The summary is short; on failure the whole report is what CI shows.
-      const summary = output.split('\n').filter((l) => /known_findings|Filtered|passed|failed|errors?|Seed|generated/i.test(l)).slice(-25).join('\n');
+      const summary = output
+        .split('\n')
+        .filter((l) => /known_findings|Filtered|passed|failed|errors?|Seed|generated/i.test(l))
+        .slice(-25)
+        .join('\n');
       console.log(`[schemathesis] exit ${code} after ${((Date.now() - started) / 1000).toFixed(1)} s\n${code === 0 ? summary : output}`);
       expect(code, `schemathesis failed (exit ${code}):\n${output}`).toBe(0);
       // The server is still there and well.

@@ -53,9 +53,18 @@ describe.each(BACKENDS)('send and receive (%s)', (backend) => {
     const bob = await s.token();
     const conv = await createConversation(s, alice.token, [bob.userId]);
     const b = await TestClient.connect(s.wsUrl, bob.token);
-    const r = await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: alice.token, body: { idempotency_key: 'r1', payload: [1, 2, 3] } });
+    const r = await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+      token: alice.token,
+      body: { idempotency_key: 'r1', payload: [1, 2, 3] },
+    });
     expect(r.status).toBe(201);
-    expect(r.body).toMatchObject({ conversation_id: conv, sender_id: alice.userId, sequence_number: 1, payload: [1, 2, 3], idempotency_key: 'r1' });
+    expect(r.body).toMatchObject({
+      conversation_id: conv,
+      sender_id: alice.userId,
+      sequence_number: 1,
+      payload: [1, 2, 3],
+      idempotency_key: 'r1',
+    });
     const f = await b.waitFor((x) => x.type === 'message');
     expect(f.message).toEqual(r.body);
     b.close();

@@ -40,7 +40,10 @@ interface Claims {
 async function sign(alg: 'HS256' | 'RS256' | 'ES256', key: CryptoKey | Uint8Array, claims: Claims = {}, kid?: string): Promise<string> {
   const payload: JWTPayload = { sub: randomUUID(), exp: nowS() + 3600, ...claims };
   for (const k of Object.keys(payload)) if (payload[k] === undefined) delete payload[k];
-  return new SignJWT(payload).setProtectedHeader({ alg, typ: 'JWT', ...(kid ? { kid } : {}) }).setIssuedAt().sign(key);
+  return new SignJWT(payload)
+    .setProtectedHeader({ alg, typ: 'JWT', ...(kid ? { kid } : {}) })
+    .setIssuedAt()
+    .sign(key);
 }
 
 /** An unsigned token (`alg: none`) that would otherwise be valid. */
@@ -303,7 +306,10 @@ describe('JWKS from a file', () => {
     ec = e.privateKey;
     dir = mkdtempSync(join(tmpdir(), 'rc-jwks-'));
     const file = join(dir, 'jwks.json');
-    writeFileSync(file, JSON.stringify({ keys: [await publicJwk(r.publicKey, 'rsa-1', 'RS256'), await publicJwk(e.publicKey, 'ec-1', 'ES256')] }));
+    writeFileSync(
+      file,
+      JSON.stringify({ keys: [await publicJwk(r.publicKey, 'rsa-1', 'RS256'), await publicJwk(e.publicKey, 'ec-1', 'ES256')] }),
+    );
     s = await server(BACKEND, { ...NO_SECRET, REALCHAT_JWT_JWKS: file });
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -343,7 +349,9 @@ describe('JWKS over HTTP', () => {
     // Published now, but the set was fetched less than the cooldown (30 s) ago: still refused, and a
     // flood of tokens with made-up kids does not turn into a flood of fetches.
     jwks.keys = [...jwks.keys, await publicJwk(b.publicKey, 'key-b', 'ES256')];
-    const flood = await Promise.all(Array.from({ length: 20 }, async (_, i) => restStatus(s, await sign('ES256', b.privateKey, {}, i === 0 ? 'key-b' : `made-up-${i}`))));
+    const flood = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => restStatus(s, await sign('ES256', b.privateKey, {}, i === 0 ? 'key-b' : `made-up-${i}`))),
+    );
     expect(flood.every((st) => st === 401)).toBe(true);
     expect(jwks.fetches).toBe(1);
     // 31 s later (jose reads the cooldown from Date.now; tokens and exp checks use `new Date()`).
@@ -381,7 +389,10 @@ describe('a JWKS endpoint that fails (never answers, or answers 503)', () => {
     const token = await sign('RS256', privateKey, {}, 'k1');
     const pending = hello(s, token, 8000);
     const restStarted = Date.now();
-    const pendingRest = http(s, 'GET', '/v1/conversations', { token }).then((res) => ({ status: res.status, ms: Date.now() - restStarted }));
+    const pendingRest = http(s, 'GET', '/v1/conversations', { token }).then((res) => ({
+      status: res.status,
+      ms: Date.now() - restStarted,
+    }));
     // While the fetch hangs, other work goes on.
     const t0 = Date.now();
     expect((await http(s, 'GET', '/healthz')).status).toBe(200);
@@ -432,7 +443,13 @@ describe.each(BACKENDS)('SDK refresh after 4502 (%s)', (backend) => {
   });
 
   function client(token: ConstructorParameters<typeof RealChatClient>[0]['token']) {
-    const c = new RealChatClient({ url: s.wsUrl, token, WebSocket: WebSocket as unknown as WebSocketConstructor, reconnectBaseMs: 50, reconnectCapMs: 500 });
+    const c = new RealChatClient({
+      url: s.wsUrl,
+      token,
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+      reconnectBaseMs: 50,
+      reconnectCapMs: 500,
+    });
     clients.push(c);
     const messages: Envelope[] = [];
     const states: StateChange[] = [];
@@ -452,14 +469,22 @@ describe.each(BACKENDS)('SDK refresh after 4502 (%s)', (backend) => {
     const a = client(async () => {
       if (issued.length === 1) {
         // Called again after the 4502: bob's message is committed while alice is away.
-        sentWhileAway = (await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: bob.token, body: { idempotency_key: 'away', payload: { text: 'm2' } } })).status;
+        sentWhileAway = (
+          await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+            token: bob.token,
+            body: { idempotency_key: 'away', payload: { text: 'm2' } },
+          })
+        ).status;
       }
       const t = (await s.token(alice.userId, 2)).token;
       issued.push(t);
       return t;
     });
     await a.c.connect();
-    const first = await http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: bob.token, body: { idempotency_key: 'before', payload: { text: 'm1' } } });
+    const first = await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+      token: bob.token,
+      body: { idempotency_key: 'before', payload: { text: 'm1' } },
+    });
     expect(first.status).toBe(201);
     await until('alice receives m1', () => a.messages.length === 1, 5000);
     await until('alice is welcomed again with a fresh token', () => a.welcomes.length >= 2, 6000);

@@ -32,10 +32,23 @@ const WEB_DIST = join(ROOT, 'web', 'dist');
 // A test artifact (git-ignored); docs/screenshot-web.png is a copy of one, for the README.
 const SCREENSHOT = join(ROOT, 'tests', 'artifacts', 'screenshot-web.png');
 const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 async function buildWeb(): Promise<void> {
-  await promisify(execFile)(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'web', '--logLevel', 'warn'], { cwd: ROOT, timeout: 120_000 });
+  await promisify(execFile)(
+    process.execPath,
+    [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', 'web', '--logLevel', 'warn'],
+    { cwd: ROOT, timeout: 120_000 },
+  );
   if (!existsSync(join(WEB_DIST, 'index.html'))) throw new Error('vite build produced no web/dist/index.html');
 }
 
@@ -64,7 +77,10 @@ function startStaticProxy(upstreamPort: number): Promise<{ url: string; server: 
   });
   server.on('upgrade', (req, socket, head) => {
     const up = connect(upstreamPort, '127.0.0.1', () => {
-      const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(req.headers).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`)];
+      const lines = [
+        `${req.method} ${req.url} HTTP/1.1`,
+        ...Object.entries(req.headers).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(', ') : v}`),
+      ];
       up.write(lines.join('\r\n') + '\r\n\r\n');
       if (head.length) up.write(head);
       up.pipe(socket).pipe(up);
@@ -72,7 +88,9 @@ function startStaticProxy(upstreamPort: number): Promise<{ url: string; server: 
     up.on('error', () => socket.destroy());
     socket.on('error', () => up.destroy());
   });
-  return new Promise((res) => server.listen(0, '127.0.0.1', () => res({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, server })));
+  return new Promise((res) =>
+    server.listen(0, '127.0.0.1', () => res({ url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, server })),
+  );
 }
 
 async function signIn(page: Page, base: string, name: string): Promise<string> {
@@ -98,7 +116,10 @@ async function sendText(page: Page, text: string): Promise<void> {
 /** Texts of the stored (not pending) messages shown, with their sequence numbers. */
 async function shown(page: Page): Promise<Array<{ seq: number; text: string }>> {
   return page.$$eval('[data-testid="message"]', (els: any[]) =>
-    els.map((el: any) => ({ seq: Number(el.getAttribute('data-seq')), text: el.querySelector('[data-testid="message-text"]')?.textContent ?? '' })),
+    els.map((el: any) => ({
+      seq: Number(el.getAttribute('data-seq')),
+      text: el.querySelector('[data-testid="message-text"]')?.textContent ?? '',
+    })),
   );
 }
 
@@ -116,7 +137,10 @@ describe('web app end to end (headless Chromium)', () => {
   beforeAll(async () => {
     await buildWeb();
     s = await startTestServer('pglite', { REALCHAT_HEARTBEAT_INTERVAL_MS: '2000' });
-    const home = await fetch(s.http + '/').then(async (r) => (r.ok ? r.text() : ''), () => '');
+    const home = await fetch(s.http + '/').then(
+      async (r) => (r.ok ? r.text() : ''),
+      () => '',
+    );
     if (home.includes('id="app"')) base = s.http;
     else {
       const p = await startStaticProxy(s.app.port);
@@ -168,12 +192,16 @@ describe('web app end to end (headless Chromium)', () => {
     await expect.poll(() => bobConv.getByTestId('unread').count(), { timeout: 10_000 }).toBe(0);
     // Typing indicator, then the answer.
     await bob.getByTestId('composer-input').pressSequentially('hi al', { delay: 20 });
-    await alice.waitForFunction(() => / is typing/.test(document.querySelector('[data-testid="typing"]')?.textContent ?? ''), null, { timeout: 10_000 });
+    await alice.waitForFunction(() => / is typing/.test(document.querySelector('[data-testid="typing"]')?.textContent ?? ''), null, {
+      timeout: 10_000,
+    });
     await bob.getByTestId('composer-input').fill('');
     await sendText(bob, 'hi alice');
     await waitForTexts(alice, 2);
     // Read receipt: Bob has read Alice's message.
-    await alice.waitForFunction(() => document.querySelector('[data-seq="1"] .tick')?.textContent?.includes('read'), null, { timeout: 10_000 });
+    await alice.waitForFunction(() => document.querySelector('[data-seq="1"] .tick')?.textContent?.includes('read'), null, {
+      timeout: 10_000,
+    });
 
     // Bob goes offline; Alice sends five messages.
     await ctxB.setOffline(true);
@@ -182,7 +210,11 @@ describe('web app end to end (headless Chromium)', () => {
     const missed = ['one', 'two', 'three', 'four', 'five'].map((w) => `missed ${w}`);
     for (const t of missed) {
       await sendText(alice, t);
-      await alice.waitForFunction((txt) => [...document.querySelectorAll('[data-testid="message-text"]')].some((e: any) => e.textContent === txt), t, { timeout: 10_000 });
+      await alice.waitForFunction(
+        (txt) => [...document.querySelectorAll('[data-testid="message-text"]')].some((e: any) => e.textContent === txt),
+        t,
+        { timeout: 10_000 },
+      );
     }
     expect((await shown(bob)).length).toBe(2);
 
@@ -197,7 +229,9 @@ describe('web app end to end (headless Chromium)', () => {
     expect(await bob.getByTestId('pending-message').count()).toBe(0);
     const aliceSees = await shown(alice);
     expect(aliceSees.map((m) => m.text)).toEqual(['hello bob', 'hi alice', ...missed]);
-    await alice.waitForFunction(() => document.querySelector('[data-seq="7"] .tick')?.textContent?.includes('read'), null, { timeout: 10_000 });
+    await alice.waitForFunction(() => document.querySelector('[data-seq="7"] .tick')?.textContent?.includes('read'), null, {
+      timeout: 10_000,
+    });
 
     // The session survives a reload (token in localStorage) and history is loaded again.
     await bob.reload();
@@ -229,7 +263,9 @@ describe('gateway static files (gateway/static-files.ts)', () => {
     app.any('/*', (res) => {
       res.writeStatus('404 Not Found').end('api 404');
     });
-    const listen = await new Promise<uWS.us_listen_socket>((res, rej) => app.listen('127.0.0.1', 0, (ls) => (ls ? res(ls) : rej(new Error('listen')))));
+    const listen = await new Promise<uWS.us_listen_socket>((res, rej) =>
+      app.listen('127.0.0.1', 0, (ls) => (ls ? res(ls) : rej(new Error('listen')))),
+    );
     const port = uWS.us_socket_local_port(listen);
     try {
       const base = `http://127.0.0.1:${port}`;

@@ -149,36 +149,150 @@ interface FrameSpec {
 // --- literals ---
 
 const NUM_LITERALS = [
-  '1e400', '-1e400', '5e-324', '-5e-324', '1e-39', '1e-38', '1e21', '1e39', '1e40', '-1e39',
-  '123456789012345678901234567890', '-0', '0.1', '9007199254740993', '9007199254740991', '-9007199254740993',
-  '1.7976931348623157e308', '2.2250738585072014e-308', '0', '1E2', '-1.5e-3', '0.30000000000000004', '1e-7', '-0.0',
-  '1000000000000000000000000000000000000000', '10000000000000000000000000000000000000000', '0.000000000000000000000000000000000000001',
+  '1e400',
+  '-1e400',
+  '5e-324',
+  '-5e-324',
+  '1e-39',
+  '1e-38',
+  '1e21',
+  '1e39',
+  '1e40',
+  '-1e39',
+  '123456789012345678901234567890',
+  '-0',
+  '0.1',
+  '9007199254740993',
+  '9007199254740991',
+  '-9007199254740993',
+  '1.7976931348623157e308',
+  '2.2250738585072014e-308',
+  '0',
+  '1E2',
+  '-1.5e-3',
+  '0.30000000000000004',
+  '1e-7',
+  '-0.0',
+  '1000000000000000000000000000000000000000',
+  '10000000000000000000000000000000000000000',
+  '0.000000000000000000000000000000000000001',
 ] as const;
 const STR_LITERALS = [
-  '"\\ud800"', '"x\\udc00"', '"a\\ud800\\udc00b"', '"\\udbff\\udbff"', '"\\u0000"', '"nul\\u0000in"', '"\\ud83d\\ude00"',
-  '"\\\\u0000"', '"\\uffff"', '"\\ufeff"', '"é☃"', '"\ud800"', '"\udfff tail"', '"\u{1F600}"', '""', '"\\"quoted\\""',
+  '"\\ud800"',
+  '"x\\udc00"',
+  '"a\\ud800\\udc00b"',
+  '"\\udbff\\udbff"',
+  '"\\u0000"',
+  '"nul\\u0000in"',
+  '"\\ud83d\\ude00"',
+  '"\\\\u0000"',
+  '"\\uffff"',
+  '"\\ufeff"',
+  '"é☃"',
+  '"\ud800"',
+  '"\udfff tail"',
+  '"\u{1F600}"',
+  '""',
+  '"\\"quoted\\""',
 ] as const;
 const KEY_LITERALS: KeySpec[] = [
-  'a', 'type', 'payload', 'idempotency_key', 'conversation_id', 'after_sequence', 'sequence_number', 'limit', 'token', 'resume',
-  '__proto__', 'constructor', 'toString', 'hasOwnProperty', '', ' ', 'x'.repeat(200),
-  { raw: '"\\ud800"' }, { raw: '"\\u0000"' }, { raw: '"a\\udfffb"' }, { raw: '"\\ud83d\\ude00"' }, { raw: '"\ud800"' },
-  { rep: 129 }, { rep: 100_000 },
+  'a',
+  'type',
+  'payload',
+  'idempotency_key',
+  'conversation_id',
+  'after_sequence',
+  'sequence_number',
+  'limit',
+  'token',
+  'resume',
+  '__proto__',
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  '',
+  ' ',
+  'x'.repeat(200),
+  { raw: '"\\ud800"' },
+  { raw: '"\\u0000"' },
+  { raw: '"a\\udfffb"' },
+  { raw: '"\\ud83d\\ude00"' },
+  { raw: '"\ud800"' },
+  { rep: 129 },
+  { rep: 100_000 },
 ];
 /** Keys a payload must not have (NUL, lone surrogates as JSON escapes), and ones it may (a pair; U+FFFD from a raw lone surrogate). */
-const HOSTILE_KEYS: KeySpec[] = [{ raw: '"\\u0000"' }, { raw: '"k\\u0000k"' }, { raw: '"\\ud800"' }, { raw: '"\\udc00"' }, { raw: '"x\\udbff"' }, { raw: '"\\ud83d\\ude00"' }, { raw: '"\ud800"' }];
+const HOSTILE_KEYS: KeySpec[] = [
+  { raw: '"\\u0000"' },
+  { raw: '"k\\u0000k"' },
+  { raw: '"\\ud800"' },
+  { raw: '"\\udc00"' },
+  { raw: '"x\\udbff"' },
+  { raw: '"\\ud83d\\ude00"' },
+  { raw: '"\ud800"' },
+];
 const BAD_TEXTS = [
-  '', ' ', 'null', 'true', '0', '"ping"', '[]', '{}', '[{"type":"ping"}]', '{"type":"ping"', '{"type":"ping",}', "{'type':'ping'}",
-  '{"type":"ping"}garbage', ' \n{"type":"ping"}\t ', '\ufeff{"type":"ping"}', 'NaN', 'Infinity', '{"type":"ping"}{"type":"ping"}',
-  '{"type":"ping"/*c*/}', '{"type":"PING"}', '{"type":" ping"}', '{"type":"ping\\u0000"}', '{"type":"\\ud800"}', '{"type":null}',
-  '{"type":["ping"]}', '{"type":{"type":"ping"}}', '{"type":"pong"}', '{"type":"welcome"}', '{"type":"message"}', '{"type":"ping","type":"send"}',
-  '{"type":"send","type":"ping"}', '{"type":"send","payload":NaN}', '{"type":"send","payload":undefined}', '{"type":"typing","conversation_id":}',
-  '{"type":"ping","x":1e400}', '{"type":"ping","x":"\\ud800"}', '{"type":"ping","\\u0000":0}', '\u0000', '{"type":"ping"}\u0000',
-  '{"type":"ping","x":-}', '{"type":"ping","x":01}', '{"type":"ping","x":.5}', '{"type":"ping","x":1.}', '{"type":"ping","x":"\\x41"}',
-  '{"type":"ping","x":"tab\tin"}', '{"type":"ping","x":"\\u12"}', '{"type": "ping" , "x" : [ 1 , 2 ] }',
+  '',
+  ' ',
+  'null',
+  'true',
+  '0',
+  '"ping"',
+  '[]',
+  '{}',
+  '[{"type":"ping"}]',
+  '{"type":"ping"',
+  '{"type":"ping",}',
+  "{'type':'ping'}",
+  '{"type":"ping"}garbage',
+  ' \n{"type":"ping"}\t ',
+  '\ufeff{"type":"ping"}',
+  'NaN',
+  'Infinity',
+  '{"type":"ping"}{"type":"ping"}',
+  '{"type":"ping"/*c*/}',
+  '{"type":"PING"}',
+  '{"type":" ping"}',
+  '{"type":"ping\\u0000"}',
+  '{"type":"\\ud800"}',
+  '{"type":null}',
+  '{"type":["ping"]}',
+  '{"type":{"type":"ping"}}',
+  '{"type":"pong"}',
+  '{"type":"welcome"}',
+  '{"type":"message"}',
+  '{"type":"ping","type":"send"}',
+  '{"type":"send","type":"ping"}',
+  '{"type":"send","payload":NaN}',
+  '{"type":"send","payload":undefined}',
+  '{"type":"typing","conversation_id":}',
+  '{"type":"ping","x":1e400}',
+  '{"type":"ping","x":"\\ud800"}',
+  '{"type":"ping","\\u0000":0}',
+  '\u0000',
+  '{"type":"ping"}\u0000',
+  '{"type":"ping","x":-}',
+  '{"type":"ping","x":01}',
+  '{"type":"ping","x":.5}',
+  '{"type":"ping","x":1.}',
+  '{"type":"ping","x":"\\x41"}',
+  '{"type":"ping","x":"tab\tin"}',
+  '{"type":"ping","x":"\\u12"}',
+  '{"type": "ping" , "x" : [ 1 , 2 ] }',
 ] as const;
 const BAD_UTF8: number[][] = [
-  [0xff], [0xfe], [0x80], [0xc0, 0xaf], [0xc1, 0xbf], [0xe0, 0x80, 0xaf], [0xed, 0xa0, 0x80], [0xed, 0xbf, 0xbf],
-  [0xf4, 0x90, 0x80, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82], [0xf0, 0x9f, 0x98],
+  [0xff],
+  [0xfe],
+  [0x80],
+  [0xc0, 0xaf],
+  [0xc1, 0xbf],
+  [0xe0, 0x80, 0xaf],
+  [0xed, 0xa0, 0x80],
+  [0xed, 0xbf, 0xbf],
+  [0xf4, 0x90, 0x80, 0x80],
+  [0xf8, 0x88, 0x80, 0x80, 0x80],
+  [0xe2, 0x82],
+  [0xf0, 0x9f, 0x98],
 ];
 
 // --- arbitraries ---
@@ -203,7 +317,11 @@ const jsonArb: fc.Arbitrary<J> = fc.oneof(
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 3, stringUnit: 'grapheme' }) as fc.Arbitrary<J> },
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2, stringUnit: 'binary' }) as fc.Arbitrary<J> },
 );
-const keyArb: fc.Arbitrary<KeySpec> = fc.oneof(fc.constantFrom(...KEY_LITERALS), fc.string({ maxLength: 6 }), fc.string({ maxLength: 4, unit: 'binary' }));
+const keyArb: fc.Arbitrary<KeySpec> = fc.oneof(
+  fc.constantFrom(...KEY_LITERALS),
+  fc.string({ maxLength: 6 }),
+  fc.string({ maxLength: 4, unit: 'binary' }),
+);
 const deepArb = fc.record({
   deep: fc.constantFrom(10, 63, 64, 65, 66, 100, 1000, 100_000),
   shape: fc.constantFrom('arr' as const, 'obj' as const, 'mix' as const),
@@ -235,22 +353,58 @@ const convArb: fc.Arbitrary<Conv> = fc.oneof(
 );
 const seqArb: fc.Arbitrary<Val> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom<SeqRel>('last', 'prev', 'last+1', 'zero').map((seq): Val => ({ seq })) },
-  { weight: 1, arbitrary: fc.constantFrom('9007199254740991', '9007199254740992', '9007199254740993', '-1', '-0', '1.5', '1e400', '1e2', '2.0', '"1"', 'null').map((raw): Val => ({ raw })) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom('9007199254740991', '9007199254740992', '9007199254740993', '-1', '-0', '1.5', '1e400', '1e2', '2.0', '"1"', 'null')
+      .map((raw): Val => ({ raw })),
+  },
 );
 const idemKeyArb: fc.Arbitrary<Val> = fc.oneof(
   { weight: 14, arbitrary: fc.constant<Val>({ key: 'fresh' }) },
   { weight: 4, arbitrary: fc.integer({ min: 0, max: 3 }).map((key): Val => ({ key })) },
   {
     weight: 2,
-    arbitrary: fc.constantFrom<Val>({ j: '' }, { rep: 128, ch: 'k' }, { rep: 129, ch: 'k' }, { rep: 100_000, ch: 'k' }, { raw: '"k\\u0000"' }, { raw: '"\\ud800"' }, { raw: '"k\ud800"' }, { j: 'é☃\u{1F600}' }),
+    arbitrary: fc.constantFrom<Val>(
+      { j: '' },
+      { rep: 128, ch: 'k' },
+      { rep: 129, ch: 'k' },
+      { rep: 100_000, ch: 'k' },
+      { raw: '"k\\u0000"' },
+      { raw: '"\\ud800"' },
+      { raw: '"k\ud800"' },
+      { j: 'é☃\u{1F600}' },
+    ),
   },
 );
 const retypeArb: fc.Arbitrary<Val> = fc.oneof(
   fc.constantFrom<Val>(
-    { j: 0 }, { j: -1 }, { j: 1.5 }, { j: '3' }, { j: null }, { j: [] }, { j: {} }, { j: true }, { j: '' }, { j: ['a'] }, { j: { a: 1 } },
-    { raw: '9007199254740993' }, { raw: '9007199254740992' }, { raw: '1e400' }, { raw: '-1e400' }, { raw: '-0' }, { raw: '5e-324' },
-    { raw: '1e21' }, { raw: '0.1' }, { raw: '123456789012345678901234567890' }, { raw: '"\\ud800"' }, { raw: '"a\\u0000"' },
-    { raw: '[[[[[[[[[[]]]]]]]]]]' }, { rep: 100_000, ch: 'z' }, { conv: 'A' }, { conv: 'Aup' },
+    { j: 0 },
+    { j: -1 },
+    { j: 1.5 },
+    { j: '3' },
+    { j: null },
+    { j: [] },
+    { j: {} },
+    { j: true },
+    { j: '' },
+    { j: ['a'] },
+    { j: { a: 1 } },
+    { raw: '9007199254740993' },
+    { raw: '9007199254740992' },
+    { raw: '1e400' },
+    { raw: '-1e400' },
+    { raw: '-0' },
+    { raw: '5e-324' },
+    { raw: '1e21' },
+    { raw: '0.1' },
+    { raw: '123456789012345678901234567890' },
+    { raw: '"\\ud800"' },
+    { raw: '"a\\u0000"' },
+    { raw: '[[[[[[[[[[]]]]]]]]]]' },
+    { rep: 100_000, ch: 'z' },
+    { conv: 'A' },
+    { conv: 'Aup' },
   ),
   jsonArb.map((j): Val => ({ j })),
 );
@@ -270,11 +424,28 @@ const tokArb: fc.Arbitrary<Tok> = fc.oneof(
 );
 const posArb: fc.Arbitrary<Val> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom<SeqRel>('last', 'prev', 'zero', 'last+1').map((seq): Val => ({ seq })) },
-  { weight: 1, arbitrary: fc.constantFrom<Val>({ j: 2 ** 53 }, { raw: '9007199254740993' }, { raw: '9007199254740991' }, { j: -1 }, { j: 1.5 }, { j: '1' }, { j: null }, { raw: '-0' }) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<Val>(
+      { j: 2 ** 53 },
+      { raw: '9007199254740993' },
+      { raw: '9007199254740991' },
+      { j: -1 },
+      { j: 1.5 },
+      { j: '1' },
+      { j: null },
+      { raw: '-0' },
+    ),
+  },
 );
 const resumeArb: fc.Arbitrary<Val | null> = fc.oneof(
   { weight: 3, arbitrary: fc.constant(null) },
-  { weight: 4, arbitrary: fc.array(fc.record({ conv: fc.constantFrom<Conv>('A', 'B', 'M', 'F', 'U', 'Aup', 'Ashort'), pos: posArb }), { maxLength: 4 }).map((resume): Val => ({ resume })) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .array(fc.record({ conv: fc.constantFrom<Conv>('A', 'B', 'M', 'F', 'U', 'Aup', 'Ashort'), pos: posArb }), { maxLength: 4 })
+      .map((resume): Val => ({ resume })),
+  },
   { weight: 1, arbitrary: fc.constantFrom(3, 40, 1000, 1001).map((manyResume): Val => ({ manyResume })) },
   { weight: 1, arbitrary: fc.constantFrom<Val>({ j: null }, { j: [] }, { j: 'A' }, { j: 5 }, { j: {} }) },
 );
@@ -282,21 +453,59 @@ const resumeArb: fc.Arbitrary<Val | null> = fc.oneof(
 const f = (k: string, v: Val): Field => [k, v];
 const typeField = (t: string): Field => f('type', { j: t });
 const baseFrameArb: fc.Arbitrary<Field[]> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ c: convArb, k: idemKeyArb, p: topPayloadArb }).map(({ c, k, p }) => [typeField('send'), f('conversation_id', { conv: c }), f('idempotency_key', k), f('payload', { payload: p })]) },
+  {
+    weight: 6,
+    arbitrary: fc
+      .record({ c: convArb, k: idemKeyArb, p: topPayloadArb })
+      .map(({ c, k, p }) => [typeField('send'), f('conversation_id', { conv: c }), f('idempotency_key', k), f('payload', { payload: p })]),
+  },
   // Retries: keys pool-4/pool-5 with payloads equal as JSON (key order, 1.0 vs 1, -0 vs 0) are duplicates, not conflicts.
   {
     weight: 1,
     arbitrary: fc
-      .record({ k: fc.constantFrom(4, 5), c: fc.constantFrom<Conv>('A', 'A', 'Aup', 'B'), p: fc.constantFrom<P>({ j: { a: [1, 0], b: 1 } }, { raw: '{"b":1.0,"a":[1.0,-0]}' }, { raw: ' { "a" : [ 1e0 , 0.0 ] , "b" : 10e-1 } ' }, { raw: '{"a":[1,0],"b":1,"b":1}' }) })
-      .map(({ k, c, p }) => [typeField('send'), f('conversation_id', { conv: c }), f('idempotency_key', { key: k }), f('payload', { payload: p })]),
+      .record({
+        k: fc.constantFrom(4, 5),
+        c: fc.constantFrom<Conv>('A', 'A', 'Aup', 'B'),
+        p: fc.constantFrom<P>(
+          { j: { a: [1, 0], b: 1 } },
+          { raw: '{"b":1.0,"a":[1.0,-0]}' },
+          { raw: ' { "a" : [ 1e0 , 0.0 ] , "b" : 10e-1 } ' },
+          { raw: '{"a":[1,0],"b":1,"b":1}' },
+        ),
+      })
+      .map(({ k, c, p }) => [
+        typeField('send'),
+        f('conversation_id', { conv: c }),
+        f('idempotency_key', { key: k }),
+        f('payload', { payload: p }),
+      ]),
   },
-  { weight: 2, arbitrary: fc.record({ c: convArb, a: seqArb, l: limitArb }).map(({ c, a, l }) => [typeField('sync'), f('conversation_id', { conv: c }), f('after_sequence', a), ...(l ? [f('limit', l)] : [])]) },
-  { weight: 2, arbitrary: fc.record({ c: convArb, s: seqArb }).map(({ c, s }) => [typeField('read'), f('conversation_id', { conv: c }), f('sequence_number', s)]) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({ c: convArb, a: seqArb, l: limitArb })
+      .map(({ c, a, l }) => [typeField('sync'), f('conversation_id', { conv: c }), f('after_sequence', a), ...(l ? [f('limit', l)] : [])]),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({ c: convArb, s: seqArb })
+      .map(({ c, s }) => [typeField('read'), f('conversation_id', { conv: c }), f('sequence_number', s)]),
+  },
   { weight: 1, arbitrary: convArb.map((c) => [typeField('typing'), f('conversation_id', { conv: c })]) },
   { weight: 1, arbitrary: fc.constant<Field[]>([typeField('ping')]) },
-  { weight: 1, arbitrary: fc.record({ t: tokArb, r: resumeArb }).map(({ t, r }) => [typeField('hello'), f('token', { token: t }), ...(r ? [f('resume', r)] : [])]) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .record({ t: tokArb, r: resumeArb })
+      .map(({ t, r }) => [typeField('hello'), f('token', { token: t }), ...(r ? [f('resume', r)] : [])]),
+  },
 );
-type Mutation = { op: 'drop'; i: number } | { op: 'retype'; i: number; v: Val } | { op: 'extra'; k: KeySpec; v: Val } | { op: 'swap'; i: number; k: number };
+type Mutation =
+  | { op: 'drop'; i: number }
+  | { op: 'retype'; i: number; v: Val }
+  | { op: 'extra'; k: KeySpec; v: Val }
+  | { op: 'swap'; i: number; k: number };
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({ op: fc.constant('drop' as const), i: fc.nat(5) }),
   fc.record({ op: fc.constant('retype' as const), i: fc.nat(5), v: retypeArb }),
@@ -319,7 +528,13 @@ function mutate(fields: Field[], muts: Mutation[]): Field[] {
   return out;
 }
 const fieldsArb: fc.Arbitrary<Field[]> = fc
-  .tuple(baseFrameArb, fc.oneof({ weight: 5, arbitrary: fc.constant<Mutation[]>([]) }, { weight: 3, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 3 }) }))
+  .tuple(
+    baseFrameArb,
+    fc.oneof(
+      { weight: 5, arbitrary: fc.constant<Mutation[]>([]) },
+      { weight: 3, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 3 }) },
+    ),
+  )
   .map(([base, muts]) => mutate(base, muts));
 const bodyArb: fc.Arbitrary<Body> = fc.oneof(
   { weight: 14, arbitrary: fieldsArb.map((fields): Body => ({ fields })) },
@@ -327,31 +542,70 @@ const bodyArb: fc.Arbitrary<Body> = fc.oneof(
   {
     weight: 1,
     arbitrary: fc
-      .record({ type: fc.constantFrom('send', 'sync', 'read', 'typing', 'ping', 'hello', 'pong', 'ack', 'message'), rest: fc.dictionary(fc.string({ maxLength: 8 }), jsonArb, { maxKeys: 4 }) })
+      .record({
+        type: fc.constantFrom('send', 'sync', 'read', 'typing', 'ping', 'hello', 'pong', 'ack', 'message'),
+        rest: fc.dictionary(fc.string({ maxLength: 8 }), jsonArb, { maxKeys: 4 }),
+      })
       .map(({ type, rest }): Body => ({ json: { ...rest, type } })),
   },
-  { weight: 2, arbitrary: fc.oneof(fc.constantFrom(...BAD_TEXTS), fc.string({ maxLength: 40, unit: 'binary' })).map((text): Body => ({ text })) },
+  {
+    weight: 2,
+    arbitrary: fc.oneof(fc.constantFrom(...BAD_TEXTS), fc.string({ maxLength: 40, unit: 'binary' })).map((text): Body => ({ text })),
+  },
   { weight: 1, arbitrary: fc.record({ truncate: fieldsArb, at: fc.double({ min: 0, max: 1, noNaN: true }) }) },
 );
 const wireArb: fc.Arbitrary<Wire> = fc.oneof(
   { weight: 16, arbitrary: fc.constant<Wire>({ mode: 'text' }) },
-  { weight: 2, arbitrary: fc.record({ mode: fc.constant('frag' as const), cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 3 }), ping: fc.boolean(), binary: fc.constant(false) }) },
-  { weight: 1, arbitrary: fc.record({ mode: fc.constant('frag' as const), cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 2 }), ping: fc.boolean(), binary: fc.constant(true) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      mode: fc.constant('frag' as const),
+      cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 3 }),
+      ping: fc.boolean(),
+      binary: fc.constant(false),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      mode: fc.constant('frag' as const),
+      cuts: fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 2 }),
+      ping: fc.boolean(),
+      binary: fc.constant(true),
+    }),
+  },
   { weight: 1, arbitrary: fc.constant<Wire>({ mode: 'binary' }) },
-  { weight: 1, arbitrary: fc.record({ mode: fc.constant('badutf8' as const), at: fc.double({ min: 0, max: 1, noNaN: true }), seq: fc.nat(BAD_UTF8.length - 1) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      mode: fc.constant('badutf8' as const),
+      at: fc.double({ min: 0, max: 1, noNaN: true }),
+      seq: fc.nat(BAD_UTF8.length - 1),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ mode: fc.constant('empty' as const), binary: fc.boolean() }) },
 );
 const frameArb: fc.Arbitrary<FrameSpec> = fc.record({ body: bodyArb, wire: wireArb });
 /** First frames of a fresh connection: hello (valid and mutated) often, anything else otherwise. */
 const helloFieldsArb: fc.Arbitrary<Field[]> = fc
   .tuple(
-    fc.record({ t: tokArb, r: resumeArb }).map(({ t, r }) => [typeField('hello'), f('token', { token: t }), ...(r ? [f('resume', r)] : [])]),
-    fc.oneof({ weight: 4, arbitrary: fc.constant<Mutation[]>([]) }, { weight: 2, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 2 }) }),
+    fc
+      .record({ t: tokArb, r: resumeArb })
+      .map(({ t, r }) => [typeField('hello'), f('token', { token: t }), ...(r ? [f('resume', r)] : [])]),
+    fc.oneof(
+      { weight: 4, arbitrary: fc.constant<Mutation[]>([]) },
+      { weight: 2, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 2 }) },
+    ),
   )
   .map(([base, muts]) => mutate(base, muts));
 const firstFrameArb: fc.Arbitrary<FrameSpec> = fc.oneof(
   { weight: 4, arbitrary: helloFieldsArb.map((fields): FrameSpec => ({ body: { fields }, wire: { mode: 'text' } })) },
-  { weight: 1, arbitrary: fc.array(mutationArb, { maxLength: 1 }).map((muts): FrameSpec => ({ body: { fields: mutate([typeField('ping')], muts) }, wire: { mode: 'text' } })) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .array(mutationArb, { maxLength: 1 })
+      .map((muts): FrameSpec => ({ body: { fields: mutate([typeField('ping')], muts) }, wire: { mode: 'text' } })),
+  },
   { weight: 4, arbitrary: frameArb },
 );
 // biome-ignore lint/suspicious/noThenProperty: a plain record field named after the step, never awaited
@@ -365,37 +619,103 @@ const frame = (fields: Field[], wire: Wire = TEXT): FrameSpec => ({ body: { fiel
 const send = (p: P, conv: Conv = 'A', key: Val = { key: 'fresh' }, wire: Wire = TEXT): FrameSpec =>
   frame([typeField('send'), f('conversation_id', { conv }), f('idempotency_key', key), f('payload', { payload: p })], wire);
 const text = (t: string, wire: Wire = TEXT): FrameSpec => ({ body: { text: t }, wire });
-const sync = (after: Val, limit?: Val, conv: Conv = 'A') => frame([typeField('sync'), f('conversation_id', { conv }), f('after_sequence', after), ...(limit ? [f('limit', limit)] : [])]);
+const sync = (after: Val, limit?: Val, conv: Conv = 'A') =>
+  frame([typeField('sync'), f('conversation_id', { conv }), f('after_sequence', after), ...(limit ? [f('limit', limit)] : [])]);
 const read = (seq: Val, conv: Conv = 'A') => frame([typeField('read'), f('conversation_id', { conv }), f('sequence_number', seq)]);
 const BOUNDARY_FRAMES: FrameSpec[] = [
-  send({ sized: 65_536 }), send({ sized: 65_537 }), send({ sized: 65_535 }),
-  send({ frameSized: 0 }), send({ frameSized: -1 }), send({ frameSized: 1 }),
-  ...[10, 63, 64, 65, 66, 100, 1000, 100_000].flatMap((deep) => [send({ deep, shape: 'arr', inner: 'empty' }), send({ deep, shape: 'arr', inner: 'scalar' })]),
-  send({ deep: 64, shape: 'obj', inner: 'scalar' }), send({ deep: 65, shape: 'obj', inner: 'empty' }), send({ deep: 65, shape: 'mix', inner: 'scalar' }),
-  send({ deep: 100_000, shape: 'obj', inner: 'scalar' }), send({ deep: 100_000, shape: 'mix', inner: 'empty' }),
+  send({ sized: 65_536 }),
+  send({ sized: 65_537 }),
+  send({ sized: 65_535 }),
+  send({ frameSized: 0 }),
+  send({ frameSized: -1 }),
+  send({ frameSized: 1 }),
+  ...[10, 63, 64, 65, 66, 100, 1000, 100_000].flatMap((deep) => [
+    send({ deep, shape: 'arr', inner: 'empty' }),
+    send({ deep, shape: 'arr', inner: 'scalar' }),
+  ]),
+  send({ deep: 64, shape: 'obj', inner: 'scalar' }),
+  send({ deep: 65, shape: 'obj', inner: 'empty' }),
+  send({ deep: 65, shape: 'mix', inner: 'scalar' }),
+  send({ deep: 100_000, shape: 'obj', inner: 'scalar' }),
+  send({ deep: 100_000, shape: 'mix', inner: 'empty' }),
   ...NUM_LITERALS.map((raw) => send({ raw })),
   ...NUM_LITERALS.slice(0, 8).map((raw) => send({ obj: [['n', { arr: [{ j: 1 }, { raw }] }]] })),
   ...STR_LITERALS.map((raw) => send({ raw })),
-  ...[{ raw: '"\\ud800"' }, { raw: '"\\u0000"' }, { raw: '"\ud800"' }, { raw: '"a\\udfffb"' }, { rep: 100_000 }].map((k) => send({ obj: [[k as KeySpec, { j: 1 }]] })),
-  send({ j: null }), send({ j: null }, 'F'), send({ j: null }, 'A', { key: 0 }),
-  send({ j: { a: [1, { b: null }] } }, 'A', { key: 1 }), send({ raw: '{ "a" : [1.0, {"b": null}] }' }, 'A', { key: 1 }), send({ j: 2 }, 'A', { key: 1 }), send({ j: 2 }, 'B', { key: 1 }), send({ j: 2 }, 'F', { key: 1 }),
-  send({ j: 1 }, 'B'), send({ j: 1 }, 'F'), send({ j: 1 }, 'U'), send({ j: 1 }, 'NIL'), send({ j: 1 }, 'Aup'), send({ j: 1 }, 'Abraces'), send({ j: 1 }, 'Anodash'),
-  send({ j: 'x' }, 'A', { rep: 128, ch: 'k' }), send({ j: 'x' }, 'A', { rep: 129, ch: 'k' }), send({ j: 'x' }, 'A', { rep: 100_000, ch: 'k' }),
-  send({ j: 'x' }, 'A', { raw: '"k\\u0000"' }), send({ j: 'x' }, 'A', { raw: '"\\ud800"' }), send({ j: 'x' }, 'A', { raw: '"k\ud800"' }), send({ j: 'x' }, 'A', { j: '' }),
-  frame([typeField('send'), f('conversation_id', { rep: 100_000, ch: 'a' }), f('idempotency_key', { key: 'fresh' }), f('payload', { j: 1 })]),
+  ...[{ raw: '"\\ud800"' }, { raw: '"\\u0000"' }, { raw: '"\ud800"' }, { raw: '"a\\udfffb"' }, { rep: 100_000 }].map((k) =>
+    send({ obj: [[k as KeySpec, { j: 1 }]] }),
+  ),
+  send({ j: null }),
+  send({ j: null }, 'F'),
+  send({ j: null }, 'A', { key: 0 }),
+  send({ j: { a: [1, { b: null }] } }, 'A', { key: 1 }),
+  send({ raw: '{ "a" : [1.0, {"b": null}] }' }, 'A', { key: 1 }),
+  send({ j: 2 }, 'A', { key: 1 }),
+  send({ j: 2 }, 'B', { key: 1 }),
+  send({ j: 2 }, 'F', { key: 1 }),
+  send({ j: 1 }, 'B'),
+  send({ j: 1 }, 'F'),
+  send({ j: 1 }, 'U'),
+  send({ j: 1 }, 'NIL'),
+  send({ j: 1 }, 'Aup'),
+  send({ j: 1 }, 'Abraces'),
+  send({ j: 1 }, 'Anodash'),
+  send({ j: 'x' }, 'A', { rep: 128, ch: 'k' }),
+  send({ j: 'x' }, 'A', { rep: 129, ch: 'k' }),
+  send({ j: 'x' }, 'A', { rep: 100_000, ch: 'k' }),
+  send({ j: 'x' }, 'A', { raw: '"k\\u0000"' }),
+  send({ j: 'x' }, 'A', { raw: '"\\ud800"' }),
+  send({ j: 'x' }, 'A', { raw: '"k\ud800"' }),
+  send({ j: 'x' }, 'A', { j: '' }),
+  frame([
+    typeField('send'),
+    f('conversation_id', { rep: 100_000, ch: 'a' }),
+    f('idempotency_key', { key: 'fresh' }),
+    f('payload', { j: 1 }),
+  ]),
   frame([typeField('send'), f('conversation_id', { conv: 'A' }), f('idempotency_key', { key: 'fresh' })]),
-  frame([typeField('send'), f('conversation_id', { conv: 'A' }), f('idempotency_key', { key: 'fresh' }), f('payload', { j: 1 }), f('extra', { j: { x: [1] } }), ['__proto__', { j: { payload: 2 } }]]),
-  ...['9007199254740991', '9007199254740992', '9007199254740993', '-1', '-0', '1.5', '1e400', '1e2', 'null', '"0"'].map((raw) => sync({ raw })),
+  frame([
+    typeField('send'),
+    f('conversation_id', { conv: 'A' }),
+    f('idempotency_key', { key: 'fresh' }),
+    f('payload', { j: 1 }),
+    f('extra', { j: { x: [1] } }),
+    ['__proto__', { j: { payload: 2 } }],
+  ]),
+  ...['9007199254740991', '9007199254740992', '9007199254740993', '-1', '-0', '1.5', '1e400', '1e2', 'null', '"0"'].map((raw) =>
+    sync({ raw }),
+  ),
   ...[{ j: 0 }, { j: 1 }, { j: 500 }, { j: 501 }, { j: 1.5 }, { j: null }].map((l) => sync({ seq: 'zero' }, l)),
-  sync({ seq: 'zero' }, undefined, 'F'), sync({ seq: 'zero' }, undefined, 'U'), sync({ seq: 'prev' }, { j: 1 }, 'Aup'),
-  frame([typeField('sync'), f('conversation_id', { conv: 'F' }), f('after_sequence', { j: 0 }), f('idempotency_key', { j: 'unknown-field' })]),
-  read({ seq: 'zero' }), read({ seq: 'prev' }), read({ seq: 'last' }), read({ seq: 'last+1' }), read({ raw: '9007199254740993' }), read({ raw: '-0' }), read({ seq: 'zero' }, 'F'), read({ seq: 'zero' }, 'U'),
-  frame([typeField('typing'), f('conversation_id', { conv: 'A' })]), frame([typeField('typing'), f('conversation_id', { conv: 'F' })]), frame([typeField('typing'), f('conversation_id', { conv: 'U' })]),
-  frame([typeField('ping'), f('x', { payload: { deep: 100_000, shape: 'arr', inner: 'empty' } }), [{ raw: '"\\ud800"' }, { raw: '"\\u0000"' }]]),
+  sync({ seq: 'zero' }, undefined, 'F'),
+  sync({ seq: 'zero' }, undefined, 'U'),
+  sync({ seq: 'prev' }, { j: 1 }, 'Aup'),
+  frame([
+    typeField('sync'),
+    f('conversation_id', { conv: 'F' }),
+    f('after_sequence', { j: 0 }),
+    f('idempotency_key', { j: 'unknown-field' }),
+  ]),
+  read({ seq: 'zero' }),
+  read({ seq: 'prev' }),
+  read({ seq: 'last' }),
+  read({ seq: 'last+1' }),
+  read({ raw: '9007199254740993' }),
+  read({ raw: '-0' }),
+  read({ seq: 'zero' }, 'F'),
+  read({ seq: 'zero' }, 'U'),
+  frame([typeField('typing'), f('conversation_id', { conv: 'A' })]),
+  frame([typeField('typing'), f('conversation_id', { conv: 'F' })]),
+  frame([typeField('typing'), f('conversation_id', { conv: 'U' })]),
+  frame([
+    typeField('ping'),
+    f('x', { payload: { deep: 100_000, shape: 'arr', inner: 'empty' } }),
+    [{ raw: '"\\ud800"' }, { raw: '"\\u0000"' }],
+  ]),
   frame([typeField('ping'), [{ rep: 100_000 }, { j: 1 }]]),
   frame([typeField('hello'), f('token', { token: 'valid' })]),
   ...BAD_TEXTS.map((t) => text(t)),
-  text('', { mode: 'empty', binary: false }), text('', { mode: 'empty', binary: true }), text('{"type":"ping"}', { mode: 'binary' }),
+  text('', { mode: 'empty', binary: false }),
+  text('', { mode: 'empty', binary: true }),
+  text('{"type":"ping"}', { mode: 'binary' }),
   text('{"type":"ping"}', { mode: 'frag', cuts: [0.5], ping: true, binary: false }),
   text('{"type":"ping"}', { mode: 'frag', cuts: [0, 1], ping: false, binary: false }),
   text('{"type":"ping"}', { mode: 'frag', cuts: [0.3, 0.6], ping: true, binary: true }),
@@ -403,20 +723,53 @@ const BOUNDARY_FRAMES: FrameSpec[] = [
   ...BAD_UTF8.map((_, seq) => text('{"type":"ping","x":"abc"}', { mode: 'badutf8', at: 0.9, seq })),
   send({ j: 'x' }, 'A', { key: 'fresh' }, { mode: 'badutf8', at: 0.97, seq: 0 }),
 ];
-const helloFrame = (token: Tok, resume?: Val): FrameSpec => frame([typeField('hello'), f('token', { token }), ...(resume ? [f('resume', resume)] : [])]);
+const helloFrame = (token: Tok, resume?: Val): FrameSpec =>
+  frame([typeField('hello'), f('token', { token }), ...(resume ? [f('resume', resume)] : [])]);
 const fresh = (first: FrameSpec, afterHello = false, then: FrameSpec[] = []): FreshInput => ({ first, afterHello, then });
 const BOUNDARY_FRESH: FreshInput[] = [
-  fresh(helloFrame('valid', { resume: (['A', 'B', 'M', 'F', 'U'] as Conv[]).map((conv) => ({ conv, pos: { seq: 'zero' } })) }), false, [send({ j: 'after resume' })]),
-  fresh(helloFrame('valid', { resume: [{ conv: 'A', pos: { seq: 'prev' } }, { conv: 'Aup', pos: { seq: 'last+1' } }, { conv: 'B', pos: { raw: '9007199254740991' } }] })),
-  fresh(helloFrame('valid', { manyResume: 1000 })), fresh(helloFrame('valid', { manyResume: 1001 })),
-  fresh(helloFrame('valid', { j: null })), fresh(helloFrame('valid', { j: [] })), fresh(helloFrame('valid', { resume: [{ conv: 'A', pos: { raw: '9007199254740993' } }] })),
+  fresh(helloFrame('valid', { resume: (['A', 'B', 'M', 'F', 'U'] as Conv[]).map((conv) => ({ conv, pos: { seq: 'zero' } })) }), false, [
+    send({ j: 'after resume' }),
+  ]),
+  fresh(
+    helloFrame('valid', {
+      resume: [
+        { conv: 'A', pos: { seq: 'prev' } },
+        { conv: 'Aup', pos: { seq: 'last+1' } },
+        { conv: 'B', pos: { raw: '9007199254740991' } },
+      ],
+    }),
+  ),
+  fresh(helloFrame('valid', { manyResume: 1000 })),
+  fresh(helloFrame('valid', { manyResume: 1001 })),
+  fresh(helloFrame('valid', { j: null })),
+  fresh(helloFrame('valid', { j: [] })),
+  fresh(helloFrame('valid', { resume: [{ conv: 'A', pos: { raw: '9007199254740993' } }] })),
   ...(['garbage', 'expired', 'forged', 'empty', 'max', 'over', 'nul'] as Tok[]).map((t) => fresh(helloFrame(t))),
-  fresh(frame([typeField('ping')])), fresh(frame([typeField('ping'), f('token', { token: 'valid' })])),
-  fresh(send({ j: 1 })), fresh(sync({ seq: 'zero' })), fresh(read({ seq: 'zero' })), fresh(frame([typeField('typing'), f('conversation_id', { conv: 'A' })])),
-  fresh(send({ sized: 65_537 })), fresh(send({ frameSized: 1 })), fresh(send({ deep: 100_000, shape: 'arr', inner: 'empty' })),
-  fresh(text('{"type":"hello"')), fresh(text('[]')), fresh(text('', { mode: 'empty', binary: false })), fresh(text('{"type":"ping"}', { mode: 'binary' })),
-  fresh(text('{"type":"ping"}', { mode: 'badutf8', at: 0.5, seq: 6 })), fresh(helloFrame('valid'), false, [text('{"type":"ping"}', { mode: 'frag', cuts: [0.5], ping: true, binary: false })]),
-  ...[frame([typeField('ping')]), send({ j: 'early' }), helloFrame('valid'), text('nope'), text('{"type":"ping"}', { mode: 'binary' }), send({ sized: 65_537 }), send({ frameSized: 1 }), text('{"type":"ping"}', { mode: 'badutf8', at: 0.5, seq: 0 })].map((x) => fresh(x, true, [send({ j: 'after welcome' })])),
+  fresh(frame([typeField('ping')])),
+  fresh(frame([typeField('ping'), f('token', { token: 'valid' })])),
+  fresh(send({ j: 1 })),
+  fresh(sync({ seq: 'zero' })),
+  fresh(read({ seq: 'zero' })),
+  fresh(frame([typeField('typing'), f('conversation_id', { conv: 'A' })])),
+  fresh(send({ sized: 65_537 })),
+  fresh(send({ frameSized: 1 })),
+  fresh(send({ deep: 100_000, shape: 'arr', inner: 'empty' })),
+  fresh(text('{"type":"hello"')),
+  fresh(text('[]')),
+  fresh(text('', { mode: 'empty', binary: false })),
+  fresh(text('{"type":"ping"}', { mode: 'binary' })),
+  fresh(text('{"type":"ping"}', { mode: 'badutf8', at: 0.5, seq: 6 })),
+  fresh(helloFrame('valid'), false, [text('{"type":"ping"}', { mode: 'frag', cuts: [0.5], ping: true, binary: false })]),
+  ...[
+    frame([typeField('ping')]),
+    send({ j: 'early' }),
+    helloFrame('valid'),
+    text('nope'),
+    text('{"type":"ping"}', { mode: 'binary' }),
+    send({ sized: 65_537 }),
+    send({ frameSized: 1 }),
+    text('{"type":"ping"}', { mode: 'badutf8', at: 0.5, seq: 0 }),
+  ].map((x) => fresh(x, true, [send({ j: 'after welcome' })])),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -501,16 +854,26 @@ const FRAME_SENTINEL = '\u0000FRAME-SIZED\u0000';
 function convText(m: Model, c: Conv): string {
   const { A, B, F, M, U } = m.ids;
   switch (c) {
-    case 'A': return A;
-    case 'B': return B;
-    case 'F': return F;
-    case 'M': return M;
-    case 'U': return U;
-    case 'NIL': return '00000000-0000-0000-0000-000000000000';
-    case 'Aup': return A.toUpperCase();
-    case 'Abraces': return `{${A}}`;
-    case 'Ashort': return A.slice(0, -1);
-    case 'Anodash': return A.replaceAll('-', '');
+    case 'A':
+      return A;
+    case 'B':
+      return B;
+    case 'F':
+      return F;
+    case 'M':
+      return M;
+    case 'U':
+      return U;
+    case 'NIL':
+      return '00000000-0000-0000-0000-000000000000';
+    case 'Aup':
+      return A.toUpperCase();
+    case 'Abraces':
+      return `{${A}}`;
+    case 'Ashort':
+      return A.slice(0, -1);
+    case 'Anodash':
+      return A.replaceAll('-', '');
   }
 }
 
@@ -546,10 +909,14 @@ function renderP(p: P): string {
 function seqValue(m: Model, rel: SeqRel, conv: string | null): number {
   const last = conv && m.exists(conv) ? m.lastSeq(conv) : 0;
   switch (rel) {
-    case 'last': return last;
-    case 'prev': return Math.max(0, last - 1);
-    case 'last+1': return last + 1;
-    case 'zero': return 0;
+    case 'last':
+      return last;
+    case 'prev':
+      return Math.max(0, last - 1);
+    case 'last+1':
+      return last + 1;
+    case 'zero':
+      return 0;
   }
 }
 
@@ -561,7 +928,8 @@ function renderVal(m: Model, v: Val, conv: string | null): string {
   if ('key' in v) return JSON.stringify(v.key === 'fresh' ? `fz-${m.backend}-${++m.keyCounter}` : `pool-${v.key}`);
   if ('seq' in v) return String(seqValue(m, v.seq, conv));
   if ('token' in v) return JSON.stringify(m.tokens[v.token]);
-  if ('resume' in v) return `{${v.resume.map((e) => `${JSON.stringify(convText(m, e.conv))}:${renderVal(m, e.pos, convText(m, e.conv).toLowerCase())}`).join(',')}}`;
+  if ('resume' in v)
+    return `{${v.resume.map((e) => `${JSON.stringify(convText(m, e.conv))}:${renderVal(m, e.pos, convText(m, e.conv).toLowerCase())}`).join(',')}}`;
   if ('manyResume' in v) {
     const parts: string[] = [];
     for (let i = 0; i < v.manyResume; i++) {
@@ -580,7 +948,8 @@ function renderFields(m: Model, fields: Field[]): string {
   const text = `{${fields.map(([k, v]) => `${renderKey(k)}:${renderVal(m, v, conv)}`).join(',')}}`;
   if (!text.includes(FRAME_SENTINEL)) return text;
   // A payload string sized so that the whole frame is FRAME_LIMIT + delta bytes.
-  const fs = fields.map(([, v]) => ('payload' in v && 'frameSized' in v.payload ? v.payload.frameSized : null)).find((x) => x !== null) ?? 0;
+  const fs =
+    fields.map(([, v]) => ('payload' in v && 'frameSized' in v.payload ? v.payload.frameSized : null)).find((x) => x !== null) ?? 0;
   const parts = text.split(FRAME_SENTINEL);
   const others = parts.reduce((n, s) => n + Buffer.byteLength(s), 0);
   const per = Math.max(0, Math.floor((FRAME_LIMIT + fs - others) / (parts.length - 1)) - 2);
@@ -626,7 +995,10 @@ function render(m: Model, spec: FrameSpec): Rendered {
     ping = w.ping;
     cuts = [...new Set(w.cuts.map((c) => Math.floor(c * bytes.length)))].sort((x, y) => x - y);
   }
-  const shown = bytes.length > 300 ? `${bytes.subarray(0, 240).toString('utf8')}…[${bytes.length} bytes]…${bytes.subarray(bytes.length - 40).toString('utf8')}` : bytes.toString('utf8');
+  const shown =
+    bytes.length > 300
+      ? `${bytes.subarray(0, 240).toString('utf8')}…[${bytes.length} bytes]…${bytes.subarray(bytes.length - 40).toString('utf8')}`
+      : bytes.toString('utf8');
   const desc = `${binary ? 'binary' : 'text'} frame (${bytes.length} bytes${cuts.length ? `, fragmented at ${cuts.join('/')}${ping ? ' with a ping between fragments' : ''}` : ''}${w.mode === 'badutf8' ? `, invalid UTF-8 ${BAD_UTF8[w.seq]!.map((x) => x.toString(16)).join(' ')} inserted` : ''}): ${JSON.stringify(shown)}`;
   return { bytes, binary, cuts, ping, desc };
 }
@@ -671,7 +1043,11 @@ function plainDecimal(n: number): string {
 function canonRec(v: unknown): string {
   if (typeof v === 'number') return Number.isFinite(v) ? JSON.stringify(v) : `#${v}`;
   if (Array.isArray(v)) return `[${v.map(canonRec).join(',')}]`;
-  if (isObj(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonRec(v[k])}`).join(',')}}`;
+  if (isObj(v))
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonRec(v[k])}`)
+      .join(',')}}`;
   return JSON.stringify(v);
 }
 /** Recursive: only valid payloads (at most 65 levels) are compared; deeper ones get a marker instead of a stack overflow. */
@@ -770,7 +1146,13 @@ function decode(raw: unknown): Decoded {
       if (!isUuid(raw.conversation_id)) return no('bad conversation_id');
       if (!Object.hasOwn(raw, 'payload')) return no('no payload');
       const pv = judgePayload(raw.payload);
-      const frame: RefFrame = { type: 'send', conv: raw.conversation_id.toLowerCase(), key, payload: raw.payload, canon: pv.verdict === 'ok' || pv.finding ? canon(raw.payload) : '' };
+      const frame: RefFrame = {
+        type: 'send',
+        conv: raw.conversation_id.toLowerCase(),
+        key,
+        payload: raw.payload,
+        canon: pv.verdict === 'ok' || pv.finding ? canon(raw.payload) : '',
+      };
       if (pv.verdict === 'ok') return { ok: true, frame };
       return { ok: false, code: pv.verdict, why: pv.why, ...(pv.finding ? { finding: { id: pv.finding, frame } } : {}) };
     }
@@ -835,7 +1217,8 @@ function refRule(raw: unknown, lenient: boolean): RefRule {
   // What the server derives (any type): an idempotency_key string of at most 128 characters, else a UUID conversation_id.
   const implRef = typeof key === 'string' && key.length <= MAX_KEY_CHARS ? key : isUuid(conv) ? conv : undefined;
   if (raw.type === 'send' && !lenient) return { allowed: typeof key === 'string' && key.length <= MAX_KEY_CHARS ? [key] : convRefs };
-  if ((raw.type === 'sync' || raw.type === 'read' || raw.type === 'typing') && !lenient) return { allowed: convRefs, deviation: convRefs.includes(implRef) ? undefined : implRef };
+  if ((raw.type === 'sync' || raw.type === 'read' || raw.type === 'typing') && !lenient)
+    return { allowed: convRefs, deviation: convRefs.includes(implRef) ? undefined : implRef };
   // Not a request that names one (hello, ping, unknown or missing type): no ref, or any id the frame carries.
   return { allowed: [undefined, typeof key === 'string' ? key : undefined, typeof conv === 'string' ? conv : undefined] };
 }
@@ -859,7 +1242,17 @@ function semantics(m: Model, fr: RefFrame, raw: unknown): Tagged[] {
       if (prior) {
         alts =
           prior.conversation_id === fr.conv && prior.canon === fr.canon
-            ? [{ t: 'ack', key: fr.key, conv: fr.conv, seq: prior.sequence_number, duplicate: true, message_id: prior.message_id, created_at: prior.created_at }]
+            ? [
+                {
+                  t: 'ack',
+                  key: fr.key,
+                  conv: fr.conv,
+                  seq: prior.sequence_number,
+                  duplicate: true,
+                  message_id: prior.message_id,
+                  created_at: prior.created_at,
+                },
+              ]
             : [errorAlt(['conflict'], raw)];
       } else alts = memberOr(fr.conv, () => [{ t: 'ack', key: fr.key, conv: fr.conv, seq: m.lastSeq(fr.conv) + 1, duplicate: false }]);
       if (fr.payload === null && m.isMember(fr.conv)) alts.push({ ...errorAlt(['internal'], raw), finding: 'null-payload-internal' });
@@ -891,7 +1284,8 @@ function semantics(m: Model, fr: RefFrame, raw: unknown): Tagged[] {
 function expectOpen(m: Model, r: Rendered): Expectation {
   const c = classify(r);
   if (c.k === 'oversize') return { kind: 'close', codes: [1006, 1009], why: `above the frame limit (${FRAME_LIMIT} bytes): dropped` };
-  if (c.k === 'badutf8') return { kind: 'close', codes: [1006, 1007], why: 'invalid UTF-8 in a text frame (RFC 6455 §8.1: fail the connection)' };
+  if (c.k === 'badutf8')
+    return { kind: 'close', codes: [1006, 1007], why: 'invalid UTF-8 in a text frame (RFC 6455 §8.1: fail the connection)' };
   if (c.k === 'binary') return { kind: 'answer', alts: [errorAlt(['invalid_frame'], undefined)], why: 'binary frames are refused' };
   if (c.k === 'badjson') return { kind: 'answer', alts: [errorAlt(['invalid_frame'], undefined)], why: 'not JSON' };
   const d = decode(c.raw);
@@ -911,7 +1305,8 @@ function checkEnvelope(m: Model, e: any, conv: string): string | null {
   for (const k of ['message_id', 'conversation_id', 'sender_id', 'sequence_number', 'idempotency_key', 'created_at'] as const) {
     if (e[k] !== rec[k]) return `message seq ${rec.sequence_number}: ${k} ${JSON.stringify(e[k])} != ${JSON.stringify(rec[k])}`;
   }
-  if (canon(e.payload) !== rec.canon) return `message seq ${rec.sequence_number}: payload ${canon(e.payload).slice(0, 100)} != sent ${rec.canon.slice(0, 100)}`;
+  if (canon(e.payload) !== rec.canon)
+    return `message seq ${rec.sequence_number}: payload ${canon(e.payload).slice(0, 100)} != sent ${rec.canon.slice(0, 100)}`;
   return null;
 }
 
@@ -926,7 +1321,8 @@ function matchAlt(m: Model, alt: Alt, answers: Frame[]): string | null {
       if (a.type !== 'error') return `expected error ${alt.codes.join('|')}`;
       if (!alt.codes.includes(a.code)) return `expected error code ${alt.codes.join('|')}, got ${a.code}`;
       if (typeof a.message !== 'string') return 'error without a message';
-      if (!alt.ref.allowed.includes(a.ref)) return `error ref ${JSON.stringify(a.ref)?.slice(0, 80)}, expected ${alt.ref.allowed.map((x) => JSON.stringify(x)?.slice(0, 80)).join(' or ')}`;
+      if (!alt.ref.allowed.includes(a.ref))
+        return `error ref ${JSON.stringify(a.ref)?.slice(0, 80)}, expected ${alt.ref.allowed.map((x) => JSON.stringify(x)?.slice(0, 80)).join(' or ')}`;
       return null;
     }
     case 'ack': {
@@ -936,11 +1332,13 @@ function matchAlt(m: Model, alt: Alt, answers: Frame[]): string | null {
       if (a.duplicate !== alt.duplicate) return `ack duplicate ${a.duplicate}, expected ${alt.duplicate}`;
       if (!isUuid(a.message_id) || a.message_id !== a.message_id.toLowerCase()) return 'ack message_id is not a lowercase UUID';
       if (typeof a.created_at !== 'string' || !ISO_MS_RE.test(a.created_at)) return 'ack created_at is not ISO-8601 UTC with ms';
-      if (alt.message_id !== undefined && (a.message_id !== alt.message_id || a.created_at !== alt.created_at)) return 'duplicate ack differs from the original';
+      if (alt.message_id !== undefined && (a.message_id !== alt.message_id || a.created_at !== alt.created_at))
+        return 'duplicate ack differs from the original';
       return null;
     }
     case 'messages': {
-      if (a.type !== 'messages' || a.conversation_id !== alt.conv || !Array.isArray(a.messages) || typeof a.has_more !== 'boolean') return 'expected messages';
+      if (a.type !== 'messages' || a.conversation_id !== alt.conv || !Array.isArray(a.messages) || typeof a.has_more !== 'boolean')
+        return 'expected messages';
       const last = m.lastSeq(alt.conv);
       const avail = Math.max(0, last - alt.after);
       const n = a.messages.length;
@@ -982,7 +1380,15 @@ function judge(m: Model, exp: Extract<Expectation, { kind: 'answer' }>, answers:
   for (const alt of exp.alts) {
     const bad = matchAlt(m, alt, answers);
     if (bad === null) {
-      m.stat(answers[0] ? (answers[0].type === 'error' ? `error:${answers[0].code}` : answers[0].type === 'ack' && answers[0].duplicate ? 'ack:duplicate' : answers[0].type) : 'no answer');
+      m.stat(
+        answers[0]
+          ? answers[0].type === 'error'
+            ? `error:${answers[0].code}`
+            : answers[0].type === 'ack' && answers[0].duplicate
+              ? 'ack:duplicate'
+              : answers[0].type
+          : 'no answer',
+      );
       if (alt.finding) m.finding(alt.finding, desc);
       alt.effect?.();
       return;
@@ -1044,7 +1450,8 @@ class Session {
     const c = this.c;
     const since = c.frames.length;
     const stray = c.frames.slice(this.cursor, since).filter(isAnswer);
-    if (stray.length) throw new Error(`answers arrived after their request's marker: ${stray.map((x) => JSON.stringify(x).slice(0, 200)).join(' | ')}`);
+    if (stray.length)
+      throw new Error(`answers arrived after their request's marker: ${stray.map((x) => JSON.stringify(x).slice(0, 200)).join(' | ')}`);
     m.frames++;
     const readsBefore = new Set(m.advancingReads);
     try {
@@ -1052,7 +1459,10 @@ class Session {
       if (exp.kind === 'close') {
         const code = await c.waitClosed(10_000);
         const got = c.frames.slice(since).filter(isAnswer);
-        if (!exp.codes.includes(code) || got.length) throw new Error(`expected close ${exp.codes.join('|')} without an answer (${exp.why}); got close ${code} after ${got.map((x) => JSON.stringify(x).slice(0, 200)).join(' | ') || 'nothing'}`);
+        if (!exp.codes.includes(code) || got.length)
+          throw new Error(
+            `expected close ${exp.codes.join('|')} without an answer (${exp.why}); got close ${code} after ${got.map((x) => JSON.stringify(x).slice(0, 200)).join(' | ') || 'nothing'}`,
+          );
         this.dropped = true;
         m.stat(`close:${code}`);
         return;
@@ -1081,31 +1491,50 @@ class Session {
         c.ws.send(markerText(m));
         await c.waitFor((x) => x.type === 'messages' && x.conversation_id === m.ids.M, 15_000, since);
         const stray = c.frames.slice(this.cursor, since).filter(isAnswer);
-        if (stray.length) throw new Error(`unexpected frames at the end of the connection: ${stray.map((x) => JSON.stringify(x).slice(0, 200)).join(' | ')}`);
+        if (stray.length)
+          throw new Error(
+            `unexpected frames at the end of the connection: ${stray.map((x) => JSON.stringify(x).slice(0, 200)).join(' | ')}`,
+          );
         for (const [conv, start] of this.start) {
           const last = m.lastSeq(conv);
-          if (last > start) await c.waitFor((x) => x.type === 'message' && x.message?.conversation_id === conv && x.message?.sequence_number === last, 10_000, this.liveFrom);
+          if (last > start)
+            await c.waitFor(
+              (x) => x.type === 'message' && x.message?.conversation_id === conv && x.message?.sequence_number === last,
+              10_000,
+              this.liveFrom,
+            );
         }
         for (const key of this.receipts) {
           const [conv, seq] = key.split(':');
-          await c.waitFor((x) => x.type === 'receipt' && x.conversation_id === conv && x.read_sequence === Number(seq), 10_000, this.liveFrom);
+          await c.waitFor(
+            (x) => x.type === 'receipt' && x.conversation_id === conv && x.read_sequence === Number(seq),
+            10_000,
+            this.liveFrom,
+          );
         }
       }
       const live = c.frames.slice(this.liveFrom);
       for (const [conv, start] of this.start) {
-        const seqs = live.filter((x) => x.type === 'message' && x.message?.conversation_id === conv).map((x) => x.message.sequence_number as number);
+        const seqs = live
+          .filter((x) => x.type === 'message' && x.message?.conversation_id === conv)
+          .map((x) => x.message.sequence_number as number);
         const want = Array.from({ length: m.lastSeq(conv) - start }, (_, i) => start + 1 + i);
         const ok = this.dropped ? seqs.every((s, i) => s === want[i]) : seqs.length === want.length && seqs.every((s, i) => s === want[i]);
-        if (!ok) throw new Error(`live messages of ${conv}: got sequences [${seqs.join(',')}], expected [${want.join(',')}]${this.dropped ? ' (or a prefix: the socket was dropped)' : ''}`);
-        for (const x of live) if (x.type === 'message' && x.message?.conversation_id === conv) {
-          const bad = checkEnvelope(m, x.message, conv);
-          if (bad) throw new Error(`live ${bad}`);
-        }
+        if (!ok)
+          throw new Error(
+            `live messages of ${conv}: got sequences [${seqs.join(',')}], expected [${want.join(',')}]${this.dropped ? ' (or a prefix: the socket was dropped)' : ''}`,
+          );
+        for (const x of live)
+          if (x.type === 'message' && x.message?.conversation_id === conv) {
+            const bad = checkEnvelope(m, x.message, conv);
+            if (bad) throw new Error(`live ${bad}`);
+          }
       }
       const other = live.filter((x) => x.type === 'message' && !this.start.has(x.message?.conversation_id));
       if (other.length) throw new Error(`live messages of a conversation alice is not in: ${JSON.stringify(other[0]).slice(0, 200)}`);
       for (const x of live.filter((y) => y.type === 'receipt')) {
-        if (x.user_id !== m.alice || !m.advancingReads.has(`${x.conversation_id}:${x.read_sequence}`)) throw new Error(`receipt for no advancing read: ${JSON.stringify(x)}`);
+        if (x.user_id !== m.alice || !m.advancingReads.has(`${x.conversation_id}:${x.read_sequence}`))
+          throw new Error(`receipt for no advancing read: ${JSON.stringify(x)}`);
       }
       const typing = live.filter((x) => x.type === 'typing');
       if (typing.length) throw new Error(`alice received typing (her own, or from nobody): ${JSON.stringify(typing[0])}`);
@@ -1116,7 +1545,14 @@ class Session {
 }
 
 function expectWelcome(m: Model, w: Frame | undefined): void {
-  if (w?.type !== 'welcome' || w.user_id !== m.alice || !isUuid(w.session_id) || typeof w.node_id !== 'string' || typeof w.heartbeat_interval_ms !== 'number' || w.protocol_version !== 1) {
+  if (
+    w?.type !== 'welcome' ||
+    w.user_id !== m.alice ||
+    !isUuid(w.session_id) ||
+    typeof w.node_id !== 'string' ||
+    typeof w.heartbeat_interval_ms !== 'number' ||
+    w.protocol_version !== 1
+  ) {
     throw new Error(`expected welcome, got ${JSON.stringify(w)?.slice(0, 300)}`);
   }
 }
@@ -1139,7 +1575,8 @@ async function checkResume(m: Model, c: TestClient, welcomeAt: number, resume: M
     if (!m.isMember(conv)) {
       const errs = got.filter((x) => x.type === 'error' && x.ref === conv);
       const code = m.exists(conv) ? 'forbidden' : 'not_found';
-      if (errs.length !== 1 || errs[0]!.code !== code) throw new Error(`resume of ${conv}: expected one error ${code}, got ${JSON.stringify(errs)}`);
+      if (errs.length !== 1 || errs[0]!.code !== code)
+        throw new Error(`resume of ${conv}: expected one error ${code}, got ${JSON.stringify(errs)}`);
       expectedCount += 1;
       continue;
     }
@@ -1148,17 +1585,23 @@ async function checkResume(m: Model, c: TestClient, welcomeAt: number, resume: M
     const msgs = got.filter((x) => x.type === 'message' && x.message?.conversation_id === conv);
     const seqs = msgs.map((x) => x.message.sequence_number);
     const want = Array.from({ length: last - from }, (_, i) => from + 1 + i);
-    if (seqs.join(',') !== want.join(',')) throw new Error(`resume of ${conv} from ${pos}: got sequences [${seqs.join(',')}], expected [${want.join(',')}]`);
+    if (seqs.join(',') !== want.join(','))
+      throw new Error(`resume of ${conv} from ${pos}: got sequences [${seqs.join(',')}], expected [${want.join(',')}]`);
     for (const x of msgs) {
       const bad = checkEnvelope(m, x.message, conv);
       if (bad) throw new Error(`resume: ${bad}`);
     }
     const synced = got.filter((x) => x.type === 'synced' && x.conversation_id === conv);
-    if (synced.length !== 1 || synced[0]!.last_sequence !== last) throw new Error(`resume of ${conv}: expected one synced with last_sequence ${last}, got ${JSON.stringify(synced)}`);
-    if (msgs.length && got.indexOf(msgs[msgs.length - 1]!) > got.indexOf(synced[0]!)) throw new Error(`resume of ${conv}: synced before its messages`);
+    if (synced.length !== 1 || synced[0]!.last_sequence !== last)
+      throw new Error(`resume of ${conv}: expected one synced with last_sequence ${last}, got ${JSON.stringify(synced)}`);
+    if (msgs.length && got.indexOf(msgs[msgs.length - 1]!) > got.indexOf(synced[0]!))
+      throw new Error(`resume of ${conv}: synced before its messages`);
     expectedCount += msgs.length + 1;
   }
-  if (got.length !== expectedCount) throw new Error(`after welcome: ${got.length} frames, expected ${expectedCount}: ${got.map((x) => JSON.stringify(x).slice(0, 150)).join(' | ')}`);
+  if (got.length !== expectedCount)
+    throw new Error(
+      `after welcome: ${got.length} frames, expected ${expectedCount}: ${got.map((x) => JSON.stringify(x).slice(0, 150)).join(' | ')}`,
+    );
   return end + 1;
 }
 
@@ -1178,7 +1621,8 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
       transmit(c.ws, r);
       if (closing) {
         const code = await c.waitClosed(10_000);
-        if (!closeCodes.includes(code) || c.frames.some((x) => x.type !== 'welcome')) throw new Error(`expected close ${closeCodes.join('|')}, got ${code} after ${JSON.stringify(c.frames).slice(0, 300)}`);
+        if (!closeCodes.includes(code) || c.frames.some((x) => x.type !== 'welcome'))
+          throw new Error(`expected close ${closeCodes.join('|')}, got ${code} after ${JSON.stringify(c.frames).slice(0, 300)}`);
         m.stat(`during-auth:close:${code}`);
         return;
       }
@@ -1191,7 +1635,8 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
       // for an oversize payload is payload_too_large: accepted too (the more precise code).
       if (cls.k === 'json') {
         const d = decode(cls.raw);
-        alt = d.ok && d.frame.type === 'ping' ? { t: 'pong' } : errorAlt(d.ok ? ['invalid_frame'] : [d.code, 'invalid_frame'], cls.raw, true);
+        alt =
+          d.ok && d.frame.type === 'ping' ? { t: 'pong' } : errorAlt(d.ok ? ['invalid_frame'] : [d.code, 'invalid_frame'], cls.raw, true);
       } else alt = errorAlt(['invalid_frame'], undefined);
       const bad = matchAlt(m, alt, before);
       if (bad) throw new Error(`between hello and welcome: ${bad}; got ${JSON.stringify(before).slice(0, 400)}`);
@@ -1207,7 +1652,10 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
       transmit(c.ws, r);
       if (closing) {
         const code = await c.waitClosed(10_000);
-        if (!closeCodes.includes(code) || c.frames.length) throw new Error(`expected close ${closeCodes.join('|')} without an answer, got ${code} after ${JSON.stringify(c.frames).slice(0, 300)}`);
+        if (!closeCodes.includes(code) || c.frames.length)
+          throw new Error(
+            `expected close ${closeCodes.join('|')} without an answer, got ${code} after ${JSON.stringify(c.frames).slice(0, 300)}`,
+          );
         m.stat(`first:close:${code}`);
         return;
       }
@@ -1216,7 +1664,10 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
         if (d.frame.token !== m.tokens.valid) {
           // A bad token: error unauthorized, close 4500.
           const code = await c.waitClosed(10_000);
-          if (code !== 4500 || c.frames.length !== 1 || c.frames[0]!.type !== 'error' || c.frames[0]!.code !== 'unauthorized') throw new Error(`bad token: expected error unauthorized + close 4500, got ${code} after ${JSON.stringify(c.frames).slice(0, 300)}`);
+          if (code !== 4500 || c.frames.length !== 1 || c.frames[0]!.type !== 'error' || c.frames[0]!.code !== 'unauthorized')
+            throw new Error(
+              `bad token: expected error unauthorized + close 4500, got ${code} after ${JSON.stringify(c.frames).slice(0, 300)}`,
+            );
           m.stat('first:bad-token:4500');
           return;
         }
@@ -1237,7 +1688,8 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
           return;
         }
         const code = await c.waitClosed(10_000);
-        if (first.type !== 'error' || first.code !== 'unauthorized' || code !== 4501) throw new Error(`ping before hello: expected error unauthorized + 4501, got ${JSON.stringify(first)} and ${code}`);
+        if (first.type !== 'error' || first.code !== 'unauthorized' || code !== 4501)
+          throw new Error(`ping before hello: expected error unauthorized + 4501, got ${JSON.stringify(first)} and ${code}`);
         return;
       } else {
         // Anything else: one error, then close 4501. Undecodable frames get the decode error
@@ -1245,7 +1697,10 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
         const codes = d?.ok ? ['unauthorized'] : d ? [d.code, 'unauthorized'] : ['invalid_frame', 'unauthorized'];
         const code = await c.waitClosed(10_000);
         const bad = matchAlt(m, errorAlt(codes, cls.k === 'json' ? cls.raw : undefined, true), c.frames);
-        if (bad || code !== 4501) throw new Error(`first frame: expected error ${codes.join('|')} + close 4501; got close ${code}, ${bad ?? ''}: ${JSON.stringify(c.frames).slice(0, 300)}`);
+        if (bad || code !== 4501)
+          throw new Error(
+            `first frame: expected error ${codes.join('|')} + close 4501; got close ${code}, ${bad ?? ''}: ${JSON.stringify(c.frames).slice(0, 300)}`,
+          );
         m.stat(`first:error:${c.frames[0]?.code}:4501`);
         return;
       }
@@ -1266,9 +1721,11 @@ async function freshRun(m: Model, s: TestServer, input: { first: FrameSpec; afte
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-const isErrorLine = (l: Record<string, any>) => l.level === 'error' || l.level === 'fatal' || (typeof l.level === 'number' && l.level >= 50);
+const isErrorLine = (l: Record<string, any>) =>
+  l.level === 'error' || l.level === 'fatal' || (typeof l.level === 'number' && l.level >= 50);
 /** The error line a tolerated null-payload-internal finding writes (PostgreSQL 23502 on messages.payload). */
-const isNullPayloadLine = (l: Record<string, any>) => l.kind === 'internal:ws' && l.err?.code === '23502' && l.err?.column_name === 'payload';
+const isNullPayloadLine = (l: Record<string, any>) =>
+  l.kind === 'internal:ws' && l.err?.code === '23502' && l.err?.column_name === 'payload';
 
 function checkLogs(m: Model, logs: LogSink): void {
   const errors = logs.find(isErrorLine);
@@ -1284,7 +1741,14 @@ async function healthy(s: TestServer): Promise<void> {
   if (r.status !== 200) throw new Error(`GET /healthz answered ${r.status}`);
 }
 
-async function runProperty<T>(name: string, arb: fc.Arbitrary<T>, numRuns: number, seed: number, examples: T[], body: (v: T) => Promise<void>): Promise<void> {
+async function runProperty<T>(
+  name: string,
+  arb: fc.Arbitrary<T>,
+  numRuns: number,
+  seed: number,
+  examples: T[],
+  body: (v: T) => Promise<void>,
+): Promise<void> {
   let failedAt = 0;
   let first: Error | null = null;
   try {
@@ -1307,7 +1771,7 @@ async function runProperty<T>(name: string, arb: fc.Arbitrary<T>, numRuns: numbe
     // consequence of the first failure rather than its cause: the first failure is reported first.
     const msg =
       `ws-frame-fuzz: ${name} failed (seed ${seed}). Replay: ${REPLAY}\n` +
-      `FIRST FAILURE (the cause; before shrinking):\n${(first as Error | null)?.message ?? "(none recorded)"}\n\n` +
+      `FIRST FAILURE (the cause; before shrinking):\n${(first as Error | null)?.message ?? '(none recorded)'}\n\n` +
       `fast-check report (shrunk against the server state the failing runs left behind):\n${(err as Error).message}`;
     console.error(msg);
     throw new Error(msg, { cause: err });
@@ -1330,7 +1794,11 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
     const B = await createConversation(s, alice.token, [bob.userId]);
     const M = await createConversation(s, alice.token, []);
     const F = await createConversation(s, bob.token, []);
-    const forged = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(alice.userId).setExpirationTime('1h').sign(new TextEncoder().encode('not-the-server-secret-0123456789abcdef'));
+    const forged = await new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(alice.userId)
+      .setExpirationTime('1h')
+      .sign(new TextEncoder().encode('not-the-server-secret-0123456789abcdef'));
     m = new Model(backend, { A, B, F, M, U: randomUUID() }, alice.userId, bob.userId, {
       valid: alice.token,
       garbage: 'not.a.jwt',
@@ -1343,7 +1811,10 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
     });
     // Bob's conversation holds messages alice may not read.
     for (let i = 1; i <= 2; i++) {
-      const r = await http(s, 'POST', `/v1/conversations/${F}/messages`, { token: bob.token, body: { idempotency_key: `bob-${i}`, payload: { n: i } } });
+      const r = await http(s, 'POST', `/v1/conversations/${F}/messages`, {
+        token: bob.token,
+        body: { idempotency_key: `bob-${i}`, payload: { n: i } },
+      });
       expect(r.status).toBe(201);
       m.record({ ...r.body, canon: canon(r.body.payload) }, false);
     }
@@ -1352,9 +1823,15 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
   afterAll(async () => {
     if (m) {
       const t = [...m.tally].map(([k, n]) => `${k}=${n}`).join(', ') || 'none';
-      const st = [...m.stats].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}=${n}`).join(' ');
-      summaries.push(`${backend}: ${m.frames} fuzz frames, ${m.writes} messages written, ${((Date.now() - started) / 1000).toFixed(1)} s; known findings seen: ${t}\n    outcomes: ${st}`);
-      if (backend === BACKENDS[BACKENDS.length - 1]) console.log(`ws-frame-fuzz (seed ${SEED}, REALCHAT_FUZZ_RUNS=${RUNS}${STRICT ? ', strict' : ''}):\n  ${summaries.join('\n  ')}`);
+      const st = [...m.stats]
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, n]) => `${k}=${n}`)
+        .join(' ');
+      summaries.push(
+        `${backend}: ${m.frames} fuzz frames, ${m.writes} messages written, ${((Date.now() - started) / 1000).toFixed(1)} s; known findings seen: ${t}\n    outcomes: ${st}`,
+      );
+      if (backend === BACKENDS[BACKENDS.length - 1])
+        console.log(`ws-frame-fuzz (seed ${SEED}, REALCHAT_FUZZ_RUNS=${RUNS}${STRICT ? ', strict' : ''}):\n  ${summaries.join('\n  ')}`);
     }
     await s?.close();
   });
@@ -1362,22 +1839,29 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
   it(
     'frames on welcomed connections get exactly their answer',
     async () => {
-      await runProperty(`${backend} welcomed`, fc.array(frameArb, { minLength: 1, maxLength: 28, size: 'max' }), RUNS, SEED, [BOUNDARY_FRAMES], async (frames) => {
-        let session = await Session.open(m, s.wsUrl);
-        try {
-          for (const spec of frames) {
-            if (session.dropped) {
-              await session.finish();
-              session = await Session.open(m, s.wsUrl);
+      await runProperty(
+        `${backend} welcomed`,
+        fc.array(frameArb, { minLength: 1, maxLength: 28, size: 'max' }),
+        RUNS,
+        SEED,
+        [BOUNDARY_FRAMES],
+        async (frames) => {
+          let session = await Session.open(m, s.wsUrl);
+          try {
+            for (const spec of frames) {
+              if (session.dropped) {
+                await session.finish();
+                session = await Session.open(m, s.wsUrl);
+              }
+              await session.step(spec);
             }
-            await session.step(spec);
+            await session.finish();
+          } finally {
+            session.c.close();
           }
-          await session.finish();
-        } finally {
-          session.c.close();
-        }
-        await healthy(s);
-      });
+          await healthy(s);
+        },
+      );
       checkLogs(m, logs);
     },
     TEST_TIMEOUT_MS,
@@ -1403,10 +1887,28 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
     const ack = await c.sendMessage(m.ids.A, key, { final: true });
     expect(ack).toMatchObject({ type: 'ack', duplicate: false, sequence_number: m.lastSeq(m.ids.A) + 1 });
     await c.waitFor((x) => x.type === 'message' && x.message.message_id === ack.message_id);
-    m.record({ message_id: ack.message_id, conversation_id: m.ids.A, sender_id: m.alice, sequence_number: ack.sequence_number, idempotency_key: key, created_at: ack.created_at, canon: canon({ final: true }) }, true);
+    m.record(
+      {
+        message_id: ack.message_id,
+        conversation_id: m.ids.A,
+        sender_id: m.alice,
+        sequence_number: ack.sequence_number,
+        idempotency_key: key,
+        created_at: ack.created_at,
+        canon: canon({ final: true }),
+      },
+      true,
+    );
     c.close();
 
-    const rows = await s.query<{ id: string; conversation_id: string; sender_id: string; sequence: number; idempotency_key: string; payload: string }>(
+    const rows = await s.query<{
+      id: string;
+      conversation_id: string;
+      sender_id: string;
+      sequence: number;
+      idempotency_key: string;
+      payload: string;
+    }>(
       `SELECT id, conversation_id, sender_id, sequence::int AS sequence, idempotency_key, payload::text AS payload FROM messages ORDER BY conversation_id, sequence`,
     );
     const problems: string[] = [];
@@ -1416,11 +1918,16 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
     for (const row of rows) {
       const rec = m.msgs.get(row.conversation_id)?.get(row.sequence);
       const payload = JSON.parse(row.payload);
-      if (!rec || rec.message_id !== row.id || rec.sender_id !== row.sender_id || rec.idempotency_key !== row.idempotency_key) problems.push(`row ${row.conversation_id}#${row.sequence} (${row.id}) was never acknowledged as such`);
-      else if (canon(payload) !== rec.canon) problems.push(`row ${row.conversation_id}#${row.sequence}: stored ${row.payload.slice(0, 120)} but sent ${rec.canon.slice(0, 120)}`);
+      if (!rec || rec.message_id !== row.id || rec.sender_id !== row.sender_id || rec.idempotency_key !== row.idempotency_key)
+        problems.push(`row ${row.conversation_id}#${row.sequence} (${row.id}) was never acknowledged as such`);
+      else if (canon(payload) !== rec.canon)
+        problems.push(
+          `row ${row.conversation_id}#${row.sequence}: stored ${row.payload.slice(0, 120)} but sent ${rec.canon.slice(0, 120)}`,
+        );
       // Round-trips through the contract's rules and through the server's own validator.
       const v = judgePayload(payload);
-      if (v.verdict !== 'ok' && !(v.finding === 'depth-65-empty' && depth65)) problems.push(`row ${row.conversation_id}#${row.sequence}: stored payload breaks the contract (${v.why})`);
+      if (v.verdict !== 'ok' && !(v.finding === 'depth-65-empty' && depth65))
+        problems.push(`row ${row.conversation_id}#${row.sequence}: stored payload breaks the contract (${v.why})`);
       try {
         checkPayload(payload, { maxPayloadBytes: PAYLOAD_LIMIT, maxNumberChars: MAX_NUMBER_CHARS }, 'invalid_frame');
       } catch (err) {
@@ -1433,24 +1940,35 @@ describe.each(BACKENDS)('WebSocket frame fuzzer (%s)', (backend) => {
        WHERE jsonb_typeof(v) = 'number' AND length(v::text) > $1 LIMIT 5`,
       [MAX_NUMBER_CHARS],
     );
-    for (const x of longNumbers) problems.push(`row ${x.conversation_id}#${x.sequence}: stored number ${x.n.slice(0, 60)} has ${x.n.length} characters`);
+    for (const x of longNumbers)
+      problems.push(`row ${x.conversation_id}#${x.sequence}: stored number ${x.n.slice(0, 60)} has ${x.n.length} characters`);
     // Gap-free sequences; conversations.last_seq is the highest one.
     const convs = await s.query<{ id: string; last_seq: number; n: number; mx: number }>(
       `SELECT c.id, c.last_seq::int AS last_seq, count(m.id)::int AS n, COALESCE(max(m.sequence), 0)::int AS mx FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id GROUP BY c.id, c.last_seq`,
     );
     for (const cv of convs) {
-      if (cv.last_seq !== cv.mx || cv.n !== cv.mx) problems.push(`conversation ${cv.id}: last_seq ${cv.last_seq}, ${cv.n} messages, max sequence ${cv.mx}`);
-      if (m.exists(cv.id) && m.lastSeq(cv.id) !== cv.last_seq) problems.push(`conversation ${cv.id}: last_seq ${cv.last_seq}, the fuzzer saw ${m.lastSeq(cv.id)}`);
+      if (cv.last_seq !== cv.mx || cv.n !== cv.mx)
+        problems.push(`conversation ${cv.id}: last_seq ${cv.last_seq}, ${cv.n} messages, max sequence ${cv.mx}`);
+      if (m.exists(cv.id) && m.lastSeq(cv.id) !== cv.last_seq)
+        problems.push(`conversation ${cv.id}: last_seq ${cv.last_seq}, the fuzzer saw ${m.lastSeq(cv.id)}`);
     }
     // Read positions are what the acknowledged reads made them.
-    const states = await s.query<{ conversation_id: string; r: number }>(`SELECT conversation_id, last_read_sequence::int AS r FROM user_conversation_state WHERE user_id = $1`, [m.alice]);
-    for (const st of states) if (m.readPos.has(st.conversation_id) && st.r !== m.readPos.get(st.conversation_id)) problems.push(`read position of ${st.conversation_id}: ${st.r}, expected ${m.readPos.get(st.conversation_id)}`);
+    const states = await s.query<{ conversation_id: string; r: number }>(
+      `SELECT conversation_id, last_read_sequence::int AS r FROM user_conversation_state WHERE user_id = $1`,
+      [m.alice],
+    );
+    for (const st of states)
+      if (m.readPos.has(st.conversation_id) && st.r !== m.readPos.get(st.conversation_id))
+        problems.push(`read position of ${st.conversation_id}: ${st.r}, expected ${m.readPos.get(st.conversation_id)}`);
     // No internal error, logged or counted.
     checkLogs(m, logs);
     const metrics = await http(s, 'GET', '/metrics');
     const internal = String(metrics.body)
       .split('\n')
-      .filter((l) => l.startsWith('realchat_internal_errors_total') || (l.startsWith('realchat_ws_errors_total') && l.includes('code="internal"')))
+      .filter(
+        (l) =>
+          l.startsWith('realchat_internal_errors_total') || (l.startsWith('realchat_ws_errors_total') && l.includes('code="internal"')),
+      )
       .map((l) => Number(l.split(' ').pop()))
       .reduce((a, b) => a + b, 0);
     if (internal > m.toleratedErrorLogs) problems.push(`metrics count ${internal} internal errors`);

@@ -20,7 +20,10 @@ async function withAdmin<T>(client: KafkaClient, fn: (admin: Admin) => Promise<T
  * UNKNOWN_TOPIC_OR_PARTITION, and a busy broker may not answer the first connection in time.
  * Bounded: a broker that stays unreachable (or refuses for good) fails the start after ~20 s.
  */
-export async function ensureTopics(client: KafkaClient, topics: Array<{ topic: string; partitions: number; replicationFactor?: number }>): Promise<void> {
+export async function ensureTopics(
+  client: KafkaClient,
+  topics: Array<{ topic: string; partitions: number; replicationFactor?: number }>,
+): Promise<void> {
   await retry(
     () =>
       withAdmin(client, async (admin) => {

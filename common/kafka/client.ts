@@ -47,11 +47,13 @@ export function createKafkaClient(opts: KafkaOptions): KafkaClient {
     requestTimeout: opts.requestTimeoutMs ?? KAFKA_DEFAULTS.requestTimeoutMs,
     retry: { ...KAFKA_DEFAULTS.clientRetry },
     logLevel: logLevel.WARN,
-    logCreator: () => ({ level, log: entry }) => {
-      const { message, ...rest } = entry;
-      if (level <= logLevel.ERROR) log.error(rest, message);
-      else log.warn(rest, message);
-    },
+    logCreator:
+      () =>
+      ({ level, log: entry }) => {
+        const { message, ...rest } = entry;
+        if (level <= logLevel.ERROR) log.error(rest, message);
+        else log.warn(rest, message);
+      },
   });
   return kafka as unknown as KafkaClient;
 }

@@ -54,7 +54,14 @@ function decodeHeaders(h: IHeaders | undefined): Record<string, string> {
 }
 
 function toInRecord(topic: string, partition: number, m: KafkaMessage): InRecord {
-  return { topic, partition, offset: m.offset, key: m.key ? m.key.toString() : null, value: m.value ? m.value.toString() : null, headers: decodeHeaders(m.headers) };
+  return {
+    topic,
+    partition,
+    offset: m.offset,
+    key: m.key ? m.key.toString() : null,
+    value: m.value ? m.value.toString() : null,
+    headers: decodeHeaders(m.headers),
+  };
 }
 
 export class GroupConsumer implements RunningConsumer {

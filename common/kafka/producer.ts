@@ -87,7 +87,9 @@ export async function createProducer(client: KafkaClient, opts: { timeoutMs: num
       await run((p) => p.send({ topic, acks: -1, timeout: opts.timeoutMs, messages: toMessages(records) }), 'kafka produce');
     },
     async sendMany(batches) {
-      const topicMessages = [...batches].filter(([, records]) => records.length > 0).map(([topic, records]) => ({ topic, messages: toMessages(records) }));
+      const topicMessages = [...batches]
+        .filter(([, records]) => records.length > 0)
+        .map(([topic, records]) => ({ topic, messages: toMessages(records) }));
       if (topicMessages.length === 0) return;
       await run((p) => p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), 'kafka produce');
     },

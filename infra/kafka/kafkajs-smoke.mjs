@@ -10,7 +10,10 @@ const [bootstrap, rfArg = '1'] = process.argv.slice(2);
 const kafka = new Kafka({ clientId: 'smoke', brokers: bootstrap.split(','), logLevel: logLevel.WARN });
 const topic = `smoke-${Date.now()}`;
 const step = (s) => console.log(`ok: ${s}`);
-const timer = setTimeout(() => { console.error('FAIL: timeout'); process.exit(1); }, 60000);
+const timer = setTimeout(() => {
+  console.error('FAIL: timeout');
+  process.exit(1);
+}, 60000);
 
 const admin = kafka.admin();
 await admin.connect();
@@ -22,7 +25,11 @@ step(`fetchTopicMetadata partitions=${md.topics[0].partitions.length} replicas=$
 const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
 await producer.connect();
 for (let i = 0; i < 10; i++) {
-  await producer.send({ topic, acks: -1, messages: [{ key: `conv-${i % 3}`, value: JSON.stringify({ i }), headers: { 'realchat-event-type': 'message.created' } }] });
+  await producer.send({
+    topic,
+    acks: -1,
+    messages: [{ key: `conv-${i % 3}`, value: JSON.stringify({ i }), headers: { 'realchat-event-type': 'message.created' } }],
+  });
 }
 step('idempotent produce acks=all x10');
 
@@ -38,7 +45,14 @@ await consumer.connect();
 await consumer.subscribe({ topic, fromBeginning: true });
 let got = 0;
 await new Promise((resolve, reject) => {
-  consumer.run({ eachMessage: async () => { got++; if (got === 11) resolve(); } }).catch(reject);
+  consumer
+    .run({
+      eachMessage: async () => {
+        got++;
+        if (got === 11) resolve();
+      },
+    })
+    .catch(reject);
 });
 step(`consumer group received ${got}`);
 await new Promise((r) => setTimeout(r, 500));

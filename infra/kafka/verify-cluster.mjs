@@ -8,8 +8,17 @@ import { randomUUID } from 'node:crypto';
 const require = createRequire(import.meta.url);
 const { Kafka, logLevel } = require('kafkajs');
 const [bootstrap, topic, nArg, expArg, tArg = '60'] = process.argv.slice(2);
-const kafka = new Kafka({ clientId: 'verify-cluster', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING, connectionTimeout: 1000, retry: { retries: 8, initialRetryTime: 200 } });
-const timer = setTimeout(() => { console.error(JSON.stringify({ ok: false, error: 'timeout', seen })); process.exit(1); }, Number(tArg) * 1000);
+const kafka = new Kafka({
+  clientId: 'verify-cluster',
+  brokers: bootstrap.split(','),
+  logLevel: logLevel.NOTHING,
+  connectionTimeout: 1000,
+  retry: { retries: 8, initialRetryTime: 200 },
+});
+const timer = setTimeout(() => {
+  console.error(JSON.stringify({ ok: false, error: 'timeout', seen }));
+  process.exit(1);
+}, Number(tArg) * 1000);
 let seen = 0;
 let retries = 0;
 const t0 = Date.now();
@@ -18,8 +27,13 @@ await producer.connect();
 for (let i = 0; i < Number(nArg); i++) {
   // retry like the relay does: a dead leader is retriable until the controller moves leadership
   for (;;) {
-    try { await producer.send({ topic, acks: -1, messages: [{ key: `conv-${i % 7}`, value: JSON.stringify({ i, run: t0 }) }] }); break; }
-    catch (_e) { retries++; await new Promise((r) => setTimeout(r, 200)); }
+    try {
+      await producer.send({ topic, acks: -1, messages: [{ key: `conv-${i % 7}`, value: JSON.stringify({ i, run: t0 }) }] });
+      break;
+    } catch (_e) {
+      retries++;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }
 await producer.disconnect();
@@ -31,9 +45,23 @@ await admin.disconnect();
 const consumer = kafka.consumer({ groupId: `verify-cluster-${randomUUID()}` });
 await consumer.connect();
 await consumer.subscribe({ topic, fromBeginning: true });
-await new Promise((resolve) => consumer.run({ eachMessage: async () => { if (++seen >= Number(expArg)) resolve(); } }));
+await new Promise((resolve) =>
+  consumer.run({
+    eachMessage: async () => {
+      if (++seen >= Number(expArg)) resolve();
+    },
+  }),
+);
 await consumer.disconnect();
 clearTimeout(timer);
-console.log(JSON.stringify({ ok: true, produced: Number(nArg), produce_ms: produceMs, send_retries: retries, seen,
-  partitions: md.topics[0].partitions.map((p) => ({ p: p.partitionId, leader: p.leader, isr: p.isr })) }));
+console.log(
+  JSON.stringify({
+    ok: true,
+    produced: Number(nArg),
+    produce_ms: produceMs,
+    send_retries: retries,
+    seen,
+    partitions: md.topics[0].partitions.map((p) => ({ p: p.partitionId, leader: p.leader, isr: p.isr })),
+  }),
+);
 process.exit(0);

@@ -14,7 +14,10 @@ const { Kafka, logLevel } = require('kafkajs');
 const postgres = require('postgres');
 
 const [bootstrap, pgUrl, topic = 'realchat.events.v1', timeoutArg = '60'] = process.argv.slice(2);
-if (!bootstrap || !pgUrl) { console.error('usage: verify-outbox.mjs <bootstrap> <postgres-url> [topic] [timeout_s]'); process.exit(2); }
+if (!bootstrap || !pgUrl) {
+  console.error('usage: verify-outbox.mjs <bootstrap> <postgres-url> [topic] [timeout_s]');
+  process.exit(2);
+}
 const deadline = Date.now() + Number(timeoutArg) * 1000;
 const kafka = new Kafka({ clientId: 'verify-outbox', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
 const sql = postgres(pgUrl, { max: 1, onnotice: () => {} });
@@ -26,10 +29,18 @@ await admin.disconnect();
 
 const conv = `conv-${randomUUID()}`;
 const rows = [
-  { aggregateid: conv, type: 'message.created', trace_id: randomUUID().replace(/-/g, ''),
-    payload: { conversation_id: conv, sequence: 1, body: 'héllo "quoted" \u2603', n: 42, f: 1.5, flag: true, none: null, tags: [] } },
-  { aggregateid: conv, type: 'message.created', trace_id: null,
-    payload: { zeta: 1, alpha: { nested: [1, 2, 3] }, conversation_id: conv, sequence: 2 } },
+  {
+    aggregateid: conv,
+    type: 'message.created',
+    trace_id: randomUUID().replace(/-/g, ''),
+    payload: { conversation_id: conv, sequence: 1, body: 'héllo "quoted" \u2603', n: 42, f: 1.5, flag: true, none: null, tags: [] },
+  },
+  {
+    aggregateid: conv,
+    type: 'message.created',
+    trace_id: null,
+    payload: { zeta: 1, alpha: { nested: [1, 2, 3] }, conversation_id: conv, sequence: 2 },
+  },
   { aggregateid: `conv-${randomUUID()}`, type: 'conversation.updated', trace_id: 't-3', payload: { sequence: 1 } },
 ];
 const inserted = [];
@@ -54,24 +65,38 @@ const done = new Promise((resolve) => {
     eachMessage: async ({ partition, message }) => {
       const startOff = Number(start.find((p) => p.partition === partition)?.offset ?? 0);
       if (Number(message.offset) < startOff) return;
-      const h = Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, v === null || v === undefined ? null : v.toString()]));
+      const h = Object.fromEntries(
+        Object.entries(message.headers ?? {}).map(([k, v]) => [k, v === null || v === undefined ? null : v.toString()]),
+      );
       const ev = h['realchat-event-id'];
       const row = byEvent.get(ev);
       if (!row) return;
       const value = message.value.toString('utf8');
       const key = message.key ? message.key.toString('utf8') : null;
-      const rec = { partition, offset: message.offset, key, headers: h, value,
+      const rec = {
+        partition,
+        offset: message.offset,
+        key,
+        headers: h,
+        value,
         value_equals_payload_text: value === row.payload_text,
         value_equals_json_stringify: value === JSON.stringify(row.payload),
-        latency_ms: Date.now() - t0 };
+        latency_ms: Date.now() - t0,
+      };
       console.log(JSON.stringify(rec));
       if (seen.has(ev)) problems.push(`duplicate record for event ${ev}`);
       seen.set(ev, rec);
       if (key !== row.aggregateid) problems.push(`key ${key} != aggregateid ${row.aggregateid}`);
       if (h['realchat-event-type'] !== row.type) problems.push(`event type header ${h['realchat-event-type']} != ${row.type}`);
       if ((h.trace_id ?? null) !== (row.trace_id ?? null)) problems.push(`trace_id header ${h.trace_id} != ${row.trace_id}`);
-      let parsed; try { parsed = JSON.parse(value); } catch { problems.push(`value is not JSON: ${value}`); }
-      if (parsed !== undefined && !isDeepStrictEqual(parsed, row.payload)) problems.push(`value ${value} != payload ${JSON.stringify(row.payload)}`);
+      let parsed;
+      try {
+        parsed = JSON.parse(value);
+      } catch {
+        problems.push(`value is not JSON: ${value}`);
+      }
+      if (parsed !== undefined && !isDeepStrictEqual(parsed, row.payload))
+        problems.push(`value ${value} != payload ${JSON.stringify(row.payload)}`);
       if (seen.size === inserted.length) resolve();
     },
   });

@@ -7,7 +7,10 @@ const require = createRequire(import.meta.url); // resolves <repo>/node_modules/
 const { Kafka, logLevel } = require('kafkajs');
 
 const [bootstrap, expectedArg = '1', timeoutArg = '60'] = process.argv.slice(2);
-if (!bootstrap) { console.error('usage: wait-ready.mjs <bootstrap> <expected_brokers> <timeout_s>'); process.exit(2); }
+if (!bootstrap) {
+  console.error('usage: wait-ready.mjs <bootstrap> <expected_brokers> <timeout_s>');
+  process.exit(2);
+}
 const expected = Number(expectedArg);
 const deadline = Date.now() + Number(timeoutArg) * 1000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -15,8 +18,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let last = 'no attempt';
 while (Date.now() < deadline) {
   const kafka = new Kafka({
-    clientId: 'realchat-wait-ready', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING,
-    connectionTimeout: 1000, requestTimeout: 3000, retry: { retries: 0 },
+    clientId: 'realchat-wait-ready',
+    brokers: bootstrap.split(','),
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 1000,
+    requestTimeout: 3000,
+    retry: { retries: 0 },
   });
   const admin = kafka.admin();
   try {

@@ -17,8 +17,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let last = 'no attempt';
 while (Date.now() < deadline) {
   const kafka = new Kafka({
-    clientId: 'realchat-stack', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING,
-    connectionTimeout: 2000, requestTimeout: 10000, retry: { retries: 2 },
+    clientId: 'realchat-stack',
+    brokers: bootstrap.split(','),
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 2000,
+    requestTimeout: 10000,
+    retry: { retries: 2 },
   });
   const admin = kafka.admin();
   try {

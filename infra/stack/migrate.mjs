@@ -6,7 +6,10 @@ import postgres from 'postgres';
 import { migrate } from '../../dist/sql/migrate.js';
 
 const [url, timeoutArg = '30'] = process.argv.slice(2);
-if (!url) { console.error('usage: migrate.mjs <postgres url> [timeout_s]'); process.exit(2); }
+if (!url) {
+  console.error('usage: migrate.mjs <postgres url> [timeout_s]');
+  process.exit(2);
+}
 const deadline = Date.now() + Number(timeoutArg) * 1000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let last = 'no attempt';

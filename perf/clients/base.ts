@@ -1,7 +1,11 @@
 // Protocol-neutral client used by the load generator workers.
 import WebSocket from 'ws';
 
-export interface Payload { t: number; id: string; pad?: string }
+export interface Payload {
+  t: number;
+  id: string;
+  pad?: string;
+}
 
 export interface ClientEvents {
   /** A message delivery: conversation, per-conversation sequence/offset (if known), payload. */
@@ -48,7 +52,9 @@ export abstract class Client {
   abstract drop(): void;
   abstract close(): void;
   /** Called about once a second by the worker; for protocol heartbeats. */
-  tick(_now: number): void { /* default: nothing */ }
+  tick(_now: number): void {
+    /* default: nothing */
+  }
 
   /**
    * The connect/timeout block every protocol shares. `start` opens the transport and drives the
@@ -67,20 +73,35 @@ export abstract class Client {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        if (err) { try { abandon?.(); } catch { /* ignore */ } reject(err); } else resolve();
+        if (err) {
+          try {
+            abandon?.();
+          } catch {
+            /* ignore */
+          }
+          reject(err);
+        } else resolve();
       };
       const timer = setTimeout(() => settle(new Error('timeout')), timeoutMs);
       abandon =
         start({
-        get settled() { return settled; },
-        succeed: () => { this.open = true; settle(); },
-        fail: (err) => settle(err),
-        closed: (code) => {
-          if (settled) { this.transportClosed(code); return; }
-          this.open = false;
-          settle(new Error(`closed ${code}`));
-        },
-      }) ?? undefined;
+          get settled() {
+            return settled;
+          },
+          succeed: () => {
+            this.open = true;
+            settle();
+          },
+          fail: (err) => settle(err),
+          closed: (code) => {
+            if (settled) {
+              this.transportClosed(code);
+              return;
+            }
+            this.open = false;
+            settle(new Error(`closed ${code}`));
+          },
+        }) ?? undefined;
     });
   }
 
@@ -110,7 +131,11 @@ export abstract class WebSocketClient extends Client {
   /** A new socket to this.url from this.localAddress (and this.localPort when set); becomes this.ws. */
   protected openSocket(timeoutMs: number): WebSocket {
     // localPort is passed through to net.connect (not in @types/ws)
-    const opts: WebSocket.ClientOptions & { localPort?: number } = { localAddress: this.localAddress, perMessageDeflate: false, handshakeTimeout: timeoutMs };
+    const opts: WebSocket.ClientOptions & { localPort?: number } = {
+      localAddress: this.localAddress,
+      perMessageDeflate: false,
+      handshakeTimeout: timeoutMs,
+    };
     if (this.localPort !== undefined) opts.localPort = this.localPort;
     this.ws = new WebSocket(this.url, opts);
     return this.ws;
@@ -131,6 +156,10 @@ export abstract class WebSocketClient extends Client {
   close(): void {
     this.closedByUs = true;
     this.open = false;
-    try { this.ws?.close(1000); } catch { /* ignore */ }
+    try {
+      this.ws?.close(1000);
+    } catch {
+      /* ignore */
+    }
   }
 }

@@ -4,13 +4,23 @@
 import type WebSocket from 'ws';
 import { WebSocketClient, type Payload } from './base.js';
 
-interface Pub { data?: Payload; offset?: number }
+interface Pub {
+  data?: Payload;
+  offset?: number;
+}
 interface Reply {
   id?: number;
   error?: { code: number; message: string; temporary?: boolean };
   push?: { channel?: string; pub?: Pub; disconnect?: { code: number; reason: string } };
   connect?: { client?: string; ping?: number; pong?: boolean };
-  subscribe?: { epoch?: string; offset?: number; recovered?: boolean; recoverable?: boolean; publications?: Pub[]; was_recovering?: boolean };
+  subscribe?: {
+    epoch?: string;
+    offset?: number;
+    recovered?: boolean;
+    recoverable?: boolean;
+    publications?: Pub[];
+    was_recovering?: boolean;
+  };
   publish?: Record<string, never>;
 }
 
@@ -35,7 +45,12 @@ export class CentrifugoClient extends WebSocketClient {
         for (const line of text.split('\n')) {
           if (!line) continue;
           let r: Reply;
-          try { r = JSON.parse(line) as Reply; } catch { this.ev.onError('bad_json_from_server'); continue; }
+          try {
+            r = JSON.parse(line) as Reply;
+          } catch {
+            this.ev.onError('bad_json_from_server');
+            continue;
+          }
           if (r.id === undefined && r.push === undefined && r.error === undefined && r.connect === undefined) {
             ws.send('{}'); // ping -> pong
             continue;
@@ -47,7 +62,10 @@ export class CentrifugoClient extends WebSocketClient {
             continue;
           }
           if (r.id === connectId) {
-            if (r.error) { attempt.fail(new Error(`connect error ${r.error.code} ${r.error.message}`)); return; }
+            if (r.error) {
+              attempt.fail(new Error(`connect error ${r.error.code} ${r.error.message}`));
+              return;
+            }
             // subscribe to every conversation channel, recovering from the last offset on resume
             const cmds: string[] = [];
             for (const conv of this.convs) {
@@ -55,21 +73,33 @@ export class CentrifugoClient extends WebSocketClient {
               this.pendingSub.set(id, conv);
               const sub: Record<string, unknown> = { channel: PREFIX + conv };
               const epoch = this.epochs.get(conv);
-              if (resume && epoch !== undefined) { sub['recover'] = true; sub['epoch'] = epoch; sub['offset'] = this.last.get(conv) ?? 0; }
+              if (resume && epoch !== undefined) {
+                sub['recover'] = true;
+                sub['epoch'] = epoch;
+                sub['offset'] = this.last.get(conv) ?? 0;
+              }
               cmds.push(JSON.stringify({ id, subscribe: sub }));
             }
-            if (cmds.length === 0) attempt.succeed(); else ws.send(cmds.join('\n'));
+            if (cmds.length === 0) attempt.succeed();
+            else ws.send(cmds.join('\n'));
             continue;
           }
           if (r.id !== undefined && this.pendingSub.has(r.id)) {
             const conv = this.pendingSub.get(r.id)!;
             this.pendingSub.delete(r.id);
-            if (r.error) { this.ev.onError(`cf_subscribe_${r.error.code}`); attempt.fail(new Error(`subscribe error ${r.error.code}`)); return; }
+            if (r.error) {
+              this.ev.onError(`cf_subscribe_${r.error.code}`);
+              attempt.fail(new Error(`subscribe error ${r.error.code}`));
+              return;
+            }
             const s = r.subscribe ?? {};
             if (s.epoch !== undefined) this.epochs.set(conv, s.epoch);
-            if (resume && s.was_recovering && !s.recovered) { this.recoveredAll = false; this.ev.onError('cf_not_recovered'); }
+            if (resume && s.was_recovering && !s.recovered) {
+              this.recoveredAll = false;
+              this.ev.onError('cf_not_recovered');
+            }
             for (const p of s.publications ?? []) this.deliver(conv, p);
-            if (s.offset !== undefined && !(this.last.has(conv))) this.last.set(conv, s.offset);
+            if (s.offset !== undefined && !this.last.has(conv)) this.last.set(conv, s.offset);
             if (this.pendingSub.size === 0) attempt.succeed();
             continue;
           }

@@ -20,7 +20,13 @@ export class RealChatClient extends WebSocketClient {
   private nextPing = 0;
 
   constructor(
-    idx: number, url: string, userId: string, token: string, convs: readonly string[], localAddress: string, ev: ClientEvents,
+    idx: number,
+    url: string,
+    userId: string,
+    token: string,
+    convs: readonly string[],
+    localAddress: string,
+    ev: ClientEvents,
     private readonly peerMode: boolean,
   ) {
     super(idx, url, userId, token, convs, localAddress, ev);
@@ -36,13 +42,21 @@ export class RealChatClient extends WebSocketClient {
         const hello: { type: string; token: string; resume?: Record<string, number> } = { type: 'hello', token: this.token };
         if (resume && !this.peerMode) {
           hello.resume = {};
-          for (const c of this.convs) { hello.resume[c] = this.last.get(c) ?? 0; waitSynced.add(c); }
+          for (const c of this.convs) {
+            hello.resume[c] = this.last.get(c) ?? 0;
+            waitSynced.add(c);
+          }
         }
         ws.send(JSON.stringify(hello));
       });
       ws.on('message', (data: WebSocket.RawData) => {
         let f: Frame;
-        try { f = JSON.parse(data.toString()) as Frame; } catch { this.ev.onError('bad_json_from_server'); return; }
+        try {
+          f = JSON.parse(data.toString()) as Frame;
+        } catch {
+          this.ev.onError('bad_json_from_server');
+          return;
+        }
         switch (f.type) {
           case 'message': {
             const m = f.message;
@@ -92,7 +106,11 @@ export class RealChatClient extends WebSocketClient {
   override tick(now: number): void {
     if (this.heartbeatMs > 0 && this.open && now >= this.nextPing) {
       this.nextPing = now + this.heartbeatMs;
-      try { this.ws?.send('{"type":"ping"}'); } catch { /* ignore */ }
+      try {
+        this.ws?.send('{"type":"ping"}');
+      } catch {
+        /* ignore */
+      }
     }
   }
 }

@@ -2,8 +2,16 @@
 import { io, type Socket } from 'socket.io-client';
 import { Client, type Payload } from './base.js';
 
-interface Envelope { conversation_id?: string; sequence_number?: number; payload?: Payload }
-interface AckReply { idempotency_key?: string; duplicate?: boolean; error?: string }
+interface Envelope {
+  conversation_id?: string;
+  sequence_number?: number;
+  payload?: Payload;
+}
+interface AckReply {
+  idempotency_key?: string;
+  duplicate?: boolean;
+  error?: string;
+}
 
 export class SocketIOClient extends Client {
   private sock: Socket | undefined;
@@ -15,8 +23,12 @@ export class SocketIOClient extends Client {
       let s = this.sock;
       if (!s) {
         s = io(this.url, {
-          transports: ['websocket'], auth: { user_id: this.userId }, reconnection: false, forceNew: true,
-          localAddress: this.localAddress, timeout: timeoutMs,
+          transports: ['websocket'],
+          auth: { user_id: this.userId },
+          reconnection: false,
+          forceNew: true,
+          localAddress: this.localAddress,
+          timeout: timeoutMs,
         } as Parameters<typeof io>[1]);
         this.sock = s;
         s.on('message', (env: Envelope) => {
@@ -30,13 +42,19 @@ export class SocketIOClient extends Client {
       const onConnect = (): void => {
         sock.off('connect_error', onErr);
         this.lastRecovered = sock.recovered;
-        if (sock.recovered) { attempt.succeed(); return; }
+        if (sock.recovered) {
+          attempt.succeed();
+          return;
+        }
         sock.timeout(timeoutMs).emit('join', this.convs, (err: Error | null) => {
           if (err) attempt.fail(err);
           else attempt.succeed();
         });
       };
-      const onErr = (e: Error): void => { sock.off('connect', onConnect); attempt.fail(e); };
+      const onErr = (e: Error): void => {
+        sock.off('connect', onConnect);
+        attempt.fail(e);
+      };
       sock.once('connect', onConnect);
       sock.once('connect_error', onErr);
     });

@@ -73,11 +73,37 @@ cluster scenario (RealChat gateways of the distributed stack, infra/stack.sh):
 
 export function parseArgs(argv: readonly string[]): Options {
   const o: Options = {
-    scenario: 'pairs', target: 'realchat', targets: [...TARGETS], connections: 1000, duration: 30, rate: NaN, groupRate: 10,
-    groupSize: NaN, senders: 1, payloadBytes: 0, rampRate: 2000, stormRate: 5000, steps: undefined, settle: 5, drain: 5,
-    workers: 0, sourceAddrs: 0, url: undefined, port: undefined, out: undefined, serverPids: [], jwtSecret: undefined,
-    auth: 'dev', startServer: true, help: false,
-    urls: [], gateways: 0, basePort: Number(process.env['PORT'] || 8080), conversations: 0, jwtSecretFile: undefined, progressEvery: 30,
+    scenario: 'pairs',
+    target: 'realchat',
+    targets: [...TARGETS],
+    connections: 1000,
+    duration: 30,
+    rate: NaN,
+    groupRate: 10,
+    groupSize: NaN,
+    senders: 1,
+    payloadBytes: 0,
+    rampRate: 2000,
+    stormRate: 5000,
+    steps: undefined,
+    settle: 5,
+    drain: 5,
+    workers: 0,
+    sourceAddrs: 0,
+    url: undefined,
+    port: undefined,
+    out: undefined,
+    serverPids: [],
+    jwtSecret: undefined,
+    auth: 'dev',
+    startServer: true,
+    help: false,
+    urls: [],
+    gateways: 0,
+    basePort: Number(process.env['PORT'] || 8080),
+    conversations: 0,
+    jwtSecretFile: undefined,
+    progressEvery: 30,
   };
   const pos: string[] = [];
   const num = (name: string, v: string | undefined): number => {
@@ -87,41 +113,127 @@ export function parseArgs(argv: readonly string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (!a.startsWith('--')) { pos.push(a); continue; }
+    if (!a.startsWith('--')) {
+      pos.push(a);
+      continue;
+    }
     const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
     const val = (): string | undefined => inline ?? argv[++i];
     switch (k) {
-      case 'help': case 'h': o.help = true; break;
-      case 'target': { const t = val() as Target; if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}`); o.target = t; break; }
-      case 'targets': { const ts = (val() ?? '').split(',').filter(Boolean) as Target[]; for (const t of ts) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}`); o.targets = ts; break; }
-      case 'connections': o.connections = Math.floor(num(k, val())); break;
-      case 'duration': o.duration = num(k, val()); break;
-      case 'rate': o.rate = num(k, val()); break;
-      case 'group-rate': o.groupRate = num(k, val()); break;
-      case 'group-size': o.groupSize = Math.floor(num(k, val())); break;
-      case 'senders': o.senders = Math.max(1, Math.floor(num(k, val()))); break;
-      case 'payload-bytes': o.payloadBytes = Math.floor(num(k, val())); break;
-      case 'ramp-rate': o.rampRate = Math.max(1, num(k, val())); break;
-      case 'storm-rate': o.stormRate = Math.max(1, num(k, val())); break;
-      case 'steps': o.steps = (val() ?? '').split(',').filter(Boolean).map((s) => Math.floor(num(k, s))).sort((x, y) => x - y); break;
-      case 'settle': o.settle = num(k, val()); break;
-      case 'drain': o.drain = num(k, val()); break;
-      case 'workers': o.workers = Math.floor(num(k, val())); break;
-      case 'source-addrs': o.sourceAddrs = Math.floor(num(k, val())); break;
-      case 'url': o.url = val(); break;
-      case 'port': o.port = Math.floor(num(k, val())); break;
-      case 'out': o.out = val(); break;
-      case 'server-pid': o.serverPids = (val() ?? '').split(',').filter(Boolean).map((s) => Math.floor(num(k, s))); break;
-      case 'jwt-secret': o.jwtSecret = val(); o.auth = 'jwt'; break;
-      case 'auth': { const v = val(); if (v !== 'dev' && v !== 'jwt') throw new Error('--auth dev|jwt'); o.auth = v; break; }
-      case 'no-start-server': o.startServer = false; break;
-      case 'urls': o.urls = (val() ?? '').split(',').map((u) => u.trim()).filter(Boolean); break;
-      case 'gateways': o.gateways = Math.floor(num(k, val())); break;
-      case 'base-port': o.basePort = Math.floor(num(k, val())); break;
-      case 'conversations': o.conversations = Math.floor(num(k, val())); break;
-      case 'jwt-secret-file': o.jwtSecretFile = val(); o.auth = 'jwt'; break;
-      case 'progress': o.progressEvery = Math.max(1, num(k, val())); break;
-      default: throw new Error(`unknown option --${k}`);
+      case 'help':
+      case 'h':
+        o.help = true;
+        break;
+      case 'target': {
+        const t = val() as Target;
+        if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}`);
+        o.target = t;
+        break;
+      }
+      case 'targets': {
+        const ts = (val() ?? '').split(',').filter(Boolean) as Target[];
+        for (const t of ts) if (!TARGETS.includes(t)) throw new Error(`unknown target ${t}`);
+        o.targets = ts;
+        break;
+      }
+      case 'connections':
+        o.connections = Math.floor(num(k, val()));
+        break;
+      case 'duration':
+        o.duration = num(k, val());
+        break;
+      case 'rate':
+        o.rate = num(k, val());
+        break;
+      case 'group-rate':
+        o.groupRate = num(k, val());
+        break;
+      case 'group-size':
+        o.groupSize = Math.floor(num(k, val()));
+        break;
+      case 'senders':
+        o.senders = Math.max(1, Math.floor(num(k, val())));
+        break;
+      case 'payload-bytes':
+        o.payloadBytes = Math.floor(num(k, val()));
+        break;
+      case 'ramp-rate':
+        o.rampRate = Math.max(1, num(k, val()));
+        break;
+      case 'storm-rate':
+        o.stormRate = Math.max(1, num(k, val()));
+        break;
+      case 'steps':
+        o.steps = (val() ?? '')
+          .split(',')
+          .filter(Boolean)
+          .map((s) => Math.floor(num(k, s)))
+          .sort((x, y) => x - y);
+        break;
+      case 'settle':
+        o.settle = num(k, val());
+        break;
+      case 'drain':
+        o.drain = num(k, val());
+        break;
+      case 'workers':
+        o.workers = Math.floor(num(k, val()));
+        break;
+      case 'source-addrs':
+        o.sourceAddrs = Math.floor(num(k, val()));
+        break;
+      case 'url':
+        o.url = val();
+        break;
+      case 'port':
+        o.port = Math.floor(num(k, val()));
+        break;
+      case 'out':
+        o.out = val();
+        break;
+      case 'server-pid':
+        o.serverPids = (val() ?? '')
+          .split(',')
+          .filter(Boolean)
+          .map((s) => Math.floor(num(k, s)));
+        break;
+      case 'jwt-secret':
+        o.jwtSecret = val();
+        o.auth = 'jwt';
+        break;
+      case 'auth': {
+        const v = val();
+        if (v !== 'dev' && v !== 'jwt') throw new Error('--auth dev|jwt');
+        o.auth = v;
+        break;
+      }
+      case 'no-start-server':
+        o.startServer = false;
+        break;
+      case 'urls':
+        o.urls = (val() ?? '')
+          .split(',')
+          .map((u) => u.trim())
+          .filter(Boolean);
+        break;
+      case 'gateways':
+        o.gateways = Math.floor(num(k, val()));
+        break;
+      case 'base-port':
+        o.basePort = Math.floor(num(k, val()));
+        break;
+      case 'conversations':
+        o.conversations = Math.floor(num(k, val()));
+        break;
+      case 'jwt-secret-file':
+        o.jwtSecretFile = val();
+        o.auth = 'jwt';
+        break;
+      case 'progress':
+        o.progressEvery = Math.max(1, num(k, val()));
+        break;
+      default:
+        throw new Error(`unknown option --${k}`);
     }
   }
   const sc = pos[0] ?? '';
@@ -132,7 +244,10 @@ export function parseArgs(argv: readonly string[]): Options {
   if (o.steps && o.steps.length > 0) o.connections = Math.max(o.connections, o.steps[o.steps.length - 1]!);
   // hard bounds: the generator must stop by itself and stay within this machine
   const maxConn = o.scenario === 'cluster' ? 100_000 : 50_000;
-  if (o.connections < 1 || o.connections > maxConn) throw new Error(`--connections must be 1..${maxConn}${o.scenario === 'cluster' ? '' : ' (up to 100000 with the cluster scenario, over several gateways)'}`);
+  if (o.connections < 1 || o.connections > maxConn)
+    throw new Error(
+      `--connections must be 1..${maxConn}${o.scenario === 'cluster' ? '' : ' (up to 100000 with the cluster scenario, over several gateways)'}`,
+    );
   if (o.duration <= 0 || o.duration > 3600) throw new Error('--duration must be in (0, 3600] s');
   if (o.rate > 100_000 || o.groupRate > 100_000) throw new Error('--rate must be <= 100000 msg/s');
   return o;

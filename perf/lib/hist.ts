@@ -72,7 +72,9 @@ export function summarize(h: Histogram): LatencySummary {
 export function percentileCurve(h: Histogram): Array<{ pct: number; ms: number }> {
   const pts: Array<{ pct: number; ms: number }> = [];
   if (h.totalCount === 0) return pts;
-  const pcts = [0, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 97.5, 98, 98.5, 99, 99.25, 99.5, 99.75, 99.9, 99.95, 99.99, 99.999];
+  const pcts = [
+    0, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 97.5, 98, 98.5, 99, 99.25, 99.5, 99.75, 99.9, 99.95, 99.99, 99.999,
+  ];
   for (const p of pcts) pts.push({ pct: p, ms: r3(h.getValueAtPercentile(p) / 1000) });
   pts.push({ pct: 100, ms: r3(h.maxValue / 1000) });
   return pts;

@@ -30,7 +30,11 @@ function listeningInodes(port: number): Set<string> {
   const inodes = new Set<string>();
   for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let txt = '';
-    try { txt = readFileSync(f, 'utf8'); } catch { continue; }
+    try {
+      txt = readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
     for (const line of txt.split('\n').slice(1)) {
       const cols = line.trim().split(/\s+/);
       if (cols.length < 10) continue;
@@ -51,12 +55,23 @@ export function pidsListeningOn(port: number): number[] {
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     let fds: string[];
-    try { fds = readdirSync(`/proc/${d}/fd`); } catch { continue; }
+    try {
+      fds = readdirSync(`/proc/${d}/fd`);
+    } catch {
+      continue;
+    }
     for (const fd of fds) {
       let link = '';
-      try { link = readlinkSync(`/proc/${d}/fd/${fd}`); } catch { continue; }
+      try {
+        link = readlinkSync(`/proc/${d}/fd/${fd}`);
+      } catch {
+        continue;
+      }
       const m = /^socket:\[(\d+)\]$/.exec(link);
-      if (m && inodes.has(m[1]!)) { out.push(Number(d)); break; }
+      if (m && inodes.has(m[1]!)) {
+        out.push(Number(d));
+        break;
+      }
     }
   }
   return out;
@@ -65,11 +80,29 @@ export function pidsListeningOn(port: number): number[] {
 export function machineInfo(): { cpus: number; memory_bytes: number; node: string; kernel: string; cpu_model: string } {
   let cpuModel = '';
   let kernel = '';
-  try { cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? ''; } catch { /* ignore */ }
-  try { kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(); } catch { /* ignore */ }
+  try {
+    cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+  } catch {
+    /* ignore */
+  }
+  try {
+    kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+  } catch {
+    /* ignore */
+  }
   let mem = 0;
-  try { mem = Number(/MemTotal:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024; } catch { /* ignore */ }
+  try {
+    mem = Number(/MemTotal:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
+  } catch {
+    /* ignore */
+  }
   let cpus = 0;
-  try { cpus = readFileSync('/proc/cpuinfo', 'utf8').split('\n').filter((l) => l.startsWith('processor')).length; } catch { /* ignore */ }
+  try {
+    cpus = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('processor')).length;
+  } catch {
+    /* ignore */
+  }
   return { cpus, memory_bytes: mem, node: process.version, kernel, cpu_model: cpuModel };
 }

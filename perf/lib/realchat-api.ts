@@ -2,12 +2,20 @@
 import { randomUUID } from 'node:crypto';
 import { tokenFor } from './jwt.js';
 
-export interface User { userId: string; token: string }
+export interface User {
+  userId: string;
+  token: string;
+}
 
 async function pool<T>(n: number, conc: number, fn: (i: number) => Promise<T>): Promise<T[]> {
   const out = new Array<T>(n);
   let next = 0;
-  const run = async (): Promise<void> => { while (next < n) { const i = next++; out[i] = await fn(i); } };
+  const run = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++;
+      out[i] = await fn(i);
+    }
+  };
   await Promise.all(Array.from({ length: Math.min(conc, n) }, run));
   return out;
 }
@@ -19,14 +27,25 @@ async function post(url: string, body: unknown, token?: string): Promise<{ statu
     const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body), signal: AbortSignal.timeout(30_000) });
     const text = await res.text();
     let json: Record<string, unknown> = {};
-    try { json = JSON.parse(text) as Record<string, unknown>; } catch { /* not json */ }
-    if ((res.status === 429 || res.status === 503) && attempt < 5) { await new Promise((r) => setTimeout(r, 200 * (attempt + 1))); continue; }
+    try {
+      json = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      /* not json */
+    }
+    if ((res.status === 429 || res.status === 503) && attempt < 5) {
+      await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+      continue;
+    }
     return { status: res.status, json };
   }
 }
 
 export async function makeUsers(base: string, n: number, auth: 'dev' | 'jwt', secret: string, runId: string): Promise<User[]> {
-  if (auth === 'jwt') return Array.from({ length: n }, () => { const userId = randomUUID(); return { userId, token: tokenFor(userId, secret) }; });
+  if (auth === 'jwt')
+    return Array.from({ length: n }, () => {
+      const userId = randomUUID();
+      return { userId, token: tokenFor(userId, secret) };
+    });
   return pool(n, 16, async (i) => {
     const r = await post(`${base}/v1/dev/token`, { name: `perf-${runId}-${i}` });
     if (r.status !== 200 && r.status !== 201) throw new Error(`dev token: HTTP ${r.status} ${JSON.stringify(r.json)}`);
@@ -35,7 +54,12 @@ export async function makeUsers(base: string, n: number, auth: 'dev' | 'jwt', se
 }
 
 /** Create one conversation per member list (the first member creates it); big ones are filled in chunks. */
-export async function makeConversations(baseOrBases: string | readonly string[], groups: User[][], runId: string, concurrency = 8): Promise<string[]> {
+export async function makeConversations(
+  baseOrBases: string | readonly string[],
+  groups: User[][],
+  runId: string,
+  concurrency = 8,
+): Promise<string[]> {
   const CHUNK = 500;
   const bases = typeof baseOrBases === 'string' ? [baseOrBases] : baseOrBases;
   return pool(groups.length, concurrency, async (gi) => {
@@ -44,7 +68,10 @@ export async function makeConversations(baseOrBases: string | readonly string[],
     const creator = g[0]!;
     const others = g.slice(1).map((u) => u.userId);
     const r = await post(`${base}/v1/conversations`, { member_ids: others.slice(0, CHUNK), title: `perf ${runId} ${gi}` }, creator.token);
-    if (r.status !== 201 && r.status !== 200) throw new Error(`create conversation at ${base}: HTTP ${r.status} ${JSON.stringify(r.json)}${r.status === 401 ? ' (is the JWT secret the one the gateways run with?)' : ''}`);
+    if (r.status !== 201 && r.status !== 200)
+      throw new Error(
+        `create conversation at ${base}: HTTP ${r.status} ${JSON.stringify(r.json)}${r.status === 401 ? ' (is the JWT secret the one the gateways run with?)' : ''}`,
+      );
     const id = String(r.json['conversation_id']);
     for (let i = CHUNK; i < others.length; i += CHUNK) {
       const a = await post(`${base}/v1/conversations/${id}/members`, { user_ids: others.slice(i, i + CHUNK) }, creator.token);

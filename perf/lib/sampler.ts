@@ -58,14 +58,24 @@ export class ServerSampler {
   private timer: NodeJS.Timeout | undefined;
   private metricsOk = true;
 
-  constructor(readonly pids: number[], private readonly metricsUrl?: string, private readonly intervalMs = 1000) {}
+  constructor(
+    readonly pids: number[],
+    private readonly metricsUrl?: string,
+    private readonly intervalMs = 1000,
+  ) {}
 
   async sampleOnce(): Promise<ServerSample | undefined> {
     if (this.pids.length === 0) return undefined;
-    let cpu = 0, rss = 0, alive = 0;
+    let cpu = 0,
+      rss = 0,
+      alive = 0;
     for (const pid of this.pids) {
       const s = readProc(pid);
-      if (s) { cpu += s.cpu_s; rss += s.rss_bytes; alive++; }
+      if (s) {
+        cpu += s.cpu_s;
+        rss += s.rss_bytes;
+        alive++;
+      }
     }
     if (alive === 0) return undefined;
     const sample: ServerSample = { t_ms: nowMs(), cpu_s: cpu, rss_bytes: rss };

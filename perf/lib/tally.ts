@@ -3,7 +3,11 @@
 import { mergeEncoded, summarize, percentileCurve, type LatencySummary } from './hist.js';
 import type { ConnectResult, WorkerReport } from './types.js';
 
-export interface ConnectTally { open: number; failed: number; accept_per_s: number }
+export interface ConnectTally {
+  open: number;
+  failed: number;
+  accept_per_s: number;
+}
 
 /** Open and failed connections over all workers; accept rate = open / (last open - first attempt). */
 export function mergeConnect(results: readonly ConnectResult[]): ConnectTally {
@@ -18,7 +22,11 @@ export function mergeConnect(results: readonly ConnectResult[]): ConnectTally {
 
 export interface DeliveryTally {
   /** Sums over the workers. */
-  sent: number; acked: number; delivered: number; duplicates: number; gaps: number;
+  sent: number;
+  acked: number;
+  delivered: number;
+  duplicates: number;
+  gaps: number;
   /** Client connections still open when the workers reported. */
   open: number;
   errors: Record<string, number>;
@@ -39,10 +47,12 @@ export function tallyReports(reports: readonly WorkerReport[], members: Readonly
   const errors: Record<string, number> = {};
   for (const r of reports) for (const [code, n] of Object.entries(r.errors)) errors[code] = (errors[code] ?? 0) + n;
   const ackedPerConv = new Map<string, number>();
-  for (const r of reports) for (const [conv, n] of Object.entries(r.acked_per_conv)) ackedPerConv.set(conv, (ackedPerConv.get(conv) ?? 0) + n);
+  for (const r of reports)
+    for (const [conv, n] of Object.entries(r.acked_per_conv)) ackedPerConv.set(conv, (ackedPerConv.get(conv) ?? 0) + n);
   const uniquePerConnConv = new Map<string, number>();
   for (const r of reports) for (const [conn, conv, n] of r.unique_per_conn_conv) uniquePerConnConv.set(`${conn}|${conv}`, n);
-  let expected = 0, lost = 0;
+  let expected = 0,
+    lost = 0;
   for (const [conv, conns] of members) {
     const acked = ackedPerConv.get(conv) ?? 0;
     expected += acked * conns.length;
@@ -51,9 +61,17 @@ export function tallyReports(reports: readonly WorkerReport[], members: Readonly
   const hist = mergeEncoded(reports.map((r) => r.hist));
   try {
     return {
-      sent: sum((r) => r.sent), acked: sum((r) => r.acked), delivered: sum((r) => r.delivered),
-      duplicates: sum((r) => r.duplicates), gaps: sum((r) => r.gaps), open: sum((r) => r.open),
-      errors, latency_ms: summarize(hist), latency_curve: percentileCurve(hist), expected_deliveries: expected, lost,
+      sent: sum((r) => r.sent),
+      acked: sum((r) => r.acked),
+      delivered: sum((r) => r.delivered),
+      duplicates: sum((r) => r.duplicates),
+      gaps: sum((r) => r.gaps),
+      open: sum((r) => r.open),
+      errors,
+      latency_ms: summarize(hist),
+      latency_curve: percentileCurve(hist),
+      expected_deliveries: expected,
+      lost,
     };
   } finally {
     hist.destroy();

@@ -21,7 +21,10 @@ export interface ConnSpec {
 }
 
 /** A sender slot: message k is sent by slots[k % slots.length]. */
-export interface SlotSpec { conn: number; conv: string }
+export interface SlotSpec {
+  conn: number;
+  conv: string;
+}
 
 export interface WorkerInit {
   workerId: number;

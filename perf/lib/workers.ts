@@ -10,7 +10,8 @@ const here = dirname(dirname(fileURLToPath(import.meta.url))); // dist/perf (wor
 /** --workers, else one worker process per 12,000 connections; refused above 15,000 per process (20,000 open files each). */
 export function workerCount(connections: number, requested: number): number {
   const workers = requested > 0 ? requested : Math.max(1, Math.ceil(connections / 12_000));
-  if (Math.ceil(connections / workers) > 15_000) throw new Error(`${Math.ceil(connections / workers)} connections per worker: use --workers >= ${Math.ceil(connections / 15_000)}`);
+  if (Math.ceil(connections / workers) > 15_000)
+    throw new Error(`${Math.ceil(connections / workers)} connections per worker: use --workers >= ${Math.ceil(connections / 15_000)}`);
   return workers;
 }
 
@@ -27,22 +28,36 @@ export function sourceAddresses(connections: number, requested: number, atLeast 
 export class Workers {
   readonly procs: ChildProcess[] = [];
   private waiters: Array<{ ev: WorkerMsg['ev']; got: Map<number, WorkerMsg>; resolve: (m: WorkerMsg[]) => void }> = [];
-  constructor(n: number, private readonly log: (s: string) => void) {
+  constructor(
+    n: number,
+    private readonly log: (s: string) => void,
+  ) {
     for (let i = 0; i < n; i++) {
-      const p = fork(join(here, 'worker.js'), [], { execArgv: ['--max-old-space-size=4096'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const p = fork(join(here, 'worker.js'), [], {
+        execArgv: ['--max-old-space-size=4096'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
       p.on('message', (m: WorkerMsg) => this.onMsg(m));
       p.on('error', (e) => this.log(`worker ${i}: ${e.message}`));
-      p.on('exit', (code) => { if (code !== 0 && code !== null) this.log(`worker ${i} exited with ${code}`); });
+      p.on('exit', (code) => {
+        if (code !== 0 && code !== null) this.log(`worker ${i} exited with ${code}`);
+      });
       this.procs.push(p);
     }
   }
   private onMsg(m: WorkerMsg): void {
-    if (m.ev === 'log') { this.log(`worker ${m.workerId}: ${m.msg}`); return; }
+    if (m.ev === 'log') {
+      this.log(`worker ${m.workerId}: ${m.msg}`);
+      return;
+    }
     const id = m.ev === 'report' ? m.report.workerId : m.workerId;
     for (const w of this.waiters) {
       if (w.ev === m.ev && !w.got.has(id)) {
         w.got.set(id, m);
-        if (w.got.size === this.procs.length) { this.waiters = this.waiters.filter((x) => x !== w); w.resolve([...w.got.values()]); }
+        if (w.got.size === this.procs.length) {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          w.resolve([...w.got.values()]);
+        }
         return;
       }
     }
@@ -55,7 +70,12 @@ export class Workers {
   some(msg: ParentMsg | ((i: number) => ParentMsg), ev: WorkerMsg['ev'], timeoutMs: number): Promise<WorkerMsg[]> {
     return this.gather(msg, ev, timeoutMs, true);
   }
-  private gather(msg: ParentMsg | ((i: number) => ParentMsg), ev: WorkerMsg['ev'], timeoutMs: number, partial: boolean): Promise<WorkerMsg[]> {
+  private gather(
+    msg: ParentMsg | ((i: number) => ParentMsg),
+    ev: WorkerMsg['ev'],
+    timeoutMs: number,
+    partial: boolean,
+  ): Promise<WorkerMsg[]> {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         const w = this.waiters.find((x) => x.resolve === done);
@@ -63,7 +83,10 @@ export class Workers {
         if (partial) resolve(w ? [...w.got.values()] : []);
         else reject(new Error(`timeout waiting for '${ev}' from workers`));
       }, timeoutMs);
-      const done = (m: WorkerMsg[]): void => { clearTimeout(t); resolve(m); };
+      const done = (m: WorkerMsg[]): void => {
+        clearTimeout(t);
+        resolve(m);
+      };
       this.waiters.push({ ev, got: new Map(), resolve: done });
       this.procs.forEach((p, i) => {
         p.send(typeof msg === 'function' ? msg(i) : msg);
@@ -71,7 +94,15 @@ export class Workers {
     });
   }
   async close(): Promise<void> {
-    for (const p of this.procs) { if (p.connected) { try { p.send({ cmd: 'close' } satisfies ParentMsg); } catch { /* gone */ } } }
+    for (const p of this.procs) {
+      if (p.connected) {
+        try {
+          p.send({ cmd: 'close' } satisfies ParentMsg);
+        } catch {
+          /* gone */
+        }
+      }
+    }
     const until = Date.now() + 3000;
     while (this.procs.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() < until) await sleep(100);
     for (const p of this.procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');

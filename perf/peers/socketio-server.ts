@@ -16,7 +16,10 @@ const port = Number(arg('port', '8092'));
 const host = arg('host', '127.0.0.1');
 const recovery = !process.argv.includes('--no-recovery');
 
-const http = createServer((_req, res) => { res.writeHead(404); res.end(); });
+const http = createServer((_req, res) => {
+  res.writeHead(404);
+  res.end();
+});
 const io = new Server(http, {
   transports: ['websocket'],
   perMessageDeflate: false,
@@ -27,7 +30,11 @@ const io = new Server(http, {
 
 const seqs = new Map<string, number>();
 
-interface SendFrame { conversation_id?: string; idempotency_key?: string; payload?: unknown }
+interface SendFrame {
+  conversation_id?: string;
+  idempotency_key?: string;
+  payload?: unknown;
+}
 type Ack = (r: unknown) => void;
 
 io.on('connection', (socket) => {
@@ -40,16 +47,37 @@ io.on('connection', (socket) => {
   });
   socket.on('send', (f: SendFrame, ack?: Ack) => {
     const conv = f?.conversation_id;
-    if (!conv || !socket.rooms.has(conv)) { if (typeof ack === 'function') ack({ error: 'forbidden' }); return; }
+    if (!conv || !socket.rooms.has(conv)) {
+      if (typeof ack === 'function') ack({ error: 'forbidden' });
+      return;
+    }
     const seq = (seqs.get(conv) ?? 0) + 1;
     seqs.set(conv, seq);
-    const env = { message_id: randomUUID(), conversation_id: conv, sender_id: userId, sequence_number: seq, payload: f.payload, created_at: new Date().toISOString(), idempotency_key: f.idempotency_key };
+    const env = {
+      message_id: randomUUID(),
+      conversation_id: conv,
+      sender_id: userId,
+      sequence_number: seq,
+      payload: f.payload,
+      created_at: new Date().toISOString(),
+      idempotency_key: f.idempotency_key,
+    };
     io.to(conv).emit('message', env);
-    if (typeof ack === 'function') ack({ idempotency_key: f.idempotency_key, conversation_id: conv, message_id: env.message_id, sequence_number: seq, duplicate: false });
+    if (typeof ack === 'function')
+      ack({
+        idempotency_key: f.idempotency_key,
+        conversation_id: conv,
+        message_id: env.message_id,
+        sequence_number: seq,
+        duplicate: false,
+      });
   });
 });
 
 http.listen(port, host, () => console.log(`socketio-peer listening on http://${host}:${port} recovery=${recovery} pid=${process.pid}`));
-const stop = (): void => { io.close(); process.exit(0); };
+const stop = (): void => {
+  io.close();
+  process.exit(0);
+};
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -13,7 +13,10 @@ function arg(name: string, def: string): string {
 const port = Number(arg('port', '8091'));
 const host = arg('host', '127.0.0.1');
 
-interface Conv { seq: number; members: Set<WebSocket> }
+interface Conv {
+  seq: number;
+  members: Set<WebSocket>;
+}
 const convs = new Map<string, Conv>();
 const joined = new WeakMap<WebSocket, string[]>();
 const users = new WeakMap<WebSocket, string>();
@@ -23,13 +26,27 @@ const wss = new WebSocketServer({ host, port, path: '/ws', perMessageDeflate: fa
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => {
     if (isBinary) return;
-    let f: { type?: string; token?: string; conversation_ids?: string[]; conversation_id?: string; idempotency_key?: string; payload?: unknown };
-    try { f = JSON.parse(data.toString()) as typeof f; } catch { ws.send('{"type":"error","code":"invalid_frame"}'); return; }
+    let f: {
+      type?: string;
+      token?: string;
+      conversation_ids?: string[];
+      conversation_id?: string;
+      idempotency_key?: string;
+      payload?: unknown;
+    };
+    try {
+      f = JSON.parse(data.toString()) as typeof f;
+    } catch {
+      ws.send('{"type":"error","code":"invalid_frame"}');
+      return;
+    }
     switch (f.type) {
       case 'hello': {
         const uid = String(f.token ?? '');
         users.set(ws, uid);
-        ws.send(JSON.stringify({ type: 'welcome', user_id: uid, session_id: randomUUID(), node_id: 'ws-peer', heartbeat_interval_ms: 30000 }));
+        ws.send(
+          JSON.stringify({ type: 'welcome', user_id: uid, session_id: randomUUID(), node_id: 'ws-peer', heartbeat_interval_ms: 30000 }),
+        );
         break;
       }
       case 'join': {
@@ -37,7 +54,10 @@ wss.on('connection', (ws) => {
         const list = joined.get(ws) ?? [];
         for (const id of ids) {
           let c = convs.get(id);
-          if (!c) { c = { seq: 0, members: new Set() }; convs.set(id, c); }
+          if (!c) {
+            c = { seq: 0, members: new Set() };
+            convs.set(id, c);
+          }
           c.members.add(ws);
           list.push(id);
         }
@@ -47,15 +67,33 @@ wss.on('connection', (ws) => {
       }
       case 'send': {
         const c = f.conversation_id ? convs.get(f.conversation_id) : undefined;
-        if (!c?.members.has(ws)) { ws.send(JSON.stringify({ type: 'error', code: 'forbidden', ref: f.idempotency_key })); return; }
+        if (!c?.members.has(ws)) {
+          ws.send(JSON.stringify({ type: 'error', code: 'forbidden', ref: f.idempotency_key }));
+          return;
+        }
         const seq = ++c.seq;
         const env = {
-          message_id: randomUUID(), conversation_id: f.conversation_id, sender_id: users.get(ws) ?? '',
-          sequence_number: seq, payload: f.payload, created_at: new Date().toISOString(), idempotency_key: f.idempotency_key,
+          message_id: randomUUID(),
+          conversation_id: f.conversation_id,
+          sender_id: users.get(ws) ?? '',
+          sequence_number: seq,
+          payload: f.payload,
+          created_at: new Date().toISOString(),
+          idempotency_key: f.idempotency_key,
         };
         const frame = JSON.stringify({ type: 'message', message: env });
         for (const m of c.members) if (m.readyState === 1) m.send(frame);
-        ws.send(JSON.stringify({ type: 'ack', idempotency_key: f.idempotency_key, conversation_id: f.conversation_id, message_id: env.message_id, sequence_number: seq, created_at: env.created_at, duplicate: false }));
+        ws.send(
+          JSON.stringify({
+            type: 'ack',
+            idempotency_key: f.idempotency_key,
+            conversation_id: f.conversation_id,
+            message_id: env.message_id,
+            sequence_number: seq,
+            created_at: env.created_at,
+            duplicate: false,
+          }),
+        );
         break;
       }
       case 'ping':
@@ -73,10 +111,15 @@ wss.on('connection', (ws) => {
       // keep the conversation (and its sequence) even when empty
     }
   });
-  ws.on('error', () => { /* closed below */ });
+  ws.on('error', () => {
+    /* closed below */
+  });
 });
 
 wss.on('listening', () => console.log(`ws-peer listening on ws://${host}:${port}/ws pid=${process.pid}`));
-const stop = (): void => { wss.close(); process.exit(0); };
+const stop = (): void => {
+  wss.close();
+  process.exit(0);
+};
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -67,7 +67,8 @@ export interface PgTarget {
 function sh(argv: string[], env: Record<string, string> = {}, timeoutMs = 180_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile('bash', argv, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${argv.map((a) => a.replace(ROOT + '/', '')).join(' ')} failed: ${err.message}\n${String(stderr).slice(-3000)}`));
+      if (err)
+        reject(new Error(`${argv.map((a) => a.replace(ROOT + '/', '')).join(' ')} failed: ${err.message}\n${String(stderr).slice(-3000)}`));
       else resolve(String(stdout));
     });
   });

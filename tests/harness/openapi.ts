@@ -40,7 +40,10 @@ export function rawRequest(
         port: url.port,
         method,
         path: url.pathname + url.search,
-        headers: { ...(opts.body !== undefined ? { 'content-length': String(Buffer.byteLength(opts.body)) } : {}), ...(opts.headers ?? {}) },
+        headers: {
+          ...(opts.body !== undefined ? { 'content-length': String(Buffer.byteLength(opts.body)) } : {}),
+          ...(opts.headers ?? {}),
+        },
         agent: false,
       },
       (res) => {
@@ -48,13 +51,16 @@ export function rawRequest(
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           const headers: Record<string, string> = {};
-          for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
+          for (const [k, v] of Object.entries(res.headers))
+            if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
           resolve({ status: res.statusCode ?? 0, headers, text: Buffer.concat(chunks).toString('utf8') });
         });
         res.on('error', reject);
       },
     );
-    req.setTimeout(opts.timeoutMs ?? 10_000, () => req.destroy(new Error(`${method} ${path}: no answer within ${opts.timeoutMs ?? 10_000} ms`)));
+    req.setTimeout(opts.timeoutMs ?? 10_000, () =>
+      req.destroy(new Error(`${method} ${path}: no answer within ${opts.timeoutMs ?? 10_000} ms`)),
+    );
     // The server may answer (413) before it has read an oversized body: that is not our error.
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.code !== 'EPIPE' && err.code !== 'ECONNRESET') reject(err);
@@ -98,7 +104,18 @@ export class OpenApiValidator {
     addFormats(this.ajv);
     // The document's root is not a schema, but refs resolve against it: its top-level fields are
     // annotations to ajv (strict mode still refuses unknown keywords inside the schemas).
-    for (const keyword of ['openapi', 'info', 'jsonSchemaDialect', 'servers', 'paths', 'webhooks', 'components', 'security', 'tags', 'externalDocs']) {
+    for (const keyword of [
+      'openapi',
+      'info',
+      'jsonSchemaDialect',
+      'servers',
+      'paths',
+      'webhooks',
+      'components',
+      'security',
+      'tags',
+      'externalDocs',
+    ]) {
       this.ajv.addKeyword({ keyword });
     }
     this.ajv.addSchema(doc, 'openapi.json');
@@ -153,7 +170,8 @@ export class OpenApiValidator {
     if (content && Object.keys(content).length > 0) {
       const contentType = res.headers['content-type'] ?? '';
       const media = contentType.split(';')[0]!.trim().toLowerCase();
-      if (!(media in content)) throw new Error(`${where}: content-type "${contentType}" is not documented (documented: ${Object.keys(content).join(', ')})`);
+      if (!(media in content))
+        throw new Error(`${where}: content-type "${contentType}" is not documented (documented: ${Object.keys(content).join(', ')})`);
       if (media === 'application/json' || media.endsWith('+json')) {
         try {
           body = JSON.parse(res.text);
@@ -164,7 +182,9 @@ export class OpenApiValidator {
       if (content[media]?.schema !== undefined) {
         const validate = this.schemaAt(pointer + '/' + ptr('content', media, 'schema').slice(2));
         if (!validate(body)) {
-          throw new Error(`${where}: body does not match the documented schema: ${this.ajv.errorsText(validate.errors, { dataVar: 'body' })}\nbody: ${res.text.slice(0, 500)}`);
+          throw new Error(
+            `${where}: body does not match the documented schema: ${this.ajv.errorsText(validate.errors, { dataVar: 'body' })}\nbody: ${res.text.slice(0, 500)}`,
+          );
         }
       }
     } else if (res.text.length > 0) {
@@ -195,8 +215,10 @@ export class OpenApiValidator {
     const schema = resolvePointer(this.doc, `${headerPointer}/schema`) as Json | undefined;
     if (!schema) return;
     const types = [schema.type].flat();
-    const data: unknown = types.includes('integer') || types.includes('number') ? (/^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value) : value;
+    const data: unknown =
+      types.includes('integer') || types.includes('number') ? (/^-?\d+(\.\d+)?$/.test(value) ? Number(value) : value) : value;
     const validate = this.schemaAt(`${headerPointer}/schema`);
-    if (!validate(data)) throw new Error(`${where}: header ${name}: "${value}" does not match the documented schema: ${this.ajv.errorsText(validate.errors)}`);
+    if (!validate(data))
+      throw new Error(`${where}: header ${name}: "${value}" does not match the documented schema: ${this.ajv.errorsText(validate.errors)}`);
   }
 }

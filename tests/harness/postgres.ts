@@ -73,7 +73,8 @@ export async function startPostgres(opts: { walLevel?: 'replica' | 'logical' } =
     `-c max_connections=300`,
     `-c wal_level=${opts.walLevel ?? 'replica'}`,
   ].join(' ');
-  const start = () => run(asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOpts, '-l', join(dir, 'server.log'), '-w', '-t', '60', 'start']));
+  const start = () =>
+    run(asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-o', serverOpts, '-l', join(dir, 'server.log'), '-w', '-t', '60', 'start']));
   const kill = () => {
     const argv = asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', '-t', '30', 'stop']);
     spawnSync(argv[0]!, argv.slice(1), { timeout: 60_000 });

@@ -52,7 +52,22 @@ export async function startRedis(opts: { replicaOf?: number } = {}): Promise<Red
   const port = await freePort();
   // Full resyncs write an RDB file: keep it in a temp dir, never in the working directory.
   const dir = mkdtempSync(join(tmpdir(), 'realchat-redis-'));
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--dir', dir, '--repl-diskless-sync', 'yes'];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--protected-mode',
+    'no',
+    '--dir',
+    dir,
+    '--repl-diskless-sync',
+    'yes',
+  ];
   if (opts.replicaOf) args.push('--replicaof', '127.0.0.1', String(opts.replicaOf));
   return run('/usr/bin/redis-server', args, port, dir);
 }

@@ -63,7 +63,12 @@ export async function startTestServer(
     },
     overrides,
   );
-  const logger = createLogger({ level: opts.logs ? 'info' : config.logLevel, nodeId: config.nodeId, role: 'gateway', ...(opts.logs ? { destination: opts.logs } : {}) });
+  const logger = createLogger({
+    level: opts.logs ? 'info' : config.logLevel,
+    nodeId: config.nodeId,
+    role: 'gateway',
+    ...(opts.logs ? { destination: opts.logs } : {}),
+  });
   const app = await startRealChat(config, { ephemeralEmbedded: true, logger });
   const auth = createAuthenticator({ secret });
   return {
@@ -89,7 +94,12 @@ export interface HttpResult<T = any> {
   headers: Headers;
 }
 
-export async function http<T = any>(server: TestServer, method: string, path: string, opts: { token?: string; body?: unknown; rawBody?: string } = {}): Promise<HttpResult<T>> {
+export async function http<T = any>(
+  server: TestServer,
+  method: string,
+  path: string,
+  opts: { token?: string; body?: unknown; rawBody?: string } = {},
+): Promise<HttpResult<T>> {
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   const res = await fetch(server.http + path, {

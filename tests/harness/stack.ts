@@ -5,7 +5,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const READY: Record<Role, string> = { standalone: 'realchat listening', gateway: 'realchat listening', relay: 'relay started', delivery: 'delivery started' };
+const READY: Record<Role, string> = {
+  standalone: 'realchat listening',
+  gateway: 'realchat listening',
+  relay: 'relay started',
+  delivery: 'delivery started',
+};
 
 /** `standalone` is `npm start` (the whole pipeline in one process); the others are the distributed roles. */
 export type Role = 'standalone' | 'gateway' | 'relay' | 'delivery';

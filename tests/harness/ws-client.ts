@@ -54,7 +54,10 @@ export class TestClient {
 
   /** The last frames, shortened, for error messages. */
   tail(): string {
-    return this.frames.slice(-3).map((f) => JSON.stringify(f).slice(0, 300)).join(' | ');
+    return this.frames
+      .slice(-3)
+      .map((f) => JSON.stringify(f).slice(0, 300))
+      .join(' | ');
   }
 
   send(frame: unknown): void {
@@ -67,7 +70,8 @@ export class TestClient {
     for (;;) {
       const hit = this.frames.find((f, i) => i >= since && pred(f));
       if (hit) return hit;
-      if (this.closeCode !== null) throw new Error(`socket closed (${this.closeCode} ${this.closeReason}) while waiting; frames: ${this.tail()}`);
+      if (this.closeCode !== null)
+        throw new Error(`socket closed (${this.closeCode} ${this.closeReason}) while waiting; frames: ${this.tail()}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for a frame; last frames: ${this.tail()}`);
       await new Promise<void>((resolve) => {
@@ -105,7 +109,9 @@ export class TestClient {
   }
 
   messages(conversationId?: string): Array<Record<string, any>> {
-    return this.frames.filter((f) => f.type === 'message' && (!conversationId || f.message.conversation_id === conversationId)).map((f) => f.message);
+    return this.frames
+      .filter((f) => f.type === 'message' && (!conversationId || f.message.conversation_id === conversationId))
+      .map((f) => f.message);
   }
 
   /** Sends and waits for the answer to this send (frames received before it are not considered). */

@@ -47,10 +47,13 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
     requestAnimationFrame(() => {
       scheduled = false;
       replaceChildren(ui.badge, connectionBadge(model));
-      replaceChildren(ui.errors, errorList(model, (id) => {
-        model.dismissError(id);
-        render();
-      }));
+      replaceChildren(
+        ui.errors,
+        errorList(model, (id) => {
+          model.dismissError(id);
+          render();
+        }),
+      );
       replaceChildren(ui.convList, conversationList(model, openConversation));
       const c = model.activeId ? model.conversations.get(model.activeId) : undefined;
       ui.chat.classList.toggle('empty', !c);
@@ -189,17 +192,31 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
   });
   on(ui.newForm, 'submit', (e) => {
     e.preventDefault();
-    const ids = ui.newMembers.value.split(/[\s,;]+/).map((s) => s.trim()).filter(Boolean);
+    const ids = ui.newMembers.value
+      .split(/[\s,;]+/)
+      .map((s) => s.trim())
+      .filter(Boolean);
     const bad = ids.filter((x) => !UUID.test(x));
     if (bad.length) return fail('Creating the conversation')(new Error(`not a user id: ${bad.join(', ')}`));
-    rest.createConversation(ids.filter((x) => x !== model.me.user_id), ui.newTitle.value.trim() || undefined).then((conv) => {
-      ui.newTitle.value = '';
-      ui.newMembers.value = '';
-      const c = model.upsertSummary({ conversation_id: conv.conversation_id, title: conv.title, last_sequence: conv.last_sequence, read_sequence: 0, unread: 0 });
-      client.track(c.id, conv.last_sequence);
-      c.historyLoaded = true;
-      openConversation(c.id);
-    }, fail('Creating the conversation'));
+    rest
+      .createConversation(
+        ids.filter((x) => x !== model.me.user_id),
+        ui.newTitle.value.trim() || undefined,
+      )
+      .then((conv) => {
+        ui.newTitle.value = '';
+        ui.newMembers.value = '';
+        const c = model.upsertSummary({
+          conversation_id: conv.conversation_id,
+          title: conv.title,
+          last_sequence: conv.last_sequence,
+          read_sequence: 0,
+          unread: 0,
+        });
+        client.track(c.id, conv.last_sequence);
+        c.historyLoaded = true;
+        openConversation(c.id);
+      }, fail('Creating the conversation'));
   });
   on(ui.addMemberForm, 'submit', (e) => {
     e.preventDefault();

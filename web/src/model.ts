@@ -54,7 +54,17 @@ export class Model {
   ensure(id: string): Conversation {
     let c = this.conversations.get(id);
     if (!c) {
-      c = { id, title: null, lastSeq: 0, readSeq: 0, messages: new Map(), pending: new Map(), historyLoaded: false, readBy: new Map(), typing: new Map() };
+      c = {
+        id,
+        title: null,
+        lastSeq: 0,
+        readSeq: 0,
+        messages: new Map(),
+        pending: new Map(),
+        historyLoaded: false,
+        readBy: new Map(),
+        typing: new Map(),
+      };
       this.conversations.set(id, c);
     }
     return c;
@@ -67,7 +77,8 @@ export class Model {
     c.lastSeq = Math.max(c.lastSeq, env.sequence_number);
     c.typing.delete(env.sender_id);
     const p = env.payload as { name?: unknown } | null;
-    if (p && typeof p === 'object' && typeof p.name === 'string' && p.name && this.names.size < 10_000) this.names.set(env.sender_id, p.name.slice(0, 100));
+    if (p && typeof p === 'object' && typeof p.name === 'string' && p.name && this.names.size < 10_000)
+      this.names.set(env.sender_id, p.name.slice(0, 100));
     if (c.messages.size > MAX_MESSAGES) {
       const keep = [...c.messages.keys()].sort((a, b) => a - b).slice(-MAX_MESSAGES);
       const keepSet = new Set(keep);

@@ -10,7 +10,9 @@ const KEY = 'realchat.session';
 export function loadSession(storage: Storage): SignedIn | null {
   try {
     const v = JSON.parse(storage.getItem(KEY) ?? 'null') as Partial<SignedIn> | null;
-    return v && typeof v.user_id === 'string' && typeof v.token === 'string' ? { user_id: v.user_id, token: v.token, name: v.name ?? '' } : null;
+    return v && typeof v.user_id === 'string' && typeof v.token === 'string'
+      ? { user_id: v.user_id, token: v.token, name: v.name ?? '' }
+      : null;
   } catch {
     return null;
   }

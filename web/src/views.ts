@@ -13,14 +13,25 @@ export function connectionBadge(m: Model): HTMLElement {
     closed: 'disconnected',
   };
   const retry = c.retryInMs !== undefined && c.state !== 'connected' ? ` (retry in ${Math.ceil(c.retryInMs / 1000)} s)` : '';
-  return h('span', { class: `badge state-${c.state}`, 'data-testid': 'conn-state', 'data-state': c.state, title: c.reason ?? '' }, (label[c.state] ?? c.state) + retry);
+  return h(
+    'span',
+    { class: `badge state-${c.state}`, 'data-testid': 'conn-state', 'data-state': c.state, title: c.reason ?? '' },
+    (label[c.state] ?? c.state) + retry,
+  );
 }
 
 export function errorList(m: Model, dismiss: (id: number) => void): HTMLElement {
   return h(
     'div',
     { class: 'errors', role: 'alert' },
-    m.errors.map((e) => h('div', { class: 'error', 'data-testid': 'error' }, h('span', {}, e.text), h('button', { class: 'link', onclick: () => dismiss(e.id), 'aria-label': 'dismiss' }, '×'))),
+    m.errors.map((e) =>
+      h(
+        'div',
+        { class: 'error', 'data-testid': 'error' },
+        h('span', {}, e.text),
+        h('button', { class: 'link', onclick: () => dismiss(e.id), 'aria-label': 'dismiss' }, '×'),
+      ),
+    ),
   );
 }
 
@@ -34,7 +45,12 @@ export function conversationList(m: Model, open: (id: string) => void): HTMLElem
       const unread = m.unread(c);
       return h(
         'li',
-        { class: c.id === m.activeId ? 'conv active' : 'conv', 'data-testid': 'conv-item', 'data-conv-id': c.id, onclick: () => open(c.id) },
+        {
+          class: c.id === m.activeId ? 'conv active' : 'conv',
+          'data-testid': 'conv-item',
+          'data-conv-id': c.id,
+          onclick: () => open(c.id),
+        },
         h('span', { class: 'conv-title' }, c.title || `Conversation ${shortId(c.id)}`),
         unread > 0 ? h('span', { class: 'unread', 'data-testid': 'unread' }, unread) : null,
       );
@@ -54,7 +70,13 @@ export function messageList(m: Model, c: Conversation): HTMLElement {
       { class: mine ? 'msg mine' : 'msg', 'data-testid': 'message', 'data-seq': env.sequence_number },
       h('div', { class: 'meta' }, h('strong', {}, senderName(env, me)), ' · ', time),
       h('div', { class: 'text', 'data-testid': 'message-text' }, messageText(env)),
-      mine ? h('div', { class: 'tick', title: seenUpTo >= env.sequence_number ? 'read' : 'delivered to the server' }, seenUpTo >= env.sequence_number ? '✓✓ read' : '✓ sent') : null,
+      mine
+        ? h(
+            'div',
+            { class: 'tick', title: seenUpTo >= env.sequence_number ? 'read' : 'delivered to the server' },
+            seenUpTo >= env.sequence_number ? '✓✓ read' : '✓ sent',
+          )
+        : null,
     );
   });
   for (const p of c.pending.values()) {
@@ -68,7 +90,8 @@ export function messageList(m: Model, c: Conversation): HTMLElement {
       ),
     );
   }
-  if (items.length === 0) return h('ul', { class: 'messages' }, h('li', { class: 'muted empty' }, c.historyLoaded ? 'No messages yet. Say hello!' : 'Loading…'));
+  if (items.length === 0)
+    return h('ul', { class: 'messages' }, h('li', { class: 'muted empty' }, c.historyLoaded ? 'No messages yet. Say hello!' : 'Loading…'));
   return h('ul', { class: 'messages' }, items);
 }
 
