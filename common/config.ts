@@ -106,6 +106,11 @@ export interface KafkaTopics {
   readonly partitions: number;
   readonly deliveryGroupId: string;
   readonly requestTimeoutMs: number;
+  /** Consumer fetch batching (delivery workers, gateway nodes): see common/kafka/consumer.ts. */
+  readonly fetchMinBytes: number;
+  readonly fetchMaxWaitMs: number;
+  /** Producers wait this long for more records before a request (0: only what piles up meanwhile). */
+  readonly producerLingerMs: number;
 }
 
 export interface Limits {
@@ -128,8 +133,17 @@ export interface Limits {
   /** Unpublished outbox rows beyond which sends are refused with `unavailable`. */
   readonly maxOutboxBacklog: number;
   readonly deliveryMaxRetries: number;
+  /** Outbox rows per relay batch (one produce request). */
+  readonly relayBatch: number;
+  /** Event-topic partitions a delivery worker handles at once. */
+  readonly deliveryConcurrency: number;
   /** Request-path database operations allowed to wait for a connection; beyond: `unavailable`. */
   readonly maxQueuedDbOperations: number;
+  /** PostgreSQL connections per gateway (embedded PGlite: always 1). */
+  readonly dbPoolSize: number;
+  /** Group commit: sends per batch, and batches written at once (default: half the pool). */
+  readonly sendBatchMax: number;
+  readonly sendBatchWriters: number;
   /** WebSocket connections one user may hold on one node / one client address may hold on one node. */
   readonly maxConnectionsPerUser: number;
   readonly maxConnectionsPerAddress: number;
@@ -154,6 +168,8 @@ export interface Timeouts {
   readonly dbConnectS: number;
   readonly drainMs: number;
   readonly relayPollMs: number;
+  /** The relay waits this long after a wake-up before it polls (bigger batches, fewer requests). */
+  readonly relayLingerMs: number;
   /** A REST response that makes no write progress this long is aborted (a client that never reads). */
   readonly responseStallMs: number;
   /** A WebSocket whose buffer stays above its high-water mark this long is closed as slow (4002). */
@@ -260,6 +276,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
   const maxPageBytes = int(env, 'REALCHAT_MAX_PAGE_BYTES', 1024 * 1024, 64 * 1024, 64 * 1024 * 1024);
   if (maxPageBytes < 2 * maxPayloadBytes)
     throw new ConfigError('REALCHAT_MAX_PAGE_BYTES must be at least twice REALCHAT_MAX_PAYLOAD_BYTES');
+  const dbPoolSize = int(env, 'REALCHAT_DB_POOL_SIZE', 10, 1, 1000);
   const cfg: Config = {
     mode,
     port: int(env, 'PORT', 8080, 0, 65535),
@@ -301,6 +318,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       partitions: int(env, 'REALCHAT_TOPIC_PARTITIONS', 12, 1, 10_000),
       deliveryGroupId: env.REALCHAT_DELIVERY_GROUP || 'realchat-delivery',
       requestTimeoutMs: int(env, 'REALCHAT_KAFKA_TIMEOUT_MS', 10_000, 500, 600_000),
+      fetchMinBytes: int(env, 'REALCHAT_KAFKA_FETCH_MIN_BYTES', 1, 1, 64 * 1024 * 1024),
+      fetchMaxWaitMs: int(env, 'REALCHAT_KAFKA_FETCH_MAX_WAIT_MS', 500, 1, 10_000),
+      producerLingerMs: int(env, 'REALCHAT_KAFKA_LINGER_MS', 0, 0, 1000),
     },
     redis:
       env.REDIS_URL || env.REDIS_SENTINELS
@@ -337,7 +357,12 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       membershipCacheEntries: int(env, 'REALCHAT_MEMBERSHIP_CACHE_ENTRIES', 10_000, 0, 10_000_000),
       maxOutboxBacklog: int(env, 'REALCHAT_OUTBOX_MAX_BACKLOG', 100_000, 1, 100_000_000),
       deliveryMaxRetries: int(env, 'REALCHAT_DELIVERY_MAX_RETRIES', 5, 0, 1000),
+      deliveryConcurrency: int(env, 'REALCHAT_DELIVERY_CONCURRENCY', 6, 1, 1000),
+      relayBatch: int(env, 'REALCHAT_RELAY_BATCH', 1000, 1, 100_000),
       maxQueuedDbOperations: int(env, 'REALCHAT_DB_MAX_QUEUED', 256, 1, 1_000_000),
+      dbPoolSize,
+      sendBatchMax: int(env, 'REALCHAT_SEND_BATCH_MAX', 500, 1, 10_000),
+      sendBatchWriters: int(env, 'REALCHAT_SEND_BATCH_WRITERS', Math.min(2, dbPoolSize), 1, 1000),
       maxConnectionsPerUser: int(env, 'REALCHAT_MAX_CONNECTIONS_PER_USER', 32, 1, 1_000_000),
       maxConnectionsPerAddress: int(env, 'REALCHAT_MAX_CONNECTIONS_PER_ADDRESS', 1000, 1, 10_000_000),
       maxPageBytes,
@@ -355,6 +380,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       dbConnectS: int(env, 'REALCHAT_DB_CONNECT_TIMEOUT_S', 5, 1, 600),
       drainMs: int(env, 'REALCHAT_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
       relayPollMs: int(env, 'REALCHAT_RELAY_POLL_MS', 500, 10, 60_000),
+      relayLingerMs: int(env, 'REALCHAT_RELAY_LINGER_MS', 5, 0, 1000),
       responseStallMs: int(env, 'REALCHAT_RESPONSE_STALL_MS', 30_000, 100, 600_000),
       slowReaderMs: int(env, 'REALCHAT_SLOW_READER_TIMEOUT_MS', 30_000, 100, 600_000),
     },

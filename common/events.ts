@@ -42,10 +42,8 @@ function base(conversationId: string, occurredAt: string = new Date().toISOStrin
   return { schema_version: EVENT_SCHEMA_VERSION, event_id: randomUUID(), conversation_id: conversationId, occurred_at: occurredAt };
 }
 
-/** A committed message; occurred_at is the message's own created_at. */
-export function messageCreatedEvent(message: Envelope): MessageCreated {
-  return { ...base(message.conversation_id, message.created_at), type: 'message.created', message };
-}
+// message.created events are built by the database in the transaction that writes the message
+// (sql/migrations/0004_send_batch.sql) and by the outbox replay (common/outbox.ts).
 
 export function membersAddedEvent(conversationId: string, userIds: string[], addedBy: string, lastSequence: number): MembersAdded {
   return { ...base(conversationId), type: 'conversation.members_added', user_ids: userIds, added_by: addedBy, last_sequence: lastSequence };
@@ -121,56 +119,5 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
   }
 }
 
-/**
- * Gateway delivery records (topic realchat.deliveries.v1, internal to RealChat): the event plus the
- * recipients the delivery worker resolved (null = every member, resolved by the gateway node).
- */
+/** Headers of event records (docs/events.md). */
 export const EVENT_HEADERS = { type: 'realchat-event-type', eventId: 'realchat-event-id', traceId: 'trace_id' } as const;
-
-/** Kafka topic of one gateway node's deliveries (node ids are validated to be topic-safe). */
-export function nodeTopic(nodeId: string): string {
-  return `realchat.node.${nodeId}`;
-}
-
-export function encodeDeliveryValue(recipients: readonly string[] | null, eventJson: string): string {
-  return `{"schema_version":1,"recipients":${JSON.stringify(recipients)},"event":${eventJson}}`;
-}
-
-/** An ephemeral frame (typing) for other nodes: never stored, never retried. */
-export interface EphemeralDelivery {
-  recipients: string[] | null;
-  conversation_id: string;
-  except_user: string;
-  origin: string;
-  frame: Record<string, unknown>;
-}
-
-export function encodeEphemeralValue(e: EphemeralDelivery): string {
-  return JSON.stringify({ schema_version: 1, ...e });
-}
-
-export type DecodedDelivery =
-  | { kind: 'event'; recipients: string[] | null; event: unknown }
-  | { kind: 'ephemeral'; delivery: EphemeralDelivery };
-
-export function decodeDeliveryValue(text: string): DecodedDelivery {
-  const v: unknown = JSON.parse(text);
-  if (!isPlainObject(v) || v.schema_version !== 1) fail('delivery record needs schema_version 1');
-  const recipients = v.recipients;
-  if (recipients !== null && !(Array.isArray(recipients) && recipients.every(isUuid))) fail('delivery recipients must be null or user ids');
-  if (isPlainObject(v.frame)) {
-    if (!isUuid(v.conversation_id) || !isUuid(v.except_user) || typeof v.origin !== 'string')
-      fail('ephemeral delivery needs conversation_id, except_user, origin');
-    return {
-      kind: 'ephemeral',
-      delivery: {
-        recipients: recipients as string[] | null,
-        conversation_id: v.conversation_id,
-        except_user: v.except_user,
-        origin: v.origin,
-        frame: v.frame,
-      },
-    };
-  }
-  return { kind: 'event', recipients: recipients as string[] | null, event: v.event };
-}

@@ -29,12 +29,15 @@ export interface OutboxRow {
   /** The event's JSON text exactly as stored. */
   value: string;
   trace_id: string | null;
+  /** When the row was written (epoch ms). */
+  created_ms: number;
 }
 
 /** The oldest unpublished rows, in id order. */
 export function pollOutbox(sql: Sql, limit: number, timeoutMs: number): Promise<OutboxRow[]> {
   return withTimeout(
-    sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id
+    sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id,
+                            (extract(epoch FROM created_at) * 1000)::float8 AS created_ms
                      FROM outbox ORDER BY id LIMIT ${limit}`,
     timeoutMs,
     'outbox poll',

@@ -1,62 +1,111 @@
 /**
  * Delivery: turns event records into deliveries for gateway nodes. The same router runs in-process
- * (embedded mode, sink = the local gateway) and in delivery workers (sink = the gateway delivery
- * topic). It decodes, drops duplicates by (conversation_id, sequence), and decides the recipients
- * it can name without a lookup (members_added names them); `recipients: null` means "every member",
- * resolved by the gateway node from its membership cache.
+ * (embedded mode, sink = the local gateway) and in delivery workers (which route a whole batch at
+ * once: recipient-routing.ts). It decodes, drops duplicates by (conversation_id, sequence), and
+ * names the recipients it can without a lookup (members_added names them); `recipients: null`
+ * means "every member".
  */
 import type { EventRecord, ChatEvent } from '../common/events.js';
-import type { DeliverySink } from '../common/delivery.js';
+import type { Delivery, DeliverySink } from '../common/delivery.js';
 import { decodeEvent, EventDecodeError } from '../common/events.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { SequenceDedup } from './sequence-dedup.js';
 
 export interface DeliveryRouterDeps {
-  sink: DeliverySink;
   log: Logger;
   metrics: Metrics;
   /** Conversations remembered for dedup (LRU). */
   dedupEntries: number;
-  /** Records that cannot be decoded: never dropped silently (metric + log; Kafka mode dead-letters them). */
-  onUndecodable(record: EventRecord, reason: string): Promise<void>;
 }
 
-export function createDeliveryRouter(deps: DeliveryRouterDeps) {
-  const { sink, log, metrics } = deps;
+/** One record of a batch, classified. */
+export type Routed =
+  | { kind: 'delivery'; delivery: Delivery; record: EventRecord }
+  | { kind: 'undecodable'; record: EventRecord; reason: string };
+
+export interface DeliveryRouter {
+  /**
+   * Decodes a batch in order and drops what was already handed over (earlier batches) or appears
+   * twice in it. Unknown event types (a newer producer) are skipped; undecodable records are
+   * returned as such, never dropped silently.
+   */
+  prepare(records: readonly EventRecord[]): Routed[];
+  /** After a batch's deliveries were handed over: remember their sequences (dedup). */
+  commit(routed: readonly Routed[]): void;
+  /** A hand-over failed part way: forget every mark, so everything flows again (connections dedup too). */
+  forgetDedup(): void;
+  /** In-process: hands each delivery of the batch to `sink` in order. */
+  handle(
+    records: readonly EventRecord[],
+    sink: DeliverySink,
+    onUndecodable: (record: EventRecord, reason: string) => Promise<void>,
+  ): Promise<void>;
+}
+
+export function createDeliveryRouter(deps: DeliveryRouterDeps): DeliveryRouter {
+  const { log, metrics } = deps;
   const dedup = new SequenceDedup(deps.dedupEntries);
 
-  async function route(record: EventRecord): Promise<void> {
-    let event: ChatEvent | null;
+  function decode(record: EventRecord): ChatEvent | null | { reason: string } {
     try {
-      event = decodeEvent(JSON.parse(record.value));
+      return decodeEvent(JSON.parse(record.value));
     } catch (err) {
-      const reason = err instanceof EventDecodeError || err instanceof SyntaxError ? err.message : String(err);
-      await deps.onUndecodable(record, reason);
-      return;
+      return { reason: err instanceof EventDecodeError || err instanceof SyntaxError ? err.message : String(err) };
     }
-    if (!event) {
-      log.debug({ type: record.type, trace_id: record.traceId }, 'skipping event type unknown to this version');
-      return;
+  }
+
+  const sequenceOf = (e: ChatEvent): number | null => (e.type === 'message.created' ? e.message.sequence_number : null);
+
+  function prepare(records: readonly EventRecord[]): Routed[] {
+    const out: Routed[] = [];
+    // Highest sequence already taken in this batch, per conversation (duplicates inside a batch).
+    const taken = new Map<string, number>();
+    for (const record of records) {
+      const event = decode(record);
+      if (event === null) {
+        log.debug({ type: record.type, trace_id: record.traceId }, 'skipping event type unknown to this version');
+        continue;
+      }
+      if ('reason' in event) {
+        out.push({ kind: 'undecodable', record, reason: event.reason });
+        continue;
+      }
+      const seq = sequenceOf(event);
+      if (seq !== null) {
+        const conv = event.conversation_id;
+        if (dedup.seen(conv, seq) || seq <= (taken.get(conv) ?? 0)) {
+          metrics.duplicatesSkipped.inc();
+          continue;
+        }
+        taken.set(conv, seq);
+      }
+      const recipients = event.type === 'conversation.members_added' ? event.user_ids : null;
+      out.push({ kind: 'delivery', delivery: { recipients, event, traceId: record.traceId }, record });
     }
-    if (event.type === 'message.created' && dedup.seen(event.conversation_id, event.message.sequence_number)) {
-      metrics.duplicatesSkipped.inc();
-      return;
+    return out;
+  }
+
+  function commit(routed: readonly Routed[]): void {
+    for (const r of routed) {
+      if (r.kind !== 'delivery') continue;
+      const seq = sequenceOf(r.delivery.event);
+      if (seq !== null) dedup.mark(r.delivery.event.conversation_id, seq);
     }
-    await sink.deliver(
-      { recipients: event.type === 'conversation.members_added' ? event.user_ids : null, event, traceId: record.traceId },
-      record,
-    );
-    if (event.type === 'message.created') dedup.mark(event.conversation_id, event.message.sequence_number);
   }
 
   return {
-    /** Records of one key arrive in order; processing is sequential to keep that order. */
-    async handle(records: EventRecord[]): Promise<void> {
-      for (const r of records) await route(r);
-    },
-    route,
-    /** The sink failed after accepting some deliveries: forget dedup marks so they flow again. */
+    prepare,
+    commit,
     forgetDedup: () => dedup.reset(),
+    async handle(records, sink, onUndecodable) {
+      for (const r of prepare(records)) {
+        if (r.kind === 'undecodable') await onUndecodable(r.record, r.reason);
+        else {
+          await sink.deliver(r.delivery, r.record);
+          commit([r]);
+        }
+      }
+    },
   };
 }

@@ -1,7 +1,8 @@
 /**
  * A delivery worker (distributed mode): a member of the delivery consumer group on the event topic.
- * Per partition, in order: decode, drop duplicates by (conversation_id, sequence), produce one
- * delivery record per event to the gateway delivery topic, and only then mark the offsets. A record
+ * Per partition batch, in order: decode, drop duplicates by (conversation_id, sequence), look the
+ * recipients up for the whole batch, produce one record per node that holds any of them (several
+ * partitions are handled at once), and only then mark the offsets. A record
  * that cannot be decoded, or whose hand-over keeps failing after retries with backoff, goes to the
  * dead-letter topic with the reason; if even that fails the batch is retried, never dropped.
  */
@@ -19,13 +20,14 @@ import {
   type InRecord,
   type OutRecord,
 } from '../common/kafka/index.js';
-import { EVENT_HEADERS, nodeTopic, type EventRecord } from '../common/events.js';
+import { EVENT_HEADERS, type EventRecord } from '../common/events.js';
+import { nodeTopic } from '../common/node-records.js';
 import { retry } from '../common/retry.js';
 import { CircuitBreaker } from '../common/breaker.js';
 import type { PresenceRegistry } from '../common/presence.js';
 import { createDeliveryRouter } from './router.js';
 import type { MembershipCache } from '../common/membership.js';
-import { createRecipientRouting, type Outgoing } from './recipient-routing.js';
+import { createRecipientRouting } from './recipient-routing.js';
 
 export const DLQ_HEADERS = { reason: 'realchat-dlq-reason', source: 'realchat-dlq-source' } as const;
 
@@ -60,7 +62,7 @@ export async function startDeliveryWorker(deps: {
     { topic: topics.deliveriesTopic, partitions: topics.partitions },
     { topic: topics.deadLetterTopic, partitions: topics.partitions },
   ]);
-  const producer = await createProducer(kafka, { timeoutMs: topics.requestTimeoutMs, log });
+  const producer = await createProducer(kafka, { timeoutMs: topics.requestTimeoutMs, log, lingerMs: topics.producerLingerMs });
 
   const routing = createRecipientRouting({
     presence,
@@ -70,15 +72,15 @@ export async function startDeliveryWorker(deps: {
     log,
     metrics,
   });
-  let pending: Outgoing = new Map();
-  let deadLetters: OutRecord[] = [];
-  const deadLetter = (record: EventRecord, source: InRecord, reason: string) => {
+  const router = createDeliveryRouter({ log, metrics, dedupEntries: 100_000 });
+
+  function deadLetter(record: EventRecord, source: InRecord, reason: string): OutRecord {
     metrics.deadLettered.inc({ reason: reason.split(':')[0]! });
     log.error(
       { event_id: record.eventId, trace_id: record.traceId, partition: source.partition, offset: source.offset, reason },
       'event dead-lettered',
     );
-    deadLetters.push({
+    return {
       key: record.key,
       value: record.value,
       headers: {
@@ -86,52 +88,54 @@ export async function startDeliveryWorker(deps: {
         [DLQ_HEADERS.reason]: reason,
         [DLQ_HEADERS.source]: `${source.topic}/${source.partition}/${source.offset}`,
       },
-    });
-  };
+    };
+  }
 
-  let current: InRecord | null = null;
-  const router = createDeliveryRouter({
-    log,
-    metrics,
-    dedupEntries: 100_000,
-    sink: {
-      async deliver(d, source) {
-        if (d.event.type === 'conversation.members_added') deps.membership?.add(d.event.conversation_id, d.event.user_ids);
-        await routing(d, source, pending);
-      },
-    },
-    async onUndecodable(record, reason) {
-      deadLetter(record, current!, `undecodable: ${reason}`);
-    },
-  });
-
+  /** One batch of one partition, in order (several partitions may be handled at once). */
   async function handleBatch(records: InRecord[]): Promise<void> {
-    pending = new Map();
-    deadLetters = [];
-    for (const r of records) {
-      current = r;
-      await router.route(toEventRecord(r));
-    }
+    if (records.length === 0) return;
+    const sources = new Map<EventRecord, InRecord>();
+    const eventRecords = records.map((r) => {
+      const e = toEventRecord(r);
+      sources.set(e, r);
+      return e;
+    });
+    const routed = router.prepare(eventRecords);
+    let dead = routed.flatMap((r) =>
+      r.kind === 'undecodable' ? [deadLetter(r.record, sources.get(r.record)!, `undecodable: ${r.reason}`)] : [],
+    );
+    const deliveries = routed.flatMap((r) => (r.kind === 'delivery' ? [r] : []));
+    const observe = (stage: 'routed' | 'forwarded') => {
+      const now = Date.now();
+      for (const d of deliveries) metrics.pipelineSeconds.observe({ stage }, (now - Date.parse(d.delivery.event.occurred_at)) / 1000);
+    };
+    observe('routed');
+    // Every batch of a source partition goes out under one key: the node topics keep their order.
+    const key = `${records[0]!.topic}/${records[0]!.partition}`;
     try {
-      await retry(() => producer.sendMany(pending), {
-        retries: config.limits.deliveryMaxRetries,
-        baseMs: 200,
-        capMs: 5000,
-        // A record the broker will never take (too large, invalid) goes to the dead letters at once.
-        isRetriable: (err) => !(err instanceof KafkaError) || err.retriable,
-        onRetry: (err, attempt, delay) => {
-          router.forgetDedup();
-          log.warn({ err, attempt, retry_in_ms: delay }, 'delivery hand-over failed; retrying');
+      await retry(
+        async () => {
+          const out = await routing(deliveries, key);
+          await producer.sendMany(out);
+          for (const list of out.values()) metrics.deliveriesForwarded.inc(list.length);
+          observe('forwarded');
         },
-      });
-      for (const list of pending.values()) metrics.deliveriesForwarded.inc(list.length);
+        {
+          retries: config.limits.deliveryMaxRetries,
+          baseMs: 200,
+          capMs: 5000,
+          // A record the broker will never take (too large, invalid) goes to the dead letters at once.
+          isRetriable: (err) => !(err instanceof KafkaError) || err.retriable,
+          onRetry: (err, attempt, delay) => log.warn({ err, attempt, retry_in_ms: delay }, 'delivery hand-over failed; retrying'),
+        },
+      );
+      router.commit(routed);
     } catch (err) {
       router.forgetDedup();
-      deadLetters = [];
-      for (const r of records) deadLetter(toEventRecord(r), r, `delivery_failed: ${(err as Error).message}`);
+      dead = records.map((r) => deadLetter(toEventRecord(r), r, `delivery_failed: ${(err as Error).message}`));
     }
     // Throws if the dead-letter topic cannot be written either: the batch is retried, not lost.
-    await producer.send(topics.deadLetterTopic, deadLetters);
+    await producer.send(topics.deadLetterTopic, dead);
   }
 
   const consumer = await runConsumer(kafka, {
@@ -140,6 +144,8 @@ export async function startDeliveryWorker(deps: {
     fromBeginning: true,
     log,
     handleBatch,
+    partitionsConsumedConcurrently: config.limits.deliveryConcurrency,
+    fetch: { minBytes: topics.fetchMinBytes, maxWaitMs: topics.fetchMaxWaitMs },
   });
 
   const lagTimer = setInterval(() => {

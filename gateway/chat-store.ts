@@ -8,9 +8,9 @@ import { mapDbError, type Sql, type TxSql } from '../common/db.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
-import { membersAddedEvent, messageCreatedEvent, readUpdatedEvent, type ChatEvent } from '../common/events.js';
+import { membersAddedEvent, readUpdatedEvent, type ChatEvent } from '../common/events.js';
 import { insertOutboxEvents, type OutboxMode } from '../common/outbox.js';
-import { retry } from '../common/retry.js';
+import { GroupCommit } from './group-commit.js';
 
 export type { ConversationSummary } from '../common/wire.js';
 import type { ConversationSummary } from '../common/wire.js';
@@ -45,8 +45,27 @@ export function toEnvelope(r: MessageRow): Envelope {
 /** Ids, sequence, timestamps and keys around each payload in a message frame, roughly. */
 const ENVELOPE_OVERHEAD_BYTES = 300;
 
-/** Thrown inside a send transaction to roll it back (undoing the sequence increment). */
-class IdempotencyRace extends Error {}
+/** One send as the batch statement takes it (short keys: a batch is one JSON parameter). */
+interface SendItem {
+  c: string;
+  s: string;
+  k: string;
+  p: unknown;
+  b: number;
+  t: string | null;
+}
+
+interface SendRow {
+  idx: number;
+  status: 'created' | 'duplicate' | 'conflict' | 'not_member' | 'not_found';
+  message_id: string;
+  conversation_id: string;
+  sender_id: string;
+  sequence: number;
+  payload: unknown;
+  created_at: Date;
+  idempotency_key: string;
+}
 
 export type Membership = 'member' | 'not_member' | 'not_found';
 
@@ -118,10 +137,32 @@ export interface ChatStoreDeps {
   outboxMode: OutboxMode;
   /** Bounds request-path database work (see common/semaphore.ts). */
   gate: Semaphore;
+  /** Group commit of sends: batch size, concurrent batches, sends allowed to wait. */
+  sendBatch: { maxBatch: number; maxInFlight: number; maxQueued: number };
 }
 
 export function createChatStore(deps: ChatStoreDeps): ChatStore {
   const { sql, queryTimeoutMs, maxRoomMembers, maxPageBytes, gate } = deps;
+
+  const sends = new GroupCommit<SendItem, SendRow>({
+    ...deps.sendBatch,
+    async write(items) {
+      const batch = JSON.stringify(items.map((it, i) => ({ ...it, i })));
+      const rows = await withTimeout(
+        sql<SendRow[]>`SELECT * FROM realchat_send_batch(${batch}::text::jsonb, ${deps.outboxMode})`,
+        queryTimeoutMs,
+        'send batch',
+      );
+      const byIndex: SendRow[] = [];
+      for (const r of rows) byIndex[r.idx] = r;
+      return byIndex;
+    },
+    // A batch that lost a race for an idempotency key (40001) or a deadlock victim (40P01) is
+    // written once more: the key then answers as stored.
+    retryOnce: (err) => /^(40P01|40001)$/.test((err as { code?: string }).code ?? ''),
+    // The batch statement must not see one (sender, key) twice.
+    key: (it) => `${it.s}\u0000${it.k}`,
+  });
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
     const slot = gate.tryAcquire();
@@ -185,19 +226,6 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     const m = await membership(userId, conversationId);
     if (m === 'not_found') throw new AppError('not_found', 'conversation not found');
     if (m === 'not_member') throw new AppError('forbidden', 'not a member of this conversation');
-  }
-
-  async function findByKey(senderId: string, key: string, conversationId: string, payload: unknown): Promise<SendResult | null> {
-    const rows = await sql<(MessageRow & { same_payload: boolean })[]>`
-      SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key,
-             payload = ${JSON.stringify(payload)}::text::jsonb AS same_payload
-      FROM messages WHERE sender_id = ${senderId} AND idempotency_key = ${key}`;
-    const row = rows[0];
-    if (!row) return null;
-    if (row.conversation_id !== conversationId || !row.same_payload) {
-      throw new AppError('conflict', 'idempotency_key was already used for a different conversation or payload');
-    }
-    return { envelope: toEnvelope(row), duplicate: true };
   }
 
   return {
@@ -296,63 +324,35 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     },
 
     /**
-     * The write path: sequence, message and outbox event in one transaction. Idempotency is the
-     * UNIQUE (sender_id, idempotency_key) constraint: on conflict the transaction rolls back
-     * (so the sequence stays gap-free) and the stored message answers the retry.
+     * The write path, group-committed (gateway/group-commit.ts, sql/migrations/0004_send_batch.sql):
+     * sequence, message and outbox event in one transaction per batch, idempotent per (sender, key),
+     * each send answered on its own.
      */
-    async sendMessage(
-      senderId: string,
-      conversationId: string,
-      key: string,
-      payload: unknown,
-      payloadBytes: number,
-      traceId: string | null,
-    ): Promise<SendResult> {
-      return run('sendMessage', async () => {
-        const attempt = async (): Promise<SendResult> => {
-          try {
-            return await sql.begin(async (tx) => {
-              const [conv] = await tx<{ last_seq: number }[]>`
-                UPDATE conversations SET last_seq = last_seq + 1, updated_at = date_trunc('milliseconds', clock_timestamp())
-                WHERE id = ${conversationId}
-                  AND EXISTS (SELECT 1 FROM members WHERE conversation_id = ${conversationId} AND user_id = ${senderId})
-                RETURNING last_seq`;
-              if (!conv) {
-                const m = await tx<{ x: number }[]>`SELECT 1 AS x FROM conversations WHERE id = ${conversationId}`;
-                throw m.length === 0
-                  ? new AppError('not_found', 'conversation not found')
-                  : new AppError('forbidden', 'not a member of this conversation');
-              }
-              const messageId = randomUUID();
-              const [row] = await tx<MessageRow[]>`
-                INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key, payload_bytes)
-                VALUES (${messageId}, ${conversationId}, ${senderId}, ${conv.last_seq}, ${JSON.stringify(payload)}::text::jsonb, ${key}, ${payloadBytes})
-                ON CONFLICT (sender_id, idempotency_key) DO NOTHING
-                RETURNING id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key`;
-              if (!row) throw new IdempotencyRace();
-              const envelope = toEnvelope(row);
-              await insertEvent(tx, messageCreatedEvent(envelope), traceId);
-              return { envelope, duplicate: false };
-            });
-          } catch (err) {
-            // A retry whose key exists must be answered as a duplicate even if the member check or
-            // the conversation changed meanwhile; only then report the original error.
-            const raced = err instanceof IdempotencyRace;
-            if (raced || (err instanceof AppError && (err.code === 'forbidden' || err.code === 'not_found'))) {
-              const dup = await findByKey(senderId, key, conversationId, payload);
-              if (dup) return dup;
-            }
-            // A race whose winner rolled back after blocking ours: retried below.
-            throw err;
-          }
-        };
-        try {
-          return await retry(attempt, { retries: 2, baseMs: 0, capMs: 0, isRetriable: (err) => err instanceof IdempotencyRace });
-        } catch (err) {
-          if (!(err instanceof IdempotencyRace)) throw err;
-        }
-        throw new AppError('unavailable', 'could not settle a concurrent send with the same idempotency key');
-      });
+    async sendMessage(senderId, conversationId, key, payload, payloadBytes, traceId) {
+      const { result, abandon } = sends.submit({ c: conversationId, s: senderId, k: key, p: payload, b: payloadBytes, t: traceId });
+      let row: SendRow;
+      try {
+        // The wait for a batch counts toward the timeout: no send waits longer than queryTimeoutMs.
+        row = await withTimeout(result, queryTimeoutMs, 'sendMessage');
+      } catch (err) {
+        abandon();
+        throw mapDbError(err);
+      }
+      switch (row.status) {
+        case 'created':
+        case 'duplicate':
+          // A new message's payload is the one sent (the statement returns stored payloads only).
+          return {
+            envelope: toEnvelope({ ...row, id: row.message_id, payload: row.status === 'created' ? payload : row.payload }),
+            duplicate: row.status === 'duplicate',
+          };
+        case 'conflict':
+          throw new AppError('conflict', 'idempotency_key was already used for a different conversation or payload');
+        case 'not_member':
+          throw new AppError('forbidden', 'not a member of this conversation');
+        case 'not_found':
+          throw new AppError('not_found', 'conversation not found');
+      }
     },
 
     /** Monotonic: returns the stored read sequence and whether it advanced (an event was emitted). */

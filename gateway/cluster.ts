@@ -11,12 +11,11 @@ import type { Metrics } from '../common/metrics.js';
 import { consumerLag, createKafkaClient, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
 import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
 import { CircuitBreaker } from '../common/breaker.js';
-import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/events.js';
+import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/node-records.js';
 import { startDeliveryConsumer } from './delivery-consumer.js';
 import { PresenceAgent } from './presence-agent.js';
 import { startLoadMonitor } from './load-monitor.js';
-import type { GatewayInbox } from './inbox.js';
-import type { ClusterPorts, PipelineFactory } from './pipeline.js';
+import type { ClusterPorts, NodePorts, PipelineFactory } from './pipeline.js';
 
 export interface ClusterLink extends ClusterPorts {
   stop(): Promise<void>;
@@ -24,13 +23,13 @@ export interface ClusterLink extends ClusterPorts {
 
 /** The distributed pipeline: the relay is another process (woken by NOTIFY from the outbox trigger). */
 export function clusterPipeline(deps: { config: Config; log: Logger; metrics: Metrics }): PipelineFactory {
-  return async (inbox) => {
-    const link = await startClusterLink({ ...deps, inbox });
+  return async (node) => {
+    const link = await startClusterLink({ ...deps, ...node });
     return { onEventCommitted: () => {}, settled: async () => {}, stop: () => link.stop(), cluster: link };
   };
 }
 
-export async function startClusterLink(deps: { config: Config; inbox: GatewayInbox; log: Logger; metrics: Metrics }): Promise<ClusterLink> {
+export async function startClusterLink(deps: { config: Config; log: Logger; metrics: Metrics } & NodePorts): Promise<ClusterLink> {
   const { config, inbox, log, metrics } = deps;
   const nodeId = config.nodeId;
   const kafka = createKafkaClient({
@@ -51,6 +50,7 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
   const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });
   const consumer = await startDeliveryConsumer({
     kafka,
+    fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
     nodeId,
     topics,
     handlers: { event: (d) => inbox.deliver(d), ephemeral: (d) => inbox.ephemeral(d) },
@@ -58,7 +58,7 @@ export async function startClusterLink(deps: { config: Config; inbox: GatewayInb
     metrics,
   });
   // Announce presence only once consuming: nothing can be addressed to this node before that.
-  const agent = presence ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log) : null;
+  const agent = presence ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users) : null;
   await agent?.start();
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
   const breaker = new CircuitBreaker(config.presence.breakerOpenMs);

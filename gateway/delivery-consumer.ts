@@ -7,7 +7,8 @@
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { runConsumer, type InRecord, type KafkaClient, type RunningConsumer } from '../common/kafka/index.js';
-import { decodeDeliveryValue, decodeEvent, type ChatEvent, type DecodedDelivery, type EphemeralDelivery } from '../common/events.js';
+import { decodeEvent, EVENT_HEADERS } from '../common/events.js';
+import { decodeNodeRecord, type DecodedNodeRecord, type EphemeralDelivery } from '../common/node-records.js';
 import type { Delivery } from '../common/delivery.js';
 
 export interface DeliveryHandlers {
@@ -18,6 +19,7 @@ export interface DeliveryHandlers {
 export async function startDeliveryConsumer(deps: {
   kafka: KafkaClient;
   nodeId: string;
+  fetch: { minBytes: number; maxWaitMs: number };
   topics: string[];
   handlers: DeliveryHandlers;
   log: Logger;
@@ -25,28 +27,35 @@ export async function startDeliveryConsumer(deps: {
 }): Promise<RunningConsumer> {
   const { handlers, log, metrics } = deps;
 
+  function undecodable(err: unknown, record: InRecord, what: string): void {
+    metrics.failedDeliveries.inc({ reason: 'undecodable_delivery' });
+    log.error({ err, topic: record.topic, partition: record.partition, offset: record.offset }, `undecodable ${what} skipped`);
+  }
+
   async function handle(record: InRecord): Promise<void> {
-    let decoded: DecodedDelivery;
+    let decoded: DecodedNodeRecord;
     try {
-      decoded = decodeDeliveryValue(record.value ?? '');
+      decoded = decodeNodeRecord(record.value ?? '', record.headers[EVENT_HEADERS.traceId] ?? null);
     } catch (err) {
-      metrics.failedDeliveries.inc({ reason: 'undecodable_delivery' });
-      log.error({ err, topic: record.topic, partition: record.partition, offset: record.offset }, 'undecodable delivery record skipped');
+      undecodable(err, record, 'delivery record');
       return;
     }
     if (decoded.kind === 'ephemeral') {
       if (decoded.delivery.origin !== deps.nodeId) handlers.ephemeral(decoded.delivery);
       return;
     }
-    let event: ChatEvent | null;
-    try {
-      event = decodeEvent(decoded.event);
-    } catch (err) {
-      metrics.failedDeliveries.inc({ reason: 'undecodable_delivery' });
-      log.error({ err, topic: record.topic, offset: record.offset }, 'undecodable event in delivery record skipped');
-      return;
+    for (const d of decoded.deliveries) {
+      let event: ReturnType<typeof decodeEvent>;
+      try {
+        event = decodeEvent(d.event);
+      } catch (err) {
+        undecodable(err, record, 'event in a delivery record');
+        continue;
+      }
+      if (!event) continue;
+      metrics.pipelineSeconds.observe({ stage: 'received' }, (Date.now() - Date.parse(event.occurred_at)) / 1000);
+      await handlers.event({ recipients: d.recipients, event, traceId: d.traceId });
     }
-    if (event) await handlers.event({ recipients: decoded.recipients, event, traceId: record.headers.trace_id ?? null });
   }
 
   return runConsumer(deps.kafka, {
@@ -55,6 +64,7 @@ export async function startDeliveryConsumer(deps: {
     // A (re)started node has no connections yet: anything older is served by resume from the database.
     fromBeginning: false,
     join: { timeoutMs: 90_000, required: true },
+    fetch: deps.fetch,
     log,
     async handleBatch(records) {
       for (const r of records) await handle(r);

@@ -69,25 +69,29 @@ export function createEdgePolicy(cfg: EdgeConfig): EdgePolicy {
 
 /** Open connections per client address, for the per-address cap. */
 export class AddressCounter {
-  private readonly counts = new Map<string, number>();
+  // The entry keeps one copy of the address string that every connection from it shares (each
+  // upgrade reads a fresh one: with thousands of connections per address, that adds up).
+  private readonly counts = new Map<string, { address: string; n: number }>();
 
-  constructor(private readonly max: number) {}
-
-  /** False when the address is at its cap (nothing counted). */
-  tryAdd(address: string): boolean {
-    const n = this.counts.get(address) ?? 0;
-    if (n >= this.max) return false;
-    this.counts.set(address, n + 1);
-    return true;
+  /** Counts a connection (the caller checked `count` against the cap first); returns the shared copy of the address. */
+  add(address: string): string {
+    const e = this.counts.get(address);
+    if (e) {
+      e.n++;
+      return e.address;
+    }
+    this.counts.set(address, { address, n: 1 });
+    return address;
   }
 
   remove(address: string): void {
-    const n = this.counts.get(address) ?? 0;
-    if (n <= 1) this.counts.delete(address);
-    else this.counts.set(address, n - 1);
+    const e = this.counts.get(address);
+    if (!e) return;
+    if (e.n <= 1) this.counts.delete(address);
+    else e.n--;
   }
 
   count(address: string): number {
-    return this.counts.get(address) ?? 0;
+    return this.counts.get(address)?.n ?? 0;
   }
 }

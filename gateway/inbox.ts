@@ -1,8 +1,9 @@
 import type { Delivery } from '../common/delivery.js';
 import type { MembershipCache } from '../common/membership.js';
 import { encodeFrame } from '../common/protocol.js';
+import type { Metrics } from '../common/metrics.js';
 import type { ConnectionRegistry } from './registry.js';
-import type { EphemeralDelivery } from '../common/events.js';
+import type { EphemeralDelivery } from '../common/node-records.js';
 
 export interface GatewayInbox {
   deliver(d: Delivery): Promise<void>;
@@ -11,12 +12,15 @@ export interface GatewayInbox {
 }
 
 /** The node side of delivery: resolves recipients if needed and renders events into frames. */
-export function createGatewayInbox(registry: ConnectionRegistry, membership: MembershipCache): GatewayInbox {
+export function createGatewayInbox(registry: ConnectionRegistry, membership: MembershipCache, metrics: Metrics): GatewayInbox {
   return {
     async deliver({ recipients, event }: Delivery) {
       switch (event.type) {
         case 'message.created':
-          registry.deliverMessage(recipients ?? (await membership.members(event.conversation_id)), event.message);
+          if (registry.deliverMessage(recipients ?? (await membership.members(event.conversation_id)), event.message) > 0) {
+            // End to end: commit (created_at) to the frame handed to this node's sockets.
+            metrics.pipelineSeconds.observe({ stage: 'written' }, (Date.now() - Date.parse(event.message.created_at)) / 1000);
+          }
           break;
         case 'conversation.members_added':
           membership.add(event.conversation_id, event.user_ids);

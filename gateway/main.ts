@@ -12,9 +12,6 @@ import { migrate } from '../sql/migrate.js';
 import { clusterPipeline } from './cluster.js';
 import { startGatewayNode } from './node.js';
 
-/** Connections per gateway to PostgreSQL. */
-const POOL_SIZE = 10;
-
 runMain('gateway', async (config) => {
   if (!config.databaseUrl || !config.kafkaBrokers) {
     throw new ConfigError(
@@ -25,7 +22,7 @@ runMain('gateway', async (config) => {
   const metrics = createMetrics({ nodeId: config.nodeId });
   const sql = createSql({
     url: config.databaseUrl,
-    maxConnections: POOL_SIZE,
+    maxConnections: config.limits.dbPoolSize,
     connectTimeoutS: config.timeouts.dbConnectS,
     queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-${config.nodeId}`,
@@ -35,7 +32,7 @@ runMain('gateway', async (config) => {
   const node = await startGatewayNode({
     config,
     sql,
-    poolSize: POOL_SIZE,
+    poolSize: config.limits.dbPoolSize,
     log,
     metrics,
     jwtSecret: config.jwt.secret,

@@ -11,6 +11,7 @@ import type { Sql } from '../common/db.js';
 import { withTimeout } from '../common/timeout.js';
 import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { AppError } from '../common/errors.js';
+import { traceIdGenerator } from '../common/trace-id.js';
 import { Semaphore } from '../common/semaphore.js';
 import { MembershipCache, createMembershipSource } from '../common/membership.js';
 import { createAuthenticator } from './auth.js';
@@ -67,10 +68,16 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
     // relay's own queries never queue behind an unbounded backlog in the driver.
     gate: new Semaphore(opts.poolSize * 2, config.limits.maxQueuedDbOperations),
+    sendBatch: {
+      maxBatch: config.limits.sendBatchMax,
+      // PGlite serves one connection: one batch at a time there.
+      maxInFlight: Math.min(config.limits.sendBatchWriters, Math.max(1, Math.floor(opts.poolSize / 2))),
+      maxQueued: config.limits.maxQueuedDbOperations * 4,
+    },
   });
   const registry = new ConnectionRegistry();
   const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
-  const inbox = createGatewayInbox(registry, membership);
+  const inbox = createGatewayInbox(registry, membership, metrics);
   const backlog = new BacklogMonitor(
     sql,
     {
@@ -86,7 +93,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     },
   );
   backlog.start();
-  const pipeline = await opts.pipeline(inbox);
+  const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts() });
 
   const server = await startGatewayServer(
     {
@@ -117,6 +124,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
         }
       },
       onEventCommitted: () => pipeline.onEventCommitted(),
+      newTraceId: traceIdGenerator(),
       cluster: pipeline.cluster,
       ready: async () => {
         try {

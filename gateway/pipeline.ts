@@ -19,4 +19,11 @@ export interface NodePipeline {
   cluster: ClusterPorts | null;
 }
 
-export type PipelineFactory = (inbox: GatewayInbox) => Promise<NodePipeline>;
+/** What a node offers its pipeline: where deliveries go, and who is connected here. */
+export interface NodePorts {
+  inbox: GatewayInbox;
+  /** This node's users and their connection counts. */
+  users(): ReadonlyMap<string, number>;
+}
+
+export type PipelineFactory = (node: NodePorts) => Promise<NodePipeline>;

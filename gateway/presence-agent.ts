@@ -7,7 +7,6 @@ import type { PresenceRegistry } from '../common/presence.js';
 import type { Logger } from '../common/log.js';
 
 export class PresenceAgent {
-  private readonly counts = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private healthy = false;
   private stopped = false;
@@ -18,6 +17,8 @@ export class PresenceAgent {
     private readonly heartbeatMs: number,
     private readonly ttlMs: number,
     private readonly log: Logger,
+    /** This node's users and their connection counts (the connection registry; re-sent after an outage). */
+    private readonly users: () => ReadonlyMap<string, number>,
   ) {}
 
   /** Clears what a previous process with this node id left behind, then starts heartbeating. */
@@ -37,8 +38,9 @@ export class PresenceAgent {
     try {
       await this.registry.heartbeat(this.nodeId, this.ttlMs);
       if (!this.healthy) {
-        await this.registry.resync(this.nodeId, this.counts);
-        this.log.info({ users: this.counts.size }, 'presence re-synced');
+        const users = this.users();
+        await this.registry.resync(this.nodeId, users);
+        this.log.info({ users: users.size }, 'presence re-synced');
       }
       this.healthy = true;
     } catch (err) {
@@ -53,7 +55,6 @@ export class PresenceAgent {
    * routed to this node.
    */
   async connected(userId: string): Promise<void> {
-    this.counts.set(userId, (this.counts.get(userId) ?? 0) + 1);
     if (!this.healthy) return;
     try {
       await this.registry.addConnection(this.nodeId, userId);
@@ -63,9 +64,6 @@ export class PresenceAgent {
   }
 
   disconnected(userId: string): void {
-    const n = (this.counts.get(userId) ?? 1) - 1;
-    if (n > 0) this.counts.set(userId, n);
-    else this.counts.delete(userId);
     if (this.healthy && !this.stopped) this.registry.removeConnection(this.nodeId, userId).catch(() => (this.healthy = false));
   }
 

@@ -36,6 +36,13 @@ export class ConnectionRegistry {
     return this.byUser.has(userId);
   }
 
+  /** Every user on this node with its connection count (presence re-sync). */
+  userCounts(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [u, held] of this.byUser) out.set(u, held instanceof Set ? held.size : 1);
+    return out;
+  }
+
   /** Connections this user holds on this node. */
   countOf(userId: string): number {
     const held = this.byUser.get(userId);

@@ -22,6 +22,8 @@ export interface RestDeps {
   sendLimiter: RateLimiter;
   /** Throws `unavailable` while sends must be refused (outbox backlog over its bound). */
   admitSend(): void;
+  /** Ids for request logs and the events a request produces. */
+  newTraceId(): string;
   /** Wakes the local relay after a commit that produced an event. */
   onEventCommitted(): void;
   ready(): Promise<boolean>;

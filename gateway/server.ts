@@ -1,7 +1,6 @@
 /** The gateway's uWS app: REST + WebSocket on one port, and the operators' internal port. */
 import uWS from 'uWebSockets.js';
 import type { WebSocket } from 'uWebSockets.js';
-import { randomBytes } from 'node:crypto';
 import { encodeFrame, CloseCode } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
 import { LogLimiter } from '../common/log-limiter.js';
@@ -48,7 +47,7 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
   const route = createHttpHandler({
     metrics: deps.metrics,
     maxBodyBytes: config.limits.maxHttpBodyBytes,
-    newTraceId: () => randomBytes(8).toString('hex'),
+    newTraceId: deps.newTraceId,
     edge,
     logs,
     budget: new ResponseBudget(config.limits.maxPendingResponseBytes),

@@ -4,7 +4,6 @@
  * user and a reply function; they throw AppError for anything the client must be told, and the
  * caller turns that into an `error` frame with the request's `ref`.
  */
-import { randomBytes } from 'node:crypto';
 import { AppError } from '../common/errors.js';
 import { encodeFrame, type ClientFrame, type ServerFrame } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
@@ -34,6 +33,7 @@ export interface CommandDeps {
   maxSyncPageBytes: number;
   admitSend(): void;
   onEventCommitted(): void;
+  newTraceId(): string;
 }
 
 type Handlers = { [K in RequestType]: (frame: Extract<RequestFrame, { type: K }>, ctx: CommandContext) => Promise<void> };
@@ -45,7 +45,7 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
       if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
       deps.admitSend();
       const timer = metrics.dbWriteSeconds.startTimer();
-      const traceId = randomBytes(8).toString('hex');
+      const traceId = deps.newTraceId();
       const { envelope, duplicate } = await store.sendMessage(
         userId,
         frame.conversation_id,

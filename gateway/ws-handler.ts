@@ -83,6 +83,7 @@ export interface WsDeps {
   edge: EdgePolicy;
   sendLimiter: RateLimiter;
   admitSend(): void;
+  newTraceId(): string;
   onEventCommitted(): void;
   /** Distributed mode: presence entries and typing for other nodes. */
   cluster: ClusterPorts | null;
@@ -150,7 +151,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
   // read stalls its own request chain (then is closed as slow) instead of growing server memory.
   const maxSyncPageBytes = Math.min(limits.maxPageBytes, Math.floor(limits.maxConnectionBufferBytes / 4));
   const admitBelowBytes = Math.floor(limits.maxConnectionBufferBytes / 2);
-  const addresses = new AddressCounter(limits.maxConnectionsPerAddress);
+  const addresses = new AddressCounter();
   const commands = createCommandHandlers({ ...deps, maxSyncPageBytes });
 
   // Every connection's request chain starts from this one settled promise instead of its own.
@@ -412,7 +413,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       (ws: WebSocket<WsData>) => {
         const ud = ws.getUserData();
         ud.port.attach(ws);
-        addresses.tryAdd(ud.address);
+        ud.address = addresses.add(ud.address);
         deps.sockets.add(ws);
         ud.helloTimer = setTimeout(() => {
           if (ud.session.phase !== 'awaiting_hello' && ud.session.phase !== 'authenticating') return;

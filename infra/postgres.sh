@@ -8,7 +8,8 @@
 #
 # Settings: wal_level=logical (Debezium), max_wal_senders=10, max_replication_slots=10,
 # max_slot_wal_keep_size=$PG_MAX_SLOT_WAL_KEEP_SIZE (1GB), max_connections=$PG_MAX_CONNECTIONS (300),
-# fsync=$PG_FSYNC (off: safe against process crashes, not OS crashes). Listens on 127.0.0.1 only,
+# fsync=$PG_FSYNC (on, durable as in production; PG_FSYNC=off is the development fast mode: safe
+# against process crashes, not OS crashes). Listens on 127.0.0.1 only,
 # no Unix socket, trust authentication (user "postgres", any password). As root, the server runs
 # as the "postgres" OS user (runuser). Data: <dir>/data, log: <dir>/postgres.log.
 # Timeouts: PG_START_TIMEOUT (60 s), PG_STOP_TIMEOUT (30 s).
@@ -89,9 +90,11 @@ wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
 max_slot_wal_keep_size = '${PG_MAX_SLOT_WAL_KEEP_SIZE:-1GB}'
-fsync = ${PG_FSYNC:-off}
-full_page_writes = ${PG_FSYNC:-off}
+fsync = ${PG_FSYNC:-on}
+full_page_writes = ${PG_FSYNC:-on}
 synchronous_commit = on
+# Per-statement figures for operators (CREATE EXTENSION pg_stat_statements; docs/operations.md).
+shared_preload_libraries = 'pg_stat_statements'
 log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 CONF

@@ -24,6 +24,8 @@
 # else generated once into $STACK_DIR/jwt-secret), REALCHAT_NODE_ID=<role>-<i>, LOG_LEVEL (info),
 # REALCHAT_EVENTS_TOPIC, REALCHAT_TOPIC_PARTITIONS, REALCHAT_OUTBOX_MODE (table, or wal with
 # RELAY=debezium), REALCHAT_SLOT_NAME, plus the caller's environment (other REALCHAT_* knobs pass through).
+# STACK_NODE_ARGS: extra node flags for every role, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (profiles
+# are written when the role exits: stack:down).
 # Logs: $STACK_DIR/logs/<role>-<i>.log (appended); pid files: $STACK_DIR/pids/<role>-<i>.pid.
 # Ready: gateway GET /readyz 200; relay/delivery log "relay started"/"delivery started".
 # Timeouts: STACK_START_TIMEOUT (60 s per wait), STACK_STOP_TIMEOUT (20 s, > the gateway's drain).
@@ -145,7 +147,7 @@ start_node() {
     cd "$REPO" || exit 1
     exec 9>&-
     setsid nohup env "${envs[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidf" \
-      "$NODE_BIN" "dist/$role/main.js" </dev/null >>"$logf" 2>&1 &
+      "$NODE_BIN" ${STACK_NODE_ARGS:-} "dist/$role/main.js" </dev/null >>"$logf" 2>&1 &
   )
   local k
   for ((k = 0; k < 50; k++)); do [[ -s "$pidf" ]] && break; sleep 0.1; done

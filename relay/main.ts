@@ -63,7 +63,8 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
               bus,
               log,
               metrics,
-              batchSize: 500,
+              batchSize: config.limits.relayBatch,
+              lingerMs: config.timeouts.relayLingerMs,
               pollMs: config.timeouts.relayPollMs,
               queryTimeoutMs: config.timeouts.dbQueryMs,
             });

@@ -11,31 +11,30 @@ import type { Metrics } from '../common/metrics.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { createDeliveryRouter } from '../delivery/router.js';
 import type { PipelineFactory } from '../gateway/pipeline.js';
+import type { Delivery } from '../common/delivery.js';
 
 export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger; metrics: Metrics }): PipelineFactory {
   const { config, sql, log, metrics } = deps;
-  return async (inbox) => {
+  return async ({ inbox }) => {
     const bus = createInMemoryBus();
-    const router = createDeliveryRouter({
-      sink: { deliver: (d) => inbox.deliver(d) },
-      log,
-      metrics,
-      dedupEntries: 100_000,
-      async onUndecodable(record, reason) {
+    const router = createDeliveryRouter({ log, metrics, dedupEntries: 100_000 });
+    const sink = { deliver: (d: Delivery) => inbox.deliver(d) };
+    bus.subscribe((records) =>
+      router.handle(records, sink, async (record, reason) => {
         metrics.deadLettered.inc({ reason: 'undecodable' });
         log.error(
           { event_id: record.eventId, type: record.type, trace_id: record.traceId, reason },
           'undecodable event skipped (no dead-letter topic in-process)',
         );
-      },
-    });
-    bus.subscribe((records) => router.handle(records));
+      }),
+    );
     const relay = createOutboxRelay({
       sql,
       bus,
       log,
       metrics,
-      batchSize: 500,
+      batchSize: config.limits.relayBatch,
+      lingerMs: config.timeouts.relayLingerMs,
       pollMs: config.timeouts.relayPollMs,
       queryTimeoutMs: config.timeouts.dbQueryMs,
     });

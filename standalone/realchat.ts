@@ -57,7 +57,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   if (!databaseUrl) throw new Error('unreachable: no database URL');
 
   // PGlite behind pglite-socket is single-connection.
-  const poolSize = embedded ? 1 : 10;
+  const poolSize = embedded ? 1 : config.limits.dbPoolSize;
   const sql = createSql({
     url: databaseUrl,
     maxConnections: poolSize,

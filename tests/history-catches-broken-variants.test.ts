@@ -35,6 +35,7 @@ async function setup() {
     maxPageBytes: 1024 * 1024,
     outboxMode: 'table',
     gate: new Semaphore(10, 100),
+    sendBatch: { maxBatch: 100, maxInFlight: 2, maxQueued: 1000 },
   });
   const alice = randomUUID();
   const conv = (await store.createConversation(alice, [], null, null)).conversation_id;
@@ -125,6 +126,7 @@ describe('the history checker catches broken variants', () => {
       log,
       metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
       batchSize: 100,
+      lingerMs: 0,
       pollMs: 50,
       queryTimeoutMs: 5000,
     });

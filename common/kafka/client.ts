@@ -13,7 +13,14 @@ export const KAFKA_DEFAULTS = {
     heartbeatIntervalMs: 1000,
     rebalanceTimeoutMs: 20_000,
     maxBytesPerPartition: 1024 * 1024,
-    maxWaitTimeMs: 50,
+    /**
+     * How long the broker holds a fetch while there is nothing to read: records are answered at
+     * once (minBytes 1; measured: a hop's p50 stays ~2 ms at 10, 100 or 500 ms), so a long wait
+     * only saves the broker idle fetches (at 10 ms they cost it most of a core).
+     */
+    maxWaitTimeMs: 500,
+    /** Bytes a fetch waits for (up to maxWaitTimeMs); 1: answer as soon as anything arrived. */
+    minBytes: 1,
     /** Records handed to the handler at once (one partition). */
     chunk: 500,
     autoCommitIntervalMs: 500,

@@ -35,6 +35,13 @@ export interface GroupConsumerOptions {
   handleBatch(records: InRecord[]): Promise<void>;
   chunk?: number;
   sessionTimeoutMs?: number;
+  /** Partitions handled at once (each still in order); handleBatch must then be re-entrant. */
+  partitionsConsumedConcurrently?: number;
+  /**
+   * Fetch batching: the broker answers once `minBytes` have arrived or after `maxWaitMs`. Larger
+   * values mean fewer, larger fetches (the broker's cost is per request) at up to maxWaitMs more latency.
+   */
+  fetch?: { minBytes: number; maxWaitMs: number };
   /**
    * Wait this long for the first partition assignment. `required`: fail instead of going on
    * without one (a gateway must not serve clients before it can receive their deliveries:
@@ -127,7 +134,8 @@ export class GroupConsumer implements RunningConsumer {
       heartbeatInterval: c.heartbeatIntervalMs,
       rebalanceTimeout: c.rebalanceTimeoutMs,
       maxBytesPerPartition: c.maxBytesPerPartition,
-      maxWaitTimeInMs: c.maxWaitTimeMs,
+      maxWaitTimeInMs: this.opts.fetch?.maxWaitMs ?? c.maxWaitTimeMs,
+      minBytes: this.opts.fetch?.minBytes ?? c.minBytes,
       retry: { ...KAFKA_DEFAULTS.clientRetry, restartOnFailure: async () => true },
     });
     consumer.on(consumer.events.GROUP_JOIN, () => {
@@ -144,6 +152,7 @@ export class GroupConsumer implements RunningConsumer {
       await consumer.run({
         autoCommit: true,
         autoCommitInterval: c.autoCommitIntervalMs,
+        partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 1,
         eachBatchAutoResolve: false,
         eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
           for (let i = 0; i < batch.messages.length; i += chunk) {

@@ -20,9 +20,20 @@ export interface KafkaProducer {
   close(): Promise<void>;
 }
 
+/** Calls merged into one request at most (each is one caller's batch, itself bounded). */
+const MAX_COALESCED_CALLS = 64;
+
 const toMessages = (records: OutRecord[]) => records.map((r) => ({ key: r.key, value: r.value, headers: r.headers }));
 
-export async function createProducer(client: KafkaClient, opts: { timeoutMs: number; log: Logger }): Promise<KafkaProducer> {
+/**
+ * Sends are coalesced: calls made while a request is in flight (or within `lingerMs` of the first)
+ * go out together as one produce request, each caller's records in call order, and each call
+ * settles with that request. The broker's cost here is mostly per request, not per record.
+ */
+export async function createProducer(
+  client: KafkaClient,
+  opts: { timeoutMs: number; log: Logger; lingerMs?: number },
+): Promise<KafkaProducer> {
   // Idempotent: broker-side dedup of retried batches, and with one request in flight, per-partition order.
   const open = async (): Promise<Producer> => {
     const p = raw(client).producer({
@@ -81,18 +92,57 @@ export async function createProducer(client: KafkaClient, opts: { timeoutMs: num
       throw toKafkaError(err, what);
     }
   };
-  return {
-    async send(topic, records) {
-      if (records.length === 0) return;
-      await run((p) => p.send({ topic, acks: -1, timeout: opts.timeoutMs, messages: toMessages(records) }), 'kafka produce');
-    },
-    async sendMany(batches) {
-      const topicMessages = [...batches]
-        .filter(([, records]) => records.length > 0)
-        .map(([topic, records]) => ({ topic, messages: toMessages(records) }));
-      if (topicMessages.length === 0) return;
+  interface Waiting {
+    batches: ReadonlyArray<readonly [string, OutRecord[]]>;
+    resolve(): void;
+    reject(err: unknown): void;
+  }
+  const waiting: Waiting[] = [];
+  let flushing = false;
+
+  const schedule = () => {
+    if (flushing || waiting.length === 0) return;
+    flushing = true;
+    const linger = opts.lingerMs ?? 0;
+    if (linger > 0) setTimeout(() => void flush(), linger);
+    else setImmediate(() => void flush());
+  };
+
+  async function flush(): Promise<void> {
+    const taken = waiting.splice(0, MAX_COALESCED_CALLS);
+    const merged = new Map<string, OutRecord[]>();
+    for (const w of taken) {
+      for (const [topic, records] of w.batches) {
+        const list = merged.get(topic);
+        if (list) list.push(...records);
+        else merged.set(topic, [...records]);
+      }
+    }
+    const topicMessages = [...merged].map(([topic, records]) => ({ topic, messages: toMessages(records) }));
+    try {
       await run((p) => p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), 'kafka produce');
-    },
+      for (const w of taken) w.resolve();
+    } catch (err) {
+      for (const w of taken) w.reject(err);
+    } finally {
+      flushing = false;
+      schedule();
+    }
+  }
+
+  const enqueue = (batches: ReadonlyArray<readonly [string, OutRecord[]]>): Promise<void> => {
+    const nonEmpty = batches.filter(([, records]) => records.length > 0);
+    if (nonEmpty.length === 0) return Promise.resolve();
+    if (closed) return Promise.reject(toKafkaError(new Error('kafka producer closed'), 'kafka produce'));
+    return new Promise<void>((resolve, reject) => {
+      waiting.push({ batches: nonEmpty, resolve, reject });
+      schedule();
+    });
+  };
+
+  return {
+    send: (topic, records) => enqueue([[topic, records]]),
+    sendMany: (batches) => enqueue([...batches]),
     async close() {
       closed = true;
       const p = producer;

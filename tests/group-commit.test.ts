@@ -1,0 +1,194 @@
+/**
+ * Group commit of sends: the batching queue (unit, with a fake writer) and the batch statement's
+ * rules against a real PostgreSQL (sql/migrations/0004_send_batch.sql), including the race in which
+ * a concurrent transaction commits the same idempotency key between the check and the insert.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import postgres from 'postgres';
+import { GroupCommit } from '../gateway/group-commit.js';
+import { createSql, type Sql } from '../common/db.js';
+import { migrate } from '../sql/migrate.js';
+import { freshDatabase } from './harness/server.js';
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+describe('GroupCommit (queue)', () => {
+  function fakeWriter() {
+    const calls: number[][] = [];
+    const release: Array<() => void> = [];
+    return {
+      calls,
+      release,
+      write: (items: number[]) =>
+        new Promise<number[]>((resolve) => {
+          calls.push(items);
+          release.push(() => resolve(items.map((x) => x * 10)));
+        }),
+    };
+  }
+
+  it('writes the first item at once, and what arrives meanwhile as one batch; each caller gets its own result', async () => {
+    const w = fakeWriter();
+    const gc = new GroupCommit<number, number>({ write: w.write, maxBatch: 100, maxInFlight: 1, maxQueued: 100 });
+    const first = gc.submit(1).result;
+    const rest = [2, 3, 4].map((x) => gc.submit(x).result);
+    await tick();
+    expect(w.calls).toEqual([[1]]);
+    w.release[0]!();
+    expect(await first).toBe(10);
+    await tick();
+    expect(w.calls).toEqual([[1], [2, 3, 4]]);
+    w.release[1]!();
+    expect(await Promise.all(rest)).toEqual([20, 30, 40]);
+  });
+
+  it('bounds batch size, batches in flight and the queue; refuses beyond the queue with unavailable', async () => {
+    const w = fakeWriter();
+    const gc = new GroupCommit<number, number>({ write: w.write, maxBatch: 2, maxInFlight: 2, maxQueued: 3 });
+    const rs = [1, 2, 3, 4, 5].map((x) => gc.submit(x).result);
+    await tick();
+    // Two writers were free: the first two sends went out alone; the rest wait.
+    expect(w.calls).toEqual([[1], [2]]);
+    expect(gc.queued).toBe(3);
+    await expect(Promise.all([gc.submit(6).result, gc.submit(7).result])).rejects.toMatchObject({ code: 'unavailable' });
+    for (let i = 0; i < 4; i++) {
+      w.release[i]!();
+      await tick();
+      await tick();
+    }
+    expect(w.calls).toEqual([[1], [2], [3, 4], [5]]);
+    expect(await Promise.all(rs)).toEqual([10, 20, 30, 40, 50]);
+  });
+
+  it('items with the same key never share a batch; order is kept', async () => {
+    const w = fakeWriter();
+    const gc = new GroupCommit<number, number>({ write: w.write, maxBatch: 10, maxInFlight: 1, maxQueued: 10, key: (x) => String(x % 3) });
+    const rs = [1, 2, 4, 5, 7, 3].map((x) => gc.submit(x).result);
+    await tick();
+    expect(w.calls).toEqual([[1]]);
+    for (let i = 0; i < 3; i++) {
+      w.release[i]!();
+      await tick();
+      await tick();
+    }
+    expect(w.calls).toEqual([[1], [2, 4, 3], [5, 7]]);
+    expect(await Promise.all(rs)).toEqual([10, 20, 40, 50, 70, 30]);
+  });
+
+  it('an item withdrawn before its batch starts is not written; a failed batch fails its items; a retriable failure is written once more', async () => {
+    const w = fakeWriter();
+    const gc = new GroupCommit<number, number>({ write: w.write, maxBatch: 10, maxInFlight: 1, maxQueued: 10 });
+    const a = gc.submit(1).result;
+    const b = gc.submit(2);
+    b.abandon();
+    const c = gc.submit(3).result;
+    await tick();
+    w.release[0]!();
+    await a;
+    await tick();
+    expect(w.calls).toEqual([[1], [3]]);
+    w.release[1]!();
+    expect(await c).toBe(30);
+    void b.result.catch(() => {});
+
+    let attempts = 0;
+    const flaky = new GroupCommit<number, number>({
+      write: async (items) => {
+        if (++attempts === 1) throw Object.assign(new Error('deadlock'), { code: '40P01' });
+        return items;
+      },
+      maxBatch: 10,
+      maxInFlight: 1,
+      maxQueued: 10,
+      retryOnce: (err) => (err as { code?: string }).code === '40P01',
+    });
+    expect(await flaky.submit(5).result).toBe(5);
+    const broken = new GroupCommit<number, number>({
+      write: async () => Promise.reject(new Error('down')),
+      maxBatch: 10,
+      maxInFlight: 1,
+      maxQueued: 10,
+    });
+    await expect(Promise.all([broken.submit(1).result, broken.submit(2).result])).rejects.toThrow('down');
+  });
+});
+
+describe('realchat_send_batch (PostgreSQL)', () => {
+  let url: string;
+  let sql: Sql;
+  beforeAll(async () => {
+    url = await freshDatabase();
+    sql = createSql({ url, maxConnections: 4, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: 'group-commit-test' });
+    await migrate(sql);
+  });
+  afterAll(async () => sql?.end());
+
+  async function conversation(members: string[]): Promise<string> {
+    const id = randomUUID();
+    await sql`INSERT INTO conversations (id, created_by) VALUES (${id}, ${members[0]!})`;
+    for (const u of members) await sql`INSERT INTO members (conversation_id, user_id) VALUES (${id}, ${u})`;
+    return id;
+  }
+  const item = (i: number, c: string, s: string, k: string, p: unknown) => ({ i, c, s, k, p, b: JSON.stringify(p).length, t: null });
+  const send = (conn: postgres.Sql | Sql, items: unknown[]) =>
+    conn<
+      Array<{ idx: number; status: string; sequence: number | null }>
+    >`SELECT idx, status, sequence FROM realchat_send_batch(${JSON.stringify(items)}::text::jsonb)`;
+
+  it('answers each send by its own rule; sequences per conversation follow arrival order, gap-free; one outbox event per new message', async () => {
+    const [a, b, stranger] = [randomUUID(), randomUUID(), randomUUID()];
+    const c1 = await conversation([a, b]);
+    const c2 = await conversation([a]);
+    await send(sql, [item(0, c1, a, 'old', { v: 0 })]);
+    const rows = await send(sql, [
+      item(0, c1, b, 'k1', 'x'),
+      item(1, c2, a, 'k2', 'y'),
+      item(2, c1, a, 'k3', 'z'),
+      item(3, c1, a, 'old', { v: 0 }),
+      item(4, c1, a, 'old', { v: 1 }),
+      item(5, c1, stranger, 'k4', 'w'),
+      item(6, randomUUID(), a, 'k5', 'v'),
+    ]);
+    const byIdx = Object.fromEntries(rows.map((r) => [r.idx, [r.status, r.sequence]]));
+    expect(byIdx).toEqual({
+      0: ['created', 2],
+      1: ['created', 1],
+      2: ['created', 3],
+      3: ['duplicate', 1],
+      4: ['conflict', 1],
+      5: ['not_member', null],
+      6: ['not_found', null],
+    });
+    const [last] = await sql<{ s1: number; s2: number; events: number }[]>`
+      SELECT (SELECT last_seq::int FROM conversations WHERE id = ${c1}) AS s1, (SELECT last_seq::int FROM conversations WHERE id = ${c2}) AS s2,
+             (SELECT count(*)::int FROM outbox WHERE aggregateid IN (${c1}, ${c2})) AS events`;
+    expect(last).toEqual({ s1: 3, s2: 1, events: 4 });
+  });
+
+  it('a concurrent transaction that commits the same key first: the losing batch fails whole (40001, no gap), and written again answers as stored', async () => {
+    const a = randomUUID();
+    const [c1, c2, c3] = [await conversation([a]), await conversation([a]), await conversation([a])];
+    // The winner writes the key in c3 in its own transaction and holds it open. (Within one
+    // conversation the row lock already orders them: the loser would simply see the key.)
+    const winner = postgres(url, { max: 1, onnotice: () => {} });
+    const reserved = await winner.reserve();
+    await reserved`BEGIN`;
+    await reserved`SELECT * FROM realchat_send_batch(${JSON.stringify([item(0, c3, a, 'race', 'same')])}::text::jsonb)`;
+    // The loser does not see the uncommitted key, so it numbers its sends and blocks on the insert.
+    const batch = [item(0, c2, a, 'race', 'same'), item(1, c1, a, 'after', 'next')];
+    const loser = send(sql, batch).catch((err: { code?: string }) => err);
+    await new Promise((r) => setTimeout(r, 300));
+    await reserved`COMMIT`;
+    reserved.release();
+    await winner.end();
+    const lost = await loser;
+    expect(lost, JSON.stringify(lost)).toMatchObject({ code: '40001' });
+    // Nothing of the losing batch stayed: not its other message, not a sequence.
+    const lastSeq = async (c: string) => (await sql<{ l: number }[]>`SELECT last_seq::int AS l FROM conversations WHERE id = ${c}`)[0]!.l;
+    expect([await lastSeq(c1), await lastSeq(c2), await lastSeq(c3)]).toEqual([0, 0, 1]);
+    const again = await send(sql, batch);
+    expect(Object.fromEntries(again.map((r) => [r.idx, [r.status, r.sequence]]))).toEqual({ 0: ['conflict', 1], 1: ['created', 1] });
+    expect([await lastSeq(c1), await lastSeq(c2), await lastSeq(c3)]).toEqual([1, 0, 1]);
+  });
+});
