@@ -121,6 +121,8 @@ export interface Limits {
   /** Bytes queued in a socket before it is closed as a slow consumer. */
   readonly maxConnectionBufferBytes: number;
   readonly maxRoomMembers: number;
+  /** Past this many members a conversation is a large room: delivered by room interest, not member list. */
+  readonly largeRoomMembers: number;
   readonly maxMembersPerRequest: number;
   readonly maxPageMessages: number;
   readonly maxConversationsListed: number;
@@ -345,7 +347,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       maxFrameBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxHttpBodyBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxConnectionBufferBytes,
-      maxRoomMembers: int(env, 'REALCHAT_MAX_ROOM_MEMBERS', 10_000, 2, 1_000_000),
+      maxRoomMembers: int(env, 'REALCHAT_MAX_ROOM_MEMBERS', 100_000, 2, 10_000_000),
+      largeRoomMembers: int(env, 'REALCHAT_LARGE_ROOM_MEMBERS', 1000, 2, 10_000_000),
       maxMembersPerRequest: 1000,
       maxPageMessages: 500,
       maxConversationsListed: 1000,

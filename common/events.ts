@@ -27,6 +27,8 @@ export interface MembersAdded extends EventBase {
   added_by: string;
   /** The conversation's last sequence when the members were added: they receive live messages after it. */
   last_sequence: number;
+  /** The conversation is a large room (delivered by room interest); absent means false. Added in v1.1. */
+  large?: boolean;
 }
 
 export interface ReadUpdated extends EventBase {
@@ -45,8 +47,21 @@ function base(conversationId: string, occurredAt: string = new Date().toISOStrin
 // message.created events are built by the database in the transaction that writes the message
 // (sql/migrations/0004_send_batch.sql) and by the outbox replay (common/outbox.ts).
 
-export function membersAddedEvent(conversationId: string, userIds: string[], addedBy: string, lastSequence: number): MembersAdded {
-  return { ...base(conversationId), type: 'conversation.members_added', user_ids: userIds, added_by: addedBy, last_sequence: lastSequence };
+export function membersAddedEvent(
+  conversationId: string,
+  userIds: string[],
+  addedBy: string,
+  lastSequence: number,
+  large: boolean,
+): MembersAdded {
+  return {
+    ...base(conversationId),
+    type: 'conversation.members_added',
+    user_ids: userIds,
+    added_by: addedBy,
+    last_sequence: lastSequence,
+    ...(large ? { large } : {}),
+  };
 }
 
 export function readUpdatedEvent(conversationId: string, userId: string, readSequence: number): ReadUpdated {
@@ -106,7 +121,8 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
         !Array.isArray(raw.user_ids) ||
         !raw.user_ids.every(isUuid) ||
         !isUuid(raw.added_by) ||
-        !Number.isSafeInteger(raw.last_sequence)
+        !Number.isSafeInteger(raw.last_sequence) ||
+        (raw.large !== undefined && typeof raw.large !== 'boolean')
       ) {
         fail('conversation.members_added needs user_ids, added_by, last_sequence');
       }

@@ -5,7 +5,8 @@
  * - a user may be on several nodes; counts go up per connection and down per close;
  * - every call rejects (never hangs) when the registry is unreachable, so callers can degrade.
  * Redis layout: ZSET rc:nodes (node -> heartbeat expiry, ms), HASH rc:u:<user> (node -> connections),
- * SET rc:n:<node> (users, for cleanup). Keys expire after a day without use.
+ * SET rc:n:<node> (users, for cleanup), SET rc:r:<conversation> (nodes with a subscriber of that large
+ * room) and SET rc:nr:<node> (its rooms, for cleanup). Keys expire after a day without use.
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
@@ -14,8 +15,8 @@ export interface PresenceRegistry {
   heartbeat(nodeId: string, ttlMs: number): Promise<void>;
   addConnection(nodeId: string, userId: string): Promise<void>;
   removeConnection(nodeId: string, userId: string): Promise<void>;
-  /** Re-asserts every user of a node (after the registry was unreachable). */
-  resync(nodeId: string, users: ReadonlyMap<string, number>): Promise<void>;
+  /** Re-asserts every user (and large-room interest) of a node (after the registry was unreachable). */
+  resync(nodeId: string, users: ReadonlyMap<string, number>, rooms?: Iterable<string>): Promise<void>;
   /** Clean shutdown, or a restarted node clearing its previous life. */
   removeNode(nodeId: string): Promise<void>;
   liveNodes(): Promise<string[]>;
@@ -24,6 +25,10 @@ export interface PresenceRegistry {
   forgetNode(nodeId: string): Promise<void>;
   /** live node -> those of `userIds` connected to it. */
   locate(userIds: Iterable<string>): Promise<Map<string, string[]>>;
+  /** Large rooms: this node has (true) or no longer has (false) a subscriber of the room. */
+  setRoomInterest(nodeId: string, conversationId: string, interested: boolean): Promise<void>;
+  /** Live nodes with a subscriber of each room. */
+  roomNodes(conversationIds: Iterable<string>): Promise<Map<string, string[]>>;
   close(): Promise<void>;
 }
 
@@ -32,6 +37,7 @@ const DAY_S = 24 * 3600;
 export class InMemoryPresence implements PresenceRegistry {
   private readonly nodes = new Map<string, number>();
   private readonly users = new Map<string, Map<string, number>>();
+  private readonly rooms = new Map<string, Set<string>>();
   constructor(private readonly now: () => number = Date.now) {}
 
   async heartbeat(nodeId: string, ttlMs: number) {
@@ -50,7 +56,25 @@ export class InMemoryPresence implements PresenceRegistry {
     else m.delete(nodeId);
     if (m.size === 0) this.users.delete(userId);
   }
-  async resync(nodeId: string, users: ReadonlyMap<string, number>) {
+  async setRoomInterest(nodeId: string, conversationId: string, interested: boolean) {
+    let nodes = this.rooms.get(conversationId);
+    if (!nodes) this.rooms.set(conversationId, (nodes = new Set()));
+    if (interested) nodes.add(nodeId);
+    else nodes.delete(nodeId);
+    if (nodes.size === 0) this.rooms.delete(conversationId);
+  }
+  async roomNodes(conversationIds: Iterable<string>) {
+    const live = new Set(await this.liveNodes());
+    const out = new Map<string, string[]>();
+    for (const c of conversationIds)
+      out.set(
+        c,
+        [...(this.rooms.get(c) ?? [])].filter((n) => live.has(n)),
+      );
+    return out;
+  }
+  async resync(nodeId: string, users: ReadonlyMap<string, number>, rooms: Iterable<string> = []) {
+    for (const r of rooms) await this.setRoomInterest(nodeId, r, true);
     for (const [u, n] of users) {
       let m = this.users.get(u);
       if (!m) this.users.set(u, (m = new Map()));
@@ -60,6 +84,7 @@ export class InMemoryPresence implements PresenceRegistry {
   async removeNode(nodeId: string) {
     this.nodes.delete(nodeId);
     for (const m of this.users.values()) m.delete(nodeId);
+    for (const [c, nodes] of this.rooms) if (nodes.delete(nodeId) && nodes.size === 0) this.rooms.delete(c);
   }
   async liveNodes() {
     const t = this.now();
@@ -160,9 +185,40 @@ export class RedisPresence implements PresenceRegistry {
       await this.redis.multi().hdel(`rc:u:${userId}`, nodeId).srem(`rc:n:${nodeId}`, userId).exec();
     }
   }
-  async resync(nodeId: string, users: ReadonlyMap<string, number>) {
+  async setRoomInterest(nodeId: string, conversationId: string, interested: boolean) {
+    if (interested) {
+      await this.redis
+        .multi()
+        .sadd(`rc:r:${conversationId}`, nodeId)
+        .expire(`rc:r:${conversationId}`, DAY_S)
+        .sadd(`rc:nr:${nodeId}`, conversationId)
+        .expire(`rc:nr:${nodeId}`, DAY_S)
+        .exec();
+    } else {
+      await this.redis.multi().srem(`rc:r:${conversationId}`, nodeId).srem(`rc:nr:${nodeId}`, conversationId).exec();
+    }
+  }
+  async roomNodes(conversationIds: Iterable<string>) {
+    const live = await this.live();
+    const list = [...conversationIds];
+    const out = new Map<string, string[]>();
+    if (list.length === 0) return out;
+    const pipe = this.redis.pipeline();
+    for (const c of list) pipe.smembers(`rc:r:${c}`);
+    const res = (await pipe.exec()) ?? [];
+    res.forEach(([err, nodes], i) => {
+      if (err) throw err;
+      out.set(
+        list[i]!,
+        (nodes as string[]).filter((n) => live.has(n)),
+      );
+    });
+    return out;
+  }
+  async resync(nodeId: string, users: ReadonlyMap<string, number>, rooms: Iterable<string> = []) {
     let pipe = this.redis.pipeline();
     let n = 0;
+    for (const r of rooms) pipe.sadd(`rc:r:${r}`, nodeId).expire(`rc:r:${r}`, DAY_S).sadd(`rc:nr:${nodeId}`, r);
     for (const [u, count] of users) {
       pipe.hset(`rc:u:${u}`, nodeId, count).expire(`rc:u:${u}`, DAY_S).sadd(`rc:n:${nodeId}`, u);
       if (++n % 1000 === 0) {
@@ -181,6 +237,13 @@ export class RedisPresence implements PresenceRegistry {
       for (const u of users) pipe.hdel(`rc:u:${u}`, nodeId);
       await pipe.exec();
     }
+    for (;;) {
+      const rooms = await this.redis.spop(`rc:nr:${nodeId}`, 1000);
+      if (rooms.length === 0) break;
+      const pipe = this.redis.pipeline();
+      for (const r of rooms) pipe.srem(`rc:r:${r}`, nodeId);
+      await pipe.exec();
+    }
     await this.redis.zrem('rc:nodes', nodeId);
   }
   async liveNodes() {
@@ -192,12 +255,16 @@ export class RedisPresence implements PresenceRegistry {
   async forgetNode(nodeId: string) {
     await this.removeNode(nodeId);
   }
-  async locate(userIds: Iterable<string>) {
+  /** Live nodes, cached for liveCacheMs (lookups happen per batch; node liveness changes per second). */
+  private async live(): Promise<Set<string>> {
     const now = Date.now();
     if (!this.liveCache || now - this.liveCache.at > (this.opts.liveCacheMs ?? 1000)) {
       this.liveCache = { at: now, nodes: new Set(await this.liveNodes()) };
     }
-    const live = this.liveCache.nodes;
+    return this.liveCache.nodes;
+  }
+  async locate(userIds: Iterable<string>) {
+    const live = await this.live();
     const list = [...userIds];
     const out = new Map<string, string[]>();
     for (let i = 0; i < list.length; i += 1000) {

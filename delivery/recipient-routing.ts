@@ -1,7 +1,7 @@
 /**
  * Where a batch of deliveries goes: with a presence registry, to the topic of each live node that
- * holds any of the recipients, as one record per node carrying that node's share of every delivery
- * (in stream order); without one, or while it fails (circuit open), to the broadcast topic every
+ * holds any of the recipients (for a large room: each node with a subscriber of the room), as one
+ * record per node carrying that node's share of every delivery (in stream order); without one, or while it fails (circuit open), to the broadcast topic every
  * node reads. Member lists and presence are looked up once per batch (one query per conversation
  * not cached, one pipelined registry round trip for all recipients), never per event. Switching
  * paths cannot reorder what a client sees: connections drop duplicates and fill gaps by sequence.
@@ -14,7 +14,7 @@ import type { PresenceRegistry } from '../common/presence.js';
 import type { CircuitBreaker } from '../common/breaker.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import type { MembershipCache } from '../common/membership.js';
+import type { Audience, MembershipCache } from '../common/membership.js';
 
 export type Outgoing = Map<string, OutRecord[]>;
 
@@ -33,20 +33,27 @@ export function createRecipientRouting(deps: {
 }) {
   const { presence, membership, breaker, metrics } = deps;
 
-  /** Recipients of each delivery, in order, applying the batch's own membership changes as they come. */
-  async function recipientsInOrder(batch: readonly RoutedDelivery[], members: MembershipCache): Promise<Array<readonly string[]>> {
+  /**
+   * Who each delivery goes to, in order, applying the batch's own membership changes as they come:
+   * named users (a list), or `room` for an event of a large room (its subscribed nodes).
+   */
+  async function recipientsInOrder(batch: readonly RoutedDelivery[], members: MembershipCache): Promise<Array<readonly string[] | 'room'>> {
     const needed = [...new Set(batch.filter((b) => b.delivery.recipients === null).map((b) => b.delivery.event.conversation_id))];
-    const loaded = await Promise.all(needed.map(async (c) => [c, await members.members(c)] as const));
-    // A working copy per conversation once the batch changes it; until then the cached set.
-    const view = new Map<string, ReadonlySet<string>>(loaded);
+    const loaded = await Promise.all(needed.map(async (c) => [c, await members.audience(c)] as const));
+    // A working copy per conversation once the batch changes it; until then the cached entry.
+    const view = new Map<string, Audience>(loaded);
     return batch.map(({ delivery: d }) => {
       const conv = d.event.conversation_id;
       if (d.event.type === 'conversation.members_added') {
-        const next = new Set(view.get(conv) ?? []);
-        for (const u of d.event.user_ids) next.add(u);
-        view.set(conv, next);
+        const before = view.get(conv);
+        if (d.event.large) view.set(conv, { large: true });
+        else if (!before?.large) view.set(conv, { large: false, members: new Set([...(before?.members ?? []), ...d.event.user_ids]) });
       }
-      return d.recipients ?? [...(view.get(conv) ?? [])];
+      if (d.recipients) return d.recipients;
+      const a = view.get(conv);
+      if (!a?.large) return [...(a?.members ?? [])];
+      // A read mark in a large room goes to the reader's own connections only.
+      return d.event.type === 'conversation.read' ? [d.event.user_id] : 'room';
     });
   }
 
@@ -63,36 +70,61 @@ export function createRecipientRouting(deps: {
     if (batch.length === 0) return new Map();
     // Membership changes reach the cache whatever path the batch takes.
     for (const { delivery: d } of batch)
-      if (d.event.type === 'conversation.members_added') membership?.add(d.event.conversation_id, d.event.user_ids);
+      if (d.event.type === 'conversation.members_added') membership?.add(d.event.conversation_id, d.event.user_ids, d.event.large === true);
     if (!presence || !membership || breaker.open) return broadcast(batch, key);
     try {
       const recipients = await recipientsInOrder(batch, membership);
-      const located = await presence.locate(new Set(recipients.flat()));
+      const users = new Set<string>();
+      const rooms = new Set<string>();
+      batch.forEach(({ delivery: d }, i) => {
+        const r = recipients[i]!;
+        if (r === 'room') rooms.add(d.event.conversation_id);
+        else for (const u of r) users.add(u);
+      });
+      const [located, roomNodes] = await Promise.all([presence.locate(users), presence.roomNodes(rooms)]);
       const nodesOf = new Map<string, string[]>();
-      for (const [node, users] of located) {
-        for (const u of users) {
-          const list = nodesOf.get(u);
-          if (list) list.push(node);
+      for (const [node, list] of located) {
+        for (const u of list) {
+          const l = nodesOf.get(u);
+          if (l) l.push(node);
           else nodesOf.set(u, [node]);
         }
       }
       const perNode = new Map<string, NodeDelivery[]>();
+      const add = (node: string, entry: NodeDelivery) => {
+        const list = perNode.get(node);
+        if (list) list.push(entry);
+        else perNode.set(node, [entry]);
+      };
+      const interest: Array<Promise<void>> = [];
       batch.forEach(({ delivery: d, record }, i) => {
+        const r = recipients[i]!;
+        const conv = d.event.conversation_id;
+        if (r === 'room') {
+          // Every node with a subscriber delivers to its own subscribers.
+          for (const node of roomNodes.get(conv) ?? []) add(node, { recipients: null, eventJson: record.value, traceId: d.traceId });
+          return;
+        }
         const byNode = new Map<string, string[]>();
-        for (const u of recipients[i]!) {
+        for (const u of r) {
           for (const node of nodesOf.get(u) ?? []) {
-            const users = byNode.get(node);
-            if (users) users.push(u);
+            const list = byNode.get(node);
+            if (list) list.push(u);
             else byNode.set(node, [u]);
           }
         }
-        for (const [node, users] of byNode) {
-          const list = perNode.get(node);
-          const entry = { recipients: users, eventJson: record.value, traceId: d.traceId };
-          if (list) list.push(entry);
-          else perNode.set(node, [entry]);
+        for (const [node, list] of byNode) {
+          add(node, { recipients: list, eventJson: record.value, traceId: d.traceId });
+          if (d.event.type === 'conversation.members_added' && d.event.large) {
+            // The node of a member just added to a large room wants the room's messages from now
+            // on, before it has said so itself: record it, for this batch and the next ones.
+            const nodes = roomNodes.get(conv) ?? [];
+            if (!nodes.includes(node)) roomNodes.set(conv, [...nodes, node]);
+            interest.push(presence.setRoomInterest(node, conv, true));
+          }
         }
       });
+      await Promise.all(interest);
       const out: Outgoing = new Map();
       for (const [node, deliveries] of perNode) out.set(nodeTopic(node), [{ key, value: encodeNodeBatch(deliveries), headers: {} }]);
       return out;

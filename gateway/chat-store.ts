@@ -86,7 +86,9 @@ export interface ChatStore {
   addMembers(actor: string, conversationId: string, userIds: string[], traceId: string | null): Promise<MembersAddedResult>;
   listConversations(userId: string, limit: number): Promise<{ conversations: ConversationSummary[]; has_more: boolean }>;
   /** For hello: every conversation of the user with its current last sequence. */
-  conversationsOf(userId: string): Promise<Array<{ conversation_id: string; last_seq: number }>>;
+  conversationsOf(userId: string): Promise<Array<{ conversation_id: string; last_seq: number; large: boolean }>>;
+  /** The current last sequence of each conversation. */
+  lastSequences(conversationIds: string[]): Promise<Array<{ conversation_id: string; last_seq: number }>>;
   /** Catch-up for a connection (no membership check: the delivery path already routed by membership). */
   messagesAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]>;
   /** A member's page of history, bounded in rows and in bytes. */
@@ -132,6 +134,8 @@ export interface ChatStoreDeps {
   sql: Sql;
   queryTimeoutMs: number;
   maxRoomMembers: number;
+  /** Past this many members a conversation is a large room (delivered by room interest). */
+  largeRoomMembers: number;
   /** Pages of history stop at this many bytes (see selectAfter). */
   maxPageBytes: number;
   outboxMode: OutboxMode;
@@ -142,7 +146,7 @@ export interface ChatStoreDeps {
 }
 
 export function createChatStore(deps: ChatStoreDeps): ChatStore {
-  const { sql, queryTimeoutMs, maxRoomMembers, maxPageBytes, gate } = deps;
+  const { sql, queryTimeoutMs, maxRoomMembers, largeRoomMembers, maxPageBytes, gate } = deps;
 
   const sends = new GroupCommit<SendItem, SendRow>({
     ...deps.sendBatch,
@@ -237,11 +241,13 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       const id = randomUUID();
       return run('createConversation', () =>
         sql.begin(async (tx) => {
+          const large = all.length > largeRoomMembers;
           const [conv] = await tx<{ created_at: Date }[]>`
-            INSERT INTO conversations (id, title, created_by) VALUES (${id}, ${title}, ${creator}) RETURNING created_at`;
+            INSERT INTO conversations (id, title, created_by, large, member_count) VALUES (${id}, ${title}, ${creator}, ${large}, ${all.length})
+            RETURNING created_at`;
           await tx`INSERT INTO members ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
           await tx`INSERT INTO user_conversation_state ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
-          await insertEvent(tx, membersAddedEvent(id, all, creator, 0), traceId);
+          await insertEvent(tx, membersAddedEvent(id, all, creator, 0, large), traceId);
           return { conversation_id: id, title, member_ids: all, last_sequence: 0, created_at: conv!.created_at.toISOString() };
         }),
       );
@@ -252,27 +258,30 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
         sql.begin(async (tx) => {
           // Locking the conversation row orders this event against concurrent sends in the stream:
           // last_sequence is exactly the sequence the new members start after.
-          const [conv] = await tx<{ last_seq: number }[]>`SELECT last_seq FROM conversations WHERE id = ${conversationId} FOR UPDATE`;
+          const [conv] = await tx<{ last_seq: number; large: boolean; member_count: number; actor_is_member: boolean }[]>`
+            SELECT last_seq, large, member_count,
+                   EXISTS (SELECT 1 FROM members WHERE conversation_id = ${conversationId} AND user_id = ${actor}) AS actor_is_member
+            FROM conversations WHERE id = ${conversationId} FOR UPDATE`;
           if (!conv) throw new AppError('not_found', 'conversation not found');
-          const existing = new Set(
-            (await tx<{ user_id: string }[]>`SELECT user_id FROM members WHERE conversation_id = ${conversationId}`).map((r) => r.user_id),
+          if (!conv.actor_is_member) throw new AppError('forbidden', 'not a member of this conversation');
+          const present = new Set(
+            (
+              await tx<{ user_id: string }[]>`
+                SELECT user_id FROM members WHERE conversation_id = ${conversationId} AND user_id = ANY(${userIds}::uuid[])`
+            ).map((r) => r.user_id),
           );
-          if (!existing.has(actor)) throw new AppError('forbidden', 'not a member of this conversation');
-          const added = userIds.filter((u) => !existing.has(u));
-          if (existing.size + added.length > maxRoomMembers)
-            throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
+          const added = userIds.filter((u) => !present.has(u));
+          const count = conv.member_count + added.length;
+          if (count > maxRoomMembers) throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
           if (added.length > 0) {
+            const large = conv.large || count > largeRoomMembers;
             await tx`INSERT INTO members ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))}`;
             await tx`INSERT INTO user_conversation_state ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))} ON CONFLICT DO NOTHING`;
-            await tx`UPDATE conversations SET updated_at = date_trunc('milliseconds', clock_timestamp()) WHERE id = ${conversationId}`;
-            await insertEvent(tx, membersAddedEvent(conversationId, added, actor, conv.last_seq), traceId);
+            await tx`UPDATE conversations SET updated_at = date_trunc('milliseconds', clock_timestamp()), large = ${large}, member_count = ${count}
+                     WHERE id = ${conversationId}`;
+            await insertEvent(tx, membersAddedEvent(conversationId, added, actor, conv.last_seq, large), traceId);
           }
-          return {
-            conversation_id: conversationId,
-            added_user_ids: added,
-            member_count: existing.size + added.length,
-            last_sequence: conv.last_seq,
-          };
+          return { conversation_id: conversationId, added_user_ids: added, member_count: count, last_sequence: conv.last_seq };
         }),
       );
     },
@@ -305,9 +314,18 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       return run(
         'conversationsOf',
         () =>
-          sql<{ conversation_id: string; last_seq: number }[]>`
-          SELECT m.conversation_id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id
+          sql<{ conversation_id: string; last_seq: number; large: boolean }[]>`
+          SELECT m.conversation_id, c.last_seq, c.large FROM members m JOIN conversations c ON c.id = m.conversation_id
           WHERE m.user_id = ${userId}`,
+      );
+    },
+
+    lastSequences(conversationIds: string[]) {
+      return run(
+        'lastSequences',
+        () =>
+          sql<{ conversation_id: string; last_seq: number }[]>`
+          SELECT id AS conversation_id, last_seq FROM conversations WHERE id = ANY(${conversationIds}::uuid[])`,
       );
     },
 

@@ -58,7 +58,9 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     metrics,
   });
   // Announce presence only once consuming: nothing can be addressed to this node before that.
-  const agent = presence ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users) : null;
+  const agent = presence
+    ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users, deps.rooms)
+    : null;
   await agent?.start();
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
   const breaker = new CircuitBreaker(config.presence.breakerOpenMs);
@@ -76,20 +78,23 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
   }, 5000);
   lagTimer.unref();
 
+  /** members null: a large room, addressed to the nodes with a subscriber. */
   async function routeEphemeral(
     conversationId: string,
     exceptUser: string,
-    members: string[],
+    members: string[] | null,
     frame: Record<string, unknown>,
   ): Promise<void> {
     const base: Omit<EphemeralDelivery, 'recipients'> = { conversation_id: conversationId, except_user: exceptUser, origin: nodeId, frame };
     const out = new Map<string, OutRecord[]>();
+    const toNode = (node: string, recipients: string[] | null) => {
+      if (node !== nodeId)
+        out.set(nodeTopic(node), [{ key: conversationId, value: encodeEphemeralValue({ ...base, recipients }), headers: {} }]);
+    };
     if (presence && !breaker.open) {
       try {
-        for (const [node, users] of await presence.locate(members)) {
-          if (node === nodeId) continue;
-          out.set(nodeTopic(node), [{ key: conversationId, value: encodeEphemeralValue({ ...base, recipients: users }), headers: {} }]);
-        }
+        if (members === null) for (const node of (await presence.roomNodes([conversationId])).get(conversationId) ?? []) toNode(node, null);
+        else for (const [node, users] of await presence.locate(members)) toNode(node, users);
       } catch {
         breaker.trip();
         metrics.presenceFallbacks.inc();
@@ -106,13 +111,11 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     connected: async (u) => agent?.connected(u),
     disconnected: (u) => agent?.disconnected(u),
     publishEphemeral(conversationId, exceptUser, members, frame) {
-      routeEphemeral(
-        conversationId,
-        exceptUser,
-        [...members].filter((m) => m !== exceptUser),
-        frame,
-      ).catch((err) => log.debug({ err, conversation_id: conversationId }, 'typing not forwarded to other nodes'));
+      routeEphemeral(conversationId, exceptUser, members && [...members].filter((m) => m !== exceptUser), frame).catch((err) =>
+        log.debug({ err, conversation_id: conversationId }, 'typing not forwarded to other nodes'),
+      );
     },
+    roomInterest: async (conversationId, interested) => agent?.roomInterest(conversationId, interested),
     async stop() {
       clearInterval(lagTimer);
       await agent?.stop();

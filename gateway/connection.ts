@@ -58,6 +58,8 @@ export class Connection {
   private drainWaiters: Array<{ below: number; release: () => void }> | null = null;
   /** Conversations whose lastSent moved during this connection (recorded on close). */
   private touched: Set<string> | null = null;
+  /** Large rooms this connection is indexed in (gateway/registry.ts), so closing can leave them. */
+  rooms: string[] | null = null;
 
   constructor(
     readonly userId: string,
@@ -89,6 +91,13 @@ export class Connection {
       const current = this.lastSent.get(conv);
       if (current !== undefined && seq > current) this.startFill(conv, seq, false);
     }
+  }
+
+  /** During hello: a sequence known to exist (as if its message had arrived live). */
+  noteLive(conversationId: string, sequence: number): void {
+    if (!this.initializing || this.closed) return;
+    this.pendingLive ??= new Map();
+    this.pendingLive.set(conversationId, Math.max(sequence, this.pendingLive.get(conversationId) ?? 0));
   }
 
   /** The live path. `frame` is the pre-encoded `message` frame shared by all recipients. */

@@ -15,37 +15,48 @@ export interface GatewayInbox {
 export function createGatewayInbox(registry: ConnectionRegistry, membership: MembershipCache, metrics: Metrics): GatewayInbox {
   return {
     async deliver({ recipients, event }: Delivery) {
+      const conv = event.conversation_id;
       switch (event.type) {
-        case 'message.created':
-          if (registry.deliverMessage(recipients ?? (await membership.members(event.conversation_id)), event.message) > 0) {
+        case 'message.created': {
+          // Named recipients (routed by presence), else the members here, else (a large room) whoever subscribed.
+          const audience = recipients ? null : await membership.audience(conv);
+          const written = audience?.large
+            ? registry.deliverToRoom(conv, event.message)
+            : registry.deliverMessage(recipients ?? audience!.members, event.message);
+          if (written > 0) {
             // End to end: commit (created_at) to the frame handed to this node's sockets.
             metrics.pipelineSeconds.observe({ stage: 'written' }, (Date.now() - Date.parse(event.message.created_at)) / 1000);
           }
           break;
+        }
         case 'conversation.members_added':
-          membership.add(event.conversation_id, event.user_ids);
-          registry.join(recipients ?? event.user_ids, event.conversation_id, event.last_sequence);
+          membership.add(conv, event.user_ids, event.large === true);
+          if (event.large) registry.knowLarge(conv);
+          registry.join(recipients ?? event.user_ids, conv, event.last_sequence, event.large === true);
           break;
-        case 'conversation.read':
-          registry.deliverFrame(
-            recipients ?? (await membership.members(event.conversation_id)),
-            encodeFrame({
-              type: 'receipt',
-              conversation_id: event.conversation_id,
-              user_id: event.user_id,
-              read_sequence: event.read_sequence,
-            }),
-            { conversationId: event.conversation_id },
-          );
+        case 'conversation.read': {
+          const frame = encodeFrame({ type: 'receipt', conversation_id: conv, user_id: event.user_id, read_sequence: event.read_sequence });
+          // In a large room a read mark goes to the reader's own connections only (their unread counts).
+          const audience = recipients ? null : await membership.audience(conv);
+          const to = audience?.large ? [event.user_id] : (recipients ?? audience!.members);
+          registry.deliverFrame(to, frame, { conversationId: conv });
           break;
+        }
       }
     },
     ephemeral(d) {
       const frame = JSON.stringify(d.frame);
-      const send = (users: Iterable<string>) =>
-        registry.deliverFrame(users, frame, { exceptUser: d.except_user, conversationId: d.conversation_id });
-      if (d.recipients) send(d.recipients);
-      else membership.members(d.conversation_id).then(send, () => {});
+      if (d.recipients) {
+        registry.deliverFrame(d.recipients, frame, { exceptUser: d.except_user, conversationId: d.conversation_id });
+        return;
+      }
+      membership.audience(d.conversation_id).then(
+        (a) =>
+          a.large
+            ? registry.roomFrame(d.conversation_id, frame, d.except_user)
+            : registry.deliverFrame(a.members, frame, { exceptUser: d.except_user, conversationId: d.conversation_id }),
+        () => {},
+      );
     },
   };
 }

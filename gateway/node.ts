@@ -63,6 +63,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     sql,
     queryTimeoutMs: config.timeouts.dbQueryMs,
     maxRoomMembers: config.limits.maxRoomMembers,
+    largeRoomMembers: config.limits.largeRoomMembers,
     maxPageBytes: config.limits.maxPageBytes,
     outboxMode: config.outboxMode,
     // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
@@ -75,7 +76,9 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       maxQueued: config.limits.maxQueuedDbOperations * 4,
     },
   });
-  const registry = new ConnectionRegistry();
+  // Large-room interest goes to the pipeline (presence), which exists only once the registry does.
+  let onRoomInterest: (conversationId: string, interested: boolean) => Promise<void> = async () => {};
+  const registry = new ConnectionRegistry((c, i) => onRoomInterest(c, i));
   const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
   const inbox = createGatewayInbox(registry, membership, metrics);
   const backlog = new BacklogMonitor(
@@ -93,7 +96,8 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     },
   );
   backlog.start();
-  const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts() });
+  const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts(), rooms: () => registry.roomsHere() });
+  onRoomInterest = async (c, i) => pipeline.cluster?.roomInterest(c, i);
 
   const server = await startGatewayServer(
     {

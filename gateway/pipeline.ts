@@ -5,8 +5,10 @@ import type { GatewayInbox } from './inbox.js';
 export interface ClusterPorts {
   connected(userId: string): Promise<void>;
   disconnected(userId: string): void;
-  /** Typing for members on other nodes (this node delivers its own locally). */
-  publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string>, frame: Record<string, unknown>): void;
+  /** Typing for members on other nodes (this node delivers its own locally); members null: a large room. */
+  publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string> | null, frame: Record<string, unknown>): void;
+  /** Large rooms: this node gained its first (true) or lost its last (false) subscriber of a room. */
+  roomInterest(conversationId: string, interested: boolean): Promise<void>;
 }
 
 /** Where committed events go and how deliveries come back to this node's inbox. */
@@ -24,6 +26,8 @@ export interface NodePorts {
   inbox: GatewayInbox;
   /** This node's users and their connection counts. */
   users(): ReadonlyMap<string, number>;
+  /** Large rooms with a subscriber on this node. */
+  rooms(): Iterable<string>;
 }
 
 export type PipelineFactory = (node: NodePorts) => Promise<NodePipeline>;

@@ -19,6 +19,8 @@ export class PresenceAgent {
     private readonly log: Logger,
     /** This node's users and their connection counts (the connection registry; re-sent after an outage). */
     private readonly users: () => ReadonlyMap<string, number>,
+    /** Large rooms with a subscriber here (re-sent after an outage too). */
+    private readonly rooms: () => Iterable<string>,
   ) {}
 
   /** Clears what a previous process with this node id left behind, then starts heartbeating. */
@@ -39,7 +41,7 @@ export class PresenceAgent {
       await this.registry.heartbeat(this.nodeId, this.ttlMs);
       if (!this.healthy) {
         const users = this.users();
-        await this.registry.resync(this.nodeId, users);
+        await this.registry.resync(this.nodeId, users, this.rooms());
         this.log.info({ users: users.size }, 'presence re-synced');
       }
       this.healthy = true;
@@ -65,6 +67,15 @@ export class PresenceAgent {
 
   disconnected(userId: string): void {
     if (this.healthy && !this.stopped) this.registry.removeConnection(this.nodeId, userId).catch(() => (this.healthy = false));
+  }
+
+  async roomInterest(conversationId: string, interested: boolean): Promise<void> {
+    if (!this.healthy || this.stopped) return;
+    try {
+      await this.registry.setRoomInterest(this.nodeId, conversationId, interested);
+    } catch {
+      this.healthy = false;
+    }
   }
 
   /** Drain: leave the registry so delivery stops addressing this node. */

@@ -9,6 +9,21 @@ import { encodeFrame } from '../common/protocol.js';
 export class ConnectionRegistry {
   private readonly byUser = new Map<string, Connection | Set<Connection>>();
   private count = 0;
+  /**
+   * Large rooms: conversation -> the connections here subscribed to it. A large room is delivered
+   * to whoever subscribed, never by member list (docs/architecture.md, "Large rooms").
+   */
+  private readonly rooms = new Map<string, Set<Connection>>();
+  /** The registration of this node's interest in each room it has subscribers of. */
+  private readonly interest = new Map<string, Promise<void>>();
+  /** Large rooms this node has seen (rooms never become small again). */
+  private readonly knownLarge = new Set<string>();
+
+  /**
+   * Told when this node gains its first subscriber of a large room (true) or loses its last
+   * (false); resolves once the interest is registered (hello waits for it).
+   */
+  constructor(private readonly onRoomInterest: (conversationId: string, interested: boolean) => Promise<void> = async () => {}) {}
 
   add(conn: Connection): void {
     const held = this.byUser.get(conn.userId);
@@ -19,7 +34,53 @@ export class ConnectionRegistry {
     this.count++;
   }
 
+  /** Indexes a connection in a large room it is subscribed to; resolves once this node's interest is registered. */
+  enterRoom(conn: Connection, conversationId: string): Promise<void> {
+    this.knownLarge.add(conversationId);
+    let set = this.rooms.get(conversationId);
+    if (!set) {
+      set = new Set();
+      this.rooms.set(conversationId, set);
+      this.interest.set(
+        conversationId,
+        this.onRoomInterest(conversationId, true).catch(() => {}),
+      );
+    }
+    if (!set.has(conn)) {
+      set.add(conn);
+      (conn.rooms ??= []).push(conversationId);
+    }
+    return this.interest.get(conversationId) ?? Promise.resolve();
+  }
+
+  /** Large rooms with at least one subscriber on this node. */
+  roomsHere(): string[] {
+    return [...this.rooms.keys()];
+  }
+
+  /** A message of a large room to every connection here subscribed to it (the frame encoded once). */
+  deliverToRoom(conversationId: string, env: Envelope): number {
+    const set = this.rooms.get(conversationId);
+    if (!set) return 0;
+    const frame = encodeFrame({ type: 'message', message: env });
+    for (const c of set) c.deliverMessage(env, frame);
+    return set.size;
+  }
+
+  roomFrame(conversationId: string, frame: string, exceptUser?: string): void {
+    for (const c of this.rooms.get(conversationId) ?? []) if (c.userId !== exceptUser) c.sendFrame(frame);
+  }
+
   remove(conn: Connection): void {
+    for (const conv of conn.rooms ?? []) {
+      const set = this.rooms.get(conv);
+      if (set?.delete(conn) && set.size === 0) {
+        this.rooms.delete(conv);
+        this.interest.delete(conv);
+        void this.onRoomInterest(conv, false).catch(() => {});
+      }
+    }
+    conn.rooms = null;
     const held = this.byUser.get(conn.userId);
     if (held === conn) this.byUser.delete(conn.userId);
     else if (held instanceof Set && held.delete(conn)) {
@@ -69,9 +130,22 @@ export class ConnectionRegistry {
     for (const u of userIds) if (u !== opts.exceptUser) this.each(u, send);
   }
 
-  join(userIds: Iterable<string>, conversationId: string, lastSequence: number): void {
-    const join = (c: Connection) => c.join(conversationId, lastSequence);
+  join(userIds: Iterable<string>, conversationId: string, lastSequence: number, large = false): void {
+    const join = (c: Connection) => {
+      c.join(conversationId, lastSequence);
+      if (large) void this.enterRoom(c, conversationId);
+    };
     for (const u of userIds) this.each(u, join);
+  }
+
+  /**
+   * A room is large: the first time this node learns it, index the connections here already
+   * subscribed to it (once per room: it walks every connection).
+   */
+  knowLarge(conversationId: string): void {
+    if (this.knownLarge.has(conversationId)) return;
+    this.knownLarge.add(conversationId);
+    for (const c of this.all()) if (c.isSubscribed(conversationId)) void this.enterRoom(c, conversationId);
   }
 
   *all(): Iterable<Connection> {

@@ -22,9 +22,10 @@ export interface CommandContext {
 }
 
 export interface CommandDeps {
-  store: Pick<ChatStore, 'sendMessage' | 'listMessages' | 'markRead'>;
-  membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string>> };
-  registry: Pick<ConnectionRegistry, 'deliverFrame'>;
+  store: Pick<ChatStore, 'sendMessage' | 'listMessages' | 'markRead' | 'membership'>;
+  /** Null: a large room (its membership is checked in the database). */
+  membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string> | null> };
+  registry: Pick<ConnectionRegistry, 'deliverFrame' | 'roomFrame'>;
   cluster: Pick<ClusterPorts, 'publishEphemeral'> | null;
   sendLimiter: RateLimiter;
   log: Logger;
@@ -92,12 +93,22 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
     },
 
     async typing(frame, { userId }) {
-      const members = await deps.membership.isMember(frame.conversation_id, userId);
+      const conv = frame.conversation_id;
+      const members = await deps.membership.isMember(conv, userId);
+      const typing = { type: 'typing', conversation_id: conv, user_id: userId } as const;
+      if (members === null) {
+        // A large room: membership from the database; the frame goes to whoever subscribed.
+        const m = await store.membership(userId, conv);
+        if (m === 'not_found') throw new AppError('not_found', 'conversation not found');
+        if (m === 'not_member') throw new AppError('forbidden', 'not a member of this conversation');
+        deps.registry.roomFrame(conv, encodeFrame(typing), userId);
+        deps.cluster?.publishEphemeral(conv, userId, null, typing);
+        return;
+      }
       if (members.size === 0) throw new AppError('not_found', 'conversation not found');
       if (!members.has(userId)) throw new AppError('forbidden', 'not a member of this conversation');
-      const typing = { type: 'typing', conversation_id: frame.conversation_id, user_id: userId } as const;
-      deps.registry.deliverFrame(members, encodeFrame(typing), { exceptUser: userId, conversationId: frame.conversation_id });
-      deps.cluster?.publishEphemeral(frame.conversation_id, userId, members, typing);
+      deps.registry.deliverFrame(members, encodeFrame(typing), { exceptUser: userId, conversationId: conv });
+      deps.cluster?.publishEphemeral(conv, userId, members, typing);
     },
   };
 }

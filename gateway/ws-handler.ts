@@ -219,7 +219,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     // is seen live (or as a gap) and never missed.
     registry.add(conn);
     await deps.cluster?.connected(userId);
-    let conversations: Array<{ conversation_id: string; last_seq: number }>;
+    let conversations: Array<{ conversation_id: string; last_seq: number; large: boolean }>;
     try {
       conversations = await store.conversationsOf(userId);
     } catch (err) {
@@ -227,6 +227,20 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       return;
     }
     if (closing(ud)) return;
+    const large = conversations.filter((c) => c.large).map((c) => c.conversation_id);
+    if (large.length > 0) {
+      // Large rooms are delivered by room interest, not to this user: enter them, wait until this
+      // node is known to want them, then read their sequences again. Anything committed between
+      // the two reads was not routed here; it is noted like live traffic during hello (a fill).
+      await Promise.all(large.map((c) => registry.enterRoom(conn, c)));
+      try {
+        for (const r of await store.lastSequences(large)) conn.noteLive(r.conversation_id, r.last_seq);
+      } catch (err) {
+        refuse(ud, toAppError(err), CloseCode.resyncFailed, 'unavailable');
+        return;
+      }
+      if (closing(ud)) return;
+    }
     const known = new Map(conversations.map((c) => [c.conversation_id, c.last_seq] as const));
     const resume = new Map<string, number>();
     const rejected: string[] = [];

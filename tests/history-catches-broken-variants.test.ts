@@ -32,6 +32,7 @@ async function setup() {
     sql,
     queryTimeoutMs: 10_000,
     maxRoomMembers: 100,
+    largeRoomMembers: 50,
     maxPageBytes: 1024 * 1024,
     outboxMode: 'table',
     gate: new Semaphore(10, 100),

@@ -55,6 +55,7 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
       REALCHAT_NODE_TOPIC_PARTITIONS: '2',
       REALCHAT_KAFKA_TIMEOUT_MS: '3000',
       REALCHAT_DRAIN_TIMEOUT_MS: '3000',
+      REALCHAT_LARGE_ROOM_MEMBERS: '50',
       LOG_LEVEL: 'info',
     };
     await startGateway(0); // applies the migrations first
@@ -130,6 +131,21 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     expect(await ca.waitFor((f) => f.type === 'typing', 20_000)).toMatchObject({ user_id: b });
     ca.close();
     cb.close();
+  });
+
+  it('a large room across nodes: every subscriber on every node gets every message, in order, by room interest', async () => {
+    const online = Array.from({ length: 6 }, () => randomUUID());
+    const offline = Array.from({ length: 100 }, () => randomUUID());
+    const conv = await conversation(online[0]!, [...online.slice(1), ...offline]);
+    const u = urls();
+    const clients = await Promise.all(online.map(async (user, i) => TestClient.connect(u[i % u.length]!, await auth.issue(user))));
+    expect(new Set(clients.map((c) => c.frames[0]!.node_id)).size).toBe(u.length);
+    for (let i = 0; i < 12; i++) await clients[i % clients.length]!.sendMessage(conv, `room-${i}`, i);
+    for (const c of clients) {
+      const got = await c.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 12, 30_000);
+      expect(got.map((f) => f.message.sequence_number)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    }
+    for (const c of clients) c.close();
   });
 
   it('kill -9 of a gateway node mid-stream: its clients move to another node; nothing lost, duplicated or reordered', async () => {

@@ -6,9 +6,9 @@ describe('membership cache', () => {
     let loads = 0;
     const cache = new MembershipCache(
       {
-        membersOf: async (c) => {
+        audienceOf: async (c) => {
           loads++;
-          return [`${c}-u`];
+          return { large: false, members: [`${c}-u`] };
         },
       },
       2,
@@ -24,16 +24,16 @@ describe('membership cache', () => {
   });
 
   it('a members_added event applies to the cached set; a load that raced it is not stored', async () => {
-    let release!: (v: string[]) => void;
-    const cache = new MembershipCache({ membersOf: () => new Promise((r) => (release = r)) }, 10);
+    let release!: (v: { large: boolean; members: string[] }) => void;
+    const cache = new MembershipCache({ audienceOf: () => new Promise((r) => (release = r)) }, 10);
     const stale = cache.members('c');
     cache.add('c', ['new']);
-    release(['old']); // read before the insert committed
+    release({ large: false, members: ['old'] }); // read before the insert committed
     expect([...(await stale)]).toEqual(['old']);
     let loads = 0;
-    (cache as unknown as { source: { membersOf: () => Promise<string[]> } }).source.membersOf = async () => {
+    (cache as unknown as { source: { audienceOf: () => Promise<unknown> } }).source.audienceOf = async () => {
       loads++;
-      return ['old', 'new'];
+      return { large: false, members: ['old', 'new'] };
     };
     expect([...(await cache.members('c'))].sort()).toEqual(['new', 'old']);
     expect(loads).toBe(1);
@@ -43,9 +43,19 @@ describe('membership cache', () => {
 
   it('isMember re-reads once when the cached set lacks the user', async () => {
     let members = ['a'];
-    const cache = new MembershipCache({ membersOf: async () => [...members] }, 10);
+    const cache = new MembershipCache({ audienceOf: async () => ({ large: false, members: [...members] }) }, 10);
     expect((await cache.members('c')).has('b')).toBe(false);
     members = ['a', 'b'];
-    expect((await cache.isMember('c', 'b')).has('b')).toBe(true);
+    expect((await cache.isMember('c', 'b'))?.has('b')).toBe(true);
+  });
+
+  it('a large room is known as such, never by member list; a members_added event can make a room large', async () => {
+    const cache = new MembershipCache({ audienceOf: async (c) => ({ large: c === 'big', members: c === 'big' ? [] : ['a'] }) }, 10);
+    expect(await cache.audience('big')).toEqual({ large: true });
+    expect(await cache.isMember('big', 'a')).toBeNull();
+    expect([...(await cache.members('small'))]).toEqual(['a']);
+    cache.add('small', ['b'], true);
+    expect(await cache.audience('small')).toEqual({ large: true });
+    expect((await cache.members('small')).size).toBe(0);
   });
 });

@@ -47,6 +47,28 @@ describe.each(factories)('presence registry (%s)', (_name, make) => {
     await p.close();
   });
 
+  it('large rooms: nodes register interest; only live interested nodes are returned; leaving, re-sync and node removal clean up', async () => {
+    const p = await make();
+    const [n1, n2, r1, r2] = [uid(), uid(), uid(), uid()];
+    await p.heartbeat(n1, 5000);
+    await p.heartbeat(n2, 5000);
+    await p.setRoomInterest(n1, r1, true);
+    await p.setRoomInterest(n2, r1, true);
+    await p.setRoomInterest(n2, r2, true);
+    let rooms = await p.roomNodes([r1, r2, uid()]);
+    expect(new Set(rooms.get(r1))).toEqual(new Set([n1, n2]));
+    expect(rooms.get(r2)).toEqual([n2]);
+    await p.setRoomInterest(n2, r1, false);
+    expect((await p.roomNodes([r1])).get(r1)).toEqual([n1]);
+    await p.removeNode(n2);
+    rooms = await p.roomNodes([r1, r2]);
+    expect([rooms.get(r1), rooms.get(r2)]).toEqual([[n1], []]);
+    await p.heartbeat(n2, 5000);
+    await p.resync(n2, new Map(), [r2]);
+    expect((await p.roomNodes([r2])).get(r2)).toEqual([n2]);
+    await p.close();
+  });
+
   it('ignores nodes whose heartbeat expired, and reports them dead', async () => {
     const p = await make();
     const [n, u] = [uid(), uid()];
