@@ -25,7 +25,7 @@ import { mergeConnect, tallyReports } from './lib/tally.js';
 import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import { latencySvg, markdownHead, kib, mib, resultsBase } from './lib/report.js';
-import type { ConnSpec, SlotSpec, WorkerMsg, ConnectResult, WorkerReport } from './lib/types.js';
+import type { ConnSpec, Engine, SlotSpec, WorkerMsg, ConnectResult, WorkerReport } from './lib/types.js';
 
 type Log = (s: string) => void;
 
@@ -226,6 +226,8 @@ export interface ClusterResult {
     rss_bytes: number;
     metrics_last?: Record<string, number>;
   }>;
+  /** Which worker program generated the load: perf/worker.ts ('node') or perf/go/loadgen ('go'). */
+  generator_engine: Engine;
   generator: { workers: number; source_addresses: string[]; rss_bytes: number; cpu_s_hold: number };
   samples: { names: string[]; series: Array<{ t_s: number; conns: Array<number | null>; rss_mib: number[]; cpu_s: number[] }> };
   notes: string[];
@@ -344,9 +346,10 @@ async function begin(options: Options, command: string, log: Log): Promise<Clust
     version: realchatVersion(),
   };
   const notes = planNotes(plan);
+  if (options.engine === 'go') notes.push(`generator: Go workers (perf/go/loadgen), GOMAXPROCS ${options.goProcs} each`);
 
   log(
-    `cluster: ${connections} connections over ${gateways.length} gateways (${gateways.map((gateway) => gateway.port).join(',')}), ${plan.workers} workers, ${plan.sourceAddresses.length} source addresses; hold ${options.duration} s at ${plan.rate} msg/s in ${plan.conversations} conversations of ${groupSize}`,
+    `cluster: ${connections} connections over ${gateways.length} gateways (${gateways.map((gateway) => gateway.port).join(',')}), ${plan.workers} ${options.engine} workers, ${plan.sourceAddresses.length} source addresses; hold ${options.duration} s at ${plan.rate} msg/s in ${plan.conversations} conversations of ${groupSize}`,
   );
   for (const gateway of gateways)
     if (gateway.pids.length === 0) notes.push(`${gateway.name}: pid not found for port ${gateway.port} (no RSS/CPU figures for it)`);
@@ -448,7 +451,7 @@ async function setup(run: ClusterRun): Promise<{ workers: Workers; slots: SlotSp
   run.baselineRss = await baselineRss(run.samplers.nodes);
   run.log(`baseline RSS per gateway (MiB): ${run.baselineRss.map(mib).join(' ')}`);
 
-  const workers = new Workers(plan.workers, run.log);
+  const workers = new Workers(plan.workers, run.log, { engine: run.options.engine, goProcs: run.options.goProcs });
   run.workers = workers;
   const generator = new ServerSampler(workers.procs.map((proc) => proc.pid!).filter(Boolean));
   run.samplers.generator = generator;
@@ -641,6 +644,7 @@ function buildResult(run: ClusterRun): ClusterResult {
     latency_curve: tally.latency_curve,
     errors: tally.errors,
     infra: samplers.infra.map(({ name, sampler }) => infraRow(name, sampler, holdWindow)),
+    generator_engine: options.engine,
     generator: {
       workers: plan.workers,
       source_addresses: plan.sourceAddresses,
@@ -752,7 +756,7 @@ export function clusterMarkdown(result: ClusterResult, svgName: string): string 
             .map(([code, n]) => `${code}: ${n}`)
             .join(', ')
     } |`,
-    `| generator | ${result.generator.workers} workers, ${result.generator.source_addresses.length} source addresses, RSS ${mib(result.generator.rss_bytes)} MiB, CPU ${result.generator.cpu_s_hold.toFixed(1)} s over the hold |`,
+    `| generator | ${result.generator.workers} ${result.generator_engine} workers, ${result.generator.source_addresses.length} source addresses, RSS ${mib(result.generator.rss_bytes)} MiB, CPU ${result.generator.cpu_s_hold.toFixed(1)} s over the hold |`,
     '',
     '## Per node',
     '',

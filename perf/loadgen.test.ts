@@ -1,13 +1,17 @@
-import { describe, it, expect } from 'vitest';
-import { newHist, recordMs, encodeHist, mergeEncoded, summarize, decodeHist } from './lib/hist.js';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { newHist, recordMs, encodeHist, mergeEncoded, summarize, decodeHist, percentileCurve } from './lib/hist.js';
 import { leastSquares } from './lib/fit.js';
 import { dueCount, intendedTime, slotOf, totalMessages } from './lib/schedule.js';
 import { parseProm } from './lib/sampler.js';
 import { signHS256 } from './lib/jwt.js';
 import { parseArgs } from './lib/args.js';
 import { mergeConnect, tallyReports } from './lib/tally.js';
-import type { WorkerReport } from './lib/types.js';
+import type { ConnSpec, WorkerMsg, WorkerReport } from './lib/types.js';
 import { createHmac } from 'node:crypto';
+import { LineDecoder, Workers, encodeLine, ensureGoWorker } from './lib/workers.js';
+import { makeConversations, makeUsers } from './lib/realchat-api.js';
+import { startTestServer, type TestServer } from '../tests/harness/server.js';
 
 describe('histogram merge across workers', () => {
   it('merges encoded histograms exactly (count, max, percentiles)', () => {
@@ -192,4 +196,131 @@ describe('merging worker reports', () => {
     expect(c).toEqual({ open: 18, failed: 2, accept_per_s: 9 });
     expect(mergeConnect([])).toEqual({ open: 0, failed: 0, accept_per_s: 0 });
   });
+});
+
+// Encoded by the Go worker (perf/go/loadgen: realchat-loadgen --encode-hist ...), hdrhistogram-go's
+// V2 compressed encoding: 900 x 1 ms, 99 x 100 ms, 1 x 0.25 ms; and 250.5 ms, 3.25 ms.
+const GO_HIST_1000 = 'HISTFAAAADB42pJpmSzMwMDAzQABzFCaEURcm7yEwf4DROAzM9NN7g6+hxnHGAEBAAD//6AACRQ=';
+const GO_HIST_2 = 'HISTFAAAACt42pJpmSzMwMDAxgABzFCaEURcm7yEwf4DRGCjJtPUVCZAAAAA//90dAZl';
+
+describe('Go worker histograms merge like Node workers', () => {
+  const jsHist = (values: number[]): string => {
+    const h = newHist();
+    for (const v of values) recordMs(h, v);
+    return encodeHist(h);
+  };
+  const values1000 = [...Array<number>(900).fill(1), ...Array<number>(99).fill(100), 0.25];
+  it('decodes to the same counts as the same values recorded in JS', () => {
+    const fromGo = mergeEncoded([GO_HIST_1000]);
+    const fromJs = mergeEncoded([jsHist(values1000)]);
+    expect(summarize(fromGo)).toEqual(summarize(fromJs));
+    expect(percentileCurve(fromGo)).toEqual(percentileCurve(fromJs));
+    expect(summarize(fromGo).count).toBe(1000);
+  });
+  it('merges Go and Node workers into one distribution, exactly', () => {
+    const mixed = mergeEncoded([GO_HIST_1000, jsHist([7, 8]), GO_HIST_2, '']);
+    const allJs = mergeEncoded([jsHist([...values1000, 7, 8, 250.5, 3.25])]);
+    expect(summarize(mixed)).toEqual(summarize(allJs));
+    expect(percentileCurve(mixed)).toEqual(percentileCurve(allJs));
+    expect(summarize(mixed).max).toBeCloseTo(250.5, 0);
+  });
+});
+
+describe('Go worker message framing (JSON lines)', () => {
+  it('one command per line', () => {
+    const line = encodeLine({ cmd: 'send', startMs: 1.5, rate: 10, total: 3, slots: [{ conn: 1, conv: 'c\n"x' }] });
+    expect(line.endsWith('\n')).toBe(true);
+    expect(line.slice(0, -1).includes('\n')).toBe(false); // newlines inside strings are escaped
+    expect(JSON.parse(line)).toEqual({ cmd: 'send', startMs: 1.5, rate: 10, total: 3, slots: [{ conn: 1, conv: 'c\n"x' }] });
+  });
+  it('reassembles events split across chunks; other lines come back as log text', () => {
+    const d = new LineDecoder();
+    const ready = JSON.stringify({ ev: 'ready', workerId: 2 } satisfies WorkerMsg);
+    const report = JSON.stringify({ ev: 'report', report: { workerId: 2, hist: 'HISTF', errors: {} } });
+    expect(d.push(ready.slice(0, 5))).toEqual([]);
+    expect(d.push(`${ready.slice(5)}\n${report.slice(0, 10)}`)).toEqual([{ ev: 'ready', workerId: 2 }]);
+    const out = d.push(`${report.slice(10)}\npanic: something\n\n{"not":"an event"}\n`);
+    expect(out).toHaveLength(3);
+    expect((out[0] as Extract<WorkerMsg, { ev: 'report' }>).report.workerId).toBe(2);
+    expect(out[1]).toBe('panic: something');
+    expect(out[2]).toBe('{"not":"an event"}');
+  });
+  it('--engine go is accepted for the targets the Go worker speaks', () => {
+    expect(parseArgs(['group', '--engine', 'go', '--go-procs', '2'])).toMatchObject({ engine: 'go', goProcs: 2 });
+    expect(parseArgs(['pairs']).engine).toBe('node');
+    expect(() => parseArgs(['pairs', '--engine', 'rust'])).toThrow(/--engine/);
+    expect(() => parseArgs(['pairs', '--target', 'socketio', '--engine', 'go'])).toThrow(/does not drive socketio/);
+    expect(() => parseArgs(['compare', '--engine', 'go'])).toThrow(/--targets realchat,ws,centrifugo/);
+    expect(parseArgs(['compare', '--engine', 'go', '--targets', 'realchat,centrifugo']).targets).toEqual(['realchat', 'centrifugo']);
+  });
+});
+
+// End to end: the Go worker (built by perf/go/build.sh if needed) against an in-process RealChat on
+// PGlite: 8 connections in 4 conversations, 2 s at 40 msg/s, through the same parent code as a run.
+describe('Go worker against an in-process server (smoke)', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    ensureGoWorker(() => {});
+    server = await startTestServer('pglite');
+  }, 300_000);
+  afterAll(async () => {
+    await server?.close();
+  });
+  it('connects (one from an explicit local port), sends open loop, every member receives every acked message', async () => {
+    const runId = randomBytes(4).toString('hex');
+    const users = await makeUsers(server.http, 8, 'jwt', server.secret, runId);
+    const groups = [0, 2, 4, 6].map((i) => [users[i]!, users[i + 1]!]);
+    const convs = await makeConversations(server.http, groups, runId);
+    const members = new Map(convs.map((c, g) => [c, [2 * g, 2 * g + 1]]));
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const specs: ConnSpec[] = users.map((u, i) => ({
+      idx: i,
+      userId: u.userId,
+      token: u.token,
+      convs: [convs[Math.floor(i / 2)]!],
+      localAddress: `127.0.0.${2 + (i % 2)}`,
+      ...(i === 0 ? { localPort: port } : {}),
+    }));
+    const logs: string[] = [];
+    const workers = new Workers(2, (s) => logs.push(s), { engine: 'go', goProcs: 1 });
+    try {
+      await workers.all(
+        (w) => ({
+          cmd: 'init',
+          init: {
+            workerId: w,
+            target: 'realchat',
+            url: server.wsUrl,
+            runId,
+            conns: specs.filter((s) => s.idx % 2 === w),
+            payloadBytes: 16,
+          },
+        }),
+        'ready',
+        10_000,
+      );
+      const connected = await workers.all({ cmd: 'connect', upTo: 4, ratePerS: 100 }, 'connected', 20_000);
+      expect(mergeConnect(connected.map((m) => (m as Extract<WorkerMsg, { ev: 'connected' }>).result))).toMatchObject({
+        open: 8,
+        failed: 0,
+      });
+      const slots = specs.map((s) => ({ conn: s.idx, conv: s.convs[0]! }));
+      const startMs = performance.timeOrigin + performance.now() + 200;
+      await workers.all({ cmd: 'send', startMs, rate: 40, total: 80, slots }, 'sent', 20_000);
+      await new Promise((r) => setTimeout(r, 1000));
+      const reports = (await workers.all({ cmd: 'report' }, 'report', 10_000)).map(
+        (m) => (m as Extract<WorkerMsg, { ev: 'report' }>).report,
+      );
+      const tally = tallyReports(reports, members);
+      expect(tally.errors).toEqual({});
+      expect([tally.sent, tally.acked, tally.expected_deliveries, tally.delivered, tally.lost]).toEqual([80, 80, 160, 160, 0]);
+      expect([tally.duplicates, tally.gaps, tally.open]).toEqual([0, 0, 8]);
+      expect(tally.latency_ms.count).toBe(160);
+      expect(tally.latency_ms.p50).toBeGreaterThan(0);
+      expect(tally.latency_ms.max).toBeLessThan(5000);
+    } finally {
+      await workers.close();
+    }
+    expect(logs.filter((l) => l.includes('error'))).toEqual([]);
+  }, 60_000);
 });

@@ -14,7 +14,7 @@ import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import { writeAll, latencySvg, stamp, resultsBase, type RunResult } from './lib/report.js';
 import type { ConnSpec, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport } from './lib/types.js';
-import { Workers, workerCount, sourceAddresses } from './lib/workers.js';
+import { Workers, workerCount, sourceAddresses, ensureGoWorker } from './lib/workers.js';
 import { mergeConnect, tallyReports, type ConnectTally } from './lib/tally.js';
 import { runCluster } from './cluster.js';
 
@@ -45,8 +45,9 @@ async function runScenario(oIn: Options, sc: Scenario, target: Target, command: 
   if (o.url) assertLoopback(o.url);
 
   log(
-    `${sc} against ${target}: ${N} connections, ${W} workers, ${A} source addresses, ${o.duration}s, rate ${o.rate}/s, group ${o.groupSize}`,
+    `${sc} against ${target}: ${N} connections, ${W} ${o.engine} workers, ${A} source addresses, ${o.duration}s, rate ${o.rate}/s, group ${o.groupSize}`,
   );
+  if (o.engine === 'go') notes.push(`generator: Go workers (perf/go/loadgen), GOMAXPROCS ${o.goProcs} each`);
   const rt: RunningTarget = await startTarget(target, {
     url: target === 'realchat' ? o.url : undefined,
     port: o.port,
@@ -124,7 +125,7 @@ async function runScenario(oIn: Options, sc: Scenario, target: Target, command: 
     // baseline RSS after setup (users, conversations), right before connecting
     const [baseline = 0] = await baselineRss([sampler]);
 
-    workers = new Workers(W, log);
+    workers = new Workers(W, log, { engine: o.engine, goProcs: o.goProcs });
     const wk = workers;
     await wk.all(
       (w) => ({
@@ -269,6 +270,7 @@ function buildResult(b: BuildIn): RunResult {
     senders: b.sc === 'group' ? o.senders : b.sc === 'idle' ? 0 : o.connections,
     payload_bytes: o.payloadBytes,
     workers: b.W,
+    generator_engine: o.engine,
     source_addresses: b.addrs,
     accept_per_s: b.conn.accept_per_s,
     connect_failed: b.conn.failed,
@@ -405,7 +407,7 @@ function compareMarkdown(results: RunResult[], targets: Target[], command: strin
   if (any)
     out.push(
       '',
-      `Parameters: ${any.connections} connections; pairs at ${get('pairs', targets[0]!)?.rate ?? '?'} msg/s; group of ${get('group', targets[0]!)?.group_size ?? '?'} at ${get('group', targets[0]!)?.rate ?? '?'} msg/s; ${any.duration_s} s each; ${any.machine.cpus} CPUs, Node ${any.machine.node}.`,
+      `Parameters: ${any.connections} connections; pairs at ${get('pairs', targets[0]!)?.rate ?? '?'} msg/s; group of ${get('group', targets[0]!)?.group_size ?? '?'} at ${get('group', targets[0]!)?.rate ?? '?'} msg/s; ${any.duration_s} s each; ${any.machine.cpus} CPUs, Node ${any.machine.node}; generator: ${any.generator_engine} workers.`,
     );
   out.push('', '## What each peer lacks compared to RealChat', '');
   for (const t of targets) if (t !== 'realchat') out.push(`- **${t}**: ${LACKS[t]}`);
@@ -437,6 +439,8 @@ async function main(): Promise<void> {
     return;
   }
   const command = `npm run perf -- ${argv.join(' ')}`;
+  // a first build of the Go worker happens here, before any target starts or anything is measured
+  if (o.engine === 'go') ensureGoWorker(log);
   if (o.scenario === 'compare') {
     await compareMode(o, command);
     return;

@@ -1,4 +1,4 @@
-import { SCENARIOS, TARGETS, type Scenario, type Target } from './types.js';
+import { ENGINES, GO_TARGETS, SCENARIOS, TARGETS, type Engine, type Scenario, type Target } from './types.js';
 
 export interface Options {
   scenario: Scenario | 'compare' | 'cluster';
@@ -26,6 +26,8 @@ export interface Options {
   auth: 'dev' | 'jwt';
   startServer: boolean;
   help: boolean;
+  engine: Engine; // load generator workers: Node (perf/worker.ts) or Go (perf/go/loadgen)
+  goProcs: number; // GOMAXPROCS of each Go worker
   // cluster scenario
   urls: string[]; // gateway base URLs
   gateways: number; // 0 = discover (stack.sh status), else base-port .. base-port+N-1
@@ -60,6 +62,9 @@ scenarios: idle | pairs | group | reconnect-storm | compare | cluster
   --auth dev|jwt            RealChat token source (default dev; jwt when --jwt-secret is given)
   --no-start-server         RealChat: fail instead of running npm start when nothing answers
   --out FILE                results base path (default perf/results/<scenario>-<target>-<timestamp>)
+  --engine node|go          worker processes: Node (perf/worker.ts, default) or Go (perf/go/loadgen, built
+                            into .cache/bin/realchat-loadgen on first use; targets realchat, ws, centrifugo)
+  --go-procs P              GOMAXPROCS of each Go worker (default 1)
 cluster scenario (RealChat gateways of the distributed stack, infra/stack.sh):
   --urls U1,U2,...          gateway base URLs (http://127.0.0.1:8080,...)
   --gateways N              or: N gateways on --base-port .. +N-1 (default: every gateway in stack.sh status)
@@ -98,6 +103,8 @@ export function parseArgs(argv: readonly string[]): Options {
     auth: 'dev',
     startServer: true,
     help: false,
+    engine: 'node',
+    goProcs: 1,
     urls: [],
     gateways: 0,
     basePort: Number(process.env['PORT'] || 8080),
@@ -229,6 +236,15 @@ export function parseArgs(argv: readonly string[]): Options {
         o.jwtSecretFile = val();
         o.auth = 'jwt';
         break;
+      case 'engine': {
+        const e = val() as Engine;
+        if (!ENGINES.includes(e)) throw new Error(`--engine ${ENGINES.join('|')}`);
+        o.engine = e;
+        break;
+      }
+      case 'go-procs':
+        o.goProcs = Math.max(1, Math.floor(num(k, val())));
+        break;
       case 'progress':
         o.progressEvery = Math.max(1, num(k, val()));
         break;
@@ -250,6 +266,14 @@ export function parseArgs(argv: readonly string[]): Options {
     );
   if (o.duration <= 0 || o.duration > 3600) throw new Error('--duration must be in (0, 3600] s');
   if (o.rate > 100_000 || o.groupRate > 100_000) throw new Error('--rate must be <= 100000 msg/s');
+  if (o.engine === 'go') {
+    const used = o.scenario === 'compare' ? o.targets : [o.target];
+    const unsupported = used.filter((t) => !GO_TARGETS.includes(t));
+    if (unsupported.length > 0)
+      throw new Error(
+        `--engine go does not drive ${unsupported.join(', ')} (it speaks ${GO_TARGETS.join(', ')})${o.scenario === 'compare' ? `: pass --targets ${GO_TARGETS.join(',')}` : ''}`,
+      );
+  }
   return o;
 }
 

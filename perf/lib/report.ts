@@ -2,6 +2,7 @@
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { LatencySummary } from './hist.js';
+import type { Engine } from './types.js';
 import { repoRoot } from './targets.js';
 
 export interface RunResult {
@@ -20,6 +21,8 @@ export interface RunResult {
   senders: number;
   payload_bytes: number;
   workers: number;
+  /** Which worker program generated the load: perf/worker.ts ('node') or perf/go/loadgen ('go'). */
+  generator_engine: Engine;
   source_addresses: string[];
   accept_per_s: number;
   connect_failed: number;
@@ -169,6 +172,7 @@ export function markdown(r: RunResult, svgName: string): string {
     '| --- | --- |',
     `| connections (open / asked) | ${r.connections_open} / ${r.connections} |`,
     `| accept rate | ${r.accept_per_s.toFixed(0)} conn/s (${r.connect_failed} failed) |`,
+    `| generator | ${r.workers} ${r.generator_engine} worker${r.workers === 1 ? '' : 's'}, ${r.source_addresses.length} source addresses |`,
     `| duration | ${r.duration_s} s at ${r.rate} msg/s, group size ${r.group_size}, senders ${r.senders} |`,
     `| sent / acked | ${r.sent} / ${r.acked} |`,
     `| delivered (unique) / expected | ${r.delivered} / ${r.expected_deliveries} (lost ${r.lost}, duplicates ${r.duplicates}, gaps ${r.gaps}) |`,

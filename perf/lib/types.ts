@@ -2,6 +2,11 @@ export type Target = 'realchat' | 'centrifugo' | 'socketio' | 'ws';
 export const TARGETS: readonly Target[] = ['realchat', 'centrifugo', 'socketio', 'ws'];
 export type Scenario = 'idle' | 'pairs' | 'group' | 'reconnect-storm';
 export const SCENARIOS: readonly Scenario[] = ['idle', 'pairs', 'group', 'reconnect-storm'];
+/** Which worker program holds the connections: perf/worker.ts (forked, IPC) or perf/go/loadgen (JSON lines). */
+export type Engine = 'node' | 'go';
+export const ENGINES: readonly Engine[] = ['node', 'go'];
+/** The targets the Go worker speaks (no Socket.IO client in Go). */
+export const GO_TARGETS: readonly Target[] = ['realchat', 'ws', 'centrifugo'];
 
 /** One simulated client connection. */
 export interface ConnSpec {

@@ -1,11 +1,75 @@
-// Forked load generator worker processes and the parent's request/response over IPC.
-import { fork, type ChildProcess } from 'node:child_process';
+// Load generator worker processes and the parent's request/response with them: forked Node workers
+// (perf/worker.ts) over IPC, or Go workers (perf/go/loadgen, `--engine go`) over JSON lines on their
+// stdin/stdout. The same ParentMsg/WorkerMsg either way; callers do not see which engine runs.
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sleep } from './clock.js';
-import type { ParentMsg, WorkerMsg } from './types.js';
+import { repoRoot } from './targets.js';
+import type { Engine, ParentMsg, WorkerMsg } from './types.js';
 
 const here = dirname(dirname(fileURLToPath(import.meta.url))); // dist/perf (worker.js), this file is in lib/
+
+/** Which worker program to run, and the Go workers' GOMAXPROCS. */
+export interface EngineOptions {
+  engine: Engine;
+  goProcs: number;
+}
+
+/** Where perf/go/build.sh puts the Go worker. */
+export const goWorkerBinary = (): string => join(repoRoot(), '.cache', 'bin', 'realchat-loadgen');
+
+/** Newest modification time (ms) of the Go worker's sources, 0 if they are not there. */
+function goSourcesMtime(): number {
+  const dir = join(repoRoot(), 'perf', 'go', 'loadgen');
+  if (!existsSync(dir)) return 0;
+  let newest = 0;
+  for (const f of readdirSync(dir))
+    if (/\.go$|^go\.(mod|sum)$/.test(f) && !f.endsWith('_test.go')) newest = Math.max(newest, statSync(join(dir, f)).mtimeMs);
+  return newest;
+}
+
+/** The Go worker binary, built first (perf/go/build.sh) when it is missing or older than its sources. */
+export function ensureGoWorker(log: (s: string) => void): string {
+  const bin = goWorkerBinary();
+  const built = existsSync(bin) ? statSync(bin).mtimeMs : 0;
+  if (built > 0 && built >= goSourcesMtime()) return bin;
+  log(`${built > 0 ? 'rebuilding' : 'building'} the Go worker: bash perf/go/build.sh`);
+  // go's output goes to our stderr; stdout is kept clean for results
+  execFileSync('bash', [join(repoRoot(), 'perf', 'go', 'build.sh')], { stdio: ['ignore', 2, 2], timeout: 600_000 });
+  if (!existsSync(bin)) throw new Error(`perf/go/build.sh did not produce ${bin}`);
+  return bin;
+}
+
+/** One command to a Go worker: a JSON line. */
+export function encodeLine(m: ParentMsg): string {
+  return `${JSON.stringify(m)}\n`;
+}
+
+/**
+ * Splits a Go worker's stdout into lines as chunks arrive (a line may span chunks): each complete
+ * JSON line is a WorkerMsg; anything else comes back as a string (logged by the caller).
+ */
+export class LineDecoder {
+  private rest = '';
+  push(chunk: string): Array<WorkerMsg | string> {
+    const text = this.rest + chunk;
+    const lines = text.split('\n');
+    this.rest = lines.pop() ?? '';
+    const out: Array<WorkerMsg | string> = [];
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      try {
+        const m = JSON.parse(line) as unknown;
+        out.push(m !== null && typeof m === 'object' && 'ev' in m ? (m as WorkerMsg) : line);
+      } catch {
+        out.push(line);
+      }
+    }
+    return out;
+  }
+}
 
 /** --workers, else one worker process per 12,000 connections; refused above 15,000 per process (20,000 open files each). */
 export function workerCount(connections: number, requested: number): number {
@@ -27,23 +91,54 @@ export function sourceAddresses(connections: number, requested: number, atLeast 
 
 export class Workers {
   readonly procs: ChildProcess[] = [];
+  readonly engine: Engine;
   private waiters: Array<{ ev: WorkerMsg['ev']; got: Map<number, WorkerMsg>; resolve: (m: WorkerMsg[]) => void }> = [];
   constructor(
     n: number,
     private readonly log: (s: string) => void,
+    opts: EngineOptions = { engine: 'node', goProcs: 1 },
   ) {
+    this.engine = opts.engine;
+    const bin = opts.engine === 'go' ? ensureGoWorker(log) : '';
     for (let i = 0; i < n; i++) {
-      const p = fork(join(here, 'worker.js'), [], {
-        execArgv: ['--max-old-space-size=4096'],
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      });
-      p.on('message', (m: WorkerMsg) => this.onMsg(m));
+      const p = opts.engine === 'go' ? this.spawnGo(bin, i, opts.goProcs) : this.forkNode();
       p.on('error', (e) => this.log(`worker ${i}: ${e.message}`));
       p.on('exit', (code) => {
         if (code !== 0 && code !== null) this.log(`worker ${i} exited with ${code}`);
       });
       this.procs.push(p);
     }
+  }
+  private forkNode(): ChildProcess {
+    const p = fork(join(here, 'worker.js'), [], {
+      execArgv: ['--max-old-space-size=4096'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    p.on('message', (m: WorkerMsg) => this.onMsg(m));
+    return p;
+  }
+  private spawnGo(bin: string, i: number, goProcs: number): ChildProcess {
+    // stdin: commands; stdout: events; stderr: the worker's own log lines, passed through
+    const p = spawn(bin, ['--gomaxprocs', String(goProcs)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    p.stdin!.on('error', (e) => this.log(`worker ${i}: stdin: ${e.message}`)); // EPIPE once it has exited
+    const lines = new LineDecoder();
+    p.stdout!.setEncoding('utf8');
+    p.stdout!.on('data', (chunk: string) => {
+      for (const m of lines.push(chunk)) {
+        if (typeof m === 'string') this.log(`worker ${i}: ${m}`);
+        else this.onMsg(m);
+      }
+    });
+    return p;
+  }
+  /** Whether a message can still reach the worker. */
+  private reachable(p: ChildProcess): boolean {
+    if (this.engine === 'go') return p.exitCode === null && p.signalCode === null && !!p.stdin?.writable;
+    return p.connected;
+  }
+  private post(p: ChildProcess, m: ParentMsg): void {
+    if (this.engine === 'go') p.stdin!.write(encodeLine(m));
+    else p.send(m);
   }
   private onMsg(m: WorkerMsg): void {
     if (m.ev === 'log') {
@@ -89,15 +184,15 @@ export class Workers {
       };
       this.waiters.push({ ev, got: new Map(), resolve: done });
       this.procs.forEach((p, i) => {
-        p.send(typeof msg === 'function' ? msg(i) : msg);
+        this.post(p, typeof msg === 'function' ? msg(i) : msg);
       });
     });
   }
   async close(): Promise<void> {
     for (const p of this.procs) {
-      if (p.connected) {
+      if (this.reachable(p)) {
         try {
-          p.send({ cmd: 'close' } satisfies ParentMsg);
+          this.post(p, { cmd: 'close' } satisfies ParentMsg);
         } catch {
           /* gone */
         }
