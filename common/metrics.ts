@@ -116,7 +116,7 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     }),
     pipelineSeconds: new Histogram({
       name: 'realchat_pipeline_seconds',
-      help: 'Time since an event was written (its outbox row / message created_at) when it reaches a stage: published (relay), routed and forwarded (delivery worker), received and written (gateway: consumed from Kafka, written to the sockets)',
+      help: 'Time since an event was written (its outbox row / message created_at) when it reaches a stage: published (relay), routed and forwarded (delivery worker), received and written (gateway: consumed from Kafka, written to the sockets); node_hop: from the delivery worker writing a node record to the gateway reading it (per record)',
       labelNames: ['stage'] as const,
       buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: r,

@@ -5,7 +5,7 @@
  *
  * Version 2 (what delivery workers write): one record per node per consumed batch, so a busy
  * worker writes a handful of records per batch instead of one per event and recipient node:
- *   {"v":2,"d":[{"r":[user_id...] | null,"e":<event JSON text, embedded as is>,"t":trace_id | null}, ...]}
+ *   {"v":2,"w":<ms when written>,"d":[{"r":[user_id...] | null,"e":<event JSON text, embedded as is>,"t":trace_id | null}, ...]}
  * `r: null` means every member (the node resolves them). Deliveries are in stream order.
  * Version 1 (still read, for a rolling upgrade; typing still uses it):
  *   {"schema_version":1,"recipients":...,"event":<event>}  or an ephemeral frame (below).
@@ -25,9 +25,9 @@ export interface NodeDelivery {
   traceId: string | null;
 }
 
-export function encodeNodeBatch(deliveries: readonly NodeDelivery[]): string {
+export function encodeNodeBatch(deliveries: readonly NodeDelivery[], writtenAtMs: number = Date.now()): string {
   const parts = deliveries.map((d) => `{"r":${JSON.stringify(d.recipients)},"e":${d.eventJson},"t":${JSON.stringify(d.traceId)}}`);
-  return `{"v":2,"d":[${parts.join(',')}]}`;
+  return `{"v":2,"w":${writtenAtMs},"d":[${parts.join(',')}]}`;
 }
 
 /** An ephemeral frame (typing) for other nodes: never stored, never retried. */
@@ -44,7 +44,12 @@ export function encodeEphemeralValue(e: EphemeralDelivery): string {
 }
 
 export type DecodedNodeRecord =
-  | { kind: 'events'; deliveries: Array<{ recipients: string[] | null; event: unknown; traceId: string | null }> }
+  | {
+      kind: 'events';
+      deliveries: Array<{ recipients: string[] | null; event: unknown; traceId: string | null }>;
+      /** When the delivery worker wrote the record (v2), for the hop latency. */
+      writtenAtMs: number | null;
+    }
   | { kind: 'ephemeral'; delivery: EphemeralDelivery };
 
 function fail(msg: string): never {
@@ -64,6 +69,7 @@ export function decodeNodeRecord(text: string, headerTraceId: string | null = nu
     if (!Array.isArray(v.d)) fail('delivery batch needs d');
     return {
       kind: 'events',
+      writtenAtMs: typeof v.w === 'number' ? v.w : null,
       deliveries: v.d.map((x: unknown) => {
         if (!isPlainObject(x)) fail('delivery batch entries must be objects');
         return { recipients: recipientsOf(x.r), event: x.e, traceId: typeof x.t === 'string' ? x.t : null };
@@ -80,5 +86,5 @@ export function decodeNodeRecord(text: string, headerTraceId: string | null = nu
       delivery: { recipients, conversation_id: v.conversation_id, except_user: v.except_user, origin: v.origin, frame: v.frame },
     };
   }
-  return { kind: 'events', deliveries: [{ recipients, event: v.event, traceId: headerTraceId }] };
+  return { kind: 'events', writtenAtMs: null, deliveries: [{ recipients, event: v.event, traceId: headerTraceId }] };
 }

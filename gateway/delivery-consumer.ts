@@ -44,6 +44,7 @@ export async function startDeliveryConsumer(deps: {
       if (decoded.delivery.origin !== deps.nodeId) handlers.ephemeral(decoded.delivery);
       return;
     }
+    if (decoded.writtenAtMs !== null) metrics.pipelineSeconds.observe({ stage: 'node_hop' }, (Date.now() - decoded.writtenAtMs) / 1000);
     for (const d of decoded.deliveries) {
       let event: ReturnType<typeof decodeEvent>;
       try {

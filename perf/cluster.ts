@@ -25,6 +25,7 @@ import { mergeConnect, tallyReports } from './lib/tally.js';
 import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import { latencySvg, markdownHead, kib, mib, resultsBase } from './lib/report.js';
+import { scrape, windowQuantiles, type HistSnapshot } from './lib/prom-hist.js';
 import type { ConnSpec, Engine, SlotSpec, WorkerMsg, ConnectResult, WorkerReport } from './lib/types.js';
 
 type Log = (s: string) => void;
@@ -226,12 +227,27 @@ export interface ClusterResult {
     rss_bytes: number;
     metrics_last?: Record<string, number>;
   }>;
+  /**
+   * Every stack process with a /metrics endpoint (gateways, relays, delivery workers), over the hold:
+   * CPU per 1,000 acked messages, GC pause p99, event-loop lag p99 (worst 1-s sample), and the
+   * pipeline stages it reports (realchat_pipeline_seconds: time since commit, ms).
+   */
+  processes: ProcessStats[];
   /** Which worker program generated the load: perf/worker.ts ('node') or perf/go/loadgen ('go'). */
   generator_engine: Engine;
   generator: { workers: number; source_addresses: string[]; rss_bytes: number; cpu_s_hold: number };
   samples: { names: string[]; series: Array<{ t_s: number; conns: Array<number | null>; rss_mib: number[]; cpu_s: number[] }> };
   notes: string[];
   failures: string[];
+}
+
+interface ProcessStats {
+  name: string;
+  cpu_s_hold: number;
+  cpu_ms_per_1000_messages: number;
+  gc_pause_p99_ms: number | null;
+  eventloop_lag_p99_max_ms: number | null;
+  stages: Record<string, { count: number; p50_ms: number; p99_ms: number }>;
 }
 
 /** What the run does, fixed before anything connects. */
@@ -285,6 +301,14 @@ interface ClusterRun {
   connectResults: ConnectResult[];
   reports: WorkerReport[];
   timeline: Timeline;
+  /** Histograms of every process with /metrics at the start of the hold and after the drain. */
+  histograms: { urls: Map<string, string>; before: Map<string, HistSnapshot | undefined>; after: Map<string, HistSnapshot | undefined> };
+}
+
+const HISTOGRAMS = ['nodejs_gc_duration_seconds', 'realchat_pipeline_seconds'] as const;
+
+async function snapshotHistograms(run: ClusterRun, into: Map<string, HistSnapshot | undefined>): Promise<void> {
+  await Promise.all([...run.histograms.urls].map(async ([name, url]) => into.set(name, await scrape(url, HISTOGRAMS))));
 }
 
 const RESULT_NOTES: readonly string[] = [
@@ -367,6 +391,16 @@ async function begin(options: Options, command: string, log: Log): Promise<Clust
     connectResults: [],
     reports: [],
     timeline: { rampStart: 0, rampEnd: 0, sendStart: 0, holdEnd: 0 },
+    histograms: {
+      urls: new Map([
+        ...gateways.map((g) => [g.name, g.metrics] as [string, string]),
+        ...stack
+          .filter((e) => (e.role === 'relay' || e.role === 'delivery') && e.port)
+          .map((e) => [e.name, `http://127.0.0.1:${e.port}/metrics`] as [string, string]),
+      ]),
+      before: new Map(),
+      after: new Map(),
+    },
   };
 }
 
@@ -518,6 +552,7 @@ async function ramp(run: ClusterRun, workers: Workers): Promise<void> {
 async function hold(run: ClusterRun, workers: Workers, slots: SlotSpec[]): Promise<void> {
   const { options, plan, timeline } = run;
   const total = totalMessages(plan.rate, options.duration);
+  await snapshotHistograms(run, run.histograms.before);
   timeline.sendStart = nowMs() + 1000;
   const sendEnd = timeline.sendStart + options.duration * 1000;
   const progress = setInterval(
@@ -540,6 +575,7 @@ async function hold(run: ClusterRun, workers: Workers, slots: SlotSpec[]): Promi
   }
   progressLine(run, 'hold done');
   await sleep(options.drain * 1000);
+  await snapshotHistograms(run, run.histograms.after);
 }
 
 /** The workers' reports; then stop every sampler and the workers. */
@@ -644,6 +680,7 @@ function buildResult(run: ClusterRun): ClusterResult {
     latency_curve: tally.latency_curve,
     errors: tally.errors,
     infra: samplers.infra.map(({ name, sampler }) => infraRow(name, sampler, holdWindow)),
+    processes: processStats(run, holdWindow, tally.acked),
     generator_engine: options.engine,
     generator: {
       workers: plan.workers,
@@ -658,6 +695,42 @@ function buildResult(run: ClusterRun): ClusterResult {
 }
 
 /** One gateway: connections it reports, RSS against its baseline, CPU and event-loop lag over the hold. */
+/** CPU per 1,000 acked messages, GC pause p99, loop lag and pipeline stages of every process with /metrics. */
+function processStats(run: ClusterRun, holdWindow: HoldWindow, acked: number): ProcessStats[] {
+  const { samplers, histograms } = run;
+  const byName = new Map<string, ServerSampler>([
+    ...samplers.nodes.map((s, i) => [run.plan.gateways[i]!.name, s] as [string, ServerSampler]),
+    ...samplers.infra.map(({ name, sampler }) => [name, sampler] as [string, ServerSampler]),
+  ]);
+  const ms = (v: number) => (Number.isFinite(v) ? Math.round(v * 1000 * 10) / 10 : Number.NaN);
+  return [...histograms.urls.keys()].map((name) => {
+    const sampler = byName.get(name);
+    const cpu = sampler?.cpuBetween(holdWindow.from, holdWindow.to) ?? 0;
+    const before = histograms.before.get(name);
+    const after = histograms.after.get(name);
+    const gc = windowQuantiles(before, after, 'nodejs_gc_duration_seconds', 'kind="minor"', [0.99]);
+    const gcMajor = windowQuantiles(before, after, 'nodejs_gc_duration_seconds', 'kind="major"', [0.99]);
+    const lags = (sampler?.samples ?? [])
+      .filter((x) => x.t_ms >= holdWindow.from && x.t_ms <= holdWindow.to)
+      .map((x) => x.metrics?.['nodejs_eventloop_lag_p99_seconds'])
+      .filter((v): v is number => typeof v === 'number');
+    const stages: ProcessStats['stages'] = {};
+    for (const key of after?.get('realchat_pipeline_seconds')?.keys() ?? []) {
+      const w = windowQuantiles(before, after, 'realchat_pipeline_seconds', key, [0.5, 0.99]);
+      if (w.count > 0) stages[/stage="([^"]*)"/.exec(key)?.[1] ?? key] = { count: w.count, p50_ms: ms(w.q[0]!), p99_ms: ms(w.q[1]!) };
+    }
+    const gcP99 = [gc, gcMajor].filter((g) => g.count > 0).map((g) => g.q[0]!);
+    return {
+      name,
+      cpu_s_hold: Math.round(cpu * 100) / 100,
+      cpu_ms_per_1000_messages: acked > 0 ? Math.round((cpu / acked) * 1_000_000 * 10) / 10 : 0,
+      gc_pause_p99_ms: gcP99.length ? ms(Math.max(...gcP99)) : null,
+      eventloop_lag_p99_max_ms: lags.length ? Math.round(Math.max(...lags) * 1000 * 10) / 10 : null,
+      stages,
+    };
+  });
+}
+
 function nodeResult(gateway: Gateway, sampler: ServerSampler, baseline: number, timeline: Timeline, holdWindow: HoldWindow): NodeResult {
   const held = inWindow(sampler.samples, holdWindow.from, holdWindow.to);
   const heldCounts = held.map(activeConnections).filter((v): v is number => typeof v === 'number');
@@ -784,6 +857,23 @@ export function clusterMarkdown(result: ClusterResult, svgName: string): string 
                 .join(', ')
             : ''
         } |`,
+      );
+  }
+  if ((result.processes ?? []).length > 0) {
+    lines.push(
+      '',
+      '## Per process (over the hold)',
+      '',
+      '| process | CPU s | CPU ms / 1,000 msgs | GC pause p99 ms | loop lag p99 max ms | pipeline stages since commit, p50 / p99 ms |',
+      '| --- | --- | --- | --- | --- | --- |',
+    );
+    for (const p of result.processes)
+      lines.push(
+        `| ${p.name} | ${p.cpu_s_hold} | ${p.cpu_ms_per_1000_messages} | ${p.gc_pause_p99_ms ?? ''} | ${p.eventloop_lag_p99_max_ms ?? ''} | ${Object.entries(
+          p.stages,
+        )
+          .map(([stage, s]) => `${stage} ${s.p50_ms} / ${s.p99_ms}`)
+          .join('; ')} |`,
       );
   }
   if (result.failures.length > 0) lines.push('', '## Failures', '', ...result.failures.map((failure) => `- ${failure}`));

@@ -166,6 +166,20 @@ describe('realchat_send_batch (PostgreSQL)', () => {
     expect(last).toEqual({ s1: 3, s2: 1, events: 4 });
   });
 
+  it('a JSON null payload is a value: stored as jsonb null, and the same send again is a duplicate, not a conflict', async () => {
+    const a = randomUUID();
+    const c = await conversation([a]);
+    const first = await send(sql, [item(0, c, a, 'null-p', null)]);
+    expect(first.map((r) => r.status)).toEqual(['created']);
+    const again = await send(sql, [item(0, c, a, 'null-p', null), item(1, c, a, 'other', null)]);
+    expect(again.map((r) => [r.status, r.sequence])).toEqual([
+      ['duplicate', 1],
+      ['created', 2],
+    ]);
+    const [row] = await sql<{ t: string }[]>`SELECT jsonb_typeof(payload) AS t FROM messages WHERE conversation_id = ${c} AND sequence = 1`;
+    expect(row!.t).toBe('null');
+  });
+
   it('a concurrent transaction that commits the same key first: the losing batch fails whole (40001, no gap), and written again answers as stored', async () => {
     const a = randomUUID();
     const [c1, c2, c3] = [await conversation([a]), await conversation([a]), await conversation([a])];

@@ -43,7 +43,9 @@ BEGIN
     ORDER BY cv.id FOR UPDATE;
   RETURN QUERY
     WITH input AS (
-      SELECT * FROM jsonb_to_recordset(batch) AS x(i int, c uuid, s uuid, k text, p jsonb, b int, t text)
+      -- jsonb_to_recordset turns a JSON null into SQL NULL; the payload null is a value (jsonb 'null').
+      SELECT x.i, x.c, x.s, x.k, coalesce(x.p, 'null'::jsonb) AS p, x.b, x.t
+      FROM jsonb_to_recordset(batch) AS x(i int, c uuid, s uuid, k text, p jsonb, b int, t text)
     ), stored AS (
       -- LATERAL ... OFFSET 0 and scalar subqueries keep these per-row index lookups: the planner
       -- cannot know the batch is small and would otherwise hash whole tables.
