@@ -262,7 +262,8 @@ func errnoName(e syscall.Errno) string {
 
 // ramp opens the connections of list at ratePerS with at most 512 attempts in flight
 // (worker.ts ramp): an explicit local port found taken is retried once with a kernel-chosen one;
-// a reconnect (resume) retries like an SDK, with full-jitter backoff, up to 8 attempts.
+// every connection retries like an SDK, with full-jitter backoff, up to 8 attempts (a server that
+// sheds hellos during a ramp answers `unavailable`; an SDK comes back, so the generator does too).
 func (w *worker) ramp(list []*conn, ratePerS float64, resume bool, onOpen func(c *conn, ms float64)) connectResult {
 	res := connectResult{FirstAttemptMs: nowMs()}
 	var rmu sync.Mutex
@@ -296,10 +297,14 @@ func (w *worker) ramp(list []*conn, ratePerS float64, resume bool, onOpen func(c
 			}
 			var err error
 			for k := 0; ; k++ {
-				if err = attempt(); err == nil || !resume || k >= 7 {
+				if err = attempt(); err == nil || k >= 7 {
 					break
 				}
-				w.err("reconnect_retried")
+				if resume {
+					w.err("reconnect_retried")
+				} else {
+					w.err("connect_retried")
+				}
 				sleepMs(rand.Float64() * math.Min(4000, 200*math.Pow(2, float64(k))))
 			}
 			now := nowMs()
