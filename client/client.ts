@@ -29,7 +29,7 @@ import { ConvRequests } from './requests.js';
 import { SendQueue } from './send-queue.js';
 import { Session } from './session.js';
 import { ConversationStreams } from './streams.js';
-import type { Ack, Envelope, MessagesPage, Receipt, ServerFrame, Synced, Typing, Welcome, WebSocketConstructor } from './types.js';
+import type { Ack, Envelope, MessagesPage, Receipt, ServerFrame, Synced, Typing, Via, Welcome, WebSocketConstructor } from './types.js';
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -47,11 +47,21 @@ export interface StateChange {
   error?: RealChatError;
 }
 
+/** How a message reached this client. */
+export interface MessageInfo {
+  /**
+   * `live` from the event pipeline; `fill` read from the database because a sequence was skipped
+   * (by the server's gap fill, or by this SDK's `sync`); `resume` the catch-up after a (re)connect.
+   * Outside faults everything after the catch-up is `live`. Undefined with servers that predate it.
+   */
+  via: Via | undefined;
+}
+
 export interface ClientEvents {
   state(change: StateChange): void;
   welcome(w: Welcome): void;
   /** In sequence order per conversation, each message once. */
-  message(env: Envelope): void;
+  message(env: Envelope, info: MessageInfo): void;
   synced(s: Synced): void;
   receipt(r: Receipt): void;
   typing(t: Typing): void;
@@ -158,7 +168,7 @@ export class RealChatClient {
     this.streams = new ConversationStreams({
       maxBufferedPerConversation: this.o.maxBufferedPerConversation,
       maxConversations: this.o.maxConversations,
-      deliver: (env) => this.events.emit('message', env),
+      deliver: (env, via) => this.events.emit('message', env, { via }),
       requestFill: (conv, after) => this.gapFill.request(conv, after),
     });
     this.gapFill = new GapFill({
@@ -451,7 +461,7 @@ export class RealChatClient {
     if (this.session !== session) return;
     switch (f.type) {
       case 'message':
-        if (f.message && typeof f.message.sequence_number === 'number') this.streams.accept(f.message);
+        if (f.message && typeof f.message.sequence_number === 'number') this.streams.accept(f.message, knownVia(f.via));
         return;
       case 'synced':
         this.events.emit('synced', f);
@@ -477,16 +487,16 @@ export class RealChatClient {
         this.reconnect = withRetryAfter(this.reconnect, f.retry_after_ms);
         return;
       case 'error':
-        this.onErrorFrame(f.code, f.message, f.ref);
+        this.onErrorFrame(f.code, f.message, f.ref, f.reason);
         return;
       default:
         return; // pong and unknown frames
     }
   }
 
-  private onErrorFrame(code: string, message: string, ref: string | undefined): void {
-    const err = new RealChatError(code, message, ref);
-    if (ref !== undefined && this.sends.onError(ref, code, message)) return;
+  private onErrorFrame(code: string, message: string, ref: string | undefined, reason: string | undefined): void {
+    const err = new RealChatError(code, message, ref, undefined, reason);
+    if (ref !== undefined && this.sends.onError(ref, code, message, reason)) return;
     if (ref !== undefined) {
       const answered = this.convRequests.answerError(ref);
       if (answered?.waiter) {
@@ -538,4 +548,10 @@ export class RealChatClient {
       this.convRequests.add(n, 'read', conv, null);
     }
   }
+}
+
+const VIAS: ReadonlySet<unknown> = new Set<Via>(['live', 'fill', 'resume']);
+/** A value this SDK does not know (a later server's) is reported as undefined, not passed on unchecked. */
+function knownVia(v: unknown): Via | undefined {
+  return VIAS.has(v) ? (v as Via) : undefined;
 }

@@ -31,6 +31,8 @@ export class RealChatError extends Error {
     readonly ref?: string,
     /** HTTP status for REST errors. */
     readonly status?: number,
+    /** The server's finer reason under the code, when it gave one (e.g. `after_refused`). */
+    readonly reason?: string,
   ) {
     super(message);
   }

@@ -12,11 +12,11 @@
  *   await client.send(conversationId, { text: 'hi' });
  */
 export { RealChatClient } from './client.js';
-export type { ClientEvents, ClientOptions, ConnectionState, StateChange } from './client.js';
+export type { ClientEvents, ClientOptions, ConnectionState, MessageInfo, StateChange } from './client.js';
 export { RestClient } from './rest.js';
 export type { AddedMembers, ConversationSummary, CreatedConversation, RestOptions } from './rest.js';
 export { RealChatError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { backoffDelay } from './backoff.js';
 export { CloseCodes, isFatalClose } from './types.js';
-export type { Ack, Envelope, MessagesPage, Receipt, Synced, Typing, Welcome, WebSocketConstructor, WebSocketLike } from './types.js';
+export type { Ack, Envelope, MessagesPage, Receipt, Synced, Typing, Via, Welcome, WebSocketConstructor, WebSocketLike } from './types.js';

@@ -2,6 +2,11 @@
  * Outgoing messages. Each has an idempotency key for its whole life: retried with the same key on
  * `unavailable`/`rate_limited`/`internal` and after a reconnect, so the server stores it once. The
  * queue is bounded (enqueue beyond `maxQueued` is refused) and every send has an overall deadline.
+ *
+ * Own order: sends of one conversation go out in enqueue order, and while one of them waits to be
+ * retried after a refusal, the later ones of that conversation are held. The server refuses later
+ * sends that were already in flight (`unavailable`, reason `after_refused`, docs/protocol.md); those
+ * are held too, without counting an attempt, and go out again right after the refused one.
  */
 import { backoffDelay } from './backoff.js';
 import { RealChatError } from './errors.js';
@@ -88,11 +93,14 @@ export class SendQueue {
     return promise;
   }
 
-  /** Sends queued entries while there is room in flight. */
+  /** Sends queued entries, in enqueue order, while there is room in flight. */
   pump(): void {
+    // Conversations with an earlier send waiting for its retry: their later sends are held.
+    let held: Set<string> | null = null;
     for (const e of this.entries.values()) {
       if (this.inFlight >= this.o.maxInFlight) return;
-      if (e.state !== 'queued') continue;
+      if (e.state === 'waiting') (held ??= new Set()).add(e.conv);
+      if (e.state !== 'queued' || held?.has(e.conv)) continue;
       const n = this.o.transmit(e.conv, e.key, e.payload);
       if (n === null) return;
       e.n = n;
@@ -112,17 +120,25 @@ export class SendQueue {
     return n;
   }
 
-  /** An error frame with ref = key. Returns false when the key is not ours. */
-  onError(key: string, code: string, message: string): boolean {
+  /** An error frame with ref = key (and its `reason`, if any). Returns false when the key is not ours. */
+  onError(key: string, code: string, message: string, reason?: string): boolean {
     const e = this.entries.get(key);
     if (!e) return false;
     if (e.state === 'inflight') {
       this.inFlight--;
       e.state = 'waiting';
     }
+    if (reason === 'after_refused' && this.hasEarlier(e)) {
+      // Refused only for its place behind an earlier refused send of ours: not an attempt of its
+      // own; pump() holds it until that one is retried.
+      e.attempts--;
+      e.state = 'queued';
+      this.pump();
+      return true;
+    }
     const retriable = code === 'unavailable' || code === 'rate_limited' || code === 'internal';
     if (!retriable || e.attempts >= this.o.maxAttempts) {
-      this.finish(e, new RealChatError(code, message, key));
+      this.finish(e, new RealChatError(code, message, key, undefined, reason));
     } else {
       e.state = 'waiting';
       const floor = code === 'rate_limited' ? 1000 : 0;
@@ -144,6 +160,15 @@ export class SendQueue {
   onDisconnect(): void {
     for (const e of this.entries.values()) if (e.state === 'inflight') e.state = 'queued';
     this.inFlight = 0;
+  }
+
+  /** True while a send of the same conversation enqueued before `e` is still pending. */
+  private hasEarlier(e: Entry): boolean {
+    for (const other of this.entries.values()) {
+      if (other === e) return false;
+      if (other.conv === e.conv) return true;
+    }
+    return false;
   }
 
   failAll(err: RealChatError): void {

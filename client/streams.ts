@@ -4,13 +4,14 @@
  * message at or below the delivered position is a duplicate and dropped.
  */
 import { LruMap } from '../common/lru.js';
-import type { Envelope } from './types.js';
+import type { Envelope, Via } from './types.js';
 
 export interface StreamOptions {
   maxBufferedPerConversation: number;
   /** Conversations remembered; the least recently active is forgotten beyond this. */
   maxConversations: number;
-  deliver(env: Envelope): void;
+  /** `via`: how the message reached this client: the frame's `via`, or for a `sync` page `fill` (a gap) / `resume` (after track()). */
+  deliver(env: Envelope, via: Via | undefined): void;
   /** Ask for the messages after `afterSequence` (one request at a time per conversation). */
   requestFill(conversationId: string, afterSequence: number): void;
 }
@@ -19,8 +20,13 @@ interface State {
   /** Last sequence delivered. */
   last: number;
   /** Out-of-order messages waiting for the gap before them. */
-  buffer: Map<number, Envelope>;
+  buffer: Map<number, Arrived>;
   filling: boolean;
+}
+
+interface Arrived {
+  env: Envelope;
+  via: Via | undefined;
 }
 
 export interface StreamStats {
@@ -67,8 +73,8 @@ export class ConversationStreams {
     return true;
   }
 
-  /** A message from the live stream, a resume or a fill. */
-  accept(env: Envelope): void {
+  /** A message from the live stream, a resume or a fill, with the `via` it came with. */
+  accept(env: Envelope, via?: Via): void {
     const conv = env.conversation_id;
     const seq = env.sequence_number;
     let st = this.convs.peek(conv);
@@ -80,14 +86,14 @@ export class ConversationStreams {
       return;
     }
     if (seq === st.last + 1) {
-      this.deliverOne(st, env);
+      this.deliverOne(st, { env, via });
       this.drain(conv, st);
       return;
     }
     if (st.buffer.has(seq)) {
       this.stats.duplicates++;
     } else if (st.buffer.size < this.o.maxBufferedPerConversation) {
-      st.buffer.set(seq, env);
+      st.buffer.set(seq, { env, via });
     } // else dropped: the fill fetches it again
     this.stats.gapsDetected++;
     this.fill(conv, st);
@@ -99,7 +105,10 @@ export class ConversationStreams {
     if (!st) return false;
     st.filling = false;
     const before = st.last;
-    for (const m of [...messages].sort((a, b) => a.sequence_number - b.sequence_number)) this.accept(m);
+    // With later messages buffered, the page closes a gap the live stream left; without, it is the
+    // catch-up after track() (history the application asked for).
+    const via = st.buffer.size > 0 ? 'fill' : 'resume';
+    for (const m of [...messages].sort((a, b) => a.sequence_number - b.sequence_number)) this.accept(m, via);
     return st.last > before;
   }
 
@@ -137,11 +146,11 @@ export class ConversationStreams {
     this.o.requestFill(conv, st.last);
   }
 
-  private deliverOne(st: State, env: Envelope): void {
-    st.last = env.sequence_number;
-    st.buffer.delete(env.sequence_number);
+  private deliverOne(st: State, m: Arrived): void {
+    st.last = m.env.sequence_number;
+    st.buffer.delete(m.env.sequence_number);
     this.stats.delivered++;
-    this.o.deliver(env);
+    this.o.deliver(m.env, m.via);
   }
 
   private drain(conv: string, st: State): void {

@@ -1,6 +1,6 @@
 /** The v1 wire contract as seen by a client (docs/protocol.md). Unknown frame types and fields are ignored. */
 
-export type { Envelope, Welcome, Ack, MessagesPage, Receipt, Typing, Synced, ErrorFrame, ServerFrame } from '../common/wire.js';
+export type { Envelope, Welcome, Ack, MessagesPage, Receipt, Typing, Synced, ErrorFrame, ServerFrame, Via } from '../common/wire.js';
 import type { ServerFrame } from '../common/wire.js';
 
 export type ClientFrame =

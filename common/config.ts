@@ -2,6 +2,8 @@
  * The only module that reads the environment. Everything else receives a frozen Config.
  * Field names carry their units.
  */
+import type { BreakerSettings } from './breaker.js';
+
 export interface Config {
   readonly mode: 'embedded' | 'postgres';
   readonly port: number;
@@ -33,10 +35,32 @@ export interface Config {
   /** null: no presence registry (deliveries are broadcast to every gateway node). */
   readonly redis: RedisConfig | null;
   readonly presence: PresenceConfig;
+  /**
+   * Circuit breakers per dependency (common/breaker.ts). redis: the presence registry (delivery
+   * workers and gateways broadcast while it is open); postgres: request-path database work on a
+   * gateway (refused with `unavailable` at once while it is open).
+   */
+  readonly breakers: { readonly redis: BreakerSettings; readonly postgres: BreakerSettings };
   /** Relay and delivery serve /metrics and /healthz here (0 = ephemeral). */
   readonly metricsPort: number;
   readonly limits: Limits;
   readonly timeouts: Timeouts;
+  readonly tracing: TracingConfig;
+}
+
+/** OpenTelemetry tracing (common/tracing.ts); the standard OTEL_* variables where one exists. */
+export interface TracingConfig {
+  /** none: off (no provider, no spans); otlp: OTLP/HTTP (JSON) to `endpoint`. */
+  readonly exporter: 'none' | 'otlp';
+  /** The traces URL (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces). */
+  readonly endpoint: string;
+  /** Share of new traces sampled; a span with a parent follows its parent's decision. */
+  readonly sampleRatio: number;
+  /** OTEL_SERVICE_NAME; null: realchat-<role>. */
+  readonly serviceName: string | null;
+  /** OTEL_BSP_SCHEDULE_DELAY; null: the SDK default (5 s). */
+  readonly exportDelayMs: number | null;
+  readonly exportTimeoutMs: number;
 }
 
 export interface JwtConfig {
@@ -83,8 +107,6 @@ export interface PresenceConfig {
   readonly nodeTopicPartitions: number;
   /** Node topics of nodes dead this long are deleted by delivery workers. */
   readonly deadNodeTopicTtlMs: number;
-  /** After a registry failure, delivery broadcasts for this long before trying the registry again. */
-  readonly breakerOpenMs: number;
   /** Event-loop delay above which a gateway pauses consuming deliveries. */
   readonly pauseAboveLoopDelayMs: number;
 }
@@ -97,6 +119,16 @@ function hostPorts(raw: string, name: string): Array<{ host: string; port: numbe
       throw new ConfigError(`${name} must be host:port[,host:port...], got "${raw}"`);
     return { host, port: n };
   });
+}
+
+/** REALCHAT_BREAKER_<DEP>_FAILURES (within _WINDOW_MS), _OPEN_MS, _PROBES (calls let through half-open). */
+function breakerFrom(env: Env, dep: 'REDIS' | 'POSTGRES', dflt: BreakerSettings): BreakerSettings {
+  return {
+    failureThreshold: int(env, `REALCHAT_BREAKER_${dep}_FAILURES`, dflt.failureThreshold, 1, 1_000_000),
+    windowMs: int(env, `REALCHAT_BREAKER_${dep}_WINDOW_MS`, dflt.windowMs, 10, 3_600_000),
+    openMs: int(env, `REALCHAT_BREAKER_${dep}_OPEN_MS`, dflt.openMs, 10, 600_000),
+    halfOpenProbes: int(env, `REALCHAT_BREAKER_${dep}_PROBES`, dflt.halfOpenProbes, 1, 1_000_000),
+  };
 }
 
 export interface KafkaTopics {
@@ -172,6 +204,14 @@ export interface Timeouts {
   readonly relayPollMs: number;
   /** The relay waits this long after a wake-up before it polls (bigger batches, fewer requests). */
   readonly relayLingerMs: number;
+  /**
+   * Relay leadership (relay/lease.ts): the lease lasts this long on the database's clock; the leader
+   * renews it every renewMs and stops publishing marginMs before it runs out by its own clock; a
+   * standby tries to take it over every renewMs.
+   */
+  readonly relayLeaseTtlMs: number;
+  readonly relayLeaseRenewMs: number;
+  readonly relayLeaseMarginMs: number;
   /** A REST response that makes no write progress this long is aborted (a client that never reads). */
   readonly responseStallMs: number;
   /** A WebSocket whose buffer stays above its high-water mark this long is closed as slow (4002). */
@@ -241,6 +281,48 @@ function nodeIdFrom(raw: string | undefined): string {
   // It names a Kafka topic (realchat.node.<id>) and Redis keys.
   if (!/^[A-Za-z0-9_-]{1,100}$/.test(raw)) throw new ConfigError(`REALCHAT_NODE_ID must be 1-100 of [A-Za-z0-9_-], got "${raw}"`);
   return raw;
+}
+
+function relayLeaseFrom(env: Env): Pick<Timeouts, 'relayLeaseTtlMs' | 'relayLeaseRenewMs' | 'relayLeaseMarginMs'> {
+  const ttl = int(env, 'REALCHAT_RELAY_LEASE_TTL_MS', 5000, 300, 600_000);
+  const renew = int(env, 'REALCHAT_RELAY_LEASE_RENEW_MS', Math.round(ttl / 5), 50, 600_000);
+  const margin = int(env, 'REALCHAT_RELAY_LEASE_MARGIN_MS', Math.round(ttl / 5), 10, 600_000);
+  // At least one renewal must fit before the leader's own deadline, or leadership would flap.
+  if (renew + margin >= ttl)
+    throw new ConfigError(
+      'REALCHAT_RELAY_LEASE_RENEW_MS + REALCHAT_RELAY_LEASE_MARGIN_MS must be below REALCHAT_RELAY_LEASE_TTL_MS (e.g. a fifth of it each)',
+    );
+  return { relayLeaseTtlMs: ttl, relayLeaseRenewMs: renew, relayLeaseMarginMs: margin };
+}
+
+function tracingFrom(env: Env): TracingConfig {
+  const base = (env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://localhost:4318').replace(/\/+$/, '');
+  const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || `${base}/v1/traces`;
+  // Off unless asked for: REALCHAT_TRACING or OTEL_TRACES_EXPORTER, or an OTLP endpoint configured.
+  const named = (env.REALCHAT_TRACING || env.OTEL_TRACES_EXPORTER || '').toLowerCase();
+  const endpointSet = Boolean(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT);
+  let exporter: TracingConfig['exporter'];
+  if (bool(env, 'OTEL_SDK_DISABLED', false) || named === 'none') exporter = 'none';
+  else if (named === 'otlp' || (named === '' && endpointSet)) exporter = 'otlp';
+  else if (named === '') exporter = 'none';
+  else throw new ConfigError(`REALCHAT_TRACING / OTEL_TRACES_EXPORTER must be otlp or none, got "${named}"`);
+  try {
+    new URL(endpoint);
+  } catch {
+    throw new ConfigError(`the OTLP traces endpoint must be a URL, got "${endpoint}"`);
+  }
+  const rawRatio = env.REALCHAT_TRACE_SAMPLE_RATIO || env.OTEL_TRACES_SAMPLER_ARG || '1';
+  const sampleRatio = Number(rawRatio);
+  if (!Number.isFinite(sampleRatio) || sampleRatio < 0 || sampleRatio > 1)
+    throw new ConfigError(`REALCHAT_TRACE_SAMPLE_RATIO must be a number from 0 to 1, got "${rawRatio}"`);
+  return {
+    exporter,
+    endpoint,
+    sampleRatio,
+    serviceName: env.OTEL_SERVICE_NAME || null,
+    exportDelayMs: env.OTEL_BSP_SCHEDULE_DELAY ? int(env, 'OTEL_BSP_SCHEDULE_DELAY', 5000, 1, 600_000) : null,
+    exportTimeoutMs: int(env, 'OTEL_EXPORTER_OTLP_TIMEOUT', 10_000, 100, 600_000),
+  };
 }
 
 export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
@@ -338,8 +420,20 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       ttlMs: int(env, 'REALCHAT_PRESENCE_TTL_MS', 5000, 300, 600_000),
       nodeTopicPartitions: int(env, 'REALCHAT_NODE_TOPIC_PARTITIONS', 4, 1, 1000),
       deadNodeTopicTtlMs: int(env, 'REALCHAT_DEAD_NODE_TOPIC_TTL_MS', 10 * 60_000, 1000, 7 * 24 * 3600_000),
-      breakerOpenMs: int(env, 'REALCHAT_PRESENCE_BREAKER_MS', 2000, 100, 600_000),
       pauseAboveLoopDelayMs: int(env, 'REALCHAT_PAUSE_ABOVE_LOOP_DELAY_MS', 200, 10, 60_000),
+    },
+    breakers: {
+      // The registry is asked per batch: three failures in 5 s is an outage, not a blip; 2 s of
+      // broadcasting is cheap. REALCHAT_PRESENCE_BREAKER_MS is the older name of the open time.
+      redis: breakerFrom(env, 'REDIS', {
+        failureThreshold: 3,
+        windowMs: 5000,
+        openMs: int(env, 'REALCHAT_PRESENCE_BREAKER_MS', 2000, 100, 600_000),
+        halfOpenProbes: 1,
+      }),
+      // Refusing every request is costly: open only on a run of failures that mean "down" (timeouts,
+      // refused connections), then let a few requests probe.
+      postgres: breakerFrom(env, 'POSTGRES', { failureThreshold: 20, windowMs: 5000, openMs: 1000, halfOpenProbes: 3 }),
     },
     metricsPort: int(env, 'METRICS_PORT', 0, 0, 65535),
     limits: {
@@ -384,9 +478,11 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       drainMs: int(env, 'REALCHAT_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
       relayPollMs: int(env, 'REALCHAT_RELAY_POLL_MS', 500, 10, 60_000),
       relayLingerMs: int(env, 'REALCHAT_RELAY_LINGER_MS', 5, 0, 1000),
+      ...relayLeaseFrom(env),
       responseStallMs: int(env, 'REALCHAT_RESPONSE_STALL_MS', 30_000, 100, 600_000),
       slowReaderMs: int(env, 'REALCHAT_SLOW_READER_TIMEOUT_MS', 30_000, 100, 600_000),
     },
+    tracing: tracingFrom(env),
     ...overrides,
   };
   return Object.freeze(cfg);

@@ -12,6 +12,8 @@ export interface DbOptions {
   connectTimeoutS: number;
   queryTimeoutMs: number;
   applicationName: string;
+  /** Connections are replaced after this long (default 30 min); null: never (a connection whose identity matters, relay/lease.ts). */
+  maxLifetimeS?: number | null;
 }
 
 /**
@@ -22,8 +24,8 @@ export function createSql(opts: DbOptions): Sql {
   return postgres(opts.url, {
     max: opts.maxConnections,
     connect_timeout: opts.connectTimeoutS,
-    idle_timeout: 60,
-    max_lifetime: 60 * 30,
+    idle_timeout: opts.maxLifetimeS === null ? 0 : 60,
+    max_lifetime: opts.maxLifetimeS === undefined ? 60 * 30 : opts.maxLifetimeS,
     onnotice: () => {},
     connection: {
       application_name: opts.applicationName,

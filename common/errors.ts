@@ -23,20 +23,37 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * Finer reasons under a code, sent as the error frame's `reason` (docs/protocol.md). A client that
+ * does not know a reason acts on the code alone, so a reason never changes what the code asks for.
+ */
+export const ERROR_REASONS = {
+  /**
+   * A WebSocket `send` refused because an earlier send of the same connection and conversation was
+   * refused with a retriable code and has not been sent again yet: were this one stored, it would
+   * come before the earlier one. Retry the earlier one (its key is in the message) first.
+   */
+  after_refused: { code: 'unavailable' },
+} as const satisfies Record<string, { code: ErrorCode }>;
+
+export type ErrorReason = keyof typeof ERROR_REASONS;
+
 export class AppError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly retriable: boolean;
   /** Seconds a client should wait before retrying; sent as Retry-After / retry_after_ms. */
   readonly retryAfterS: number | undefined;
+  readonly reason: ErrorReason | undefined;
 
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryAfterS?: number } = {}) {
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryAfterS?: number; reason?: ErrorReason } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'AppError';
     this.code = code;
     this.status = ERROR_CODES[code].status;
     this.retriable = ERROR_CODES[code].retriable;
     this.retryAfterS = opts.retryAfterS ?? (this.retriable && code !== 'internal' ? 1 : undefined);
+    this.reason = opts.reason;
   }
 }
 

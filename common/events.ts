@@ -78,6 +78,10 @@ export interface EventRecord {
   value: string;
   type: string;
   eventId: string;
+  /**
+   * The event's trace: a W3C traceparent (the context to continue), or a bare trace id, or an
+   * opaque id from an older writer (common/trace-id.ts traceIdOf gives the id for logs).
+   */
   traceId: string | null;
 }
 
@@ -136,4 +140,9 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
 }
 
 /** Headers of event records (docs/events.md). */
-export const EVENT_HEADERS = { type: 'realchat-event-type', eventId: 'realchat-event-id', traceId: 'trace_id' } as const;
+export const EVENT_HEADERS = {
+  type: 'realchat-event-type',
+  eventId: 'realchat-event-id',
+  traceId: 'trace_id',
+  traceparent: 'traceparent',
+} as const;

@@ -38,8 +38,8 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     }),
     deliveries: new Counter({
       name: 'realchat_deliveries_total',
-      help: 'Message frames written to a connection',
-      labelNames: ['path'] as const,
+      help: 'Message frames written to a connection, by how they came (the frame field `via`): live (the event pipeline), fill (read from the database because the live path skipped a sequence: outside faults, pipeline loss), resume (the catch-up after hello)',
+      labelNames: ['via'] as const,
       registers: r,
     }),
     failedDeliveries: new Counter({
@@ -119,6 +119,12 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
       help: 'Time since an event was written (its outbox row / message created_at) when it reaches a stage: published (relay), routed and forwarded (delivery worker), received and written (gateway: consumed from Kafka, written to the sockets); node_hop: from the delivery worker writing a node record to the gateway reading it (per record)',
       labelNames: ['stage'] as const,
       buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    }),
+    endToEndSeconds: new Histogram({
+      name: 'realchat_end_to_end_seconds',
+      help: "End-to-end latency of live message delivery: from the message's commit (its created_at) to its frame written to this node's sockets, once per message and node",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10],
       registers: r,
     }),
     deliveriesForwarded: new Counter({

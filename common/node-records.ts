@@ -6,7 +6,8 @@
  * Version 2 (what delivery workers write): one record per node per consumed batch, so a busy
  * worker writes a handful of records per batch instead of one per event and recipient node:
  *   {"v":2,"w":<ms when written>,"d":[{"r":[user_id...] | null,"e":<event JSON text, embedded as is>,"t":trace_id | null}, ...]}
- * `r: null` means every member (the node resolves them). Deliveries are in stream order.
+ * `r: null` means every member (the node resolves them). Deliveries are in stream order. `t` is the
+ * event's trace: the delivery worker's route span as a W3C traceparent (or the trace as it came).
  * Version 1 (still read, for a rolling upgrade; typing still uses it):
  *   {"schema_version":1,"recipients":...,"event":<event>}  or an ephemeral frame (below).
  */

@@ -44,10 +44,43 @@ export function pollOutbox(sql: Sql, limit: number, timeoutMs: number): Promise<
   );
 }
 
-/** Removes published rows. */
-export async function deleteOutboxRows(sql: Sql, ids: readonly string[], timeoutMs: number): Promise<void> {
-  if (ids.length === 0) return;
-  await withTimeout(sql`DELETE FROM outbox WHERE id IN ${sql(ids)}`, timeoutMs, 'outbox delete');
+/**
+ * Removes published rows. With `leaseToken` (the Kafka relay), only while that relay lease token is
+ * current and unexpired on the database's clock; false when it is not (nothing was deleted: the
+ * caller lost its leadership). The lease row is locked FOR SHARE, so a takeover waits for this
+ * statement and no delete ever commits after another relay took over.
+ *
+ * The delete does not wait for its WAL flush (`synchronous_commit = off` for this transaction
+ * only): a delete lost in a crash only makes the rows published again, duplicates that consumers
+ * drop by sequence, and the flush wait was a third of the relay's cycle (10-12 ms of 25-37 ms at
+ * 500 msg/s). One simple-protocol query carries both statements, so they are one implicit
+ * transaction and one round trip; the values are checked integers, never caller text.
+ */
+export async function deleteOutboxRows(sql: Sql, ids: readonly string[], timeoutMs: number, leaseToken?: number): Promise<boolean> {
+  if (ids.length === 0) return true;
+  for (const id of ids) if (!/^[0-9]{1,19}$/.test(id)) throw new Error(`outbox id ${JSON.stringify(id)} is not an integer`);
+  const idArray = `'{${ids.join(',')}}'::bigint[]`;
+  const relaxed = 'SET LOCAL synchronous_commit = off;';
+  if (leaseToken === undefined) {
+    await withTimeout(sql.unsafe(`${relaxed} DELETE FROM outbox WHERE id = ANY(${idArray})`).simple(), timeoutMs, 'outbox delete');
+    return true;
+  }
+  if (!Number.isSafeInteger(leaseToken)) throw new Error(`lease token ${leaseToken} is not an integer`);
+  const results = (await withTimeout(
+    sql
+      .unsafe(`${relaxed}
+      WITH lease AS (
+        SELECT token FROM relay_lease WHERE name = 'outbox' AND token = ${leaseToken} AND expires_at > now() FOR SHARE
+      ), deleted AS (
+        DELETE FROM outbox WHERE id = ANY(${idArray}) AND EXISTS (SELECT 1 FROM lease) RETURNING 1
+      )
+      SELECT EXISTS (SELECT 1 FROM lease) AS current, (SELECT count(*) FROM deleted) AS n`)
+      .simple(),
+    timeoutMs,
+    'outbox delete',
+  )) as unknown as Array<Array<{ current: boolean }>>;
+  // A multi-statement query answers one result per statement: the SELECT is the last.
+  return results[results.length - 1]![0]!.current;
 }
 
 export interface OutboxStats {

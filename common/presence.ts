@@ -4,7 +4,10 @@
  * - a node is live while its heartbeat is younger than its TTL; entries of dead nodes are ignored;
  * - a user may be on several nodes; counts go up per connection and down per close;
  * - every call rejects (never hangs) when the registry is unreachable, so callers can degrade.
- * Redis layout: ZSET rc:nodes (node -> heartbeat expiry, ms), HASH rc:u:<user> (node -> connections),
+ * Every liveness decision uses one clock, Redis's own (TIME, inside a script): a node whose clock is
+ * skewed neither looks dead to the others (deliveries misrouted to the broadcast path, its topic
+ * deleted by the janitor) nor sees live nodes as dead.
+ * Redis layout: ZSET rc:nodes (node -> heartbeat expiry, ms on Redis's clock), HASH rc:u:<user> (node -> connections),
  * SET rc:n:<node> (users, for cleanup), SET rc:r:<conversation> (nodes with a subscriber of that large
  * room) and SET rc:nr:<node> (its rooms, for cleanup). Keys expire after a day without use.
  */
@@ -33,6 +36,23 @@ export interface PresenceRegistry {
 }
 
 const DAY_S = 24 * 3600;
+
+/** Redis's clock in ms, in a script (TIME is allowed in scripts that write since Redis 5: effects are replicated). */
+const REDIS_NOW_MS = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
+const SCRIPTS = {
+  /** KEYS[1] = rc:nodes; ARGV = node, ttl ms. */
+  rcHeartbeat: { numberOfKeys: 1, lua: `${REDIS_NOW_MS}; redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]); return now` },
+  /** Nodes whose heartbeat expires after now. */
+  rcLiveNodes: { numberOfKeys: 1, lua: `${REDIS_NOW_MS}; return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')` },
+  /** Nodes whose heartbeat expired at least ARGV[1] ms ago. */
+  rcDeadNodes: { numberOfKeys: 1, lua: `${REDIS_NOW_MS}; return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))` },
+} as const;
+
+type PresenceScripts = {
+  rcHeartbeat(key: string, nodeId: string, ttlMs: number): Promise<number>;
+  rcLiveNodes(key: string): Promise<string[]>;
+  rcDeadNodes(key: string, olderThanMs: number): Promise<string[]>;
+};
 
 export class InMemoryPresence implements PresenceRegistry {
   private readonly nodes = new Map<string, number>();
@@ -149,6 +169,11 @@ export class RedisPresence implements PresenceRegistry {
     this.redis.on('error', () => {
       /* surfaced per command; the client reconnects by itself */
     });
+    for (const [name, def] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, def);
+  }
+
+  private get scripts(): PresenceScripts {
+    return this.redis as unknown as PresenceScripts;
   }
 
   /** Waits (bounded) for the first connection; false if Redis is not reachable yet (callers degrade). */
@@ -168,7 +193,7 @@ export class RedisPresence implements PresenceRegistry {
   }
 
   async heartbeat(nodeId: string, ttlMs: number) {
-    await this.redis.zadd('rc:nodes', Date.now() + ttlMs, nodeId);
+    await this.scripts.rcHeartbeat('rc:nodes', nodeId, ttlMs);
   }
   async addConnection(nodeId: string, userId: string) {
     await this.redis
@@ -247,17 +272,20 @@ export class RedisPresence implements PresenceRegistry {
     await this.redis.zrem('rc:nodes', nodeId);
   }
   async liveNodes() {
-    return this.redis.zrangebyscore('rc:nodes', Date.now(), '+inf');
+    return this.scripts.rcLiveNodes('rc:nodes');
   }
   async deadNodes(olderThanMs: number) {
-    return this.redis.zrangebyscore('rc:nodes', '-inf', Date.now() - olderThanMs);
+    return this.scripts.rcDeadNodes('rc:nodes', olderThanMs);
   }
   async forgetNode(nodeId: string) {
     await this.removeNode(nodeId);
   }
-  /** Live nodes, cached for liveCacheMs (lookups happen per batch; node liveness changes per second). */
+  /**
+   * Live nodes, cached for liveCacheMs (lookups happen per batch; node liveness changes per second).
+   * The cache's age is a local duration (monotonic), not a liveness decision.
+   */
   private async live(): Promise<Set<string>> {
-    const now = Date.now();
+    const now = performance.now();
     if (!this.liveCache || now - this.liveCache.at > (this.opts.liveCacheMs ?? 1000)) {
       this.liveCache = { at: now, nodes: new Set(await this.liveNodes()) };
     }

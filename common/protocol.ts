@@ -4,16 +4,25 @@
  */
 import { AppError } from './errors.js';
 import { Fields, isPlainObject, isUuid, checkPayload } from './validate.js';
-import type { ServerFrame } from './wire.js';
+import { isTraceparent } from './trace-id.js';
+import type { Envelope, ServerFrame, Via } from './wire.js';
 
 export const PROTOCOL_VERSION = 1;
 
-export type { Envelope, ServerFrame } from './wire.js';
+export type { Envelope, ServerFrame, Via } from './wire.js';
 export { CloseCode } from './wire.js';
 
 export type ClientFrame =
   | { type: 'hello'; token: string; resume: Map<string, number> }
-  | { type: 'send'; conversation_id: string; idempotency_key: string; payload: unknown; payloadStoredBytes: number }
+  | {
+      type: 'send';
+      conversation_id: string;
+      idempotency_key: string;
+      payload: unknown;
+      payloadStoredBytes: number;
+      /** The sender's W3C trace context, if it sent a valid one (an invalid one is ignored, as the spec asks). */
+      traceparent?: string;
+    }
   | { type: 'sync'; conversation_id: string; after_sequence: number; limit: number }
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
@@ -74,7 +83,8 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
       const conversation_id = f.uuid('conversation_id');
       const payload = f.present('payload');
       const { storedBytes } = checkPayload(payload, limits, 'invalid_frame');
-      return { type: 'send', conversation_id, idempotency_key, payload, payloadStoredBytes: storedBytes };
+      const send = { type: 'send', conversation_id, idempotency_key, payload, payloadStoredBytes: storedBytes } as const;
+      return typeof raw.traceparent === 'string' && isTraceparent(raw.traceparent) ? { ...send, traceparent: raw.traceparent } : send;
     }
     case 'sync':
       return {
@@ -103,4 +113,9 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
 
 export function encodeFrame(frame: ServerFrame): string {
   return JSON.stringify(frame);
+}
+
+/** A `message` frame: every one the server writes says how it came (`via`, see wire.ts). */
+export function encodeMessageFrame(message: Envelope, via: Via): string {
+  return encodeFrame({ type: 'message', message, via });
 }

@@ -14,6 +14,22 @@ export interface Envelope {
   idempotency_key: string;
 }
 
+/**
+ * How a `message` frame reached the connection: `live` pushed by the event pipeline as the next
+ * sequence; `fill` read from the database because the live path skipped a sequence (the skipped ones,
+ * the message that revealed the gap and any that arrived while the fill ran); `resume` read from the
+ * database for the catch-up after `hello` (a resume, or messages committed while hello was loading).
+ * Outside faults, everything after the catch-up is `live`: a `fill` means the pipeline lost or
+ * reordered an event. Absent from servers before this field existed.
+ */
+export type Via = 'live' | 'fill' | 'resume';
+
+export interface MessageFrame {
+  type: 'message';
+  message: Envelope;
+  via?: Via;
+}
+
 export interface Welcome {
   type: 'welcome';
   user_id: string;
@@ -64,11 +80,13 @@ export interface ErrorFrame {
   code: string;
   message: string;
   ref?: string;
+  /** A finer reason under the code (common/errors.ts ERROR_REASONS), e.g. `after_refused`. */
+  reason?: string;
 }
 
 export type ServerFrame =
   | Welcome
-  | { type: 'message'; message: Envelope }
+  | MessageFrame
   | Synced
   | Ack
   | MessagesPage

@@ -71,7 +71,7 @@ export function createRecipientRouting(deps: {
     // Membership changes reach the cache whatever path the batch takes.
     for (const { delivery: d } of batch)
       if (d.event.type === 'conversation.members_added') membership?.add(d.event.conversation_id, d.event.user_ids, d.event.large === true);
-    if (!presence || !membership || breaker.open) return broadcast(batch, key);
+    if (!presence || !membership || !breaker.allow()) return broadcast(batch, key);
     try {
       const recipients = await recipientsInOrder(batch, membership);
       const users = new Set<string>();
@@ -127,9 +127,10 @@ export function createRecipientRouting(deps: {
       await Promise.all(interest);
       const out: Outgoing = new Map();
       for (const [node, deliveries] of perNode) out.set(nodeTopic(node), [{ key, value: encodeNodeBatch(deliveries), headers: {} }]);
+      breaker.success();
       return out;
     } catch (err) {
-      breaker.trip();
+      breaker.failure();
       metrics.presenceFallbacks.inc(batch.length);
       deps.log.warn({ err, events: batch.length }, 'recipient lookup failed: broadcasting to every node');
       return broadcast(batch, key);

@@ -28,6 +28,19 @@ import type { PresenceRegistry } from '../common/presence.js';
 import { createDeliveryRouter } from './router.js';
 import type { MembershipCache } from '../common/membership.js';
 import { createRecipientRouting } from './recipient-routing.js';
+import type { Delivery } from '../common/delivery.js';
+import { SpanKind, noTracing, type TraceSpan, type Tracing } from '../common/tracing.js';
+import { carriesTrace, traceIdOf } from '../common/trace-id.js';
+
+/** One span per delivery that carries a trace, until the node records are written; they carry its context on. */
+function startRouteSpans(tracing: Tracing, deliveries: ReadonlyArray<{ delivery: Delivery }>): Array<TraceSpan | null> {
+  return deliveries.map(({ delivery: d }) => {
+    if (!carriesTrace(d.traceId)) return null;
+    const span = tracing.start('route', d.traceId, SpanKind.CONSUMER, { 'realchat.conversation_id': d.event.conversation_id });
+    if (span) d.traceId = span.traceparent;
+    return span;
+  });
+}
 
 export const DLQ_HEADERS = { reason: 'realchat-dlq-reason', source: 'realchat-dlq-source' } as const;
 
@@ -37,7 +50,8 @@ function toEventRecord(r: InRecord): EventRecord {
     value: r.value ?? '',
     type: r.headers[EVENT_HEADERS.type] ?? '',
     eventId: r.headers[EVENT_HEADERS.eventId] ?? r.headers.id ?? '',
-    traceId: r.headers[EVENT_HEADERS.traceId] ?? null,
+    // Debezium carries the stored trace in trace_id only; the TS relay adds the context to continue.
+    traceId: r.headers[EVENT_HEADERS.traceparent] ?? r.headers[EVENT_HEADERS.traceId] ?? null,
   };
 }
 
@@ -48,8 +62,11 @@ export async function startDeliveryWorker(deps: {
   /** With both: route to the nodes that hold the recipients; otherwise broadcast. */
   presence: PresenceRegistry | null;
   membership: MembershipCache | null;
+  /** A "route" span per traced event (absent: off). */
+  tracing?: Tracing;
 }) {
   const { config, log, metrics, presence } = deps;
+  const tracing = deps.tracing ?? noTracing();
   const topics = config.kafka;
   const kafka = createKafkaClient({
     brokers: config.kafkaBrokers!,
@@ -67,7 +84,7 @@ export async function startDeliveryWorker(deps: {
   const routing = createRecipientRouting({
     presence,
     membership: deps.membership,
-    breaker: new CircuitBreaker(config.presence.breakerOpenMs),
+    breaker: new CircuitBreaker(config.breakers.redis),
     broadcastTopic: topics.deliveriesTopic,
     log,
     metrics,
@@ -77,7 +94,7 @@ export async function startDeliveryWorker(deps: {
   function deadLetter(record: EventRecord, source: InRecord, reason: string): OutRecord {
     metrics.deadLettered.inc({ reason: reason.split(':')[0]! });
     log.error(
-      { event_id: record.eventId, trace_id: record.traceId, partition: source.partition, offset: source.offset, reason },
+      { event_id: record.eventId, trace_id: traceIdOf(record.traceId), partition: source.partition, offset: source.offset, reason },
       'event dead-lettered',
     );
     return {
@@ -110,6 +127,7 @@ export async function startDeliveryWorker(deps: {
       for (const d of deliveries) metrics.pipelineSeconds.observe({ stage }, (now - Date.parse(d.delivery.event.occurred_at)) / 1000);
     };
     observe('routed');
+    const spans = tracing.enabled ? startRouteSpans(tracing, deliveries) : null;
     // Every batch of a source partition goes out under one key: the node topics keep their order.
     const key = `${records[0]!.topic}/${records[0]!.partition}`;
     try {
@@ -130,7 +148,9 @@ export async function startDeliveryWorker(deps: {
         },
       );
       router.commit(routed);
+      for (const span of spans ?? []) span?.end();
     } catch (err) {
+      for (const span of spans ?? []) span?.end(err);
       router.forgetDedup();
       dead = records.map((r) => deadLetter(toEventRecord(r), r, `delivery_failed: ${(err as Error).message}`));
     }
@@ -175,6 +195,8 @@ export async function startDeliveryWorker(deps: {
   janitor.unref();
 
   return {
+    /** Readiness: the group member consumes (joined, not crashed). */
+    consumerStatus: () => consumer.status ?? { running: true, detail: 'unknown' },
     async stop() {
       clearInterval(janitor);
       clearInterval(lagTimer);

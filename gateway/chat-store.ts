@@ -4,13 +4,15 @@
  */
 import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
-import { mapDbError, type Sql, type TxSql } from '../common/db.js';
+import { isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
+import type { CircuitBreaker } from '../common/breaker.js';
 import { withTimeout } from '../common/timeout.js';
 import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
 import { membersAddedEvent, readUpdatedEvent, type ChatEvent } from '../common/events.js';
 import { insertOutboxEvents, type OutboxMode } from '../common/outbox.js';
 import { GroupCommit } from './group-commit.js';
+import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
 
 export type { ConversationSummary } from '../common/wire.js';
 import type { ConversationSummary } from '../common/wire.js';
@@ -93,7 +95,10 @@ export interface ChatStore {
   messagesAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]>;
   /** A member's page of history, bounded in rows and in bytes. */
   listMessages(userId: string, conversationId: string, afterSequence: number, limit: number, maxBytes?: number): Promise<Page>;
-  /** The write path: sequence, message and outbox event in one transaction; idempotent per (sender, key). */
+  /**
+   * The write path: sequence, message and outbox event in one transaction; idempotent per (sender, key).
+   * `traceId`: the request's trace, an incoming W3C traceparent or a new trace id (common/tracing.ts).
+   */
   sendMessage(
     senderId: string,
     conversationId: string,
@@ -141,12 +146,17 @@ export interface ChatStoreDeps {
   outboxMode: OutboxMode;
   /** Bounds request-path database work (see common/semaphore.ts). */
   gate: Semaphore;
+  /** PostgreSQL's breaker: while open, request-path work is refused at once (absent: none). */
+  breaker?: CircuitBreaker;
   /** Group commit of sends: batch size, concurrent batches, sends allowed to wait. */
   sendBatch: { maxBatch: number; maxInFlight: number; maxQueued: number };
+  /** The "send" span of each message (absent: off). */
+  tracing?: Tracing;
 }
 
 export function createChatStore(deps: ChatStoreDeps): ChatStore {
   const { sql, queryTimeoutMs, maxRoomMembers, largeRoomMembers, maxPageBytes, gate } = deps;
+  const tracing = deps.tracing ?? noTracing();
 
   const sends = new GroupCommit<SendItem, SendRow>({
     ...deps.sendBatch,
@@ -168,25 +178,51 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     key: (it) => `${it.s}\u0000${it.k}`,
   });
 
+  const breaker = deps.breaker ?? null;
+  /** While the database keeps failing, answer at once instead of each request waiting out its timeout. */
+  function admit(): void {
+    if (breaker && !breaker.allow())
+      throw new AppError('unavailable', 'database unavailable, retry with the same idempotency key', { retryAfterS: 1 });
+  }
+  /** Only "cannot reach the database" counts against it; a refused request is a database that answered. */
+  function outcome(err?: unknown): void {
+    if (!breaker) return;
+    if (err !== undefined && isUnavailableError(err)) breaker.failure();
+    else breaker.success();
+  }
+
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    admit();
     const slot = gate.tryAcquire();
     if (!slot) throw new AppError('unavailable', 'server busy: too many database operations waiting; retry shortly', { retryAfterS: 1 });
     let abandoned = false;
+    let inFlight: Promise<T> | null = null;
     const work = slot.then(async (release) => {
       try {
         // Timed out while waiting for a slot: the caller already answered; do not start the work.
         if (abandoned) throw new AppError('unavailable', 'abandoned');
-        return await fn();
+        inFlight = fn();
+        return await inFlight;
       } finally {
         release();
       }
     });
     work.catch(() => {});
+    // On timeout a single query is cancelled on the server, so its gate slot frees at once;
+    // transactions end at the server's statement_timeout.
+    const cancel = () => {
+      abandoned = true;
+      const q = inFlight as (Promise<T> & { cancel?: () => unknown }) | null;
+      if (typeof q?.cancel === 'function') Promise.resolve(q.cancel()).catch(() => {});
+    };
     try {
       // The wait for a slot counts toward the timeout: no request waits longer than queryTimeoutMs.
-      return await withTimeout(work, queryTimeoutMs, what);
+      const value = await withTimeout(work, queryTimeoutMs, what, cancel);
+      outcome();
+      return value;
     } catch (err) {
       abandoned = true;
+      outcome(err);
       throw mapDbError(err);
     }
   }
@@ -347,14 +383,25 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
      * each send answered on its own.
      */
     async sendMessage(senderId, conversationId, key, payload, payloadBytes, traceId) {
-      const { result, abandon } = sends.submit({ c: conversationId, s: senderId, k: key, p: payload, b: payloadBytes, t: traceId });
+      admit();
+      // The outbox row carries the send span's context (tracing off: the request's trace as given).
+      const span = tracing.enabled ? tracing.start('send', traceId, SpanKind.SERVER, { 'realchat.conversation_id': conversationId }) : null;
+      const t = span ? span.traceparent : traceId;
+      const { result, abandon } = sends.submit({ c: conversationId, s: senderId, k: key, p: payload, b: payloadBytes, t });
       let row: SendRow;
       try {
         // The wait for a batch counts toward the timeout: no send waits longer than queryTimeoutMs.
         row = await withTimeout(result, queryTimeoutMs, 'sendMessage');
+        outcome();
       } catch (err) {
+        outcome(err);
         abandon();
+        span?.end(err);
         throw mapDbError(err);
+      }
+      if (span) {
+        if (row.sequence !== null) span.set('realchat.sequence', Number(row.sequence));
+        span.end(row.status === 'created' || row.status === 'duplicate' ? undefined : row.status);
       }
       switch (row.status) {
         case 'created':

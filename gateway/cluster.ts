@@ -63,7 +63,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     : null;
   await agent?.start();
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
-  const breaker = new CircuitBreaker(config.presence.breakerOpenMs);
+  const breaker = new CircuitBreaker(config.breakers.redis);
   // This node's own consumer lag (grows while it is paused as overloaded).
   const group = `realchat-gateway-${nodeId}`;
   const lagTimer = setInterval(() => {
@@ -91,16 +91,19 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
       if (node !== nodeId)
         out.set(nodeTopic(node), [{ key: conversationId, value: encodeEphemeralValue({ ...base, recipients }), headers: {} }]);
     };
-    if (presence && !breaker.open) {
+    let located = false;
+    if (presence && breaker.allow()) {
       try {
         if (members === null) for (const node of (await presence.roomNodes([conversationId])).get(conversationId) ?? []) toNode(node, null);
         else for (const [node, users] of await presence.locate(members)) toNode(node, users);
+        breaker.success();
+        located = true;
       } catch {
-        breaker.trip();
+        breaker.failure();
         metrics.presenceFallbacks.inc();
       }
     }
-    if (!presence || breaker.open)
+    if (!located)
       out.set(config.kafka.deliveriesTopic, [
         { key: conversationId, value: encodeEphemeralValue({ ...base, recipients: null }), headers: {} },
       ]);
@@ -116,6 +119,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
       );
     },
     roomInterest: async (conversationId, interested) => agent?.roomInterest(conversationId, interested),
+    consumerStatus: () => consumer.status ?? { running: true, detail: 'unknown' },
     async stop() {
       clearInterval(lagTimer);
       await agent?.stop();

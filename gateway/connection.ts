@@ -5,10 +5,11 @@
  * live messages arriving meanwhile only raise the catch-up target, so nothing is buffered in memory.
  */
 import { randomUUID } from 'node:crypto';
-import type { Envelope } from '../common/protocol.js';
-import { CloseCode, encodeFrame } from '../common/protocol.js';
+import type { Envelope, Via } from '../common/protocol.js';
+import { CloseCode, encodeFrame, encodeMessageFrame } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
+import { SendFences } from './send-fence.js';
 
 /** What a connection needs from its transport (uWS in production, a fake in unit tests). */
 export interface SocketPort {
@@ -40,6 +41,8 @@ interface Fill {
   target: number;
   /** Send `synced` when done (resume at hello). */
   synced: boolean;
+  /** The hello catch-up (`resume`) or a gap the live path left (`fill`). */
+  via: Exclude<Via, 'live'>;
 }
 
 export class Connection {
@@ -60,6 +63,7 @@ export class Connection {
   private touched: Set<string> | null = null;
   /** Large rooms this connection is indexed in (gateway/registry.ts), so closing can leave them. */
   rooms: string[] | null = null;
+  private sendFences: SendFences | null = null;
 
   constructor(
     readonly userId: string,
@@ -84,12 +88,13 @@ export class Connection {
       const current = this.lastSent.get(conv);
       if (current === undefined) continue;
       this.lastSent.set(conv, Math.min(from, current));
-      this.startFill(conv, Math.max(current, live?.get(conv) ?? 0), true);
+      this.startFill(conv, Math.max(current, live?.get(conv) ?? 0), true, 'resume');
     }
     for (const [conv, seq] of live ?? []) {
       if (resume.has(conv)) continue;
       const current = this.lastSent.get(conv);
-      if (current !== undefined && seq > current) this.startFill(conv, seq, false);
+      // Committed while hello was loading: part of the catch-up, not a sign of pipeline loss.
+      if (current !== undefined && seq > current) this.startFill(conv, seq, false, 'resume');
     }
   }
 
@@ -100,7 +105,7 @@ export class Connection {
     this.pendingLive.set(conversationId, Math.max(sequence, this.pendingLive.get(conversationId) ?? 0));
   }
 
-  /** The live path. `frame` is the pre-encoded `message` frame shared by all recipients. */
+  /** The live path. `frame` is the pre-encoded `message` frame (`via: live`) shared by all recipients. */
   deliverMessage(env: Envelope, frame: string): void {
     if (this.closed) return;
     const conv = env.conversation_id;
@@ -123,12 +128,12 @@ export class Connection {
       if (this.write(frame)) {
         this.lastSent.set(conv, seq);
         (this.touched ??= new Set()).add(conv);
-        this.deps.metrics.deliveries.inc({ path: 'live' });
+        this.deps.metrics.deliveries.inc({ via: 'live' });
       }
       return;
     }
     this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
-    this.startFill(conv, seq, false);
+    this.startFill(conv, seq, false, 'fill');
   }
 
   /** The user was added to a conversation: deliver messages after `lastSequence`. */
@@ -140,6 +145,11 @@ export class Connection {
       return;
     }
     if (!this.lastSent.has(conversationId)) this.lastSent.set(conversationId, lastSequence);
+  }
+
+  /** The order of this connection's sends under refusals (gateway/send-fence.ts). */
+  get fences(): SendFences {
+    return (this.sendFences ??= new SendFences());
   }
 
   isSubscribed(conversationId: string): boolean {
@@ -185,8 +195,8 @@ export class Connection {
     return false;
   }
 
-  private startFill(conv: string, target: number, synced: boolean): void {
-    (this.fills ??= new Map()).set(conv, { target, synced });
+  private startFill(conv: string, target: number, synced: boolean, via: Fill['via']): void {
+    (this.fills ??= new Map()).set(conv, { target, synced, via });
     void this.runFill(conv);
   }
 
@@ -237,7 +247,7 @@ export class Connection {
               ok = false;
               return;
             }
-            if (!this.write(encodeFrame({ type: 'message', message: m }))) {
+            if (!this.write(encodeMessageFrame(m, fill.via))) {
               ok = false;
               return;
             }
@@ -248,7 +258,7 @@ export class Connection {
         });
         this.lastSent.set(conv, last);
         (this.touched ??= new Set()).add(conv);
-        metrics.deliveries.inc({ path: 'catch_up' }, last - before);
+        if (last > before) metrics.deliveries.inc({ via: fill.via }, last - before);
         if (!ok) {
           this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
           return;

@@ -35,7 +35,10 @@ export async function startDeliveryConsumer(deps: {
   async function handle(record: InRecord): Promise<void> {
     let decoded: DecodedNodeRecord;
     try {
-      decoded = decodeNodeRecord(record.value ?? '', record.headers[EVENT_HEADERS.traceId] ?? null);
+      decoded = decodeNodeRecord(
+        record.value ?? '',
+        record.headers[EVENT_HEADERS.traceparent] ?? record.headers[EVENT_HEADERS.traceId] ?? null,
+      );
     } catch (err) {
       undecodable(err, record, 'delivery record');
       return;

@@ -10,6 +10,7 @@ import { AppError, toAppError } from '../common/errors.js';
 import type { LogLimiter } from '../common/log-limiter.js';
 import type { Metrics } from '../common/metrics.js';
 import type { EdgePolicy } from './edge.js';
+import { parseTraceparent } from '../common/trace-id.js';
 
 export const STATUS_TEXT: Record<number, string> = {
   200: 'OK',
@@ -48,7 +49,10 @@ export interface RequestContext {
   /** Idempotency-Key header ('' when absent). */
   idempotencyKey: string;
   body: Buffer | null;
+  /** For logs: the W3C trace id (of the incoming `traceparent`, else a new one). */
   traceId: string;
+  /** A valid incoming `traceparent` header, continued by the spans the request starts. */
+  traceparent?: string;
   /** The client's address (the socket peer, or the proxy's X-Forwarded-For when trusted). */
   address: string;
   /** The request comes from an origin listed in REALCHAT_ALLOWED_ORIGINS (CORS applies). */
@@ -238,6 +242,12 @@ export function createHttpHandler(deps: HttpDeps) {
         ctx.authorization = req.getHeader('authorization');
         ctx.contentType = req.getHeader('content-type');
         ctx.idempotencyKey = req.getHeader('idempotency-key');
+        const traceparent = req.getHeader('traceparent');
+        const parent = parseTraceparent(traceparent);
+        if (parent) {
+          ctx.traceparent = traceparent;
+          ctx.traceId = parent.traceId;
+        }
         ctx.address = deps.edge.clientAddress(peerAddress(res), req.getHeader('x-forwarded-for'));
         const host = req.getHeader('host');
         const origin = req.getHeader('origin');

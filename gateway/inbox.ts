@@ -4,6 +4,8 @@ import { encodeFrame } from '../common/protocol.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ConnectionRegistry } from './registry.js';
 import type { EphemeralDelivery } from '../common/node-records.js';
+import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
+import { carriesTrace } from '../common/trace-id.js';
 
 export interface GatewayInbox {
   deliver(d: Delivery): Promise<void>;
@@ -12,20 +14,43 @@ export interface GatewayInbox {
 }
 
 /** The node side of delivery: resolves recipients if needed and renders events into frames. */
-export function createGatewayInbox(registry: ConnectionRegistry, membership: MembershipCache, metrics: Metrics): GatewayInbox {
+export function createGatewayInbox(
+  registry: ConnectionRegistry,
+  membership: MembershipCache,
+  metrics: Metrics,
+  tracing: Tracing = noTracing(),
+): GatewayInbox {
   return {
-    async deliver({ recipients, event }: Delivery) {
+    async deliver({ recipients, event, traceId }: Delivery) {
       const conv = event.conversation_id;
       switch (event.type) {
         case 'message.created': {
+          // From the hand-over to this node until the frame is written to its sockets.
+          const span =
+            tracing.enabled && carriesTrace(traceId)
+              ? tracing.start('deliver', traceId, SpanKind.CONSUMER, { 'realchat.conversation_id': conv })
+              : null;
           // Named recipients (routed by presence), else the members here, else (a large room) whoever subscribed.
-          const audience = recipients ? null : await membership.audience(conv);
+          let audience: Awaited<ReturnType<MembershipCache['audience']>> | null = null;
+          try {
+            if (!recipients) audience = await membership.audience(conv);
+          } catch (err) {
+            span?.end(err);
+            throw err;
+          }
           const written = audience?.large
             ? registry.deliverToRoom(conv, event.message)
             : registry.deliverMessage(recipients ?? audience!.members, event.message);
           if (written > 0) {
-            // End to end: commit (created_at) to the frame handed to this node's sockets.
-            metrics.pipelineSeconds.observe({ stage: 'written' }, (Date.now() - Date.parse(event.message.created_at)) / 1000);
+            // End to end: commit (created_at, ms precision) to the frame handed to this node's sockets.
+            const seconds = (Date.now() - Date.parse(event.message.created_at)) / 1000;
+            metrics.pipelineSeconds.observe({ stage: 'written' }, seconds);
+            metrics.endToEndSeconds.observe(seconds);
+          }
+          if (span) {
+            span.set('realchat.sequence', event.message.sequence_number);
+            span.set('realchat.connections', written);
+            span.end();
           }
           break;
         }

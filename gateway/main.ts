@@ -11,6 +11,7 @@ import { runMain } from '../common/process-main.js';
 import { migrate } from '../sql/migrate.js';
 import { clusterPipeline } from './cluster.js';
 import { startGatewayNode } from './node.js';
+import { tracingFromConfig } from '../common/tracing.js';
 
 runMain('gateway', async (config) => {
   if (!config.databaseUrl || !config.kafkaBrokers) {
@@ -20,6 +21,7 @@ runMain('gateway', async (config) => {
   }
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'gateway' });
   const metrics = createMetrics({ nodeId: config.nodeId });
+  const tracing = tracingFromConfig(config, 'gateway');
   const sql = createSql({
     url: config.databaseUrl,
     maxConnections: config.limits.dbPoolSize,
@@ -37,12 +39,14 @@ runMain('gateway', async (config) => {
     metrics,
     jwtSecret: config.jwt.secret,
     pipeline: clusterPipeline({ config, log, metrics }),
+    tracing,
   });
   return {
     async stop() {
       log.info('draining');
       await node.close();
       await sql.end({ timeout: 5 });
+      await tracing.shutdown().catch(() => {});
     },
   };
 });

@@ -9,6 +9,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { Sql } from '../common/db.js';
 import { withTimeout } from '../common/timeout.js';
+import { CircuitBreaker } from '../common/breaker.js';
 import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { AppError } from '../common/errors.js';
 import { traceIdGenerator } from '../common/trace-id.js';
@@ -21,6 +22,7 @@ import { createGatewayInbox } from './inbox.js';
 import { RateLimiter } from './rate-limit.js';
 import { startGatewayServer } from './server.js';
 import type { PipelineFactory } from './pipeline.js';
+import type { Tracing } from '../common/tracing.js';
 
 export interface GatewayNodeOptions {
   config: Config;
@@ -32,6 +34,8 @@ export interface GatewayNodeOptions {
   /** HS256 secret (dev tokens, simple deployments); public keys / JWKS come from config. */
   jwtSecret: string | null;
   pipeline: PipelineFactory;
+  /** Spans of sends and deliveries (absent: off). */
+  tracing?: Tracing;
 }
 
 export interface GatewayNode {
@@ -66,9 +70,11 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     largeRoomMembers: config.limits.largeRoomMembers,
     maxPageBytes: config.limits.maxPageBytes,
     outboxMode: config.outboxMode,
+    tracing: opts.tracing,
     // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
     // relay's own queries never queue behind an unbounded backlog in the driver.
     gate: new Semaphore(opts.poolSize * 2, config.limits.maxQueuedDbOperations),
+    breaker: new CircuitBreaker(config.breakers.postgres),
     sendBatch: {
       maxBatch: config.limits.sendBatchMax,
       // PGlite serves one connection: one batch at a time there.
@@ -80,7 +86,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   let onRoomInterest: (conversationId: string, interested: boolean) => Promise<void> = async () => {};
   const registry = new ConnectionRegistry((c, i) => onRoomInterest(c, i));
   const membership = new MembershipCache(createMembershipSource(sql, config.timeouts.dbQueryMs), config.limits.membershipCacheEntries);
-  const inbox = createGatewayInbox(registry, membership, metrics);
+  const inbox = createGatewayInbox(registry, membership, metrics, opts.tracing);
   const backlog = new BacklogMonitor(
     sql,
     {
@@ -130,13 +136,16 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       onEventCommitted: () => pipeline.onEventCommitted(),
       newTraceId: traceIdGenerator(),
       cluster: pipeline.cluster,
+      // The database, and in a cluster this node's own delivery consumer. Not Redis: every node
+      // shares it and has a degraded path without it (broadcast); failing readiness on it would
+      // take every node out of the load balancer at once.
       ready: async () => {
         try {
           await withTimeout(store.ping(), 1000, 'readiness ping');
-          return true;
         } catch {
           return false;
         }
+        return pipeline.cluster?.consumerStatus?.().running ?? true;
       },
     },
     config.host,

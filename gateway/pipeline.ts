@@ -9,6 +9,8 @@ export interface ClusterPorts {
   publishEphemeral(conversationId: string, exceptUser: string, members: Iterable<string> | null, frame: Record<string, unknown>): void;
   /** Large rooms: this node gained its first (true) or lost its last (false) subscriber of a room. */
   roomInterest(conversationId: string, interested: boolean): Promise<void>;
+  /** Readiness: this node's delivery consumer runs (a node that cannot receive deliveries should get no clients). */
+  consumerStatus?(): { running: boolean; detail: string };
 }
 
 /** Where committed events go and how deliveries come back to this node's inbox. */

@@ -1,6 +1,6 @@
 import type { Connection } from './connection.js';
 import type { Envelope } from '../common/protocol.js';
-import { encodeFrame } from '../common/protocol.js';
+import { encodeMessageFrame } from '../common/protocol.js';
 
 /**
  * user -> connections on this node. A user may hold any number of connections; most hold one, which
@@ -62,7 +62,7 @@ export class ConnectionRegistry {
   deliverToRoom(conversationId: string, env: Envelope): number {
     const set = this.rooms.get(conversationId);
     if (!set) return 0;
-    const frame = encodeFrame({ type: 'message', message: env });
+    const frame = encodeMessageFrame(env, 'live');
     for (const c of set) c.deliverMessage(env, frame);
     return set.size;
   }
@@ -115,7 +115,7 @@ export class ConnectionRegistry {
     let frame: string | null = null;
     let n = 0;
     const deliver = (c: Connection) => {
-      frame ??= encodeFrame({ type: 'message', message: env });
+      frame ??= encodeMessageFrame(env, 'live');
       c.deliverMessage(env, frame);
       n++;
     };

@@ -108,7 +108,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
       deps.admitSend();
       const timer = metrics.dbWriteSeconds.startTimer();
-      const result = await store.sendMessage(me, conversationId, key, payload, storedBytes, ctx.traceId);
+      const result = await store.sendMessage(me, conversationId, key, payload, storedBytes, ctx.traceparent ?? ctx.traceId);
       timer();
       deps.log.debug(
         { trace_id: ctx.traceId, conversation_id: conversationId, message_id: result.envelope.message_id, duplicate: result.duplicate },
@@ -143,7 +143,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
         status: 204,
         headers: {
           'access-control-allow-methods': 'GET, POST, PUT, PATCH, DELETE',
-          'access-control-allow-headers': 'authorization, content-type, idempotency-key',
+          'access-control-allow-headers': 'authorization, content-type, idempotency-key, traceparent',
           'access-control-max-age': '600',
         },
       };

@@ -12,6 +12,7 @@ import type { ChatStore } from './chat-store.js';
 import type { ClusterPorts } from './pipeline.js';
 import type { ConnectionRegistry } from './registry.js';
 import type { RateLimiter } from './rate-limit.js';
+import { traceIdOf } from '../common/trace-id.js';
 
 export type RequestFrame = Exclude<ClientFrame, { type: 'hello' } | { type: 'ping' }>;
 export type RequestType = RequestFrame['type'];
@@ -46,19 +47,19 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
       if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
       deps.admitSend();
       const timer = metrics.dbWriteSeconds.startTimer();
-      const traceId = deps.newTraceId();
+      const trace = frame.traceparent ?? deps.newTraceId();
       const { envelope, duplicate } = await store.sendMessage(
         userId,
         frame.conversation_id,
         frame.idempotency_key,
         frame.payload,
         frame.payloadStoredBytes,
-        traceId,
+        trace,
       );
       timer();
       log.debug(
         {
-          trace_id: traceId,
+          trace_id: traceIdOf(trace),
           conversation_id: envelope.conversation_id,
           message_id: envelope.message_id,
           sequence: envelope.sequence_number,

@@ -30,12 +30,14 @@ import type { MembershipCache } from '../common/membership.js';
 import type { Authenticator } from './auth.js';
 import type { ChatStore } from './chat-store.js';
 import { Connection, type SocketPort } from './connection.js';
+import { shareConcurrentReads } from './shared-reads.js';
 import { AddressCounter, type EdgePolicy } from './edge.js';
 import { peerAddress, STATUS_TEXT } from './http.js';
 import type { ConnectionRegistry } from './registry.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
 import type { ClusterPorts } from './pipeline.js';
 import { createCommandHandlers, runCommand, type RequestFrame } from './ws-commands.js';
+import type { SendTicket } from './send-fence.js';
 
 /** Requests queued on one connection beyond this are refused with rate_limited. */
 const MAX_PENDING_REQUESTS = 64;
@@ -138,7 +140,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
   const { config, store, auth, registry, log, logs, metrics } = deps;
   const limits = config.limits;
   const connDeps = {
-    history: store,
+    history: shareConcurrentReads(store),
     log,
     metrics,
     fillBatch: 500,
@@ -175,6 +177,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     metrics.wsErrors.inc({ code: e.code });
     const frame: ServerFrame = { type: 'error', code: e.code, message: e.message };
     if (ref !== undefined) frame.ref = ref;
+    if (e.reason !== undefined) frame.reason = e.reason;
     reply(ud, frame);
   }
 
@@ -270,13 +273,14 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
   }
 
   /** Runs one request of an open connection, after the socket has room for its answer. */
-  async function request(ud: WsData, conn: Connection, frame: RequestFrame): Promise<void> {
+  async function request(ud: WsData, conn: Connection, frame: RequestFrame, ticket: SendTicket | null): Promise<void> {
     if (!(await conn.whenWritable(admitBelowBytes))) {
       metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
       conn.end(CloseCode.slowConsumer, 'slow consumer: reconnect and resume');
       return;
     }
     if (ud.session.phase !== 'open') return;
+    if (ticket) conn.fences.admit(ticket);
     await runCommand(commands, frame, { userId: conn.userId, reply: (f) => reply(ud, f) });
   }
 
@@ -321,16 +325,22 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       return;
     }
     const ref = frameRef(raw);
-    if (ud.pending >= MAX_PENDING_REQUESTS) {
-      replyError(ud, new AppError('rate_limited', `more than ${MAX_PENDING_REQUESTS} requests in flight`, { retryAfterS: 1 }), ref);
-      return;
-    }
     const conn = session.conn;
     const req = frame;
+    // Stamped at arrival: a refusal fences only the sends that arrived after it (gateway/send-fence.ts).
+    const ticket = req.type === 'send' ? conn.fences.ticket(req.conversation_id, req.idempotency_key) : null;
+    const refused = (err: unknown) => {
+      if (ticket) conn.fences.refused(ticket, err);
+      replyError(ud, err, ref);
+    };
+    if (ud.pending >= MAX_PENDING_REQUESTS) {
+      refused(new AppError('rate_limited', `more than ${MAX_PENDING_REQUESTS} requests in flight`, { retryAfterS: 1 }));
+      return;
+    }
     ud.pending++;
     ud.chain = ud.chain
-      .then(() => (ud.session.phase === 'open' ? request(ud, conn, req) : undefined))
-      .catch((err) => replyError(ud, err, ref))
+      .then(() => (ud.session.phase === 'open' ? request(ud, conn, req, ticket) : undefined))
+      .catch(refused)
       .finally(() => {
         ud.pending--;
       });

@@ -32,6 +32,31 @@ if ((${#need[@]})); then
   service redis-sentinel stop >/dev/null 2>&1 || true
 fi
 
+# promtool (tests/prometheus-rules.test.ts) ships in Debian's prometheus package, whose postinst
+# would start a Prometheus server (and fail the install if :9090 is taken). A policy-rc.d that
+# refuses every start keeps it stopped; one already in place (containers) is left as it is.
+if ! command -v promtool >/dev/null; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing promtool (Debian package prometheus); run as root (or install it) and retry" >&2
+    exit 1
+  fi
+  echo "setup: installing prometheus (for promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  policy_added=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_added=1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus || install_failed=1
+  if ((policy_added)); then rm -f /usr/sbin/policy-rc.d; fi
+  [[ -z ${install_failed:-} ]] || { echo "setup: installing prometheus failed" >&2; exit 1; }
+  # Whatever the init system did anyway: no Prometheus server runs on behalf of the tests.
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  service prometheus stop >/dev/null 2>&1 || true
+fi
+
 id postgres >/dev/null 2>&1 || { echo "setup: the postgres user is missing (postgresql-15 creates it)" >&2; exit 1; }
 
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then

@@ -27,8 +27,11 @@
 # STACK_NODE_ARGS: extra node flags for every role, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" (profiles
 # are written when the role exits: stack:down).
 # Logs: $STACK_DIR/logs/<role>-<i>.log (appended); pid files: $STACK_DIR/pids/<role>-<i>.pid.
-# Ready: gateway GET /readyz 200; relay/delivery log "relay started"/"delivery started".
-# Timeouts: STACK_START_TIMEOUT (60 s per wait), STACK_STOP_TIMEOUT (20 s, > the gateway's drain).
+# Ready: every node process answers GET /readyz 200 (gateways on their port, relay/delivery on their
+# METRICS_PORT); a role's /readyz checks what it needs (docs/operations.md, "Readiness"), so this does
+# not depend on LOG_LEVEL. On timeout it names what it still waits for, with each one's last /readyz body.
+# Timeouts: STACK_START_TIMEOUT (180 s per wait: a busy 2-core machine starts JVMs slowly),
+# STACK_STOP_TIMEOUT (20 s, > the gateway's drain).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -50,7 +53,7 @@ RELAY_MODE="${RELAY:-ts}"
 # WAL and the gateway deletes each outbox row in its own transaction
 if [[ "$RELAY_MODE" == debezium ]]; then OUTBOX_MODE=wal; else OUTBOX_MODE=table; fi
 SLOT="${OUTBOX_SLOT:-${REALCHAT_SLOT_NAME:-realchat_outbox}}"
-START_TIMEOUT="${STACK_START_TIMEOUT:-60}"
+START_TIMEOUT="${STACK_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-20}"
 NODE_BIN="${NODE_BIN:-$(command -v node || echo node)}"
 
@@ -154,21 +157,23 @@ start_node() {
   PENDING+=("$name:$port:$offset")
 }
 
-# is_ready <name> <port> <offset|running>
+# is_ready <port>: the role's /readyz answers 200 (its last body is kept in READY_BODY)
+READY_BODY=""
 is_ready() {
-  local name="$1" port="$2" offset="$3" role="${1%-*}"
-  if [[ "$role" == gateway ]]; then
-    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null)" == 200 ]]
-  elif [[ "$offset" == running ]]; then
-    return 0 # started by an earlier `up`, which saw its ready line
-  else
-    tail -c +"$((offset + 1))" "$LOGS/$name.log" 2>/dev/null | grep -q "$role started"
-  fi
+  local out code
+  out="$(curl -s -w '\n%{http_code}' --max-time 3 "http://127.0.0.1:$1/readyz" 2>/dev/null || true)"
+  code="${out##*$'\n'}"
+  READY_BODY="${out%$'\n'*}"
+  [[ "$out" == *$'\n'* ]] || READY_BODY=""
+  [[ -n "$READY_BODY" ]] || READY_BODY="(no answer on port $1)"
+  [[ "$code" == 200 ]]
 }
 
 wait_pending() {
-  local t0 entry name port offset left
+  local t0 entry name port offset left last_report
+  local -A body=()
   t0=$(now_ms)
+  last_report=$t0
   while :; do
     left=()
     for entry in "${PENDING[@]}"; do
@@ -177,9 +182,10 @@ wait_pending() {
         tail -n 40 "$LOGS/$name.log" >&2 2>/dev/null || true
         die "$name exited during startup (log: $LOGS/$name.log)"
       fi
-      if is_ready "$name" "$port" "$offset"; then
+      if is_ready "$port"; then
         [[ "$offset" == running ]] || log "$name ready (pid $(cat "$PIDS/$name.pid"), port $port) after $(($(now_ms) - t0)) ms"
       else
+        body[$name]="$READY_BODY"
         left+=("$entry")
       fi
     done
@@ -188,10 +194,19 @@ wait_pending() {
     if (($(now_ms) - t0 > START_TIMEOUT * 1000)); then
       for entry in "${PENDING[@]}"; do
         name="${entry%%:*}"
+        echo "---- $name: last /readyz: ${body[$name]:-}" >&2
         echo "---- $name (last lines of $LOGS/$name.log)" >&2
         tail -n 20 "$LOGS/$name.log" >&2 2>/dev/null || true
       done
-      die "not ready after ${START_TIMEOUT}s: ${PENDING[*]%%:*}"
+      die "not ready after ${START_TIMEOUT}s (STACK_START_TIMEOUT), still waiting for: ${PENDING[*]%%:*}"
+    fi
+    # a slow start says what it waits for every 15 s
+    if (($(now_ms) - last_report > 15000)); then
+      last_report=$(now_ms)
+      for entry in "${PENDING[@]}"; do
+        name="${entry%%:*}"
+        log "waiting for $name: ${body[$name]:-}"
+      done
     fi
     sleep 0.2
   done

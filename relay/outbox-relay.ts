@@ -11,6 +11,8 @@ import type { EventRecord } from '../common/events.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { Sleeper, backoffMs } from '../common/backoff.js';
+import { SpanKind, noTracing, type TraceSpan, type Tracing } from '../common/tracing.js';
+import { carriesTrace } from '../common/trace-id.js';
 
 export interface OutboxRelayOptions {
   sql: Sql;
@@ -25,6 +27,20 @@ export interface OutboxRelayOptions {
    */
   lingerMs: number;
   queryTimeoutMs: number;
+  /** A "publish" span per traced event (absent: off). */
+  tracing?: Tracing;
+  /**
+   * Leadership of the Kafka relay (relay/lease.ts); absent for the in-process relay, which is the
+   * only publisher of its database. Checked before every publish; deletes are conditional on it.
+   */
+  fence?: PublishFence;
+}
+
+export interface PublishFence {
+  /** The fencing token while this relay may publish; null once it may not (lost, or about to expire). */
+  token(): number | null;
+  /** The database refused a delete under `token`: another relay holds the lease now. */
+  fenced(token: number): void;
 }
 
 export interface OutboxRelay {
@@ -34,18 +50,29 @@ export interface OutboxRelay {
   stop(): Promise<void>;
   /** Resolves once the outbox was seen empty (tests, graceful drain). */
   idle(): Promise<void>;
+  /** The error of the last round if it failed (readiness); null after a successful one. */
+  readonly lastError: unknown;
+  /** False once the loop ended by itself (its fence was lost). */
+  readonly running: boolean;
 }
 
 export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   const { sql, bus, log, metrics } = opts;
+  const tracing = opts.tracing ?? noTracing();
   const sleeper = new Sleeper();
   let running = false;
   let loop: Promise<void> | null = null;
   let idleWaiters: Array<() => void> = [];
+  let lastError: unknown = null;
 
-  async function pollOnce(): Promise<number> {
+  /** Rows published, or null when the fence is gone (the loop ends). */
+  async function pollOnce(): Promise<number | null> {
+    if (opts.fence && opts.fence.token() === null) return null;
     const rows = await pollOutbox(sql, opts.batchSize, opts.queryTimeoutMs);
     if (rows.length === 0) return 0;
+    // Checked again right before the publish: the poll may have taken a while (or the process was paused).
+    const token = opts.fence ? opts.fence.token() : undefined;
+    if (token === null) return null;
     const records: EventRecord[] = rows.map((r) => ({
       key: r.aggregateid,
       value: r.value,
@@ -53,12 +80,26 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       eventId: r.event_id,
       traceId: r.trace_id,
     }));
-    await bus.publish(records);
-    await deleteOutboxRows(
+    const spans = tracing.enabled ? startPublishSpans(tracing, records) : null;
+    try {
+      await bus.publish(records);
+    } catch (err) {
+      for (const span of spans ?? []) span?.end(err);
+      throw err;
+    }
+    for (const span of spans ?? []) span?.end();
+    const current = await deleteOutboxRows(
       sql,
       rows.map((r) => r.id),
       opts.queryTimeoutMs,
+      token,
     );
+    if (!current) {
+      // Published but not deleted: the new leader publishes these rows again (duplicates, never a loss).
+      log.warn({ token, rows: rows.length }, 'outbox delete refused: the relay lease passed to another relay');
+      opts.fence!.fenced(token!);
+      return null;
+    }
     metrics.outboxPublished.inc(rows.length);
     const now = Date.now();
     for (const r of rows) metrics.pipelineSeconds.observe({ stage: 'published' }, (now - r.created_ms) / 1000);
@@ -71,6 +112,11 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       try {
         const n = await pollOnce();
         failures = 0;
+        lastError = null;
+        if (n === null) {
+          running = false;
+          break;
+        }
         if (n === opts.batchSize) continue;
         const waiters = idleWaiters;
         idleWaiters = [];
@@ -79,15 +125,25 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         if (opts.lingerMs > 0 && running) await new Promise((r) => setTimeout(r, opts.lingerMs));
       } catch (err) {
         failures++;
+        lastError = err;
         metrics.relayErrors.inc();
         const delay = backoffMs(failures);
         log.warn({ err, attempt: failures, retry_in_ms: delay }, 'outbox relay failed; retrying');
         await sleeper.sleep(delay);
       }
     }
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
   }
 
   return {
+    get lastError() {
+      return lastError;
+    },
+    get running() {
+      return running;
+    },
     start() {
       if (running) return;
       running = true;
@@ -105,9 +161,20 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
     },
     idle() {
       return new Promise((resolve) => {
+        if (!running) return resolve();
         idleWaiters.push(resolve);
         sleeper.wake();
       });
     },
   };
+}
+
+/** One span per event that carries a trace; each record then carries its span's context onward. */
+function startPublishSpans(tracing: Tracing, records: EventRecord[]): Array<TraceSpan | null> {
+  return records.map((r) => {
+    if (!carriesTrace(r.traceId)) return null;
+    const span = tracing.start('publish', r.traceId, SpanKind.PRODUCER);
+    if (span) r.traceId = span.traceparent;
+    return span;
+  });
 }

@@ -12,18 +12,34 @@ import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { createDeliveryRouter } from '../delivery/router.js';
 import type { PipelineFactory } from '../gateway/pipeline.js';
 import type { Delivery } from '../common/delivery.js';
+import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
+import { carriesTrace, traceIdOf } from '../common/trace-id.js';
 
-export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger; metrics: Metrics }): PipelineFactory {
+export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger; metrics: Metrics; tracing?: Tracing }): PipelineFactory {
   const { config, sql, log, metrics } = deps;
+  const tracing = deps.tracing ?? noTracing();
   return async ({ inbox }) => {
     const bus = createInMemoryBus();
     const router = createDeliveryRouter({ log, metrics, dedupEntries: 100_000 });
-    const sink = { deliver: (d: Delivery) => inbox.deliver(d) };
+    const sink = {
+      // The delivery role's "route" span, as a delivery worker has it (here: until the node took the event).
+      async deliver(d: Delivery) {
+        const span = tracing.enabled && carriesTrace(d.traceId) ? tracing.start('route', d.traceId, SpanKind.CONSUMER) : null;
+        if (!span) return inbox.deliver(d);
+        try {
+          await inbox.deliver({ ...d, traceId: span.traceparent });
+          span.end();
+        } catch (err) {
+          span.end(err);
+          throw err;
+        }
+      },
+    };
     bus.subscribe((records) =>
       router.handle(records, sink, async (record, reason) => {
         metrics.deadLettered.inc({ reason: 'undecodable' });
         log.error(
-          { event_id: record.eventId, type: record.type, trace_id: record.traceId, reason },
+          { event_id: record.eventId, type: record.type, trace_id: traceIdOf(record.traceId), reason },
           'undecodable event skipped (no dead-letter topic in-process)',
         );
       }),
@@ -37,6 +53,7 @@ export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger;
       lingerMs: config.timeouts.relayLingerMs,
       pollMs: config.timeouts.relayPollMs,
       queryTimeoutMs: config.timeouts.dbQueryMs,
+      tracing,
     });
     relay.start();
     return {

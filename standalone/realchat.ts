@@ -15,6 +15,7 @@ import { startGatewayNode } from '../gateway/node.js';
 import { clusterPipeline } from '../gateway/cluster.js';
 import { inProcessPipeline } from './in-process-pipeline.js';
 import { loadOrCreateJwtSecret } from './secrets.js';
+import { tracingFromConfig, type Tracing } from '../common/tracing.js';
 
 export interface RealChat {
   port: number;
@@ -36,11 +37,14 @@ export interface StartOptions {
   /** In-memory PGlite instead of dataDir (tests). */
   ephemeralEmbedded?: boolean;
   logger?: Logger;
+  /** Tracing to use (tests: an in-memory exporter); absent: from config. The caller shuts it down. */
+  tracing?: Tracing;
 }
 
 export async function startRealChat(config: Config, opts: StartOptions = {}): Promise<RealChat> {
   const log = opts.logger ?? createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'gateway' });
   const metrics = createMetrics({ nodeId: config.nodeId });
+  const tracing = opts.tracing ?? tracingFromConfig(config, config.kafkaBrokers ? 'gateway' : 'standalone');
 
   let embedded: EmbeddedPostgres | null = null;
   let databaseUrl = config.databaseUrl;
@@ -75,7 +79,8 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     log,
     metrics,
     jwtSecret,
-    pipeline: config.kafkaBrokers ? clusterPipeline({ config, log, metrics }) : inProcessPipeline({ config, sql, log, metrics }),
+    pipeline: config.kafkaBrokers ? clusterPipeline({ config, log, metrics }) : inProcessPipeline({ config, sql, log, metrics, tracing }),
+    tracing,
   });
 
   let closing: Promise<void> | null = null;
@@ -93,6 +98,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
         await node.close();
         await sql.end({ timeout: 5 });
         if (embedded) await embedded.close();
+        if (!opts.tracing) await tracing.shutdown().catch(() => {});
       })();
       return closing;
     },

@@ -102,11 +102,12 @@ describe('SendQueue', () => {
   it('retries unavailable with the same key, keeps one in flight, refuses beyond the bound', async () => {
     const { q, sent } = queue();
     const p1 = q.enqueue('c', 1, 'k1');
-    const p2 = q.enqueue('c', 2, 'k2');
+    const p2 = q.enqueue('d', 2, 'k2');
     await expect(q.enqueue('c', 3, 'k3')).rejects.toMatchObject({ code: 'queue_full' });
     expect(sent).toEqual(['k1']);
     q.onError('k1', 'unavailable', 'db down');
     await new Promise((r) => setTimeout(r, 10));
+    // Another conversation is not held behind the refused send.
     expect(sent).toEqual(['k1', 'k2']);
     q.onAck(ack('k2'));
     await expect(p2).resolves.toMatchObject({ idempotency_key: 'k2' });
@@ -114,6 +115,67 @@ describe('SendQueue', () => {
     expect(sent).toEqual(['k1', 'k2', 'k1']);
     q.onAck(ack('k1'));
     await expect(p1).resolves.toMatchObject({ idempotency_key: 'k1' });
+  });
+
+  /** A queue with room for many sends in flight, and a refusal's retry delay under the test's control. */
+  function pipelined(maxAttempts = 3) {
+    const sent: string[] = [];
+    let n = 0;
+    const q = new SendQueue({
+      maxQueued: 100,
+      maxInFlight: 10,
+      maxAttempts,
+      timeoutMs: 5000,
+      retryBaseMs: 20,
+      retryCapMs: 20,
+      random: () => 1,
+      transmit: (_c, key) => {
+        sent.push(key);
+        return ++n;
+      },
+    });
+    return { q, sent };
+  }
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it("holds a conversation's later sends behind a refused one and sends them in order after its retry", async () => {
+    const { q, sent } = pipelined();
+    const acks = ['a1', 'a2', 'a3'].map((k, i) => q.enqueue('a', i, k));
+    expect(sent).toEqual(['a1', 'a2', 'a3']);
+    // The server refused a1, then a2 and a3 for their place behind it.
+    q.onError('a1', 'unavailable', 'db down');
+    q.onError('a2', 'unavailable', 'after a1', 'after_refused');
+    q.onError('a3', 'unavailable', 'after a1', 'after_refused');
+    // Sends enqueued now wait too; another conversation goes out at once.
+    const a4 = q.enqueue('a', 4, 'a4');
+    const b1 = q.enqueue('b', 1, 'b1');
+    expect(sent).toEqual(['a1', 'a2', 'a3', 'b1']);
+    await sleep(40);
+    expect(sent).toEqual(['a1', 'a2', 'a3', 'b1', 'a1', 'a2', 'a3', 'a4']);
+    for (const k of ['a1', 'a2', 'a3', 'a4', 'b1']) q.onAck(ack(k));
+    await Promise.all([...acks, a4, b1]);
+  });
+
+  it('an after_refused refusal costs no attempt while an earlier send is pending; without one it backs off like unavailable', async () => {
+    const { q, sent } = pipelined(2);
+    const p1 = q.enqueue('a', 1, 'a1');
+    const p2 = q.enqueue('a', 2, 'a2');
+    const r1 = expect(p1).rejects.toMatchObject({ code: 'unavailable', ref: 'a1' });
+    const r2 = expect(p2).rejects.toMatchObject({ code: 'unavailable', ref: 'a2', reason: 'after_refused' });
+    q.onError('a1', 'unavailable', 'db down');
+    q.onError('a2', 'unavailable', 'after a1', 'after_refused');
+    await sleep(40);
+    expect(sent).toEqual(['a1', 'a2', 'a1', 'a2']);
+    // a1's second refusal is its last attempt; nothing of ours is left before a2, so its next
+    // after_refused (a fence we cannot lift: it expires on the server) backs off and counts.
+    q.onError('a1', 'unavailable', 'db down');
+    await r1;
+    q.onError('a2', 'unavailable', 'after a1', 'after_refused');
+    expect(sent).toEqual(['a1', 'a2', 'a1', 'a2']);
+    await sleep(40);
+    expect(sent).toEqual(['a1', 'a2', 'a1', 'a2', 'a2']);
+    q.onError('a2', 'unavailable', 'after a1', 'after_refused');
+    await r2;
   });
 
   it('resends in-flight messages with the same key after a reconnect; gives up on refusals and after maxAttempts', async () => {

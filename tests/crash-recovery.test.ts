@@ -111,7 +111,18 @@ describe('gateway crash mid-stream (kill -9)', () => {
       FROM messages WHERE conversation_id = ${conv} ORDER BY sequence`;
     await sql.end();
     const report = history.check([...stored], () => [bob]);
-    expect(report).toEqual({ lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] });
+    expect(report).toEqual({
+      lost: [],
+      duplicated: [],
+      reordered: [],
+      gapped: [],
+      divergent: [],
+      senderOrder: [],
+      unexpected: [],
+      conflictingAcks: [],
+      unsent: [],
+      fillsOutsideWindows: [],
+    });
     expect(stored).toHaveLength(N);
     expect(new Set(stored.map((m) => m.idempotency_key)).size).toBe(N);
     a.close();

@@ -9,6 +9,7 @@ import postgres from 'postgres';
 import { GroupCommit } from '../gateway/group-commit.js';
 import { createSql, type Sql } from '../common/db.js';
 import { migrate } from '../sql/migrate.js';
+import { deleteOutboxRows } from '../common/outbox.js';
 import { freshDatabase } from './harness/server.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -178,6 +179,23 @@ describe('realchat_send_batch (PostgreSQL)', () => {
     ]);
     const [row] = await sql<{ t: string }[]>`SELECT jsonb_typeof(payload) AS t FROM messages WHERE conversation_id = ${c} AND sequence = 1`;
     expect(row!.t).toBe('null');
+  });
+
+  it('published outbox rows are deleted by id in one relaxed-durability transaction; anything but integer ids is refused', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const [r] = await sql<{ id: string }[]>`
+        INSERT INTO outbox (event_id, aggregateid, type, payload) VALUES (${randomUUID()}, 'c', 'test.event', '{}') RETURNING id::text AS id`;
+      ids.push(r!.id);
+    }
+    expect(await deleteOutboxRows(sql, ids.slice(0, 2), 5000)).toBe(true);
+    const left = await sql<{ id: string }[]>`SELECT id::text AS id FROM outbox WHERE id = ANY(${ids}::bigint[])`;
+    expect(left.map((r) => r.id)).toEqual([ids[2]]);
+    await expect(deleteOutboxRows(sql, ['1); DROP TABLE outbox; --'], 5000)).rejects.toThrow('not an integer');
+    // The relaxed setting is local to that transaction: the session keeps durable commits.
+    const [setting] = await sql<{ s: string }[]>`SELECT current_setting('synchronous_commit') AS s`;
+    expect(setting!.s).toBe('on');
+    await deleteOutboxRows(sql, [ids[2]!], 5000);
   });
 
   it('a concurrent transaction that commits the same key first: the losing batch fails whole (40001, no gap), and written again answers as stored', async () => {

@@ -1,8 +1,9 @@
 /**
  * The history checker must fail on deliberately broken variants of the pipeline before a green
  * end-to-end run means anything: a relay that reads the outbox with an id cursor (skips rows
- * committed out of id order), and a delivery path without dedup. Our real components, fed the same
- * input, must pass.
+ * committed out of id order), a delivery path without dedup, and a pipeline that loses events (the
+ * connection's gap fill hides the loss from every other check; the arrival path shows it). Our real
+ * components, fed the same input, must pass.
  */
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -19,8 +20,8 @@ import type { EventRecord } from '../common/events.js';
 import { createMetrics } from '../common/metrics.js';
 import { createLogger } from '../common/log.js';
 import { Connection, type SocketPort } from '../gateway/connection.js';
-import type { Envelope } from '../common/protocol.js';
-import { encodeFrame } from '../common/protocol.js';
+import type { Envelope, Via } from '../common/protocol.js';
+import { encodeFrame, encodeMessageFrame } from '../common/protocol.js';
 
 const log = createLogger({ level: 'silent', nodeId: 't', role: 'test' });
 
@@ -184,6 +185,57 @@ describe('the history checker catches broken variants', () => {
     };
     expect(check(naive).duplicated.length).toBeGreaterThan(0);
     expect(isClean(check(sent))).toBe(true);
+    await sql.end();
+  });
+
+  it('a pipeline that loses events passes every check but arrival paths: fills outside any fault window fail it', async () => {
+    const { sql, store, alice, conv } = await setup();
+    for (let i = 0; i < 10; i++) await store.sendMessage(alice, conv, `f${i}`, { i }, 10, null);
+    const msgs = await store.messagesAfter(conv, 0, 100);
+
+    /** Feeds the live stream to a real connection; returns what it wrote, with each frame's via. */
+    async function deliver(stream: Envelope[]) {
+      const written: Array<{ m: Envelope; via: Via }> = [];
+      const socket: SocketPort = {
+        send: (t) => {
+          const f = JSON.parse(t);
+          if (f.type === 'message') written.push({ m: f.message, via: f.via });
+          return true;
+        },
+        bufferedAmount: () => 0,
+        batch: (fn) => fn(),
+        end: () => {},
+      };
+      const conn = new Connection(alice, socket, {
+        history: store,
+        log,
+        metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
+        fillBatch: 100,
+        highWaterBytes: 1 << 20,
+        drainTimeoutMs: 1000,
+      });
+      conn.activate([[conv, 0]], new Map());
+      for (const m of stream) {
+        conn.deliverMessage(m, encodeMessageFrame(m, 'live'));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      return written;
+    }
+    const stored = await storedMessages(sql, [conv]);
+    const check = (written: Array<{ m: Envelope; via: Via }>) => {
+      const h = new History();
+      for (const { m, via } of written) h.receive('reader', m as unknown as StoredMessage, { via });
+      return { report: h.check(stored, () => ['reader'], { fillWindows: [] }), arrivals: h.arrivals() };
+    };
+    // Broken: every third event lost between the database and the node.
+    const lossy = check(await deliver(msgs.filter((m) => m.sequence_number % 3 !== 0)));
+    expect(lossy.report.lost).toEqual([]);
+    expect(lossy.report.gapped).toEqual([]);
+    expect(lossy.report.fillsOutsideWindows.length).toBeGreaterThan(0);
+    expect(lossy.arrivals.fill).toBeGreaterThan(0);
+    const real = check(await deliver(msgs));
+    expect(isClean(real.report)).toBe(true);
+    expect(real.arrivals).toMatchObject({ live: 10, fill: 0 });
     await sql.end();
   });
 });

@@ -52,3 +52,80 @@ describe('history checker', () => {
     expect(run(stored, stored).senderOrder).toHaveLength(1);
   });
 });
+
+describe('history checker: unexpected, conflicting acks, unsent, sender order, arrival paths', () => {
+  /** alice sent k1..k3; bob received what is given, with `via` per message (default live). */
+  function history(received: Array<StoredMessage | [StoredMessage, 'live' | 'fill' | 'resume', number?]>) {
+    const h = new History();
+    for (const s of [1, 2, 3]) h.send('alice', C, `k${s}`);
+    for (const r of received) {
+      const [m, via, atMs] = Array.isArray(r) ? r : [r, 'live' as const];
+      h.receive('bob', m, { via, ...(atMs === undefined ? {} : { atMs }) });
+    }
+    return h;
+  }
+
+  it('catches a received message that was never stored', () => {
+    const r = history([...db, msg(4, { message_id: 'phantom' })]).check(db, () => ['bob']);
+    expect(r.unexpected).toEqual(['bob got c#4 (phantom), never stored']);
+    expect(isClean(history(db).check(db, () => ['bob']))).toBe(true);
+  });
+
+  it('catches a received message in a conversation with nothing stored, when that conversation is checked', () => {
+    const stray = msg(1, { conversation_id: 'd', message_id: 'stray' });
+    const h = history([...db, stray]);
+    expect(h.check(db, () => ['bob'], { conversations: ['d'] }).unexpected).toHaveLength(1);
+    expect(h.check(db, () => ['bob']).unexpected).toHaveLength(0);
+  });
+
+  it('catches a received (and stored) message its sender never sent', () => {
+    const forged = msg(4, { idempotency_key: 'never-sent' });
+    const stored = [...db, forged];
+    const r = history([...db, forged]).check(stored, () => ['bob']);
+    expect(r.unexpected).toEqual(['bob got c#4 (alice/never-sent), never sent']);
+    expect(r.unsent).toHaveLength(1);
+  });
+
+  it('catches one key acked as two different messages', () => {
+    const h = history(db);
+    h.ack('alice', 'k1', { conversation_id: C, sequence_number: 1, message_id: 'm1' });
+    h.ack('alice', 'k1', { conversation_id: C, sequence_number: 1, message_id: 'm1' });
+    expect(h.check(db, () => ['bob']).conflictingAcks).toEqual([]);
+    h.ack('alice', 'k1', { conversation_id: C, sequence_number: 4, message_id: 'm4' });
+    expect(h.check(db, () => ['bob']).conflictingAcks).toHaveLength(1);
+  });
+
+  it('catches stored messages nobody sent, for senders the history records (all of them with allSendersRecorded)', () => {
+    const stored = [...db, msg(4, { idempotency_key: 'ghost' }), msg(5, { sender_id: 'carol', idempotency_key: 'setup' })];
+    const h = history(stored);
+    expect(h.check(stored, () => ['bob']).unsent).toEqual(['c#4 (alice/ghost) stored, never sent']);
+    expect(h.check(stored, () => ['bob'], { allSendersRecorded: true }).unsent).toHaveLength(2);
+  });
+
+  it("checks each sender's order per conversation against its first send, retries included", () => {
+    const h = new History();
+    for (const k of ['k1', 'k2', 'k1', 'k3']) h.send('alice', C, k);
+    for (const m of db) h.receive('bob', m);
+    expect(h.check(db, () => ['bob']).senderOrder).toEqual([]);
+    // k1 retried after k2 was stored: stored order 2, 1, 3 against send order 1, 2, 3.
+    const swapped = [msg(1, { idempotency_key: 'k2' }), msg(2, { idempotency_key: 'k1' }), msg(3)];
+    expect(h.check(swapped, () => []).senderOrder).toEqual(['alice/k2 stored as c#1, before k1 (#2) sent earlier']);
+    // Another conversation's sends are ordered on their own.
+    const other = new History();
+    other.send('alice', 'd', 'k2');
+    for (const k of ['k1', 'k3']) other.send('alice', C, k);
+    expect(other.check(swapped, () => []).senderOrder).toEqual([]);
+  });
+
+  it('counts deliveries by how they arrived and fails fills outside the given windows', () => {
+    const h = history([msg(1), [msg(2), 'fill', 1_000], [msg(3), 'fill', 5_000]]);
+    h.receive('carol', msg(1), { via: 'resume' });
+    h.receive('carol', msg(2));
+    expect(h.arrivals()).toEqual({ live: 1, fill: 2, resume: 1, unknown: 1 });
+    expect(h.check(db, () => ['bob']).fillsOutsideWindows).toEqual([]);
+    expect(h.check(db, () => ['bob'], { fillWindows: [[500, 6_000]] }).fillsOutsideWindows).toEqual([]);
+    const r = h.check(db, () => ['bob'], { fillWindows: [[500, 2_000]] });
+    expect(r.fillsOutsideWindows).toEqual([`bob got c#3 by fill at ${new Date(5_000).toISOString()}`]);
+    expect(isClean(r)).toBe(false);
+  });
+});

@@ -18,7 +18,18 @@ import { TestClient } from './harness/ws-client.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
 import { UNLIMITED_RATES } from './harness/env.js';
 
-const clean = { lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] };
+const clean = {
+  lost: [],
+  duplicated: [],
+  reordered: [],
+  gapped: [],
+  divergent: [],
+  senderOrder: [],
+  unexpected: [],
+  conflictingAcks: [],
+  unsent: [],
+  fillsOutsideWindows: [],
+};
 
 describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis Sentinel)', () => {
   let pg: PostgresServer;

@@ -76,6 +76,10 @@ describe('Kafka cluster: a broker dies mid-stream', () => {
       gapped: [],
       divergent: [],
       senderOrder: [],
+      unexpected: [],
+      conflictingAcks: [],
+      unsent: [],
+      fillsOutsideWindows: [],
     });
 
     const admin = new kafkajs.Kafka({ brokers: kafka.brokers.split(','), clientId: 'check', logLevel: kafkajs.logLevel.NOTHING }).admin();

@@ -126,7 +126,18 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   const received = (h: History, reader: string, clients: TestClient[], conv: string) => {
     for (const c of clients) for (const m of c.messages(conv)) h.receive(reader, m as StoredMessage);
   };
-  const clean = { lost: [], duplicated: [], reordered: [], gapped: [], divergent: [], senderOrder: [] };
+  const clean = {
+    lost: [],
+    duplicated: [],
+    reordered: [],
+    gapped: [],
+    divergent: [],
+    senderOrder: [],
+    unexpected: [],
+    conflictingAcks: [],
+    unsent: [],
+    fillsOutsideWindows: [],
+  };
   /** What a failed wait needs to be diagnosed from a CI log alone: each role's warnings and errors, the connector's state. */
   const diagnose = async (): Promise<string> => {
     const tail = (p: RoleProcess | null) =>

@@ -24,7 +24,7 @@ describe('health, readiness, metrics, drain', () => {
     expect(text).toMatch(/^realchat_active_connections\{node_id="[^"]+"\} 1$/m);
     expect(text).toMatch(/^realchat_messages_accepted_total\{via="ws",node_id="[^"]+"\} 1$/m);
     expect(text).toMatch(/^realchat_db_write_seconds_count\{node_id="[^"]+"\} 1$/m);
-    expect(text).toMatch(/^realchat_deliveries_total\{path="live",node_id="[^"]+"\} 1$/m);
+    expect(text).toMatch(/^realchat_deliveries_total\{via="live",node_id="[^"]+"\} 1$/m);
     expect(text).toMatch(/^# HELP realchat_failed_deliveries_total/m);
     expect(text).toMatch(/^nodejs_eventloop_lag_seconds/m);
     a.close();

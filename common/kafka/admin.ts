@@ -1,15 +1,27 @@
 /** Topic administration and lag. */
 import { retry } from '../retry.js';
+import { withTimeout } from '../timeout.js';
 import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
 import type { Admin } from './kafkajs.js';
 
-async function withAdmin<T>(client: KafkaClient, fn: (admin: Admin) => Promise<T>): Promise<T> {
+/** One admin session, bounded as a whole; the disconnect also ends whatever kafkajs still retries. */
+async function withAdmin<T>(
+  client: KafkaClient,
+  fn: (admin: Admin) => Promise<T>,
+  timeoutMs: number = KAFKA_DEFAULTS.adminCallTimeoutMs,
+): Promise<T> {
   const admin = raw(client).admin();
-  await admin.connect();
   try {
-    return await fn(admin);
+    return await withTimeout(
+      (async () => {
+        await admin.connect();
+        return fn(admin);
+      })(),
+      timeoutMs,
+      'kafka admin',
+    );
   } finally {
-    await admin.disconnect().catch(() => {});
+    await withTimeout(admin.disconnect(), KAFKA_DEFAULTS.disconnectTimeoutMs, 'kafka admin disconnect').catch(() => {});
   }
 }
 
@@ -60,15 +72,19 @@ export interface PartitionLag {
 
 /** Consumer lag per partition: log end offset minus the group's committed offset. */
 export async function consumerLag(client: KafkaClient, groupId: string, topic: string): Promise<PartitionLag[]> {
-  return withAdmin(client, async (admin) => {
-    const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
-    const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-    return ends.map((e) => {
-      const end = Number(e.high);
-      const c = byPartition.get(e.partition) ?? -1;
-      const start = Number(e.low);
-      const committedOffset = c < 0 ? start : c;
-      return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
-    });
-  });
+  return withAdmin(
+    client,
+    async (admin) => {
+      const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+      const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+      return ends.map((e) => {
+        const end = Number(e.high);
+        const c = byPartition.get(e.partition) ?? -1;
+        const start = Number(e.low);
+        const committedOffset = c < 0 ? start : c;
+        return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
+      });
+    },
+    KAFKA_DEFAULTS.lagCallTimeoutMs,
+  );
 }

@@ -26,6 +26,13 @@ export const KAFKA_DEFAULTS = {
     autoCommitIntervalMs: 500,
     joinTimeoutMs: 30_000,
   },
+  /**
+   * Deadlines over kafkajs' own retries (which alone can keep one call going for minutes against
+   * a dead broker): one admin operation, a lag poll (which runs every few seconds), a disconnect.
+   */
+  adminCallTimeoutMs: 15_000,
+  lagCallTimeoutMs: 5000,
+  disconnectTimeoutMs: 5000,
   /** ensureTopics: attempts over ~20 s before a start fails. */
   topicRetries: 9,
   producerConnectRetries: 4,

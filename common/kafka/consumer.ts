@@ -19,9 +19,16 @@ export interface InRecord {
   headers: Record<string, string>;
 }
 
+/** Whether the member consumes now (readiness): joined and not crashed, or why not. */
+export interface ConsumerStatus {
+  running: boolean;
+  detail: string;
+}
+
 /** What a role may do with a running member (pause under load, stop on drain). */
 export interface RunningConsumer {
   readonly paused: boolean;
+  readonly status?: ConsumerStatus;
   pause(): void;
   resume(): void;
   stop(): Promise<void>;
@@ -81,6 +88,7 @@ export class GroupConsumer implements RunningConsumer {
   private rebuildTimer: NodeJS.Timeout | null = null;
   private firstJoin: () => void = () => {};
   private readonly joined = new Promise<void>((resolve) => (this.firstJoin = resolve));
+  private state: ConsumerStatus = { running: false, detail: 'joining the group' };
 
   constructor(
     private readonly client: KafkaClient,
@@ -109,6 +117,10 @@ export class GroupConsumer implements RunningConsumer {
     return this.pausedFlag;
   }
 
+  get status(): ConsumerStatus {
+    return this.state;
+  }
+
   pause(): void {
     if (!this.pausedFlag) this.member?.pause(this.topics.map((topic) => ({ topic })));
     this.pausedFlag = true;
@@ -121,8 +133,13 @@ export class GroupConsumer implements RunningConsumer {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.state = { running: false, detail: 'stopped' };
     if (this.rebuildTimer) clearTimeout(this.rebuildTimer);
-    await this.member?.disconnect();
+    // Bounded: a drain must not hang on a broker that stopped answering (the group then expires the member).
+    if (this.member)
+      await withTimeout(this.member.disconnect(), KAFKA_DEFAULTS.disconnectTimeoutMs, 'kafka consumer disconnect').catch((err: unknown) =>
+        this.opts.log.warn({ err, group: this.opts.groupId }, 'kafka consumer did not disconnect in time'),
+      );
   }
 
   private async connect(): Promise<Consumer> {
@@ -140,10 +157,12 @@ export class GroupConsumer implements RunningConsumer {
     });
     consumer.on(consumer.events.GROUP_JOIN, () => {
       this.rebuilds = 0;
+      this.state = { running: true, detail: 'member of the group' };
       this.firstJoin();
     });
     consumer.on(consumer.events.CRASH, (e) => {
       this.opts.log.error({ err: e.payload.error, group: this.opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed');
+      this.state = { running: false, detail: `crashed (${e.payload.restart ? 'restarting' : 'rebuilding'}): ${e.payload.error?.message}` };
       if (!e.payload.restart) this.scheduleRebuild(consumer);
     });
     try {

@@ -6,4 +6,11 @@ export { KAFKA_DEFAULTS, createKafkaClient, type KafkaClient, type KafkaOptions 
 export { KafkaError } from './errors.js';
 export { consumerLag, deleteTopics, ensureTopics, type PartitionLag } from './admin.js';
 export { createProducer, type KafkaProducer, type OutRecord } from './producer.js';
-export { GroupConsumer, runConsumer, type GroupConsumerOptions, type InRecord, type RunningConsumer } from './consumer.js';
+export {
+  GroupConsumer,
+  runConsumer,
+  type ConsumerStatus,
+  type GroupConsumerOptions,
+  type InRecord,
+  type RunningConsumer,
+} from './consumer.js';

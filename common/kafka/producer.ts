@@ -147,7 +147,7 @@ export async function createProducer(
       closed = true;
       const p = producer;
       producer = null;
-      await p?.then((x) => x.disconnect()).catch(() => {});
+      await p?.then((x) => withTimeout(x.disconnect(), opts.timeoutMs, 'kafka producer disconnect')).catch(() => {});
     },
   };
 }

@@ -1,0 +1,114 @@
+/**
+ * How each delivery arrived (the `via` of message frames, realchat_deliveries_total{via}), at the
+ * connection: live from the pipeline, fill when the live path skipped a sequence, resume for the
+ * catch-up after hello. With fakes of our own ports; tests/arrival-path.test.ts runs a whole node.
+ */
+import { describe, expect, it } from 'vitest';
+import { Connection, type SocketPort } from '../gateway/connection.js';
+import { encodeMessageFrame, type Envelope } from '../common/protocol.js';
+import { createMetrics, type Metrics } from '../common/metrics.js';
+import { createLogger } from '../common/log.js';
+
+const CONV = '11111111-1111-4111-8111-111111111111';
+
+const env = (seq: number): Envelope => ({
+  message_id: `m${seq}`,
+  conversation_id: CONV,
+  sender_id: 'u',
+  sequence_number: seq,
+  payload: seq,
+  created_at: 'now',
+  idempotency_key: `k${seq}`,
+});
+
+class FakeSocket implements SocketPort {
+  frames: any[] = [];
+  send(text: string) {
+    this.frames.push(JSON.parse(text));
+    return true;
+  }
+  bufferedAmount() {
+    return 0;
+  }
+  batch(fn: () => void) {
+    fn();
+  }
+  end() {}
+  /** [sequence, via] of each message frame written, in order. */
+  arrivals(): Array<[number, string]> {
+    return this.frames.filter((f) => f.type === 'message').map((f) => [f.message.sequence_number, f.via]);
+  }
+}
+
+const db = Array.from({ length: 10 }, (_, i) => env(i + 1));
+const history = {
+  messagesAfter: async (_c: string, after: number, limit: number) => db.filter((m) => m.sequence_number > after).slice(0, limit),
+};
+
+function make() {
+  const socket = new FakeSocket();
+  const metrics = createMetrics({ nodeId: 't', defaultMetrics: false });
+  const conn = new Connection('u', socket, {
+    history,
+    log: createLogger({ level: 'silent', nodeId: 't', role: 'test' }),
+    metrics,
+    fillBatch: 100,
+    highWaterBytes: 1 << 20,
+    drainTimeoutMs: 1000,
+  });
+  return { conn, socket, metrics };
+}
+
+/** What the registry hands every recipient: one frame, encoded once, marked live. */
+const live = (conn: Connection, seq: number) => conn.deliverMessage(env(seq), encodeMessageFrame(env(seq), 'live'));
+const settle = () => new Promise((r) => setTimeout(r, 5));
+
+async function counted(metrics: Metrics): Promise<Record<string, number>> {
+  const m = await metrics.deliveries.get();
+  return Object.fromEntries(m.values.map((v) => [String(v.labels.via), v.value]));
+}
+
+describe('arrival path of each delivery', () => {
+  it('a normal stream arrives all live', async () => {
+    const { conn, socket, metrics } = make();
+    conn.activate([[CONV, 0]], new Map());
+    for (let s = 1; s <= 5; s++) live(conn, s);
+    await settle();
+    expect(socket.arrivals()).toEqual([1, 2, 3, 4, 5].map((s) => [s, 'live']));
+    expect(await counted(metrics)).toEqual({ live: 5 });
+  });
+
+  it('an event the pipeline dropped arrives by fill, with the one that revealed the gap; the rest live', async () => {
+    const { conn, socket, metrics } = make();
+    conn.activate([[CONV, 0]], new Map());
+    for (const s of [1, 2, 4]) live(conn, s); // 3 was lost on the way
+    await settle();
+    for (const s of [5, 6]) live(conn, s);
+    expect(socket.arrivals()).toEqual([
+      [1, 'live'],
+      [2, 'live'],
+      [3, 'fill'],
+      [4, 'fill'],
+      [5, 'live'],
+      [6, 'live'],
+    ]);
+    expect(await counted(metrics)).toEqual({ live: 4, fill: 2 });
+  });
+
+  it('the catch-up after hello arrives as resume: a resume position, and messages committed while hello loaded', async () => {
+    const { conn, socket, metrics } = make();
+    // Committed while hello was reading the user's conversations: seen live, not written yet.
+    live(conn, 4);
+    conn.activate([[CONV, 3]], new Map([[CONV, 1]]));
+    await settle();
+    live(conn, 5);
+    expect(socket.arrivals()).toEqual([
+      [2, 'resume'],
+      [3, 'resume'],
+      [4, 'resume'],
+      [5, 'live'],
+    ]);
+    expect(socket.frames.find((f) => f.type === 'synced')).toMatchObject({ last_sequence: 4 });
+    expect(await counted(metrics)).toEqual({ resume: 3, live: 1 });
+  });
+});
