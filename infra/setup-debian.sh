@@ -13,6 +13,8 @@ command -v runuser >/dev/null || need+=(util-linux)
 [[ -x /usr/bin/redis-sentinel ]] || need+=(redis-sentinel)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+# libfaketime: the chaos runner's clock-skew fault (tests/chaos, docs/chaos.md).
+command -v faketime >/dev/null || need+=(faketime)
 # python3 -m venv needs ensurepip, which Debian ships in python3-venv.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 

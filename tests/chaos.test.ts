@@ -1,0 +1,174 @@
+/**
+ * The chaos runner (docs/chaos.md) on the whole distributed stack as real processes: deliberately
+ * broken clients must fail its checks, or a green run would prove nothing. The bounded run with
+ * overlapping faults of every kind is `npm run chaos` (docs/chaos.md); it does not pass yet (the
+ * product bugs it found are listed there), so it is a documented command, not part of this suite,
+ * until it does. REALCHAT_CHAOS_SEED replays a schedule.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FAULT_KINDS, type FaultRecord, planSchedule } from './chaos/faults.js';
+import { ROOT } from './chaos/procs.js';
+import { analyze } from './chaos/report.js';
+import { Rng } from './chaos/rng.js';
+import { Workload } from './chaos/workload.js';
+import { type ChaosOptions, defaultOut, runOnStack, startStack } from './chaos/runner.js';
+import type { ChaosStack } from './chaos/stack.js';
+
+const seed = Number(process.env.REALCHAT_CHAOS_SEED ?? 20261130);
+// Issue 10's bounded run: about 2 minutes at 200 msg/s (>= 20,000 messages). A busier machine may
+// lower them with these (docs/chaos.md says what this one carried).
+const durationS = Number(process.env.REALCHAT_CHAOS_DURATION_S ?? 120);
+const rate = Number(process.env.REALCHAT_CHAOS_RATE ?? 200);
+const log = (m: string) => {
+  if (process.env.REALCHAT_CHAOS_VERBOSE) console.log(`chaos: ${m}`);
+};
+
+describe('chaos: overlapping faults of every kind under open-loop load', () => {
+  let stack: ChaosStack;
+  const base: Omit<ChaosOptions, 'seed' | 'out' | 'broken'> = {
+    durationS,
+    rate,
+    faults: [...FAULT_KINDS],
+    faultGapS: 4.5,
+    users: 36,
+    healTimeoutS: 120,
+    log,
+  };
+
+  beforeAll(async () => {
+    stack = await startStack(join(ROOT, 'tests', 'artifacts', `chaos-${seed}-logs`), log);
+  }, 400_000);
+  afterAll(async () => {
+    await stack?.stop();
+  }, 180_000);
+
+  it('fails a client that loses live messages and neither resumes nor fills gaps', async () => {
+    const r = await runOnStack(stack, {
+      ...base,
+      durationS: 20,
+      rate: 50,
+      faults: [],
+      healTimeoutS: 20,
+      seed: seed + 1,
+      out: defaultOut(seed + 1, 'no-fill'),
+      broken: 'no-fill',
+    });
+    expect(r.verdict).toBe('fail');
+    expect(r.lost).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('sees pipeline loss that gap fill repairs: fills outside fault windows fail the run', async () => {
+    const r = await runOnStack(stack, {
+      ...base,
+      durationS: 20,
+      rate: 50,
+      faults: [],
+      healTimeoutS: 30,
+      seed: seed + 2,
+      out: defaultOut(seed + 2, 'drop-live'),
+      broken: 'drop-live',
+    });
+    expect(r.wire.droppedByBrokenVariant).toBeGreaterThan(0);
+    expect(r.gap_fills_outside_faults).toBeGreaterThan(0);
+    expect(r.verdict).toBe('fail');
+  }, 300_000);
+});
+
+/** The conclusions on synthetic histories: no processes, so these run in seconds. */
+describe('chaos: what a run concludes', () => {
+  const t0 = 1_000_000;
+  const conv = 'c0000000-0000-4000-8000-000000000001';
+  const [u1, u2] = ['a0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000002'];
+
+  /** `n` messages from u1, one per 100 ms from t0 + 1 s, each surfaced to both members 20 ms after its ack. */
+  function scenario(n: number, tweak: { skipReceipt?: number; fillAt?: number; lateSeq?: number } = {}) {
+    const w = new Workload([], [{ id: conv, members: [u1, u2] }], {
+      rng: new Rng(1),
+      gatewayUrls: () => [],
+      broken: 'none',
+      log: () => {},
+      clock: () => 0,
+    });
+    const stored = [];
+    // the message surfaced at about `fillAt` reaches u2 by a gap fill
+    const fillSeq = tweak.fillAt === undefined ? -1 : Math.round((tweak.fillAt * 1000 - 1030) / 100);
+    for (let k = 1; k <= n; k++) {
+      const key = `c${k}`;
+      const firstAt = t0 + 1000 + k * 100;
+      const env = { conversation_id: conv, sequence_number: k, message_id: `m${k}`, sender_id: u1, idempotency_key: key, payload: { k } };
+      stored.push(env);
+      w.history.send(u1, conv, key);
+      w.history.ack(u1, key, env);
+      w.sends.set(key, { key, sender: u1, conv, firstAt, ackAt: firstAt + 10, seq: k, messageId: `m${k}`, error: null });
+      const at = firstAt + 30 + (tweak.lateSeq === k ? 20_000 : 0);
+      for (const u of [u1, u2]) {
+        if (tweak.skipReceipt === k && u === u2) continue;
+        const byFill = k === fillSeq && u === u2;
+        w.history.receive(u, env as never, { via: byFill ? 'fill' : 'live', atMs: at });
+        if (byFill) w.fills.push({ at, user: u2, count: 1, via: 'fill' });
+        const id = `${conv}#${k}`;
+        const m = w.received.get(id) ?? new Map<string, number>();
+        m.set(u, at);
+        w.received.set(id, m);
+      }
+    }
+    return { w, stored };
+  }
+  const run = (s: ReturnType<typeof scenario>, faults: FaultRecord[] = []) =>
+    analyze({
+      seed: 1,
+      durationS: 10,
+      rate: 10,
+      broken: 'none',
+      t0,
+      faults,
+      skipped: [],
+      workload: s.w,
+      stored: s.stored,
+      behind: [],
+      unexpectedExits: [],
+    });
+  const gwKill = (start: number, end: number): FaultRecord => ({
+    kind: 'gateway-kill',
+    target: 'gateway-1',
+    planned_s: start,
+    start_s: start,
+    end_s: end,
+    hold_s: 1,
+  });
+
+  it('a clean history passes', () => {
+    const r = run(scenario(50), [gwKill(2, 3)]);
+    expect(r.reasons).toEqual([]);
+    expect(r.verdict).toBe('pass');
+    expect(r.recovery_s['gateway-kill']!.max).toBeLessThan(1);
+  });
+
+  it('a message a member never got fails the run as lost', () => {
+    const r = run(scenario(50, { skipReceipt: 20 }));
+    expect(r.verdict).toBe('fail');
+    expect(r.lost).toBe(1);
+  });
+
+  it('a gap fill in a quiet period fails the run; during a fault it does not', () => {
+    expect(run(scenario(50, { fillAt: 4 })).gap_fills_outside_faults).toBe(1);
+    expect(run(scenario(50, { fillAt: 4 })).verdict).toBe('fail');
+    expect(run(scenario(50, { fillAt: 4 }), [gwKill(3.5, 4.5)]).gap_fills_outside_faults).toBe(0);
+  });
+
+  it('a recovery beyond its SLA fails the run', () => {
+    // message 20 (sent at 3 s) reaches its members 20 s late; the kill at 3.05 s must wait for it
+    const r = run(scenario(50, { lateSeq: 20 }), [gwKill(3.05, 4)]);
+    expect(r.recovery_s['gateway-kill']!.max_isolated).toBeGreaterThan(10);
+    expect(r.recovery_s['gateway-kill']!.pass).toBe(false);
+    expect(r.verdict).toBe('fail');
+  });
+
+  it('the schedule is a function of the seed, and covers every kind before repeating one', () => {
+    const a = planSchedule(new Rng(7), 120, [...FAULT_KINDS], 4.5);
+    expect(planSchedule(new Rng(7), 120, [...FAULT_KINDS], 4.5)).toEqual(a);
+    expect(a.length).toBeGreaterThanOrEqual(20);
+    expect(new Set(a.slice(0, FAULT_KINDS.length).map((f) => f.kind)).size).toBe(Math.min(a.length, FAULT_KINDS.length));
+  });
+});

@@ -1,0 +1,116 @@
+/**
+ * A TCP proxy of our own between one role and PostgreSQL, for network faults on that link only:
+ * added latency (each chunk held `delayMs`, order kept) and a partition (both directions stop being
+ * read; TCP backpressure holds the bytes, like packets dropped and retransmitted after the heal; new
+ * connections are accepted and wait), and loss as TCP shows it (a chunk stalls for a retransmission
+timeout and holds up the rest). Not a full netem: nothing below TCP. Network
+ * namespaces would fault every protocol of a role; this faults one link with no root setup.
+ */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+
+interface Pair {
+  client: Socket;
+  upstream: Socket | null;
+}
+
+export class TcpProxy {
+  delayMs = 0;
+  /**
+   * Share of chunks that stall as if a segment was lost and retransmitted after `rtoMs` (every later
+   * chunk waits behind it: TCP's head-of-line blocking). Loss below TCP is only ever seen as this.
+   */
+  lossRate = 0;
+  rtoMs = 300;
+  partitioned = false;
+  private readonly pairs = new Set<Pair>();
+  private readonly waiting: Array<() => void> = [];
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+    readonly targetPort: number,
+  ) {}
+
+  static start(targetPort: number): Promise<TcpProxy> {
+    return new Promise((resolve, reject) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const addr = server.address();
+        if (!addr || typeof addr === 'string') return reject(new Error('proxy has no port'));
+        const p = new TcpProxy(server, addr.port, targetPort);
+        server.on('connection', (s) => p.accept(s));
+        resolve(p);
+      });
+    });
+  }
+
+  private accept(client: Socket): void {
+    const pair: Pair = { client, upstream: null };
+    this.pairs.add(pair);
+    client.on('error', () => {});
+    const drop = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      pair.upstream?.destroy();
+    };
+    client.on('close', drop);
+    const connect = () => {
+      if (client.destroyed) return;
+      const up = createConnection({ host: '127.0.0.1', port: this.targetPort });
+      pair.upstream = up;
+      up.on('error', () => {});
+      up.on('close', drop);
+      this.pipe(client, up);
+      this.pipe(up, client);
+      if (this.partitioned) {
+        client.pause();
+        up.pause();
+      }
+    };
+    if (this.partitioned) {
+      client.pause();
+      this.waiting.push(connect);
+    } else connect();
+  }
+
+  private pipe(from: Socket, to: Socket): void {
+    let queue: Promise<void> = Promise.resolve();
+    from.on('data', (chunk: Buffer) => {
+      const delay = this.delayMs + (this.lossRate > 0 && Math.random() < this.lossRate ? this.rtoMs : 0);
+      if (delay <= 0) {
+        to.write(chunk);
+        return;
+      }
+      // Chained, so a chunk never overtakes an earlier one when the delay changes mid-stream.
+      queue = queue.then(() => new Promise<void>((r) => setTimeout(r, delay))).then(() => void (to.destroyed || to.write(chunk)));
+    });
+  }
+
+  partition(): void {
+    this.partitioned = true;
+    for (const p of this.pairs) {
+      p.client.pause();
+      p.upstream?.pause();
+    }
+  }
+
+  heal(): void {
+    this.partitioned = false;
+    this.delayMs = 0;
+    this.lossRate = 0;
+    for (const p of this.pairs) {
+      p.client.resume();
+      p.upstream?.resume();
+    }
+    for (const c of this.waiting.splice(0)) c();
+  }
+
+  close(): Promise<void> {
+    for (const p of this.pairs) {
+      p.client.destroy();
+      p.upstream?.destroy();
+    }
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
