@@ -42,6 +42,33 @@ describe('send fences', () => {
     expect(admitted(f, f.ticket('a', 'k2'))).not.toBeNull();
     expect(admitted(f, f.ticket('a', 'k1'))).toBeNull();
     expect(admitted(f, f.ticket('a', 'k2'))).toBeNull();
+    // k3 was turned away too: the fence waits for it before it lifts.
+    expect(f.size).toBe(1);
+    expect(admitted(f, f.ticket('a', 'k3'))).toBeNull();
+    expect(f.size).toBe(0);
+  });
+
+  it('the sends it turned away come back first, in their order: a new send cannot overtake them', () => {
+    const { f } = fences();
+    const r1 = f.ticket('a', 'r1');
+    expect(admitted(f, r1)).toBeNull();
+    f.refused(r1, unavailable());
+    expect(admitted(f, f.ticket('a', 'r2'))).not.toBeNull();
+    expect(admitted(f, f.ticket('a', 'r3'))).not.toBeNull();
+    // r1 is sent again and stored: r2 and r3 still wait for their retries, so a new r4 is refused
+    // (with the head, r2, named) and queued behind them.
+    expect(admitted(f, f.ticket('a', 'r1'))).toBeNull();
+    const r4 = admitted(f, f.ticket('a', 'r4'));
+    expect(r4).toMatchObject({ reason: 'after_refused' });
+    expect(r4!.message).toContain('"r2"');
+    // Out of order: r3 before r2 is refused again.
+    expect(admitted(f, f.ticket('a', 'r3'))).not.toBeNull();
+    // r2 admitted, refused again (rate limited): it stays at the head.
+    const r2 = f.ticket('a', 'r2');
+    expect(admitted(f, r2)).toBeNull();
+    f.refused(r2, new AppError('rate_limited', 'slow down'));
+    expect(admitted(f, f.ticket('a', 'r3'))).not.toBeNull();
+    for (const k of ['r2', 'r3', 'r4']) expect(admitted(f, f.ticket('a', k)), k).toBeNull();
     expect(f.size).toBe(0);
   });
 
