@@ -11,7 +11,7 @@
  * SET rc:n:<node> (users, for cleanup), SET rc:r:<conversation> (nodes with a subscriber of that large
  * room) and SET rc:nr:<node> (its rooms, for cleanup). Keys expire after a day without use.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { type ChainableCommander, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
 
 export interface PresenceRegistry {
@@ -255,21 +255,19 @@ export class RedisPresence implements PresenceRegistry {
     await pipe.exec();
   }
   async removeNode(nodeId: string) {
-    for (;;) {
-      const users = await this.redis.spop(`rc:n:${nodeId}`, 1000);
-      if (users.length === 0) break;
-      const pipe = this.redis.pipeline();
-      for (const u of users) pipe.hdel(`rc:u:${u}`, nodeId);
-      await pipe.exec();
-    }
-    for (;;) {
-      const rooms = await this.redis.spop(`rc:nr:${nodeId}`, 1000);
-      if (rooms.length === 0) break;
-      const pipe = this.redis.pipeline();
-      for (const r of rooms) pipe.srem(`rc:r:${r}`, nodeId);
-      await pipe.exec();
-    }
+    await this.drainSet(`rc:n:${nodeId}`, (pipe, u) => pipe.hdel(`rc:u:${u}`, nodeId));
+    await this.drainSet(`rc:nr:${nodeId}`, (pipe, r) => pipe.srem(`rc:r:${r}`, nodeId));
     await this.redis.zrem('rc:nodes', nodeId);
+  }
+  /** Pops `key`'s members 1,000 at a time, one pipeline of `each` per batch, until it is empty. */
+  private async drainSet(key: string, each: (pipe: ChainableCommander, member: string) => void) {
+    for (;;) {
+      const members = await this.redis.spop(key, 1000);
+      if (members.length === 0) return;
+      const pipe = this.redis.pipeline();
+      for (const m of members) each(pipe, m);
+      await pipe.exec();
+    }
   }
   async liveNodes() {
     return this.scripts.rcLiveNodes('rc:nodes');

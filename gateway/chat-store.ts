@@ -57,16 +57,11 @@ interface SendItem {
   t: string | null;
 }
 
-interface SendRow {
+/** A message row as realchat_send_batch answers it, for the send at `idx`. */
+interface SendRow extends Omit<MessageRow, 'id'> {
   idx: number;
   status: 'created' | 'duplicate' | 'conflict' | 'not_member' | 'not_found';
   message_id: string;
-  conversation_id: string;
-  sender_id: string;
-  sequence: number;
-  payload: unknown;
-  created_at: Date;
-  idempotency_key: string;
 }
 
 export type Membership = 'member' | 'not_member' | 'not_found';

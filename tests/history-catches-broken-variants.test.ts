@@ -19,11 +19,35 @@ import { createInMemoryBus } from '../common/bus.js';
 import type { EventRecord } from '../common/events.js';
 import { createMetrics } from '../common/metrics.js';
 import { createLogger } from '../common/log.js';
-import { Connection, type SocketPort } from '../gateway/connection.js';
+import { Connection, type HistoryPort, type SocketPort } from '../gateway/connection.js';
 import type { Envelope, Via } from '../common/protocol.js';
 import { encodeFrame, encodeMessageFrame } from '../common/protocol.js';
 
 const log = createLogger({ level: 'silent', nodeId: 't', role: 'test' });
+
+/** A real connection of `alice` subscribed to `conv` from sequence 0, whose socket hands every message frame it writes to `onMessage`. */
+function connectionWriting(history: HistoryPort, alice: string, conv: string, onMessage: (m: Envelope, via: Via) => void): Connection {
+  const socket: SocketPort = {
+    send: (t) => {
+      const f = JSON.parse(t);
+      if (f.type === 'message') onMessage(f.message, f.via);
+      return true;
+    },
+    bufferedAmount: () => 0,
+    batch: (fn) => fn(),
+    end: () => {},
+  };
+  const conn = new Connection(alice, socket, {
+    history,
+    log,
+    metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
+    fillBatch: 100,
+    highWaterBytes: 1 << 20,
+    drainTimeoutMs: 1000,
+  });
+  conn.activate([[conv, 0]], new Map());
+  return conn;
+}
 
 async function setup() {
   const url = await freshDatabase();
@@ -157,24 +181,7 @@ describe('the history checker catches broken variants', () => {
 
     const naive: Envelope[] = [...stream];
     const sent: Envelope[] = [];
-    const socket: SocketPort = {
-      send: (t) => {
-        sent.push(JSON.parse(t).message);
-        return true;
-      },
-      bufferedAmount: () => 0,
-      batch: (fn) => fn(),
-      end: () => {},
-    };
-    const conn = new Connection(alice, socket, {
-      history: store,
-      log,
-      metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
-      fillBatch: 100,
-      highWaterBytes: 1 << 20,
-      drainTimeoutMs: 1000,
-    });
-    conn.activate([[conv, 0]], new Map());
+    const conn = connectionWriting(store, alice, conv, (m) => sent.push(m));
     for (const m of stream) conn.deliverMessage(m, encodeFrame({ type: 'message', message: m }));
 
     const stored = await storedMessages(sql, [conv]);
@@ -196,25 +203,7 @@ describe('the history checker catches broken variants', () => {
     /** Feeds the live stream to a real connection; returns what it wrote, with each frame's via. */
     async function deliver(stream: Envelope[]) {
       const written: Array<{ m: Envelope; via: Via }> = [];
-      const socket: SocketPort = {
-        send: (t) => {
-          const f = JSON.parse(t);
-          if (f.type === 'message') written.push({ m: f.message, via: f.via });
-          return true;
-        },
-        bufferedAmount: () => 0,
-        batch: (fn) => fn(),
-        end: () => {},
-      };
-      const conn = new Connection(alice, socket, {
-        history: store,
-        log,
-        metrics: createMetrics({ nodeId: 't', defaultMetrics: false }),
-        fillBatch: 100,
-        highWaterBytes: 1 << 20,
-        drainTimeoutMs: 1000,
-      });
-      conn.activate([[conv, 0]], new Map());
+      const conn = connectionWriting(store, alice, conv, (m, via) => written.push({ m, via }));
       for (const m of stream) {
         conn.deliverMessage(m, encodeMessageFrame(m, 'live'));
         await new Promise((r) => setTimeout(r, 5));

@@ -12,24 +12,11 @@ import { freePort, startPostgres, type PostgresServer } from './harness/postgres
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
 import { spawnRole, type RoleProcess } from './harness/stack.js';
 import { startSentinelCluster, type SentinelCluster } from './harness/redis.js';
-import { History, type StoredMessage } from './harness/history.js';
+import { CLEAN_REPORT, History, type StoredMessage } from './harness/history.js';
 import { ResilientClient } from './harness/resilient-client.js';
 import { TestClient } from './harness/ws-client.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
 import { UNLIMITED_RATES } from './harness/env.js';
-
-const clean = {
-  lost: [],
-  duplicated: [],
-  reordered: [],
-  gapped: [],
-  divergent: [],
-  senderOrder: [],
-  unexpected: [],
-  conflictingAcks: [],
-  unsent: [],
-  fillsOutsideWindows: [],
-};
 
 describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis Sentinel)', () => {
   let pg: PostgresServer;
@@ -164,7 +151,7 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     const { report, clients } = await scenario(40, async () => {
       await gateways.get(victim)!.proc.crash();
     });
-    expect(report).toEqual(clean);
+    expect(report).toEqual(CLEAN_REPORT);
     expect(clients.some((c) => c.reconnects > 0)).toBe(true);
     await startGateway(victim);
   }, 180_000);
@@ -174,7 +161,7 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
       const code = await gateways.get(2)!.proc.terminate();
       expect(code).toBe(0);
     });
-    expect(report).toEqual(clean);
+    expect(report).toEqual(CLEAN_REPORT);
     expect(clients.some((c) => c.reconnects > 0)).toBe(true);
     await startGateway(2);
   }, 180_000);
@@ -183,7 +170,7 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     const { report } = await scenario(40, async () => {
       await redis.primary.kill();
     });
-    expect(report).toEqual(clean);
+    expect(report).toEqual(CLEAN_REPORT);
     // Sentinel promotes the replica...
     const sentinel = new Redis({ port: redis.sentinels[0]!.port, host: '127.0.0.1', lazyConnect: false });
     const deadline = Date.now() + 30_000;
@@ -205,6 +192,6 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     promoted.disconnect();
     expect(live.sort()).toEqual(['gateway-0', 'gateway-1', 'gateway-2']);
     const { report: after } = await scenario(10, async () => {});
-    expect(after).toEqual(clean);
+    expect(after).toEqual(CLEAN_REPORT);
   }, 240_000);
 });

@@ -13,7 +13,7 @@ import { createAuthenticator } from '../gateway/auth.js';
 import { freePort, startPostgres, type PostgresServer } from './harness/postgres.js';
 import { startKafka, startConnect, type KafkaHandle, type ConnectHandle } from './harness/kafka.js';
 import { spawnRole, type RoleProcess } from './harness/stack.js';
-import { History, type StoredMessage } from './harness/history.js';
+import { CLEAN_REPORT, History, type StoredMessage } from './harness/history.js';
 import { TestClient } from './harness/ws-client.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
 import { UNLIMITED_RATES } from './harness/env.js';
@@ -126,18 +126,6 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   const received = (h: History, reader: string, clients: TestClient[], conv: string) => {
     for (const c of clients) for (const m of c.messages(conv)) h.receive(reader, m as StoredMessage);
   };
-  const clean = {
-    lost: [],
-    duplicated: [],
-    reordered: [],
-    gapped: [],
-    divergent: [],
-    senderOrder: [],
-    unexpected: [],
-    conflictingAcks: [],
-    unsent: [],
-    fillsOutsideWindows: [],
-  };
   /** What a failed wait needs to be diagnosed from a CI log alone: each role's warnings and errors, the connector's state. */
   const diagnose = async (): Promise<string> => {
     const tail = (p: RoleProcess | null) =>
@@ -181,7 +169,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     await stream(a, h, alice, conv, 0, 20);
     await delivered(b, conv, 20, 30_000);
     received(h, bob, [b], conv);
-    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(CLEAN_REPORT);
     const gw = await (await fetch(`http://127.0.0.1:${gatewayPort}/metrics`)).text();
     expect(gw).toMatch(/^realchat_outbox_backlog\{[^}]*\} \d+$/m);
     expect(gw).toMatch(/^realchat_outbox_oldest_age_seconds/m);
@@ -231,7 +219,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     });
     await delivered(b, conv, 120, 60_000);
     received(h, bob, [b], conv);
-    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(CLEAN_REPORT);
     a.close();
     b.close();
   });
@@ -290,7 +278,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     // Give the replays time to arrive (they are older than the marker messages).
     await new Promise((r) => setTimeout(r, 3000));
     received(h, bob, [b], conv);
-    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(CLEAN_REPORT);
     // A fresh client resuming from 0 sees each message once as well.
     const b2 = await TestClient.connect(ws(), await auth.issue(bob), { [conv]: 0 });
     await b2.waitFor((f) => f.type === 'synced', 20_000);
@@ -313,7 +301,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
     });
     await delivered(b, conv, 60, 90_000);
     received(h, bob, [b], conv);
-    expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+    expect(h.check(await stored(conv), () => [bob])).toEqual(CLEAN_REPORT);
     a.close();
     b.close();
   }, 180_000);
@@ -351,7 +339,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
       expect(tookOverMs).toBeGreaterThanOrEqual(0);
       await delivered(b, conv, 60, 30_000);
       received(h, bob, [b], conv);
-      expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+      expect(h.check(await stored(conv), () => [bob])).toEqual(CLEAN_REPORT);
       console.log(`relay failover: standby leading ${tookOverMs} ms after the kill (upper bound; includes the stream)`);
       relay = standby;
       a.close();
@@ -408,7 +396,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
         received(h, bob, [b], conv);
         const all = await stored(conv);
         expect(all).toHaveLength(accepted + 1);
-        expect(h.check(all.slice(0, accepted), () => [])).toEqual(clean);
+        expect(h.check(all.slice(0, accepted), () => [])).toEqual(CLEAN_REPORT);
         expect(b.messages(conv).map((m) => m.sequence_number)).toEqual(all.map((m) => m.sequence_number));
         await bounded.terminate();
         a.close();
@@ -453,7 +441,7 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
       await connect!.restart();
       await delivered(b, conv, 30, 60_000);
       received(h, bob, [b], conv);
-      expect(h.check(await stored(conv), () => [bob])).toEqual(clean);
+      expect(h.check(await stored(conv), () => [bob])).toEqual(CLEAN_REPORT);
       a.close();
       b.close();
     }, 180_000);

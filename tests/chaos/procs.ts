@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../harness/postgres.js';
+import { redisServerArgs } from '../harness/redis.js';
 
 /** The repository: two levels up from here, also when compiled into .cache/chaos-build/tests/chaos/. */
 export const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
@@ -452,22 +453,7 @@ export class RedisSentinelSet {
   static async create(): Promise<RedisSentinelSet> {
     const dir = mkdtempSync(join(tmpdir(), 'realchat-chaos-redis-'));
     const server = (i: number, port: number, replicaOf?: number) =>
-      new RedisServer(`redis-${i}`, port, join(dir, `redis-${i}`), [
-        '/usr/bin/redis-server',
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--protected-mode',
-        'no',
-        '--repl-diskless-sync',
-        'yes',
-        ...(replicaOf ? ['--replicaof', '127.0.0.1', String(replicaOf)] : []),
-      ]);
+      new RedisServer(`redis-${i}`, port, join(dir, `redis-${i}`), ['/usr/bin/redis-server', ...redisServerArgs(port, { replicaOf })]);
     const p1 = await freePort();
     const p2 = await freePort();
     const primary = server(1, p1);

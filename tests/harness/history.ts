@@ -134,18 +134,7 @@ export class History {
   }
 
   check(stored: StoredMessage[], readersOf: (conversationId: string) => string[], opts: CheckOptions = {}): HistoryReport {
-    const r: HistoryReport = {
-      lost: [],
-      duplicated: [],
-      reordered: [],
-      gapped: [],
-      divergent: [],
-      senderOrder: [],
-      unexpected: [],
-      conflictingAcks: [...this.ackConflicts],
-      unsent: [],
-      fillsOutsideWindows: [],
-    };
+    const r: HistoryReport = { ...emptyReport(), conflictingAcks: [...this.ackConflicts] };
     const recorded = (sender: string) => opts.allSendersRecorded === true || this.senders.has(sender);
     const wasSent = (m: StoredMessage) => this.sent.has(`${m.sender_id}/${m.idempotency_key}`);
 
@@ -220,6 +209,25 @@ export class History {
     return r;
   }
 }
+
+/** A report with no findings. */
+export function emptyReport(): HistoryReport {
+  return {
+    lost: [],
+    duplicated: [],
+    reordered: [],
+    gapped: [],
+    divergent: [],
+    senderOrder: [],
+    unexpected: [],
+    conflictingAcks: [],
+    unsent: [],
+    fillsOutsideWindows: [],
+  };
+}
+
+/** What a clean run's report equals (`expect(report).toEqual(CLEAN_REPORT)` shows every finding on failure). */
+export const CLEAN_REPORT: Readonly<HistoryReport> = Object.freeze(emptyReport());
 
 export function isClean(r: HistoryReport): boolean {
   return Object.values(r).every((v) => v.length === 0);

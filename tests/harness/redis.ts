@@ -48,11 +48,9 @@ function run(bin: string, args: string[], port: number, dir?: string): Promise<R
   }));
 }
 
-export async function startRedis(opts: { replicaOf?: number } = {}): Promise<RedisProcess> {
-  const port = await freePort();
-  // Full resyncs write an RDB file: keep it in a temp dir, never in the working directory.
-  const dir = mkdtempSync(join(tmpdir(), 'realchat-redis-'));
-  const args = [
+/** redis-server arguments for a test server: loopback only, no persistence, diskless replication. */
+export function redisServerArgs(port: number, opts: { replicaOf?: number; dir?: string } = {}): string[] {
+  return [
     '--port',
     String(port),
     '--bind',
@@ -63,13 +61,18 @@ export async function startRedis(opts: { replicaOf?: number } = {}): Promise<Red
     'no',
     '--protected-mode',
     'no',
-    '--dir',
-    dir,
+    ...(opts.dir ? ['--dir', opts.dir] : []),
     '--repl-diskless-sync',
     'yes',
+    ...(opts.replicaOf ? ['--replicaof', '127.0.0.1', String(opts.replicaOf)] : []),
   ];
-  if (opts.replicaOf) args.push('--replicaof', '127.0.0.1', String(opts.replicaOf));
-  return run('/usr/bin/redis-server', args, port, dir);
+}
+
+export async function startRedis(opts: { replicaOf?: number } = {}): Promise<RedisProcess> {
+  const port = await freePort();
+  // Full resyncs write an RDB file: keep it in a temp dir, never in the working directory.
+  const dir = mkdtempSync(join(tmpdir(), 'realchat-redis-'));
+  return run('/usr/bin/redis-server', redisServerArgs(port, { replicaOf: opts.replicaOf, dir }), port, dir);
 }
 
 export interface SentinelCluster {
