@@ -8,7 +8,11 @@
  *    `sync` to fill the gap (gap-fill.ts); dedup by sequence; `message` events in sequence order
  *    per conversation;
  *  - sends with an idempotency key each, retried with the same key, resolving with the ack (send-queue.ts);
- *  - typing, read receipts, connection state events; bounded queues and a timeout on every wait.
+ *  - typing, read receipts, connection state events; bounded queues and a timeout on every wait;
+ *  - v1.1: typed timeline entries (entries.ts), edits and deletes over the socket (retried like
+ *    sends), a local view of messages that applies them (view.ts), leaving and removing members,
+ *    roles, member lists, history before a sequence and user lookups (REST, rest.ts). A removal of
+ *    this user ends the conversation here: no resume, no gap fill, a `removed` event.
  */
 import { LruMap } from '../common/lru.js';
 import { withTimeout } from '../common/timeout.js';
@@ -25,11 +29,26 @@ import {
   type ReconnectPolicyOptions,
   type ReconnectState,
 } from './reconnect-policy.js';
+import { toEntry, type DeleteEntry, type EditEntry, type MembersRemovedEntry, type TimelineEntry } from './entries.js';
 import { ConvRequests } from './requests.js';
-import { SendQueue } from './send-queue.js';
+import { RestClient, type MembersPage, type RemovedMembers, type RestOptions, type RoleSet } from './rest.js';
+import { SendQueue, type WriteOp } from './send-queue.js';
 import { Session } from './session.js';
 import { ConversationStreams } from './streams.js';
-import type { Ack, Envelope, MessagesPage, Receipt, ServerFrame, Synced, Typing, Via, Welcome, WebSocketConstructor } from './types.js';
+import type {
+  Ack,
+  Envelope,
+  MessagesPage,
+  Receipt,
+  ServerFrame,
+  Synced,
+  Typing,
+  UserSummary,
+  Via,
+  Welcome,
+  WebSocketConstructor,
+} from './types.js';
+import { MessageView } from './view.js';
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -57,13 +76,43 @@ export interface MessageInfo {
   via: Via | undefined;
 }
 
+/** Why a `receipt` event was emitted. */
+export interface ReceiptInfo {
+  /**
+   * True when derived from a plain message entry: a message from S at sequence N is also S's read
+   * receipt at N (the server emits no separate receipt for a send). False for `receipt` frames.
+   */
+  derived: boolean;
+}
+
+/** The conversation ended for this user: it is no longer tracked (no resume, no gap fill). */
+export interface Removal {
+  conversation_id: string;
+  /** `left` / `removed` (from the entry or leave()), or `forbidden` (the server says we are not a member). */
+  reason: 'left' | 'removed' | 'forbidden' | (string & {});
+  /** Who removed us, when known. */
+  by?: string;
+  /** The sequence of the removal, when known. */
+  sequence_number?: number;
+  entry?: MembersRemovedEntry;
+}
+
 export interface ClientEvents {
   state(change: StateChange): void;
   welcome(w: Welcome): void;
-  /** In sequence order per conversation, each message once. */
+  /**
+   * Every timeline entry, in sequence order per conversation, each once (v1.0: every envelope; with a
+   * v1.1 server this includes edits, deletes and membership entries: see `entry` for the typed form).
+   */
   message(env: Envelope, info: MessageInfo): void;
+  /** The typed form of each entry (after `message`); kinds this SDK does not know come as `unknown`. */
+  entry(entry: TimelineEntry, info: MessageInfo): void;
+  /** A message held in the local view changed: edited (`edited_at`, latest payload) or deleted (`deleted`, payload null). */
+  update(message: Envelope, cause: EditEntry | DeleteEntry): void;
+  /** This user left or was removed from a conversation (or the server said it is not a member). */
+  removed(r: Removal): void;
   synced(s: Synced): void;
-  receipt(r: Receipt): void;
+  receipt(r: Receipt, info: ReceiptInfo): void;
   typing(t: Typing): void;
   /** Errors that answer no pending call (refused resume, refused read or typing, ...). */
   error(err: RealChatError): void;
@@ -72,6 +121,14 @@ export interface ClientEvents {
 export interface ClientOptions {
   /** ws(s)://host/v1/ws */
   url: string;
+  /** REST base URL (http(s)://host); defaults to the origin of `url`. */
+  baseUrl?: string;
+  /** fetch for the REST calls (defaults to globalThis.fetch). */
+  fetch?: RestOptions['fetch'];
+  /** Plain messages the local view keeps per conversation (the oldest by sequence are forgotten). */
+  maxViewMessagesPerConversation?: number;
+  /** Conversations the local view keeps (the least recently active is forgotten). */
+  maxViewConversations?: number;
   /** A token, or a function returning one (called before every connection attempt). */
   token: string | (() => string | Promise<string>);
   /** Defaults to globalThis.WebSocket (browsers); pass the `ws` package's WebSocket in Node 20. */
@@ -104,7 +161,35 @@ export interface ClientOptions {
 }
 
 type Required2<T> = { [K in keyof T]-?: T[K] };
-type Resolved = Required2<Omit<ClientOptions, 'WebSocket'>> & { WebSocket: WebSocketConstructor };
+type Resolved = Required2<Omit<ClientOptions, 'WebSocket' | 'fetch'>> & { WebSocket: WebSocketConstructor; fetch: RestOptions['fetch'] };
+
+/** http(s)://host for ws(s)://host/... */
+function restBaseOf(wsUrl: string): string {
+  try {
+    const u = new URL(wsUrl);
+    return `${u.protocol === 'wss:' ? 'https:' : 'http:'}//${u.host}`;
+  } catch {
+    return '';
+  }
+}
+
+/** The `sub` of a JWT (no verification: only to name ourselves before the first welcome). */
+function subOf(token: string): string | null {
+  try {
+    const part = token.split('.')[1];
+    if (!part) return null;
+    const json = atob(
+      part
+        .replace(/-/g, '+')
+        .replace(/_/g, '/')
+        .padEnd(Math.ceil(part.length / 4) * 4, '='),
+    );
+    const sub = (JSON.parse(json) as { sub?: unknown }).sub;
+    return typeof sub === 'string' ? sub : null;
+  } catch {
+    return null;
+  }
+}
 
 function resolveOptions(o: ClientOptions): Resolved {
   const WS = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -113,6 +198,10 @@ function resolveOptions(o: ClientOptions): Resolved {
     url: o.url,
     token: o.token,
     WebSocket: WS,
+    baseUrl: o.baseUrl ?? restBaseOf(o.url),
+    fetch: o.fetch,
+    maxViewMessagesPerConversation: o.maxViewMessagesPerConversation ?? 1000,
+    maxViewConversations: o.maxViewConversations ?? 200,
     reconnectBaseMs: o.reconnectBaseMs ?? 250,
     reconnectCapMs: o.reconnectCapMs ?? 30_000,
     offlineAfterAttempts: o.offlineAfterAttempts ?? 3,
@@ -155,6 +244,10 @@ export class RealChatClient {
   private readonly pendingReads: LruMap<string, number>;
   private readonly readsSent = new Map<string, number>();
   private readonly typingSentAt = new LruMap<string, number>(1000);
+  private readonly view: MessageView;
+  /** Conversations this user left or was removed from -> the sequence of that (entries up to it are ignored). */
+  private readonly dropped = new LruMap<string, number>(1000);
+  private restClient: RestClient | null = null;
 
   constructor(options: ClientOptions) {
     this.o = resolveOptions(options);
@@ -168,13 +261,13 @@ export class RealChatClient {
     this.streams = new ConversationStreams({
       maxBufferedPerConversation: this.o.maxBufferedPerConversation,
       maxConversations: this.o.maxConversations,
-      deliver: (env, via) => this.events.emit('message', env, { via }),
+      deliver: (env, via) => this.onDelivered(env, via),
       requestFill: (conv, after) => this.gapFill.request(conv, after),
     });
     this.gapFill = new GapFill({
       streams: this.streams,
       connected: () => this.session?.isWelcomed ?? false,
-      sync: (conv, after) => this.syncRequest(conv, after, this.o.syncPageSize),
+      sync: (conv, after) => this.syncRequest(conv, { after }, this.o.syncPageSize),
       onError: (err) => this.events.emit('error', err),
       random: this.o.random,
       schedule: (fn, ms) => {
@@ -190,7 +283,18 @@ export class RealChatClient {
       retryBaseMs: 200,
       retryCapMs: 5000,
       random: this.o.random,
-      transmit: (conversation_id, idempotency_key, payload) => this.transmit({ type: 'send', conversation_id, idempotency_key, payload }),
+      transmit: (conversation_id, idempotency_key, payload, op) =>
+        this.transmit(
+          op.type === 'send'
+            ? { type: 'send', conversation_id, idempotency_key, payload }
+            : op.type === 'edit'
+              ? { type: 'edit', conversation_id, message_id: op.message_id, idempotency_key, payload }
+              : { type: 'delete', conversation_id, message_id: op.message_id, idempotency_key },
+        ),
+    });
+    this.view = new MessageView({
+      maxMessagesPerConversation: this.o.maxViewMessagesPerConversation,
+      maxConversations: this.o.maxViewConversations,
     });
     this.convRequests = new ConvRequests({ max: 256, silentTtlMs: this.o.requestTimeoutMs, now: this.o.now });
   }
@@ -254,7 +358,125 @@ export class RealChatClient {
    * Pass `idempotencyKey` to make a retry of your own safe.
    */
   send(conversationId: string, payload: unknown, opts: { idempotencyKey?: string } = {}): Promise<Ack> {
+    return this.write(conversationId, payload, opts.idempotencyKey, { type: 'send' });
+  }
+
+  /**
+   * v1.1: edits a message of yours. Sent over the socket with an idempotency key and retried like a
+   * send; resolves with the ack of the edit entry (`forbidden` for someone else's message, `conflict`
+   * for a deleted one, `not_found` for an unknown one).
+   */
+  edit(conversationId: string, messageId: string, payload: unknown, opts: { idempotencyKey?: string } = {}): Promise<Ack> {
+    return this.write(conversationId, payload, opts.idempotencyKey, { type: 'edit', message_id: messageId });
+  }
+
+  /**
+   * v1.1: deletes (erases) a message: yours, or anyone's as an owner or admin. Retried like a send;
+   * resolves with the ack of the delete entry (of the existing one, `duplicate`, when it was deleted already).
+   */
+  delete(conversationId: string, messageId: string, opts: { idempotencyKey?: string } = {}): Promise<Ack> {
     const key = opts.idempotencyKey ?? this.o.randomUUID();
+    if (this.state === 'closed') return Promise.reject(new RealChatError('closed', 'client is closed', key));
+    return this.sends.enqueue(conversationId, null, key, { type: 'delete', message_id: messageId });
+  }
+
+  /** v1.1: leaves a conversation (REST). It is no longer tracked here; a `removed` event follows. */
+  async leave(conversationId: string): Promise<RemovedMembers> {
+    const me = await this.me();
+    const r = await this.rest.removeMember(conversationId, me, this.o.randomUUID());
+    this.drop(conversationId, { conversation_id: conversationId, reason: 'left', by: me, sequence_number: r.last_sequence });
+    return r;
+  }
+
+  /** v1.1: removes a member (an owner or admin; the owner cannot be removed, an admin cannot remove an admin). Yourself: leave(). */
+  async removeMember(conversationId: string, userId: string): Promise<RemovedMembers> {
+    if (userId === (await this.me())) return this.leave(conversationId);
+    return this.rest.removeMember(conversationId, userId, this.o.randomUUID());
+  }
+
+  /** v1.1: the owner makes a member an admin, or an admin a member again. */
+  setRole(conversationId: string, userId: string, role: 'admin' | 'member'): Promise<RoleSet> {
+    return this.rest.setRole(conversationId, userId, role, this.o.randomUUID());
+  }
+
+  /** v1.1: one page of members (ordered by user id), with role and read/delivered positions. */
+  members(conversationId: string, opts: { limit?: number; after?: string } = {}): Promise<MembersPage> {
+    return this.rest.listMembers(conversationId, opts);
+  }
+
+  /**
+   * v1.1: the `limit` entries just below `before` (default: everything up to the current position,
+   * i.e. the latest page), ascending, with `has_more` when older ones exist. Over the socket when
+   * connected (a `sync` with `before_sequence`), else over REST. Plain messages come in their current
+   * state (edited or deleted) and are added to the local view; message events are not affected.
+   */
+  async history(
+    conversationId: string,
+    opts: { before?: number; limit?: number } = {},
+  ): Promise<{ messages: Envelope[]; has_more: boolean }> {
+    const pos = this.streams.position(conversationId);
+    const before = opts.before ?? (pos !== undefined ? pos + 1 : Number.MAX_SAFE_INTEGER);
+    const limit = opts.limit ?? this.o.syncPageSize;
+    let page: { messages: Envelope[]; has_more: boolean };
+    if (this.session?.isWelcomed) {
+      try {
+        page = await this.syncRequest(conversationId, { before }, limit);
+      } catch (err) {
+        if (!(err instanceof RealChatError) || (err.code !== 'network' && err.code !== 'timeout')) throw err;
+        page = await this.rest.listMessagesBefore(conversationId, before, limit);
+      }
+    } else {
+      page = await this.rest.listMessagesBefore(conversationId, before, limit);
+    }
+    const messages = page.messages.map((m) => (toEntry(m).kind === 'message' ? this.view.put(m) : m));
+    return { messages, has_more: page.has_more };
+  }
+
+  /** v1.1: the plain messages the local view holds for a conversation, in their current state, ascending. */
+  messages(conversationId: string): Envelope[] {
+    return this.view.list(conversationId);
+  }
+
+  /** v1.1: one message of the local view in its current state. */
+  message(conversationId: string, messageId: string): Envelope | undefined {
+    return this.view.get(conversationId, messageId);
+  }
+
+  /** v1.1: sets this user's display name. */
+  setName(name: string): Promise<UserSummary> {
+    return this.rest.setName(name);
+  }
+
+  /** v1.1: users whose name starts with `query` (case-insensitive). */
+  searchUsers(query: string, opts: { limit?: number } = {}): Promise<UserSummary[]> {
+    return this.rest.searchUsers(query, opts.limit);
+  }
+
+  /** v1.1: one user (null when unknown). */
+  getUser(userId: string): Promise<UserSummary | null> {
+    return this.rest.getUser(userId);
+  }
+
+  /** The REST client this client uses (same base URL and token). */
+  get rest(): RestClient {
+    return (this.restClient ??= new RestClient({
+      baseUrl: this.o.baseUrl,
+      token: this.o.token,
+      ...(this.o.fetch ? { fetch: this.o.fetch } : {}),
+      timeoutMs: this.o.requestTimeoutMs,
+    }));
+  }
+
+  private async me(): Promise<string> {
+    if (this.welcome) return this.welcome.user_id;
+    const token = typeof this.o.token === 'function' ? await this.o.token() : this.o.token;
+    const sub = subOf(token);
+    if (!sub) throw new RealChatError('unauthorized', 'cannot tell the user id from the token');
+    return sub;
+  }
+
+  private write(conversationId: string, payload: unknown, idempotencyKey: string | undefined, op: WriteOp): Promise<Ack> {
+    const key = idempotencyKey ?? this.o.randomUUID();
     if (this.state === 'closed') return Promise.reject(new RealChatError('closed', 'client is closed', key));
     let size: number;
     try {
@@ -269,7 +491,7 @@ export class RealChatClient {
         new RealChatError('payload_too_large', `payload is ${size} bytes; the limit is ${this.o.maxPayloadBytes}`, key),
       );
     }
-    return this.sends.enqueue(conversationId, payload, key);
+    return this.sends.enqueue(conversationId, payload, key, op);
   }
 
   /** Marks a conversation read up to `sequenceNumber` (monotonic; sent when connected). */
@@ -295,12 +517,14 @@ export class RealChatClient {
    * message events continue from there, gaps included, and reconnects resume from there.
    */
   track(conversationId: string, afterSequence: number): void {
+    const dropped = this.dropped.peek(conversationId);
+    if (dropped !== undefined && afterSequence >= dropped) this.dropped.delete(conversationId);
     if (this.streams.track(conversationId, afterSequence) && this.session?.isWelcomed) this.streams.requestFrom(conversationId);
   }
 
   /** One page of history over the socket (does not affect message events). */
   fetchMessages(conversationId: string, afterSequence: number, limit = this.o.syncPageSize): Promise<MessagesPage> {
-    return this.syncRequest(conversationId, afterSequence, limit);
+    return this.syncRequest(conversationId, { after: afterSequence }, limit);
   }
 
   /**
@@ -460,9 +684,18 @@ export class RealChatClient {
   private onFrame(session: Session, f: ServerFrame): void {
     if (this.session !== session) return;
     switch (f.type) {
-      case 'message':
-        if (f.message && typeof f.message.sequence_number === 'number') this.streams.accept(f.message, knownVia(f.via));
+      case 'message': {
+        const env = f.message;
+        if (!env || typeof env.sequence_number !== 'number' || typeof env.conversation_id !== 'string') return;
+        const dropped = this.dropped.peek(env.conversation_id);
+        if (dropped !== undefined) {
+          // Entries up to our removal are over for us; a later one (we were added again) starts afresh.
+          if (env.sequence_number <= dropped) return;
+          this.dropped.delete(env.conversation_id);
+        }
+        this.streams.accept(env, knownVia(f.via));
         return;
+      }
       case 'synced':
         this.events.emit('synced', f);
         return;
@@ -478,7 +711,7 @@ export class RealChatClient {
         return;
       }
       case 'receipt':
-        this.events.emit('receipt', f);
+        this.events.emit('receipt', f, { derived: false });
         return;
       case 'typing':
         this.events.emit('typing', f);
@@ -497,6 +730,11 @@ export class RealChatClient {
   private onErrorFrame(code: string, message: string, ref: string | undefined, reason: string | undefined): void {
     const err = new RealChatError(code, message, ref, undefined, reason);
     if (ref !== undefined && this.sends.onError(ref, code, message, reason)) return;
+    // `forbidden` naming a conversation (a refused resume, sync, read or typing): we are not a member
+    // (any more). Stop tracking it, so it is not resumed or filled again.
+    if (ref !== undefined && code === 'forbidden' && this.streams.position(ref) !== undefined) {
+      this.drop(ref, { conversation_id: ref, reason: 'forbidden' });
+    }
     if (ref !== undefined) {
       const answered = this.convRequests.answerError(ref);
       if (answered?.waiter) {
@@ -509,12 +747,16 @@ export class RealChatClient {
 
   // ---- sync and reads -----------------------------------------------------------------------
 
-  private syncRequest(conversationId: string, afterSequence: number, limit: number): Promise<MessagesPage> {
+  private syncRequest(conversationId: string, from: { after: number } | { before: number }, limit: number): Promise<MessagesPage> {
     if (this.convRequests.openSyncs() >= this.o.maxOpenSyncs) {
       return Promise.reject(new RealChatError('queue_full', `more than ${this.o.maxOpenSyncs} syncs in flight`, conversationId));
     }
     return new Promise<MessagesPage>((resolve, reject) => {
-      const n = this.transmit({ type: 'sync', conversation_id: conversationId, after_sequence: afterSequence, limit });
+      const n = this.transmit(
+        'before' in from
+          ? { type: 'sync', conversation_id: conversationId, before_sequence: from.before, limit }
+          : { type: 'sync', conversation_id: conversationId, after_sequence: from.after, limit },
+      );
       if (n === null) {
         reject(new RealChatError('network', 'not connected', conversationId));
         return;
@@ -536,6 +778,61 @@ export class RealChatClient {
         },
       });
     });
+  }
+
+  // ---- entries --------------------------------------------------------------------------------
+
+  /** An entry handed over by the streams: in sequence order, once. */
+  private onDelivered(env: Envelope, via: Via | undefined): void {
+    const info = { via };
+    const entry = toEntry(env);
+    // The view first, so listeners of `message`/`entry` already read the current state.
+    const state =
+      entry.kind === 'message' ? this.view.put(env) : entry.kind === 'edit' || entry.kind === 'delete' ? this.view.apply(entry) : null;
+    this.events.emit('message', env, info);
+    this.events.emit('entry', entry, info);
+    switch (entry.kind) {
+      case 'message':
+        // A message from S at N is also S's read receipt at N.
+        this.events.emit(
+          'receipt',
+          { type: 'receipt', conversation_id: env.conversation_id, user_id: env.sender_id, read_sequence: env.sequence_number },
+          { derived: true },
+        );
+        return;
+      case 'edit':
+      case 'delete':
+        if (state) this.events.emit('update', state, entry);
+        return;
+      case 'members_removed': {
+        const me = this.welcome?.user_id;
+        if (me !== undefined && entry.user_ids.includes(me))
+          this.drop(entry.conversation_id, {
+            conversation_id: entry.conversation_id,
+            reason: entry.reason,
+            by: entry.by,
+            sequence_number: entry.sequence_number,
+            entry,
+          });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** The conversation ended for this user: forget it everywhere (once per removal). */
+  private drop(conv: string, removal: Removal): void {
+    const seq = removal.sequence_number ?? this.streams.position(conv) ?? 0;
+    const prior = this.dropped.peek(conv);
+    if (prior !== undefined && prior >= seq) return;
+    this.dropped.set(conv, seq);
+    this.streams.untrack(conv);
+    this.gapFill.forget(conv);
+    this.view.drop(conv);
+    this.pendingReads.delete(conv);
+    this.readsSent.delete(conv);
+    this.events.emit('removed', removal);
   }
 
   private flushReads(): void {

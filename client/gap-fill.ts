@@ -68,6 +68,13 @@ export class GapFill {
     this.cancelRetries();
   }
 
+  /** The conversation is no longer tracked: its pending retry is dropped. */
+  forget(conv: string): void {
+    this.retries.get(conv)?.();
+    this.retries.delete(conv);
+    this.failures.delete(conv);
+  }
+
   /** The client closed. */
   stop(): void {
     this.cancelRetries();

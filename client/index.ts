@@ -1,5 +1,5 @@
 /**
- * RealChat client SDK (v1 protocol). Works in browsers (native WebSocket, fetch) and in Node 20
+ * RealChat client SDK (protocol v1.1). Works in browsers (native WebSocket, fetch) and in Node 20
  * (pass the `ws` package's WebSocket).
  *
  *   import WebSocket from 'ws';
@@ -12,11 +12,38 @@
  *   await client.send(conversationId, { text: 'hi' });
  */
 export { RealChatClient } from './client.js';
-export type { ClientEvents, ClientOptions, ConnectionState, MessageInfo, StateChange } from './client.js';
+export type { ClientEvents, ClientOptions, ConnectionState, MessageInfo, ReceiptInfo, Removal, StateChange } from './client.js';
 export { RestClient } from './rest.js';
-export type { AddedMembers, ConversationSummary, CreatedConversation, RestOptions } from './rest.js';
+export type { AddedMembers, ConversationSummary, CreatedConversation, MembersPage, RemovedMembers, RestOptions, RoleSet } from './rest.js';
+export { toEntry } from './entries.js';
+export type {
+  DeleteEntry,
+  EditEntry,
+  MembersAddedEntry,
+  MembersRemovedEntry,
+  MessageEntry,
+  RoleChangedEntry,
+  TimelineEntry,
+  UnknownEntry,
+} from './entries.js';
+export { MessageView } from './view.js';
 export { RealChatError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { backoffDelay } from './backoff.js';
 export { CloseCodes, isFatalClose } from './types.js';
-export type { Ack, Envelope, MessagesPage, Receipt, Synced, Typing, Via, Welcome, WebSocketConstructor, WebSocketLike } from './types.js';
+export type {
+  Ack,
+  EntryKind,
+  Envelope,
+  MemberSummary,
+  MessagesPage,
+  Receipt,
+  Role,
+  Synced,
+  Typing,
+  UserSummary,
+  Via,
+  Welcome,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './types.js';

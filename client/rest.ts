@@ -1,6 +1,6 @@
 /** REST helpers for the v1 API. Every call has a timeout; failures are RealChatErrors with the server's code. */
 import { RealChatError } from './errors.js';
-import type { Envelope } from './types.js';
+import type { Envelope, MemberSummary, Role, UserSummary } from './types.js';
 
 type FetchLike = (
   url: string,
@@ -35,6 +35,27 @@ export interface AddedMembers {
   member_count: number;
   last_sequence: number;
 }
+
+export interface RemovedMembers {
+  conversation_id: string;
+  removed_user_ids: string[];
+  member_count: number;
+  last_sequence: number;
+}
+
+export interface RoleSet {
+  conversation_id: string;
+  user_id: string;
+  role: Role;
+  last_sequence: number;
+}
+
+export interface MembersPage {
+  members: MemberSummary[];
+  has_more: boolean;
+}
+
+const enc = encodeURIComponent;
 
 export class RestClient {
   private readonly fetchImpl: FetchLike;
@@ -71,6 +92,74 @@ export class RestClient {
     );
   }
 
+  /** v1.1: the `limit` entries just below `beforeSequence`, ascending; `has_more` when older ones exist. */
+  listMessagesBefore(conversationId: string, beforeSequence: number, limit = 100): Promise<{ messages: Envelope[]; has_more: boolean }> {
+    return this.request('GET', `/v1/conversations/${enc(conversationId)}/messages?before_sequence=${beforeSequence}&limit=${limit}`);
+  }
+
+  /** v1.1: edits a message (only its sender); the edit entry. Idempotent with the same key. */
+  editMessage(conversationId: string, messageId: string, payload: unknown, idempotencyKey: string): Promise<Envelope> {
+    return this.request('PATCH', `/v1/conversations/${enc(conversationId)}/messages/${enc(messageId)}`, {
+      idempotency_key: idempotencyKey,
+      payload,
+    });
+  }
+
+  /** v1.1: deletes (erases) a message: its sender, an owner or an admin; the delete entry. */
+  deleteMessage(conversationId: string, messageId: string, idempotencyKey?: string): Promise<Envelope> {
+    return this.request('DELETE', `/v1/conversations/${enc(conversationId)}/messages/${enc(messageId)}`, undefined, true, idempotencyKey);
+  }
+
+  /** v1.1: removes a member (yourself: leave). */
+  removeMember(conversationId: string, userId: string, idempotencyKey?: string): Promise<RemovedMembers> {
+    return this.request('DELETE', `/v1/conversations/${enc(conversationId)}/members/${enc(userId)}`, undefined, true, idempotencyKey);
+  }
+
+  /** v1.1: the owner makes a member an admin or a member again. */
+  setRole(conversationId: string, userId: string, role: 'admin' | 'member', idempotencyKey?: string): Promise<RoleSet> {
+    return this.request('PUT', `/v1/conversations/${enc(conversationId)}/members/${enc(userId)}/role`, { role }, true, idempotencyKey);
+  }
+
+  /** v1.1: members (ordered by user id) with their role and read/delivered positions. */
+  listMembers(conversationId: string, opts: { limit?: number; after?: string } = {}): Promise<MembersPage> {
+    const q = new URLSearchParams();
+    if (opts.limit !== undefined) q.set('limit', String(opts.limit));
+    if (opts.after !== undefined) q.set('after', opts.after);
+    const qs = q.toString();
+    return this.request('GET', `/v1/conversations/${enc(conversationId)}/members${qs ? `?${qs}` : ''}`);
+  }
+
+  /** v1.1: the owner decides who may add members. */
+  updateConversation(
+    conversationId: string,
+    body: { who_can_add: 'members' | 'admins' },
+  ): Promise<{ conversation_id: string; who_can_add: string }> {
+    return this.request('PATCH', `/v1/conversations/${enc(conversationId)}`, body);
+  }
+
+  /** v1.1: sets the caller's display name. */
+  setName(name: string): Promise<UserSummary> {
+    return this.request('PUT', '/v1/users/me', { name });
+  }
+
+  /** v1.1: users whose name starts with `query` (case-insensitive). */
+  async searchUsers(query: string, limit?: number): Promise<UserSummary[]> {
+    const q = new URLSearchParams({ query });
+    if (limit !== undefined) q.set('limit', String(limit));
+    const r = await this.request<{ users: UserSummary[] }>('GET', `/v1/users?${q}`);
+    return r.users;
+  }
+
+  /** v1.1: one user, or null when there is no such user. */
+  async getUser(userId: string): Promise<UserSummary | null> {
+    try {
+      return await this.request<UserSummary>('GET', `/v1/users/${enc(userId)}`);
+    } catch (err) {
+      if (err instanceof RealChatError && err.code === 'not_found') return null;
+      throw err;
+    }
+  }
+
   /** Sends over REST (idempotent with the same key). */
   sendMessage(conversationId: string, payload: unknown, idempotencyKey: string): Promise<Envelope> {
     return this.request('POST', `/v1/conversations/${encodeURIComponent(conversationId)}/messages`, {
@@ -79,9 +168,10 @@ export class RestClient {
     });
   }
 
-  private async request<T>(method: string, path: string, body?: unknown, auth = true): Promise<T> {
+  private async request<T>(method: string, path: string, body?: unknown, auth = true, idempotencyKey?: string): Promise<T> {
     const headers: Record<string, string> = {};
     if (body !== undefined) headers['content-type'] = 'application/json';
+    if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey;
     if (auth && this.o.token !== undefined) {
       const t = typeof this.o.token === 'function' ? await this.o.token() : this.o.token;
       headers.authorization = `Bearer ${t}`;

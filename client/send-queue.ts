@@ -22,14 +22,23 @@ export interface SendQueueOptions {
   retryBaseMs: number;
   retryCapMs: number;
   random: () => number;
-  /** Writes the send frame; returns its request number, or null when not connected (the entry stays queued). */
-  transmit(conversationId: string, key: string, payload: unknown): number | null;
+  /**
+   * Writes the frame (`send`, or the v1.1 `edit`/`delete` when `op` says so); returns its request
+   * number, or null when not connected (the entry stays queued).
+   */
+  transmit(conversationId: string, key: string, payload: unknown, op: WriteOp): number | null;
 }
+
+/** What a queued write does: every one has an idempotency key and is answered with an `ack`. */
+export type WriteOp = { type: 'send' } | { type: 'edit'; message_id: string } | { type: 'delete'; message_id: string };
+
+const SEND: WriteOp = { type: 'send' };
 
 interface Entry {
   key: string;
   conv: string;
   payload: unknown;
+  op: WriteOp;
   attempts: number;
   /** Request number of the last transmission. */
   n: number;
@@ -52,7 +61,7 @@ export class SendQueue {
     return this.entries.size;
   }
 
-  enqueue(conv: string, payload: unknown, key: string): Promise<Ack> {
+  enqueue(conv: string, payload: unknown, key: string, op: WriteOp = SEND): Promise<Ack> {
     const existing = this.entries.get(key);
     if (existing) return existing.promise;
     if (this.entries.size >= this.o.maxQueued) {
@@ -68,6 +77,7 @@ export class SendQueue {
       key,
       conv,
       payload,
+      op,
       attempts: 0,
       n: 0,
       state: 'queued',
@@ -101,7 +111,7 @@ export class SendQueue {
       if (this.inFlight >= this.o.maxInFlight) return;
       if (e.state === 'waiting') (held ??= new Set()).add(e.conv);
       if (e.state !== 'queued' || held?.has(e.conv)) continue;
-      const n = this.o.transmit(e.conv, e.key, e.payload);
+      const n = this.o.transmit(e.conv, e.key, e.payload, e.op);
       if (n === null) return;
       e.n = n;
       e.state = 'inflight';
@@ -162,11 +172,11 @@ export class SendQueue {
     this.inFlight = 0;
   }
 
-  /** True while a send of the same conversation enqueued before `e` is still pending. */
+  /** True while a send of the same conversation enqueued before `e` is still pending (only sends are fenced). */
   private hasEarlier(e: Entry): boolean {
     for (const other of this.entries.values()) {
       if (other === e) return false;
-      if (other.conv === e.conv) return true;
+      if (other.conv === e.conv && other.op.type === 'send') return true;
     }
     return false;
   }

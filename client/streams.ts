@@ -108,7 +108,11 @@ export class ConversationStreams {
     // With later messages buffered, the page closes a gap the live stream left; without, it is the
     // catch-up after track() (history the application asked for).
     const via = st.buffer.size > 0 ? 'fill' : 'resume';
-    for (const m of [...messages].sort((a, b) => a.sequence_number - b.sequence_number)) this.accept(m, via);
+    for (const m of [...messages].sort((a, b) => a.sequence_number - b.sequence_number)) {
+      // A delivered entry may have ended the conversation for this user (untrack): the rest is not ours.
+      if (this.convs.peek(conversationId) !== st) return false;
+      this.accept(m, via);
+    }
     return st.last > before;
   }
 
@@ -132,6 +136,18 @@ export class ConversationStreams {
   refill(conversationId: string): void {
     const st = this.convs.peek(conversationId);
     if (st && st.buffer.size > 0) this.fill(conversationId, st);
+  }
+
+  /**
+   * Stops tracking a conversation (the user left or was removed): no resume position, no gap fill,
+   * buffered entries dropped. Safe to call from inside `deliver`.
+   */
+  untrack(conversationId: string): void {
+    const st = this.convs.peek(conversationId);
+    if (!st) return;
+    st.buffer.clear();
+    st.filling = false;
+    this.convs.delete(conversationId);
   }
 
   /** Asks for everything after the current position (after track() while connected). */

@@ -1,12 +1,31 @@
 /** The v1 wire contract as seen by a client (docs/protocol.md). Unknown frame types and fields are ignored. */
 
-export type { Envelope, Welcome, Ack, MessagesPage, Receipt, Typing, Synced, ErrorFrame, ServerFrame, Via } from '../common/wire.js';
+export type {
+  Envelope,
+  Welcome,
+  Ack,
+  MessagesPage,
+  Receipt,
+  Typing,
+  Synced,
+  ErrorFrame,
+  ServerFrame,
+  Via,
+  EntryKind,
+  Role,
+  MemberSummary,
+  UserSummary,
+} from '../common/wire.js';
 import type { ServerFrame } from '../common/wire.js';
 
 export type ClientFrame =
   | { type: 'hello'; token: string; resume?: Record<string, number> }
   | { type: 'send'; conversation_id: string; idempotency_key: string; payload: unknown }
+  | { type: 'edit'; conversation_id: string; message_id: string; idempotency_key: string; payload: unknown }
+  | { type: 'delete'; conversation_id: string; message_id: string; idempotency_key: string }
   | { type: 'sync'; conversation_id: string; after_sequence: number; limit?: number }
+  /** v1.1: the `limit` entries just below `before_sequence`, ascending. */
+  | { type: 'sync'; conversation_id: string; before_sequence: number; limit?: number }
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
   | { type: 'ping' };

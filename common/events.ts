@@ -21,8 +21,42 @@ export interface MessageCreated extends EventBase {
   message: Envelope;
 }
 
+/** A timeline entry other than a plain message (v1.1): `message` is the entry, as clients receive it. */
+interface EntryEvent extends EventBase {
+  message: Envelope;
+}
+
+export interface MessageEdited extends EntryEvent {
+  type: 'message.edited';
+}
+
+export interface MessageDeleted extends EntryEvent {
+  type: 'message.deleted';
+  /** The deleted message and its edits: their payloads are erased in the database; mirrors erase them too. */
+  erased_message_ids: string[];
+}
+
+export interface MembersRemoved extends EntryEvent {
+  type: 'conversation.members_removed';
+  user_ids: string[];
+  removed_by: string;
+  reason: 'left' | 'removed';
+}
+
+export interface RoleChanged extends EntryEvent {
+  type: 'conversation.role_changed';
+  user_id: string;
+  role: 'owner' | 'admin' | 'member';
+  changed_by: string;
+}
+
 export interface MembersAdded extends EventBase {
   type: 'conversation.members_added';
+  /**
+   * The `members_added` timeline entry (v1.1: members added to an existing conversation). Absent on
+   * the event of a conversation's creation, whose members start at sequence 0 with no entry.
+   */
+  message?: Envelope;
   user_ids: string[];
   added_by: string;
   /** The conversation's last sequence when the members were added: they receive live messages after it. */
@@ -37,15 +71,31 @@ export interface ReadUpdated extends EventBase {
   read_sequence: number;
 }
 
-export type ChatEvent = MessageCreated | MembersAdded | ReadUpdated;
+export type ChatEvent = MessageCreated | MessageEdited | MessageDeleted | MembersAdded | MembersRemoved | RoleChanged | ReadUpdated;
+
+/**
+ * Where a membership change sits in its conversation's timeline: its entry's sequence, or the
+ * creation's last_sequence (0). Null for events that change no membership.
+ */
+export function membershipSequence(e: ChatEvent): number | null {
+  if (e.type === 'conversation.members_added') return e.message?.sequence_number ?? e.last_sequence;
+  if (e.type === 'conversation.members_removed') return e.message.sequence_number;
+  return null;
+}
+
+/** The timeline entry an event carries (every event with a sequence), or null (read marks, creation). */
+export function entryOf(e: ChatEvent): Envelope | null {
+  return 'message' in e && e.message ? e.message : null;
+}
 export type ChatEventType = ChatEvent['type'];
 
 function base(conversationId: string, occurredAt: string = new Date().toISOString()): EventBase {
   return { schema_version: EVENT_SCHEMA_VERSION, event_id: randomUUID(), conversation_id: conversationId, occurred_at: occurredAt };
 }
 
-// message.created events are built by the database in the transaction that writes the message
-// (sql/migrations/0004_send_batch.sql) and by the outbox replay (common/outbox.ts).
+// Events of timeline entries are built by the database in the transaction that writes the entry
+// (message.created: realchat_send_batch; the others: realchat_entry_event, 0008_timeline.sql) and
+// by the outbox replay (common/outbox.ts). Only the creation's members_added is built here.
 
 export function membersAddedEvent(
   conversationId: string,
@@ -93,7 +143,9 @@ function fail(msg: string): never {
   throw new EventDecodeError(msg);
 }
 
-function isEnvelope(v: unknown): v is Envelope {
+const ENTRY_KINDS: ReadonlySet<unknown> = new Set(['edit', 'delete', 'members_added', 'members_removed', 'role_changed']);
+
+function isEnvelope(v: unknown, kind?: string): v is Envelope {
   return (
     isPlainObject(v) &&
     isUuid(v.message_id) &&
@@ -103,9 +155,14 @@ function isEnvelope(v: unknown): v is Envelope {
     (v.sequence_number as number) >= 1 &&
     'payload' in v &&
     typeof v.created_at === 'string' &&
-    typeof v.idempotency_key === 'string'
+    typeof v.idempotency_key === 'string' &&
+    // A plain message has no kind; an entry of another kind names it (and what the event says it is).
+    (kind === undefined ? v.kind === undefined || v.kind === 'message' || !ENTRY_KINDS.has(v.kind) : v.kind === kind) &&
+    (v.ref_message_id === undefined || isUuid(v.ref_message_id))
   );
 }
+
+const isUuidList = (v: unknown): v is string[] => Array.isArray(v) && v.every(isUuid);
 
 /**
  * Validates an event read from the bus. Returns null for event types this version does not know
@@ -120,10 +177,35 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
     case 'message.created':
       if (!isEnvelope(raw.message) || raw.message.conversation_id !== raw.conversation_id) fail('message.created needs a valid envelope');
       return raw as unknown as MessageCreated;
+    case 'message.edited':
+      if (!entryIn(raw, 'edit') || !isUuid(raw.message.ref_message_id)) fail('message.edited needs an edit entry');
+      return raw as unknown as MessageEdited;
+    case 'message.deleted':
+      if (!entryIn(raw, 'delete') || !isUuid(raw.message.ref_message_id) || !isUuidList(raw.erased_message_ids))
+        fail('message.deleted needs a delete entry and erased_message_ids');
+      return raw as unknown as MessageDeleted;
+    case 'conversation.members_removed':
+      if (
+        !entryIn(raw, 'members_removed') ||
+        !isUuidList(raw.user_ids) ||
+        !isUuid(raw.removed_by) ||
+        (raw.reason !== 'left' && raw.reason !== 'removed')
+      )
+        fail('conversation.members_removed needs an entry, user_ids, removed_by, reason');
+      return raw as unknown as MembersRemoved;
+    case 'conversation.role_changed':
+      if (
+        !entryIn(raw, 'role_changed') ||
+        !isUuid(raw.user_id) ||
+        !isUuid(raw.changed_by) ||
+        !['owner', 'admin', 'member'].includes(raw.role as string)
+      )
+        fail('conversation.role_changed needs an entry, user_id, role, changed_by');
+      return raw as unknown as RoleChanged;
     case 'conversation.members_added':
       if (
-        !Array.isArray(raw.user_ids) ||
-        !raw.user_ids.every(isUuid) ||
+        (raw.message !== undefined && !entryIn(raw, 'members_added')) ||
+        !isUuidList(raw.user_ids) ||
         !isUuid(raw.added_by) ||
         !Number.isSafeInteger(raw.last_sequence) ||
         (raw.large !== undefined && typeof raw.large !== 'boolean')
@@ -137,6 +219,11 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
     default:
       return null;
   }
+}
+
+/** The event carries a valid entry of `kind` in its own conversation. */
+function entryIn(raw: Record<string, unknown>, kind: string): raw is Record<string, unknown> & { message: Envelope } {
+  return isEnvelope(raw.message, kind) && raw.message.conversation_id === raw.conversation_id;
 }
 
 /** Headers of event records (docs/events.md). */

@@ -3,21 +3,33 @@
  * members_added events that flow through the same ordered stream: its member list, or for a large
  * room (past REALCHAT_LARGE_ROOM_MEMBERS) just that: large rooms are delivered by room interest
  * (the nodes and connections that subscribed), never by member list. Bounded (LRU); concurrent
- * loads of one conversation share one query. Members are never removed in v1, so a cached list can
- * only be missing members that an event not yet processed will add. Shared by gateway nodes
- * (typing, broadcast deliveries) and delivery workers (routing).
+ * loads of one conversation share one query. Kept current by members_added and members_removed
+ * in stream order by whoever sees them: a delivery worker sees every event of its partitions (and
+ * forgets everything when its partitions move); a gateway node only those routed to it, so its
+ * list can be stale, and connections, which learn their own removal in order, are the last gate
+ * (gateway/connection.ts). Shared by gateway nodes (typing, broadcast deliveries) and delivery
+ * workers (routing).
  */
 import { mapDbError, type Sql } from './db.js';
 import { LruMap } from './lru.js';
 import { withTimeout } from './timeout.js';
 
-export type Audience = { readonly large: false; readonly members: ReadonlySet<string> } | { readonly large: true };
-
-const LARGE: Audience = Object.freeze({ large: true });
+/**
+ * `seq`: the conversation's last sequence the membership reflects (read with it, then moved by the
+ * membership entries applied): a membership event at or below it is already in (a replay, a
+ * redelivery) and must not change it again: a re-delivered old members_added would otherwise put a
+ * removed member back.
+ */
+export type Audience = ({ readonly large: false; readonly members: ReadonlySet<string> } | { readonly large: true }) & { seq: number };
 
 export interface MembershipSource {
-  /** A large room's members are not read (there may be a million). */
-  audienceOf(conversationId: string): Promise<{ large: boolean; members: string[] }>;
+  /**
+   * A large room's members are not read (there may be a million). `seq`: the conversation's last
+   * sequence in the same read (-1: no such conversation; absent: unknown, every event applies).
+   */
+  audienceOf(conversationId: string): Promise<{ large: boolean; members: string[]; seq?: number }>;
+  /** Which of these users are members now (read from the database, never cached). */
+  membersNow?(conversationId: string, userIds: readonly string[]): Promise<string[]>;
 }
 
 export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipSource {
@@ -25,13 +37,28 @@ export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipS
     async audienceOf(conversationId) {
       try {
         const [row] = await withTimeout(
-          sql<{ large: boolean; members: string[] }[]>`
-            SELECT c.large, CASE WHEN c.large THEN '{}'::uuid[] ELSE ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id) END AS members
+          sql<{ large: boolean; members: string[]; seq: number }[]>`
+            SELECT c.large, c.last_seq AS seq,
+                   CASE WHEN c.large THEN '{}'::uuid[] ELSE ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id) END AS members
             FROM conversations c WHERE c.id = ${conversationId}`,
           timeoutMs,
           'audienceOf',
         );
-        return row ?? { large: false, members: [] };
+        return row ?? { large: false, members: [], seq: -1 };
+      } catch (err) {
+        throw mapDbError(err);
+      }
+    },
+    async membersNow(conversationId, userIds) {
+      if (userIds.length === 0) return [];
+      try {
+        const rows = await withTimeout(
+          sql<{ user_id: string }[]>`
+            SELECT user_id FROM members WHERE conversation_id = ${conversationId} AND user_id = ANY(${userIds as string[]}::uuid[])`,
+          timeoutMs,
+          'membersNow',
+        );
+        return rows.map((r) => r.user_id);
       } catch (err) {
         throw mapDbError(err);
       }
@@ -55,7 +82,10 @@ export class MembershipCache {
     if (hit) return hit;
     let p = this.loading.get(conversationId);
     if (!p) {
-      p = this.source.audienceOf(conversationId).then((a) => (a.large ? LARGE : { large: false, members: new Set(a.members) }));
+      p = this.source.audienceOf(conversationId).then((a): Audience => {
+        const seq = a.seq ?? Number.NEGATIVE_INFINITY;
+        return a.large ? { large: true, seq } : { large: false, members: new Set(a.members), seq };
+      });
       this.loading.set(conversationId, p);
       const load = p;
       load.then(
@@ -71,6 +101,16 @@ export class MembershipCache {
       );
     }
     return p;
+  }
+
+  /**
+   * Which of these users are members now, from the database (the cached list may be stale): for
+   * subscribing users, which must never follow a replayed or redelivered old addition.
+   */
+  async membersNow(conversationId: string, userIds: readonly string[]): Promise<string[]> {
+    if (this.source.membersNow) return this.source.membersNow(conversationId, userIds);
+    const a = await this.source.audienceOf(conversationId);
+    return a.large ? [...userIds] : userIds.filter((u) => a.members.includes(u));
   }
 
   /** The member list of a small room (empty for a large one: address those by room instead). */
@@ -93,11 +133,38 @@ export class MembershipCache {
     return again.large ? null : again.members;
   }
 
-  /** Applies a members_added event to a cached entry (an uncached one loads fresh later). */
-  add(conversationId: string, userIds: readonly string[], large = false): void {
+  /**
+   * Applies a members_removed event (its entry's sequence). A load in flight may have read before
+   * the delete committed: it is dropped, so the next read reloads.
+   */
+  remove(conversationId: string, userIds: readonly string[], seq: number): void {
     const a = this.entries.peek(conversationId);
-    if (large) this.entries.set(conversationId, LARGE);
-    else if (a && !a.large) for (const u of userIds) (a.members as Set<string>).add(u);
+    if (a && !a.large && seq > a.seq) {
+      for (const u of userIds) (a.members as Set<string>).delete(u);
+      a.seq = seq;
+    }
+    if (this.loading.has(conversationId)) this.loading.delete(conversationId);
+  }
+
+  /** Forgets every entry (a worker that lost and regained a partition may have missed its removals). */
+  clear(): void {
+    this.entries.clear();
+    this.loading.clear();
+  }
+
+  /**
+   * Applies a members_added event to a cached entry (an uncached one loads fresh later). `seq`: its
+   * entry's sequence, or the creation's 0.
+   */
+  add(conversationId: string, userIds: readonly string[], large: boolean, seq: number): void {
+    const a = this.entries.peek(conversationId);
+    if (a && seq <= a.seq) {
+      // Already reflected (a replay or a redelivery).
+    } else if (large) this.entries.set(conversationId, { large: true, seq });
+    else if (a && !a.large) {
+      for (const u of userIds) (a.members as Set<string>).add(u);
+      a.seq = seq;
+    }
     // A load in flight may have read before the insert committed; drop it so the next read reloads.
     if (this.loading.has(conversationId)) this.loading.delete(conversationId);
   }

@@ -130,7 +130,48 @@ export interface ReplayScope {
   since?: Date;
 }
 
-const ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"';
+/**
+ * The creation of each conversation in scope (a replay from its start, or created since), as the
+ * conversation.members_added event without an entry that the creation wrote, with the members it
+ * was created with (realchat_initial_members): written before the conversation's entries, so a
+ * consumer rebuilt from the replay alone learns every member and the owner (`added_by`).
+ */
+async function replayCreations(
+  sql: Sql,
+  scope: ReplayScope,
+  opts: { batch: number; traceId: string; outboxMode: 'table' | 'wal' },
+): Promise<number> {
+  if (scope.conversationId && (scope.fromSequence ?? 1) > 1) return 0;
+  let total = 0;
+  let afterId = '00000000-0000-0000-0000-000000000000';
+  for (;;) {
+    const [r] = await sql<{ n: number; last_id: string | null }[]>`
+      WITH picked AS (
+        SELECT c.id, c.created_by, c.created_at, c.large FROM conversations c
+        WHERE c.id > ${afterId}::uuid
+          ${scope.conversationId ? sql`AND c.id = ${scope.conversationId}` : sql``}
+          ${scope.since ? sql`AND c.created_at >= ${scope.since}` : sql``}
+        ORDER BY c.id LIMIT ${opts.batch}
+      ), ins AS (
+        INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
+        SELECT (e.ev->>'event_id')::uuid, e.id::text, 'conversation.members_added', e.ev, ${opts.traceId}
+        FROM (SELECT p.id, jsonb_build_object('schema_version', 1, 'event_id', gen_random_uuid(),
+                       'type', 'conversation.members_added', 'conversation_id', p.id,
+                       'occurred_at', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                       'user_ids', to_jsonb(realchat_initial_members(p.id)), 'added_by', p.created_by, 'last_sequence', 0)
+                     || CASE WHEN p.large THEN '{"large": true}'::jsonb ELSE '{}'::jsonb END AS ev
+              FROM picked p) e
+        ORDER BY e.id
+        RETURNING 1
+      )
+      SELECT (SELECT count(*)::int FROM ins) AS n, (SELECT id::text FROM picked ORDER BY id DESC LIMIT 1) AS last_id`;
+    if (opts.outboxMode === 'wal') await sql`DELETE FROM outbox WHERE trace_id = ${opts.traceId}`;
+    if (!r || r.n === 0 || r.last_id === null) return total;
+    total += r.n;
+    afterId = r.last_id;
+    if (r.n < opts.batch) return total;
+  }
+}
 
 export async function replayToOutbox(
   sql: Sql,
@@ -138,38 +179,27 @@ export async function replayToOutbox(
   opts: { batch: number; traceId: string; outboxMode: 'table' | 'wal' },
 ): Promise<number> {
   if (!scope.conversationId && !scope.since) throw new Error('replay needs --conversation or --since');
-  let total = 0;
+  let total = await replayCreations(sql, scope, opts);
   // Walk (conversation_id, sequence) in key order, one bounded statement per batch.
   let afterConv = scope.conversationId ?? '00000000-0000-0000-0000-000000000000';
   let afterSeq = scope.conversationId ? Math.max(0, (scope.fromSequence ?? 1) - 1) : 0;
   for (;;) {
     const [r] = await sql<{ n: number; last_conv: string | null; last_seq: number | null }[]>`
       WITH picked AS (
-        SELECT id, conversation_id, sender_id, sequence, payload, idempotency_key, created_at
-        FROM messages
+        SELECT m AS entry, m.conversation_id, m.sequence
+        FROM messages m
         WHERE ${scope.conversationId ? sql`conversation_id = ${scope.conversationId} AND sequence > ${afterSeq}` : sql`(conversation_id, sequence) > (${afterConv}::uuid, ${afterSeq})`}
           ${scope.since ? sql`AND created_at >= ${scope.since}` : sql``}
         ORDER BY conversation_id, sequence
         LIMIT ${opts.batch}
       ), ins AS (
+        -- Every kind of entry, as the transaction that wrote it did (realchat_entry_event, 0008_timeline.sql),
+        -- with its current state: an edited message carries its latest payload, a deleted one none.
         INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
-        SELECT gen_random_uuid(), p.conversation_id::text, 'message.created',
-          jsonb_build_object(
-            'schema_version', 1,
-            'event_id', gen_random_uuid(),
-            'type', 'message.created',
-            'conversation_id', p.conversation_id,
-            'occurred_at', to_char(p.created_at AT TIME ZONE 'UTC', ${ISO_MS}),
-            'message', jsonb_build_object(
-              'message_id', p.id,
-              'conversation_id', p.conversation_id,
-              'sender_id', p.sender_id,
-              'sequence_number', p.sequence,
-              'payload', p.payload,
-              'created_at', to_char(p.created_at AT TIME ZONE 'UTC', ${ISO_MS}),
-              'idempotency_key', p.idempotency_key)),
-          ${opts.traceId}
-        FROM (SELECT * FROM picked ORDER BY conversation_id, sequence) p
+        SELECT (e.ev->>'event_id')::uuid, e.conversation_id::text, e.ev->>'type', e.ev, ${opts.traceId}
+        FROM (SELECT p.conversation_id, p.sequence, realchat_entry_event(p.entry, c.large) AS ev
+              FROM picked p JOIN conversations c ON c.id = p.conversation_id) e
+        ORDER BY e.conversation_id, e.sequence
         RETURNING 1
       )
       SELECT (SELECT count(*)::int FROM ins) AS n,

@@ -9,16 +9,27 @@
  * deleted by the janitor) nor sees live nodes as dead.
  * Redis layout: ZSET rc:nodes (node -> heartbeat expiry, ms on Redis's clock), HASH rc:u:<user> (node -> connections),
  * SET rc:n:<node> (users, for cleanup), SET rc:r:<conversation> (nodes with a subscriber of that large
- * room) and SET rc:nr:<node> (its rooms, for cleanup). Keys expire after a day without use.
+ * room), SET rc:nr:<node> (its rooms, for cleanup) and STRING rc:m:<node> (set by resync: the node's
+ * entries are all there). Keys expire after a day without use.
+ *
+ * Redis may lose what a node wrote without the node seeing an error (finding 8 in docs/chaos.md):
+ * a failover to a replica that lacked the latest writes, a primary that restarted empty, keys that
+ * expired. heartbeat() says so (false), and the node re-asserts everything with resync().
  */
 import { type ChainableCommander, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
 
 export interface PresenceRegistry {
-  heartbeat(nodeId: string, ttlMs: number): Promise<void>;
+  /**
+   * Renews the node's liveness. Resolves false when the registry may have lost entries of this node
+   * since its last resync() (none yet, its marker is gone, or, for Redis, a new connection: possibly
+   * to a promoted replica that lacked the latest writes, or to a server that restarted empty): the
+   * caller then re-asserts them with resync().
+   */
+  heartbeat(nodeId: string, ttlMs: number): Promise<boolean>;
   addConnection(nodeId: string, userId: string): Promise<void>;
   removeConnection(nodeId: string, userId: string): Promise<void>;
-  /** Re-asserts every user (and large-room interest) of a node (after the registry was unreachable). */
+  /** Re-asserts every user (and large-room interest) of a node (after the registry was unreachable or lost entries). */
   resync(nodeId: string, users: ReadonlyMap<string, number>, rooms?: Iterable<string>): Promise<void>;
   /** Clean shutdown, or a restarted node clearing its previous life. */
   removeNode(nodeId: string): Promise<void>;
@@ -36,12 +47,21 @@ export interface PresenceRegistry {
 }
 
 const DAY_S = 24 * 3600;
+/**
+ * A resync's marker lives an hour: when it expires the node re-asserts everything, which also
+ * renews every key of its users and rooms (they expire a day after their last write, and a
+ * connection can outlive that).
+ */
+const MARKER_S = 3600;
 
 /** Redis's clock in ms, in a script (TIME is allowed in scripts that write since Redis 5: effects are replicated). */
 const REDIS_NOW_MS = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 const SCRIPTS = {
-  /** KEYS[1] = rc:nodes; ARGV = node, ttl ms. */
-  rcHeartbeat: { numberOfKeys: 1, lua: `${REDIS_NOW_MS}; redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]); return now` },
+  /** KEYS[1] = rc:nodes, KEYS[2] = rc:m:<node>; ARGV = node, ttl ms. Returns 1 while the node's resync marker is there. */
+  rcHeartbeat: {
+    numberOfKeys: 2,
+    lua: `${REDIS_NOW_MS}; redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]); return redis.call('EXISTS', KEYS[2])`,
+  },
   /** Nodes whose heartbeat expires after now. */
   rcLiveNodes: { numberOfKeys: 1, lua: `${REDIS_NOW_MS}; return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')` },
   /** Nodes whose heartbeat expired at least ARGV[1] ms ago. */
@@ -49,7 +69,7 @@ const SCRIPTS = {
 } as const;
 
 type PresenceScripts = {
-  rcHeartbeat(key: string, nodeId: string, ttlMs: number): Promise<number>;
+  rcHeartbeat(nodesKey: string, markerKey: string, nodeId: string, ttlMs: number): Promise<number>;
   rcLiveNodes(key: string): Promise<string[]>;
   rcDeadNodes(key: string, olderThanMs: number): Promise<string[]>;
 };
@@ -58,10 +78,13 @@ export class InMemoryPresence implements PresenceRegistry {
   private readonly nodes = new Map<string, number>();
   private readonly users = new Map<string, Map<string, number>>();
   private readonly rooms = new Map<string, Set<string>>();
+  /** Nodes whose entries were re-asserted by resync() and not removed since. */
+  private readonly synced = new Set<string>();
   constructor(private readonly now: () => number = Date.now) {}
 
   async heartbeat(nodeId: string, ttlMs: number) {
     this.nodes.set(nodeId, this.now() + ttlMs);
+    return this.synced.has(nodeId);
   }
   async addConnection(nodeId: string, userId: string) {
     let m = this.users.get(userId);
@@ -100,9 +123,11 @@ export class InMemoryPresence implements PresenceRegistry {
       if (!m) this.users.set(u, (m = new Map()));
       m.set(nodeId, n);
     }
+    this.synced.add(nodeId);
   }
   async removeNode(nodeId: string) {
     this.nodes.delete(nodeId);
+    this.synced.delete(nodeId);
     for (const m of this.users.values()) m.delete(nodeId);
     for (const [c, nodes] of this.rooms) if (nodes.delete(nodeId) && nodes.size === 0) this.rooms.delete(c);
   }
@@ -116,6 +141,7 @@ export class InMemoryPresence implements PresenceRegistry {
   }
   async forgetNode(nodeId: string) {
     this.nodes.delete(nodeId);
+    this.synced.delete(nodeId);
   }
   async locate(userIds: Iterable<string>) {
     const live = new Set(await this.liveNodes());
@@ -141,11 +167,26 @@ export interface RedisPresenceOptions {
   commandTimeoutMs: number;
   /** Live-node list is cached this long by locate(). */
   liveCacheMs?: number;
+  /**
+   * After the client reconnects (not its first connection), locate() and roomNodes() reject for
+   * this long, so callers broadcast: the server may be a promoted replica or a restarted one whose
+   * heartbeats expired or are gone until every node has heartbeated and re-synced there; until then
+   * "no live node holds this user" is not an answer (finding 8 in docs/chaos.md). Default 0.
+   */
+  settleMs?: number;
 }
 
 export class RedisPresence implements PresenceRegistry {
   readonly redis: Redis;
   private liveCache: { at: number; nodes: Set<string> } | null = null;
+  private closed = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  /** Bumped on every (re)connection: a new connection may be to another server than the last one. */
+  private connection = 0;
+  /** node -> the connection its last resync() went over. */
+  private readonly synced = new Map<string, number>();
+  /** When the client last reconnected (monotonic ms), for settleMs. */
+  private reconnectedAt: number | null = null;
 
   constructor(private readonly opts: RedisPresenceOptions) {
     const base: RedisOptions = {
@@ -168,6 +209,23 @@ export class RedisPresence implements PresenceRegistry {
       : new Redis(opts.url ?? 'redis://127.0.0.1:6379', base);
     this.redis.on('error', () => {
       /* surfaced per command; the client reconnects by itself */
+    });
+    this.redis.on('ready', () => {
+      this.connection++;
+      this.liveCache = null;
+      if (this.connection > 1) this.reconnectedAt = performance.now();
+    });
+    // ioredis gives up for good in one case: a failover notice (+switch-master) that arrives while
+    // it is asking a sentinel for the primary ends the connection attempt with "Connection is
+    // closed." and status "end", and it never reconnects (finding 8 in docs/chaos.md: a gateway's
+    // heartbeat stopped for good and its users were routed to no node). Start it again.
+    this.redis.on('end', () => {
+      if (this.closed || this.restartTimer) return;
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        if (!this.closed && this.redis.status === 'end') this.redis.connect().catch(() => {});
+      }, 500);
+      this.restartTimer.unref();
     });
     for (const [name, def] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, def);
   }
@@ -193,7 +251,9 @@ export class RedisPresence implements PresenceRegistry {
   }
 
   async heartbeat(nodeId: string, ttlMs: number) {
-    await this.scripts.rcHeartbeat('rc:nodes', nodeId, ttlMs);
+    const connection = this.connection;
+    const marked = await this.scripts.rcHeartbeat('rc:nodes', `rc:m:${nodeId}`, nodeId, ttlMs);
+    return marked === 1 && this.synced.get(nodeId) === connection && this.connection === connection;
   }
   async addConnection(nodeId: string, userId: string) {
     await this.redis
@@ -241,20 +301,25 @@ export class RedisPresence implements PresenceRegistry {
     return out;
   }
   async resync(nodeId: string, users: ReadonlyMap<string, number>, rooms: Iterable<string> = []) {
+    const connection = this.connection;
     let pipe = this.redis.pipeline();
     let n = 0;
     for (const r of rooms) pipe.sadd(`rc:r:${r}`, nodeId).expire(`rc:r:${r}`, DAY_S).sadd(`rc:nr:${nodeId}`, r);
     for (const [u, count] of users) {
       pipe.hset(`rc:u:${u}`, nodeId, count).expire(`rc:u:${u}`, DAY_S).sadd(`rc:n:${nodeId}`, u);
       if (++n % 1000 === 0) {
-        await pipe.exec();
+        await execAll(pipe);
         pipe = this.redis.pipeline();
       }
     }
-    pipe.expire(`rc:n:${nodeId}`, DAY_S);
-    await pipe.exec();
+    // The marker last: it says every entry before it is there.
+    pipe.expire(`rc:n:${nodeId}`, DAY_S).expire(`rc:nr:${nodeId}`, DAY_S).set(`rc:m:${nodeId}`, '1', 'EX', MARKER_S);
+    await execAll(pipe);
+    this.synced.set(nodeId, connection);
   }
   async removeNode(nodeId: string) {
+    this.synced.delete(nodeId);
+    await this.redis.del(`rc:m:${nodeId}`);
     await this.drainSet(`rc:n:${nodeId}`, (pipe, u) => pipe.hdel(`rc:u:${u}`, nodeId));
     await this.drainSet(`rc:nr:${nodeId}`, (pipe, r) => pipe.srem(`rc:r:${r}`, nodeId));
     await this.redis.zrem('rc:nodes', nodeId);
@@ -284,6 +349,10 @@ export class RedisPresence implements PresenceRegistry {
    */
   private async live(): Promise<Set<string>> {
     const now = performance.now();
+    const settle = this.opts.settleMs ?? 0;
+    if (this.reconnectedAt !== null && now - this.reconnectedAt < settle) {
+      throw new Error(`presence registry reconnected ${Math.round(now - this.reconnectedAt)} ms ago: nodes may not have re-registered yet`);
+    }
     if (!this.liveCache || now - this.liveCache.at > (this.opts.liveCacheMs ?? 1000)) {
       this.liveCache = { at: now, nodes: new Set(await this.liveNodes()) };
     }
@@ -311,8 +380,15 @@ export class RedisPresence implements PresenceRegistry {
     return out;
   }
   async close() {
+    this.closed = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
     this.redis.disconnect();
   }
+}
+
+/** A pipeline's exec() resolves with per-command errors: reject on the first one instead. */
+async function execAll(pipe: ChainableCommander): Promise<void> {
+  for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
 }
 
 export function presenceFromConfig(config: Config): RedisPresence | null {
@@ -322,5 +398,7 @@ export function presenceFromConfig(config: Config): RedisPresence | null {
     sentinels: config.redis.sentinels ?? undefined,
     sentinelName: config.redis.sentinelName,
     commandTimeoutMs: config.redis.commandTimeoutMs,
+    // Every live node heartbeats (and so re-syncs if needed) several times within one TTL.
+    settleMs: config.presence.ttlMs,
   });
 }

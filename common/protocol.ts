@@ -23,7 +23,17 @@ export type ClientFrame =
       /** The sender's W3C trace context, if it sent a valid one (an invalid one is ignored, as the spec asks). */
       traceparent?: string;
     }
-  | { type: 'sync'; conversation_id: string; after_sequence: number; limit: number }
+  | {
+      type: 'edit';
+      conversation_id: string;
+      message_id: string;
+      idempotency_key: string;
+      payload: unknown;
+      payloadStoredBytes: number;
+    }
+  | { type: 'delete'; conversation_id: string; message_id: string; idempotency_key: string }
+  /** One of the two bounds: entries after `after_sequence`, or (v1.1) just below `before_sequence`. */
+  | { type: 'sync'; conversation_id: string; after_sequence: number; before_sequence: number | null; limit: number }
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
   | { type: 'ping' };
@@ -39,7 +49,7 @@ export interface DecodeLimits {
 
 /** Best-effort extraction of the request reference for error frames, from a frame that may be invalid. */
 /** Frames answered by their idempotency key (the others by the conversation they name). */
-const KEYED_FRAMES: ReadonlySet<unknown> = new Set(['send']);
+const KEYED_FRAMES: ReadonlySet<unknown> = new Set(['send', 'edit', 'delete']);
 
 export function frameRef(raw: unknown): string | undefined {
   if (!isPlainObject(raw)) return undefined;
@@ -86,13 +96,43 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
       const send = { type: 'send', conversation_id, idempotency_key, payload, payloadStoredBytes: storedBytes } as const;
       return typeof raw.traceparent === 'string' && isTraceparent(raw.traceparent) ? { ...send, traceparent: raw.traceparent } : send;
     }
-    case 'sync':
+    case 'edit': {
+      const idempotency_key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
+      const conversation_id = f.uuid('conversation_id');
+      const message_id = f.uuid('message_id');
+      const payload = f.present('payload');
+      const { storedBytes } = checkPayload(payload, limits, 'invalid_frame');
+      return { type: 'edit', conversation_id, message_id, idempotency_key, payload, payloadStoredBytes: storedBytes };
+    }
+    case 'delete':
+      return {
+        type: 'delete',
+        idempotency_key: f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS),
+        conversation_id: f.uuid('conversation_id'),
+        message_id: f.uuid('message_id'),
+      };
+    case 'sync': {
+      const conversation_id = f.uuid('conversation_id');
+      const limit = f.optionalInt('limit', 1, limits.maxPageMessages, 100);
+      if (raw.before_sequence !== undefined && raw.before_sequence !== null) {
+        if (raw.after_sequence !== undefined && raw.after_sequence !== null)
+          throw new AppError('invalid_frame', 'sync takes after_sequence or before_sequence, not both');
+        return {
+          type: 'sync',
+          conversation_id,
+          after_sequence: 0,
+          before_sequence: f.int('before_sequence', 1, Number.MAX_SAFE_INTEGER),
+          limit,
+        };
+      }
       return {
         type: 'sync',
-        conversation_id: f.uuid('conversation_id'),
+        conversation_id,
         after_sequence: f.int('after_sequence', 0, Number.MAX_SAFE_INTEGER),
-        limit: f.optionalInt('limit', 1, limits.maxPageMessages, 100),
+        before_sequence: null,
+        limit,
       };
+    }
     case 'read':
       return {
         type: 'read',

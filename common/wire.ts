@@ -3,15 +3,41 @@
  * only, no imports, so browsers bundle it as is. The server's decoded forms live in protocol.ts.
  */
 
-/** Immutable once committed: every path (ack, live, resume, REST, Kafka) carries the same values. */
+/**
+ * What a timeline entry is (v1.1). Absent means `message` (every entry of a v1.0 server). Clients
+ * must ignore kinds they do not know: more may follow.
+ */
+export type EntryKind = 'message' | 'edit' | 'delete' | 'members_added' | 'members_removed' | 'role_changed';
+
+export type Role = 'owner' | 'admin' | 'member';
+
+/**
+ * One entry of a conversation's timeline. Its identity and place (ids, sequence, sender, time) never
+ * change; a plain message read from history shows its current state: the latest edit's payload and
+ * `edited_at`, or `deleted: true` with `payload: null` once deleted (the live frame carried the
+ * original).
+ */
 export interface Envelope {
   message_id: string;
   conversation_id: string;
   sender_id: string;
   sequence_number: number;
+  /**
+   * `message`: the sender's; `edit`: the new payload; `delete`: null; `members_added`:
+   * {user_ids, by}; `members_removed`: {user_ids, by, reason: "left" | "removed"};
+   * `role_changed`: {user_id, role, by}.
+   */
   payload: unknown;
   created_at: string;
   idempotency_key: string;
+  /** Absent on plain messages. */
+  kind?: EntryKind;
+  /** `edit` and `delete`: the message they change. */
+  ref_message_id?: string;
+  /** A plain message read from history after an edit. */
+  edited_at?: string;
+  /** A plain message read from history after its deletion (its payload is null). */
+  deleted?: true;
 }
 
 /**
@@ -117,5 +143,26 @@ export interface ConversationSummary {
   title: string | null;
   last_sequence: number;
   read_sequence: number;
+  /** Others' plain messages after read_sequence, not deleted (at most UNREAD_CAP: show "999+"). */
   unread: number;
+  /** The caller's role (v1.1). */
+  role: Role;
+}
+
+/** `unread` counts no further: counting every unread entry of a long-abandoned room costs a scan. */
+export const UNREAD_CAP = 1000;
+
+/** GET /v1/conversations/{id}/members entries (v1.1). */
+export interface MemberSummary {
+  user_id: string;
+  name: string | null;
+  role: Role;
+  read_sequence: number;
+  delivered_sequence: number;
+}
+
+/** GET /v1/users entries (v1.1). */
+export interface UserSummary {
+  user_id: string;
+  name: string | null;
 }

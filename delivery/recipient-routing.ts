@@ -8,7 +8,7 @@
  */
 import type { OutRecord } from '../common/kafka/index.js';
 import type { Delivery } from '../common/delivery.js';
-import type { EventRecord } from '../common/events.js';
+import { membershipSequence, type EventRecord } from '../common/events.js';
 import { encodeNodeBatch, nodeTopic, type NodeDelivery } from '../common/node-records.js';
 import type { PresenceRegistry } from '../common/presence.js';
 import type { CircuitBreaker } from '../common/breaker.js';
@@ -44,10 +44,21 @@ export function createRecipientRouting(deps: {
     const view = new Map<string, Audience>(loaded);
     return batch.map(({ delivery: d }) => {
       const conv = d.event.conversation_id;
-      if (d.event.type === 'conversation.members_added') {
-        const before = view.get(conv);
-        if (d.event.large) view.set(conv, { large: true });
-        else if (!before?.large) view.set(conv, { large: false, members: new Set([...(before?.members ?? []), ...d.event.user_ids]) });
+      const before = view.get(conv);
+      const seq = membershipSequence(d.event);
+      // A change the loaded membership already reflects (a replay, a redelivery) changes nothing.
+      const fresh = seq !== null && seq > (before?.seq ?? Number.NEGATIVE_INFINITY);
+      if (d.event.type === 'conversation.members_added' && fresh) {
+        if (d.event.large) view.set(conv, { large: true, seq: seq! });
+        else if (!before?.large)
+          view.set(conv, { large: false, members: new Set([...(before?.members ?? []), ...d.event.user_ids]), seq: seq! });
+      }
+      if (d.event.type === 'conversation.members_removed' && !before?.large) {
+        // The removed members receive their removal (every client learns it), then nothing more.
+        const removed = new Set(d.event.user_ids);
+        if (fresh)
+          view.set(conv, { large: false, members: new Set([...(before?.members ?? [])].filter((u) => !removed.has(u))), seq: seq! });
+        if (!d.recipients) return [...new Set([...(before?.members ?? []), ...d.event.user_ids])];
       }
       if (d.recipients) return d.recipients;
       const a = view.get(conv);
@@ -68,12 +79,27 @@ export function createRecipientRouting(deps: {
    */
   return async function route(batch: readonly RoutedDelivery[], key: string): Promise<Outgoing> {
     if (batch.length === 0) return new Map();
-    // Membership changes reach the cache whatever path the batch takes.
-    for (const { delivery: d } of batch)
-      if (d.event.type === 'conversation.members_added') membership?.add(d.event.conversation_id, d.event.user_ids, d.event.large === true);
-    if (!presence || !membership || !breaker.allow()) return broadcast(batch, key);
+    // Membership changes reach the cache whatever path the batch takes, once the batch's recipients
+    // were resolved from the state before it: an entry before a change goes to the members before it.
+    const learn = () => {
+      for (const { delivery: d } of batch) {
+        const seq = membershipSequence(d.event);
+        if (d.event.type === 'conversation.members_added')
+          membership?.add(d.event.conversation_id, d.event.user_ids, d.event.large === true, seq!);
+        if (d.event.type === 'conversation.members_removed') membership?.remove(d.event.conversation_id, d.event.user_ids, seq!);
+      }
+    };
+    if (!presence || !membership || !breaker.allow()) {
+      learn();
+      return broadcast(batch, key);
+    }
     try {
-      const recipients = await recipientsInOrder(batch, membership);
+      let recipients: Array<readonly string[] | 'room'>;
+      try {
+        recipients = await recipientsInOrder(batch, membership);
+      } finally {
+        learn();
+      }
       const users = new Set<string>();
       const rooms = new Set<string>();
       batch.forEach(({ delivery: d }, i) => {

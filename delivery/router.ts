@@ -7,7 +7,7 @@
  */
 import type { EventRecord, ChatEvent } from '../common/events.js';
 import type { Delivery, DeliverySink } from '../common/delivery.js';
-import { decodeEvent, EventDecodeError } from '../common/events.js';
+import { decodeEvent, entryOf, EventDecodeError } from '../common/events.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { SequenceDedup } from './sequence-dedup.js';
@@ -47,28 +47,30 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps): DeliveryRouter {
   const { log, metrics } = deps;
   const dedup = new SequenceDedup(deps.dedupEntries);
 
-  function decode(record: EventRecord): ChatEvent | null | { reason: string } {
+  /** An event, null (a type this version does not know), or why the record is undecodable. */
+  function decode(record: EventRecord): { event: ChatEvent | null } | { undecodable: string } {
     try {
-      return decodeEvent(JSON.parse(record.value));
+      return { event: decodeEvent(JSON.parse(record.value)) };
     } catch (err) {
-      return { reason: err instanceof EventDecodeError || err instanceof SyntaxError ? err.message : String(err) };
+      return { undecodable: err instanceof EventDecodeError || err instanceof SyntaxError ? err.message : String(err) };
     }
   }
 
-  const sequenceOf = (e: ChatEvent): number | null => (e.type === 'message.created' ? e.message.sequence_number : null);
+  const sequenceOf = (e: ChatEvent): number | null => entryOf(e)?.sequence_number ?? null;
 
   function prepare(records: readonly EventRecord[]): Routed[] {
     const out: Routed[] = [];
     // Highest sequence already taken in this batch, per conversation (duplicates inside a batch).
     const taken = new Map<string, number>();
     for (const record of records) {
-      const event = decode(record);
-      if (event === null) {
-        log.debug({ type: record.type, trace_id: record.traceId }, 'skipping event type unknown to this version');
+      const decoded = decode(record);
+      if ('undecodable' in decoded) {
+        out.push({ kind: 'undecodable', record, reason: decoded.undecodable });
         continue;
       }
-      if ('reason' in event) {
-        out.push({ kind: 'undecodable', record, reason: event.reason });
+      const event = decoded.event;
+      if (event === null) {
+        log.debug({ type: record.type, trace_id: record.traceId }, 'skipping event type unknown to this version');
         continue;
       }
       const seq = sequenceOf(event);
@@ -80,7 +82,9 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps): DeliveryRouter {
         }
         taken.set(conv, seq);
       }
-      const recipients = event.type === 'conversation.members_added' ? event.user_ids : null;
+      // The creation's members_added (no entry) goes to the members it names; every timeline entry,
+      // a later members_added included, to every member.
+      const recipients = event.type === 'conversation.members_added' && !event.message ? event.user_ids : null;
       out.push({ kind: 'delivery', delivery: { recipients, event, traceId: record.traceId }, record });
     }
     return out;

@@ -165,6 +165,8 @@ export async function startDeliveryWorker(deps: {
     log,
     handleBatch,
     partitionsConsumedConcurrently: config.limits.deliveryConcurrency,
+    // A partition this worker held before may have had members removed by another worker meanwhile.
+    onGroupJoin: () => deps.membership?.clear(),
     fetch: { minBytes: topics.fetchMinBytes, maxWaitMs: topics.fetchMaxWaitMs },
   });
 

@@ -19,6 +19,8 @@ import { isUuid } from '../common/validate.js';
 
 export interface VerifiedToken {
   userId: string;
+  /** The token's `name` claim (a display name), when it has a usable one. */
+  name?: string;
   /** When the token stops being valid: open sockets are closed then (close 4502). */
   expiresAtMs: number;
 }
@@ -115,7 +117,8 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
         throw new AppError('unauthorized', `token lives too long: exp may be at most ${maxTtlS} s ahead`);
       }
       // The same tolerance as the check above: a token accepted now is not closed as expired a moment later.
-      return { userId: payload.sub.toLowerCase(), expiresAtMs: (expS + toleranceS) * 1000 };
+      const name = typeof payload.name === 'string' ? payload.name.trim().slice(0, 100) : '';
+      return { userId: payload.sub.toLowerCase(), expiresAtMs: (expS + toleranceS) * 1000, ...(name ? { name } : {}) };
     },
     async issue(userId, o = {}) {
       if (!secretKey) throw new Error('this node has no HS256 secret to sign with');

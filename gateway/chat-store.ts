@@ -7,8 +7,11 @@ import { AppError } from '../common/errors.js';
 import { isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
 import type { CircuitBreaker } from '../common/breaker.js';
 import { withTimeout } from '../common/timeout.js';
+import { LruMap } from '../common/lru.js';
 import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
+import { UNREAD_CAP, type EntryKind, type MemberSummary, type UserSummary } from '../common/wire.js';
+import { createTimelineWrites, type EntryResult, type MembersChanged, type RoleSet } from './timeline-writes.js';
 import { membersAddedEvent, readUpdatedEvent, type ChatEvent } from '../common/events.js';
 import { insertOutboxEvents, type OutboxMode } from '../common/outbox.js';
 import { GroupCommit } from './group-commit.js';
@@ -30,10 +33,16 @@ interface MessageRow {
   payload: unknown;
   created_at: Date;
   idempotency_key: string;
+  /** Absent on rows the send batch answers (always plain messages). */
+  kind?: EntryKind;
+  ref_message_id?: string | null;
+  edited_at?: Date | null;
+  deleted_at?: Date | null;
 }
 
+/** The same fields as realchat_envelope() (0008_timeline.sql): what does not apply is absent. */
 export function toEnvelope(r: MessageRow): Envelope {
-  return {
+  const env: Envelope = {
     message_id: r.id,
     conversation_id: r.conversation_id,
     sender_id: r.sender_id,
@@ -42,7 +51,16 @@ export function toEnvelope(r: MessageRow): Envelope {
     created_at: r.created_at.toISOString(),
     idempotency_key: r.idempotency_key,
   };
+  if (r.kind && r.kind !== 'message') env.kind = r.kind;
+  if (r.ref_message_id) env.ref_message_id = r.ref_message_id;
+  if (r.edited_at) env.edited_at = r.edited_at.toISOString();
+  if (r.deleted_at) env.deleted = true;
+  return env;
 }
+
+/** The message columns toEnvelope reads. */
+const ENTRY_COLUMNS =
+  'id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key, kind, ref_message_id, edited_at, deleted_at';
 
 /** Ids, sequence, timestamps and keys around each payload in a message frame, roughly. */
 const ENVELOPE_OVERHEAD_BYTES = 300;
@@ -68,9 +86,12 @@ export type Membership = 'member' | 'not_member' | 'not_found';
 
 export interface Page {
   messages: Envelope[];
-  /** Messages after the page exist. */
+  /** Entries beyond the page exist (after it, or before it for a page read backwards). */
   has_more: boolean;
 }
+
+/** Where a page of history starts: after a sequence (forwards), or just below one (backwards). */
+export type PageFrom = { after: number } | { before: number };
 
 /**
  * The gateway's contract with its database. Errors are AppError with the contract's codes:
@@ -79,8 +100,58 @@ export interface Page {
  */
 export interface ChatStore {
   membership(userId: string, conversationId: string): Promise<Membership>;
-  createConversation(creator: string, memberIds: string[], title: string | null, traceId: string | null): Promise<ConversationCreated>;
-  addMembers(actor: string, conversationId: string, userIds: string[], traceId: string | null): Promise<MembersAddedResult>;
+  /** With `key` (Idempotency-Key), a repeat answers the conversation it created (`duplicate`). */
+  createConversation(
+    creator: string,
+    memberIds: string[],
+    title: string | null,
+    traceId: string | null,
+    key?: string | null,
+  ): Promise<ConversationCreated & { duplicate: boolean }>;
+  addMembers(
+    actor: string,
+    conversationId: string,
+    userIds: string[],
+    traceId: string | null,
+    key?: string | null,
+  ): Promise<MembersAddedResult>;
+  /** Leave (userId = actor) or remove (gateway/timeline-writes.ts has the rules). */
+  removeMember(actor: string, conversationId: string, userId: string, traceId: string | null, key: string | null): Promise<MembersChanged>;
+  setRole(
+    actor: string,
+    conversationId: string,
+    userId: string,
+    role: 'admin' | 'member',
+    traceId: string | null,
+    key: string | null,
+  ): Promise<RoleSet>;
+  setWhoCanAdd(actor: string, conversationId: string, whoCanAdd: 'members' | 'admins'): Promise<void>;
+  editMessage(
+    actor: string,
+    conversationId: string,
+    messageId: string,
+    key: string,
+    payload: unknown,
+    payloadBytes: number,
+    traceId: string | null,
+  ): Promise<EntryResult>;
+  deleteMessage(actor: string, conversationId: string, messageId: string, key: string, traceId: string | null): Promise<EntryResult>;
+  /** Members with their roles and receipts, by user id after `after` (members only). */
+  listMembers(
+    actor: string,
+    conversationId: string,
+    after: string | null,
+    limit: number,
+  ): Promise<{ members: MemberSummary[]; has_more: boolean }>;
+  setUserName(id: string, name: string): Promise<UserSummary>;
+  /**
+   * A token's `name` claim names a user who has no name yet (a name set with PUT /v1/users/me
+   * wins). Remembered per node, so reconnects do not write again; best effort (never throws).
+   */
+  noteTokenName(id: string, name: string): Promise<void>;
+  getUser(id: string): Promise<UserSummary>;
+  /** Users whose name starts with `query` (case-insensitive), by name. */
+  searchUsers(query: string, limit: number): Promise<UserSummary[]>;
   listConversations(userId: string, limit: number): Promise<{ conversations: ConversationSummary[]; has_more: boolean }>;
   /** For hello: every conversation of the user with its current last sequence. */
   conversationsOf(userId: string): Promise<Array<{ conversation_id: string; last_seq: number; large: boolean }>>;
@@ -88,8 +159,8 @@ export interface ChatStore {
   lastSequences(conversationIds: string[]): Promise<Array<{ conversation_id: string; last_seq: number }>>;
   /** Catch-up for a connection (no membership check: the delivery path already routed by membership). */
   messagesAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]>;
-  /** A member's page of history, bounded in rows and in bytes. */
-  listMessages(userId: string, conversationId: string, afterSequence: number, limit: number, maxBytes?: number): Promise<Page>;
+  /** A member's page of history, bounded in rows and in bytes, ascending either way. */
+  listMessages(userId: string, conversationId: string, from: PageFrom, limit: number, maxBytes?: number): Promise<Page>;
   /**
    * The write path: sequence, message and outbox event in one transaction; idempotent per (sender, key).
    * `traceId`: the request's trace, an incoming W3C traceparent or a new trace id (common/tracing.ts).
@@ -127,8 +198,12 @@ export interface MembersAddedResult {
   conversation_id: string;
   added_user_ids: string[];
   member_count: number;
+  /** The conversation's last sequence after the add: its `members_added` entry's when one was written. */
   last_sequence: number;
+  duplicate: boolean;
 }
+
+export type { EntryResult, MembersChanged, RoleSet };
 
 export interface ChatStoreDeps {
   sql: Sql;
@@ -223,6 +298,26 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
   }
 
   const insertEvent = (tx: TxSql, event: ChatEvent, traceId: string | null) => insertOutboxEvents(tx, [event], traceId, deps.outboxMode);
+  const timeline = createTimelineWrites(deps.outboxMode);
+  /** Users whose token name this node already recorded (noteTokenName). */
+  const namedByToken = new LruMap<string, string>(10_000);
+
+  /**
+   * A timeline write in its own transaction. Two requests of one (actor, key) in different
+   * conversations can race past the stored-key check; the loser's insert then fails on the unique
+   * key, and one more try answers it as stored (`conflict`).
+   */
+  function change<T>(what: string, fn: (tx: TxSql) => Promise<T>): Promise<T> {
+    return run(what, async () => {
+      const once = () => sql.begin(fn) as Promise<T>;
+      try {
+        return await once();
+      } catch (err) {
+        if ((err as { constraint_name?: string }).constraint_name !== 'messages_sender_idempotency') throw err;
+        return once();
+      }
+    });
+  }
 
   async function membership(userId: string, conversationId: string): Promise<Membership> {
     const rows = await sql<{ member: boolean }[]>`
@@ -244,9 +339,9 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     maxBytes = maxPageBytes,
   ): Promise<{ messages: Envelope[]; has_more: boolean }> {
     const rows = await sql<(MessageRow & { fetched: number })[]>`
-      SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key, fetched FROM (
+      SELECT ${sql.unsafe(ENTRY_COLUMNS)}, fetched FROM (
         SELECT w.*, sum(w.size) OVER (ORDER BY w.sequence) AS running, count(*) OVER () AS fetched FROM (
-          SELECT id, conversation_id, sender_id, sequence, payload, created_at, idempotency_key,
+          SELECT ${sql.unsafe(ENTRY_COLUMNS)},
                  COALESCE(payload_bytes, octet_length(payload::text)) + ${ENVELOPE_OVERHEAD_BYTES} AS size
           FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
           ORDER BY sequence LIMIT ${limit + 1}) w) p
@@ -254,6 +349,25 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       ORDER BY sequence`;
     const fetched = rows[0]?.fetched ?? 0;
     const page = rows.slice(0, limit);
+    return { messages: page.map(toEnvelope), has_more: fetched > page.length };
+  }
+
+  /**
+   * The entries just below `beforeSequence`, ascending, bounded like selectAfter but counted from
+   * the newest down (the page keeps the entries nearest the bound). `has_more`: older ones exist.
+   */
+  async function selectBefore(conversationId: string, beforeSequence: number, limit: number, maxBytes = maxPageBytes): Promise<Page> {
+    const rows = await sql<(MessageRow & { fetched: number })[]>`
+      SELECT ${sql.unsafe(ENTRY_COLUMNS)}, fetched FROM (
+        SELECT w.*, sum(w.size) OVER (ORDER BY w.sequence DESC) AS running, count(*) OVER () AS fetched FROM (
+          SELECT ${sql.unsafe(ENTRY_COLUMNS)},
+                 COALESCE(payload_bytes, octet_length(payload::text)) + ${ENVELOPE_OVERHEAD_BYTES} AS size
+          FROM messages WHERE conversation_id = ${conversationId} AND sequence < ${beforeSequence}
+          ORDER BY sequence DESC LIMIT ${limit + 1}) w) p
+      WHERE running - size < ${maxBytes}
+      ORDER BY sequence DESC`;
+    const fetched = rows[0]?.fetched ?? 0;
+    const page = rows.slice(0, limit).reverse();
     return { messages: page.map(toEnvelope), has_more: fetched > page.length };
   }
 
@@ -266,7 +380,13 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
   return {
     membership: (userId: string, conversationId: string) => run('membership', () => membership(userId, conversationId)),
 
-    async createConversation(creator: string, memberIds: string[], title: string | null, traceId: string | null) {
+    async createConversation(
+      creator: string,
+      memberIds: string[],
+      title: string | null,
+      traceId: string | null,
+      key: string | null = null,
+    ) {
       const all = [...new Set([creator, ...memberIds])];
       if (all.length > maxRoomMembers) throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
       const id = randomUUID();
@@ -274,54 +394,135 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
         sql.begin(async (tx) => {
           const large = all.length > largeRoomMembers;
           const [conv] = await tx<{ created_at: Date }[]>`
-            INSERT INTO conversations (id, title, created_by, large, member_count) VALUES (${id}, ${title}, ${creator}, ${large}, ${all.length})
+            INSERT INTO conversations (id, title, created_by, large, member_count, create_key)
+            VALUES (${id}, ${title}, ${creator}, ${large}, ${all.length}, ${key})
+            ON CONFLICT (created_by, create_key) WHERE create_key IS NOT NULL DO NOTHING
             RETURNING created_at`;
-          await tx`INSERT INTO members ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
+          if (!conv) {
+            // The key created one already: answer it (its members and sequence as they are now).
+            const [prior] = await tx<(Omit<ConversationCreated, 'created_at'> & { created_at: Date })[]>`
+              SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence, c.created_at,
+                     ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id ORDER BY m.added_at, m.user_id LIMIT ${maxRoomMembers}) AS member_ids
+              FROM conversations c WHERE c.created_by = ${creator} AND c.create_key = ${key}`;
+            return { ...prior!, created_at: prior!.created_at.toISOString(), duplicate: true };
+          }
+          const rows = all.map((u) => ({ conversation_id: id, user_id: u, role: u === creator ? 'owner' : 'member' }));
+          await tx`INSERT INTO members ${tx(rows)}`;
           await tx`INSERT INTO user_conversation_state ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
           await insertEvent(tx, membersAddedEvent(id, all, creator, 0, large), traceId);
-          return { conversation_id: id, title, member_ids: all, last_sequence: 0, created_at: conv!.created_at.toISOString() };
+          return {
+            conversation_id: id,
+            title,
+            member_ids: all,
+            last_sequence: 0,
+            created_at: conv.created_at.toISOString(),
+            duplicate: false,
+          };
         }),
       );
     },
 
-    async addMembers(actor: string, conversationId: string, userIds: string[], traceId: string | null) {
-      return run('addMembers', () =>
-        sql.begin(async (tx) => {
-          // Locking the conversation row orders this event against concurrent sends in the stream:
-          // last_sequence is exactly the sequence the new members start after.
-          const [conv] = await tx<{ last_seq: number; large: boolean; member_count: number; actor_is_member: boolean }[]>`
-            SELECT last_seq, large, member_count,
-                   EXISTS (SELECT 1 FROM members WHERE conversation_id = ${conversationId} AND user_id = ${actor}) AS actor_is_member
-            FROM conversations WHERE id = ${conversationId} FOR UPDATE`;
-          if (!conv) throw new AppError('not_found', 'conversation not found');
-          if (!conv.actor_is_member) throw new AppError('forbidden', 'not a member of this conversation');
-          const present = new Set(
-            (
-              await tx<{ user_id: string }[]>`
-                SELECT user_id FROM members WHERE conversation_id = ${conversationId} AND user_id = ANY(${userIds}::uuid[])`
-            ).map((r) => r.user_id),
-          );
-          const added = userIds.filter((u) => !present.has(u));
-          const count = conv.member_count + added.length;
-          if (count > maxRoomMembers) throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
-          if (added.length > 0) {
-            const large = conv.large || count > largeRoomMembers;
-            await tx`INSERT INTO members ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))}`;
-            await tx`INSERT INTO user_conversation_state ${tx(added.map((u) => ({ conversation_id: conversationId, user_id: u })))} ON CONFLICT DO NOTHING`;
-            await tx`UPDATE conversations SET updated_at = date_trunc('milliseconds', clock_timestamp()), large = ${large}, member_count = ${count}
-                     WHERE id = ${conversationId}`;
-            await insertEvent(tx, membersAddedEvent(conversationId, added, actor, conv.last_seq, large), traceId);
-          }
-          return { conversation_id: conversationId, added_user_ids: added, member_count: count, last_sequence: conv.last_seq };
-        }),
+    async addMembers(actor: string, conversationId: string, userIds: string[], traceId: string | null, key: string | null = null) {
+      const r = await change('addMembers', (tx) =>
+        timeline.addMembers(tx, { conversationId, actor, userIds, key, maxRoomMembers, largeRoomMembers }, traceId),
+      );
+      return {
+        conversation_id: r.conversation_id,
+        added_user_ids: r.user_ids,
+        member_count: r.member_count,
+        last_sequence: r.last_sequence,
+        duplicate: r.duplicate,
+      };
+    },
+
+    removeMember(actor, conversationId, userId, traceId, key) {
+      return change('removeMember', (tx) => timeline.removeMember(tx, { conversationId, actor, userId, key }, traceId));
+    },
+
+    setRole(actor, conversationId, userId, role, traceId, key) {
+      return change('setRole', (tx) => timeline.setRole(tx, { conversationId, actor, userId, role, key }, traceId));
+    },
+
+    setWhoCanAdd(actor, conversationId, whoCanAdd) {
+      return change('setWhoCanAdd', (tx) => timeline.setWhoCanAdd(tx, { conversationId, actor, whoCanAdd }));
+    },
+
+    editMessage(actor, conversationId, messageId, key, payload, payloadBytes, traceId) {
+      return change('editMessage', (tx) => timeline.edit(tx, { conversationId, actor, messageId, key, payload, payloadBytes }, traceId));
+    },
+
+    deleteMessage(actor, conversationId, messageId, key, traceId) {
+      return change('deleteMessage', (tx) => timeline.delete(tx, { conversationId, actor, messageId, key }, traceId));
+    },
+
+    listMembers(actor, conversationId, after, limit) {
+      return run('listMembers', async () => {
+        await requireMember(actor, conversationId);
+        const rows = await sql<MemberSummary[]>`
+          SELECT m.user_id, u.name, m.role, COALESCE(s.last_read_sequence, 0) AS read_sequence,
+                 COALESCE(s.last_delivered_sequence, 0) AS delivered_sequence
+          FROM members m
+          LEFT JOIN users u ON u.id = m.user_id
+          LEFT JOIN user_conversation_state s ON s.user_id = m.user_id AND s.conversation_id = m.conversation_id
+          WHERE m.conversation_id = ${conversationId} ${after ? sql`AND m.user_id > ${after}` : sql``}
+          ORDER BY m.user_id LIMIT ${limit + 1}`;
+        return { members: rows.slice(0, limit).map((r) => ({ ...r })), has_more: rows.length > limit };
+      });
+    },
+
+    async noteTokenName(id, name) {
+      if (namedByToken.get(id) === name) return;
+      try {
+        await run(
+          'noteTokenName',
+          () =>
+            sql`INSERT INTO users (id, name) VALUES (${id}, ${name}) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name WHERE users.name IS NULL`,
+        );
+        namedByToken.set(id, name);
+      } catch {
+        // A name is cosmetic: the request it rides on goes on without it.
+      }
+    },
+
+    setUserName(id, name) {
+      return run('setUserName', async () => {
+        await sql`INSERT INTO users (id, name) VALUES (${id}, ${name}) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name`;
+        return { user_id: id, name };
+      });
+    },
+
+    getUser(id) {
+      return run('getUser', async () => {
+        const [u] = await sql<UserSummary[]>`SELECT id AS user_id, name FROM users WHERE id = ${id}`;
+        if (!u) throw new AppError('not_found', 'user not found');
+        return { ...u };
+      });
+    },
+
+    searchUsers(query, limit) {
+      // LIKE's own characters in the query match themselves.
+      const prefix = `${query.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      return run('searchUsers', async () =>
+        (
+          await sql<UserSummary[]>`
+            SELECT id AS user_id, name FROM users WHERE lower(name) LIKE ${prefix}
+            ORDER BY lower(name), id LIMIT ${limit}`
+        ).map((u) => ({ ...u })),
       );
     },
 
     listConversations(userId: string, limit: number) {
       return run('listConversations', async () => {
+        // unread: others' plain messages after the read mark, not deleted, counted up to UNREAD_CAP
+        // (the (conversation_id, sequence) index walks exactly those entries).
         const rows = await sql<(ConversationSummary & { updated_at: Date })[]>`
-          SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence,
-                 COALESCE(s.last_read_sequence, 0) AS read_sequence, c.updated_at
+          SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence, m.role,
+                 COALESCE(s.last_read_sequence, 0) AS read_sequence, c.updated_at,
+                 (SELECT count(*)::int FROM (
+                    SELECT 1 FROM messages x
+                    WHERE x.conversation_id = c.id AND x.sequence > COALESCE(s.last_read_sequence, 0)
+                      AND x.kind = 'message' AND x.sender_id <> m.user_id AND x.deleted_at IS NULL
+                    LIMIT ${UNREAD_CAP}) u) AS unread
           FROM members m
           JOIN conversations c ON c.id = m.conversation_id
           LEFT JOIN user_conversation_state s ON s.user_id = m.user_id AND s.conversation_id = m.conversation_id
@@ -334,7 +535,8 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
           title: r.title,
           last_sequence: r.last_sequence,
           read_sequence: r.read_sequence,
-          unread: Math.max(0, r.last_sequence - r.read_sequence),
+          unread: r.unread,
+          role: r.role,
         }));
         return { conversations, has_more };
       });
@@ -365,10 +567,12 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       return run('messagesAfter', async () => (await selectAfter(conversationId, afterSequence, limit)).messages);
     },
 
-    async listMessages(userId: string, conversationId: string, afterSequence: number, limit: number, maxBytes = maxPageBytes) {
+    async listMessages(userId: string, conversationId: string, from: PageFrom, limit: number, maxBytes = maxPageBytes) {
       return run('listMessages', async () => {
         await requireMember(userId, conversationId);
-        return selectAfter(conversationId, afterSequence, limit, maxBytes);
+        return 'before' in from
+          ? selectBefore(conversationId, from.before, limit, maxBytes)
+          : selectAfter(conversationId, from.after, limit, maxBytes);
       });
     },
 

@@ -35,6 +35,8 @@ export interface ConnectionDeps {
   highWaterBytes: number;
   /** A catch-up paused this long for a non-draining reader closes the connection as slow. */
   drainTimeoutMs: number;
+  /** The connection unsubscribed from a conversation it was removed from (the registry's room index). */
+  onLeft?(conn: Connection, conversationId: string): void;
 }
 
 interface Fill {
@@ -64,6 +66,8 @@ export class Connection {
   /** Large rooms this connection is indexed in (gateway/registry.ts), so closing can leave them. */
   rooms: string[] | null = null;
   private sendFences: SendFences | null = null;
+  /** conversation -> the sequence of this user's removal from it (a stale re-delivered join is older). */
+  private leftAt: Map<string, number> | null = null;
 
   constructor(
     readonly userId: string,
@@ -129,11 +133,30 @@ export class Connection {
         this.lastSent.set(conv, seq);
         (this.touched ??= new Set()).add(conv);
         this.deps.metrics.deliveries.inc({ via: 'live' });
+        if (this.removedBy(env)) this.leave(conv);
       }
       return;
     }
     this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
     this.startFill(conv, seq, false, 'fill');
+  }
+
+  /** A `members_removed` entry that removes this connection's user: the last entry it gets there. */
+  private removedBy(env: Envelope): boolean {
+    if (env.kind !== 'members_removed') return false;
+    const ids = (env.payload as { user_ids?: unknown } | null)?.user_ids;
+    return Array.isArray(ids) && ids.includes(this.userId);
+  }
+
+  /**
+   * Unsubscribes after the removal entry was written: nothing later of this conversation reaches
+   * this connection, whatever a stale member list elsewhere says, until an entry adds the user again.
+   */
+  private leave(conv: string): void {
+    (this.leftAt ??= new Map()).set(conv, this.lastSent.get(conv) ?? 0);
+    this.lastSent.delete(conv);
+    this.touched?.delete(conv);
+    this.deps.onLeft?.(this, conv);
   }
 
   /** The user was added to a conversation: deliver messages after `lastSequence`. */
@@ -144,6 +167,10 @@ export class Connection {
       if (!this.pendingJoins.has(conversationId)) this.pendingJoins.set(conversationId, lastSequence);
       return;
     }
+    // A members_added delivered again (at least once) from before the removal must not subscribe again.
+    const left = this.leftAt?.get(conversationId);
+    if (left !== undefined && lastSequence < left) return;
+    this.leftAt?.delete(conversationId);
     if (!this.lastSent.has(conversationId)) this.lastSent.set(conversationId, lastSequence);
   }
 
@@ -239,6 +266,7 @@ export class Connection {
           break;
         }
         let ok = true;
+        let left = false;
         const before = last;
         this.socket.batch(() => {
           for (const m of batch) {
@@ -252,13 +280,23 @@ export class Connection {
               return;
             }
             last = m.sequence_number;
+            if (this.removedBy(m)) {
+              left = true;
+              return;
+            }
             // Stop at the high-water mark; the rest is read again after the socket drains.
             if (this.socket.bufferedAmount() > this.deps.highWaterBytes) return;
           }
         });
-        this.lastSent.set(conv, last);
-        (this.touched ??= new Set()).add(conv);
         if (last > before) metrics.deliveries.inc({ via: fill.via }, last - before);
+        this.lastSent.set(conv, last);
+        if (left) {
+          // A resume still ends with `synced`: the catch-up is complete (the removal is its last entry).
+          if (fill.synced) this.write(encodeFrame({ type: 'synced', conversation_id: conv, last_sequence: last }));
+          this.leave(conv);
+          return;
+        }
+        (this.touched ??= new Set()).add(conv);
         if (!ok) {
           this.end(CloseCode.resyncFailed, 'catch-up failed: reconnect and resume');
           return;

@@ -4,6 +4,7 @@ import { encodeFrame } from '../common/protocol.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ConnectionRegistry } from './registry.js';
 import type { EphemeralDelivery } from '../common/node-records.js';
+import { entryOf, membershipSequence } from '../common/events.js';
 import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
 import { carriesTrace } from '../common/trace-id.js';
 
@@ -23,50 +24,56 @@ export function createGatewayInbox(
   return {
     async deliver({ recipients, event, traceId }: Delivery) {
       const conv = event.conversation_id;
-      switch (event.type) {
-        case 'message.created': {
-          // From the hand-over to this node until the frame is written to its sockets.
-          const span =
-            tracing.enabled && carriesTrace(traceId)
-              ? tracing.start('deliver', traceId, SpanKind.CONSUMER, { 'realchat.conversation_id': conv })
-              : null;
-          // Named recipients (routed by presence), else the members here, else (a large room) whoever subscribed.
-          let audience: Awaited<ReturnType<MembershipCache['audience']>> | null = null;
-          try {
-            if (!recipients) audience = await membership.audience(conv);
-          } catch (err) {
-            span?.end(err);
-            throw err;
-          }
-          const written = audience?.large
-            ? registry.deliverToRoom(conv, event.message)
-            : registry.deliverMessage(recipients ?? audience!.members, event.message);
-          if (written > 0) {
-            // End to end: commit (created_at, ms precision) to the frame handed to this node's sockets.
-            const seconds = (Date.now() - Date.parse(event.message.created_at)) / 1000;
-            metrics.pipelineSeconds.observe({ stage: 'written' }, seconds);
-            metrics.endToEndSeconds.observe(seconds);
-          }
-          if (span) {
-            span.set('realchat.sequence', event.message.sequence_number);
-            span.set('realchat.connections', written);
-            span.end();
-          }
-          break;
-        }
-        case 'conversation.members_added':
-          membership.add(conv, event.user_ids, event.large === true);
-          if (event.large) registry.knowLarge(conv);
-          registry.join(recipients ?? event.user_ids, conv, event.last_sequence, event.large === true);
-          break;
-        case 'conversation.read': {
-          const frame = encodeFrame({ type: 'receipt', conversation_id: conv, user_id: event.user_id, read_sequence: event.read_sequence });
-          // In a large room a read mark goes to the reader's own connections only (their unread counts).
-          const audience = recipients ? null : await membership.audience(conv);
-          const to = audience?.large ? [event.user_id] : (recipients ?? audience!.members);
-          registry.deliverFrame(to, frame, { conversationId: conv });
-          break;
-        }
+      if (event.type === 'conversation.read') {
+        const frame = encodeFrame({ type: 'receipt', conversation_id: conv, user_id: event.user_id, read_sequence: event.read_sequence });
+        // In a large room a read mark goes to the reader's own connections only (their unread counts).
+        const audience = recipients ? null : await membership.audience(conv);
+        const to = audience?.large ? [event.user_id] : (recipients ?? audience!.members);
+        registry.deliverFrame(to, frame, { conversationId: conv });
+        return;
+      }
+      if (event.type === 'conversation.members_added') {
+        membership.add(conv, event.user_ids, event.large === true, membershipSequence(event)!);
+        if (event.large) registry.knowLarge(conv);
+        // The added members connected here start just before the entry (or at the creation's
+        // sequence 0), if they are members now: a replayed or redelivered old addition must not
+        // subscribe someone removed since (asked of the database: this node's list may be stale).
+        const candidates = event.user_ids.filter((u) => (!recipients || recipients.includes(u)) && registry.hasUser(u));
+        if (candidates.length > 0)
+          registry.join(await membership.membersNow(conv, candidates), conv, event.last_sequence, event.large === true);
+      }
+      const entry = entryOf(event);
+      if (!entry) return;
+      // From the hand-over to this node until the frame is written to its sockets.
+      const span =
+        tracing.enabled && carriesTrace(traceId)
+          ? tracing.start('deliver', traceId, SpanKind.CONSUMER, { 'realchat.conversation_id': conv })
+          : null;
+      // Named recipients (routed by presence), else the members here, else (a large room) whoever subscribed.
+      let audience: Awaited<ReturnType<MembershipCache['audience']>> | null = null;
+      try {
+        if (!recipients) audience = await membership.audience(conv);
+      } catch (err) {
+        span?.end(err);
+        throw err;
+      }
+      let to: Iterable<string> | null = recipients ?? (audience!.large ? null : audience!.members);
+      if (event.type === 'conversation.members_removed') {
+        // The removed members get their removal too; their connections then unsubscribe (connection.ts).
+        if (to) to = new Set([...to, ...(recipients ? [] : event.user_ids)]);
+        membership.remove(conv, event.user_ids, event.message.sequence_number);
+      }
+      const written = to ? registry.deliverMessage(to, entry) : registry.deliverToRoom(conv, entry);
+      if (written > 0) {
+        // End to end: commit (created_at, ms precision) to the frame handed to this node's sockets.
+        const seconds = (Date.now() - Date.parse(entry.created_at)) / 1000;
+        metrics.pipelineSeconds.observe({ stage: 'written' }, seconds);
+        metrics.endToEndSeconds.observe(seconds);
+      }
+      if (span) {
+        span.set('realchat.sequence', entry.sequence_number);
+        span.set('realchat.connections', written);
+        span.end();
       }
     },
     ephemeral(d) {

@@ -1,6 +1,8 @@
 /**
  * Keeps this node's entries in the presence registry: heartbeats, one entry per connection, and a
- * full re-sync after the registry was unreachable (so a Redis failover or restart heals by itself).
+ * full re-sync after the registry was unreachable or says it may have lost this node's entries (a
+ * Redis failover to a replica that lacked the latest writes, a primary back empty: heartbeat()
+ * resolves false), so a Redis failover or restart heals by itself (finding 8 in docs/chaos.md).
  * Registry failures never reach clients: deliveries fall back to broadcast meanwhile.
  */
 import type { PresenceRegistry } from '../common/presence.js';
@@ -10,6 +12,8 @@ export class PresenceAgent {
   private timer: NodeJS.Timeout | null = null;
   private healthy = false;
   private stopped = false;
+  /** A beat (with its resync) still running: the next tick skips it, and stop() waits for it. */
+  private beating: Promise<void> | null = null;
 
   constructor(
     private readonly registry: PresenceRegistry,
@@ -27,22 +31,25 @@ export class PresenceAgent {
   async start(): Promise<void> {
     try {
       await this.registry.removeNode(this.nodeId);
+      await this.registry.resync(this.nodeId, this.users(), this.rooms());
       await this.registry.heartbeat(this.nodeId, this.ttlMs);
       this.healthy = true;
     } catch (err) {
       this.log.warn({ err }, 'presence registry unreachable at start; deliveries are broadcast until it answers');
     }
-    this.timer = setInterval(() => void this.beat(), this.heartbeatMs);
+    this.timer = setInterval(() => {
+      if (!this.beating && !this.stopped) this.beating = this.beat().finally(() => (this.beating = null));
+    }, this.heartbeatMs);
     this.timer.unref();
   }
 
   private async beat(): Promise<void> {
     try {
-      await this.registry.heartbeat(this.nodeId, this.ttlMs);
-      if (!this.healthy) {
+      const intact = await this.registry.heartbeat(this.nodeId, this.ttlMs);
+      if (!this.healthy || !intact) {
         const users = this.users();
         await this.registry.resync(this.nodeId, users, this.rooms());
-        this.log.info({ users: users.size }, 'presence re-synced');
+        this.log.info({ users: users.size, after: this.healthy ? 'entries lost' : 'registry unreachable' }, 'presence re-synced');
       }
       this.healthy = true;
     } catch (err) {
@@ -82,6 +89,8 @@ export class PresenceAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    // A re-sync still running would re-add what removeNode clears.
+    await this.beating;
     await this.registry.removeNode(this.nodeId).catch((err) => this.log.warn({ err }, 'could not leave the presence registry'));
   }
 }

@@ -71,15 +71,24 @@ export class ConnectionRegistry {
     for (const c of this.rooms.get(conversationId) ?? []) if (c.userId !== exceptUser) c.sendFrame(frame);
   }
 
-  remove(conn: Connection): void {
-    for (const conv of conn.rooms ?? []) {
-      const set = this.rooms.get(conv);
-      if (set?.delete(conn) && set.size === 0) {
-        this.rooms.delete(conv);
-        this.interest.delete(conv);
-        void this.onRoomInterest(conv, false).catch(() => {});
-      }
+  /** The connection left a large room (its user was removed); a no-op for any other conversation. */
+  leaveRoom(conn: Connection, conversationId: string): void {
+    if (!conn.rooms?.includes(conversationId)) return;
+    this.dropFromRoom(conn, conversationId);
+    conn.rooms = conn.rooms.filter((c) => c !== conversationId);
+  }
+
+  private dropFromRoom(conn: Connection, conv: string): void {
+    const set = this.rooms.get(conv);
+    if (set?.delete(conn) && set.size === 0) {
+      this.rooms.delete(conv);
+      this.interest.delete(conv);
+      void this.onRoomInterest(conv, false).catch(() => {});
     }
+  }
+
+  remove(conn: Connection): void {
+    for (const conv of conn.rooms ?? []) this.dropFromRoom(conn, conv);
     conn.rooms = null;
     const held = this.byUser.get(conn.userId);
     if (held === conn) this.byUser.delete(conn.userId);

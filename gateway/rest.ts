@@ -45,13 +45,43 @@ function conversationParam(ctx: RequestContext): string {
   return id.toLowerCase();
 }
 
+/** The second path parameter: a message or user id (`what` names it in the 404). */
+function idParam(ctx: RequestContext, index: number, what: string): string {
+  const id = ctx.params[index];
+  if (!isUuid(id)) throw new AppError('not_found', `${what} not found`);
+  return id.toLowerCase();
+}
+
+/**
+ * The request's idempotency key: the body's `idempotency_key` or the Idempotency-Key header (every
+ * REST write accepts the header; when both are given they must agree). Null when neither is.
+ */
+function idempotencyKey(ctx: RequestContext, f: Fields | null): string | null {
+  const fromBody = f?.optionalString('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS) ?? null;
+  const header = ctx.idempotencyKey;
+  if (header !== '' && (header.length > MAX_IDEMPOTENCY_KEY_CHARS || !/^[\x21-\x7e]+$/.test(header)))
+    throw new AppError('invalid_request', `Idempotency-Key must be 1-${MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters`);
+  if (fromBody !== null && header !== '' && header !== fromBody)
+    throw new AppError('invalid_request', 'idempotency_key and the Idempotency-Key header differ');
+  return fromBody ?? (header === '' ? null : header);
+}
+
+function requireKey(key: string | null): string {
+  if (key === null) throw new AppError('invalid_request', 'idempotency_key (or an Idempotency-Key header) is required');
+  return key;
+}
+
 export type RestRoutes = ReturnType<typeof createRestRoutes>;
 
 export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unknown> }) {
   const { config, store, auth, metrics } = deps;
   const limits = config.limits;
 
-  const user = async (ctx: RequestContext) => (await auth.verify(bearerToken(ctx.authorization))).userId;
+  const user = async (ctx: RequestContext) => {
+    const t = await auth.verify(bearerToken(ctx.authorization));
+    if (t.name) await store.noteTokenName(t.userId, t.name);
+    return t.userId;
+  };
   // Writes a stranger could repeat to fill the database: per-minute buckets (per node).
   const perMinute = (n: number) => new RateLimiter(n / 60, n);
   const creates = perMinute(limits.conversationCreatesPerMin);
@@ -67,10 +97,23 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
       const title = f.optionalString('title', 0, 200) ?? null;
+      const key = idempotencyKey(ctx, null);
       take(creates, me, 'conversations created');
-      const conv = await store.createConversation(me, memberIds, title, ctx.traceId);
+      const { duplicate, ...conv } = await store.createConversation(me, memberIds, title, ctx.traceId, key);
+      if (duplicate) return { status: 200, body: conv };
       deps.onEventCommitted();
       return { status: 201, body: conv };
+    },
+
+    async updateConversation(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const whoCanAdd = f.string('who_can_add', 1, 16);
+      if (whoCanAdd !== 'members' && whoCanAdd !== 'admins')
+        throw new AppError('invalid_request', 'who_can_add must be "members" or "admins"');
+      await store.setWhoCanAdd(me, conversationId, whoCanAdd);
+      return { status: 200, body: { conversation_id: conversationId, who_can_add: whoCanAdd } };
     },
 
     async addMembers(ctx: RequestContext): Promise<Reply> {
@@ -78,10 +121,108 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const conversationId = conversationParam(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const userIds = f.uuidList('user_ids', 1, limits.maxMembersPerRequest);
+      const key = idempotencyKey(ctx, null);
       take(memberAdds, me, 'member additions');
-      const result = await store.addMembers(me, conversationId, userIds, ctx.traceId);
-      if (result.added_user_ids.length > 0) deps.onEventCommitted();
+      deps.admitSend();
+      const { duplicate, ...result } = await store.addMembers(me, conversationId, userIds, ctx.traceId, key);
+      if (!duplicate && result.added_user_ids.length > 0) deps.onEventCommitted();
       return { status: 200, body: result };
+    },
+
+    async removeMember(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const userId = idParam(ctx, 1, 'member');
+      const key = idempotencyKey(ctx, null);
+      take(memberAdds, me, 'member changes');
+      deps.admitSend();
+      const r = await store.removeMember(me, conversationId, userId, ctx.traceparent ?? ctx.traceId, key);
+      if (!r.duplicate) deps.onEventCommitted();
+      return {
+        status: 200,
+        body: {
+          conversation_id: r.conversation_id,
+          removed_user_ids: r.user_ids,
+          member_count: r.member_count,
+          last_sequence: r.last_sequence,
+        },
+      };
+    },
+
+    async setRole(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const userId = idParam(ctx, 1, 'member');
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const role = f.string('role', 1, 16);
+      if (role !== 'admin' && role !== 'member') throw new AppError('invalid_request', 'role must be "admin" or "member"');
+      const key = idempotencyKey(ctx, null);
+      take(memberAdds, me, 'member changes');
+      deps.admitSend();
+      const { duplicate, ...r } = await store.setRole(me, conversationId, userId, role, ctx.traceparent ?? ctx.traceId, key);
+      if (!duplicate) deps.onEventCommitted();
+      return { status: 200, body: r };
+    },
+
+    async listMembers(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const limit = queryInt(ctx.query, 'limit', 100, 1, limits.maxMembersPerRequest);
+      const after = ctx.query.get('after');
+      if (after !== null && !isUuid(after)) throw new AppError('invalid_request', 'after must be a user id');
+      return { status: 200, body: await store.listMembers(me, conversationId, after?.toLowerCase() ?? null, limit) };
+    },
+
+    async editMessage(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const messageId = idParam(ctx, 1, 'message');
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const key = requireKey(idempotencyKey(ctx, f));
+      const payload = f.present('payload');
+      const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
+      if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+      deps.admitSend();
+      const r = await store.editMessage(me, conversationId, messageId, key, payload, storedBytes, ctx.traceparent ?? ctx.traceId);
+      if (r.duplicate) return { status: 200, body: r.envelope };
+      deps.onEventCommitted();
+      return { status: 201, body: r.envelope };
+    },
+
+    async deleteMessage(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const conversationId = conversationParam(ctx);
+      const messageId = idParam(ctx, 1, 'message');
+      // Without a key a repeat still answers the same: deleting a deleted message answers its delete entry.
+      const key = idempotencyKey(ctx, null) ?? `delete:${randomUUID()}`;
+      if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+      deps.admitSend();
+      const r = await store.deleteMessage(me, conversationId, messageId, key, ctx.traceparent ?? ctx.traceId);
+      if (r.duplicate) return { status: 200, body: r.envelope };
+      deps.onEventCommitted();
+      return { status: 201, body: r.envelope };
+    },
+
+    async setMyName(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const name = f.string('name', 1, 100).trim();
+      if (name === '') throw new AppError('invalid_request', 'name must not be blank');
+      take(memberAdds, me, 'profile changes');
+      return { status: 200, body: await store.setUserName(me, name) };
+    },
+
+    async getUser(ctx: RequestContext): Promise<Reply> {
+      await user(ctx);
+      return { status: 200, body: await store.getUser(idParam(ctx, 0, 'user')) };
+    },
+
+    async searchUsers(ctx: RequestContext): Promise<Reply> {
+      await user(ctx);
+      const query = ctx.query.get('query') ?? '';
+      if (query.length < 1 || query.length > 100) throw new AppError('invalid_request', 'query must be 1-100 characters');
+      const limit = queryInt(ctx.query, 'limit', 20, 1, 100);
+      return { status: 200, body: { users: await store.searchUsers(query, limit) } };
     },
 
     async listConversations(ctx: RequestContext): Promise<Reply> {
@@ -93,16 +234,21 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     async listMessages(ctx: RequestContext): Promise<Reply> {
       const me = await user(ctx);
       const conversationId = conversationParam(ctx);
-      const after = queryInt(ctx.query, 'after_sequence', 0, 0, Number.MAX_SAFE_INTEGER);
       const limit = queryInt(ctx.query, 'limit', 100, 1, limits.maxPageMessages);
-      return { status: 200, body: await store.listMessages(me, conversationId, after, limit) };
+      if (ctx.query.has('before_sequence')) {
+        if (ctx.query.has('after_sequence')) throw new AppError('invalid_request', 'give after_sequence or before_sequence, not both');
+        const before = queryInt(ctx.query, 'before_sequence', 1, 1, Number.MAX_SAFE_INTEGER);
+        return { status: 200, body: await store.listMessages(me, conversationId, { before }, limit) };
+      }
+      const after = queryInt(ctx.query, 'after_sequence', 0, 0, Number.MAX_SAFE_INTEGER);
+      return { status: 200, body: await store.listMessages(me, conversationId, { after }, limit) };
     },
 
     async sendMessage(ctx: RequestContext): Promise<Reply> {
       const me = await user(ctx);
       const conversationId = conversationParam(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
-      const key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
+      const key = requireKey(idempotencyKey(ctx, f));
       const payload = f.present('payload');
       const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
       if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });

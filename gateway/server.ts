@@ -26,15 +26,24 @@ export interface GatewayServer {
 export const REST_ROUTES = [
   { method: 'POST', path: '/v1/conversations', handler: 'createConversation' },
   { method: 'GET', path: '/v1/conversations', handler: 'listConversations' },
+  { method: 'PATCH', path: '/v1/conversations/:id', handler: 'updateConversation' },
+  { method: 'GET', path: '/v1/conversations/:id/members', handler: 'listMembers' },
   { method: 'POST', path: '/v1/conversations/:id/members', handler: 'addMembers' },
+  { method: 'DELETE', path: '/v1/conversations/:id/members/:user_id', handler: 'removeMember' },
+  { method: 'PUT', path: '/v1/conversations/:id/members/:user_id/role', handler: 'setRole' },
   { method: 'GET', path: '/v1/conversations/:id/messages', handler: 'listMessages' },
   { method: 'POST', path: '/v1/conversations/:id/messages', handler: 'sendMessage' },
+  { method: 'PATCH', path: '/v1/conversations/:id/messages/:message_id', handler: 'editMessage' },
+  { method: 'DELETE', path: '/v1/conversations/:id/messages/:message_id', handler: 'deleteMessage' },
+  { method: 'PUT', path: '/v1/users/me', handler: 'setMyName' },
+  { method: 'GET', path: '/v1/users', handler: 'searchUsers' },
+  { method: 'GET', path: '/v1/users/:id', handler: 'getUser' },
   { method: 'POST', path: '/v1/dev/token', handler: 'devToken' },
   { method: 'GET', path: '/v1/openapi.json', handler: 'openapi' },
   { method: 'GET', path: '/healthz', handler: 'healthz' },
   { method: 'GET', path: '/readyz', handler: 'readyz' },
   { method: 'GET', path: '/metrics', handler: 'metrics' },
-] as const satisfies ReadonlyArray<{ method: 'GET' | 'POST'; path: string; handler: keyof RestRoutes }>;
+] as const satisfies ReadonlyArray<{ method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'; path: string; handler: keyof RestRoutes }>;
 
 export type ServerDeps = RestDeps & Omit<WsDeps, 'sockets' | 'edge' | 'logs'> & { log: Logger; metrics: Metrics };
 
@@ -63,6 +72,9 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
     const params = (r.path.match(/:/g) ?? []).length;
     const h = route(`${r.method} ${r.path}`, rest[r.handler], params);
     if (r.method === 'POST') app.post(r.path, h);
+    else if (r.method === 'PUT') app.put(r.path, h);
+    else if (r.method === 'PATCH') app.patch(r.path, h);
+    else if (r.method === 'DELETE') app.del(r.path, h);
     else {
       // GET routes answer HEAD too (the same headers, no body).
       app.get(r.path, h);

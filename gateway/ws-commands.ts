@@ -5,7 +5,7 @@
  * caller turns that into an `error` frame with the request's `ref`.
  */
 import { AppError } from '../common/errors.js';
-import { encodeFrame, type ClientFrame, type ServerFrame } from '../common/protocol.js';
+import { encodeFrame, type ClientFrame, type Envelope, type ServerFrame } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ChatStore } from './chat-store.js';
@@ -20,10 +20,12 @@ export type RequestType = RequestFrame['type'];
 export interface CommandContext {
   userId: string;
   reply(frame: ServerFrame): void;
+  /** The connection is subscribed to the conversation (it learns its own removal in stream order). */
+  subscribed(conversationId: string): boolean;
 }
 
 export interface CommandDeps {
-  store: Pick<ChatStore, 'sendMessage' | 'listMessages' | 'markRead' | 'membership'>;
+  store: Pick<ChatStore, 'sendMessage' | 'editMessage' | 'deleteMessage' | 'listMessages' | 'markRead' | 'membership'>;
   /** Null: a large room (its membership is checked in the database). */
   membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string> | null> };
   registry: Pick<ConnectionRegistry, 'deliverFrame' | 'roomFrame'>;
@@ -40,8 +42,29 @@ export interface CommandDeps {
 
 type Handlers = { [K in RequestType]: (frame: Extract<RequestFrame, { type: K }>, ctx: CommandContext) => Promise<void> };
 
+/**
+ * The `ack` of a write that appended a timeline entry (send, edit, delete). It names the request's
+ * own key: deleting a message someone else already deleted answers their delete entry.
+ */
+function ackOf(key: string, envelope: Envelope, duplicate: boolean): ServerFrame {
+  return {
+    type: 'ack',
+    idempotency_key: key,
+    conversation_id: envelope.conversation_id,
+    message_id: envelope.message_id,
+    sequence_number: envelope.sequence_number,
+    created_at: envelope.created_at,
+    duplicate,
+  };
+}
+
 export function createCommandHandlers(deps: CommandDeps): Handlers {
   const { store, log, metrics } = deps;
+  /** Edits and deletes share the send's budget and bound: each is one more entry to deliver. */
+  const admitWrite = (userId: string) => {
+    if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+    deps.admitSend();
+  };
   return {
     async send(frame, { userId, reply }) {
       if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
@@ -72,19 +95,34 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
         metrics.messagesAccepted.inc({ via: 'ws' });
         deps.onEventCommitted();
       }
-      reply({
-        type: 'ack',
-        idempotency_key: envelope.idempotency_key,
-        conversation_id: envelope.conversation_id,
-        message_id: envelope.message_id,
-        sequence_number: envelope.sequence_number,
-        created_at: envelope.created_at,
-        duplicate,
-      });
+      reply(ackOf(frame.idempotency_key, envelope, duplicate));
+    },
+
+    async edit(frame, { userId, reply }) {
+      admitWrite(userId);
+      const r = await store.editMessage(
+        userId,
+        frame.conversation_id,
+        frame.message_id,
+        frame.idempotency_key,
+        frame.payload,
+        frame.payloadStoredBytes,
+        deps.newTraceId(),
+      );
+      if (!r.duplicate) deps.onEventCommitted();
+      reply(ackOf(frame.idempotency_key, r.envelope, r.duplicate));
+    },
+
+    async delete(frame, { userId, reply }) {
+      admitWrite(userId);
+      const r = await store.deleteMessage(userId, frame.conversation_id, frame.message_id, frame.idempotency_key, deps.newTraceId());
+      if (!r.duplicate) deps.onEventCommitted();
+      reply(ackOf(frame.idempotency_key, r.envelope, r.duplicate));
     },
 
     async sync(frame, { userId, reply }) {
-      const page = await store.listMessages(userId, frame.conversation_id, frame.after_sequence, frame.limit, deps.maxSyncPageBytes);
+      const from = frame.before_sequence === null ? { after: frame.after_sequence } : { before: frame.before_sequence };
+      const page = await store.listMessages(userId, frame.conversation_id, from, frame.limit, deps.maxSyncPageBytes);
       reply({ type: 'messages', conversation_id: frame.conversation_id, messages: page.messages, has_more: page.has_more });
     },
 
@@ -93,15 +131,21 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
       if (r.advanced) deps.onEventCommitted();
     },
 
-    async typing(frame, { userId }) {
+    async typing(frame, { userId, subscribed }) {
       const conv = frame.conversation_id;
+      const requireMember = async () => {
+        const m = await store.membership(userId, conv);
+        if (m === 'not_found') throw new AppError('not_found', 'conversation not found');
+        if (m === 'not_member') throw new AppError('forbidden', 'not a member of this conversation');
+      };
+      // This node's member list can be stale (it learns removals only from the entries routed to
+      // it); a connection that is not subscribed to the conversation asks the database first.
+      if (!subscribed(conv)) await requireMember();
       const members = await deps.membership.isMember(conv, userId);
       const typing = { type: 'typing', conversation_id: conv, user_id: userId } as const;
       if (members === null) {
         // A large room: membership from the database; the frame goes to whoever subscribed.
-        const m = await store.membership(userId, conv);
-        if (m === 'not_found') throw new AppError('not_found', 'conversation not found');
-        if (m === 'not_member') throw new AppError('forbidden', 'not a member of this conversation');
+        await requireMember();
         deps.registry.roomFrame(conv, encodeFrame(typing), userId);
         deps.cluster?.publishEphemeral(conv, userId, null, typing);
         return;

@@ -147,6 +147,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     // Catch-up pauses with room left for one more maximal message frame below the hard limit.
     highWaterBytes: limits.maxConnectionBufferBytes - (limits.maxPayloadBytes + 4096),
     drainTimeoutMs: config.timeouts.slowReaderMs,
+    onLeft: (conn: Connection, conversationId: string) => registry.leaveRoom(conn, conversationId),
   };
   // A `messages` reply is at most a quarter of the buffer bound, sent only once the buffer is below
   // half of it: a reply can never push a connection past its bound, and a client that does not
@@ -193,6 +194,8 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       const token = await auth.verify(frame.token);
       userId = token.userId;
       ud.expiresAtMs = token.expiresAtMs;
+      // Not awaited: a display name never delays a connection.
+      if (token.name) void store.noteTokenName(userId, token.name);
     } catch (err) {
       const e = toAppError(err);
       refuse(
@@ -281,7 +284,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     }
     if (ud.session.phase !== 'open') return;
     if (ticket) conn.fences.admit(ticket);
-    await runCommand(commands, frame, { userId: conn.userId, reply: (f) => reply(ud, f) });
+    await runCommand(commands, frame, { userId: conn.userId, reply: (f) => reply(ud, f), subscribed: (c) => conn.isSubscribed(c) });
   }
 
   function onMessage(ud: WsData, message: ArrayBuffer, isBinary: boolean): void {

@@ -356,10 +356,21 @@ describe('client SDK against a real server (pglite)', () => {
     expect(conv).toMatchObject({ title: 'team', last_sequence: 0 });
     expect((await rest.addMembers(conv.conversation_id, [carol.user_id])).added_user_ids).toEqual([carol.user_id]);
     await rest.sendMessage(conv.conversation_id, 'hello', 'k1');
+    // v1.1: adding carol is a timeline entry (1); the message is 2. Own messages are not unread
+    // (sending moves the sender's read position); carol has one unread.
     const list = await rest.listConversations();
-    expect(list.conversations.find((c) => c.conversation_id === conv.conversation_id)).toMatchObject({ last_sequence: 1, unread: 1 });
+    expect(list.conversations.find((c) => c.conversation_id === conv.conversation_id)).toMatchObject({
+      last_sequence: 2,
+      unread: 0,
+      role: 'owner',
+    });
+    const carolList = await new RestClient({ baseUrl: s.http, token: carol.token }).listConversations();
+    expect(carolList.conversations.find((c) => c.conversation_id === conv.conversation_id)).toMatchObject({ unread: 1, role: 'member' });
     const page = await rest.listMessages(conv.conversation_id, 0, 10);
-    expect(page.messages.map((m) => m.payload)).toEqual(['hello']);
+    expect(page.messages.map((m) => [m.kind ?? 'message', m.payload])).toEqual([
+      ['members_added', { user_ids: [carol.user_id], by: alice.user_id }],
+      ['message', 'hello'],
+    ]);
     const stranger = new RestClient({ baseUrl: s.http, token: (await anon.devToken()).token });
     await expect(stranger.listMessages(conv.conversation_id)).rejects.toMatchObject({ code: 'forbidden', status: 403 });
   });

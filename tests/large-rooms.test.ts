@@ -25,7 +25,8 @@ describe.each(BACKENDS)('large rooms (%s)', (backend) => {
     ]);
     expect(row).toEqual({ large: true, member_count: 23 });
     const clients = await Promise.all(users.map((u) => TestClient.connect(s.wsUrl, u.token)));
-    for (let i = 0; i < 10; i++) clients[i % 3]!.send({ type: 'send', conversation_id: conv, idempotency_key: `l${i}`, payload: i });
+    // users[0] does not send: sending is reading, and its read mark is checked below.
+    for (let i = 0; i < 10; i++) clients[1 + (i % 2)]!.send({ type: 'send', conversation_id: conv, idempotency_key: `l${i}`, payload: i });
     for (const c of clients) {
       const got = await c.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 10);
       expect(got.map((f) => f.message.sequence_number)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
@@ -42,7 +43,7 @@ describe.each(BACKENDS)('large rooms (%s)', (backend) => {
     for (const c of [...clients, second]) c.close();
   });
 
-  it('a member added later receives what follows; a small room that grows past the threshold becomes large', async () => {
+  it('a member added later receives its members_added entry and what follows; a small room that grows past the threshold becomes large', async () => {
     const [a, b, late] = await Promise.all([s.token(), s.token(), s.token()]);
     const conv = await createConversation(s, a.token, [b.userId]);
     const ca = await TestClient.connect(s.wsUrl, a.token);
@@ -56,9 +57,14 @@ describe.each(BACKENDS)('large rooms (%s)', (backend) => {
     expect((await s.query<{ large: boolean }>('SELECT large FROM conversations WHERE id = $1', [conv]))[0]!.large).toBe(true);
     expect((await ca.sendMessage(conv, 'large-2', 2)).type).toBe('ack');
     expect((await ca.sendMessage(conv, 'large-3', 3)).type).toBe('ack');
-    const got = await cl.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 2);
-    expect(got.map((f) => f.message.sequence_number)).toEqual([2, 3]);
-    expect((await ca.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 3)).length).toBe(3);
+    // #2 is the addition itself (a members_added entry), then the two messages.
+    const got = await cl.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 3);
+    expect(got.map((f) => [f.message.sequence_number, f.message.kind])).toEqual([
+      [2, 'members_added'],
+      [3, undefined],
+      [4, undefined],
+    ]);
+    expect((await ca.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 4)).length).toBe(4);
     ca.close();
     cl.close();
   });

@@ -27,7 +27,7 @@ describe('membership cache', () => {
     let release!: (v: { large: boolean; members: string[] }) => void;
     const cache = new MembershipCache({ audienceOf: () => new Promise((r) => (release = r)) }, 10);
     const stale = cache.members('c');
-    cache.add('c', ['new']);
+    cache.add('c', ['new'], false, 1);
     release({ large: false, members: ['old'] }); // read before the insert committed
     expect([...(await stale)]).toEqual(['old']);
     let loads = 0;
@@ -37,7 +37,7 @@ describe('membership cache', () => {
     };
     expect([...(await cache.members('c'))].sort()).toEqual(['new', 'old']);
     expect(loads).toBe(1);
-    cache.add('c', ['third']);
+    cache.add('c', ['third'], false, 2);
     expect((await cache.members('c')).has('third')).toBe(true);
   });
 
@@ -51,11 +51,27 @@ describe('membership cache', () => {
 
   it('a large room is known as such, never by member list; a members_added event can make a room large', async () => {
     const cache = new MembershipCache({ audienceOf: async (c) => ({ large: c === 'big', members: c === 'big' ? [] : ['a'] }) }, 10);
-    expect(await cache.audience('big')).toEqual({ large: true });
+    expect(await cache.audience('big')).toMatchObject({ large: true });
     expect(await cache.isMember('big', 'a')).toBeNull();
     expect([...(await cache.members('small'))]).toEqual(['a']);
-    cache.add('small', ['b'], true);
-    expect(await cache.audience('small')).toEqual({ large: true });
+    cache.add('small', ['b'], true, 1);
+    expect(await cache.audience('small')).toEqual({ large: true, seq: 1 });
     expect((await cache.members('small')).size).toBe(0);
+  });
+
+  it('membership changes apply in timeline order: one the loaded state already reflects (a replay, a redelivery) changes nothing', async () => {
+    const cache = new MembershipCache({ audienceOf: async () => ({ large: false, members: ['a', 'b'], seq: 10 }) }, 10);
+    expect([...(await cache.members('c'))]).toEqual(['a', 'b']);
+    // b was removed at #8 and added again at #9 (both before the load at #10): a replay of them is no news.
+    cache.remove('c', ['b'], 8);
+    cache.add('c', ['x'], false, 9);
+    expect([...(await cache.members('c'))]).toEqual(['a', 'b']);
+    cache.remove('c', ['b'], 11);
+    expect([...(await cache.members('c'))]).toEqual(['a']);
+    // A redelivered old addition does not put the removed member back.
+    cache.add('c', ['b'], false, 9);
+    expect([...(await cache.members('c'))]).toEqual(['a']);
+    cache.add('c', ['b'], false, 12);
+    expect([...(await cache.members('c'))].sort()).toEqual(['a', 'b']);
   });
 });

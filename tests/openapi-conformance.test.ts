@@ -340,7 +340,8 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       body: { idempotency_key: 'k1', payload: { text: 'hello', n: [1, 2.5, null, true] } },
     });
     expect(first.status).toBe(201);
-    expect(first.body).toMatchObject({ conversation_id: conv, sender_id: alice.userId, sequence_number: 1, idempotency_key: 'k1' });
+    // v1.1: the member added above is the timeline's entry 1 (members_added), so this message is 2.
+    expect(first.body).toMatchObject({ conversation_id: conv, sender_id: alice.userId, sequence_number: 2, idempotency_key: 'k1' });
     const retry = await call('POST', T, {
       path,
       token: alice.token,
@@ -452,6 +453,193 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect((await call('GET', T, { path: at(conv, 'messages'), token: 'Bearer' })).status).toBe(401);
   });
 
+  it('v1.1: PATCH /v1/conversations/{id}, roles, members list, removal, edits, deletes, users', async () => {
+    const [owner, admin, member, later, outsider] = await Promise.all([s.token(), s.token(), s.token(), s.token(), s.token()]);
+    const OWN = { token: owner.token };
+    const create = {
+      token: owner.token,
+      body: { member_ids: [admin.userId, member.userId] },
+      headers: { 'idempotency-key': `create-${randomUUID()}` },
+    };
+    const created = await call('POST', '/v1/conversations', create);
+    expect(created.status).toBe(201);
+    expect(created.body.last_sequence).toBe(0);
+    const room: string = created.body.conversation_id;
+    const repeat = await call('POST', '/v1/conversations', create);
+    expect(repeat.status).toBe(200);
+    expect(repeat.body.conversation_id).toBe(room);
+    expect((await call('POST', '/v1/conversations', { ...create, headers: { 'idempotency-key': 'a b' } })).status).toBe(400);
+    const path = (tail = '') => `/v1/conversations/${room}${tail}`;
+
+    // PATCH /v1/conversations/{id}: the owner restricts adding members.
+    const P = CONV;
+    const restricted = await call('PATCH', P, { ...OWN, path: path(), body: { who_can_add: 'admins' } });
+    expect([restricted.status, restricted.body]).toEqual([200, { conversation_id: room, who_can_add: 'admins' }]);
+    expect((await call('PATCH', P, { path: path(), token: member.token, body: { who_can_add: 'members' } })).status).toBe(403);
+    expect((await call('PATCH', P, { path: path(), token: outsider.token, body: { who_can_add: 'members' } })).status).toBe(403);
+    for (const body of [{}, { who_can_add: 'everyone' }, { who_can_add: 1 }])
+      expect((await call('PATCH', P, { ...OWN, path: path(), body })).status, JSON.stringify(body)).toBe(400);
+    expect((await call('PATCH', P, { ...OWN, path: path(), raw: '{' })).status).toBe(400);
+    expect((await call('PATCH', P, { ...OWN, path: `/v1/conversations/${randomUUID()}`, body: { who_can_add: 'admins' } })).status).toBe(
+      404,
+    );
+    expect((await call('PATCH', P, { ...OWN, path: path(), raw: 'x'.repeat(OVERSIZE_BODY_BYTES) })).status).toBe(413);
+    expect((await call('PATCH', P, { path: path(), body: { who_can_add: 'admins' } })).status).toBe(401);
+
+    // PUT .../members/{user_id}/role: the owner names an admin (the room's first entry).
+    const R = `${CONV}/members/{user_id}/role`;
+    const role = (u: string) => path(`/members/${u}/role`);
+    const promoted = await call('PUT', R, { ...OWN, path: role(admin.userId), body: { role: 'admin' } });
+    expect(promoted.status).toBe(200);
+    expect(promoted.body).toEqual({ conversation_id: room, user_id: admin.userId, role: 'admin', last_sequence: 1 });
+    expect((await call('PUT', R, { ...OWN, path: role(admin.userId), body: { role: 'admin' } })).body.last_sequence).toBe(1);
+    const keyed = { ...OWN, path: role(member.userId), headers: { 'idempotency-key': 'role-k' } };
+    expect((await call('PUT', R, { ...keyed, body: { role: 'admin' } })).body.last_sequence).toBe(2);
+    expect((await call('PUT', R, { ...keyed, body: { role: 'admin' } })).status).toBe(200);
+    expect((await call('PUT', R, { ...keyed, body: { role: 'member' } })).status).toBe(409);
+    expect((await call('PUT', R, { ...OWN, path: role(member.userId), body: { role: 'member' } })).body.last_sequence).toBe(3);
+    expect((await call('PUT', R, { path: role(admin.userId), token: member.token, body: { role: 'member' } })).status).toBe(403);
+    expect((await call('PUT', R, { ...OWN, path: role(owner.userId), body: { role: 'member' } })).status).toBe(403);
+    expect((await call('PUT', R, { ...OWN, path: role(outsider.userId), body: { role: 'admin' } })).status).toBe(404);
+    expect((await call('PUT', R, { ...OWN, path: role('nope'), body: { role: 'admin' } })).status).toBe(404);
+    for (const body of [{}, { role: 'owner' }, { role: null }])
+      expect((await call('PUT', R, { ...OWN, path: role(admin.userId), body })).status, JSON.stringify(body)).toBe(400);
+    expect((await call('PUT', R, { ...OWN, path: role(admin.userId), raw: 'x'.repeat(OVERSIZE_BODY_BYTES) })).status).toBe(413);
+    expect((await call('PUT', R, { path: role(admin.userId), body: { role: 'admin' } })).status).toBe(401);
+
+    // Adding is restricted to owner and admins here; an addition is an entry.
+    const M = `${CONV}/members`;
+    expect((await call('POST', M, { path: path('/members'), token: member.token, body: { user_ids: [later.userId] } })).status).toBe(403);
+    const added = await call('POST', M, { path: path('/members'), token: admin.token, body: { user_ids: [later.userId] } });
+    expect(added.body).toMatchObject({ added_user_ids: [later.userId], member_count: 4, last_sequence: 4 });
+
+    // GET .../members
+    const all = await call('GET', M, { ...OWN, path: path('/members') });
+    expect(all.status).toBe(200);
+    expect(all.body.has_more).toBe(false);
+    const ids = all.body.members.map((x: Json) => x.user_id);
+    expect(ids).toEqual([owner.userId, admin.userId, member.userId, later.userId].sort());
+    expect(all.body.members.find((x: Json) => x.user_id === owner.userId).role).toBe('owner');
+    const first = await call('GET', M, { ...OWN, path: path('/members?limit=1') });
+    expect([first.body.members.length, first.body.has_more]).toEqual([1, true]);
+    const next = await call('GET', M, { ...OWN, path: path(`/members?limit=1000&after=${ids[0]}`) });
+    expect(next.body.members.map((x: Json) => x.user_id)).toEqual(ids.slice(1));
+    for (const q of ['limit=0', 'limit=1001', 'limit=x', 'after=nope'])
+      expect((await call('GET', M, { ...OWN, path: path(`/members?${q}`) })).status, q).toBe(400);
+    expect((await call('GET', M, { path: path('/members'), token: outsider.token })).status).toBe(403);
+    expect((await call('GET', M, { ...OWN, path: `/v1/conversations/${randomUUID()}/members` })).status).toBe(404);
+    expect((await call('GET', M, { path: path('/members') })).status).toBe(401);
+
+    // PATCH .../messages/{message_id}: the sender edits.
+    const S = `${CONV}/messages`;
+    const sent = await call('POST', S, {
+      path: path('/messages'),
+      token: member.token,
+      headers: { 'idempotency-key': 'm1' },
+      body: { payload: 'hi' },
+    });
+    expect(sent.status).toBe(201);
+    expect(
+      (
+        await call('POST', S, {
+          path: path('/messages'),
+          token: member.token,
+          headers: { 'idempotency-key': 'm2' },
+          body: { idempotency_key: 'other', payload: 1 },
+        })
+      ).status,
+    ).toBe(400);
+    const ownerSent = await call('POST', S, { ...OWN, path: path('/messages'), body: { idempotency_key: 'o1', payload: 'owner' } });
+    const E = `${CONV}/messages/{message_id}`;
+    const msg = (id: string) => path(`/messages/${id}`);
+    const edit = { path: msg(sent.body.message_id), token: member.token, body: { idempotency_key: 'e1', payload: 'hi!' } };
+    const edited = await call('PATCH', E, edit);
+    expect(edited.status).toBe(201);
+    expect(edited.body).toMatchObject({ kind: 'edit', ref_message_id: sent.body.message_id, payload: 'hi!', sender_id: member.userId });
+    expect((await call('PATCH', E, edit)).status).toBe(200);
+    expect((await call('PATCH', E, { ...edit, body: { idempotency_key: 'e1', payload: 'changed' } })).status).toBe(409);
+    expect((await call('PATCH', E, { ...edit, body: { payload: 'no key' } })).status).toBe(400);
+    expect((await call('PATCH', E, { ...edit, body: { idempotency_key: 'big', payload: 'z'.repeat(70 * 1024) } })).status).toBe(413);
+    expect((await call('PATCH', E, { ...edit, token: owner.token, body: { idempotency_key: 'oe', payload: 'x' } })).status).toBe(403);
+    expect(
+      (await call('PATCH', E, { ...edit, path: msg(edited.body.message_id), body: { idempotency_key: 'e2', payload: 'x' } })).status,
+    ).toBe(404);
+    expect((await call('PATCH', E, { ...edit, path: msg(randomUUID()), body: { idempotency_key: 'e3', payload: 'x' } })).status).toBe(404);
+    expect((await call('PATCH', E, { ...edit, path: msg('nope'), body: { idempotency_key: 'e4', payload: 'x' } })).status).toBe(404);
+    expect((await call('PATCH', E, { ...edit, token: undefined })).status).toBe(401);
+
+    // GET .../messages backwards, and the edited message in history.
+    const last = edited.body.sequence_number as number;
+    const back = await call('GET', S, { ...OWN, path: path(`/messages?before_sequence=${last}&limit=2`) });
+    expect(back.body.messages.map((e: Json) => e.sequence_number)).toEqual([last - 2, last - 1]);
+    expect(back.body.has_more).toBe(true);
+    const history = await call('GET', S, { ...OWN, path: path(`/messages?after_sequence=${sent.body.sequence_number - 1}&limit=1`) });
+    expect(history.body.messages[0]).toMatchObject({ message_id: sent.body.message_id, payload: 'hi!' });
+    expect(history.body.messages[0].edited_at).toBeTypeOf('string');
+    for (const q of ['before_sequence=0', 'before_sequence=x', 'before_sequence=1&after_sequence=0'])
+      expect((await call('GET', S, { ...OWN, path: path(`/messages?${q}`) })).status, q).toBe(400);
+
+    // DELETE .../messages/{message_id}: an admin deletes the member's message; the content is erased.
+    const removedMsg = await call('DELETE', E, {
+      path: msg(sent.body.message_id),
+      token: admin.token,
+      headers: { 'idempotency-key': 'd1' },
+    });
+    expect(removedMsg.status).toBe(201);
+    expect(removedMsg.body).toMatchObject({ kind: 'delete', ref_message_id: sent.body.message_id, payload: null });
+    const again = await call('DELETE', E, { path: msg(sent.body.message_id), token: member.token });
+    expect([again.status, again.body.message_id]).toEqual([200, removedMsg.body.message_id]);
+    expect((await call('PATCH', E, { ...edit, body: { idempotency_key: 'e5', payload: 'late' } })).status).toBe(409);
+    const erased = await call('GET', S, { ...OWN, path: path(`/messages?after_sequence=${sent.body.sequence_number - 1}&limit=1`) });
+    expect(erased.body.messages[0]).toMatchObject({ message_id: sent.body.message_id, payload: null, deleted: true });
+    expect((await call('DELETE', E, { path: msg(ownerSent.body.message_id), token: member.token })).status).toBe(403);
+    expect(
+      (await call('DELETE', E, { path: msg(ownerSent.body.message_id), token: owner.token, headers: { 'idempotency-key': 'a b' } })).status,
+    ).toBe(400);
+    expect(
+      (await call('DELETE', E, { path: msg(ownerSent.body.message_id), token: admin.token, headers: { 'idempotency-key': 'd1' } })).status,
+    ).toBe(409);
+    expect((await call('DELETE', E, { ...OWN, path: msg(randomUUID()) })).status).toBe(404);
+    expect((await call('DELETE', E, { path: msg(ownerSent.body.message_id) })).status).toBe(401);
+
+    // DELETE .../members/{user_id}: leave and remove.
+    const D = `${CONV}/members/{user_id}`;
+    const member_ = (u: string) => path(`/members/${u}`);
+    expect((await call('DELETE', D, { path: member_(admin.userId), token: member.token })).status).toBe(403);
+    expect((await call('DELETE', D, { path: member_(owner.userId), token: admin.token })).status).toBe(403);
+    expect((await call('DELETE', D, { ...OWN, path: member_(owner.userId) })).status).toBe(409);
+    expect((await call('DELETE', D, { ...OWN, path: member_(outsider.userId) })).status).toBe(404);
+    expect((await call('DELETE', D, { ...OWN, path: member_('nope') })).status).toBe(404);
+    const removed = await call('DELETE', D, { path: member_(member.userId), token: admin.token });
+    expect(removed.status).toBe(200);
+    expect(removed.body).toMatchObject({ conversation_id: room, removed_user_ids: [member.userId], member_count: 3 });
+    expect((await call('GET', S, { path: path('/messages'), token: member.token })).status).toBe(403);
+    expect((await call('DELETE', D, { path: member_(member.userId), token: member.token })).status).toBe(403);
+    const left = await call('DELETE', D, { path: member_(later.userId), token: later.token });
+    expect(left.body).toMatchObject({ removed_user_ids: [later.userId], member_count: 2, last_sequence: removed.body.last_sequence + 1 });
+    expect((await call('DELETE', D, { path: member_(admin.userId) })).status).toBe(401);
+
+    // Users: names, the directory, one user.
+    const name = `Zed ${randomUUID()}`;
+    const named = await call('PUT', '/v1/users/me', { token: outsider.token, body: { name: `  ${name} ` } });
+    expect(named.body).toEqual({ user_id: outsider.userId, name });
+    for (const body of [{}, { name: '' }, { name: '   ' }, { name: 'n'.repeat(101) }, { name: 5 }, { name: 'a\u0000b' }])
+      expect((await call('PUT', '/v1/users/me', { token: outsider.token, body })).status, JSON.stringify(body)).toBe(400);
+    expect((await call('PUT', '/v1/users/me', { token: outsider.token, raw: 'x'.repeat(OVERSIZE_BODY_BYTES) })).status).toBe(413);
+    expect((await call('PUT', '/v1/users/me', { body: { name } })).status).toBe(401);
+    const U = '/v1/users';
+    const found = await call('GET', U, { ...OWN, path: `/v1/users?query=${encodeURIComponent(name.slice(0, 20).toLowerCase())}` });
+    expect(found.body.users).toEqual([{ user_id: outsider.userId, name }]);
+    for (const q of ['', 'query=', `query=${'q'.repeat(101)}`, 'query=a&limit=0', 'query=a&limit=101'])
+      expect((await call('GET', U, { ...OWN, path: `/v1/users?${q}` })).status, q).toBe(400);
+    expect((await call('GET', U, { path: '/v1/users?query=a' })).status).toBe(401);
+    const G = '/v1/users/{id}';
+    expect((await call('GET', G, { ...OWN, path: `/v1/users/${outsider.userId}` })).body).toEqual({ user_id: outsider.userId, name });
+    expect((await call('GET', G, { ...OWN, path: `/v1/users/${randomUUID()}` })).status).toBe(404);
+    expect((await call('GET', G, { ...OWN, path: '/v1/users/nope' })).status).toBe(404);
+    expect((await call('GET', G, { path: `/v1/users/${outsider.userId}` })).status).toBe(401);
+  });
+
   it('GET /healthz, /readyz, /metrics', async () => {
     expect((await call('GET', '/healthz')).body).toEqual({ status: 'ok' });
     expect((await call('GET', '/readyz')).body).toEqual({ status: 'ready' });
@@ -507,6 +695,24 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       token: alice.token,
       body: { idempotency_key: 'h', payload: 1 },
     });
+    const nowhere = `/v1/conversations/${randomUUID()}`;
+    await call('PATCH', CONV, { path: nowhere, token: alice.token, body: { who_can_add: 'admins' } });
+    await call('GET', `${CONV}/members`, { path: `${nowhere}/members`, token: alice.token });
+    await call('DELETE', `${CONV}/members/{user_id}`, { path: `${nowhere}/members/${bob.userId}`, token: alice.token });
+    await call('PUT', `${CONV}/members/{user_id}/role`, {
+      path: `${nowhere}/members/${bob.userId}/role`,
+      token: alice.token,
+      body: { role: 'admin' },
+    });
+    await call('PATCH', `${CONV}/messages/{message_id}`, {
+      path: `${nowhere}/messages/${randomUUID()}`,
+      token: alice.token,
+      body: { idempotency_key: 'h', payload: 1 },
+    });
+    await call('DELETE', `${CONV}/messages/{message_id}`, { path: `${nowhere}/messages/${randomUUID()}`, token: alice.token });
+    await call('PUT', '/v1/users/me', { token: alice.token, body: { name: 'alice' } });
+    await call('GET', '/v1/users', { path: '/v1/users?query=ali', token: alice.token });
+    await call('GET', '/v1/users/{id}', { path: `/v1/users/${alice.userId}`, token: alice.token });
     await call('GET', '/healthz');
     await call('GET', '/readyz');
     await call('GET', '/metrics');

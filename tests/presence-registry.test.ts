@@ -1,4 +1,5 @@
 /** One behaviour suite for both presence registries (in-memory and Redis, real redis-server). */
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InMemoryPresence, RedisPresence, type PresenceRegistry } from '../common/presence.js';
 import { startRedis, type RedisProcess } from './harness/redis.js';
@@ -84,6 +85,23 @@ describe.each(factories)('presence registry (%s)', (_name, make) => {
     await p.close();
   });
 
+  it("heartbeat says whether the node's entries are intact: not before a resync, nor after the node was removed or forgotten", async () => {
+    const p = await make();
+    const [n, u] = [uid(), uid()];
+    expect(await p.heartbeat(n, 5000)).toBe(false);
+    await p.resync(n, new Map([[u, 1]]));
+    expect(await p.heartbeat(n, 5000)).toBe(true);
+    await p.addConnection(n, u);
+    expect(await p.heartbeat(n, 5000)).toBe(true);
+    await p.removeNode(n);
+    expect(await p.heartbeat(n, 5000)).toBe(false);
+    await p.resync(n, new Map([[u, 1]]));
+    expect(await p.heartbeat(n, 5000)).toBe(true);
+    await p.forgetNode(n);
+    expect(await p.heartbeat(n, 5000)).toBe(false);
+    await p.close();
+  });
+
   it('removeNode clears its users; resync restores them', async () => {
     const p = await make();
     const [n, u1, u2] = [uid(), uid(), uid()];
@@ -100,6 +118,51 @@ describe.each(factories)('presence registry (%s)', (_name, make) => {
       ]),
     );
     expect(new Set((await p.locate([u1, u2])).get(n))).toEqual(new Set([u1, u2]));
+    await p.close();
+  });
+});
+
+describe("redis presence when Redis loses a node's entries", () => {
+  it('heartbeat reports it (marker gone, or a new connection) until the node re-asserts them', async () => {
+    const p = new RedisPresence({ url: `redis://127.0.0.1:${redis.port}`, commandTimeoutMs: 1000, liveCacheMs: 0 });
+    expect(await p.ready(5000)).toBe(true);
+    const n = `lost-${Math.random().toString(36).slice(2)}`;
+    await p.resync(n, new Map([['u', 1]]));
+    expect(await p.heartbeat(n, 5000)).toBe(true);
+    await p.redis.del(`rc:m:${n}`, 'rc:u:u'); // e.g. a primary that came back empty
+    expect(await p.heartbeat(n, 5000)).toBe(false);
+    await p.resync(n, new Map([['u', 1]]));
+    expect(await p.heartbeat(n, 5000)).toBe(true);
+    // A new connection may be to a promoted replica that lacks the latest writes.
+    const reconnected = new Promise((r) => p.redis.once('ready', r));
+    const other = new Redis({ port: redis.port, host: '127.0.0.1' });
+    await other.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    other.disconnect();
+    await reconnected;
+    expect(await p.heartbeat(n, 5000)).toBe(false);
+    await p.resync(n, new Map([['u', 1]]));
+    expect(await p.heartbeat(n, 5000)).toBe(true);
+    await p.close();
+  });
+});
+
+describe('redis presence right after a reconnection', () => {
+  it('locate() and roomNodes() reject for settleMs after a reconnection (not after the first connection), so callers broadcast', async () => {
+    const p = new RedisPresence({ url: `redis://127.0.0.1:${redis.port}`, commandTimeoutMs: 1000, liveCacheMs: 0, settleMs: 1500 });
+    expect(await p.ready(5000)).toBe(true);
+    const n = `settle-${Math.random().toString(36).slice(2)}`;
+    await p.heartbeat(n, 10_000);
+    await p.addConnection(n, 'u');
+    expect((await p.locate(['u'])).get(n)).toEqual(['u']);
+    const reconnected = new Promise((r) => p.redis.once('ready', r));
+    const other = new Redis({ port: redis.port, host: '127.0.0.1' });
+    await other.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    other.disconnect();
+    await reconnected;
+    await expect(p.locate(['u'])).rejects.toThrow(/reconnected/);
+    await expect(p.roomNodes(['r'])).rejects.toThrow(/reconnected/);
+    await new Promise((r) => setTimeout(r, 1600));
+    expect((await p.locate(['u'])).get(n)).toEqual(['u']);
     await p.close();
   });
 });

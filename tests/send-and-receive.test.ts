@@ -70,7 +70,7 @@ describe.each(BACKENDS)('send and receive (%s)', (backend) => {
     b.close();
   });
 
-  it('a member added later receives live messages after the addition, on an already open connection', async () => {
+  it('a member added later receives the members_added entry and live messages after it, on an already open connection', async () => {
     const alice = await s.token();
     const carol = await s.token();
     const conv = await createConversation(s, alice.token, []);
@@ -79,13 +79,18 @@ describe.each(BACKENDS)('send and receive (%s)', (backend) => {
     await a.sendMessage(conv, 'before', 'before carol');
     const add = await http(s, 'POST', `/v1/conversations/${conv}/members`, { token: alice.token, body: { user_ids: [carol.userId] } });
     expect(add.status).toBe(200);
-    expect(add.body).toMatchObject({ added_user_ids: [carol.userId], last_sequence: 1 });
+    // The addition is the conversation's entry #2; the new member starts with it.
+    expect(add.body).toMatchObject({ added_user_ids: [carol.userId], last_sequence: 2 });
+    const joined = await c.waitFor((x) => x.type === 'message');
+    expect(joined.message).toMatchObject({
+      sequence_number: 2,
+      kind: 'members_added',
+      payload: { user_ids: [carol.userId], by: alice.userId },
+    });
     await a.sendMessage(conv, 'after', 'after carol');
-    const f = await c.waitFor((x) => x.type === 'message');
-    expect(f.message.sequence_number).toBe(2);
     await a.sendMessage(conv, 'after2', 'again');
-    await c.waitFor((x) => x.type === 'message' && x.message.sequence_number === 3);
-    expect(c.messages(conv).map((m) => m.sequence_number)).toEqual([2, 3]);
+    await c.waitFor((x) => x.type === 'message' && x.message.sequence_number === 4);
+    expect(c.messages(conv).map((m) => m.sequence_number)).toEqual([2, 3, 4]);
     a.close();
     c.close();
   });
@@ -101,7 +106,9 @@ describe.each(BACKENDS)('send and receive (%s)', (backend) => {
     await b.waitFor((f) => f.type === 'receipt' && f.read_sequence === 2);
     const r = await http(s, 'GET', '/v1/conversations', { token: bob.token });
     expect(r.status).toBe(200);
-    expect(r.body.conversations).toEqual([{ conversation_id: conv, title: 'counts', last_sequence: 3, read_sequence: 2, unread: 1 }]);
+    expect(r.body.conversations).toEqual([
+      { conversation_id: conv, title: 'counts', last_sequence: 3, read_sequence: 2, unread: 1, role: 'member' },
+    ]);
     a.close();
     b.close();
   });

@@ -173,7 +173,7 @@ describe('web app end to end (headless Chromium)', () => {
     // A refused action shows a clear error.
     await alice.getByTestId('new-members').fill('not-a-user-id');
     await alice.getByTestId('create-conv').click();
-    await expect(alice.getByTestId('error').first().textContent()).resolves.toContain('not a user id');
+    await expect(alice.getByTestId('error').first().textContent()).resolves.toContain('no user named');
 
     // Alice creates a conversation with Bob and says hello.
     await alice.getByTestId('new-title').fill('Alice & Bob');
@@ -246,6 +246,158 @@ describe('web app end to end (headless Chromium)', () => {
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await alice.screenshot({ path: SCREENSHOT });
     expect(existsSync(SCREENSHOT)).toBe(true);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('v1.1: names, add by name, edit, delete, roles, remove, read marks after a reload, older history on scroll, leave', async () => {
+    const tag = Math.random().toString(36).slice(2, 7);
+    const names = { dora: `Dora ${tag}`, eli: `Eli ${tag}`, finn: `Finn ${tag}` };
+    const pages: Record<'dora' | 'eli' | 'finn', Page> = {} as never;
+    const ids: Record<string, string> = {};
+    const pageErrors: string[] = [];
+    for (const who of ['dora', 'eli', 'finn'] as const) {
+      const ctx = await browser.newContext({ viewport: { width: 1180, height: 720 } });
+      contexts.push(ctx);
+      pages[who] = await ctx.newPage();
+      pages[who].on('pageerror', (e) => pageErrors.push(String(e)));
+      ids[who] = await signIn(pages[who], base, names[who]);
+    }
+    const { dora, eli, finn } = pages;
+    const UUID_RE = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
+    // What a person sees: innerText leaves out hidden elements (the app keeps the user's id in one, for copying).
+    // biome-ignore lint/performance/useDomNodeTextContent: rendered text is the point here
+    const visibleText = (p: Page) => p.evaluate(() => document.body.innerText as string);
+    const memberRow = (p: Page, who: string) => p.locator(`[data-testid="member"][data-user-id="${ids[who]}"]`);
+    const messageBySeq = (p: Page, seq: number) => p.locator(`[data-testid="message"][data-seq="${seq}"]`);
+
+    // Dora creates a conversation with Eli, by name.
+    await dora.getByTestId('new-title').fill(`Team ${tag}`);
+    await dora.getByTestId('new-members').fill(names.eli);
+    await dora.getByTestId('create-conv').click();
+    await dora.waitForSelector('[data-testid="conv-item"].active');
+    await memberRow(dora, 'eli').waitFor({ timeout: 10_000 });
+
+    // Add a member by name: search, pick the suggestion.
+    await dora.getByTestId('add-member-input').fill(names.finn.slice(0, 6).toLowerCase() + names.finn.slice(6));
+    await dora.locator(`[data-testid="user-suggestion"][data-user-id="${ids.finn}"]`).click({ timeout: 10_000 });
+    await memberRow(dora, 'finn').waitFor({ timeout: 10_000 });
+    const finnConv = finn.locator('[data-testid="conv-item"]', { hasText: `Team ${tag}` });
+    await finnConv.waitFor({ timeout: 10_000 });
+
+    await sendText(dora, 'hello team');
+    await waitForTexts(dora, 1);
+    const eliConv = eli.locator('[data-testid="conv-item"]', { hasText: `Team ${tag}` });
+    await eliConv.click({ timeout: 10_000 });
+    await finnConv.click();
+    await eli.locator('[data-testid="message-text"]', { hasText: 'hello team' }).waitFor({ timeout: 10_000 });
+    const helloSeq = Number(await eli.locator('[data-testid="message"]', { hasText: 'hello team' }).getAttribute('data-seq'));
+
+    // Names, never ids: the sender, the member list, the "added" line.
+    await expect
+      .poll(() => eli.locator('[data-testid="message"]', { hasText: 'hello team' }).getByTestId('message-sender').textContent())
+      .toBe(names.dora);
+    await expect.poll(() => memberRow(eli, 'finn').getByTestId('member-name').textContent(), { timeout: 10_000 }).toBe(names.finn);
+    await expect
+      .poll(() => eli.getByTestId('system-entry').first().textContent(), { timeout: 10_000 })
+      .toBe(`${names.dora} added ${names.finn}`);
+    expect(await visibleText(eli)).not.toMatch(UUID_RE);
+    expect(await visibleText(dora)).not.toMatch(UUID_RE);
+
+    // Edit own message: the other user sees the new text and the "edited" mark.
+    await dora.locator(`[data-testid="message"][data-seq="${helloSeq}"] [data-testid="edit-message"]`).click();
+    await dora.getByTestId('composer-input').fill('hello team (edited)');
+    await dora.getByTestId('send').click();
+    await expect
+      .poll(() => messageBySeq(eli, helloSeq).getByTestId('message-text').textContent(), { timeout: 10_000 })
+      .toBe('hello team (edited)');
+    await expect(messageBySeq(eli, helloSeq).getByTestId('edited-mark').count()).resolves.toBe(1);
+    // Eli cannot edit or delete Dora's message (a plain member).
+    await expect(messageBySeq(eli, helloSeq).getByTestId('edit-message').count()).resolves.toBe(0);
+    await expect(messageBySeq(eli, helloSeq).getByTestId('delete-message').count()).resolves.toBe(0);
+
+    // Delete own message: the other user sees "message deleted" and no text.
+    await sendText(dora, 'oops, wrong chat');
+    const oops = eli.locator('[data-testid="message"]', { hasText: 'oops, wrong chat' });
+    await oops.waitFor({ timeout: 10_000 });
+    const oopsSeq = Number(await oops.getAttribute('data-seq'));
+    await messageBySeq(dora, oopsSeq).getByTestId('delete-message').click();
+    await expect
+      .poll(() => messageBySeq(eli, oopsSeq).getByTestId('message-deleted').textContent(), { timeout: 10_000 })
+      .toBe('message deleted');
+    await expect(messageBySeq(eli, oopsSeq).getByTestId('message-text').count()).resolves.toBe(0);
+    expect(await visibleText(eli)).not.toContain('oops, wrong chat');
+
+    // Promote an admin: the owner makes Eli an admin; everyone's member list shows it.
+    await memberRow(dora, 'eli').getByTestId('promote-member').click();
+    await expect.poll(() => memberRow(eli, 'eli').getAttribute('data-role'), { timeout: 10_000 }).toBe('admin');
+    await expect.poll(() => memberRow(dora, 'eli').getAttribute('data-role'), { timeout: 10_000 }).toBe('admin');
+    await expect.poll(() => memberRow(dora, 'eli').getByTestId('demote-member').count()).toBe(1);
+
+    // Remove a member: Eli (admin) removes Finn; the conversation leaves Finn's list.
+    await memberRow(eli, 'finn').getByTestId('remove-member').click({ timeout: 10_000 });
+    await expect.poll(() => finnConv.count(), { timeout: 10_000 }).toBe(0);
+    await expect.poll(() => memberRow(dora, 'finn').count(), { timeout: 10_000 }).toBe(0);
+
+    // More than one page of history (sent over REST), read by Eli.
+    const session = JSON.parse((await dora.evaluate(() => (globalThis as any).localStorage.getItem('realchat.session'))) as string) as {
+      token: string;
+    };
+    const convId = (await dora.locator('[data-testid="conv-item"].active').getAttribute('data-conv-id'))!;
+    const headers = { authorization: `Bearer ${session.token}`, 'content-type': 'application/json' };
+    const EXTRA = 70;
+    let lastSeq = 0;
+    for (let i = 1; i <= EXTRA; i++) {
+      const r = await fetch(`${s.http}/v1/conversations/${convId}/messages`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ idempotency_key: `bulk-${tag}-${i}`, payload: { text: `bulk ${i}` } }),
+      });
+      expect(r.status).toBe(201);
+      lastSeq = ((await r.json()) as { sequence_number: number }).sequence_number;
+    }
+    await eli.locator('[data-testid="message-text"]', { hasText: `bulk ${EXTRA}` }).waitFor({ timeout: 20_000 });
+    await expect
+      .poll(
+        async () => {
+          const r = await fetch(`${s.http}/v1/conversations/${convId}/members`, { headers });
+          const body = (await r.json()) as { members: Array<{ user_id: string; read_sequence: number }> };
+          return body.members.find((m) => m.user_id === ids.eli)?.read_sequence;
+        },
+        { timeout: 10_000 },
+      )
+      .toBe(lastSeq);
+
+    // After a reload: Eli's read mark (GET /members), and only the newest page of history.
+    await dora.reload();
+    await expectState(dora, 'connected');
+    await dora.locator('[data-testid="conv-item"]', { hasText: `Team ${tag}` }).click();
+    await messageBySeq(dora, lastSeq).waitFor({ timeout: 10_000 });
+    await expect.poll(() => messageBySeq(dora, lastSeq).getByTestId('tick').textContent(), { timeout: 10_000 }).toContain('read');
+    const firstPage = await dora.getByTestId('message').count();
+    expect(firstPage).toBeLessThan(EXTRA + 2);
+    expect(await messageBySeq(dora, helloSeq).count()).toBe(0);
+
+    // Scrolling up loads older history until the first message.
+    for (let i = 0; i < 10 && (await messageBySeq(dora, helloSeq).count()) === 0; i++) {
+      const before = await dora.getByTestId('message').count();
+      await dora.$eval('[data-testid="messages"]', (el: any) => {
+        el.scrollTop = 0;
+      });
+      await dora.waitForFunction((n) => document.querySelectorAll('[data-testid="message"]').length > n, before, { timeout: 10_000 });
+    }
+    expect(await dora.getByTestId('message').count()).toBe(EXTRA + 2);
+    await expect(messageBySeq(dora, helloSeq).getByTestId('message-text').textContent()).resolves.toBe('hello team (edited)');
+    await expect(messageBySeq(dora, helloSeq).getByTestId('edited-mark').count()).resolves.toBe(1);
+    await expect(messageBySeq(dora, oopsSeq).getByTestId('message-deleted').count()).resolves.toBe(1);
+    const seqsShown = (await shown(dora)).map((m) => m.seq);
+    expect(seqsShown).toEqual([...seqsShown].sort((a, b) => a - b));
+
+    // Leave: Eli leaves; the conversation leaves Eli's list and Eli leaves Dora's member list.
+    await eli.getByTestId('leave-conv').click();
+    await expect.poll(() => eliConv.count(), { timeout: 10_000 }).toBe(0);
+    await expect.poll(() => memberRow(dora, 'eli').count(), { timeout: 10_000 }).toBe(0);
+    await dora.locator('[data-testid="system-entry"]', { hasText: `${names.eli} left` }).waitFor({ timeout: 10_000 });
+    expect(await visibleText(dora)).not.toMatch(UUID_RE);
     expect(pageErrors).toEqual([]);
   });
 });

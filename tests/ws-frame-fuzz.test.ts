@@ -835,7 +835,11 @@ class Model {
     if (this.msgs.get(r.conversation_id)?.has(r.sequence_number)) return;
     this.msgs.get(r.conversation_id)?.set(r.sequence_number, r);
     this.last.set(r.conversation_id, Math.max(this.lastSeq(r.conversation_id), r.sequence_number));
-    if (fromAlice) this.keys.set(r.idempotency_key, r);
+    if (fromAlice) {
+      this.keys.set(r.idempotency_key, r);
+      // Sending is reading (protocol v1.1): alice's read mark moves to her message, with no receipt.
+      if (r.sequence_number > (this.readPos.get(r.conversation_id) ?? 0)) this.readPos.set(r.conversation_id, r.sequence_number);
+    }
     this.writes++;
   }
   finding(id: FindingId, detail: string): void {

@@ -55,6 +55,8 @@ export interface GroupConsumerOptions {
    * reading from the latest offset, it would skip what is produced before it joins).
    */
   join?: { timeoutMs: number; required: boolean };
+  /** Each time the member (re)joins the group: its partitions may have changed. */
+  onGroupJoin?(): void;
 }
 
 function decodeHeaders(h: IHeaders | undefined): Record<string, string> {
@@ -159,6 +161,7 @@ export class GroupConsumer implements RunningConsumer {
       this.rebuilds = 0;
       this.state = { running: true, detail: 'member of the group' };
       this.firstJoin();
+      this.opts.onGroupJoin?.();
     });
     consumer.on(consumer.events.CRASH, (e) => {
       this.opts.log.error({ err: e.payload.error, group: this.opts.groupId, restart: e.payload.restart }, 'kafka consumer crashed');

@@ -75,6 +75,11 @@ export interface ChaosResult {
   runner_loop_delay_ms?: { p50: number; p99: number; max: number };
   /** The machine's 1/5/15-minute load averages at the end (2 cores here: above 2 is contention). */
   load_average?: number[];
+  /**
+   * After the heal: the nodes the presence registry holds as live, and running gateways missing
+   * from them (finding 8: deliveries for their users are routed to no node); null if unreadable.
+   */
+  presence_after_heal?: { live: string[]; missing: string[] } | null;
   timeline: Array<{
     t: number;
     sent: number;

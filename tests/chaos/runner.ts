@@ -5,6 +5,7 @@
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { createAuthenticator } from '../../gateway/auth.js';
 import type { StoredMessage } from '../harness/history.js';
@@ -150,6 +151,8 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
       behind = workload.behind(lastSeq);
     }
     o.log(behind.length ? `${behind.length} member streams still behind: ${behind.slice(0, 5).join('; ')}` : 'every client caught up');
+    const presence = await presenceAfterHeal(stack);
+    if (presence?.missing.length) o.log(`running gateways not live in the presence registry: ${presence.missing.join(', ')}`);
     const stored = [
       ...(await sql<StoredMessage[]>`
         SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
@@ -178,6 +181,11 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
       max: Math.round(loopDelay.max / 1e5) / 10,
     };
     result.load_average = loadavg().map((x) => Math.round(x * 10) / 10);
+    result.presence_after_heal = presence;
+    if (presence?.missing.length) {
+      result.reasons.push(`running gateways not live in the presence registry after the heal: ${presence.missing.join(', ')}`);
+      result.verdict = 'fail';
+    }
     const files = writeResults(result, o.out);
     o.log(
       `verdict ${result.verdict}${result.reasons.length ? `: ${result.reasons.join('; ')}` : ''}; results in ${files.json}, ${files.md}, ${files.svg}`,
@@ -186,6 +194,47 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
   } finally {
     workload.closeAll();
     await sql.end({ timeout: 5 });
+  }
+}
+
+/**
+ * After the heal every running gateway must be live in the presence registry, or the delivery
+ * workers route its users' deliveries to no node (finding 8 in docs/chaos.md: zero lag everywhere,
+ * nothing delivered). Read on the primary the sentinels name, with Redis's clock like the registry;
+ * a gateway gets up to 10 s (a few heartbeats) to appear.
+ */
+async function presenceAfterHeal(stack: ChaosStack): Promise<{ live: string[]; missing: string[] } | null> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const primary = await stack.redis.primary().catch(() => null);
+    let seen: { live: string[]; missing: string[] } | null = null;
+    if (primary) {
+      const r = new Redis({
+        host: '127.0.0.1',
+        port: primary.port,
+        lazyConnect: true,
+        commandTimeout: 2000,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      r.on('error', () => {});
+      try {
+        await r.connect();
+        const live = (await r.eval(
+          "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000); return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')",
+          1,
+          'rc:nodes',
+        )) as string[];
+        const running = stack.gateways.filter((g) => g.pid !== null).map((g) => g.name);
+        seen = { live, missing: running.filter((n) => !live.includes(n)) };
+      } catch {
+        seen = null;
+      } finally {
+        r.disconnect();
+      }
+    }
+    if ((seen && seen.missing.length === 0) || Date.now() > deadline) return seen;
+    await sleep(1000);
   }
 }
 

@@ -68,8 +68,9 @@ export function redisServerArgs(port: number, opts: { replicaOf?: number; dir?: 
   ];
 }
 
-export async function startRedis(opts: { replicaOf?: number } = {}): Promise<RedisProcess> {
-  const port = await freePort();
+/** `port`: start on that port (a server that comes back where its clients look, with an empty dataset). */
+export async function startRedis(opts: { replicaOf?: number; port?: number } = {}): Promise<RedisProcess> {
+  const port = opts.port ?? (await freePort());
   // Full resyncs write an RDB file: keep it in a temp dir, never in the working directory.
   const dir = mkdtempSync(join(tmpdir(), 'realchat-redis-'));
   return run('/usr/bin/redis-server', redisServerArgs(port, { replicaOf: opts.replicaOf, dir }), port, dir);
