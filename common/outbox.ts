@@ -33,12 +33,16 @@ export interface OutboxRow {
   created_ms: number;
 }
 
-/** The oldest unpublished rows, in id order. */
+/**
+ * The oldest unpublished rows, in id order. `ORDER BY outbox.id`, qualified: a bare `id` names the
+ * output column, the text `id::text`, and sorts "10" before "9" (events of one conversation then
+ * left in the wrong order whenever a batch crossed a power of ten).
+ */
 export function pollOutbox(sql: Sql, limit: number, timeoutMs: number): Promise<OutboxRow[]> {
   return withTimeout(
     sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id,
                             (extract(epoch FROM created_at) * 1000)::float8 AS created_ms
-                     FROM outbox ORDER BY id LIMIT ${limit}`,
+                     FROM outbox ORDER BY outbox.id LIMIT ${limit}`,
     timeoutMs,
     'outbox poll',
   );
@@ -164,7 +168,7 @@ async function replayCreations(
         ORDER BY e.id
         RETURNING 1
       )
-      SELECT (SELECT count(*)::int FROM ins) AS n, (SELECT id::text FROM picked ORDER BY id DESC LIMIT 1) AS last_id`;
+      SELECT (SELECT count(*)::int FROM ins) AS n, (SELECT p.id::text FROM picked p ORDER BY p.id DESC LIMIT 1) AS last_id`;
     if (opts.outboxMode === 'wal') await sql`DELETE FROM outbox WHERE trace_id = ${opts.traceId}`;
     if (!r || r.n === 0 || r.last_id === null) return total;
     total += r.n;

@@ -87,6 +87,11 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
   const creates = perMinute(limits.conversationCreatesPerMin);
   const memberAdds = perMinute(limits.memberAddsPerMin);
   const devTokens = perMinute(limits.devTokensPerMin);
+  /** Sends, edits and deletes share the per-user send rate and the backlog bound: each is an entry to deliver. */
+  const admitWrite = (me: string) => {
+    if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+    deps.admitSend();
+  };
   const take = (bucket: RateLimiter, key: string, what: string) => {
     if (!bucket.take(key)) throw new AppError('rate_limited', `too many ${what}; slow down`, { retryAfterS: 5 });
   };
@@ -181,8 +186,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const key = requireKey(idempotencyKey(ctx, f));
       const payload = f.present('payload');
       const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
-      if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-      deps.admitSend();
+      admitWrite(me);
       const r = await store.editMessage(me, conversationId, messageId, key, payload, storedBytes, ctx.traceparent ?? ctx.traceId);
       if (r.duplicate) return { status: 200, body: r.envelope };
       deps.onEventCommitted();
@@ -195,8 +199,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const messageId = idParam(ctx, 1, 'message');
       // Without a key a repeat still answers the same: deleting a deleted message answers its delete entry.
       const key = idempotencyKey(ctx, null) ?? `delete:${randomUUID()}`;
-      if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-      deps.admitSend();
+      admitWrite(me);
       const r = await store.deleteMessage(me, conversationId, messageId, key, ctx.traceparent ?? ctx.traceId);
       if (r.duplicate) return { status: 200, body: r.envelope };
       deps.onEventCommitted();
@@ -251,8 +254,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const key = requireKey(idempotencyKey(ctx, f));
       const payload = f.present('payload');
       const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
-      if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-      deps.admitSend();
+      admitWrite(me);
       const timer = metrics.dbWriteSeconds.startTimer();
       const result = await store.sendMessage(me, conversationId, key, payload, storedBytes, ctx.traceparent ?? ctx.traceId);
       timer();

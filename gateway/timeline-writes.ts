@@ -55,6 +55,20 @@ interface StoredEntry {
 
 const canModerate = (r: Role | null) => r === 'owner' || r === 'admin';
 
+const membersChanged = (
+  conversationId: string,
+  userIds: string[],
+  memberCount: number,
+  lastSequence: number,
+  duplicate: boolean,
+): MembersChanged => ({
+  conversation_id: conversationId,
+  user_ids: userIds,
+  member_count: memberCount,
+  last_sequence: lastSequence,
+  duplicate,
+});
+
 export function createTimelineWrites(outboxMode: OutboxMode) {
   /** Locks the conversation and reads the actor's role: `not_found` when there is no such conversation. */
   async function lock(tx: TxSql, conversationId: string, actor: string): Promise<Locked> {
@@ -84,20 +98,53 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
     if (!ok) throw new AppError('conflict', 'idempotency_key was already used for a different request');
   }
 
+  /**
+   * The payload of the entry a membership or role request's key already wrote (null: no key, or
+   * not used yet); `conflict` unless it is an entry of `kind` in this conversation that `same` accepts.
+   */
+  async function repeated<P>(
+    tx: TxSql,
+    r: { conversationId: string; actor: string; key: string | null },
+    kind: EntryKind,
+    same: (payload: P) => boolean,
+  ): Promise<P | null> {
+    if (!r.key) return null;
+    const s = await stored(tx, r.actor, r.key, null);
+    if (!s) return null;
+    const payload = s.envelope.payload as P;
+    conflictUnless(s.kind === kind && s.conversation_id === r.conversationId && same(payload));
+    return payload;
+  }
+
+  async function roleOf(tx: TxSql, conversationId: string, userId: string): Promise<Role | null> {
+    const [m] = await tx<{ role: Role }[]>`SELECT role FROM members WHERE conversation_id = ${conversationId} AND user_id = ${userId}`;
+    return m?.role ?? null;
+  }
+
   /** Appends one entry with the next sequence and its outbox event. */
   async function append(
     tx: TxSql,
-    e: { conversationId: string; actor: string; key: string; kind: EntryKind; ref: string | null; payload: unknown; payloadBytes?: number },
+    e: {
+      conversationId: string;
+      actor: string;
+      key: string | null;
+      kind: EntryKind;
+      ref: string | null;
+      payload: unknown;
+      payloadBytes?: number;
+    },
     traceId: string | null,
   ): Promise<Envelope> {
     const id = randomUUID();
     const payloadText = JSON.stringify(e.payload ?? null);
+    // A change asked for without a key still needs one (unique per sender): its own.
+    const key = e.key ?? `${e.kind}:${id}`;
     await tx`
       WITH bumped AS (
         UPDATE conversations SET last_seq = last_seq + 1, updated_at = date_trunc('milliseconds', clock_timestamp())
         WHERE id = ${e.conversationId} RETURNING last_seq)
       INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key, payload_bytes, kind, ref_message_id)
-      SELECT ${id}, ${e.conversationId}, ${e.actor}, b.last_seq, ${payloadText}::text::jsonb, ${e.key},
+      SELECT ${id}, ${e.conversationId}, ${e.actor}, b.last_seq, ${payloadText}::text::jsonb, ${key},
              ${e.payloadBytes ?? Buffer.byteLength(payloadText)}, ${e.kind}, ${e.ref}
       FROM bumped b`;
     const [row] = await tx<{ envelope: Envelope; event_id: string }[]>`
@@ -210,22 +257,8 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
       traceId: string | null,
     ): Promise<MembersChanged> {
       const conv = await lock(tx, r.conversationId, r.actor);
-      if (r.key) {
-        const s = await stored(tx, r.actor, r.key, null);
-        if (s) {
-          const p = s.envelope.payload as { user_ids: string[] };
-          conflictUnless(
-            s.kind === 'members_added' && s.conversation_id === r.conversationId && p.user_ids.every((u) => r.userIds.includes(u)),
-          );
-          return {
-            conversation_id: r.conversationId,
-            user_ids: p.user_ids,
-            member_count: conv.member_count,
-            last_sequence: conv.last_seq,
-            duplicate: true,
-          };
-        }
-      }
+      const prior = await repeated<{ user_ids: string[] }>(tx, r, 'members_added', (p) => p.user_ids.every((u) => r.userIds.includes(u)));
+      if (prior) return membersChanged(r.conversationId, prior.user_ids, conv.member_count, conv.last_seq, true);
       const role = requireMember(conv);
       if (conv.who_can_add === 'admins' && !canModerate(role))
         throw new AppError('forbidden', 'only owners and admins can add members here');
@@ -238,8 +271,7 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
       const added = [...new Set(r.userIds)].filter((u) => !present.has(u));
       const count = conv.member_count + added.length;
       if (count > r.maxRoomMembers) throw new AppError('conflict', `a conversation has at most ${r.maxRoomMembers} members`);
-      if (added.length === 0)
-        return { conversation_id: r.conversationId, user_ids: [], member_count: count, last_sequence: conv.last_seq, duplicate: false };
+      if (added.length === 0) return membersChanged(r.conversationId, [], count, conv.last_seq, false);
       await tx`INSERT INTO members ${tx(added.map((u) => ({ conversation_id: r.conversationId, user_id: u })))}`;
       await tx`INSERT INTO user_conversation_state ${tx(added.map((u) => ({ conversation_id: r.conversationId, user_id: u })))} ON CONFLICT DO NOTHING`;
       await tx`UPDATE conversations SET large = ${conv.large || count > r.largeRoomMembers}, member_count = ${count} WHERE id = ${r.conversationId}`;
@@ -248,20 +280,14 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
         {
           conversationId: r.conversationId,
           actor: r.actor,
-          key: r.key ?? `members_added:${randomUUID()}`,
+          key: r.key,
           kind: 'members_added',
           ref: null,
           payload: { user_ids: added, by: r.actor },
         },
         traceId,
       );
-      return {
-        conversation_id: r.conversationId,
-        user_ids: added,
-        member_count: count,
-        last_sequence: envelope.sequence_number,
-        duplicate: false,
-      };
+      return membersChanged(r.conversationId, added, count, envelope.sequence_number, false);
     },
 
     /**
@@ -274,28 +300,14 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
       traceId: string | null,
     ): Promise<MembersChanged> {
       const conv = await lock(tx, r.conversationId, r.actor);
-      if (r.key) {
-        const s = await stored(tx, r.actor, r.key, null);
-        if (s) {
-          const p = s.envelope.payload as { user_ids: string[] };
-          conflictUnless(s.kind === 'members_removed' && s.conversation_id === r.conversationId && p.user_ids.includes(r.userId));
-          return {
-            conversation_id: r.conversationId,
-            user_ids: p.user_ids,
-            member_count: conv.member_count,
-            last_sequence: conv.last_seq,
-            duplicate: true,
-          };
-        }
-      }
+      const prior = await repeated<{ user_ids: string[] }>(tx, r, 'members_removed', (p) => p.user_ids.includes(r.userId));
+      if (prior) return membersChanged(r.conversationId, prior.user_ids, conv.member_count, conv.last_seq, true);
       const role = requireMember(conv);
       const leaving = r.userId === r.actor;
       let targetRole: Role | null = role;
       if (!leaving) {
         if (!canModerate(role)) throw new AppError('forbidden', 'only owners and admins can remove members');
-        targetRole =
-          (await tx<{ role: Role }[]>`SELECT role FROM members WHERE conversation_id = ${r.conversationId} AND user_id = ${r.userId}`)[0]
-            ?.role ?? null;
+        targetRole = await roleOf(tx, r.conversationId, r.userId);
         if (!targetRole) throw new AppError('not_found', 'not a member of this conversation');
         if (targetRole === 'owner') throw new AppError('forbidden', 'the owner cannot be removed');
         if (targetRole === 'admin' && role === 'admin') throw new AppError('forbidden', 'an admin cannot remove an admin');
@@ -309,20 +321,14 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
         {
           conversationId: r.conversationId,
           actor: r.actor,
-          key: r.key ?? `members_removed:${randomUUID()}`,
+          key: r.key,
           kind: 'members_removed',
           ref: null,
           payload: { user_ids: [r.userId], by: r.actor, reason: leaving ? 'left' : 'removed' },
         },
         traceId,
       );
-      return {
-        conversation_id: r.conversationId,
-        user_ids: [r.userId],
-        member_count: conv.member_count - 1,
-        last_sequence: envelope.sequence_number,
-        duplicate: false,
-      };
+      return membersChanged(r.conversationId, [r.userId], conv.member_count - 1, envelope.sequence_number, false);
     },
 
     /** The owner names admins (and takes it back); the owner's own role never changes. */
@@ -332,44 +338,34 @@ export function createTimelineWrites(outboxMode: OutboxMode) {
       traceId: string | null,
     ): Promise<RoleSet> {
       const conv = await lock(tx, r.conversationId, r.actor);
-      if (r.key) {
-        const s = await stored(tx, r.actor, r.key, null);
-        if (s) {
-          const p = s.envelope.payload as { user_id: string; role: Role };
-          conflictUnless(
-            s.kind === 'role_changed' && s.conversation_id === r.conversationId && p.user_id === r.userId && p.role === r.role,
-          );
-          return { conversation_id: r.conversationId, user_id: r.userId, role: r.role, last_sequence: conv.last_seq, duplicate: true };
-        }
-      }
+      const set = (lastSequence: number, duplicate: boolean): RoleSet => ({
+        conversation_id: r.conversationId,
+        user_id: r.userId,
+        role: r.role,
+        last_sequence: lastSequence,
+        duplicate,
+      });
+      if (await repeated<{ user_id: string; role: Role }>(tx, r, 'role_changed', (p) => p.user_id === r.userId && p.role === r.role))
+        return set(conv.last_seq, true);
       if (requireMember(conv) !== 'owner') throw new AppError('forbidden', 'only the owner can change roles');
-      const [current] = (
-        await tx<{ role: Role }[]>`SELECT role FROM members WHERE conversation_id = ${r.conversationId} AND user_id = ${r.userId}`
-      ).map((x) => x.role);
+      const current = await roleOf(tx, r.conversationId, r.userId);
       if (!current) throw new AppError('not_found', 'not a member of this conversation');
       if (current === 'owner') throw new AppError('forbidden', "the owner's role cannot change");
-      if (current === r.role)
-        return { conversation_id: r.conversationId, user_id: r.userId, role: r.role, last_sequence: conv.last_seq, duplicate: false };
+      if (current === r.role) return set(conv.last_seq, false);
       await tx`UPDATE members SET role = ${r.role} WHERE conversation_id = ${r.conversationId} AND user_id = ${r.userId}`;
       const envelope = await append(
         tx,
         {
           conversationId: r.conversationId,
           actor: r.actor,
-          key: r.key ?? `role_changed:${randomUUID()}`,
+          key: r.key,
           kind: 'role_changed',
           ref: null,
           payload: { user_id: r.userId, role: r.role, by: r.actor },
         },
         traceId,
       );
-      return {
-        conversation_id: r.conversationId,
-        user_id: r.userId,
-        role: r.role,
-        last_sequence: envelope.sequence_number,
-        duplicate: false,
-      };
+      return set(envelope.sequence_number, false);
     },
 
     /** The owner restricts (or opens) adding members. */
