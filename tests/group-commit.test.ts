@@ -163,8 +163,17 @@ describe('realchat_send_batch (PostgreSQL)', () => {
     });
     const [last] = await sql<{ s1: number; s2: number; events: number }[]>`
       SELECT (SELECT last_seq::int FROM conversations WHERE id = ${c1}) AS s1, (SELECT last_seq::int FROM conversations WHERE id = ${c2}) AS s2,
-             (SELECT count(*)::int FROM outbox WHERE aggregateid IN (${c1}, ${c2})) AS events`;
+             (SELECT count(*)::int FROM outbox WHERE aggregateid IN (${c1}, ${c2}) AND type = 'message.created') AS events`;
     expect(last).toEqual({ s1: 3, s2: 1, events: 4 });
+    // Sending is reading: b's #2 read a's #1, a's #3 read b's #2 (in this very batch): a receipt
+    // each. a's first send and its send in c2 read nobody else's message: none.
+    const receipts = await sql<{ u: string; n: number }[]>`
+      SELECT payload->>'user_id' AS u, (payload->>'read_sequence')::int AS n FROM outbox
+      WHERE aggregateid IN (${c1}, ${c2}) AND type = 'conversation.read' ORDER BY n`;
+    expect(receipts.map((r) => [r.u, r.n])).toEqual([
+      [b, 2],
+      [a, 3],
+    ]);
   });
 
   it('a JSON null payload is a value: stored as jsonb null, and the same send again is a duplicate, not a conflict', async () => {

@@ -369,6 +369,7 @@ describe.each(BACKENDS)('timeline entries (%s)', (backend) => {
     const bob = await s.token();
     const carol = await s.token();
     const conv = await createConversation(s, alice.token, [bob.userId]);
+    const a = await TestClient.connect(s.wsUrl, alice.token);
     const unread = async (token: string) =>
       (await http(s, 'GET', '/v1/conversations', { token })).body.conversations.find((c: any) => c.conversation_id === conv).unread;
     const m1 = (await send(alice.token, conv, 'u1', 'one')).body;
@@ -380,10 +381,17 @@ describe.each(BACKENDS)('timeline entries (%s)', (backend) => {
     expect(await unread(alice.token)).toBe(0);
     await del(alice.token, conv, m1.message_id);
     expect(await unread(bob.token)).toBe(1);
-    // Bob's send reads everything before it.
-    await send(bob.token, conv, 'u4', 'reply');
+    // Bob's send reads everything before it, and says so: a receipt, as a `read` would.
+    const reply = (await send(bob.token, conv, 'u4', 'reply')).body;
     expect(await unread(bob.token)).toBe(0);
     expect(await unread(alice.token)).toBe(1);
+    expect(await a.waitFor((f) => f.type === 'receipt' && f.user_id === bob.userId)).toMatchObject({
+      read_sequence: reply.sequence_number,
+    });
+    // Alice's sends passed only her own messages: no receipt of hers (each message says it).
+    await a.waitFor((f) => f.type === 'message' && f.message.sequence_number === reply.sequence_number);
+    expect(a.frames.filter((f) => f.type === 'receipt' && f.user_id === alice.userId)).toEqual([]);
+    a.close();
   });
 
   it('Idempotency-Key on REST writes: a repeated create, add, remove or role change answers the first', async () => {

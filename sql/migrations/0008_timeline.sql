@@ -83,7 +83,8 @@ $$;
 -- The send batch of 0004_send_batch.sql (read its comment there) with two changes: a stored key
 -- answers 'duplicate' only for a plain message (the key of an edit or a delete is not a send's),
 -- and also when the stored message was deleted since (its payload is erased, the retry is the
--- same send); and sending moves the sender's own read position (docs/protocol.md, "Unread").
+-- same send); and sending moves the sender's own read position, with a conversation.read event
+-- when that read someone else's message (docs/protocol.md, "Unread").
 CREATE OR REPLACE FUNCTION realchat_send_batch(batch jsonb, outbox_mode text DEFAULT 'table')
 -- `payload` is returned for stored messages only (duplicate, conflict): a new message's payload is
 -- what the caller sent.
@@ -130,12 +131,32 @@ BEGIN
     ), events AS (
       SELECT ins.*, n.i, n.t, gen_random_uuid() AS eid, to_char(ins.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ts
       FROM inserted ins JOIN numbered n ON n.mid = ins.id
+    ), read_before AS (
+      -- The senders' read positions before this statement (every CTE reads the same snapshot).
+      SELECT st.user_id, st.conversation_id, st.last_read_sequence AS old FROM user_conversation_state st
+      WHERE (st.user_id, st.conversation_id) IN (SELECT ins.sender_id, ins.conversation_id FROM inserted ins)
     ), read_moved AS (
       -- Sending is reading: the sender's own read position moves to its newest message.
       INSERT INTO user_conversation_state AS s (user_id, conversation_id, last_read_sequence)
       SELECT ins.sender_id, ins.conversation_id, max(ins.sequence) FROM inserted ins GROUP BY ins.sender_id, ins.conversation_id
       ON CONFLICT (user_id, conversation_id) DO UPDATE SET last_read_sequence = EXCLUDED.last_read_sequence
         WHERE s.last_read_sequence < EXCLUDED.last_read_sequence
+      RETURNING s.user_id, s.conversation_id, s.last_read_sequence
+    ), receipts AS (
+      -- A receipt (conversation.read) when the move read someone else's message: that is news for
+      -- the others. A move over the sender's own messages only is not (each message entry already
+      -- says its sender read up to it), and emitting it would double the events of a busy sender.
+      INSERT INTO outbox (event_id, aggregateid, type, payload)
+      SELECT r.eid, r.conversation_id::text, 'conversation.read',
+             jsonb_build_object('schema_version', 1, 'event_id', r.eid, 'type', 'conversation.read', 'conversation_id', r.conversation_id,
+               'occurred_at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+               'user_id', r.user_id, 'read_sequence', r.last_read_sequence)
+      FROM (SELECT rm.*, gen_random_uuid() AS eid, coalesce(rb.old, 0) AS old FROM read_moved rm
+            LEFT JOIN read_before rb ON rb.user_id = rm.user_id AND rb.conversation_id = rm.conversation_id) r
+      WHERE EXISTS (SELECT 1 FROM messages x WHERE x.conversation_id = r.conversation_id AND x.sequence > r.old
+                      AND x.sequence < r.last_read_sequence AND x.kind = 'message' AND x.sender_id <> r.user_id)
+         OR EXISTS (SELECT 1 FROM inserted y WHERE y.conversation_id = r.conversation_id AND y.sequence > r.old
+                      AND y.sequence < r.last_read_sequence AND y.sender_id <> r.user_id)
     ), outboxed AS (
       INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id)
       SELECT ev.eid, ev.conversation_id::text, 'message.created',
