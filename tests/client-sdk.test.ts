@@ -19,6 +19,7 @@ import {
   type WebSocketConstructor,
   type WebSocketLike,
 } from '../client/index.js';
+import { until } from './harness/until.js';
 
 type Frame = Record<string, any> & { type: string };
 
@@ -91,14 +92,6 @@ function faultyWebSocket(faults: Faults): WebSocketConstructor {
       this.ws.close(code, reason);
     }
   };
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 interface Harnessed {

@@ -4,6 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { RealChatClient, type ClientOptions, type StateChange, type WebSocketConstructor, type WebSocketLike } from '../client/index.js';
+import { until } from './harness/until.js';
 
 type Frame = Record<string, any> & { type: string };
 
@@ -77,14 +78,6 @@ class FakeSocket implements WebSocketLike {
 
   close(): void {
     this.readyState = 3;
-  }
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
   }
 }
 

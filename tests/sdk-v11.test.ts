@@ -16,14 +16,7 @@ import {
   type TimelineEntry,
   type WebSocketConstructor,
 } from '../client/index.js';
-
-async function until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from './harness/until.js';
 
 interface Harnessed {
   client: RealChatClient;

@@ -16,6 +16,7 @@ import {
   type WebSocketConstructor,
   type WebSocketLike,
 } from '../client/index.js';
+import { until } from './harness/until.js';
 
 type Frame = Record<string, any> & { type: string };
 
@@ -92,14 +93,6 @@ class FakeSocket implements WebSocketLike {
 
   close(): void {
     this.readyState = 3;
-  }
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
   }
 }
 

@@ -18,6 +18,7 @@ import { SignJWT, decodeJwt, exportJWK, exportSPKI, generateKeyPair, type Crypto
 import { BACKENDS, LogSink, createConversation, http, startTestServer, type Backend, type TestServer } from './harness/server.js';
 import { TestClient, type Frame } from './harness/ws-client.js';
 import { RealChatClient, type ConnectionState, type Envelope, type StateChange, type WebSocketConstructor } from '../client/index.js';
+import { until } from './harness/until.js';
 
 const DAY_S = 24 * 3600;
 /**
@@ -91,14 +92,6 @@ async function expectRefused(s: TestServer, token: string): Promise<void> {
   const r = await hello(s, token);
   expect(r.frame, JSON.stringify(r.frame)).toMatchObject({ type: 'error', code: 'unauthorized' });
   expect(r.closeCode).toBe(4500);
-}
-
-async function until(what: string, pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** A JWKS endpoint on 127.0.0.1: serves `keys` (mutable), or never answers when `hang` is set. */
