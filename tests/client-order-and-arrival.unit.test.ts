@@ -4,59 +4,8 @@
  * listeners learn how each message arrived (`info.via`), the SDK's own gap fill included.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { RealChatClient, type Via, type WebSocketConstructor, type WebSocketLike } from '../client/index.js';
-
-type Frame = Record<string, any> & { type: string };
-
-class FakeSocket implements WebSocketLike {
-  static last: FakeSocket | null = null;
-  readyState = 0;
-  onopen: ((ev: any) => void) | null = null;
-  onmessage: ((ev: any) => void) | null = null;
-  onclose: ((ev: any) => void) | null = null;
-  onerror: ((ev: any) => void) | null = null;
-  readonly sent: Frame[] = [];
-
-  constructor(readonly url: string) {
-    FakeSocket.last = this;
-    setTimeout(() => {
-      this.readyState = 1;
-      this.onopen?.({});
-    }, 0);
-  }
-
-  send(data: string): void {
-    const f = JSON.parse(data) as Frame;
-    this.sent.push(f);
-    if (f.type === 'hello') {
-      setTimeout(
-        () =>
-          this.receive({
-            type: 'welcome',
-            user_id: 'u1',
-            session_id: 's1',
-            node_id: 'n1',
-            heartbeat_interval_ms: 60_000,
-            protocol_version: 1,
-          }),
-        0,
-      );
-    }
-  }
-
-  receive(f: Frame): void {
-    this.onmessage?.({ data: JSON.stringify(f) });
-  }
-
-  close(): void {
-    this.readyState = 3;
-  }
-
-  /** Keys of the send frames written so far. */
-  sendKeys(): string[] {
-    return this.sent.filter((f) => f.type === 'send').map((f) => f.idempotency_key);
-  }
-}
+import { RealChatClient, type Via } from '../client/index.js';
+import { FakeServer } from './harness/fake-socket.js';
 
 const clients: RealChatClient[] = [];
 afterEach(() => {
@@ -64,16 +13,19 @@ afterEach(() => {
 });
 
 async function connected(opts: { maxSendAttempts?: number } = {}) {
+  const server = new FakeServer();
   const client = new RealChatClient({
     url: 'ws://fake/v1/ws',
     token: 't',
-    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    WebSocket: server.WebSocket,
     random: () => 0,
     ...opts,
   });
   clients.push(client);
   await client.connect();
-  return { client, socket: FakeSocket.last! };
+  // Keys of the send frames written so far.
+  const sendKeys = () => server.sent('send').map((f) => f.idempotency_key);
+  return { client, socket: server.last, sendKeys };
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
@@ -98,18 +50,18 @@ const ack = (key: string, seq: number) => ({
 
 describe('the SDK keeps its own order under refusals', () => {
   it('retries the refused send first, then the ones the server held behind it, without spending their attempts', async () => {
-    const { client, socket } = await connected({ maxSendAttempts: 2 });
+    const { client, socket, sendKeys } = await connected({ maxSendAttempts: 2 });
     const sends = ['a', 'b', 'c'].map((k) => client.send('c', k, { idempotencyKey: k }));
-    expect(socket.sendKeys()).toEqual(['a', 'b', 'c']);
+    expect(sendKeys()).toEqual(['a', 'b', 'c']);
     socket.receive({ type: 'error', code: 'unavailable', message: 'db down', ref: 'a' });
     for (const k of ['b', 'c']) socket.receive({ type: 'error', code: 'unavailable', message: 'after a', ref: k, reason: 'after_refused' });
     await tick();
-    expect(socket.sendKeys()).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
+    expect(sendKeys()).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
     // Held once more: with attempts counted, b and c would now fail (maxSendAttempts 2).
     for (const k of ['b', 'c']) socket.receive({ type: 'error', code: 'unavailable', message: 'after a', ref: k, reason: 'after_refused' });
     socket.receive(ack('a', 1));
     await tick();
-    expect(socket.sendKeys()).toEqual(['a', 'b', 'c', 'a', 'b', 'c', 'b', 'c']);
+    expect(sendKeys()).toEqual(['a', 'b', 'c', 'a', 'b', 'c', 'b', 'c']);
     socket.receive(ack('b', 2));
     socket.receive(ack('c', 3));
     expect((await Promise.all(sends)).map((a) => a.sequence_number)).toEqual([1, 2, 3]);

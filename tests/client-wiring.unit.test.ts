@@ -3,83 +3,9 @@
  * reads, and the client applies the reconnect policy's decisions (client/reconnect-policy.ts).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { RealChatClient, type ClientOptions, type StateChange, type WebSocketConstructor, type WebSocketLike } from '../client/index.js';
+import { RealChatClient, type ClientOptions, type StateChange } from '../client/index.js';
 import { until } from './harness/until.js';
-
-type Frame = Record<string, any> & { type: string };
-
-/** The far end of every fake socket: welcomes each hello unless told otherwise. */
-class FakeServer {
-  readonly sockets: FakeSocket[] = [];
-  welcome = true;
-
-  get last(): FakeSocket {
-    return this.sockets.at(-1)!;
-  }
-
-  get WebSocket(): WebSocketConstructor {
-    const server = this;
-    return class extends FakeSocket {
-      constructor(url: string) {
-        super(url, server);
-      }
-    };
-  }
-}
-
-class FakeSocket implements WebSocketLike {
-  readyState = 0;
-  onopen: ((ev: any) => void) | null = null;
-  onmessage: ((ev: any) => void) | null = null;
-  onclose: ((ev: any) => void) | null = null;
-  onerror: ((ev: any) => void) | null = null;
-  readonly sent: Frame[] = [];
-
-  constructor(
-    readonly url: string,
-    private readonly server: FakeServer,
-  ) {
-    server.sockets.push(this);
-    setTimeout(() => {
-      this.readyState = 1;
-      this.onopen?.({});
-    }, 0);
-  }
-
-  send(data: string): void {
-    const f = JSON.parse(data) as Frame;
-    this.sent.push(f);
-    if (f.type === 'hello' && this.server.welcome) {
-      const n = this.server.sockets.length;
-      setTimeout(
-        () =>
-          this.receive({
-            type: 'welcome',
-            user_id: 'u1',
-            session_id: `s${n}`,
-            node_id: 'n1',
-            heartbeat_interval_ms: 60_000,
-            protocol_version: 1,
-          }),
-        0,
-      );
-    }
-  }
-
-  receive(f: Frame): void {
-    this.onmessage?.({ data: JSON.stringify(f) });
-  }
-
-  /** The server closes the connection. */
-  serverClose(code: number, reason: string): void {
-    this.readyState = 3;
-    this.onclose?.({ code, reason });
-  }
-
-  close(): void {
-    this.readyState = 3;
-  }
-}
+import { FakeServer } from './harness/fake-socket.js';
 
 const clients: RealChatClient[] = [];
 afterEach(() => {

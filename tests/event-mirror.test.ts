@@ -18,6 +18,16 @@ import { replayToOutbox } from '../common/outbox.js';
 import { rest, startInProcStack, type InProcStack } from './harness/inproc-stack.js';
 import { TestClient } from './harness/ws-client.js';
 
+/** Every event type that carries a timeline entry: the workload produces each. */
+const TIMELINE_EVENT_TYPES = [
+  'message.created',
+  'message.edited',
+  'message.deleted',
+  'conversation.members_added',
+  'conversation.members_removed',
+  'conversation.role_changed',
+] as const;
+
 /** What a search index keeps of one timeline entry (and the DB row it must equal). */
 interface Row {
   id: string;
@@ -317,15 +327,7 @@ describe('a mirror of the event topic equals the database (distributed, Kafka)',
     expect((await sql`SELECT id FROM outbox WHERE payload::text LIKE '%SECRET%'`).length).toBe(0);
     // What was erased before the relay published it never reached the topic.
     expect(live.values.filter((v) => v.includes('SECRET-pending'))).toEqual([]);
-    for (const t of [
-      'message.created',
-      'message.edited',
-      'message.deleted',
-      'conversation.members_added',
-      'conversation.members_removed',
-      'conversation.role_changed',
-    ])
-      expect(live.types.get(t), t).toBeGreaterThan(0);
+    for (const t of TIMELINE_EVENT_TYPES) expect(live.types.get(t), t).toBeGreaterThan(0);
   }, 180_000);
 
   let replayed: Mirror;
@@ -370,15 +372,7 @@ describe('a mirror of the event topic equals the database (distributed, Kafka)',
     // Every entry once (a replay may add events without an entry, e.g. a conversation's creation).
     expect(n).toBeGreaterThanOrEqual(total);
     await caughtUp(replayed, convs);
-    for (const t of [
-      'message.created',
-      'message.edited',
-      'message.deleted',
-      'conversation.members_added',
-      'conversation.members_removed',
-      'conversation.role_changed',
-    ])
-      expect(replayed.types.get(t), `replayed ${t}`).toBeGreaterThan(0);
+    for (const t of TIMELINE_EVENT_TYPES) expect(replayed.types.get(t), `replayed ${t}`).toBeGreaterThan(0);
     expect(replayed.values.filter((v) => JSON.parse(v).message).length).toBe(total);
     const db = await dbSnapshot(convs);
     expect(replayed.snapshot(convs).rows).toEqual(db.rows);

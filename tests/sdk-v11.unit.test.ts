@@ -13,88 +13,14 @@ import {
   type ReceiptInfo,
   type Removal,
   type TimelineEntry,
-  type WebSocketConstructor,
-  type WebSocketLike,
 } from '../client/index.js';
 import { until } from './harness/until.js';
-
-type Frame = Record<string, any> & { type: string };
+import { FakeServer, type Frame } from './harness/fake-socket.js';
 
 const ME = '11111111-1111-4111-8111-111111111111';
 const BOB = '22222222-2222-4222-8222-222222222222';
 const CONV = '33333333-3333-4333-8333-333333333333';
 const OTHER = '44444444-4444-4444-8444-444444444444';
-
-class FakeServer {
-  readonly sockets: FakeSocket[] = [];
-  /** Frames to answer each hello with, after the welcome. */
-  afterWelcome: Frame[] = [];
-  /** Answers to request frames (by type); default: none. */
-  answer: (f: Frame, s: FakeSocket) => void = () => {};
-
-  get last(): FakeSocket {
-    return this.sockets.at(-1)!;
-  }
-
-  get WebSocket(): WebSocketConstructor {
-    const server = this;
-    return class extends FakeSocket {
-      constructor(url: string) {
-        super(url, server);
-      }
-    };
-  }
-
-  sent(type: string): Frame[] {
-    return this.sockets.flatMap((s) => s.sent.filter((f) => f.type === type));
-  }
-}
-
-class FakeSocket implements WebSocketLike {
-  readyState = 0;
-  onopen: ((ev: any) => void) | null = null;
-  onmessage: ((ev: any) => void) | null = null;
-  onclose: ((ev: any) => void) | null = null;
-  onerror: ((ev: any) => void) | null = null;
-  readonly sent: Frame[] = [];
-
-  constructor(
-    readonly url: string,
-    private readonly server: FakeServer,
-  ) {
-    server.sockets.push(this);
-    setTimeout(() => {
-      this.readyState = 1;
-      this.onopen?.({});
-    }, 0);
-  }
-
-  send(data: string): void {
-    const f = JSON.parse(data) as Frame;
-    this.sent.push(f);
-    if (f.type === 'hello') {
-      setTimeout(() => {
-        this.receive({ type: 'welcome', user_id: ME, session_id: 's', node_id: 'n', heartbeat_interval_ms: 60_000, protocol_version: 1 });
-        for (const x of this.server.afterWelcome) this.receive(x);
-      }, 0);
-      return;
-    }
-    setTimeout(() => this.server.answer(f, this), 0);
-  }
-
-  receive(f: Frame): void {
-    this.onmessage?.({ data: JSON.stringify(f) });
-  }
-
-  serverClose(code: number, reason: string): void {
-    this.readyState = 3;
-    this.onclose?.({ code, reason });
-  }
-
-  close(): void {
-    this.readyState = 3;
-  }
-}
 
 const clients: RealChatClient[] = [];
 afterEach(() => {
@@ -103,7 +29,7 @@ afterEach(() => {
 
 let keyNo = 0;
 function makeClient(opts: Partial<ClientOptions> = {}) {
-  const server = new FakeServer();
+  const server = new FakeServer(ME);
   const client = new RealChatClient({
     url: 'ws://fake/v1/ws',
     token: 't',

@@ -21,7 +21,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../harness/postgres.js';
-import { redisServerArgs } from '../harness/redis.js';
+import { redisServerArgs, sentinelConf } from '../harness/redis.js';
+import { processAlive } from '../harness/proc.js';
 
 /** The repository: two levels up from here, also when compiled into .cache/chaos-build/tests/chaos/. */
 export const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
@@ -57,17 +58,6 @@ export function runEmergencyCleanup(): void {
     }
   }
   emergency.clear();
-}
-
-export function alive(pid: number | null | undefined): boolean {
-  if (!pid) return false;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }
 
 export function signal(pid: number | null | undefined, sig: NodeJS.Signals): boolean {
@@ -332,7 +322,7 @@ export class Postgres {
   postmaster(): number | null {
     try {
       const pid = Number(readFileSync(join(this.data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-      return alive(pid) ? pid : null;
+      return processAlive(pid) ? pid : null;
     } catch {
       return null;
     }
@@ -464,20 +454,7 @@ export class RedisSentinelSet {
     for (let i = 0; i < 3; i++) {
       const port = await freePort();
       const conf = join(dir, `sentinel-${i}.conf`);
-      writeFileSync(
-        conf,
-        [
-          `port ${port}`,
-          'bind 127.0.0.1',
-          'protected-mode no',
-          `dir ${dir}`,
-          `sentinel monitor realchat 127.0.0.1 ${p1} 2`,
-          'sentinel down-after-milliseconds realchat 1000',
-          'sentinel failover-timeout realchat 5000',
-          'sentinel parallel-syncs realchat 1',
-          '',
-        ].join('\n'),
-      );
+      writeFileSync(conf, sentinelConf(port, p1, { name: 'realchat', dir }));
       const s = new RedisServer(`sentinel-${i}`, port, dir, ['/usr/bin/redis-sentinel', conf]);
       await s.start();
       sentinels.push(s);
@@ -583,7 +560,7 @@ export class KafkaCluster {
   pid(n: number): number | null {
     try {
       const pid = Number(readFileSync(join(this.dir, `node-${n}`, 'pid'), 'utf8').trim());
-      return alive(pid) ? pid : null;
+      return processAlive(pid) ? pid : null;
     } catch {
       return null;
     }

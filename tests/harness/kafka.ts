@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './postgres.js';
+import { processAlive } from './proc.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const KAFKA_SH = join(ROOT, 'infra', 'kafka', 'kafka.sh');
@@ -201,17 +202,6 @@ export async function startConnect(brokers: string, pg: PgTarget, opts: { dir?: 
       registered = true;
     },
   };
-}
-
-/** Running and not a zombie (this machine's pid 1 may reap orphans late). */
-function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
 }
 
 async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string | (() => string)): Promise<void> {

@@ -68,6 +68,22 @@ export function redisServerArgs(port: number, opts: { replicaOf?: number; dir?: 
   ];
 }
 
+/** A sentinel's config file: monitors `name` at `primaryPort` with quorum 2 and fast failover settings. */
+export function sentinelConf(port: number, primaryPort: number, opts: { name: string; dir?: string }): string {
+  const { name } = opts;
+  return [
+    `port ${port}`,
+    'bind 127.0.0.1',
+    'protected-mode no',
+    ...(opts.dir ? [`dir ${opts.dir}`] : []),
+    `sentinel monitor ${name} 127.0.0.1 ${primaryPort} 2`,
+    `sentinel down-after-milliseconds ${name} 1000`,
+    `sentinel failover-timeout ${name} 5000`,
+    `sentinel parallel-syncs ${name} 1`,
+    '',
+  ].join('\n');
+}
+
 /** `port`: start on that port (a server that comes back where its clients look, with an empty dataset). */
 export async function startRedis(opts: { replicaOf?: number; port?: number } = {}): Promise<RedisProcess> {
   const port = opts.port ?? (await freePort());
@@ -93,19 +109,7 @@ export async function startSentinelCluster(name = 'realchat'): Promise<SentinelC
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
     const conf = join(dir, `sentinel-${i}.conf`);
-    writeFileSync(
-      conf,
-      [
-        `port ${port}`,
-        'bind 127.0.0.1',
-        'protected-mode no',
-        `sentinel monitor ${name} 127.0.0.1 ${primary.port} 2`,
-        `sentinel down-after-milliseconds ${name} 1000`,
-        `sentinel failover-timeout ${name} 5000`,
-        `sentinel parallel-syncs ${name} 1`,
-        '',
-      ].join('\n'),
-    );
+    writeFileSync(conf, sentinelConf(port, primary.port, { name }));
     sentinels.push(await run('/usr/bin/redis-sentinel', [conf], port));
   }
   return {
