@@ -211,7 +211,7 @@ export interface ChatStoreDeps {
   maxRoomMembers: number;
   /** Past this many members a conversation is a large room (delivered by room interest). */
   largeRoomMembers: number;
-  /** Pages of history stop at this many bytes (see selectAfter). */
+  /** Pages of history stop at this many bytes (see selectPage). */
   maxPageBytes: number;
   outboxMode: OutboxMode;
   /** Bounds request-path database work (see common/semaphore.ts). */
@@ -328,46 +328,27 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
   }
 
   /**
-   * Up to `limit` messages after a sequence, also bounded in bytes: the page stops once the
-   * payloads (as stored) pass `maxPageBytes`, but always holds at least one message. `has_more`
-   * says whether messages after the page exist.
+   * Up to `limit` entries after a sequence, or (backwards) just below one, ascending either way,
+   * also bounded in bytes: the page stops once the payloads (as stored) pass `maxPageBytes`,
+   * counted from the bound (a backwards page keeps the entries nearest it), but always holds at
+   * least one entry. `has_more`: entries beyond the page exist (after it, or before it).
    */
-  async function selectAfter(
-    conversationId: string,
-    afterSequence: number,
-    limit: number,
-    maxBytes = maxPageBytes,
-  ): Promise<{ messages: Envelope[]; has_more: boolean }> {
+  async function selectPage(conversationId: string, from: PageFrom, limit: number, maxBytes = maxPageBytes): Promise<Page> {
+    const backwards = 'before' in from;
+    const bound = backwards ? sql`sequence < ${from.before}` : sql`sequence > ${from.after}`;
+    const order = sql.unsafe(backwards ? 'sequence DESC' : 'sequence');
     const rows = await sql<(MessageRow & { fetched: number })[]>`
       SELECT ${sql.unsafe(ENTRY_COLUMNS)}, fetched FROM (
-        SELECT w.*, sum(w.size) OVER (ORDER BY w.sequence) AS running, count(*) OVER () AS fetched FROM (
+        SELECT w.*, sum(w.size) OVER (ORDER BY ${order}) AS running, count(*) OVER () AS fetched FROM (
           SELECT ${sql.unsafe(ENTRY_COLUMNS)},
                  COALESCE(payload_bytes, octet_length(payload::text)) + ${ENVELOPE_OVERHEAD_BYTES} AS size
-          FROM messages WHERE conversation_id = ${conversationId} AND sequence > ${afterSequence}
-          ORDER BY sequence LIMIT ${limit + 1}) w) p
+          FROM messages WHERE conversation_id = ${conversationId} AND ${bound}
+          ORDER BY ${order} LIMIT ${limit + 1}) w) p
       WHERE running - size < ${maxBytes}
-      ORDER BY sequence`;
+      ORDER BY ${order}`;
     const fetched = rows[0]?.fetched ?? 0;
     const page = rows.slice(0, limit);
-    return { messages: page.map(toEnvelope), has_more: fetched > page.length };
-  }
-
-  /**
-   * The entries just below `beforeSequence`, ascending, bounded like selectAfter but counted from
-   * the newest down (the page keeps the entries nearest the bound). `has_more`: older ones exist.
-   */
-  async function selectBefore(conversationId: string, beforeSequence: number, limit: number, maxBytes = maxPageBytes): Promise<Page> {
-    const rows = await sql<(MessageRow & { fetched: number })[]>`
-      SELECT ${sql.unsafe(ENTRY_COLUMNS)}, fetched FROM (
-        SELECT w.*, sum(w.size) OVER (ORDER BY w.sequence DESC) AS running, count(*) OVER () AS fetched FROM (
-          SELECT ${sql.unsafe(ENTRY_COLUMNS)},
-                 COALESCE(payload_bytes, octet_length(payload::text)) + ${ENVELOPE_OVERHEAD_BYTES} AS size
-          FROM messages WHERE conversation_id = ${conversationId} AND sequence < ${beforeSequence}
-          ORDER BY sequence DESC LIMIT ${limit + 1}) w) p
-      WHERE running - size < ${maxBytes}
-      ORDER BY sequence DESC`;
-    const fetched = rows[0]?.fetched ?? 0;
-    const page = rows.slice(0, limit).reverse();
+    if (backwards) page.reverse();
     return { messages: page.map(toEnvelope), has_more: fetched > page.length };
   }
 
@@ -564,15 +545,13 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     /** No membership check: callers are the delivery path, which already routed by membership. */
     messagesAfter(conversationId: string, afterSequence: number, limit: number) {
-      return run('messagesAfter', async () => (await selectAfter(conversationId, afterSequence, limit)).messages);
+      return run('messagesAfter', async () => (await selectPage(conversationId, { after: afterSequence }, limit)).messages);
     },
 
     async listMessages(userId: string, conversationId: string, from: PageFrom, limit: number, maxBytes = maxPageBytes) {
       return run('listMessages', async () => {
         await requireMember(userId, conversationId);
-        return 'before' in from
-          ? selectBefore(conversationId, from.before, limit, maxBytes)
-          : selectAfter(conversationId, from.after, limit, maxBytes);
+        return selectPage(conversationId, from, limit, maxBytes);
       });
     },
 

@@ -1,3 +1,4 @@
+import { AppError } from '../common/errors.js';
 import { LruMap } from '../common/lru.js';
 
 // One function for every bucket: a default closure per bucket would cost each connection ~56 bytes.
@@ -58,4 +59,13 @@ export class TokenBucket {
     this.tokens -= 1;
     return true;
   }
+}
+
+/**
+ * Admits a write that appends a timeline entry (send, edit, delete; REST or WebSocket): the
+ * user's send rate, then the outbox backlog bound (`admitSend` throws `unavailable`).
+ */
+export function admitEntryWrite(deps: { sendLimiter: RateLimiter; admitSend(): void }, userId: string): void {
+  if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
+  deps.admitSend();
 }

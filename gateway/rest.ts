@@ -11,7 +11,7 @@ import { bearerToken } from './auth.js';
 import type { ChatStore } from './chat-store.js';
 import type { RequestContext, Reply } from './http.js';
 import { jsonBody } from './http.js';
-import { RateLimiter } from './rate-limit.js';
+import { RateLimiter, admitEntryWrite } from './rate-limit.js';
 
 export interface RestDeps {
   config: Config;
@@ -87,11 +87,6 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
   const creates = perMinute(limits.conversationCreatesPerMin);
   const memberAdds = perMinute(limits.memberAddsPerMin);
   const devTokens = perMinute(limits.devTokensPerMin);
-  /** Sends, edits and deletes share the per-user send rate and the backlog bound: each is an entry to deliver. */
-  const admitWrite = (me: string) => {
-    if (!deps.sendLimiter.take(me)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-    deps.admitSend();
-  };
   const take = (bucket: RateLimiter, key: string, what: string) => {
     if (!bucket.take(key)) throw new AppError('rate_limited', `too many ${what}; slow down`, { retryAfterS: 5 });
   };
@@ -186,7 +181,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const key = requireKey(idempotencyKey(ctx, f));
       const payload = f.present('payload');
       const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
-      admitWrite(me);
+      admitEntryWrite(deps, me);
       const r = await store.editMessage(me, conversationId, messageId, key, payload, storedBytes, ctx.traceparent ?? ctx.traceId);
       if (r.duplicate) return { status: 200, body: r.envelope };
       deps.onEventCommitted();
@@ -199,7 +194,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const messageId = idParam(ctx, 1, 'message');
       // Without a key a repeat still answers the same: deleting a deleted message answers its delete entry.
       const key = idempotencyKey(ctx, null) ?? `delete:${randomUUID()}`;
-      admitWrite(me);
+      admitEntryWrite(deps, me);
       const r = await store.deleteMessage(me, conversationId, messageId, key, ctx.traceparent ?? ctx.traceId);
       if (r.duplicate) return { status: 200, body: r.envelope };
       deps.onEventCommitted();
@@ -254,7 +249,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const key = requireKey(idempotencyKey(ctx, f));
       const payload = f.present('payload');
       const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
-      admitWrite(me);
+      admitEntryWrite(deps, me);
       const timer = metrics.dbWriteSeconds.startTimer();
       const result = await store.sendMessage(me, conversationId, key, payload, storedBytes, ctx.traceparent ?? ctx.traceId);
       timer();

@@ -11,7 +11,7 @@ import type { Metrics } from '../common/metrics.js';
 import type { ChatStore } from './chat-store.js';
 import type { ClusterPorts } from './pipeline.js';
 import type { ConnectionRegistry } from './registry.js';
-import type { RateLimiter } from './rate-limit.js';
+import { admitEntryWrite, type RateLimiter } from './rate-limit.js';
 import { traceIdOf } from '../common/trace-id.js';
 
 export type RequestFrame = Exclude<ClientFrame, { type: 'hello' } | { type: 'ping' }>;
@@ -60,15 +60,9 @@ function ackOf(key: string, envelope: Envelope, duplicate: boolean): ServerFrame
 
 export function createCommandHandlers(deps: CommandDeps): Handlers {
   const { store, log, metrics } = deps;
-  /** Edits and deletes share the send's budget and bound: each is one more entry to deliver. */
-  const admitWrite = (userId: string) => {
-    if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-    deps.admitSend();
-  };
   return {
     async send(frame, { userId, reply }) {
-      if (!deps.sendLimiter.take(userId)) throw new AppError('rate_limited', 'too many messages; slow down', { retryAfterS: 1 });
-      deps.admitSend();
+      admitEntryWrite(deps, userId);
       const timer = metrics.dbWriteSeconds.startTimer();
       const trace = frame.traceparent ?? deps.newTraceId();
       const { envelope, duplicate } = await store.sendMessage(
@@ -99,7 +93,7 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
     },
 
     async edit(frame, { userId, reply }) {
-      admitWrite(userId);
+      admitEntryWrite(deps, userId);
       const r = await store.editMessage(
         userId,
         frame.conversation_id,
@@ -114,7 +108,7 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
     },
 
     async delete(frame, { userId, reply }) {
-      admitWrite(userId);
+      admitEntryWrite(deps, userId);
       const r = await store.deleteMessage(userId, frame.conversation_id, frame.message_id, frame.idempotency_key, deps.newTraceId());
       if (!r.duplicate) deps.onEventCommitted();
       reply(ackOf(frame.idempotency_key, r.envelope, r.duplicate));
