@@ -14,6 +14,7 @@
  *    roles, member lists, history before a sequence and user lookups (REST, rest.ts). A removal of
  *    this user ends the conversation here: no resume, no gap fill, a `removed` event.
  */
+import { PresenceSubscriptions } from './presence.js';
 import { LruMap } from '../common/lru.js';
 import { withTimeout } from '../common/timeout.js';
 import { Emitter } from './emitter.js';
@@ -47,6 +48,7 @@ import type {
   Via,
   Welcome,
   WebSocketConstructor,
+  Presence,
 } from './types.js';
 import { MessageView } from './view.js';
 
@@ -114,6 +116,8 @@ export interface ClientEvents {
   synced(s: Synced): void;
   receipt(r: Receipt, info: ReceiptInfo): void;
   typing(t: Typing): void;
+  /** Every `presence` frame (client.presence.subscribe() is the per-user form). */
+  presence(p: Presence): void;
   /** Errors that answer no pending call (refused resume, refused read or typing, ...). */
   error(err: RealChatError): void;
 }
@@ -248,6 +252,8 @@ export class RealChatClient {
   /** Conversations this user left or was removed from -> the sequence of that (entries up to it are ignored). */
   private readonly dropped = new LruMap<string, number>(1000);
   private restClient: RestClient | null = null;
+  /** Presence for clients: `client.presence.subscribe(userIds, listener)` (client/presence.ts). */
+  readonly presence: PresenceSubscriptions;
 
   constructor(options: ClientOptions) {
     this.o = resolveOptions(options);
@@ -297,6 +303,11 @@ export class RealChatClient {
       maxConversations: this.o.maxViewConversations,
     });
     this.convRequests = new ConvRequests({ max: 256, silentTtlMs: this.o.requestTimeoutMs, now: this.o.now });
+    this.presence = new PresenceSubscriptions({
+      send: (frame) => this.transmit(frame) !== null,
+      maxWatched: 1000,
+      onListenerError: (err) => console.error('realchat: presence listener threw', err),
+    });
   }
 
   // ---- public API ----------------------------------------------------------------------------
@@ -595,6 +606,7 @@ export class RealChatClient {
     this.events.emit('welcome', w);
     this.sends.pump();
     this.flushReads();
+    this.presence.resubscribe();
   }
 
   private onClosed(session: Session, code: number, reason: string): void {
@@ -716,10 +728,16 @@ export class RealChatClient {
       case 'typing':
         this.events.emit('typing', f);
         return;
+      case 'presence':
+        if (typeof f.user_id !== 'string' || (f.status !== 'online' && f.status !== 'offline')) return;
+        this.presence.accept(f);
+        this.events.emit('presence', f);
+        return;
       case 'reconnect':
         this.reconnect = withRetryAfter(this.reconnect, f.retry_after_ms);
         return;
       case 'error':
+        if (f.code === 'forbidden' && Array.isArray(f.user_ids)) this.presence.refused(f.user_ids);
         this.onErrorFrame(f.code, f.message, f.ref, f.reason);
         return;
       default:

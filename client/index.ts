@@ -14,6 +14,8 @@
 export { RealChatClient } from './client.js';
 export type { ClientEvents, ClientOptions, ConnectionState, MessageInfo, ReceiptInfo, Removal, StateChange } from './client.js';
 export { RestClient } from './rest.js';
+export { PresenceSubscriptions } from './presence.js';
+export type { PresenceListener } from './presence.js';
 export type { AddedMembers, ConversationSummary, CreatedConversation, MembersPage, RemovedMembers, RestOptions, RoleSet } from './rest.js';
 export { toEntry } from './entries.js';
 export type {
@@ -41,6 +43,8 @@ export type {
   Role,
   Synced,
   Typing,
+  Presence,
+  PresenceSummary,
   UserSummary,
   Via,
   Welcome,

@@ -1,6 +1,6 @@
 /** REST helpers for the v1 API. Every call has a timeout; failures are RealChatErrors with the server's code. */
 import { RealChatError } from './errors.js';
-import type { Envelope, MemberSummary, Role, UserSummary } from './types.js';
+import type { Envelope, MemberSummary, PresenceSummary, Role, UserSummary } from './types.js';
 
 type FetchLike = (
   url: string,
@@ -151,6 +151,11 @@ export class RestClient {
   }
 
   /** v1.1: one user, or null when there is no such user. */
+  /** Presence for clients: a user who shares a conversation with this one (else `forbidden`). */
+  async getPresence(userId: string): Promise<PresenceSummary> {
+    return this.request<PresenceSummary>('GET', `/v1/users/${enc(userId)}/presence`);
+  }
+
   async getUser(userId: string): Promise<UserSummary | null> {
     try {
       return await this.request<UserSummary>('GET', `/v1/users/${enc(userId)}`);

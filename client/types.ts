@@ -7,6 +7,8 @@ export type {
   MessagesPage,
   Receipt,
   Typing,
+  Presence,
+  PresenceSummary,
   Synced,
   ErrorFrame,
   ServerFrame,
@@ -28,6 +30,7 @@ export type ClientFrame =
   | { type: 'sync'; conversation_id: string; before_sequence: number; limit?: number }
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
+  | { type: 'presence_subscribe' | 'presence_unsubscribe'; user_ids: string[]; ref?: string }
   | { type: 'ping' };
 
 export { CloseCode as CloseCodes } from '../common/wire.js';

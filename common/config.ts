@@ -46,6 +46,105 @@ export interface Config {
   readonly limits: Limits;
   readonly timeouts: Timeouts;
   readonly tracing: TracingConfig;
+  /** Web Push notifications (the notifier role, gateway push routes); docs/operations.md, "Web Push". */
+  readonly push: PushConfig;
+  /** API keys, admin routes and webhooks (docs/webhooks.md, docs/protocol.md "API keys"). */
+  readonly webhooks: WebhookConfig;
+}
+
+export interface WebhookConfig {
+  /** REALCHAT_ADMIN_TOKEN: the operator's secret with every admin scope; null: the admin routes are off. */
+  readonly adminToken: string | null;
+  /** Webhook URLs may resolve to loopback, private and other non-public addresses (tests, closed networks). */
+  readonly allowPrivate: boolean;
+  /** One delivery attempt (connect, send, response headers and body) has this long. */
+  readonly requestTimeoutMs: number;
+  readonly dnsTimeoutMs: number;
+  /** Waits before each retry; after the last one fails the delivery is dead-lettered. */
+  readonly retryScheduleMs: readonly number[];
+  /** Deliveries posted at once per dispatcher. */
+  readonly concurrency: number;
+  /** Pending deliveries per webhook; events beyond are logged as dead (`backlog_full`) and counted, replayable. */
+  readonly maxPendingPerWebhook: number;
+  /** The sender looks for due retries this often (new events wake it at once in-process). */
+  readonly pollMs: number;
+  /** The dispatcher's consumer group on the event topic (distributed). */
+  readonly groupId: string;
+}
+
+/** Web Push (RFC 8030/8291/8292): the notifier role and the gateway's push routes. */
+export interface PushConfig {
+  /**
+   * VAPID key pair (base64url: a P-256 public point, 65 bytes, and its private scalar, 32 bytes).
+   * null: web push is off (the embedded default generates a pair in dataDir, standalone/secrets.ts).
+   */
+  readonly vapid: { readonly publicKey: string; readonly privateKey: string } | null;
+  /** The VAPID `sub` claim: a mailto: or https: URL push services can reach the operator at. */
+  readonly vapidSubject: string;
+  /** A member with a live connection is notified only if the message is still unread this long after it was written. */
+  readonly unreadDelayMs: number;
+  /** Attempts per notification before it is dead-lettered (push service 5xx, 429, timeouts). */
+  readonly maxAttempts: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  /** Deadline of one request to a push service. */
+  readonly requestTimeoutMs: number;
+  /** The TTL header: how long a push service keeps a notification for a device that is offline. */
+  readonly ttlS: number;
+  /** Requests to push services in flight per notifier. */
+  readonly concurrency: number;
+  /** The notifier looks for due notifications this often (also woken by new events). */
+  readonly pollMs: number;
+  /** A notifier holds a claimed notification this long; one that died meanwhile leaves it to another after. */
+  readonly leaseMs: number;
+  /** Pending notifications beyond which new ones are dropped (counted in realchat_push_dropped_total). */
+  readonly maxPending: number;
+  /** Conversations with more members get no notifications (large rooms). */
+  readonly maxRoomMembers: number;
+  readonly maxSubscriptionsPerUser: number;
+  /** Tests only: accept http://127.0.0.1 / [::1] / localhost endpoints, and push to private addresses (a local push service). */
+  readonly allowHttpLoopback: boolean;
+  /** The notifier's consumer group on the event topic (distributed). */
+  readonly groupId: string;
+}
+
+const B64URL = /^[A-Za-z0-9_-]+$/;
+
+function pushFrom(env: Env, largeRoomMembers: number): PushConfig {
+  const pub = env.REALCHAT_VAPID_PUBLIC_KEY || null;
+  const priv = env.REALCHAT_VAPID_PRIVATE_KEY || null;
+  if ((pub === null) !== (priv === null))
+    throw new ConfigError('set both REALCHAT_VAPID_PUBLIC_KEY and REALCHAT_VAPID_PRIVATE_KEY, or neither (web push off)');
+  if (pub !== null && (!B64URL.test(pub) || Buffer.from(pub, 'base64url').length !== 65 || Buffer.from(pub, 'base64url')[0] !== 4))
+    throw new ConfigError(
+      'REALCHAT_VAPID_PUBLIC_KEY must be a base64url P-256 public key (65 bytes, uncompressed), as `npx web-push generate-vapid-keys` prints',
+    );
+  if (priv !== null && (!B64URL.test(priv) || Buffer.from(priv, 'base64url').length !== 32))
+    throw new ConfigError('REALCHAT_VAPID_PRIVATE_KEY must be a base64url P-256 private key (32 bytes)');
+  const subject = env.REALCHAT_VAPID_SUBJECT || 'mailto:realchat@example.com';
+  if (!/^(mailto:.+|https:\/\/.+)$/.test(subject))
+    throw new ConfigError(`REALCHAT_VAPID_SUBJECT must be a mailto: or https: URL, got "${subject}"`);
+  const requestTimeoutMs = int(env, 'REALCHAT_PUSH_TIMEOUT_MS', 10_000, 100, 120_000);
+  const leaseMs = int(env, 'REALCHAT_PUSH_LEASE_MS', 60_000, 1000, 3_600_000);
+  if (leaseMs <= requestTimeoutMs) throw new ConfigError('REALCHAT_PUSH_LEASE_MS must be longer than REALCHAT_PUSH_TIMEOUT_MS');
+  return {
+    vapid: pub !== null && priv !== null ? { publicKey: pub, privateKey: priv } : null,
+    vapidSubject: subject,
+    unreadDelayMs: int(env, 'REALCHAT_PUSH_UNREAD_DELAY_MS', 60_000, 100, 7 * 24 * 3600_000),
+    maxAttempts: int(env, 'REALCHAT_PUSH_MAX_ATTEMPTS', 6, 1, 100),
+    retryBaseMs: int(env, 'REALCHAT_PUSH_RETRY_BASE_MS', 1000, 1, 3_600_000),
+    retryMaxMs: int(env, 'REALCHAT_PUSH_RETRY_MAX_MS', 5 * 60_000, 1, 24 * 3600_000),
+    requestTimeoutMs,
+    ttlS: int(env, 'REALCHAT_PUSH_TTL_S', 24 * 3600, 0, 28 * 24 * 3600),
+    concurrency: int(env, 'REALCHAT_PUSH_CONCURRENCY', 16, 1, 1000),
+    pollMs: int(env, 'REALCHAT_PUSH_POLL_MS', 500, 10, 60_000),
+    leaseMs,
+    maxPending: int(env, 'REALCHAT_PUSH_MAX_PENDING', 100_000, 1, 100_000_000),
+    maxRoomMembers: int(env, 'REALCHAT_PUSH_MAX_ROOM_MEMBERS', largeRoomMembers, 2, 10_000_000),
+    maxSubscriptionsPerUser: int(env, 'REALCHAT_PUSH_MAX_SUBSCRIPTIONS_PER_USER', 10, 1, 1000),
+    allowHttpLoopback: bool(env, 'REALCHAT_PUSH_ALLOW_HTTP_LOOPBACK', false),
+    groupId: env.REALCHAT_NOTIFIER_GROUP || 'realchat-notifier',
+  };
 }
 
 /** OpenTelemetry tracing (common/tracing.ts); the standard OTEL_* variables where one exists. */
@@ -109,6 +208,12 @@ export interface PresenceConfig {
   readonly deadNodeTopicTtlMs: number;
   /** Event-loop delay above which a gateway pauses consuming deliveries. */
   readonly pauseAboveLoopDelayMs: number;
+  /** Presence for clients: a user offline this long (no connection anywhere) is reported offline; a reconnect within it is no change. */
+  readonly clientGraceMs: number;
+  /** Presence for clients: users one connection may watch at once. */
+  readonly maxWatchedPerConnection: number;
+  /** Presence for clients: each node re-reads the status of the users it watches this often (lost notices, killed nodes). */
+  readonly clientRecheckMs: number;
 }
 
 function hostPorts(raw: string, name: string): Array<{ host: string; port: number }> {
@@ -152,6 +257,13 @@ export interface Limits {
   readonly maxHttpBodyBytes: number;
   /** Bytes queued in a socket before it is closed as a slow consumer. */
   readonly maxConnectionBufferBytes: number;
+  /**
+   * A live message that arrives ahead of a missing sequence waits this long for it to arrive live
+   * before the connection fills the gap from the database (0: at once), at most `reorderMaxHeld`
+   * per connection and conversation (gateway/connection.ts).
+   */
+  readonly reorderWindowMs: number;
+  readonly reorderMaxHeld: number;
   readonly maxRoomMembers: number;
   /** Past this many members a conversation is a large room: delivered by room interest, not member list. */
   readonly largeRoomMembers: number;
@@ -295,6 +407,34 @@ function relayLeaseFrom(env: Env): Pick<Timeouts, 'relayLeaseTtlMs' | 'relayLeas
   return { relayLeaseTtlMs: ttl, relayLeaseRenewMs: renew, relayLeaseMarginMs: margin };
 }
 
+/** 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h, 8 h: about 16 h of retries before a dead letter. */
+const WEBHOOK_RETRY_SCHEDULE_MS = [5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000, 28_800_000];
+
+function webhooksFrom(env: Env): WebhookConfig {
+  const adminToken = env.REALCHAT_ADMIN_TOKEN || null;
+  if (adminToken !== null && Buffer.byteLength(adminToken) < 32)
+    throw new ConfigError('REALCHAT_ADMIN_TOKEN must be at least 32 bytes (e.g. openssl rand -hex 32)');
+  let retryScheduleMs = WEBHOOK_RETRY_SCHEDULE_MS;
+  if (env.REALCHAT_WEBHOOK_RETRY_SCHEDULE_MS) {
+    retryScheduleMs = env.REALCHAT_WEBHOOK_RETRY_SCHEDULE_MS.split(',').map((x) => Number(x.trim()));
+    if (retryScheduleMs.length > 100 || retryScheduleMs.some((n) => !Number.isInteger(n) || n < 0 || n > 7 * 24 * 3600_000))
+      throw new ConfigError(
+        `REALCHAT_WEBHOOK_RETRY_SCHEDULE_MS must be up to 100 comma-separated waits in ms (0 to a week), got "${env.REALCHAT_WEBHOOK_RETRY_SCHEDULE_MS}"`,
+      );
+  }
+  return {
+    adminToken,
+    allowPrivate: bool(env, 'REALCHAT_WEBHOOK_ALLOW_PRIVATE', false),
+    requestTimeoutMs: int(env, 'REALCHAT_WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
+    dnsTimeoutMs: int(env, 'REALCHAT_WEBHOOK_DNS_TIMEOUT_MS', 2000, 50, 60_000),
+    retryScheduleMs,
+    concurrency: int(env, 'REALCHAT_WEBHOOK_CONCURRENCY', 16, 1, 1000),
+    maxPendingPerWebhook: int(env, 'REALCHAT_WEBHOOK_MAX_PENDING', 100_000, 1, 100_000_000),
+    pollMs: int(env, 'REALCHAT_WEBHOOK_POLL_MS', 1000, 10, 600_000),
+    groupId: env.REALCHAT_WEBHOOK_GROUP || 'realchat-webhooks',
+  };
+}
+
 function tracingFrom(env: Env): TracingConfig {
   const base = (env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://localhost:4318').replace(/\/+$/, '');
   const endpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || `${base}/v1/traces`;
@@ -421,6 +561,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       nodeTopicPartitions: int(env, 'REALCHAT_NODE_TOPIC_PARTITIONS', 4, 1, 1000),
       deadNodeTopicTtlMs: int(env, 'REALCHAT_DEAD_NODE_TOPIC_TTL_MS', 10 * 60_000, 1000, 7 * 24 * 3600_000),
       pauseAboveLoopDelayMs: int(env, 'REALCHAT_PAUSE_ABOVE_LOOP_DELAY_MS', 200, 10, 60_000),
+      clientGraceMs: int(env, 'REALCHAT_PRESENCE_GRACE_MS', 5000, 0, 600_000),
+      maxWatchedPerConnection: int(env, 'REALCHAT_PRESENCE_MAX_WATCHED', 1000, 1, 100_000),
+      clientRecheckMs: int(env, 'REALCHAT_PRESENCE_RECHECK_MS', 30_000, 100, 3_600_000),
     },
     breakers: {
       // The registry is asked per batch: three failures in 5 s is an outage, not a blip; 2 s of
@@ -441,6 +584,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       maxFrameBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxHttpBodyBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxConnectionBufferBytes,
+      reorderWindowMs: int(env, 'REALCHAT_REORDER_WINDOW_MS', 150, 0, 10_000),
+      reorderMaxHeld: int(env, 'REALCHAT_REORDER_MAX_HELD', 64, 1, 10_000),
       maxRoomMembers: int(env, 'REALCHAT_MAX_ROOM_MEMBERS', 100_000, 2, 10_000_000),
       largeRoomMembers: int(env, 'REALCHAT_LARGE_ROOM_MEMBERS', 1000, 2, 10_000_000),
       maxMembersPerRequest: 1000,
@@ -483,6 +628,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       slowReaderMs: int(env, 'REALCHAT_SLOW_READER_TIMEOUT_MS', 30_000, 100, 600_000),
     },
     tracing: tracingFrom(env),
+    push: pushFrom(env, int(env, 'REALCHAT_LARGE_ROOM_MEMBERS', 1000, 2, 10_000_000)),
+    webhooks: webhooksFrom(env),
     ...overrides,
   };
   return Object.freeze(cfg);

@@ -9,13 +9,22 @@ export interface EmbeddedPostgres {
 }
 
 /**
+ * PostgreSQL's defaults size shared memory for a server with 100 connections; PGlite has one, and
+ * its shared buffers live in the process's own (WASM) memory. 32 MB of buffers instead of 128 MB
+ * (and room for 10 connections) took RSS from 744 to 639 MiB at rest and from 813 to 634 MiB after
+ * writing 100,000 rows (in-memory database, measured 2026-11-30); the operating system's page
+ * cache still holds the data files behind the buffers.
+ */
+export const EMBEDDED_SETTINGS: readonly string[] = ['shared_buffers = 32MB', 'max_connections = 10'];
+
+/**
  * Runs PGlite (in-process Postgres) behind pglite-socket on an ephemeral loopback port so the
  * same postgres.js code path serves both modes. PGlite is single-connection: use max: 1.
  * dataDir null = in memory (tests).
  */
 export async function startEmbeddedPostgres(dataDir: string | null): Promise<EmbeddedPostgres> {
   if (dataDir) await mkdir(dataDir, { recursive: true });
-  const db = await PGlite.create(dataDir ? { dataDir } : {});
+  const db = await PGlite.create({ ...(dataDir ? { dataDir } : {}), postgresqlconf: [...EMBEDDED_SETTINGS] });
   const server = new PGLiteSocketServer({ db, port: 0, host: '127.0.0.1' });
   await server.start();
   const addr = (server as unknown as { server: { address(): { port: number } } }).server.address();

@@ -34,6 +34,8 @@ export const ERROR_REASONS = {
    * come before the earlier one. Retry the earlier one (its key is in the message) first.
    */
   after_refused: { code: 'unavailable' },
+  /** presence_subscribe: the connection would watch more users than REALCHAT_PRESENCE_MAX_WATCHED; unsubscribe some first. */
+  watch_limit: { code: 'invalid_frame' },
 } as const satisfies Record<string, { code: ErrorCode }>;
 
 export type ErrorReason = keyof typeof ERROR_REASONS;
@@ -45,8 +47,14 @@ export class AppError extends Error {
   /** Seconds a client should wait before retrying; sent as Retry-After / retry_after_ms. */
   readonly retryAfterS: number | undefined;
   readonly reason: ErrorReason | undefined;
+  /** The users the error is about (presence_subscribe's `forbidden`), sent as the error frame's `user_ids`. */
+  readonly userIds: string[] | undefined;
 
-  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; retryAfterS?: number; reason?: ErrorReason } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { cause?: unknown; retryAfterS?: number; reason?: ErrorReason; userIds?: string[] } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'AppError';
     this.code = code;
@@ -54,6 +62,7 @@ export class AppError extends Error {
     this.retriable = ERROR_CODES[code].retriable;
     this.retryAfterS = opts.retryAfterS ?? (this.retriable && code !== 'internal' ? 1 : undefined);
     this.reason = opts.reason;
+    this.userIds = opts.userIds;
   }
 }
 

@@ -114,6 +114,23 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
       help: 'Deliveries broadcast because the presence registry failed',
       registers: r,
     }),
+    // Presence for clients (gateway/presence-watch.ts).
+    presenceChannels: new Gauge({
+      name: 'realchat_presence_channels',
+      help: 'Users whose presence this node watches (one Redis pub/sub channel each in a cluster)',
+      registers: r,
+    }),
+    presenceNotices: new Counter({
+      name: 'realchat_presence_notices_total',
+      help: 'Presence changes: published (this node saw the transition), received (for a watched user), failed (publish or registry lookup failed; the recheck repairs), invalid (undecodable)',
+      labelNames: ['result'] as const,
+      registers: r,
+    }),
+    presenceFrames: new Counter({
+      name: 'realchat_presence_frames_total',
+      help: 'presence frames written to connections',
+      registers: r,
+    }),
     pipelineSeconds: new Histogram({
       name: 'realchat_pipeline_seconds',
       help: 'Time since an event was written (its outbox row / message created_at) when it reaches a stage: published (relay), routed and forwarded (delivery worker), received and written (gateway: consumed from Kafka, written to the sockets); node_hop: from the delivery worker writing a node record to the gateway reading it (per record)',

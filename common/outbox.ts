@@ -38,11 +38,13 @@ export interface OutboxRow {
  * output column, the text `id::text`, and sorts "10" before "9" (events of one conversation then
  * left in the wrong order whenever a batch crossed a power of ten).
  */
-export function pollOutbox(sql: Sql, limit: number, timeoutMs: number): Promise<OutboxRow[]> {
+export function pollOutbox(sql: Sql, limit: number, timeoutMs: number, exceptIds: readonly string[] = []): Promise<OutboxRow[]> {
+  // `exceptIds`: rows already published whose delete is still in flight (the relay's pipeline).
+  const except = exceptIds.length > 0 ? sql`WHERE outbox.id <> ALL(${exceptIds as string[]}::bigint[])` : sql``;
   return withTimeout(
     sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id,
                             (extract(epoch FROM created_at) * 1000)::float8 AS created_ms
-                     FROM outbox ORDER BY outbox.id LIMIT ${limit}`,
+                     FROM outbox ${except} ORDER BY outbox.id LIMIT ${limit}`,
     timeoutMs,
     'outbox poll',
   );

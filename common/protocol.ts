@@ -36,9 +36,14 @@ export type ClientFrame =
   | { type: 'sync'; conversation_id: string; after_sequence: number; before_sequence: number | null; limit: number }
   | { type: 'read'; conversation_id: string; sequence_number: number }
   | { type: 'typing'; conversation_id: string }
+  /** Presence for clients: start / stop watching users (at most REALCHAT_PRESENCE_MAX_WATCHED per connection). */
+  | { type: 'presence_subscribe'; user_ids: string[] }
+  | { type: 'presence_unsubscribe'; user_ids: string[] }
   | { type: 'ping' };
 
 export const MAX_IDEMPOTENCY_KEY_CHARS = 128;
+/** User ids one presence_subscribe / presence_unsubscribe frame may name. */
+export const MAX_PRESENCE_IDS_PER_FRAME = 1000;
 
 export interface DecodeLimits {
   maxPayloadBytes: number;
@@ -51,8 +56,13 @@ export interface DecodeLimits {
 /** Frames answered by their idempotency key (the others by the conversation they name). */
 const KEYED_FRAMES: ReadonlySet<unknown> = new Set(['send', 'edit', 'delete']);
 
+/** Frames that carry a client-chosen `ref` (they name no single conversation or key). */
+const REF_FRAMES: ReadonlySet<unknown> = new Set(['presence_subscribe', 'presence_unsubscribe']);
+export const MAX_REF_CHARS = 128;
+
 export function frameRef(raw: unknown): string | undefined {
   if (!isPlainObject(raw)) return undefined;
+  if (REF_FRAMES.has(raw.type)) return typeof raw.ref === 'string' && raw.ref.length <= MAX_REF_CHARS ? raw.ref : undefined;
   const key = raw.idempotency_key;
   if (KEYED_FRAMES.has(raw.type) && typeof key === 'string' && key.length <= MAX_IDEMPOTENCY_KEY_CHARS) return key;
   const conv = raw.conversation_id;
@@ -141,6 +151,10 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
       };
     case 'typing':
       return { type: 'typing', conversation_id: f.uuid('conversation_id') };
+    case 'presence_subscribe':
+    case 'presence_unsubscribe':
+      // The per-connection cap (maxWatchedPerConnection) is the server's; one frame may name at most 1,000.
+      return { type: raw.type, user_ids: f.uuidList('user_ids', 1, MAX_PRESENCE_IDS_PER_FRAME) };
     case 'ping':
       return { type: 'ping' };
     default:

@@ -95,6 +95,19 @@ export interface Typing {
   user_id: string;
 }
 
+/**
+ * Presence for clients: a watched user's status, sent once per user at presence_subscribe and then
+ * on every change. `online`: at least one connection anywhere in the cluster (last_seen_at null);
+ * `offline`: none for longer than the server's grace period (a quick reconnect is no change);
+ * last_seen_at is when the user's last connection closed (null: never seen).
+ */
+export interface Presence {
+  type: 'presence';
+  user_id: string;
+  status: 'online' | 'offline';
+  last_seen_at: string | null;
+}
+
 export interface Synced {
   type: 'synced';
   conversation_id: string;
@@ -108,6 +121,8 @@ export interface ErrorFrame {
   ref?: string;
   /** A finer reason under the code (common/errors.ts ERROR_REASONS), e.g. `after_refused`. */
   reason?: string;
+  /** presence_subscribe: the users refused (`forbidden`: they share no conversation with the caller). */
+  user_ids?: string[];
 }
 
 export type ServerFrame =
@@ -118,6 +133,7 @@ export type ServerFrame =
   | MessagesPage
   | Receipt
   | Typing
+  | Presence
   | { type: 'pong' }
   | { type: 'reconnect'; reason: string; retry_after_ms: number }
   | ErrorFrame;
@@ -160,6 +176,9 @@ export interface MemberSummary {
   read_sequence: number;
   delivered_sequence: number;
 }
+
+/** GET /v1/users/{id}/presence: the fields of a `presence` frame. */
+export type PresenceSummary = Omit<Presence, 'type'>;
 
 /** GET /v1/users entries (v1.1). */
 export interface UserSummary {

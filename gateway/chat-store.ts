@@ -15,6 +15,7 @@ import { createTimelineWrites, type EntryResult, type MembersChanged, type RoleS
 import { membersAddedEvent, readUpdatedEvent, type ChatEvent } from '../common/events.js';
 import { insertOutboxEvents, type OutboxMode } from '../common/outbox.js';
 import { GroupCommit } from './group-commit.js';
+import { batchReads } from './batched-reads.js';
 import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
 
 export type { ConversationSummary } from '../common/wire.js';
@@ -184,6 +185,12 @@ export interface ChatStore {
   recordDelivered(userId: string, entries: Array<[conversationId: string, sequence: number]>): Promise<void>;
   upsertUser(id: string, name: string | null): Promise<void>;
   ping(): Promise<void>;
+  /** Presence for clients: those of `others` who share a conversation with `userId` (the user itself included). */
+  sharedWith(userId: string, others: readonly string[]): Promise<Set<string>>;
+  /** Presence for clients: the user's last connection here closed now (database clock; monotonic). Returns the stored time. */
+  recordLastSeen(userId: string): Promise<string>;
+  /** Presence for clients: each user's last_seen_at and its age on the database clock (users never seen are absent). */
+  lastSeen(userIds: readonly string[]): Promise<Map<string, { lastSeenAt: string; ageMs: number }>>;
 }
 
 export interface ConversationCreated {
@@ -260,6 +267,35 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     if (err !== undefined && isUnavailableError(err)) breaker.failure();
     else breaker.success();
   }
+
+  type MemberOf = { conversation_id: string; last_seq: number; large: boolean };
+  // Every hello reads its user's conversations: batched, a reconnect storm costs one query (and
+  // one gate slot) per batch instead of one per connection (gateway/batched-reads.ts).
+  const conversationsOfUsers = batchReads<string, MemberOf[]>(
+    async (userIds) => {
+      const rows = await run(
+        'conversationsOf',
+        () =>
+          sql<(MemberOf & { user_id: string })[]>`
+          SELECT m.user_id, m.conversation_id, c.last_seq, c.large FROM members m JOIN conversations c ON c.id = m.conversation_id
+          WHERE m.user_id = ANY(${userIds}::uuid[])`,
+      );
+      const byUser = new Map<string, MemberOf[]>();
+      for (const { user_id, ...r } of rows) {
+        const list = byUser.get(user_id);
+        if (list) list.push(r);
+        else byUser.set(user_id, [r]);
+      }
+      return byUser;
+    },
+    () => [],
+    {
+      maxBatch: 500,
+      maxInFlight: 2,
+      maxWaiting: 20_000,
+      onOverflow: () => new AppError('unavailable', 'server busy: too many connections starting; retry shortly', { retryAfterS: 1 }),
+    },
+  );
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
     admit();
@@ -525,13 +561,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     /** For hello: every conversation of the user with its current last sequence. */
     conversationsOf(userId: string) {
-      return run(
-        'conversationsOf',
-        () =>
-          sql<{ conversation_id: string; last_seq: number; large: boolean }[]>`
-          SELECT m.conversation_id, c.last_seq, c.large FROM members m JOIN conversations c ON c.id = m.conversation_id
-          WHERE m.user_id = ${userId}`,
-      );
+      return conversationsOfUsers.read(userId);
     },
 
     lastSequences(conversationIds: string[]) {
@@ -651,6 +681,42 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     async ping() {
       await run('ping', () => sql`SELECT 1`);
+    },
+
+    sharedWith(userId, others) {
+      if (others.length === 0) return Promise.resolve(new Set<string>());
+      // Per asked user one EXISTS: the caller's conversations (members_by_user), then the primary
+      // key for the other user in each; never a scan of a large room's member list.
+      return run('sharedWith', async () => {
+        const rows = await sql<{ id: string }[]>`
+          SELECT u.id FROM unnest(${others as string[]}::uuid[]) AS u(id)
+          WHERE u.id = ${userId}
+             OR EXISTS (SELECT 1 FROM members a JOIN members b ON b.conversation_id = a.conversation_id AND b.user_id = u.id
+                        WHERE a.user_id = ${userId})`;
+        return new Set(rows.map((r) => r.id));
+      });
+    },
+
+    recordLastSeen(userId) {
+      return run('recordLastSeen', async () => {
+        const [r] = await sql<{ t: Date }[]>`
+          INSERT INTO users (id, last_seen_at) VALUES (${userId}, date_trunc('milliseconds', clock_timestamp()))
+          ON CONFLICT (id) DO UPDATE SET last_seen_at = GREATEST(users.last_seen_at, EXCLUDED.last_seen_at)
+          RETURNING last_seen_at AS t`;
+        return r!.t.toISOString();
+      });
+    },
+
+    lastSeen(userIds) {
+      const out = new Map<string, { lastSeenAt: string; ageMs: number }>();
+      if (userIds.length === 0) return Promise.resolve(out);
+      return run('lastSeen', async () => {
+        const rows = await sql<{ id: string; t: Date; age_ms: number }[]>`
+          SELECT id, last_seen_at AS t, (extract(epoch FROM clock_timestamp() - last_seen_at) * 1000)::float8 AS age_ms
+          FROM users WHERE id = ANY(${userIds as string[]}::uuid[]) AND last_seen_at IS NOT NULL`;
+        for (const r of rows) out.set(r.id, { lastSeenAt: r.t.toISOString(), ageMs: Number(r.age_ms) });
+        return out;
+      });
     },
   };
 }

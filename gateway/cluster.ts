@@ -14,6 +14,7 @@ import { CircuitBreaker } from '../common/breaker.js';
 import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/node-records.js';
 import { startDeliveryConsumer } from './delivery-consumer.js';
 import { PresenceAgent } from './presence-agent.js';
+import { createRedisPresenceFeed } from './presence-feed.js';
 import { startLoadMonitor } from './load-monitor.js';
 import type { ClusterPorts, NodePorts, PipelineFactory } from './pipeline.js';
 
@@ -62,6 +63,11 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users, deps.rooms)
     : null;
   await agent?.start();
+  // Presence for clients: per-user pub/sub channels on a connection of their own (gateway/presence-feed.ts).
+  const presenceFeed =
+    presence instanceof RedisPresence
+      ? createRedisPresenceFeed({ registry: presence, pub: presence.redis, sub: presence.redis.duplicate({ autoResubscribe: false }), log })
+      : undefined;
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
   const breaker = new CircuitBreaker(config.breakers.redis);
   // This node's own consumer lag (grows while it is paused as overloaded).
@@ -120,6 +126,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     },
     roomInterest: async (conversationId, interested) => agent?.roomInterest(conversationId, interested),
     consumerStatus: () => consumer.status ?? { running: true, detail: 'unknown' },
+    presenceFeed,
     async stop() {
       clearInterval(lagTimer);
       await agent?.stop();

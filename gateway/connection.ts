@@ -1,8 +1,11 @@
 /**
  * One client connection's delivery state. Invariant: per conversation, message frames are written
  * in sequence order with no gap and no duplicate. The live path writes a message only if it is the
- * next sequence; otherwise the connection catches up from the database (the source of truth) and
- * live messages arriving meanwhile only raise the catch-up target, so nothing is buffered in memory.
+ * next sequence. One that comes early (two delivery paths, or two producers during a rebalance,
+ * keep no order between them) is held for a short reorder window, bounded in frames, in case the
+ * missing ones are just behind it; past the window or the bound the connection catches up from the
+ * database (the source of truth), and live messages arriving meanwhile only raise the catch-up
+ * target, so nothing more is buffered in memory.
  */
 import { randomUUID } from 'node:crypto';
 import type { Envelope, Via } from '../common/protocol.js';
@@ -37,6 +40,17 @@ export interface ConnectionDeps {
   drainTimeoutMs: number;
   /** The connection unsubscribed from a conversation it was removed from (the registry's room index). */
   onLeft?(conn: Connection, conversationId: string): void;
+  /**
+   * How long an early live message waits for the ones before it to arrive live (0: fill from the
+   * database at once), and how many may wait per conversation.
+   */
+  reorder?: { windowMs: number; maxHeld: number };
+}
+
+/** Live messages that arrived ahead of a missing sequence, waiting for it (bounded in count and time). */
+interface Held {
+  frames: Map<number, { env: Envelope; frame: string }>;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 interface Fill {
@@ -68,6 +82,7 @@ export class Connection {
   private sendFences: SendFences | null = null;
   /** conversation -> the sequence of this user's removal from it (a stale re-delivered join is older). */
   private leftAt: Map<string, number> | null = null;
+  private held: Map<string, Held> | null = null;
 
   constructor(
     readonly userId: string,
@@ -129,16 +144,87 @@ export class Connection {
     }
     if (seq <= last) return;
     if (seq === last + 1) {
-      if (this.write(frame)) {
-        this.lastSent.set(conv, seq);
-        (this.touched ??= new Set()).add(conv);
-        this.deps.metrics.deliveries.inc({ via: 'live' });
-        if (this.removedBy(env)) this.leave(conv);
-      }
+      if (this.writeLive(env, frame)) this.releaseHeld(conv);
       return;
     }
+    const dropped = this.hold(conv, env, frame);
+    if (dropped < 0) return;
     this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
-    this.startFill(conv, seq, false, 'fill');
+    this.startFill(conv, Math.max(seq, dropped), false, 'fill');
+  }
+
+  /** Writes the next live message; false if the connection closed or left the conversation. */
+  private writeLive(env: Envelope, frame: string): boolean {
+    const conv = env.conversation_id;
+    if (!this.write(frame)) return false;
+    this.lastSent.set(conv, env.sequence_number);
+    (this.touched ??= new Set()).add(conv);
+    this.deps.metrics.deliveries.inc({ via: 'live' });
+    if (this.removedBy(env)) {
+      this.leave(conv);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * An early live message: held (-1) if the window is on and the conversation's bound not reached.
+   * Otherwise the caller catches up from the database now, up to at least the returned sequence
+   * (the highest one that was held and is dropped here: the fill reads it; 0 when none).
+   */
+  private hold(conv: string, env: Envelope, frame: string): number {
+    const reorder = this.deps.reorder;
+    if (!reorder || reorder.windowMs <= 0) return 0;
+    let h = this.held?.get(conv);
+    if (h && h.frames.size >= reorder.maxHeld) return this.dropHeld(conv);
+    if (!h) {
+      const timer = setTimeout(() => this.heldTimedOut(conv), reorder.windowMs);
+      timer.unref?.();
+      h = { frames: new Map(), timer };
+      (this.held ??= new Map()).set(conv, h);
+    }
+    h.frames.set(env.sequence_number, { env, frame });
+    return -1;
+  }
+
+  /** After a live write: the held messages that now follow in order go out too. */
+  private releaseHeld(conv: string): void {
+    const h = this.held?.get(conv);
+    if (!h) return;
+    for (;;) {
+      const next = h.frames.get(this.lastSent.get(conv)! + 1);
+      if (!next) break;
+      h.frames.delete(next.env.sequence_number);
+      if (!this.writeLive(next.env, next.frame)) {
+        this.dropHeld(conv);
+        return;
+      }
+    }
+    const last = this.lastSent.get(conv)!;
+    for (const seq of h.frames.keys()) if (seq <= last) h.frames.delete(seq);
+    if (h.frames.size === 0) this.dropHeld(conv);
+  }
+
+  /** The window passed and a sequence is still missing: the database fills up to the highest held. */
+  private heldTimedOut(conv: string): void {
+    const h = this.held?.get(conv);
+    if (!h) return;
+    const target = Math.max(...h.frames.keys());
+    this.dropHeld(conv);
+    const last = this.lastSent.get(conv);
+    if (this.closed || last === undefined || this.fills?.has(conv) || target <= last) return;
+    this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
+    this.startFill(conv, target, false, 'fill');
+  }
+
+  /** Returns the highest sequence that was held (0: none). */
+  private dropHeld(conv: string): number {
+    const h = this.held?.get(conv);
+    if (!h) return 0;
+    clearTimeout(h.timer);
+    this.held!.delete(conv);
+    if (this.held!.size === 0) this.held = null;
+    return h.frames.size > 0 ? Math.max(...h.frames.keys()) : 0;
   }
 
   /** A `members_removed` entry that removes this connection's user: the last entry it gets there. */
@@ -153,6 +239,7 @@ export class Connection {
    * this connection, whatever a stale member list elsewhere says, until an entry adds the user again.
    */
   private leave(conv: string): void {
+    this.dropHeld(conv);
     (this.leftAt ??= new Map()).set(conv, this.lastSent.get(conv) ?? 0);
     this.lastSent.delete(conv);
     this.touched?.delete(conv);
@@ -196,6 +283,7 @@ export class Connection {
   /** Called once the socket is closed (by either side). Returns the delivery positions to record. */
   onClose(): Array<[string, number]> {
     this.closed = true;
+    for (const conv of [...(this.held?.keys() ?? [])]) this.dropHeld(conv);
     this.releaseDrainWaiters(0);
     return [...(this.touched ?? [])].map((c) => [c, this.lastSent.get(c)!]);
   }

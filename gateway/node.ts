@@ -16,13 +16,17 @@ import { traceIdGenerator } from '../common/trace-id.js';
 import { Semaphore } from '../common/semaphore.js';
 import { MembershipCache, createMembershipSource } from '../common/membership.js';
 import { createAuthenticator } from './auth.js';
+import { createAdminDeps } from './admin-routes.js';
 import { createChatStore } from './chat-store.js';
 import { ConnectionRegistry } from './registry.js';
 import { createGatewayInbox } from './inbox.js';
 import { RateLimiter } from './rate-limit.js';
 import { startGatewayServer } from './server.js';
 import type { PipelineFactory } from './pipeline.js';
+import { createLocalPresenceFeed } from './presence-feed.js';
+import { createPresenceService } from './presence-watch.js';
 import type { Tracing } from '../common/tracing.js';
+import { createPushStore } from './push-store.js';
 
 export interface GatewayNodeOptions {
   config: Config;
@@ -36,6 +40,8 @@ export interface GatewayNodeOptions {
   pipeline: PipelineFactory;
   /** Spans of sends and deliveries (absent: off). */
   tracing?: Tracing;
+  /** The VAPID public key in use (the embedded default generates one); absent: config's; null: web push off. */
+  vapidPublicKey?: string | null;
 }
 
 export interface GatewayNode {
@@ -104,20 +110,31 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   backlog.start();
   const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts(), rooms: () => registry.roomsHere() });
   onRoomInterest = async (c, i) => pipeline.cluster?.roomInterest(c, i);
+  const presence = createPresenceService({
+    feed: pipeline.cluster?.presenceFeed ?? createLocalPresenceFeed((u) => registry.countOf(u)),
+    store,
+    graceMs: config.presence.clientGraceMs,
+    maxWatchedPerConnection: config.presence.maxWatchedPerConnection,
+    recheckMs: config.presence.clientRecheckMs,
+    log,
+    metrics,
+  });
 
+  const auth = createAuthenticator({
+    secret: jwtSecret,
+    publicKeyPem: jwt.publicKeyPem,
+    jwks: jwt.jwks,
+    issuer: jwt.issuer,
+    audience: jwt.audience,
+    maxTtlS: jwt.maxTtlS,
+    clockToleranceS: jwt.clockToleranceS,
+  });
   const server = await startGatewayServer(
     {
       config,
       store,
-      auth: createAuthenticator({
-        secret: jwtSecret,
-        publicKeyPem: jwt.publicKeyPem,
-        jwks: jwt.jwks,
-        issuer: jwt.issuer,
-        audience: jwt.audience,
-        maxTtlS: jwt.maxTtlS,
-        clockToleranceS: jwt.clockToleranceS,
-      }),
+      auth,
+      admin: createAdminDeps({ config, sql, jwt: auth }),
       registry,
       membership,
       log,
@@ -135,7 +152,12 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       },
       onEventCommitted: () => pipeline.onEventCommitted(),
       newTraceId: traceIdGenerator(),
+      push: {
+        store: createPushStore({ sql, queryTimeoutMs: config.timeouts.dbQueryMs }),
+        vapidPublicKey: opts.vapidPublicKey === undefined ? (config.push.vapid?.publicKey ?? null) : opts.vapidPublicKey,
+      },
       cluster: pipeline.cluster,
+      presence,
       // The database, and in a cluster this node's own delivery consumer. Not Redis: every node
       // shares it and has a degraded path without it (broadcast); failing readiness on it would
       // take every node out of the load balancer at once.
@@ -168,6 +190,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
         const deadline = Date.now() + config.timeouts.drainMs;
         while (registry.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
         backlog.stop();
+        await presence.stop();
         await pipeline.stop();
         await server.close();
       })();

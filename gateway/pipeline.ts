@@ -1,5 +1,6 @@
 /** What a gateway node needs from the event pipeline it runs on (distributed or standalone). */
 import type { GatewayInbox } from './inbox.js';
+import type { PresenceFeed } from './presence-feed.js';
 
 /** Presence entries and typing for other nodes (distributed mode). */
 export interface ClusterPorts {
@@ -11,6 +12,8 @@ export interface ClusterPorts {
   roomInterest(conversationId: string, interested: boolean): Promise<void>;
   /** Readiness: this node's delivery consumer runs (a node that cannot receive deliveries should get no clients). */
   consumerStatus?(): { running: boolean; detail: string };
+  /** Presence for clients across nodes (Redis); absent: this node's own connections are the truth. */
+  presenceFeed?: PresenceFeed;
 }
 
 /** Where committed events go and how deliveries come back to this node's inbox. */

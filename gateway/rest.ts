@@ -7,11 +7,15 @@ import type { Config } from '../common/config.js';
 import type { Metrics } from '../common/metrics.js';
 import type { Logger } from '../common/log.js';
 import type { Authenticator } from './auth.js';
-import { bearerToken } from './auth.js';
 import type { ChatStore } from './chat-store.js';
 import type { RequestContext, Reply } from './http.js';
 import { jsonBody } from './http.js';
 import { RateLimiter, admitEntryWrite } from './rate-limit.js';
+import type { PresenceService } from './presence-watch.js';
+import { requireScope, type Scope } from './api-keys.js';
+import { createAdminRoutes, type AdminDeps } from './admin-routes.js';
+import { createPushRoutes } from './push-routes.js';
+import type { PushStore } from './push-store.js';
 
 export interface RestDeps {
   config: Config;
@@ -27,6 +31,12 @@ export interface RestDeps {
   /** Wakes the local relay after a commit that produced an event. */
   onEventCommitted(): void;
   ready(): Promise<boolean>;
+  /** API keys, the admin token and the admin routes (gateway/admin-routes.ts). */
+  admin: AdminDeps;
+  /** Web Push: the subscriptions and mutes store, and the VAPID public key in use (null: push off). */
+  push: { store: PushStore; vapidPublicKey: string | null };
+  /** Presence for clients (GET /v1/users/{id}/presence, gateway/presence-watch.ts). */
+  presence: Pick<PresenceService, 'status'>;
 }
 
 function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
@@ -77,10 +87,20 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
   const { config, store, auth, metrics } = deps;
   const limits = config.limits;
 
-  const user = async (ctx: RequestContext) => {
-    const t = await auth.verify(bearerToken(ctx.authorization));
-    if (t.name) await store.noteTokenName(t.userId, t.name);
-    return t.userId;
+  /**
+   * The user a request acts for: a JWT's, or an API key's holding `scope` (docs/protocol.md, "API
+   * keys"). Without a scope the route takes JWTs only. The admin token acts for no user.
+   */
+  const user = async (ctx: RequestContext, scope?: Scope) => {
+    const p = await deps.admin.auth.authenticate(ctx.authorization);
+    if (p.via !== 'jwt' && (scope === undefined || p.userId === null))
+      throw new AppError(
+        'forbidden',
+        p.userId === null ? 'the admin token acts for no user: use an API key' : 'API keys cannot use this route',
+      );
+    if (scope !== undefined) requireScope(p, scope);
+    if (p.name) await store.noteTokenName(p.userId!, p.name);
+    return p.userId!;
   };
   // Writes a stranger could repeat to fill the database: per-minute buckets (per node).
   const perMinute = (n: number) => new RateLimiter(n / 60, n);
@@ -91,9 +111,20 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     if (!bucket.take(key)) throw new AppError('rate_limited', `too many ${what}; slow down`, { retryAfterS: 5 });
   };
 
+  const pushRoutes = createPushRoutes({
+    config: config.push,
+    vapidPublicKey: deps.push.vapidPublicKey,
+    push: deps.push.store,
+    store,
+    user,
+  });
+
   return {
+    ...pushRoutes,
+    ...createAdminRoutes(deps.admin),
+
     async createConversation(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:write');
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
       const title = f.optionalString('title', 0, 200) ?? null;
@@ -106,7 +137,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async updateConversation(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:write');
       const conversationId = conversationParam(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const whoCanAdd = f.string('who_can_add', 1, 16);
@@ -117,7 +148,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async addMembers(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:write');
       const conversationId = conversationParam(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const userIds = f.uuidList('user_ids', 1, limits.maxMembersPerRequest);
@@ -130,7 +161,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async removeMember(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:write');
       const conversationId = conversationParam(ctx);
       const userId = idParam(ctx, 1, 'member');
       const key = idempotencyKey(ctx, null);
@@ -150,7 +181,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async setRole(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:write');
       const conversationId = conversationParam(ctx);
       const userId = idParam(ctx, 1, 'member');
       const f = new Fields(jsonBody(ctx), 'invalid_request');
@@ -165,7 +196,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async listMembers(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:read');
       const conversationId = conversationParam(ctx);
       const limit = queryInt(ctx.query, 'limit', 100, 1, limits.maxMembersPerRequest);
       const after = ctx.query.get('after');
@@ -174,7 +205,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async editMessage(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'messages:write');
       const conversationId = conversationParam(ctx);
       const messageId = idParam(ctx, 1, 'message');
       const f = new Fields(jsonBody(ctx), 'invalid_request');
@@ -189,7 +220,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async deleteMessage(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'messages:write');
       const conversationId = conversationParam(ctx);
       const messageId = idParam(ctx, 1, 'message');
       // Without a key a repeat still answers the same: deleting a deleted message answers its delete entry.
@@ -202,7 +233,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async setMyName(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'users:write');
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const name = f.string('name', 1, 100).trim();
       if (name === '') throw new AppError('invalid_request', 'name must not be blank');
@@ -211,12 +242,17 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async getUser(ctx: RequestContext): Promise<Reply> {
-      await user(ctx);
+      await user(ctx, 'users:read');
       return { status: 200, body: await store.getUser(idParam(ctx, 0, 'user')) };
     },
 
+    async getPresence(ctx: RequestContext): Promise<Reply> {
+      const me = await user(ctx, 'users:read');
+      return { status: 200, body: await deps.presence.status(me, idParam(ctx, 0, 'user')) };
+    },
+
     async searchUsers(ctx: RequestContext): Promise<Reply> {
-      await user(ctx);
+      await user(ctx, 'users:read');
       const query = ctx.query.get('query') ?? '';
       if (query.length < 1 || query.length > 100) throw new AppError('invalid_request', 'query must be 1-100 characters');
       const limit = queryInt(ctx.query, 'limit', 20, 1, 100);
@@ -224,13 +260,13 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async listConversations(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'conversations:read');
       const limit = queryInt(ctx.query, 'limit', 200, 1, limits.maxConversationsListed);
       return { status: 200, body: await store.listConversations(me, limit) };
     },
 
     async listMessages(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'messages:read');
       const conversationId = conversationParam(ctx);
       const limit = queryInt(ctx.query, 'limit', 100, 1, limits.maxPageMessages);
       if (ctx.query.has('before_sequence')) {
@@ -243,7 +279,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     },
 
     async sendMessage(ctx: RequestContext): Promise<Reply> {
-      const me = await user(ctx);
+      const me = await user(ctx, 'messages:write');
       const conversationId = conversationParam(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const key = requireKey(idempotencyKey(ctx, f));

@@ -10,6 +10,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ChatStore } from './chat-store.js';
 import type { ClusterPorts } from './pipeline.js';
+import type { PresenceService, PresenceWatcher } from './presence-watch.js';
 import type { ConnectionRegistry } from './registry.js';
 import { admitEntryWrite, type RateLimiter } from './rate-limit.js';
 import { traceIdOf } from '../common/trace-id.js';
@@ -22,6 +23,8 @@ export interface CommandContext {
   reply(frame: ServerFrame): void;
   /** The connection is subscribed to the conversation (it learns its own removal in stream order). */
   subscribed(conversationId: string): boolean;
+  /** The connection, as presence frames reach it. */
+  watcher: PresenceWatcher;
 }
 
 export interface CommandDeps {
@@ -30,6 +33,7 @@ export interface CommandDeps {
   membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string> | null> };
   registry: Pick<ConnectionRegistry, 'deliverFrame' | 'roomFrame'>;
   cluster: Pick<ClusterPorts, 'publishEphemeral'> | null;
+  presence: Pick<PresenceService, 'subscribe' | 'unsubscribe'>;
   sendLimiter: RateLimiter;
   log: Logger;
   metrics: Metrics;
@@ -148,6 +152,16 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
       if (!members.has(userId)) throw new AppError('forbidden', 'not a member of this conversation');
       deps.registry.deliverFrame(members, encodeFrame(typing), { exceptUser: userId, conversationId: conv });
       deps.cluster?.publishEphemeral(conv, userId, members, typing);
+    },
+
+    // Presence for clients (gateway/presence-watch.ts): frames for the allowed users, then one
+    // `forbidden` error naming the refused ones.
+    async presence_subscribe(frame, { watcher }) {
+      await deps.presence.subscribe(watcher, frame.user_ids);
+    },
+
+    async presence_unsubscribe(frame, { watcher }) {
+      await deps.presence.unsubscribe(watcher, frame.user_ids);
     },
   };
 }

@@ -36,6 +36,7 @@ import { peerAddress, STATUS_TEXT } from './http.js';
 import type { ConnectionRegistry } from './registry.js';
 import { TokenBucket, type RateLimiter } from './rate-limit.js';
 import type { ClusterPorts } from './pipeline.js';
+import type { PresenceService } from './presence-watch.js';
 import { createCommandHandlers, runCommand, type RequestFrame } from './ws-commands.js';
 import type { SendTicket } from './send-fence.js';
 
@@ -89,6 +90,8 @@ export interface WsDeps {
   onEventCommitted(): void;
   /** Distributed mode: presence entries and typing for other nodes. */
   cluster: ClusterPorts | null;
+  /** Presence for clients (announces this node's users, serves presence_subscribe). */
+  presence: PresenceService;
   /** All sockets, in any phase, for draining. */
   sockets: Set<WebSocket<WsData>>;
 }
@@ -148,6 +151,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     highWaterBytes: limits.maxConnectionBufferBytes - (limits.maxPayloadBytes + 4096),
     drainTimeoutMs: config.timeouts.slowReaderMs,
     onLeft: (conn: Connection, conversationId: string) => registry.leaveRoom(conn, conversationId),
+    reorder: { windowMs: limits.reorderWindowMs, maxHeld: limits.reorderMaxHeld },
   };
   // A `messages` reply is at most a quarter of the buffer bound, sent only once the buffer is below
   // half of it: a reply can never push a connection past its bound, and a client that does not
@@ -179,6 +183,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const frame: ServerFrame = { type: 'error', code: e.code, message: e.message };
     if (ref !== undefined) frame.ref = ref;
     if (e.reason !== undefined) frame.reason = e.reason;
+    if (e.userIds !== undefined) frame.user_ids = e.userIds;
     reply(ud, frame);
   }
 
@@ -225,6 +230,9 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     // is seen live (or as a gap) and never missed.
     registry.add(conn);
     await deps.cluster?.connected(userId);
+    // After the registry knows it (another node deciding "offline" sees it); never for a socket that
+    // already closed (its close would not be undone).
+    if (!closing(ud)) deps.presence.connected(conn);
     let conversations: Array<{ conversation_id: string; last_seq: number; large: boolean }>;
     try {
       conversations = await store.conversationsOf(userId);
@@ -284,7 +292,12 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     }
     if (ud.session.phase !== 'open') return;
     if (ticket) conn.fences.admit(ticket);
-    await runCommand(commands, frame, { userId: conn.userId, reply: (f) => reply(ud, f), subscribed: (c) => conn.isSubscribed(c) });
+    await runCommand(commands, frame, {
+      userId: conn.userId,
+      reply: (f) => reply(ud, f),
+      subscribed: (c) => conn.isSubscribed(c),
+      watcher: conn,
+    });
   }
 
   function onMessage(ud: WsData, message: ArrayBuffer, isBinary: boolean): void {
@@ -470,6 +483,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       if (!conn) return;
       registry.remove(conn);
       deps.cluster?.disconnected(conn.userId);
+      deps.presence.disconnected(conn);
       const positions = conn.onClose();
       metrics.activeConnections.dec();
       store.recordDelivered(conn.userId, positions).catch((err) => log.debug({ err }, 'could not record delivery positions'));

@@ -20,6 +20,14 @@
 #   delivery   node dist/delivery/main.js x STACK_DELIVERIES (1);
 #              METRICS_PORT = STACK_DELIVERY_METRICS_PORT (19200) + i - 1
 #   gateway    node dist/gateway/main.js x GATEWAYS (1) on PORT (8080), PORT+1, ...; HOST (127.0.0.1)
+#   notifier   node dist/delivery/notifier/main.js x STACK_NOTIFIERS (1) (Web Push);
+#              METRICS_PORT = STACK_NOTIFIER_METRICS_PORT (19300) + i - 1
+#   webhooks   node dist/delivery/webhooks/main.js x STACK_WEBHOOKS (1) (webhook dispatcher);
+#              METRICS_PORT = STACK_WEBHOOKS_METRICS_PORT (19400) + i - 1
+# Gateways get REALCHAT_ADMIN_TOKEN (from the environment, else generated once into
+# $STACK_DIR/admin-token); gateways and webhook dispatchers get REALCHAT_WEBHOOK_ALLOW_PRIVATE when set.
+# Gateways and notifiers get REALCHAT_VAPID_PUBLIC_KEY / REALCHAT_VAPID_PRIVATE_KEY (from the
+# environment, else generated once into $STACK_DIR/vapid-keys) and REALCHAT_VAPID_SUBJECT when set.
 # Every node process gets DATABASE_URL, KAFKA_BROKERS, REALCHAT_JWT_SECRET (from the environment,
 # else generated once into $STACK_DIR/jwt-secret), REALCHAT_NODE_ID=<role>-<i>, LOG_LEVEL (info),
 # REALCHAT_EVENTS_TOPIC, REALCHAT_TOPIC_PARTITIONS, REALCHAT_OUTBOX_MODE (table, or wal with
@@ -44,9 +52,13 @@ TOPIC_PARTITIONS="${STACK_TOPIC_PARTITIONS:-${REALCHAT_TOPIC_PARTITIONS:-12}}"
 GATEWAYS="${GATEWAYS:-1}"
 RELAYS="${STACK_RELAYS:-1}"
 DELIVERIES="${STACK_DELIVERIES:-1}"
+NOTIFIERS="${STACK_NOTIFIERS:-1}"
+WEBHOOKS="${STACK_WEBHOOKS:-1}"
 GATEWAY_PORT="${PORT:-8080}"
 RELAY_METRICS_PORT="${STACK_RELAY_METRICS_PORT:-19100}"
 DELIVERY_METRICS_PORT="${STACK_DELIVERY_METRICS_PORT:-19200}"
+NOTIFIER_METRICS_PORT="${STACK_NOTIFIER_METRICS_PORT:-19300}"
+WEBHOOKS_METRICS_PORT="${STACK_WEBHOOKS_METRICS_PORT:-19400}"
 RELAY_MODE="${RELAY:-ts}"
 [[ "$RELAY_MODE" == debezium ]] || RELAY_MODE=ts
 # table: the TS relay publishes and deletes outbox rows; wal: Debezium reads the INSERTs from the
@@ -59,7 +71,14 @@ NODE_BIN="${NODE_BIN:-$(command -v node || echo node)}"
 
 PIDS="$STACK_DIR/pids"
 LOGS="$STACK_DIR/logs"
-NODE_ROLES=(relay delivery gateway)
+NODE_ROLES=(relay delivery gateway notifier webhooks)
+# role_main <role>: its entry under dist/ (the notifier and the webhook dispatcher live under delivery/)
+role_main() {
+  case "$1" in
+    notifier | webhooks) echo "dist/delivery/$1/main.js" ;;
+    *) echo "dist/$1/main.js" ;;
+  esac
+}
 
 die() { echo "stack.sh: $*" >&2; exit 1; }
 log() { echo "stack.sh: $*" >&2; }
@@ -92,7 +111,7 @@ node_pid() {
   pid="$(cat "$PIDS/$name.pid" 2>/dev/null || true)"
   alive "$pid" || return 1
   # guard against pid reuse
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "dist/$role/main.js" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$(role_main "$role")" || return 1
   echo "$pid"
 }
 
@@ -107,6 +126,33 @@ jwt_secret() {
     log "generated a JWT secret in $STACK_DIR/jwt-secret"
   fi
   cat "$STACK_DIR/jwt-secret"
+}
+
+# admin_token: REALCHAT_ADMIN_TOKEN from the environment, or generated once (the admin REST routes)
+admin_token() {
+  if [[ -n "${REALCHAT_ADMIN_TOKEN:-}" ]]; then
+    printf '%s' "$REALCHAT_ADMIN_TOKEN"
+    return
+  fi
+  if [[ ! -s "$STACK_DIR/admin-token" ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STACK_DIR/admin-token")
+    log "generated an admin token in $STACK_DIR/admin-token"
+  fi
+  cat "$STACK_DIR/admin-token"
+}
+
+# vapid_keys: "<public> <private>" (base64url), from the environment or generated once (web-push's generator)
+vapid_keys() {
+  if [[ -n "${REALCHAT_VAPID_PUBLIC_KEY:-}" && -n "${REALCHAT_VAPID_PRIVATE_KEY:-}" ]]; then
+    printf '%s %s' "$REALCHAT_VAPID_PUBLIC_KEY" "$REALCHAT_VAPID_PRIVATE_KEY"
+    return
+  fi
+  if [[ ! -s "$STACK_DIR/vapid-keys" ]]; then
+    (umask 077 && cd "$REPO" && "$NODE_BIN" -e 'const k = require("web-push").generateVAPIDKeys(); process.stdout.write(k.publicKey + " " + k.privateKey)' >"$STACK_DIR/vapid-keys") ||
+      die "could not generate VAPID keys (npm install first)"
+    log "generated VAPID keys in $STACK_DIR/vapid-keys"
+  fi
+  cat "$STACK_DIR/vapid-keys"
 }
 
 # start_node <role> <i> <port>: spawn node dist/<role>/main.js unless it runs; records what to wait for
@@ -136,6 +182,14 @@ start_node() {
   )
   [[ -z "${REDIS_URL:-}" ]] || envs+=("REDIS_URL=$REDIS_URL")
   [[ -z "${REDIS_SENTINELS:-}" ]] || envs+=("REDIS_SENTINELS=$REDIS_SENTINELS" "REDIS_SENTINEL_NAME=${REDIS_SENTINEL_NAME:-realchat}")
+  if [[ "$role" == gateway || "$role" == notifier ]]; then
+    envs+=("REALCHAT_VAPID_PUBLIC_KEY=${VAPID% *}" "REALCHAT_VAPID_PRIVATE_KEY=${VAPID#* }")
+    [[ -z "${REALCHAT_VAPID_SUBJECT:-}" ]] || envs+=("REALCHAT_VAPID_SUBJECT=$REALCHAT_VAPID_SUBJECT")
+  fi
+  [[ "$role" != gateway ]] || envs+=("REALCHAT_ADMIN_TOKEN=$ADMIN_TOKEN")
+  if [[ -n "${REALCHAT_WEBHOOK_ALLOW_PRIVATE:-}" && ("$role" == gateway || "$role" == webhooks) ]]; then
+    envs+=("REALCHAT_WEBHOOK_ALLOW_PRIVATE=$REALCHAT_WEBHOOK_ALLOW_PRIVATE")
+  fi
   if [[ "$role" == gateway ]]; then
     envs+=("PORT=$port" "HOST=${HOST:-127.0.0.1}")
     # A local stack serves load generators on this machine: every client shares a few loopback
@@ -150,7 +204,7 @@ start_node() {
     cd "$REPO" || exit 1
     exec 9>&-
     setsid nohup env "${envs[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$pidf" \
-      "$NODE_BIN" ${STACK_NODE_ARGS:-} "dist/$role/main.js" </dev/null >>"$logf" 2>&1 &
+      "$NODE_BIN" ${STACK_NODE_ARGS:-} "$(role_main "$role")" </dev/null >>"$logf" 2>&1 &
   )
   local k
   for ((k = 0; k < 50; k++)); do [[ -s "$pidf" ]] && break; sleep 0.1; done
@@ -225,10 +279,10 @@ cmd_up() {
   local t0 i role
   t0=$(now_ms)
   command -v curl >/dev/null || die "curl is required"
-  local -A want=([gateway]=$GATEWAYS [delivery]=$DELIVERIES [relay]=$RELAYS)
+  local -A want=([gateway]=$GATEWAYS [delivery]=$DELIVERIES [relay]=$RELAYS [notifier]=$NOTIFIERS [webhooks]=$WEBHOOKS)
   [[ "$RELAY_MODE" == debezium ]] && want[relay]=0
-  for role in gateway delivery relay; do
-    ((want[$role] == 0)) || [[ -f "$REPO/dist/$role/main.js" ]] || die "dist/$role/main.js is missing: run npm run build first"
+  for role in gateway delivery relay notifier webhooks; do
+    ((want[$role] == 0)) || [[ -f "$REPO/$(role_main "$role")" ]] || die "$(role_main "$role") is missing: run npm run build first"
   done
   mkdir -p "$STACK_DIR" "$PIDS" "$LOGS"
   exec 9>"$STACK_DIR/.lock"
@@ -242,6 +296,8 @@ cmd_up() {
   fi
   echo "$RELAY_MODE" >"$STACK_DIR/relay-mode"
   SECRET="$(jwt_secret)"
+  VAPID="$(vapid_keys)"
+  ADMIN_TOKEN="$(admin_token)"
 
   "$HERE/postgres.sh" start "$STACK_DIR/postgres" "$PG_PORT" 9>&-
   # Presence registry: our own Redis unless the caller points at one (REDIS_URL / REDIS_SENTINELS) or opts out.
@@ -279,6 +335,8 @@ cmd_up() {
   fi
   for ((i = 1; i <= DELIVERIES; i++)); do start_node delivery "$i" $((DELIVERY_METRICS_PORT + i - 1)); done
   for ((i = 1; i <= GATEWAYS; i++)); do start_node gateway "$i" $((GATEWAY_PORT + i - 1)); done
+  for ((i = 1; i <= NOTIFIERS; i++)); do start_node notifier "$i" $((NOTIFIER_METRICS_PORT + i - 1)); done
+  for ((i = 1; i <= WEBHOOKS; i++)); do start_node webhooks "$i" $((WEBHOOKS_METRICS_PORT + i - 1)); done
   wait_pending
   log "stack ready (RELAY=$RELAY_MODE) in $(($(now_ms) - t0)) ms"
   cmd_status

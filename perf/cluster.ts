@@ -21,7 +21,7 @@ import { tokenFor } from './lib/jwt.js';
 import { makeConversations, type User } from './lib/realchat-api.js';
 import { Workers, workerCount, sourceAddresses } from './lib/workers.js';
 import type { LatencySummary } from './lib/hist.js';
-import { mergeConnect, tallyReports } from './lib/tally.js';
+import { mergeConnect, stormTally, tallyReports, type StormTally } from './lib/tally.js';
 import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import { latencySvg, markdownHead, kib, mib, resultsBase } from './lib/report.js';
@@ -216,6 +216,8 @@ export interface ClusterResult {
   gaps: number;
   dropped_during_hold: number;
   open_at_end_clients: number;
+  /** --storm: every connection dropped halfway through the hold and reconnected (resume from its sequences). */
+  storm?: StormTally;
   latency_ms: LatencySummary;
   latency_curve: Array<{ pct: number; ms: number }>;
   errors: Record<string, number>;
@@ -282,6 +284,8 @@ interface Timeline {
   rampEnd: number;
   sendStart: number;
   holdEnd: number;
+  /** When the storm dropped every connection (0: no storm). */
+  stormAt: number;
 }
 
 /** A run in progress: what each phase found, for the report (a phase not reached leaves its initial value). */
@@ -390,7 +394,7 @@ async function begin(options: Options, command: string, log: Log): Promise<Clust
     baselineRss: gateways.map(() => 0),
     connectResults: [],
     reports: [],
-    timeline: { rampStart: 0, rampEnd: 0, sendStart: 0, holdEnd: 0 },
+    timeline: { rampStart: 0, rampEnd: 0, sendStart: 0, holdEnd: 0, stormAt: 0 },
     histograms: {
       urls: new Map([
         ...gateways.map((g) => [g.name, g.metrics] as [string, string]),
@@ -561,12 +565,25 @@ async function hold(run: ClusterRun, workers: Workers, slots: SlotSpec[]): Promi
   );
   try {
     run.log(`holding for ${options.duration} s; sending ${total} messages at ${plan.rate}/s from ${slots.length} sender slots`);
-    const sent = await workers.some(
+    const sending = workers.some(
       { cmd: 'send', startMs: timeline.sendStart, rate: plan.rate, total, slots },
       'sent',
       (options.duration + 180) * 1000,
     );
+    let storming: Promise<unknown[]> = Promise.resolve([]);
+    if (options.storm) {
+      timeline.stormAt = timeline.sendStart + (options.duration * 1000) / 2;
+      run.log(`storm at ${options.duration / 2} s: every connection dropped, reconnected at ${options.stormRate}/s overall`);
+      storming = workers.some(
+        { cmd: 'storm', atMs: timeline.stormAt, ratePerS: options.stormRate / plan.workers },
+        'stormed',
+        (options.duration + plan.connections / options.stormRate + 180) * 1000,
+      );
+    }
+    const [sent, stormed] = await Promise.all([sending, storming]);
     if (sent.length < plan.workers) run.failures.push(`send: only ${sent.length}/${plan.workers} workers finished their schedule`);
+    if (options.storm && stormed.length < plan.workers)
+      run.failures.push(`storm: only ${stormed.length}/${plan.workers} workers finished reconnecting`);
     const left = sendEnd - nowMs();
     if (left > 0) await sleep(left);
     timeline.holdEnd = nowMs();
@@ -676,6 +693,7 @@ function buildResult(run: ClusterRun): ClusterResult {
     gaps: tally.gaps,
     dropped_during_hold: dropped,
     open_at_end_clients: tally.open,
+    ...(options.storm ? { storm: stormTally(run.reports, tally.lost) } : {}),
     latency_ms: tally.latency_ms,
     latency_curve: tally.latency_curve,
     errors: tally.errors,
@@ -822,6 +840,12 @@ export function clusterMarkdown(result: ClusterResult, svgName: string): string 
     `| delivered (unique) / expected | ${result.delivered} / ${result.expected_deliveries} (lost ${result.lost}, duplicates ${result.duplicates}, gaps ${result.gaps}) |`,
     `| latency ms p50 / p95 / p99 / p99.9 / max | **${latency.p50} / ${latency.p95} / ${latency.p99} / ${latency.p999} / ${latency.max}** (${latency.count} deliveries) |`,
     `| dropped during the run / client connections open at the end | ${result.dropped_during_hold} / ${result.open_at_end_clients} |`,
+    ...(result.storm
+      ? [
+          `| storm: dropped / reopened / failed | ${result.storm.dropped} / ${result.storm.reopened} / ${result.storm.failed} |`,
+          `| storm: all reconnected / resumed p50 / last resumed | **${result.storm.all_reconnected_s.toFixed(2)} s** / ${result.storm.resume_p50_s.toFixed(2)} s / ${result.storm.resume_max_s.toFixed(2)} s, lost ${result.storm.lost} |`,
+        ]
+      : []),
     `| errors | ${
       Object.keys(result.errors).length === 0
         ? 'none'

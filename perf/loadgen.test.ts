@@ -6,7 +6,7 @@ import { dueCount, intendedTime, slotOf, totalMessages } from './lib/schedule.js
 import { parseProm } from './lib/sampler.js';
 import { signHS256 } from './lib/jwt.js';
 import { parseArgs } from './lib/args.js';
-import { mergeConnect, tallyReports } from './lib/tally.js';
+import { mergeConnect, stormTally, tallyReports } from './lib/tally.js';
 import type { ConnSpec, WorkerMsg, WorkerReport } from './lib/types.js';
 import { createHmac } from 'node:crypto';
 import { LineDecoder, Workers, encodeLine, ensureGoWorker } from './lib/workers.js';
@@ -106,7 +106,7 @@ describe('helpers', () => {
 });
 
 describe('cluster scenario options', () => {
-  it('allows up to 100000 connections for cluster only, and parses the gateway list', () => {
+  it('allows up to 250000 connections for cluster only, and parses the gateway list', () => {
     const o = parseArgs([
       'cluster',
       '--connections',
@@ -120,10 +120,29 @@ describe('cluster scenario options', () => {
     expect(o.connections).toBe(100000);
     expect(o.urls).toEqual(['http://127.0.0.1:8080', 'http://127.0.0.1:8081']);
     expect(o.conversations).toBe(500);
-    expect(() => parseArgs(['cluster', '--connections', '100001'])).toThrow(/1\.\.100000/);
+    expect(() => parseArgs(['cluster', '--connections', '250001'])).toThrow(/1\.\.250000/);
     expect(() => parseArgs(['idle', '--connections', '60000'])).toThrow(/1\.\.50000/);
-    const g = parseArgs(['cluster', '--gateways', '8', '--base-port', '9000', '--jwt-secret-file', '/x']);
-    expect([g.gateways, g.basePort, g.jwtSecretFile, g.auth]).toEqual([8, 9000, '/x', 'jwt']);
+    const g = parseArgs([
+      'cluster',
+      '--gateways',
+      '8',
+      '--base-port',
+      '9000',
+      '--jwt-secret-file',
+      '/x',
+      '--storm',
+      '--storm-rate',
+      '4000',
+    ]);
+    expect([g.gateways, g.basePort, g.jwtSecretFile, g.auth, g.storm, g.stormRate, o.storm]).toEqual([
+      8,
+      9000,
+      '/x',
+      'jwt',
+      true,
+      4000,
+      false,
+    ]);
   });
   it("reads a gateway's realchat_active_connections from its labelled series", () => {
     expect(parseProm('realchat_active_connections{node_id="gateway-3"} 12500\n')['realchat_active_connections']).toBe(12500);
@@ -195,6 +214,19 @@ describe('merging worker reports', () => {
     ]);
     expect(c).toEqual({ open: 18, failed: 2, accept_per_s: 9 });
     expect(mergeConnect([])).toEqual({ open: 0, failed: 0, accept_per_s: 0 });
+  });
+  it('merges storms over workers; 100k reopen times do not overflow the stack (no spread into Math.max)', () => {
+    const reopen = Array.from({ length: 100_000 }, (_, i) => i);
+    const st = stormTally(
+      [
+        report({ storm: { dropped: 100_000, reopened: 99_999, failed: 1, resumed_ms: reopen, reopen_ms: reopen } }),
+        report({ storm: { dropped: 2, reopened: 2, failed: 0, resumed_ms: [5, 200_000], reopen_ms: [5, 200_000] } }),
+        report({}),
+      ],
+      7,
+    );
+    expect(st).toMatchObject({ dropped: 100_002, reopened: 100_001, failed: 1, all_reconnected_s: 200, resume_max_s: 200, lost: 7 });
+    expect(st.resume_p50_s).toBeCloseTo(50, 0);
   });
 });
 

@@ -15,7 +15,7 @@ import { nowMs, sleep } from './lib/clock.js';
 import { writeAll, latencySvg, stamp, resultsBase, type RunResult } from './lib/report.js';
 import type { ConnSpec, Scenario, SlotSpec, Target, WorkerMsg, WorkerReport } from './lib/types.js';
 import { Workers, workerCount, sourceAddresses, ensureGoWorker } from './lib/workers.js';
-import { mergeConnect, tallyReports, type ConnectTally } from './lib/tally.js';
+import { mergeConnect, stormTally, tallyReports, type ConnectTally } from './lib/tally.js';
 import { runCluster } from './cluster.js';
 
 const log = (s: string): void => {
@@ -309,20 +309,7 @@ function buildResult(b: BuildIn): RunResult {
     result.memory_fit = { points: pts, bytes_per_connection: f.slope, intercept_bytes: f.intercept, r2: f.r2 };
   }
   if (b.sc === 'reconnect-storm') {
-    const st = reports.map((r) => r.storm).filter((s): s is NonNullable<WorkerReport['storm']> => s !== undefined);
-    const resumed = st.flatMap((s) => s.resumed_ms).sort((x, y) => x - y);
-    const reopen = st.flatMap((s) => s.reopen_ms);
-    const q = (a: number[], p: number): number => (a.length === 0 ? 0 : a[Math.min(a.length - 1, Math.floor(p * a.length))]! / 1000);
-    result.storm = {
-      dropped: st.reduce((a, s) => a + s.dropped, 0),
-      reopened: st.reduce((a, s) => a + s.reopened, 0),
-      failed: st.reduce((a, s) => a + s.failed, 0),
-      all_reconnected_s: reopen.length ? Math.max(...reopen) / 1000 : 0,
-      resume_p50_s: q(resumed, 0.5),
-      resume_max_s: q(resumed, 1),
-      caught_up_s: q(resumed, 1),
-      lost,
-    };
+    result.storm = stormTally(reports, lost);
     if (b.target === 'ws') b.notes.push('ws peer has no resume: messages sent while a client was away are lost by design');
   }
   if (b.sc !== 'idle')

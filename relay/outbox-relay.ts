@@ -2,10 +2,11 @@
  * Publishes outbox rows to the event bus in id order, then deletes them. A crash between publish
  * and delete re-publishes the rows (duplicates, absorbed downstream by sequence); rows are never
  * skipped, because the relay reads what is still in the table rather than advancing a cursor
- * (a cursor on id would skip rows committed out of id order).
+ * (a cursor on id would skip rows committed out of id order). Publishes run one after another
+ * (per-key order on the bus); a batch's delete overlaps the next batch's poll and publish.
  */
 import type { Sql } from '../common/db.js';
-import { deleteOutboxRows, pollOutbox } from '../common/outbox.js';
+import { deleteOutboxRows, pollOutbox, type OutboxRow } from '../common/outbox.js';
 import type { EventBus } from '../common/bus.js';
 import type { EventRecord } from '../common/events.js';
 import type { Logger } from '../common/log.js';
@@ -65,11 +66,54 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
   let idleWaiters: Array<() => void> = [];
   let lastError: unknown = null;
 
+  /**
+   * The previous batch's delete, still running while the next batch is polled and published
+   * (pipelined: the delete is a database round trip that need not hold up the next publish). At
+   * most one is in flight; its rows are left out of the next poll. Its end wakes the loop.
+   */
+  let deleting: { ids: string[]; done: Promise<void>; outcome: { ok: boolean } | { err: unknown } | null } | null = null;
+
+  function startDelete(rows: OutboxRow[], token: number | undefined): void {
+    const ids = rows.map((r) => r.id);
+    const d: NonNullable<typeof deleting> = { ids, done: Promise.resolve(), outcome: null };
+    d.done = deleteOutboxRows(sql, ids, opts.queryTimeoutMs, token)
+      .then(
+        (ok) => {
+          d.outcome = { ok };
+          if (ok) metrics.outboxPublished.inc(rows.length);
+          else {
+            // Published but not deleted: the new leader publishes these rows again (duplicates, never a loss).
+            log.warn({ token, rows: rows.length }, 'outbox delete refused: the relay lease passed to another relay');
+            opts.fence!.fenced(token!);
+          }
+        },
+        (err: unknown) => {
+          d.outcome = { err };
+        },
+      )
+      .finally(() => sleeper.wake());
+    deleting = d;
+  }
+
+  /** Waits for the delete in flight: false when it was fenced; throws its error (its rows are then polled again). */
+  async function settleDelete(): Promise<boolean> {
+    const d = deleting;
+    if (!d) return true;
+    await d.done;
+    deleting = null;
+    const outcome = d.outcome!;
+    if ('err' in outcome) throw outcome.err;
+    return outcome.ok;
+  }
+
   /** Rows published, or null when the fence is gone (the loop ends). */
   async function pollOnce(): Promise<number | null> {
     if (opts.fence && opts.fence.token() === null) return null;
-    const rows = await pollOutbox(sql, opts.batchSize, opts.queryTimeoutMs);
-    if (rows.length === 0) return 0;
+    const rows = await pollOutbox(sql, opts.batchSize, opts.queryTimeoutMs, deleting?.ids);
+    if (rows.length === 0) {
+      if (deleting && deleting.outcome === null) return 0;
+      return (await settleDelete()) ? 0 : null;
+    }
     // Checked again right before the publish: the poll may have taken a while (or the process was paused).
     const token = opts.fence ? opts.fence.token() : undefined;
     if (token === null) return null;
@@ -88,21 +132,10 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       throw err;
     }
     for (const span of spans ?? []) span?.end();
-    const current = await deleteOutboxRows(
-      sql,
-      rows.map((r) => r.id),
-      opts.queryTimeoutMs,
-      token,
-    );
-    if (!current) {
-      // Published but not deleted: the new leader publishes these rows again (duplicates, never a loss).
-      log.warn({ token, rows: rows.length }, 'outbox delete refused: the relay lease passed to another relay');
-      opts.fence!.fenced(token!);
-      return null;
-    }
-    metrics.outboxPublished.inc(rows.length);
     const now = Date.now();
     for (const r of rows) metrics.pipelineSeconds.observe({ stage: 'published' }, (now - r.created_ms) / 1000);
+    if (!(await settleDelete())) return null;
+    startDelete(rows, token);
     return rows.length;
   }
 
@@ -117,7 +150,13 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
           running = false;
           break;
         }
-        if (n === opts.batchSize) continue;
+        // While rows keep coming, poll again at once: the publish just done was the linger.
+        if (n > 0) continue;
+        // Nothing new, but the last delete has not landed: not idle yet (its end, or a commit, wakes us).
+        if (deleting) {
+          await sleeper.sleep(opts.pollMs);
+          continue;
+        }
         const waiters = idleWaiters;
         idleWaiters = [];
         for (const w of waiters) w();
@@ -132,6 +171,8 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
         await sleeper.sleep(delay);
       }
     }
+    // Stopped: the last delete lands (or fails) before stop() returns.
+    await settleDelete().catch(() => {});
     const waiters = idleWaiters;
     idleWaiters = [];
     for (const w of waiters) w();

@@ -10,15 +10,26 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
 import { createDeliveryRouter } from '../delivery/router.js';
+import { startWebhookDispatcher } from '../delivery/webhooks/dispatcher.js';
 import type { PipelineFactory } from '../gateway/pipeline.js';
 import type { Delivery } from '../common/delivery.js';
 import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
 import { carriesTrace, traceIdOf } from '../common/trace-id.js';
+import { createNotifier, ingestOrDrop } from '../delivery/notifier/notifier.js';
+import { createPushMetrics } from '../delivery/notifier/metrics.js';
 
-export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger; metrics: Metrics; tracing?: Tracing }): PipelineFactory {
+export function inProcessPipeline(deps: {
+  config: Config;
+  sql: Sql;
+  log: Logger;
+  metrics: Metrics;
+  tracing?: Tracing;
+  /** Web Push keys in use (configured or the embedded default's); null/absent: no notifier. */
+  vapid?: { publicKey: string; privateKey: string } | null;
+}): PipelineFactory {
   const { config, sql, log, metrics } = deps;
   const tracing = deps.tracing ?? noTracing();
-  return async ({ inbox }) => {
+  return async ({ inbox, users }) => {
     const bus = createInMemoryBus();
     const router = createDeliveryRouter({ log, metrics, dedupEntries: 100_000 });
     const sink = {
@@ -44,6 +55,32 @@ export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger;
         );
       }),
     );
+    // Webhooks: the same dispatcher as `npm run webhooks`, fed from this bus (its table is its queue).
+    const webhooks = startWebhookDispatcher({ config, sql, log, registry: metrics.registry });
+    bus.subscribe((records) => webhooks.ingest(records));
+    // Web Push for members without a live connection here (this process holds every connection).
+    // Subscribed after the router: delivery to connections goes first.
+    const vapid = deps.vapid ?? null;
+    const pushMetrics = vapid ? createPushMetrics(metrics.registry) : null;
+    const notifier =
+      vapid && pushMetrics
+        ? createNotifier({
+            sql,
+            log,
+            metrics: pushMetrics,
+            config: config.push,
+            vapid,
+            online: async (ids) => {
+              const here = users();
+              return new Set(ids.filter((u) => here.has(u)));
+            },
+            queryTimeoutMs: config.timeouts.dbQueryMs,
+          })
+        : null;
+    if (notifier && pushMetrics) {
+      bus.subscribe((records) => ingestOrDrop(notifier, records, pushMetrics, log));
+      notifier.start();
+    }
     const relay = createOutboxRelay({
       sql,
       bus,
@@ -61,7 +98,9 @@ export function inProcessPipeline(deps: { config: Config; sql: Sql; log: Logger;
       settled: () => relay.idle(),
       async stop() {
         await relay.stop();
+        await notifier?.stop();
         await bus.close();
+        await webhooks.stop();
       },
       cluster: null,
     };

@@ -14,7 +14,8 @@ import { migrate } from '../sql/migrate.js';
 import { startGatewayNode } from '../gateway/node.js';
 import { clusterPipeline } from '../gateway/cluster.js';
 import { inProcessPipeline } from './in-process-pipeline.js';
-import { loadOrCreateJwtSecret } from './secrets.js';
+import { loadOrCreateJwtSecret, loadOrCreateVapidKeys } from './secrets.js';
+import { generateVapidKeys } from '../delivery/notifier/push-sender.js';
 import { tracingFromConfig, type Tracing } from '../common/tracing.js';
 
 export interface RealChat {
@@ -49,6 +50,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   let embedded: EmbeddedPostgres | null = null;
   let databaseUrl = config.databaseUrl;
   let jwtSecret = config.jwt.secret;
+  let vapid = config.push.vapid;
   if (config.mode === 'embedded') {
     embedded = await startEmbeddedPostgres(opts.ephemeralEmbedded ? null : join(config.dataDir, 'pglite'));
     databaseUrl = embedded.url;
@@ -56,6 +58,15 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
       const s = await loadOrCreateJwtSecret(config.dataDir);
       jwtSecret = s.secret;
       log.info({ path: s.path, created: s.created }, 'using the embedded JWT secret');
+    }
+    // Web Push works out of the box here too: a VAPID pair kept beside the JWT secret (tests: in memory).
+    if (!vapid) {
+      if (opts.ephemeralEmbedded) vapid = generateVapidKeys();
+      else {
+        const v = await loadOrCreateVapidKeys(config.dataDir, generateVapidKeys);
+        vapid = v.keys;
+        log.info({ path: v.path, created: v.created }, 'using the embedded VAPID keys (web push)');
+      }
     }
   }
   if (!databaseUrl) throw new Error('unreachable: no database URL');
@@ -79,7 +90,10 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     log,
     metrics,
     jwtSecret,
-    pipeline: config.kafkaBrokers ? clusterPipeline({ config, log, metrics }) : inProcessPipeline({ config, sql, log, metrics, tracing }),
+    pipeline: config.kafkaBrokers
+      ? clusterPipeline({ config, log, metrics })
+      : inProcessPipeline({ config, sql, log, metrics, tracing, vapid }),
+    vapidPublicKey: vapid?.publicKey ?? null,
     tracing,
   });
 

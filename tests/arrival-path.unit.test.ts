@@ -45,11 +45,12 @@ const history = {
   messagesAfter: async (_c: string, after: number, limit: number) => db.filter((m) => m.sequence_number > after).slice(0, limit),
 };
 
-function make() {
+function make(reorder?: { windowMs: number; maxHeld: number }, port: typeof history = history) {
   const socket = new FakeSocket();
   const metrics = createMetrics({ nodeId: 't', defaultMetrics: false });
   const conn = new Connection('u', socket, {
-    history,
+    history: port,
+    ...(reorder ? { reorder } : {}),
     log: createLogger({ level: 'silent', nodeId: 't', role: 'test' }),
     metrics,
     fillBatch: 100,
@@ -110,5 +111,75 @@ describe('arrival path of each delivery', () => {
     ]);
     expect(socket.frames.find((f) => f.type === 'synced')).toMatchObject({ last_sequence: 4 });
     expect(await counted(metrics)).toEqual({ resume: 3, live: 1 });
+  });
+
+  describe('reorder window: an early live message waits briefly for the ones before it', () => {
+    /** Counts the catch-up reads: a reorder resolved live reads nothing. */
+    const counting = () => {
+      const reads: number[] = [];
+      return {
+        reads,
+        port: {
+          messagesAfter: async (c: string, after: number, limit: number) => {
+            reads.push(after);
+            return history.messagesAfter(c, after, limit);
+          },
+        },
+      };
+    };
+
+    it('two messages swapped on the way arrive live, in order, with no database read', async () => {
+      const { reads, port } = counting();
+      const { conn, socket, metrics } = make({ windowMs: 10_000, maxHeld: 8 }, port);
+      conn.activate([[CONV, 0]], new Map());
+      for (const s of [1, 3, 2, 5, 4, 6]) live(conn, s);
+      await settle();
+      expect(socket.arrivals()).toEqual([1, 2, 3, 4, 5, 6].map((s) => [s, 'live']));
+      expect(reads).toEqual([]);
+      expect(await counted(metrics)).toEqual({ live: 6 });
+    });
+
+    it('a message that never comes live is filled once the window has passed, up to the highest held', async () => {
+      const { reads, port } = counting();
+      const { conn, socket, metrics } = make({ windowMs: 30, maxHeld: 8 }, port);
+      conn.activate([[CONV, 0]], new Map());
+      for (const s of [1, 3, 4]) live(conn, s); // 2 was lost
+      await settle();
+      expect(socket.arrivals()).toEqual([[1, 'live']]);
+      await new Promise((r) => setTimeout(r, 60));
+      live(conn, 5);
+      expect(socket.arrivals()).toEqual([
+        [1, 'live'],
+        [2, 'fill'],
+        [3, 'fill'],
+        [4, 'fill'],
+        [5, 'live'],
+      ]);
+      expect(reads).toEqual([1]);
+      expect(await counted(metrics)).toEqual({ live: 2, fill: 3 });
+    });
+
+    it('past its bound of held frames the connection fills at once, without waiting out the window', async () => {
+      const { conn, socket } = make({ windowMs: 10_000, maxHeld: 2 }, history);
+      conn.activate([[CONV, 0]], new Map());
+      for (const s of [1, 4, 3, 5]) live(conn, s); // 2 lost; 5 is one more than the bound
+      await settle();
+      expect(socket.arrivals()).toEqual([
+        [1, 'live'],
+        [2, 'fill'],
+        [3, 'fill'],
+        [4, 'fill'],
+        [5, 'fill'],
+      ]);
+    });
+
+    it('a connection closed while messages are held writes nothing later', async () => {
+      const { conn, socket } = make({ windowMs: 20, maxHeld: 8 }, history);
+      conn.activate([[CONV, 0]], new Map());
+      for (const s of [1, 3]) live(conn, s);
+      conn.onClose();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(socket.arrivals()).toEqual([[1, 'live']]);
+    });
   });
 });

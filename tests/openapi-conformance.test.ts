@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
+import { createECDH, randomBytes, randomUUID } from 'node:crypto';
 import { parse } from 'yaml';
 import { ERROR_CODES } from '../common/errors.js';
 import { findOpenApiFile, loadOpenApiDocument } from '../gateway/openapi.js';
@@ -13,6 +13,8 @@ import { REST_ROUTES } from '../gateway/server.js';
 import { BACKENDS, startTestServer, type TestServer } from './harness/server.js';
 import { HARDENING_HEADERS, OpenApiValidator, ptr, rawRequest, resolvePointer, type Json, type RawResponse } from './harness/openapi.js';
 
+/** REALCHAT_ADMIN_TOKEN of the servers below (the admin routes). */
+const ADMIN_TOKEN = randomBytes(32).toString('hex');
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 /** WebSocket-only codes: never an HTTP answer. */
 const WS_ONLY_CODES = new Set(['invalid_frame']);
@@ -155,6 +157,15 @@ describe('docs/openapi.yaml', () => {
   });
 });
 
+function testVapidKeys(): Record<string, string> {
+  const ecdh = createECDH('prime256v1');
+  const pub = ecdh.generateKeys();
+  const priv = Buffer.alloc(32);
+  const raw = ecdh.getPrivateKey();
+  raw.copy(priv, 32 - raw.length);
+  return { REALCHAT_VAPID_PUBLIC_KEY: pub.toString('base64url'), REALCHAT_VAPID_PRIVATE_KEY: priv.toString('base64url') };
+}
+
 describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backend) => {
   let s: TestServer;
   const v = new OpenApiValidator();
@@ -169,6 +180,11 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       // One user's burst is spent by the 429 case; the others stay well below it.
       REALCHAT_SENDS_PER_S: '1',
       REALCHAT_SEND_BURST: '40',
+      // Web Push on both backends (the embedded default would generate a pair; PostgreSQL mode needs one).
+      ...testVapidKeys(),
+      // The admin routes (API keys, webhooks); webhook URLs on loopback for the receiver-less cases here.
+      REALCHAT_ADMIN_TOKEN: ADMIN_TOKEN,
+      REALCHAT_WEBHOOK_ALLOW_PRIVATE: '1',
     });
     alice = await s.token();
     bob = await s.token();
@@ -638,6 +654,48 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect((await call('GET', G, { ...OWN, path: `/v1/users/${randomUUID()}` })).status).toBe(404);
     expect((await call('GET', G, { ...OWN, path: '/v1/users/nope' })).status).toBe(404);
     expect((await call('GET', G, { path: `/v1/users/${outsider.userId}` })).status).toBe(401);
+    // Presence of someone the caller shares a conversation with; strangers and unknown ids alike are 403.
+    const PRESENCE = '/v1/users/{id}/presence';
+    const presence = await call('GET', PRESENCE, { ...OWN, path: `/v1/users/${admin.userId}/presence` });
+    expect([presence.status, presence.body.user_id]).toEqual([200, admin.userId]);
+    expect((await call('GET', PRESENCE, { ...OWN, path: `/v1/users/${outsider.userId}/presence` })).status).toBe(403);
+    expect((await call('GET', PRESENCE, { ...OWN, path: `/v1/users/${randomUUID()}/presence` })).status).toBe(403);
+    expect((await call('GET', PRESENCE, { ...OWN, path: '/v1/users/nope/presence' })).status).toBe(404);
+    expect((await call('GET', PRESENCE, { path: `/v1/users/${admin.userId}/presence` })).status).toBe(401);
+  });
+
+  it('Web Push: GET /v1/push/vapid-public-key, POST and DELETE /v1/push/subscriptions, PUT /v1/conversations/{id}/notifications', async () => {
+    const key = await call('GET', '/v1/push/vapid-public-key');
+    expect(key.status).toBe(200);
+    expect((await call('GET', '/v1/push/vapid-public-key', { headers: { origin: 'https://evil.example' } })).status).toBe(403);
+    const ecdh = createECDH('prime256v1');
+    const sub = {
+      endpoint: `https://push.example.com/send/${randomUUID()}`,
+      expirationTime: null,
+      keys: { p256dh: ecdh.generateKeys().toString('base64url'), auth: randomBytes(16).toString('base64url') },
+    };
+    const S = '/v1/push/subscriptions';
+    expect((await call('POST', S, { token: alice.token, body: sub })).status).toBe(201);
+    expect((await call('POST', S, { token: alice.token, body: sub })).status).toBe(200);
+    expect((await call('POST', S, { token: alice.token, body: { ...sub, endpoint: 'http://push.example.com/x' } })).body.error.code).toBe(
+      'invalid_request',
+    );
+    expect((await call('POST', S, { body: sub })).status).toBe(401);
+    expect((await call('DELETE', S, { token: alice.token, body: { endpoint: sub.endpoint } })).body).toEqual({
+      endpoint: sub.endpoint,
+      removed: true,
+    });
+    expect((await call('DELETE', S, { token: alice.token, body: { endpoint: 7 } })).status).toBe(400);
+    const N = '/v1/conversations/{id}/notifications';
+    const created = await call('POST', '/v1/conversations', { token: alice.token, body: { member_ids: [bob.userId] } });
+    const id = created.body.conversation_id as string;
+    const path = `/v1/conversations/${id}/notifications`;
+    expect((await call('PUT', N, { path, token: bob.token, body: { muted: true } })).body).toEqual({ conversation_id: id, muted: true });
+    expect((await call('PUT', N, { path, token: (await s.token()).token, body: { muted: true } })).status).toBe(403);
+    expect(
+      (await call('PUT', N, { path: `/v1/conversations/${randomUUID()}/notifications`, token: bob.token, body: { muted: false } })).status,
+    ).toBe(404);
+    expect((await call('PUT', N, { path, token: bob.token, body: { muted: 1 } })).status).toBe(400);
   });
 
   it('GET /healthz, /readyz, /metrics', async () => {
@@ -727,6 +785,51 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       if (!ok) missing.push(`${c.operation} → ${c.status}: ${HARDENING_HEADERS.map((n) => `${n}=${h[n] ?? '(none)'}`).join(' ')}`);
     }
     expect(missing, `responses without the hardening headers:\n${[...new Set(missing)].join('\n')}`).toEqual([]);
+  });
+
+  it('admin: API keys and webhooks (create, list, get, update, delete, deliveries), with errors', async () => {
+    const admin = { token: ADMIN_TOKEN };
+    expect(
+      (await call('POST', '/v1/admin/api-keys', { body: { user_id: alice.userId, name: 'x', scopes: ['messages:write'] } })).status,
+    ).toBe(401);
+    expect(
+      (await call('POST', '/v1/admin/api-keys', { ...admin, body: { user_id: alice.userId, name: 'x', scopes: ['nope'] } })).status,
+    ).toBe(400);
+    const key = await call('POST', '/v1/admin/api-keys', {
+      ...admin,
+      body: { user_id: randomUUID(), name: 'bot', scopes: ['messages:read'] },
+    });
+    expect(key.status).toBe(201);
+    expect((await call('GET', '/v1/admin/api-keys', { ...admin, path: '/v1/admin/api-keys?limit=2' })).status).toBe(200);
+    expect((await call('GET', '/v1/admin/api-keys', { token: alice.token })).status).toBe(403);
+    const keyPath = `/v1/admin/api-keys/${key.body.key_id}`;
+    expect((await call('DELETE', '/v1/admin/api-keys/{key_id}', { ...admin, path: keyPath })).status).toBe(200);
+    expect((await call('DELETE', '/v1/admin/api-keys/{key_id}', { ...admin, path: '/v1/admin/api-keys/nope' })).status).toBe(404);
+    expect((await call('POST', '/v1/admin/webhooks', { ...admin, body: { url: 'gopher://x' } })).status).toBe(400);
+    const hook = await call('POST', '/v1/admin/webhooks', {
+      ...admin,
+      body: { url: 'http://127.0.0.1:9/hook', event_types: ['message.created'] },
+    });
+    expect(hook.status).toBe(201);
+    const hookPath = `/v1/admin/webhooks/${hook.body.webhook_id}`;
+    expect((await call('GET', '/v1/admin/webhooks', admin)).status).toBe(200);
+    expect((await call('GET', '/v1/admin/webhooks', { ...admin, path: '/v1/admin/webhooks?after=x' })).status).toBe(400);
+    expect((await call('GET', '/v1/admin/webhooks/{webhook_id}', { ...admin, path: hookPath })).status).toBe(200);
+    expect((await call('GET', '/v1/admin/webhooks/{webhook_id}', { ...admin, path: `/v1/admin/webhooks/${randomUUID()}` })).status).toBe(
+      404,
+    );
+    expect((await call('PATCH', '/v1/admin/webhooks/{webhook_id}', { ...admin, path: hookPath, body: { enabled: false } })).status).toBe(
+      200,
+    );
+    expect((await call('PATCH', '/v1/admin/webhooks/{webhook_id}', { ...admin, path: hookPath, body: {} })).status).toBe(400);
+    expect((await call('GET', '/v1/admin/webhooks/{webhook_id}/deliveries', { ...admin, path: `${hookPath}/deliveries` })).status).toBe(
+      200,
+    );
+    expect(
+      (await call('GET', '/v1/admin/webhooks/{webhook_id}/deliveries', { ...admin, path: `${hookPath}/deliveries?status=lost` })).status,
+    ).toBe(400);
+    expect((await call('DELETE', '/v1/admin/webhooks/{webhook_id}', { ...admin, path: hookPath })).status).toBe(200);
+    expect((await call('DELETE', '/v1/admin/webhooks/{webhook_id}', { ...admin, path: hookPath })).status).toBe(404);
   });
 
   it('every documented operation was exercised, each with a success and an error answer', () => {

@@ -240,6 +240,13 @@ describe('web app end to end (headless Chromium)', () => {
     await waitForTexts(bob, 7);
     expect((await shown(bob)).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
 
+    // A notification click opens the app at /?conversation=<id>: that conversation is open at once.
+    const convId = await bob.locator('[data-testid="conv-item"]', { hasText: 'Alice & Bob' }).getAttribute('data-conv-id');
+    await bob.goto(`${base}/?conversation=${convId}`);
+    await expectState(bob, 'connected');
+    await waitForTexts(bob, 7);
+    expect(await bob.getByTestId('chat-title').textContent()).toContain('Alice & Bob');
+
     // Errors can be dismissed.
     await alice.locator('[data-testid="error"] button').first().click();
     await expect.poll(() => alice.getByTestId('error').count(), { timeout: 5000 }).toBe(0);

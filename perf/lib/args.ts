@@ -35,13 +35,14 @@ export interface Options {
   conversations: number; // conversations carrying the message traffic (0 = auto)
   jwtSecretFile: string | undefined;
   progressEvery: number; // s between progress lines while holding
+  storm: boolean; // cluster: drop and reconnect every connection halfway through the hold
 }
 
 export const USAGE = `usage: perf <scenario> [options]
 scenarios: idle | pairs | group | reconnect-storm | compare | cluster
   --target realchat|centrifugo|socketio|ws   (default realchat)
   --targets a,b,c           compare mode: targets to run (default all four)
-  --connections N           (default 1000; max 50000, cluster 100000)
+  --connections N           (default 1000; max 50000, cluster 250000)
   --duration S              seconds of sending / holding (default 30; max 3600)
   --rate R                  open-loop msg/s over all senders (pairs 1000, group 10, storm 200)
   --group-rate R            group scenario rate in compare mode (default 10)
@@ -74,6 +75,8 @@ cluster scenario (RealChat gateways of the distributed stack, infra/stack.sh):
   --rate R                  open-loop msg/s while holding (default 100)
   --jwt-secret-file F       file with the stack's REALCHAT_JWT_SECRET (default .cache/stack/jwt-secret)
   --progress S              seconds between progress lines while holding (default 30)
+  --storm                   halfway through the hold, drop every connection and reconnect them all at
+                            --storm-rate per second overall (each resumes from its last sequences)
 `;
 
 export function parseArgs(argv: readonly string[]): Options {
@@ -111,6 +114,7 @@ export function parseArgs(argv: readonly string[]): Options {
     conversations: 0,
     jwtSecretFile: undefined,
     progressEvery: 30,
+    storm: false,
   };
   const pos: string[] = [];
   const num = (name: string, v: string | undefined): number => {
@@ -217,6 +221,9 @@ export function parseArgs(argv: readonly string[]): Options {
       case 'no-start-server':
         o.startServer = false;
         break;
+      case 'storm':
+        o.storm = true;
+        break;
       case 'urls':
         o.urls = (val() ?? '')
           .split(',')
@@ -259,10 +266,10 @@ export function parseArgs(argv: readonly string[]): Options {
   }
   if (o.steps && o.steps.length > 0) o.connections = Math.max(o.connections, o.steps[o.steps.length - 1]!);
   // hard bounds: the generator must stop by itself and stay within this machine
-  const maxConn = o.scenario === 'cluster' ? 100_000 : 50_000;
+  const maxConn = o.scenario === 'cluster' ? 250_000 : 50_000;
   if (o.connections < 1 || o.connections > maxConn)
     throw new Error(
-      `--connections must be 1..${maxConn}${o.scenario === 'cluster' ? '' : ' (up to 100000 with the cluster scenario, over several gateways)'}`,
+      `--connections must be 1..${maxConn}${o.scenario === 'cluster' ? '' : ' (up to 250000 with the cluster scenario, over several gateways)'}`,
     );
   if (o.duration <= 0 || o.duration > 3600) throw new Error('--duration must be in (0, 3600] s');
   if (o.rate > 100_000 || o.groupRate > 100_000) throw new Error('--rate must be <= 100000 msg/s');

@@ -1,4 +1,5 @@
 // Result files: JSON, a markdown summary and a hand-written SVG percentile plot.
+import type { StormTally } from './tally.js';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { LatencySummary } from './hist.js';
@@ -49,16 +50,8 @@ export interface RunResult {
     intercept_bytes: number;
     r2: number;
   };
-  storm?: {
-    dropped: number;
-    reopened: number;
-    failed: number;
-    all_reconnected_s: number;
-    resume_p50_s: number;
-    resume_max_s: number;
-    caught_up_s: number;
-    lost: number;
-  };
+  storm?: StormTally;
+
   server_metrics?: Record<string, number>;
   server_samples: Array<{ t_s: number; cpu_s: number; rss_bytes: number; metrics?: Record<string, number> }>;
   notes: string[];

@@ -77,3 +77,33 @@ export function tallyReports(reports: readonly WorkerReport[], members: Readonly
     hist.destroy();
   }
 }
+
+export interface StormTally {
+  dropped: number;
+  reopened: number;
+  failed: number;
+  /** From the drop to the last connection open again. */
+  all_reconnected_s: number;
+  resume_p50_s: number;
+  resume_max_s: number;
+  caught_up_s: number;
+  lost: number;
+}
+
+/** The storms of every worker report (connections dropped at once, reopened, resumed). */
+export function stormTally(reports: readonly WorkerReport[], lost: number): StormTally {
+  const st = reports.map((r) => r.storm).filter((s): s is NonNullable<WorkerReport['storm']> => s !== undefined);
+  const resumed = st.flatMap((s) => s.resumed_ms).sort((x, y) => x - y);
+  const reopen = st.flatMap((s) => s.reopen_ms);
+  const q = (a: number[], p: number): number => (a.length === 0 ? 0 : a[Math.min(a.length - 1, Math.floor(p * a.length))]! / 1000);
+  return {
+    dropped: st.reduce((a, s) => a + s.dropped, 0),
+    reopened: st.reduce((a, s) => a + s.reopened, 0),
+    failed: st.reduce((a, s) => a + s.failed, 0),
+    all_reconnected_s: reopen.reduce((m, x) => Math.max(m, x), 0) / 1000,
+    resume_p50_s: q(resumed, 0.5),
+    resume_max_s: q(resumed, 1),
+    caught_up_s: q(resumed, 1),
+    lost,
+  };
+}

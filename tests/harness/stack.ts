@@ -10,10 +10,13 @@ const READY: Record<Role, string> = {
   gateway: 'realchat listening',
   relay: 'relay started',
   delivery: 'delivery started',
+  notifier: 'notifier started',
 };
+/** Where a role's entry lives under dist/ when not at <role>/main.js. */
+const ENTRY: Partial<Record<Role, string>> = { notifier: 'delivery/notifier' };
 
 /** `standalone` is `npm start` (the whole pipeline in one process); the others are the distributed roles. */
-export type Role = 'standalone' | 'gateway' | 'relay' | 'delivery';
+export type Role = 'standalone' | 'gateway' | 'relay' | 'delivery' | 'notifier';
 
 export interface RoleProcess {
   role: Role;
@@ -26,7 +29,7 @@ export interface RoleProcess {
 }
 
 export async function spawnRole(role: Role, env: Record<string, string>): Promise<RoleProcess> {
-  const main = join(ROOT, 'dist', role, 'main.js');
+  const main = join(ROOT, 'dist', ENTRY[role] ?? role, 'main.js');
   if (!existsSync(main)) throw new Error(`${main} is missing: \`npm test\` builds it first (npm run build)`);
   const child = spawn(process.execPath, [main], {
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', HOST: '127.0.0.1', ...env },

@@ -20,6 +20,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const HISTORY_PAGE = 40;
 const MEMBER_PAGES = 10;
 const MEMBER_PAGE = 200;
+/** Members of the open conversation whose presence is watched (the server allows 1,000 per connection). */
+export const PRESENCE_WATCH_MAX = 200;
 
 export function describeError(action: string, err: unknown): string {
   if (err instanceof RealChatError) {
@@ -180,7 +182,19 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
     const c = model.conversations.get(id);
     if (!c) return;
     model.setMembers(c, all);
+    if (model.activeId === id) watchPresence(all.map((m) => m.user_id));
     render();
+  }
+
+  // ---- presence of the open conversation's members (a dot and "last seen" in the member panel) ----
+  let stopPresence: (() => void) | null = null;
+  function watchPresence(userIds: string[]): void {
+    stopPresence?.();
+    model.presence.clear();
+    stopPresence = client.presence.subscribe(userIds.slice(0, PRESENCE_WATCH_MAX), (p) => {
+      model.presence.set(p.user_id, { status: p.status, last_seen_at: p.last_seen_at });
+      render();
+    });
   }
   const memberReloads = new Map<string, ReturnType<typeof setTimeout>>();
   function reloadMembersSoon(id: string): void {
@@ -199,7 +213,11 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
       model.editing = null;
       suggestions = [];
     }
-    model.activeId = id;
+    if (model.activeId !== id) {
+      model.activeId = id;
+      const known = model.conversations.get(id);
+      if (known?.membersLoaded) watchPresence([...known.members.keys()]);
+    }
     const c = model.ensure(id);
     forceBottom = true;
     if (!c.historyLoaded) loadHistory(id).then(markActiveRead, fail('Loading messages'));
@@ -480,7 +498,12 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
 
   // ---- start: conversations first (positions), then the socket (resume from them) ----
   render();
+  // A notification click opens the app at /?conversation=<id> (web/public/sw.js, web/src/push.ts).
+  const asked = new URLSearchParams(location.search).get('conversation');
   refreshConversations()
+    .then(() => {
+      if (asked && model.conversations.has(asked)) openConversation(asked);
+    })
     .catch(fail('Loading conversations'))
     .finally(() => {
       if (!navigator.onLine) client.setNetworkAvailable(false);
@@ -491,6 +514,7 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
 
   return () => {
     for (const c of cleanups) c();
+    stopPresence?.();
     for (const t of memberReloads.values()) clearTimeout(t);
     if (searchTimer) clearTimeout(searchTimer);
     client.close();

@@ -3,6 +3,7 @@ import { RestClient } from '../../client/index.js';
 import { describeError, startApp } from './app.js';
 import { h } from './dom.js';
 import { clearSession, loadSession, saveSession, type SignedIn } from './session.js';
+import { offerNotifications } from './push.js';
 
 const root = document.getElementById('app')!;
 let stop: (() => void) | null = null;
@@ -43,10 +44,16 @@ function showSignIn(message?: string): void {
 
 function showApp(s: SignedIn): void {
   stop?.();
-  stop = startApp(root, s, (reason) => {
+  const stopApp = startApp(root, s, (reason) => {
     clearSession(localStorage);
     showSignIn(reason);
   });
+  // A notification click lands here: reload on the conversation's URL (the app opens it from there).
+  const stopPush = offerNotifications(root, s.token, (id) => location.assign(`/?conversation=${encodeURIComponent(id)}`));
+  stop = () => {
+    stopPush();
+    stopApp();
+  };
 }
 
 const session = loadSession(localStorage);

@@ -57,6 +57,8 @@ export class Model {
   readonly names = new Map<string, string | null>();
   /** The message being edited in the composer. */
   editing: { conversationId: string; messageId: string } | null = null;
+  /** Presence of the open conversation's members (client.presence; at most PRESENCE_WATCH_MAX users). */
+  readonly presence = new Map<string, { status: 'online' | 'offline'; last_seen_at: string | null }>();
   private errorNo = 0;
 
   constructor(readonly me: { user_id: string; name: string }) {

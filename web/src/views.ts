@@ -155,6 +155,28 @@ export function messageList(m: Model, c: Conversation, actions: MessageActions):
   return h('ul', { class: 'messages' }, items);
 }
 
+type PresenceState = { status: 'online' | 'offline'; last_seen_at: string | null } | undefined;
+
+/** Presence for clients: a dot, green online, grey offline, hollow while unknown. */
+function presenceDot(p: PresenceState): HTMLElement {
+  const status = p?.status ?? 'unknown';
+  return h('span', { class: `presence-dot presence-${status}`, 'data-testid': 'presence', 'data-status': status, title: status });
+}
+
+/** "last seen 5 min ago" for an offline member (nothing while online or never seen). */
+export function lastSeenText(iso: string, now: number): string {
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return 'last seen just now';
+  if (s < 3600) return `last seen ${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `last seen ${Math.floor(s / 3600)} h ago`;
+  return `last seen ${new Date(iso).toLocaleDateString()}`;
+}
+
+function lastSeen(p: PresenceState, now: number): HTMLElement | null {
+  if (p?.status !== 'offline' || !p.last_seen_at) return null;
+  return h('span', { class: 'muted last-seen', 'data-testid': 'last-seen', title: p.last_seen_at }, lastSeenText(p.last_seen_at, now));
+}
+
 /** The member panel: names and roles; remove / promote / demote as my role allows. */
 export function memberList(m: Model, c: Conversation, actions: MemberActions): HTMLElement {
   if (!c.membersLoaded) return h('p', { class: 'muted' }, 'Loading members…');
@@ -174,7 +196,9 @@ export function memberList(m: Model, c: Conversation, actions: MemberActions): H
       return h(
         'li',
         { class: 'member', 'data-testid': 'member', 'data-user-id': x.user_id, 'data-role': x.role },
+        presenceDot(m.presence.get(x.user_id)),
         h('span', { class: 'member-name', 'data-testid': 'member-name' }, m.nameOf(x.user_id, { you: false }), self ? ' (you)' : ''),
+        lastSeen(m.presence.get(x.user_id), Date.now()),
         x.role !== 'member' ? h('span', { class: `role role-${x.role}`, 'data-testid': 'member-role' }, x.role) : null,
         canRole
           ? x.role === 'admin'
