@@ -20,7 +20,7 @@ import {
   type InRecord,
   type OutRecord,
 } from '../common/kafka/index.js';
-import { EVENT_HEADERS, type EventRecord } from '../common/events.js';
+import type { EventRecord } from '../common/events.js';
 import { nodeTopic } from '../common/node-records.js';
 import { retry } from '../common/retry.js';
 import { CircuitBreaker } from '../common/breaker.js';
@@ -31,6 +31,7 @@ import { createRecipientRouting } from './recipient-routing.js';
 import type { Delivery } from '../common/delivery.js';
 import { SpanKind, noTracing, type TraceSpan, type Tracing } from '../common/tracing.js';
 import { carriesTrace, traceIdOf } from '../common/trace-id.js';
+import { toEventRecord } from './event-record.js';
 
 /** One span per delivery that carries a trace, until the node records are written; they carry its context on. */
 function startRouteSpans(tracing: Tracing, deliveries: ReadonlyArray<{ delivery: Delivery }>): Array<TraceSpan | null> {
@@ -43,17 +44,6 @@ function startRouteSpans(tracing: Tracing, deliveries: ReadonlyArray<{ delivery:
 }
 
 export const DLQ_HEADERS = { reason: 'realchat-dlq-reason', source: 'realchat-dlq-source' } as const;
-
-function toEventRecord(r: InRecord): EventRecord {
-  return {
-    key: r.key ?? '',
-    value: r.value ?? '',
-    type: r.headers[EVENT_HEADERS.type] ?? '',
-    eventId: r.headers[EVENT_HEADERS.eventId] ?? r.headers.id ?? '',
-    // Debezium carries the stored trace in trace_id only; the TS relay adds the context to continue.
-    traceId: r.headers[EVENT_HEADERS.traceparent] ?? r.headers[EVENT_HEADERS.traceId] ?? null,
-  };
-}
 
 export async function startDeliveryWorker(deps: {
   config: Config;

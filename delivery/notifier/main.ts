@@ -13,11 +13,9 @@ import { createMetrics } from '../../common/metrics.js';
 import { createSql } from '../../common/db.js';
 import { CircuitBreaker } from '../../common/breaker.js';
 import { presenceFromConfig, type PresenceRegistry } from '../../common/presence.js';
-import { EVENT_HEADERS, type EventRecord } from '../../common/events.js';
-import { createKafkaClient, ensureTopics, runConsumer, type InRecord, type RunningConsumer } from '../../common/kafka/index.js';
-import { probe, readiness, startOpsServer, type DependencyCheck } from '../../common/ops-server.js';
 import { createNotifier, type OnlineCheck } from './notifier.js';
 import { createPushMetrics } from './metrics.js';
+import { runStreamConsumerProcess } from '../stream-consumer-process.js';
 
 /** Online users by the presence registry, behind a breaker: while it is open, presence is unknown. */
 export function registryOnlineCheck(presence: PresenceRegistry | null, breaker: CircuitBreaker): OnlineCheck {
@@ -33,16 +31,6 @@ export function registryOnlineCheck(presence: PresenceRegistry | null, breaker: 
       breaker.failure();
       return null;
     }
-  };
-}
-
-function toEventRecord(r: InRecord): EventRecord {
-  return {
-    key: r.key ?? '',
-    value: r.value ?? '',
-    type: r.headers[EVENT_HEADERS.type] ?? '',
-    eventId: r.headers[EVENT_HEADERS.eventId] ?? '',
-    traceId: r.headers[EVENT_HEADERS.traceparent] ?? r.headers[EVENT_HEADERS.traceId] ?? null,
   };
 }
 
@@ -72,52 +60,22 @@ export async function runNotifier(config: Config): Promise<{ stop(): Promise<voi
     online: registryOnlineCheck(presence, new CircuitBreaker(config.breakers.redis)),
     queryTimeoutMs: config.timeouts.dbQueryMs,
   });
-  let consumer: RunningConsumer | null = null;
-  const ready = async () => {
-    const checks: Record<string, DependencyCheck> = {};
-    const status = consumer?.status;
-    checks.kafka = status ? { ok: status.running, detail: status.detail } : { ok: false, detail: 'starting: joining the consumer group' };
-    checks.postgres = await probe('postgres ping', Math.min(1000, config.timeouts.dbQueryMs), () => sql`SELECT 1`);
-    return readiness(checks);
-  };
-  const ops = await startOpsServer({ port: config.metricsPort, host: '127.0.0.1', registry: metrics.registry, healthy: () => true, ready });
-  const kafka = createKafkaClient({
-    brokers: config.kafkaBrokers,
-    clientId: `realchat-notifier-${config.nodeId}`,
+  notifier.start();
+  // A new group reads what the topic retains; messages older than a day are not notified (store.ts).
+  return runStreamConsumerProcess({
+    config,
     log,
-    requestTimeoutMs: config.kafka.requestTimeoutMs,
-  });
-  try {
-    await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
-    notifier.start();
-    consumer = await runConsumer(kafka, {
-      groupId: config.push.groupId,
-      topic: config.kafka.eventsTopic,
-      // A new group reads what the topic retains; messages older than a day are not notified (store.ts).
-      fromBeginning: true,
-      log,
-      handleBatch: (records) => notifier.ingest(records.map(toEventRecord)),
-      partitionsConsumedConcurrently: config.limits.deliveryConcurrency,
-      fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
-    });
-  } catch (err) {
-    await notifier.stop();
-    await ops.close();
-    await presence?.close();
-    await sql.end({ timeout: 1 }).catch(() => {});
-    throw err;
-  }
-  const running = consumer;
-  log.info({ metrics_port: ops.port, topic: config.kafka.eventsTopic, group: config.push.groupId }, 'notifier started');
-  return {
-    async stop() {
-      await running.stop();
+    metrics,
+    sql,
+    role: 'notifier',
+    groupId: config.push.groupId,
+    ingest: (records) => notifier.ingest(records),
+    partitionsConsumedConcurrently: config.limits.deliveryConcurrency,
+    async close() {
       await notifier.stop();
-      await ops.close();
       await presence?.close();
-      await sql.end({ timeout: 5 });
     },
-  };
+  });
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) runMain('notifier', runNotifier);
