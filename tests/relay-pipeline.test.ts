@@ -3,7 +3,7 @@
  * (relay/outbox-relay.ts): a delete held up (here by a row lock another session holds on one of
  * the published rows) no longer holds up the publication of what was committed meanwhile. The
  * delete of the held batch lands later; nothing is published twice while it waits, nothing is
- * lost, and the bus sees every row once in id order. A delete that fails (it times out on the
+ * lost, and the bus sees every row once in id order. A delete that fails (lock_timeout on the
  * lock) only re-publishes its rows: duplicates, never a loss.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -22,14 +22,17 @@ describe('relay pipeline: a slow delete does not hold up the next publish', () =
   let sql: Sql;
   let locker: Sql;
   let relay: OutboxRelay | null = null;
+  let url = '';
+  let extraSql: Sql | null = null;
   beforeAll(async () => {
-    const url = await freshDatabase();
+    url = await freshDatabase();
     const opts = { url, connectTimeoutS: 5, queryTimeoutMs: 10_000 };
     sql = createSql({ ...opts, maxConnections: 4, applicationName: 'relay-pipeline' });
     locker = createSql({ ...opts, maxConnections: 1, applicationName: 'relay-pipeline-locker' });
     await migrate(sql);
   });
   afterAll(async () => {
+    await extraSql?.end({ timeout: 5 });
     await locker?.end({ timeout: 5 });
     await sql?.end({ timeout: 5 });
   });
@@ -74,7 +77,7 @@ describe('relay pipeline: a slow delete does not hold up the next publish', () =
   });
   let unlock: (() => Promise<void>) | null = null;
 
-  function startRelay(queryTimeoutMs: number): { published: EventRecord[]; relay: OutboxRelay } {
+  function startRelay(queryTimeoutMs: number, relaySql: Sql = sql): { published: EventRecord[]; relay: OutboxRelay } {
     const published: EventRecord[] = [];
     const bus: EventBus = {
       async publish(records) {
@@ -84,7 +87,7 @@ describe('relay pipeline: a slow delete does not hold up the next publish', () =
       async close() {},
     };
     const r = createOutboxRelay({
-      sql,
+      sql: relaySql,
       bus,
       log: createLogger({ level: 'silent', nodeId: 'relay-pipeline', role: 'relay' }),
       metrics: createMetrics({ nodeId: 'relay-pipeline' }),
@@ -122,8 +125,13 @@ describe('relay pipeline: a slow delete does not hold up the next publish', () =
   it('a delete that fails re-publishes its rows (duplicates, no loss), in order after the first copies', async () => {
     const first = await insert(2);
     unlock = await lockRow(first[0]!);
-    // Deletes time out after 300 ms while the lock is held.
-    const { published } = startRelay(300);
+    // The relay's deletes give up after 300 ms on the lock (lock_timeout: polls take no lock, so
+    // only the delete fails, whatever the load on the machine).
+    const [row] = await sql<{ db: string }[]>`SELECT current_database() AS db`;
+    await sql.unsafe(`ALTER DATABASE "${row!.db}" SET lock_timeout = '300ms'`);
+    const relaySql = createSql({ url, connectTimeoutS: 5, queryTimeoutMs: 10_000, maxConnections: 2, applicationName: 'relay-pipeline-2' });
+    extraSql = relaySql;
+    const { published } = startRelay(10_000, relaySql);
     await until('first batch published', () => published.length >= 2, 5000);
     const later = await insert(3);
     await until('later rows published', () => published.filter((p) => later.includes(p.eventId)).length === 3, 5000);
