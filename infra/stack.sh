@@ -115,17 +115,22 @@ node_pid() {
   echo "$pid"
 }
 
+# stored_secret <file> <what>: 32 random bytes (hex) generated once into $STACK_DIR/<file>, then reused
+stored_secret() {
+  if [[ ! -s "$STACK_DIR/$1" ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STACK_DIR/$1")
+    log "generated $2 in $STACK_DIR/$1"
+  fi
+  cat "$STACK_DIR/$1"
+}
+
 jwt_secret() {
   if [[ -n "${REALCHAT_JWT_SECRET:-}" ]]; then
     (($(printf '%s' "$REALCHAT_JWT_SECRET" | wc -c) >= 32)) || die "REALCHAT_JWT_SECRET must be at least 32 bytes"
     printf '%s' "$REALCHAT_JWT_SECRET"
     return
   fi
-  if [[ ! -s "$STACK_DIR/jwt-secret" ]]; then
-    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STACK_DIR/jwt-secret")
-    log "generated a JWT secret in $STACK_DIR/jwt-secret"
-  fi
-  cat "$STACK_DIR/jwt-secret"
+  stored_secret jwt-secret "a JWT secret"
 }
 
 # admin_token: REALCHAT_ADMIN_TOKEN from the environment, or generated once (the admin REST routes)
@@ -134,11 +139,7 @@ admin_token() {
     printf '%s' "$REALCHAT_ADMIN_TOKEN"
     return
   fi
-  if [[ ! -s "$STACK_DIR/admin-token" ]]; then
-    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STACK_DIR/admin-token")
-    log "generated an admin token in $STACK_DIR/admin-token"
-  fi
-  cat "$STACK_DIR/admin-token"
+  stored_secret admin-token "an admin token"
 }
 
 # vapid_keys: "<public> <private>" (base64url), from the environment or generated once (web-push's generator)
