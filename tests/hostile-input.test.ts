@@ -7,6 +7,7 @@ import { connect, type Socket } from 'node:net';
 import { BACKENDS, LogSink, createConversation, http, startTestServer, type TestServer } from './harness/server.js';
 import { TestClient } from './harness/ws-client.js';
 import { UNLIMITED_RATES } from './harness/env.js';
+import { until } from './harness/until.js';
 import { plainDecimalLength } from '../common/validate.js';
 
 const ZERO_CONV = '00000000-0000-4000-8000-000000000000';
@@ -183,6 +184,12 @@ describe('clients that never read cannot pin memory', () => {
     await seed(s, alice.token, conv, 300, 60 * 1024);
   }, 180_000);
   afterAll(async () => s?.close());
+  const activeConnections = async (): Promise<number> => {
+    const text: string = (await http(s, 'GET', '/metrics')).body;
+    const m = /^realchat_active_connections(?:\{[^}]*\})? (\d+)/m.exec(text);
+    if (!m) throw new Error('realchat_active_connections missing from /metrics');
+    return Number(m[1]);
+  };
 
   it('WebSocket: 10 non-reading sockets asking for many large pages get at most their buffer bound each, then close 4002', async () => {
     const clients: TestClient[] = [];
@@ -194,8 +201,19 @@ describe('clients that never read cannot pin memory', () => {
       (c.ws as any)._socket.pause();
       for (let k = 0; k < 60; k++) c.send({ type: 'sync', conversation_id: conv, after_sequence: k, limit: 500 });
     });
-    await new Promise((r) => setTimeout(r, 3000));
-    const rssGrowth = process.memoryUsage().rss - rssBefore;
+    // Paused until the server has given up on every one of them: when that happens depends on how
+    // fast it reads pages and how much the kernel's socket buffers take first, so no fixed wait (a
+    // socket resumed before the server gave up would read every page and never be closed).
+    let rssGrowth = 0;
+    await until(
+      'the server to close every non-reading socket',
+      async () => {
+        rssGrowth = Math.max(rssGrowth, process.memoryUsage().rss - rssBefore);
+        return (await activeConnections()) === 0;
+      },
+      45_000,
+      200,
+    );
     for (const c of clients) (c.ws as any)._socket.resume();
     for (const c of clients) expect(await c.waitClosed(15_000)).toBe(4002);
     // Each reply is at most a quarter of the 1 MiB bound and is sent only below half of it; what
