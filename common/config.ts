@@ -328,6 +328,8 @@ export interface Timeouts {
   readonly responseStallMs: number;
   /** A WebSocket whose buffer stays above its high-water mark this long is closed as slow (4002). */
   readonly slowReaderMs: number;
+  /** Embedded default only: between maintenance rounds of PGlite, which neither vacuums nor checkpoints by itself (0: never; standalone/embedded-maintenance.ts). */
+  readonly embeddedMaintenanceMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -626,6 +628,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       ...relayLeaseFrom(env),
       responseStallMs: int(env, 'REALCHAT_RESPONSE_STALL_MS', 30_000, 100, 600_000),
       slowReaderMs: int(env, 'REALCHAT_SLOW_READER_TIMEOUT_MS', 30_000, 100, 600_000),
+      embeddedMaintenanceMs: int(env, 'REALCHAT_EMBEDDED_MAINTENANCE_INTERVAL_MS', 30_000, 0, 3_600_000),
     },
     tracing: tracingFrom(env),
     push: pushFrom(env, int(env, 'REALCHAT_LARGE_ROOM_MEMBERS', 1000, 2, 10_000_000)),

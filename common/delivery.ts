@@ -16,4 +16,9 @@ export interface Delivery {
 export interface DeliverySink {
   /** Resolves once the delivery is handed over (Kafka: acknowledged). */
   deliver(d: Delivery, source: EventRecord): Promise<void>;
+  /**
+   * A batch about to be handed over one delivery at a time: the sink may read what they all need
+   * at once (member lists) instead of one read per delivery, in series.
+   */
+  prepare?(deliveries: readonly Delivery[]): Promise<void>;
 }

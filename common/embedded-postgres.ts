@@ -15,7 +15,14 @@ export interface EmbeddedPostgres {
  * writing 100,000 rows (in-memory database, measured 2026-11-30); the operating system's page
  * cache still holds the data files behind the buffers.
  */
-export const EMBEDDED_SETTINGS: readonly string[] = ['shared_buffers = 32MB', 'max_connections = 10'];
+export const EMBEDDED_SETTINGS: readonly string[] = [
+  'shared_buffers = 32MB',
+  'max_connections = 10',
+  // PGlite has no checkpointer: standalone/embedded-maintenance.ts checkpoints, and the WAL kept
+  // for recycling after each checkpoint stays small (the defaults keep up to 1 GB of it).
+  'min_wal_size = 32MB',
+  'max_wal_size = 64MB',
+];
 
 /**
  * Runs PGlite (in-process Postgres) behind pglite-socket on an ephemeral loopback port so the

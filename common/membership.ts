@@ -30,7 +30,12 @@ export interface MembershipSource {
   audienceOf(conversationId: string): Promise<{ large: boolean; members: string[]; seq?: number }>;
   /** Which of these users are members now (read from the database, never cached). */
   membersNow?(conversationId: string, userIds: readonly string[]): Promise<string[]>;
+  /** audienceOf for several conversations in one read (absent: one audienceOf each). */
+  audiencesOf?(conversationIds: readonly string[]): Promise<Map<string, { large: boolean; members: string[]; seq?: number }>>;
 }
+
+/** Conversations per batched membership read (the statement's array parameter stays small). */
+const MAX_BATCH_READ = 500;
 
 export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipSource {
   return {
@@ -45,6 +50,24 @@ export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipS
           'audienceOf',
         );
         return row ?? { large: false, members: [], seq: -1 };
+      } catch (err) {
+        throw mapDbError(err);
+      }
+    },
+    async audiencesOf(conversationIds) {
+      try {
+        const rows = await withTimeout(
+          sql<{ id: string; large: boolean; members: string[]; seq: number }[]>`
+            SELECT c.id, c.large, c.last_seq AS seq,
+                   CASE WHEN c.large THEN '{}'::uuid[] ELSE ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id) END AS members
+            FROM conversations c WHERE c.id = ANY(${conversationIds as string[]}::uuid[])`,
+          timeoutMs,
+          'audiencesOf',
+        );
+        const out = new Map<string, { large: boolean; members: string[]; seq: number }>();
+        for (const r of rows) out.set(r.id, { large: r.large, members: r.members, seq: r.seq });
+        for (const id of conversationIds) if (!out.has(id)) out.set(id, { large: false, members: [], seq: -1 });
+        return out;
       } catch (err) {
         throw mapDbError(err);
       }
@@ -80,27 +103,60 @@ export class MembershipCache {
   async audience(conversationId: string): Promise<Audience> {
     const hit = this.entries.get(conversationId);
     if (hit) return hit;
-    let p = this.loading.get(conversationId);
-    if (!p) {
-      p = this.source.audienceOf(conversationId).then((a): Audience => {
-        const seq = a.seq ?? Number.NEGATIVE_INFINITY;
-        return a.large ? { large: true, seq } : { large: false, members: new Set(a.members), seq };
-      });
-      this.loading.set(conversationId, p);
-      const load = p;
-      load.then(
-        (a) => {
-          // add() may have superseded this load (it read before the insert committed): then drop it.
-          if (this.loading.get(conversationId) !== load) return;
-          this.loading.delete(conversationId);
-          this.entries.set(conversationId, a);
-        },
-        () => {
-          if (this.loading.get(conversationId) === load) this.loading.delete(conversationId);
-        },
-      );
+    return this.loading.get(conversationId) ?? this.track(conversationId, this.source.audienceOf(conversationId).then(toAudience));
+  }
+
+  /**
+   * audience() for several conversations, the ones neither cached nor loading read together (one
+   * query per MAX_BATCH_READ instead of one per conversation: a worker that just took over
+   * partitions, or the single embedded connection, would otherwise queue a read per conversation).
+   */
+  async audiences(conversationIds: Iterable<string>): Promise<Map<string, Audience>> {
+    const pending = new Map<string, Promise<Audience>>();
+    const missing: string[] = [];
+    for (const id of new Set(conversationIds)) {
+      const hit = this.entries.get(id);
+      const p = hit ? Promise.resolve(hit) : this.loading.get(id);
+      if (p) pending.set(id, p);
+      else missing.push(id);
     }
-    return p;
+    const readMany = this.source.audiencesOf?.bind(this.source);
+    for (let i = 0; i < missing.length; i += MAX_BATCH_READ) {
+      const chunk = missing.slice(i, i + MAX_BATCH_READ);
+      if (!readMany || chunk.length === 1) {
+        for (const id of chunk) pending.set(id, this.audience(id));
+        continue;
+      }
+      const read = readMany(chunk);
+      for (const id of chunk)
+        pending.set(
+          id,
+          this.track(
+            id,
+            read.then((m) => toAudience(m.get(id)!)),
+          ),
+        );
+    }
+    const resolved = new Map<string, Audience>();
+    for (const [id, p] of pending) resolved.set(id, await p);
+    return resolved;
+  }
+
+  /** Registers a load in flight; it fills the cache unless add() or remove() superseded it meanwhile. */
+  private track(conversationId: string, load: Promise<Audience>): Promise<Audience> {
+    this.loading.set(conversationId, load);
+    load.then(
+      (a) => {
+        // add() may have superseded this load (it read before the insert committed): then drop it.
+        if (this.loading.get(conversationId) !== load) return;
+        this.loading.delete(conversationId);
+        this.entries.set(conversationId, a);
+      },
+      () => {
+        if (this.loading.get(conversationId) === load) this.loading.delete(conversationId);
+      },
+    );
+    return load;
   }
 
   /**
@@ -175,3 +231,8 @@ export class MembershipCache {
 }
 
 const EMPTY: ReadonlySet<string> = new Set();
+
+function toAudience(a: { large: boolean; members: string[]; seq?: number }): Audience {
+  const seq = a.seq ?? Number.NEGATIVE_INFINITY;
+  return a.large ? { large: true, seq } : { large: false, members: new Set(a.members), seq };
+}

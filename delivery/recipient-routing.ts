@@ -2,7 +2,7 @@
  * Where a batch of deliveries goes: with a presence registry, to the topic of each live node that
  * holds any of the recipients (for a large room: each node with a subscriber of the room), as one
  * record per node carrying that node's share of every delivery (in stream order); without one, or while it fails (circuit open), to the broadcast topic every
- * node reads. Member lists and presence are looked up once per batch (one query per conversation
+ * node reads. Member lists and presence are looked up once per batch (one query for the conversations
  * not cached, one pipelined registry round trip for all recipients), never per event. Switching
  * paths cannot reorder what a client sees: connections drop duplicates and fill gaps by sequence.
  */
@@ -39,9 +39,8 @@ export function createRecipientRouting(deps: {
    */
   async function recipientsInOrder(batch: readonly RoutedDelivery[], members: MembershipCache): Promise<Array<readonly string[] | 'room'>> {
     const needed = [...new Set(batch.filter((b) => b.delivery.recipients === null).map((b) => b.delivery.event.conversation_id))];
-    const loaded = await Promise.all(needed.map(async (c) => [c, await members.audience(c)] as const));
     // A working copy per conversation once the batch changes it; until then the cached entry.
-    const view = new Map<string, Audience>(loaded);
+    const view = new Map<string, Audience>(await members.audiences(needed));
     return batch.map(({ delivery: d }) => {
       const conv = d.event.conversation_id;
       const before = view.get(conv);

@@ -103,7 +103,9 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps): DeliveryRouter {
     commit,
     forgetDedup: () => dedup.reset(),
     async handle(records, sink, onUndecodable) {
-      for (const r of prepare(records)) {
+      const routed = prepare(records);
+      if (sink.prepare) await sink.prepare(routed.flatMap((r) => (r.kind === 'delivery' ? [r.delivery] : [])));
+      for (const r of routed) {
         if (r.kind === 'undecodable') await onUndecodable(r.record, r.reason);
         else {
           await sink.deliver(r.delivery, r.record);

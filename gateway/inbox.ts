@@ -10,6 +10,8 @@ import { carriesTrace } from '../common/trace-id.js';
 
 export interface GatewayInbox {
   deliver(d: Delivery): Promise<void>;
+  /** Loads the member lists a batch of deliveries will need, together (DeliverySink.prepare). */
+  prepare(deliveries: readonly Delivery[]): Promise<void>;
   /** Typing from another node: best effort, never stored. */
   ephemeral(d: EphemeralDelivery): void;
 }
@@ -22,6 +24,10 @@ export function createGatewayInbox(
   tracing: Tracing = noTracing(),
 ): GatewayInbox {
   return {
+    async prepare(deliveries) {
+      const unnamed = deliveries.filter((d) => d.recipients === null).map((d) => d.event.conversation_id);
+      if (unnamed.length > 0) await membership.audiences(unnamed);
+    },
     async deliver({ recipients, event, traceId }: Delivery) {
       const conv = event.conversation_id;
       if (event.type === 'conversation.read') {

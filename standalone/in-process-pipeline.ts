@@ -33,6 +33,7 @@ export function inProcessPipeline(deps: {
     const bus = createInMemoryBus();
     const router = createDeliveryRouter({ log, metrics, dedupEntries: 100_000 });
     const sink = {
+      prepare: (deliveries: readonly Delivery[]) => inbox.prepare(deliveries),
       // The delivery role's "route" span, as a delivery worker has it (here: until the node took the event).
       async deliver(d: Delivery) {
         const span = tracing.enabled && carriesTrace(d.traceId) ? tracing.start('route', d.traceId, SpanKind.CONSUMER) : null;

@@ -17,6 +17,7 @@ import { inProcessPipeline } from './in-process-pipeline.js';
 import { loadOrCreateJwtSecret, loadOrCreateVapidKeys } from './secrets.js';
 import { generateVapidKeys } from '../delivery/notifier/push-sender.js';
 import { tracingFromConfig, type Tracing } from '../common/tracing.js';
+import { startEmbeddedMaintenance } from './embedded-maintenance.js';
 
 export interface RealChat {
   port: number;
@@ -33,6 +34,9 @@ export interface RealChat {
   /** Graceful: drain clients, stop consuming, close the database. */
   close(): Promise<void>;
 }
+
+/** Rounds of embedded maintenance between two vacuums of the whole database (10 minutes at the default 30 s). */
+const EMBEDDED_FULL_VACUUM_EVERY = 20;
 
 export interface StartOptions {
   /** In-memory PGlite instead of dataDir (tests). */
@@ -83,6 +87,18 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
   const applied = await migrate(sql);
   if (applied.length) log.info({ migrations: applied }, 'applied migrations');
 
+  const maintenance =
+    embedded && config.timeouts.embeddedMaintenanceMs > 0
+      ? startEmbeddedMaintenance({
+          sql,
+          log,
+          intervalMs: config.timeouts.embeddedMaintenanceMs,
+          fullEvery: EMBEDDED_FULL_VACUUM_EVERY,
+          // A full vacuum's length grows with the tables, and nothing waits on it but the next round.
+          timeoutMs: Math.max(60_000, config.timeouts.dbQueryMs),
+        })
+      : null;
+
   const node = await startGatewayNode({
     config,
     sql,
@@ -110,6 +126,7 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
     close() {
       closing ??= (async () => {
         await node.close();
+        await maintenance?.stop();
         await sql.end({ timeout: 5 });
         if (embedded) await embedded.close();
         if (!opts.tracing) await tracing.shutdown().catch(() => {});

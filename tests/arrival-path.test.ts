@@ -63,6 +63,7 @@ describe('arrival path of each delivery (a node whose pipeline can lose an event
           ...ports,
           inbox: {
             deliver: (d) => (lose(d) ? Promise.resolve() : ports.inbox.deliver(d)),
+            prepare: (ds) => ports.inbox.prepare(ds),
             ephemeral: (d) => ports.inbox.ephemeral(d),
           },
         }),

@@ -41,6 +41,63 @@ describe('membership cache', () => {
     expect((await cache.members('c')).has('third')).toBe(true);
   });
 
+  it('audiences reads the conversations neither cached nor loading in one query, and shares loads in flight', async () => {
+    const batches: string[][] = [];
+    const singles: string[] = [];
+    let releaseSingle!: (v: { large: boolean; members: string[] }) => void;
+    const cache = new MembershipCache(
+      {
+        audienceOf: (c) => {
+          singles.push(c);
+          return new Promise((r) => (releaseSingle = r));
+        },
+        audiencesOf: async (ids) => {
+          batches.push([...ids]);
+          return new Map(ids.map((c) => [c, { large: c === 'big', members: c === 'big' ? [] : [`${c}-u`], seq: 7 }]));
+        },
+      },
+      10,
+    );
+    const loading = cache.members('c1'); // a single load in flight: shared, not read again
+    const all = cache.audiences(['c1', 'c2', 'c3', 'big', 'c2']);
+    releaseSingle({ large: false, members: ['c1-u'] });
+    const got = await all;
+    expect(batches).toEqual([['c2', 'c3', 'big']]);
+    expect(singles).toEqual(['c1']);
+    expect([...got.keys()].sort()).toEqual(['big', 'c1', 'c2', 'c3']);
+    expect(got.get('big')).toEqual({ large: true, seq: 7 });
+    expect(got.get('c3')).toEqual({ large: false, members: new Set(['c3-u']), seq: 7 });
+    expect([...(await loading)]).toEqual(['c1-u']);
+    // Now cached: no more reads.
+    await cache.audiences(['c1', 'c2', 'c3', 'big']);
+    await cache.members('c2');
+    expect(batches.length).toBe(1);
+    expect(singles.length).toBe(1);
+  });
+
+  it('a members_added event during a batched load wins over what the load read', async () => {
+    let release!: (m: Map<string, { large: boolean; members: string[]; seq: number }>) => void;
+    const cache = new MembershipCache(
+      {
+        audienceOf: async () => ({ large: false, members: ['fresh'], seq: 9 }),
+        audiencesOf: () => new Promise((r) => (release = r)),
+      },
+      10,
+    );
+    const all = cache.audiences(['a', 'b']);
+    cache.add('a', ['new'], false, 3);
+    release(
+      new Map([
+        ['a', { large: false, members: ['old'], seq: 2 }],
+        ['b', { large: false, members: ['x'], seq: 2 }],
+      ]),
+    );
+    await all;
+    // The superseded load was not stored: the next read is fresh.
+    expect([...(await cache.members('a'))]).toEqual(['fresh']);
+    expect([...(await cache.members('b'))]).toEqual(['x']);
+  });
+
   it('isMember re-reads once when the cached set lacks the user', async () => {
     let members = ['a'];
     const cache = new MembershipCache({ audienceOf: async () => ({ large: false, members: [...members] }) }, 10);
