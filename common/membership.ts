@@ -64,10 +64,9 @@ export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipS
           timeoutMs,
           'audiencesOf',
         );
-        const out = new Map<string, { large: boolean; members: string[]; seq: number }>();
-        for (const r of rows) out.set(r.id, { large: r.large, members: r.members, seq: r.seq });
-        for (const id of conversationIds) if (!out.has(id)) out.set(id, { large: false, members: [], seq: -1 });
-        return out;
+        // Keyed by the ids asked for: the database answers a uuid in its own (lower-case) spelling.
+        const read = new Map(rows.map((r) => [r.id, { large: r.large, members: r.members, seq: r.seq }]));
+        return new Map(conversationIds.map((id) => [id, read.get(id.toLowerCase()) ?? { large: false, members: [], seq: -1 }]));
       } catch (err) {
         throw mapDbError(err);
       }

@@ -54,7 +54,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
     nodeId,
     topics,
-    handlers: { event: (d) => inbox.deliver(d), ephemeral: (d) => inbox.ephemeral(d) },
+    handlers: { event: (d) => inbox.deliver(d), prepare: (ds) => inbox.prepare(ds), ephemeral: (d) => inbox.ephemeral(d) },
     log,
     metrics,
   });

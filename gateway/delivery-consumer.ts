@@ -13,6 +13,8 @@ import type { Delivery } from '../common/delivery.js';
 
 export interface DeliveryHandlers {
   event(d: Delivery): Promise<void>;
+  /** The deliveries of one record, before they are handed to event() one by one (DeliverySink.prepare). */
+  prepare?(ds: readonly Delivery[]): Promise<void>;
   ephemeral(d: EphemeralDelivery): void;
 }
 
@@ -48,6 +50,7 @@ export async function startDeliveryConsumer(deps: {
       return;
     }
     if (decoded.writtenAtMs !== null) metrics.pipelineSeconds.observe({ stage: 'node_hop' }, (Date.now() - decoded.writtenAtMs) / 1000);
+    const deliveries: Delivery[] = [];
     for (const d of decoded.deliveries) {
       let event: ReturnType<typeof decodeEvent>;
       try {
@@ -58,8 +61,11 @@ export async function startDeliveryConsumer(deps: {
       }
       if (!event) continue;
       metrics.pipelineSeconds.observe({ stage: 'received' }, (Date.now() - Date.parse(event.occurred_at)) / 1000);
-      await handlers.event({ recipients: d.recipients, event, traceId: d.traceId });
+      deliveries.push({ recipients: d.recipients, event, traceId: d.traceId });
     }
+    // The broadcast topic's deliveries name no recipients: their member lists are read together.
+    if (handlers.prepare && deliveries.length > 0) await handlers.prepare(deliveries);
+    for (const d of deliveries) await handlers.event(d);
   }
 
   return runConsumer(deps.kafka, {

@@ -70,12 +70,21 @@ async function main(): Promise<void> {
     add(
       'member list of one conversation (delivery routing)',
       1,
-      await timed(5, 200, () => sql`SELECT ARRAY(SELECT user_id FROM members WHERE conversation_id = ${pairs[k++ % pairs.length]!.c}) AS m`),
+      await timed(
+        5,
+        200,
+        () => sql`SELECT ARRAY(SELECT user_id FROM members WHERE conversation_id = ${pairs[k++ % pairs.length]!.c}) AS m`,
+      ),
       false,
     );
     for (const n of [1, 17, 100]) {
       const reps = n === 100 ? 10 : 40;
-      add('realchat_send_batch (the send path)', n, await timed(5, reps, () => sql`SELECT * FROM realchat_send_batch(${batch(n)}::text::jsonb, 'table')`), true);
+      add(
+        'realchat_send_batch (the send path)',
+        n,
+        await timed(5, reps, () => sql`SELECT * FROM realchat_send_batch(${batch(n)}::text::jsonb, 'table')`),
+        true,
+      );
     }
     // The relay's side of the same messages: poll a batch and delete it.
     for (const n of [17, 100]) {
@@ -104,7 +113,9 @@ async function main(): Promise<void> {
     '',
     '| statement | batch | ms per statement | µs per message |',
     '| --- | --- | --- | --- |',
-    ...rows.map((r) => `| ${r.what} | ${r.batch} | ${r.msPerStatement.toFixed(2)} | ${r.usPerMessage === null ? '' : r.usPerMessage.toFixed(0)} |`),
+    ...rows.map(
+      (r) => `| ${r.what} | ${r.batch} | ${r.msPerStatement.toFixed(2)} | ${r.usPerMessage === null ? '' : r.usPerMessage.toFixed(0)} |`,
+    ),
     '',
   ].join('\n');
   writeFileSync(`${out}.md`, md);
