@@ -1,6 +1,6 @@
 import postgres from 'postgres';
 import { AppError } from './errors.js';
-import { TimeoutError } from './timeout.js';
+import { TimeoutError, withTimeout } from './timeout.js';
 
 export type Sql = postgres.Sql<Record<string, never>>;
 export type TxSql = postgres.TransactionSql<Record<string, never>>;
@@ -37,6 +37,23 @@ export function createSql(opts: DbOptions): Sql {
       bigint: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
     },
   }) as unknown as Sql;
+}
+
+/** A role's pool with the configured connect and query timeouts. */
+export function createConfiguredSql(
+  timeouts: { readonly dbConnectS: number; readonly dbQueryMs: number },
+  opts: Omit<DbOptions, 'connectTimeoutS' | 'queryTimeoutMs'>,
+): Sql {
+  return createSql({ ...opts, connectTimeoutS: timeouts.dbConnectS, queryTimeoutMs: timeouts.dbQueryMs });
+}
+
+/** A query with its deadline (withTimeout), its failure mapped by mapDbError (unavailable, conflict, ...). */
+export async function timedQuery<T>(query: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  try {
+    return await withTimeout(query, timeoutMs, what);
+  } catch (err) {
+    throw mapDbError(err);
+  }
 }
 
 /** Errors that mean "the database is not reachable right now" rather than "your request is wrong". */

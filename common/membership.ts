@@ -10,9 +10,8 @@
  * (gateway/connection.ts). Shared by gateway nodes (typing, broadcast deliveries) and delivery
  * workers (routing).
  */
-import { mapDbError, type Sql } from './db.js';
+import { timedQuery, type Sql } from './db.js';
 import { LruMap } from './lru.js';
-import { withTimeout } from './timeout.js';
 
 /**
  * `seq`: the conversation's last sequence the membership reflects (read with it, then moved by the
@@ -38,52 +37,31 @@ export interface MembershipSource {
 const MAX_BATCH_READ = 500;
 
 export function createMembershipSource(sql: Sql, timeoutMs: number): MembershipSource {
+  async function audiencesOf(conversationIds: readonly string[]) {
+    const rows = await timedQuery(
+      sql<{ id: string; large: boolean; members: string[]; seq: number }[]>`
+        SELECT c.id, c.large, c.last_seq AS seq,
+               CASE WHEN c.large THEN '{}'::uuid[] ELSE ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id) END AS members
+        FROM conversations c WHERE c.id = ANY(${conversationIds as string[]}::uuid[])`,
+      timeoutMs,
+      'audiencesOf',
+    );
+    // Keyed by the ids asked for: the database answers a uuid in its own (lower-case) spelling.
+    const read = new Map(rows.map((r) => [r.id, { large: r.large, members: r.members, seq: r.seq }]));
+    return new Map(conversationIds.map((id) => [id, read.get(id.toLowerCase()) ?? { large: false, members: [], seq: -1 }]));
+  }
   return {
-    async audienceOf(conversationId) {
-      try {
-        const [row] = await withTimeout(
-          sql<{ large: boolean; members: string[]; seq: number }[]>`
-            SELECT c.large, c.last_seq AS seq,
-                   CASE WHEN c.large THEN '{}'::uuid[] ELSE ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id) END AS members
-            FROM conversations c WHERE c.id = ${conversationId}`,
-          timeoutMs,
-          'audienceOf',
-        );
-        return row ?? { large: false, members: [], seq: -1 };
-      } catch (err) {
-        throw mapDbError(err);
-      }
-    },
-    async audiencesOf(conversationIds) {
-      try {
-        const rows = await withTimeout(
-          sql<{ id: string; large: boolean; members: string[]; seq: number }[]>`
-            SELECT c.id, c.large, c.last_seq AS seq,
-                   CASE WHEN c.large THEN '{}'::uuid[] ELSE ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id) END AS members
-            FROM conversations c WHERE c.id = ANY(${conversationIds as string[]}::uuid[])`,
-          timeoutMs,
-          'audiencesOf',
-        );
-        // Keyed by the ids asked for: the database answers a uuid in its own (lower-case) spelling.
-        const read = new Map(rows.map((r) => [r.id, { large: r.large, members: r.members, seq: r.seq }]));
-        return new Map(conversationIds.map((id) => [id, read.get(id.toLowerCase()) ?? { large: false, members: [], seq: -1 }]));
-      } catch (err) {
-        throw mapDbError(err);
-      }
-    },
+    audiencesOf,
+    audienceOf: async (conversationId) => (await audiencesOf([conversationId])).get(conversationId)!,
     async membersNow(conversationId, userIds) {
       if (userIds.length === 0) return [];
-      try {
-        const rows = await withTimeout(
-          sql<{ user_id: string }[]>`
-            SELECT user_id FROM members WHERE conversation_id = ${conversationId} AND user_id = ANY(${userIds as string[]}::uuid[])`,
-          timeoutMs,
-          'membersNow',
-        );
-        return rows.map((r) => r.user_id);
-      } catch (err) {
-        throw mapDbError(err);
-      }
+      const rows = await timedQuery(
+        sql<{ user_id: string }[]>`
+          SELECT user_id FROM members WHERE conversation_id = ${conversationId} AND user_id = ANY(${userIds as string[]}::uuid[])`,
+        timeoutMs,
+        'membersNow',
+      );
+      return rows.map((r) => r.user_id);
     },
   };
 }

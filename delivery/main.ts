@@ -5,7 +5,7 @@ import { createLogger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { probe, readiness, startOpsServer, type DependencyCheck, type Readiness } from '../common/ops-server.js';
 import { startDeliveryWorker } from './worker.js';
-import { createSql } from '../common/db.js';
+import { createConfiguredSql } from '../common/db.js';
 import { presenceFromConfig } from '../common/presence.js';
 import { MembershipCache, createMembershipSource } from '../common/membership.js';
 import { tracingFromConfig } from '../common/tracing.js';
@@ -18,11 +18,9 @@ export async function runDelivery(config: Config): Promise<{ stop(): Promise<voi
   // Routing by presence needs the member lists (PostgreSQL) and the registry (Redis).
   const sql =
     config.redis && config.databaseUrl
-      ? createSql({
+      ? createConfiguredSql(config.timeouts, {
           url: config.databaseUrl,
           maxConnections: 4,
-          connectTimeoutS: config.timeouts.dbConnectS,
-          queryTimeoutMs: config.timeouts.dbQueryMs,
           applicationName: `realchat-delivery-${config.nodeId}`,
         })
       : null;

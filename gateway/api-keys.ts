@@ -6,8 +6,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AppError } from '../common/errors.js';
-import { mapDbError, type Sql } from '../common/db.js';
-import { withTimeout } from '../common/timeout.js';
+import { timedQuery, type Sql } from '../common/db.js';
 import type { Authenticator } from './auth.js';
 import { bearerToken } from './auth.js';
 
@@ -80,13 +79,7 @@ export interface ApiKeyStore {
 }
 
 export function createApiKeyStore(sql: Sql, queryTimeoutMs: number): ApiKeyStore {
-  const run = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await withTimeout(fn(), queryTimeoutMs, what);
-    } catch (err) {
-      throw mapDbError(err);
-    }
-  };
+  const run = <T>(what: string, fn: () => Promise<T>): Promise<T> => timedQuery(fn(), queryTimeoutMs, what);
   return {
     async create(userId, name, scopes) {
       const id = randomBytes(12).toString('hex');

@@ -4,7 +4,7 @@
  * everything in it is `npm start` (standalone/main.ts).
  */
 import { ConfigError } from '../common/config.js';
-import { createSql } from '../common/db.js';
+import { createConfiguredSql } from '../common/db.js';
 import { createLogger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { runMain } from '../common/process-main.js';
@@ -22,11 +22,9 @@ runMain('gateway', async (config) => {
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'gateway' });
   const metrics = createMetrics({ nodeId: config.nodeId });
   const tracing = tracingFromConfig(config, 'gateway');
-  const sql = createSql({
+  const sql = createConfiguredSql(config.timeouts, {
     url: config.databaseUrl,
     maxConnections: config.limits.dbPoolSize,
-    connectTimeoutS: config.timeouts.dbConnectS,
-    queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-${config.nodeId}`,
   });
   const applied = await migrate(sql);

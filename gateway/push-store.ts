@@ -2,9 +2,7 @@
  * The gateway's side of Web Push in PostgreSQL: browsers' subscriptions and per-conversation mutes
  * (sql/migrations/0012_web_push.sql). The notifier reads these tables; it never writes mutes.
  */
-import type { Sql } from '../common/db.js';
-import { mapDbError } from '../common/db.js';
-import { withTimeout } from '../common/timeout.js';
+import { timedQuery, type Sql } from '../common/db.js';
 
 /** A PushSubscription already validated at the edge (gateway/push-routes.ts). */
 export interface PushSubscriptionInput {
@@ -27,13 +25,7 @@ export interface PushStore {
 
 export function createPushStore(deps: { sql: Sql; queryTimeoutMs: number }): PushStore {
   const { sql, queryTimeoutMs } = deps;
-  const timed = async <T>(what: string, p: Promise<T>): Promise<T> => {
-    try {
-      return await withTimeout(p, queryTimeoutMs, what);
-    } catch (err) {
-      throw mapDbError(err);
-    }
-  };
+  const timed = <T>(what: string, p: Promise<T>): Promise<T> => timedQuery(p, queryTimeoutMs, what);
   return {
     async subscribe(userId, s, maxPerUser) {
       return timed(

@@ -1,8 +1,7 @@
 /** The webhooks table and its delivery log, as the admin routes read and write them (docs/webhooks.md). */
 import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
-import { mapDbError, type Sql } from '../common/db.js';
-import { withTimeout } from '../common/timeout.js';
+import { timedQuery, type Sql } from '../common/db.js';
 import type { ChatEventType } from '../common/events.js';
 
 /** What a webhook may subscribe to: the public event stream's types (docs/events.md). */
@@ -112,13 +111,7 @@ export interface WebhookStore {
 }
 
 export function createWebhookStore(sql: Sql, queryTimeoutMs: number): WebhookStore {
-  const run = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await withTimeout(fn(), queryTimeoutMs, what);
-    } catch (err) {
-      throw mapDbError(err);
-    }
-  };
+  const run = <T>(what: string, fn: () => Promise<T>): Promise<T> => timedQuery(fn(), queryTimeoutMs, what);
   const found = (rows: WebhookRow[]): WebhookRecord => {
     if (!rows[0]) throw new AppError('not_found', 'webhook not found');
     return toWebhook(rows[0]);

@@ -8,7 +8,7 @@ import { ConfigError, type Config } from '../common/config.js';
 import { runMain } from '../common/process-main.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
-import { createSql, type Sql } from '../common/db.js';
+import { createConfiguredSql, type Sql } from '../common/db.js';
 import { KafkaError, createKafkaClient, createProducer, ensureTopics } from '../common/kafka/index.js';
 import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { probe, readiness, startOpsServer, type DependencyCheck, type Readiness } from '../common/ops-server.js';
@@ -78,19 +78,15 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'relay' });
   const metrics = createMetrics({ nodeId: config.nodeId });
   const tracing = tracingFromConfig(config, 'relay');
-  const sql = createSql({
+  const sql = createConfiguredSql(config.timeouts, {
     url: config.databaseUrl,
     maxConnections: 4,
-    connectTimeoutS: config.timeouts.dbConnectS,
-    queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-relay-${config.nodeId}`,
   });
   // The lease's own connection (relay/lease.ts): its backend pid stands for this process in the lease row.
-  const leaseSql = createSql({
+  const leaseSql = createConfiguredSql(config.timeouts, {
     url: config.databaseUrl,
     maxConnections: 1,
-    connectTimeoutS: config.timeouts.dbConnectS,
-    queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-relay-${config.nodeId}-lease`,
     maxLifetimeS: null,
   });

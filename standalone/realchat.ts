@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Config } from '../common/config.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createMetrics, type Metrics } from '../common/metrics.js';
-import { createSql, type Sql } from '../common/db.js';
+import { createConfiguredSql, type Sql } from '../common/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../common/embedded-postgres.js';
 import { migrate } from '../sql/migrate.js';
 import { startGatewayNode } from '../gateway/node.js';
@@ -77,11 +77,9 @@ export async function startRealChat(config: Config, opts: StartOptions = {}): Pr
 
   // PGlite behind pglite-socket is single-connection.
   const poolSize = embedded ? 1 : config.limits.dbPoolSize;
-  const sql = createSql({
+  const sql = createConfiguredSql(config.timeouts, {
     url: databaseUrl,
     maxConnections: poolSize,
-    connectTimeoutS: config.timeouts.dbConnectS,
-    queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-${config.nodeId}`,
   });
   const applied = await migrate(sql);

@@ -10,7 +10,7 @@ import { ConfigError, type Config } from '../../common/config.js';
 import { runMain } from '../../common/process-main.js';
 import { createLogger } from '../../common/log.js';
 import { createMetrics } from '../../common/metrics.js';
-import { createSql } from '../../common/db.js';
+import { createConfiguredSql } from '../../common/db.js';
 import { CircuitBreaker } from '../../common/breaker.js';
 import { presenceFromConfig, type PresenceRegistry } from '../../common/presence.js';
 import { createNotifier, type OnlineCheck } from './notifier.js';
@@ -42,11 +42,9 @@ export async function runNotifier(config: Config): Promise<{ stop(): Promise<voi
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'notifier' });
   const metrics = createMetrics({ nodeId: config.nodeId });
   const pushMetrics = createPushMetrics(metrics.registry);
-  const sql = createSql({
+  const sql = createConfiguredSql(config.timeouts, {
     url: config.databaseUrl,
     maxConnections: 4,
-    connectTimeoutS: config.timeouts.dbConnectS,
-    queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-notifier-${config.nodeId}`,
   });
   const presence = presenceFromConfig(config);

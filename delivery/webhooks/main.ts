@@ -8,7 +8,7 @@ import { ConfigError, type Config } from '../../common/config.js';
 import { runMain } from '../../common/process-main.js';
 import { createLogger } from '../../common/log.js';
 import { createMetrics } from '../../common/metrics.js';
-import { createSql } from '../../common/db.js';
+import { createConfiguredSql } from '../../common/db.js';
 import { startWebhookDispatcher } from './dispatcher.js';
 import { runStreamConsumerProcess } from '../stream-consumer-process.js';
 
@@ -17,11 +17,9 @@ export async function runWebhooks(config: Config): Promise<{ stop(): Promise<voi
   if (!config.databaseUrl) throw new ConfigError('the webhook dispatcher needs DATABASE_URL (its delivery table)');
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'webhooks' });
   const metrics = createMetrics({ nodeId: config.nodeId });
-  const sql = createSql({
+  const sql = createConfiguredSql(config.timeouts, {
     url: config.databaseUrl,
     maxConnections: 4,
-    connectTimeoutS: config.timeouts.dbConnectS,
-    queryTimeoutMs: config.timeouts.dbQueryMs,
     applicationName: `realchat-webhooks-${config.nodeId}`,
   });
   const dispatcher = startWebhookDispatcher({ config, sql, log, registry: metrics.registry });
