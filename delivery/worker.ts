@@ -11,7 +11,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import {
   KafkaError,
-  consumerLag,
+  createLagProbe,
   createKafkaClient,
   createProducer,
   deleteTopics,
@@ -160,8 +160,9 @@ export async function startDeliveryWorker(deps: {
     fetch: { minBytes: topics.fetchMinBytes, maxWaitMs: topics.fetchMaxWaitMs },
   });
 
+  const lagProbe = createLagProbe(kafka);
   const lagTimer = setInterval(() => {
-    consumerLag(kafka, topics.deliveryGroupId, topics.eventsTopic).then(
+    lagProbe.lag(topics.deliveryGroupId, topics.eventsTopic).then(
       (lags) => {
         for (const l of lags)
           metrics.consumerLag.set({ group: topics.deliveryGroupId, topic: l.topic, partition: String(l.partition) }, l.lag);
@@ -192,6 +193,7 @@ export async function startDeliveryWorker(deps: {
     async stop() {
       clearInterval(janitor);
       clearInterval(lagTimer);
+      await lagProbe.close();
       await consumer.stop();
       await producer.close();
     },

@@ -8,7 +8,7 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { consumerLag, createKafkaClient, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
+import { createKafkaClient, createLagProbe, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
 import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
 import { CircuitBreaker } from '../common/breaker.js';
 import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/node-records.js';
@@ -72,9 +72,10 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
   const breaker = new CircuitBreaker(config.breakers.redis);
   // This node's own consumer lag (grows while it is paused as overloaded).
   const group = `realchat-gateway-${nodeId}`;
+  const lagProbe = createLagProbe(kafka);
   const lagTimer = setInterval(() => {
     for (const topic of topics) {
-      consumerLag(kafka, group, topic).then(
+      lagProbe.lag(group, topic).then(
         (lags) => {
           for (const l of lags) metrics.consumerLag.set({ group, topic, partition: String(l.partition) }, l.lag);
         },
@@ -129,6 +130,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     presenceFeed,
     async stop() {
       clearInterval(lagTimer);
+      await lagProbe.close();
       await agent?.stop();
       stopLoad();
       await consumer.stop();

@@ -4,11 +4,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKafkaClient, createProducer, runConsumer, type InRecord } from '../common/kafka/index.js';
+import { createKafkaClient, createLagProbe, createProducer, runConsumer, type InRecord } from '../common/kafka/index.js';
 import { createLogger } from '../common/log.js';
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
 
@@ -165,4 +166,52 @@ describe('Kafka client wrapper (real broker)', () => {
       await producer.close();
     }
   }, 90_000);
+
+  it('the lag probe reads over one kept session, and replaces it after a reading failed', async () => {
+    const topic = `lag-${randomUUID()}`;
+    await admin((a) => a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1 }] }));
+    const producer = await createProducer(kafka(), { timeoutMs: 5000, log });
+    await producer.send(
+      topic,
+      [1, 2, 3, 4, 5].map((i) => ({ key: 'k', value: String(i), headers: {} })),
+    );
+    await producer.close();
+    // Our sockets to the broker, by local port: a kept session keeps the same ones.
+    const sockets = () =>
+      execFileSync('ss', ['-tnH', 'state', 'established', 'dport', `= :${broker.port}`], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.trim().split(/\s+/)[2])
+        .sort();
+    const probe = createLagProbe(kafka());
+    try {
+      // A fresh broker creates its offsets topic on first use: the group coordinator may not exist yet.
+      let lags: number[] = [];
+      for (let i = 0; i < 40 && lags.length === 0; i++) {
+        lags = await probe.lag('no-such-group', topic).then(
+          (ls) => ls.map((p) => p.lag),
+          () => new Promise<number[]>((r) => setTimeout(() => r([]), 250)),
+        );
+      }
+      expect(lags).toEqual([5]);
+      const first = sockets();
+      for (let i = 0; i < 3; i++) expect((await probe.lag('no-such-group', topic))[0]?.lag).toBe(5);
+      expect(sockets()).toEqual(first);
+
+      const pid = Number(readFileSync(join(broker.dir, 'node-1', 'pid'), 'utf8').trim());
+      process.kill(pid, 'SIGSTOP');
+      try {
+        await allThreadsStopped(pid);
+        // A timeout, or kafkajs giving up on the coordinator first: either way the reading fails.
+        await expect(probe.lag('no-such-group', topic)).rejects.toThrow();
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      expect((await probe.lag('no-such-group', topic))[0]?.lag).toBe(5);
+      expect(sockets()).not.toEqual(first); // the failed session was replaced
+    } finally {
+      await probe.close();
+    }
+  }, 60_000);
 });

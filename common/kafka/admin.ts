@@ -71,20 +71,65 @@ export interface PartitionLag {
 }
 
 /** Consumer lag per partition: log end offset minus the group's committed offset. */
+async function readLag(admin: Admin, groupId: string, topic: string): Promise<PartitionLag[]> {
+  const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+  const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+  return ends.map((e) => {
+    const end = Number(e.high);
+    const c = byPartition.get(e.partition) ?? -1;
+    const start = Number(e.low);
+    const committedOffset = c < 0 ? start : c;
+    return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
+  });
+}
+
+/** One lag reading on a session of its own (the CLI). */
 export async function consumerLag(client: KafkaClient, groupId: string, topic: string): Promise<PartitionLag[]> {
-  return withAdmin(
-    client,
-    async (admin) => {
-      const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
-      const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-      return ends.map((e) => {
-        const end = Number(e.high);
-        const c = byPartition.get(e.partition) ?? -1;
-        const start = Number(e.low);
-        const committedOffset = c < 0 ? start : c;
-        return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
-      });
+  return withAdmin(client, (admin) => readLag(admin, groupId, topic), KAFKA_DEFAULTS.lagCallTimeoutMs);
+}
+
+export interface LagProbe {
+  lag(groupId: string, topic: string): Promise<PartitionLag[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * Lag readings every few seconds over one admin session kept between them. A session per reading
+ * (what the roles did before) costs the brokers new connections, ApiVersions and full metadata
+ * each time, several times a second across a cluster. A failed or timed-out reading drops the
+ * session (its disconnect also ends whatever kafkajs still retries); the next reading opens a new one.
+ */
+export function createLagProbe(client: KafkaClient): LagProbe {
+  let session: Promise<Admin> | null = null;
+  let closed = false;
+  const end = (s: Promise<Admin>) =>
+    s.then((a) => withTimeout(a.disconnect(), KAFKA_DEFAULTS.disconnectTimeoutMs, 'kafka admin disconnect')).catch(() => {});
+  const open = (): Promise<Admin> => {
+    const admin = raw(client).admin();
+    return admin.connect().then(() => admin);
+  };
+  return {
+    async lag(groupId, topic) {
+      if (closed) throw new Error('lag probe closed');
+      if (!session) session = open();
+      const s = session;
+      try {
+        return await withTimeout(
+          s.then((a) => readLag(a, groupId, topic)),
+          KAFKA_DEFAULTS.lagCallTimeoutMs,
+          'kafka lag',
+        );
+      } catch (err) {
+        if (session === s) session = null;
+        void end(s);
+        throw err;
+      }
     },
-    KAFKA_DEFAULTS.lagCallTimeoutMs,
-  );
+    async close() {
+      closed = true;
+      const s = session;
+      session = null;
+      if (s) await end(s);
+    },
+  };
 }

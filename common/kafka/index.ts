@@ -4,7 +4,7 @@
  */
 export { KAFKA_DEFAULTS, createKafkaClient, type KafkaClient, type KafkaOptions } from './client.js';
 export { KafkaError } from './errors.js';
-export { consumerLag, deleteTopics, ensureTopics, type PartitionLag } from './admin.js';
+export { consumerLag, createLagProbe, deleteTopics, ensureTopics, type LagProbe, type PartitionLag } from './admin.js';
 export { createProducer, type KafkaProducer, type OutRecord } from './producer.js';
 export {
   GroupConsumer,

@@ -88,7 +88,10 @@ export const RECOVERY_FROM: Record<FaultKind, 'start' | 'end'> = {
 /** Recovery targets in seconds (docs/chaos.md); kinds without one are measured and reported only. */
 export const SLA_S: Partial<Record<FaultKind, number>> = {
   'gateway-kill': 10,
-  'relay-stop': 5,
+  // A standby takes over once the paused leader's lease has expired on the database's clock
+  // (REALCHAT_RELAY_LEASE_TTL_MS, 5 s) and its next renewal attempt sees that (every 1 s), then
+  // publishes the backlog: about 7 s with the defaults, so 5 s cannot hold by construction.
+  'relay-stop': 8,
   'broker-kill': 15,
   'controller-kill': 15,
   'redis-kill': 15,
@@ -133,6 +136,11 @@ export interface PlannedFault {
   delay_ms: number;
   /** clock-skew: seconds the role's wall clock is off (either way) */
   skew_s: number;
+  /**
+   * Isolated phase: starts `quiet_s` after every earlier fault has ended (`at_s` is then only the
+   * earliest start), so nothing else is active in its measurement window.
+   */
+  quiet_s?: number;
 }
 
 export interface FaultRecord {
@@ -202,6 +210,29 @@ export function planSchedule(rng: Rng, durationS: number, kinds: FaultKind[], me
   return out;
 }
 
+/**
+ * The isolated phase, after the overlapping schedule: one fault of each kind with a recovery SLA,
+ * each alone: it starts `gapS` after every earlier fault has ended (a killed process is restarted
+ * and ready, a paused one resumed), so the one before it has recovered and its backlog is gone.
+ * Overlapping faults cannot be held to a one-fault SLA (a gateway kill during a PostgreSQL restart
+ * recovers when PostgreSQL does); these can. Holds are the shorter half of each kind's range.
+ */
+export function planIsolated(rng: Rng, startS: number, kinds: FaultKind[], gapS: number): PlannedFault[] {
+  const withSla = kinds.filter((k) => SLA_S[k] !== undefined);
+  return withSla.map((kind) => {
+    const [lo, hi] = HOLD[kind];
+    return {
+      kind,
+      at_s: startS,
+      quiet_s: gapS,
+      hold_s: Math.round(rng.between(lo, (lo + hi) / 2) * 10) / 10,
+      pick: rng.next(),
+      delay_ms: rng.int(100, 400),
+      skew_s: rng.pick([-1, 1]) * rng.int(3, 10),
+    };
+  });
+}
+
 const CAPACITY: Record<string, (stack: ChaosStack) => number> = {
   gateway: (s) => s.gateways.length - 1,
   relay: () => 1,
@@ -240,6 +271,10 @@ export class FaultRunner {
     for (const f of plan) {
       const wait = this.t0 + f.at_s * 1000 - Date.now();
       if (wait > 0) await sleep(wait);
+      if (f.quiet_s !== undefined) {
+        while (this.running.size > 0) await Promise.allSettled([...this.running]);
+        if (!this.aborted) await sleep(f.quiet_s * 1000);
+      }
       if (this.aborted) break;
       const g = GROUP[f.kind];
       // A role at its bound gets up to 5 s for a fault to heal before this one is skipped.
@@ -418,19 +453,19 @@ export class FaultRunner {
       claim(link.name);
       try {
         let label = link.name;
-        if (kind === 'net-partition') link.proxy.partition();
+        if (kind === 'net-partition') await link.proxy.partition();
         else if (kind === 'net-latency') {
-          link.proxy.delayMs = f.delay_ms;
+          await link.proxy.latency(f.delay_ms);
           label += ` +${f.delay_ms}ms`;
         } else {
           // 5-20 % of chunks stall for a 200-600 ms retransmission timeout
-          link.proxy.lossRate = 0.05 + 0.15 * f.pick;
-          link.proxy.rtoMs = f.delay_ms + 100;
-          label += ` ${Math.round(link.proxy.lossRate * 100)}% loss`;
+          const rate = 0.05 + 0.15 * f.pick;
+          await link.proxy.loss(rate, f.delay_ms + 100);
+          label += ` ${Math.round(rate * 100)}% loss`;
         }
         const t = started(label);
         await sleep(hold);
-        link.proxy.heal();
+        await link.proxy.heal();
         this.record(f, label, t);
       } finally {
         release(link.name);

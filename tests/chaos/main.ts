@@ -1,6 +1,6 @@
 /**
  * npm run chaos -- --duration S --seed N [--rate R] [--faults kinds] [--out FILE] [--users U]
- *                  [--fault-gap S] [--broken drop-live|no-fill] [--heal-timeout S]
+ *                  [--fault-gap S] [--isolated-gap S] [--broken drop-live|no-fill] [--heal-timeout S]
  *
  * Exit code: 0 when the verdict is pass, 1 when it is fail, 2 on a usage or setup error.
  * Ctrl-C stops the schedule and tears the stack down; a second Ctrl-C kills everything at once.
@@ -39,7 +39,7 @@ async function main(): Promise<number> {
   let opts: Parameters<typeof runChaos>[0];
   try {
     args = parse(process.argv.slice(2));
-    const known = new Set(['duration', 'seed', 'rate', 'faults', 'out', 'users', 'fault-gap', 'broken', 'heal-timeout']);
+    const known = new Set(['duration', 'seed', 'rate', 'faults', 'out', 'users', 'fault-gap', 'isolated-gap', 'broken', 'heal-timeout']);
     for (const k of Object.keys(args)) if (!known.has(k)) throw new Error(`unknown option --${k}`);
     const seed = Math.floor(num(args.seed, Math.floor(Math.random() * 1e9), 'seed'));
     const broken = (args.broken ?? 'none') as Broken;
@@ -50,6 +50,7 @@ async function main(): Promise<number> {
       rate: num(args.rate, 200, 'rate'),
       faults: args.faults === 'none' ? [] : parseKinds(args.faults),
       faultGapS: num(args['fault-gap'], 4.5, 'fault-gap'),
+      isolatedGapS: num(args['isolated-gap'], 16, 'isolated-gap'),
       out: (args.out ?? defaultOut(seed, broken)).replace(/\.(json|md|svg)$/, ''),
       broken,
       users: Math.max(4, Math.floor(num(args.users, 36, 'users'))),

@@ -6,7 +6,13 @@
 timeout and holds up the rest). Not a full netem: nothing below TCP. Network
  * namespaces would fault every protocol of a role; this faults one link with no root setup.
  */
+import { type ChildProcess, fork } from 'node:child_process';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ROOT } from './procs.js';
+import type { ProxyCommand } from './proxy-process.js';
 
 interface Pair {
   client: Socket;
@@ -112,5 +118,80 @@ export class TcpProxy {
       p.upstream?.destroy();
     }
     return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+/** A TcpProxy running in a child process (proxy-process.ts), so the runner's load cannot slow the link. */
+export class ProxyProcess {
+  private nextId = 1;
+  private readonly waiting = new Map<number, () => void>();
+
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly port: number,
+  ) {
+    child.on('message', (m: { id?: number }) => {
+      if (m.id === undefined) return;
+      this.waiting.get(m.id)?.();
+      this.waiting.delete(m.id);
+    });
+  }
+
+  static start(targetPort: number): Promise<ProxyProcess> {
+    // Compiled by `npm run chaos:build` (npm test and npm run chaos run it first); when this module
+    // runs from source (vitest), the compiled child is taken from there.
+    const here = fileURLToPath(import.meta.url);
+    const script = here.endsWith('.ts')
+      ? join(ROOT, '.cache/chaos-build/tests/chaos/proxy-process.js')
+      : join(dirname(here), 'proxy-process.js');
+    if (!existsSync(script)) return Promise.reject(new Error(`${script} is missing: run \`npm run chaos:build\``));
+    const child = fork(script, [String(targetPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error('proxy process did not start within 10 s'));
+      }, 10_000);
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`proxy process exited (${code}) before it listened`)));
+      child.once('message', (m: { port?: number }) => {
+        clearTimeout(timer);
+        if (typeof m.port === 'number') resolve(new ProxyProcess(child, m.port));
+        else reject(new Error('proxy process sent no port'));
+      });
+    });
+  }
+
+  /** Resolves once the proxy applied the command (bounded: a dead child must not hang a fault). */
+  private command(c: ProxyCommand): Promise<void> {
+    if (!this.child.connected) return Promise.resolve();
+    const id = this.nextId++;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        resolve();
+      }, 5000);
+      this.waiting.set(id, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.child.send({ ...c, id });
+    });
+  }
+
+  partition(): Promise<void> {
+    return this.command({ op: 'partition' });
+  }
+  heal(): Promise<void> {
+    return this.command({ op: 'heal' });
+  }
+  latency(delayMs: number): Promise<void> {
+    return this.command({ op: 'latency', delayMs });
+  }
+  loss(rate: number, rtoMs: number): Promise<void> {
+    return this.command({ op: 'loss', rate, rtoMs });
+  }
+  async close(): Promise<void> {
+    await this.command({ op: 'close' });
+    if (this.child.exitCode === null) this.child.kill('SIGKILL');
   }
 }

@@ -88,6 +88,9 @@ export interface ChaosResult {
     fills: number;
     p50_ms: number | null;
     p99_ms: number | null;
+    /** Send issued -> acknowledged (the write path alone), by send second. */
+    ack_p50_ms: number | null;
+    ack_p99_ms: number | null;
   }>;
 }
 
@@ -127,12 +130,22 @@ export function analyze(i: AnalyzeInput): ChaosResult {
   let end = i.durationS;
   for (const s of acked) end = Math.max(end, (s.ackAt! - i.t0) / 1000);
   end += 1;
-  const buckets = Array.from({ length: Math.ceil(end) }, () => ({ sent: 0, acked: 0, delivered: 0, fills: 0, lat: [] as number[] }));
+  const buckets = Array.from({ length: Math.ceil(end) }, () => ({
+    sent: 0,
+    acked: 0,
+    delivered: 0,
+    fills: 0,
+    lat: [] as number[],
+    ackLat: [] as number[],
+  }));
   const at = (ms: number) => buckets[Math.max(0, Math.min(buckets.length - 1, Math.floor((ms - i.t0) / 1000)))]!;
   let delivered = 0;
   for (const s of sends) {
     at(s.firstAt).sent++;
-    if (s.ackAt !== null) at(s.ackAt).acked++;
+    if (s.ackAt !== null) {
+      at(s.ackAt).acked++;
+      at(s.firstAt).ackLat.push(s.ackAt - s.firstAt);
+    }
     const got = s.seq === null ? undefined : w.received.get(`${s.conv}#${s.seq}`);
     for (const t of got?.values() ?? []) {
       delivered++;
@@ -143,7 +156,18 @@ export function analyze(i: AnalyzeInput): ChaosResult {
   for (const f of w.fills) if (f.via !== 'resume') at(f.at).fills += f.count;
   const timeline = buckets.map((b, t) => {
     const sorted = b.lat.sort((a, c) => a - c);
-    return { t, sent: b.sent, acked: b.acked, delivered: b.delivered, fills: b.fills, p50_ms: pct(sorted, 50), p99_ms: pct(sorted, 99) };
+    const acks = b.ackLat.sort((a, c) => a - c);
+    return {
+      t,
+      sent: b.sent,
+      acked: b.acked,
+      delivered: b.delivered,
+      fills: b.fills,
+      p50_ms: pct(sorted, 50),
+      p99_ms: pct(sorted, 99),
+      ack_p50_ms: pct(acks, 50),
+      ack_p99_ms: pct(acks, 99),
+    };
   });
 
   // Recovery: from the fault's reference point until sends are accepted again (the first ack of a

@@ -10,7 +10,7 @@ import postgres from 'postgres';
 import { createAuthenticator } from '../../gateway/auth.js';
 import type { StoredMessage } from '../harness/history.js';
 import { createConversationAt } from '../harness/queries.js';
-import { type FaultKind, FaultRunner, planSchedule } from './faults.js';
+import { type FaultKind, FaultRunner, planIsolated, planSchedule } from './faults.js';
 import { ROOT, sleep } from './procs.js';
 import { analyze, type ChaosResult, writeResults } from './report.js';
 import { Rng } from './rng.js';
@@ -25,6 +25,8 @@ export interface ChaosOptions {
   faults: FaultKind[];
   /** mean seconds between fault starts */
   faultGapS: number;
+  /** seconds between the faults of the isolated phase after the schedule (0: no isolated phase) */
+  isolatedGapS: number;
   /** results written to <out>.json, .md, .svg */
   out: string;
   broken: Broken;
@@ -101,13 +103,19 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
   o.log(`${active.length} users (homes over ${nGw} gateways), ${conversations.length} conversations; connecting`);
   await workload.connectAll();
 
-  const plan = planSchedule(scheduleRng, o.durationS, o.faults, o.faultGapS);
+  const isolated = o.isolatedGapS > 0 ? planIsolated(scheduleRng, o.durationS, o.faults, o.isolatedGapS) : [];
+  const plan = [...planSchedule(scheduleRng, o.durationS, o.faults, o.faultGapS), ...isolated];
+  // After an isolated phase the workload runs one more gap, for the last fault to recover in.
+  const schedule = async () => {
+    await faults.run(plan);
+    if (isolated.length > 0) await sleep(o.isolatedGapS * 1000);
+  };
   o.log(`schedule: ${plan.length} faults planned: ${plan.map((f) => `${f.at_s}s ${f.kind}`).join(', ')}`);
   const t0 = Date.now();
   const faults = new FaultRunner(stack, t0, (m) => o.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`));
   const onAbort = () => faults.abort();
   signal?.addEventListener('abort', onAbort);
-  // The runner's own event loop carries every client and both proxies: if it lags, so does every number.
+  // The runner's own event loop carries every client (the proxies run in processes of their own).
   const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   loopDelay.enable();
   workload.start(o.rate);
@@ -117,7 +125,7 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
   }, 10_000);
   try {
     await Promise.race([
-      Promise.all([faults.run(plan), sleep(o.durationS * 1000)]),
+      Promise.all([schedule(), sleep(o.durationS * 1000)]),
       new Promise<void>((_, rej) => signal?.addEventListener('abort', () => rej(new Error('aborted')))),
     ]);
   } catch (err) {

@@ -10,11 +10,11 @@ import postgres from 'postgres';
 import { freePort } from '../harness/postgres.js';
 import { UNLIMITED_RATES } from '../harness/env.js';
 import { type ExitRecord, KafkaCluster, NodeRole, Postgres, RedisSentinelSet, type Role, runEmergencyCleanup, sleep } from './procs.js';
-import { TcpProxy } from './proxy.js';
+import { ProxyProcess } from './proxy.js';
 
 export interface Link {
   name: string;
-  proxy: TcpProxy;
+  proxy: ProxyProcess;
 }
 
 export interface StackOptions {
@@ -94,7 +94,7 @@ export class ChaosStack {
     };
     const direct = `postgres://postgres@127.0.0.1:${pg.port}/postgres`;
     const viaProxy = async (name: string) => {
-      const proxy = await TcpProxy.start(pg.port);
+      const proxy = await ProxyProcess.start(pg.port);
       this.links.push({ name, proxy });
       return `postgres://postgres@127.0.0.1:${proxy.port}/postgres`;
     };
@@ -197,7 +197,7 @@ export class ChaosStack {
 
   /** Safety net after the schedule: everything running, unpaused, unpartitioned. */
   async healAll(): Promise<void> {
-    for (const l of this.links) l.proxy.heal();
+    await Promise.all(this.links.map((l) => l.proxy.heal()));
     this.pg.resume();
     if (!this.pg.postmaster()) await this.pg.start();
     for (const s of [...this.redis.servers, ...this.redis.sentinels]) {
