@@ -84,7 +84,7 @@ describe('chaos: what a run concludes', () => {
   const [u1, u2] = ['a0000000-0000-4000-8000-000000000001', 'b0000000-0000-4000-8000-000000000002'];
 
   /** `n` messages from u1, one per 100 ms from t0 + 1 s, each surfaced to both members 20 ms after its ack. */
-  function scenario(n: number, tweak: { skipReceipt?: number; fillAt?: number; lateSeq?: number } = {}) {
+  function scenario(n: number, tweak: { skipReceipt?: number; fillAt?: number; lateSeq?: number; stall?: [number, number] } = {}) {
     const w = new Workload([], [{ id: conv, members: [u1, u2] }], {
       rng: new Rng(1),
       gatewayUrls: () => [],
@@ -103,7 +103,10 @@ describe('chaos: what a run concludes', () => {
       w.history.send(u1, conv, key);
       w.history.ack(u1, key, env);
       w.sends.set(key, { key, sender: u1, conv, firstAt, ackAt: firstAt + 10, seq: k, messageId: `m${k}`, error: null });
-      const at = firstAt + 30 + (tweak.lateSeq === k ? 20_000 : 0);
+      let at = firstAt + 30 + (tweak.lateSeq === k ? 20_000 : 0);
+      // sent while the pipeline was stalled: everything surfaces when the stall ends
+      const stall = tweak.stall;
+      if (stall && firstAt >= t0 + stall[0] * 1000 && firstAt < t0 + stall[1] * 1000) at = t0 + stall[1] * 1000 + 30;
       for (const u of [u1, u2]) {
         if (tweak.skipReceipt === k && u === u2) continue;
         const byFill = k === fillSeq && u === u2;
@@ -165,6 +168,27 @@ describe('chaos: what a run concludes', () => {
     expect(r.recovery_s['gateway-kill']!.max_isolated).toBeGreaterThan(10);
     expect(r.recovery_s['gateway-kill']!.pass).toBe(false);
     expect(r.verdict).toBe('fail');
+  });
+
+  const brokerKill = (start: number, end: number): FaultRecord => ({ ...gwKill(start, end), kind: 'broker-kill', target: 'kafka-2' });
+
+  it('a fault that stalls what is sent after it recovers when the stall ends, not when the last earlier message arrived', () => {
+    // everything before the kill was delivered at once; what was sent from 2 s to 6 s waits until 6 s
+    const r = run(scenario(120, { stall: [2, 6] }), [brokerKill(2, 3)]);
+    const rec = r.recovery_s['broker-kill']!.max!;
+    expect(rec).toBeGreaterThanOrEqual(3.9);
+    expect(rec).toBeLessThanOrEqual(4.2);
+    // the same history without the stall: back at once
+    expect(run(scenario(120), [brokerKill(2, 3)]).recovery_s['broker-kill']!.max!).toBeLessThan(0.5);
+  });
+
+  it('a held-up message after the pipeline has kept up for 5 s is not charged to the fault', () => {
+    // message 100 is sent at 11 s and held up 20 s; the kill at 2 s stalled nothing
+    const r = run(scenario(120, { lateSeq: 100 }), [brokerKill(2, 3)]);
+    expect(r.recovery_s['broker-kill']!.max!).toBeLessThan(0.5);
+    // held up within the 5 s after the kill, it is
+    const r2 = run(scenario(120, { lateSeq: 40 }), [brokerKill(2, 3)]);
+    expect(r2.recovery_s['broker-kill']!.max!).toBeGreaterThan(20);
   });
 
   it('the schedule is a function of the seed, and covers every kind before repeating one', () => {

@@ -49,4 +49,108 @@ export function kafkajsRequestQueue(): { prototype: RequestQueueInternals } {
   return createRequire(import.meta.url)('kafkajs/src/network/requestQueue/index.js') as { prototype: RequestQueueInternals };
 }
 
+/** The part of kafkajs' consumer group (src/consumer/consumerGroup) the second fix touches. */
+interface ConsumerGroupInternals {
+  groupId: string;
+  coordinator: unknown;
+  cluster: { refreshMetadata(): Promise<void>; findGroupCoordinator(o: { groupId: string }): Promise<unknown> };
+  recoverFromFetch(e: unknown): Promise<void>;
+  heartbeat(o: { interval: number }): Promise<void>;
+}
+
+/** Pause between fetch attempts at a partition leader that refuses connections. */
+export const UNREACHABLE_LEADER_BACKOFF_MS = 250;
+
+/**
+ * A fetch from a broker that died fails with KafkaJSConnectionError, which kafkajs 2.2.4's
+ * `recoverFromFetch` rethrows: the error ends every fetcher of the consumer (all brokers, not only
+ * the dead one), and the runner retries with the metadata it had, which still names the dead
+ * broker, until its retries run out and the consumer crash-restarts (tulios/kafkajs#1439; the
+ * broker pool "bails on connection errors" expecting "a higher level" to refresh metadata, which
+ * the consumer never does). Measured in a chaos run: a gateway's consumer stalled 25 s after a
+ * controller kill, plus the 5 s restart delay. Now the fetcher of the unreachable broker alone
+ * waits a moment and refreshes metadata; once the controller has moved its partitions, the new
+ * node list rebuilds the fetchers. Fetchers of live brokers go on meanwhile. If the refresh
+ * itself fails (no broker reachable), that error takes kafkajs' crash-and-restart path as before.
+ */
+export function patchConsumerFetchRecovery(ConsumerGroup: { prototype: ConsumerGroupInternals }): void {
+  const original = ConsumerGroup.prototype.recoverFromFetch;
+  ConsumerGroup.prototype.recoverFromFetch = async function (this: ConsumerGroupInternals, e: unknown) {
+    if ((e as { name?: unknown } | null)?.name !== 'KafkaJSConnectionError') return original.call(this, e);
+    await new Promise((resolve) => setTimeout(resolve, UNREACHABLE_LEADER_BACKOFF_MS));
+    await this.cluster.refreshMetadata();
+  };
+}
+
+/** The part of kafkajs' offset manager (src/consumer/offsetManager) the third fix touches. */
+interface OffsetManagerInternals {
+  groupId: string;
+  coordinator: { isConnected(): boolean; nodeId?: number };
+  cluster: {
+    refreshMetadata(): Promise<void>;
+    findBroker(b: { nodeId?: number }): Promise<OffsetManagerInternals['coordinator']>;
+    findGroupCoordinator(o: { groupId: string }): Promise<OffsetManagerInternals['coordinator']>;
+  };
+  getCoordinator(): Promise<OffsetManagerInternals['coordinator']>;
+}
+
+const lostBroker = (e: unknown) => {
+  const name = (e as { name?: unknown } | null)?.name;
+  return name === 'KafkaJSConnectionError' || name === 'KafkaJSBrokerNotFound';
+};
+
+/**
+ * kafkajs' offset manager keeps the group coordinator it was built with: when that broker dies,
+ * every offset commit looks it up by node id again (refused, or gone from the metadata), the batch
+ * is retried against it until the consumer's retries run out, and only the crash-restart finds the
+ * new coordinator. Measured in a chaos run: delivery workers crashed 40 s after a controller kill
+ * ("Broker 1 not found in the cached metadata" from OffsetManager.getCoordinator), with deliveries
+ * held up 25-30 s. Now a coordinator that is gone is looked up again by the group, which is what
+ * the consumer does when it joins.
+ */
+export function patchOffsetCoordinator(OffsetManager: { prototype: OffsetManagerInternals }): void {
+  const original = OffsetManager.prototype.getCoordinator;
+  OffsetManager.prototype.getCoordinator = async function (this: OffsetManagerInternals) {
+    try {
+      return await original.call(this);
+    } catch (e) {
+      if (!lostBroker(e)) throw e;
+      await this.cluster.refreshMetadata();
+      this.coordinator = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
+      return this.coordinator;
+    }
+  };
+}
+
+/**
+ * The same for the group's heartbeats, which go to the coordinator found at the last join: a
+ * heartbeat that cannot reach it looks the coordinator up again and is sent once more, so the
+ * member stays in its group (the new coordinator loads the group from __consumer_offsets) instead
+ * of the consumer retrying the dead broker until it crash-restarts and rejoins.
+ */
+export function patchHeartbeatCoordinator(ConsumerGroup: { prototype: ConsumerGroupInternals }): void {
+  const original = ConsumerGroup.prototype.heartbeat;
+  ConsumerGroup.prototype.heartbeat = async function (this: ConsumerGroupInternals, o: { interval: number }) {
+    try {
+      return await original.call(this, o);
+    } catch (e) {
+      if (!lostBroker(e)) throw e;
+      await this.cluster.refreshMetadata();
+      this.coordinator = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
+      return original.call(this, o);
+    }
+  };
+}
+
+export function kafkajsOffsetManager(): { prototype: OffsetManagerInternals } {
+  return createRequire(import.meta.url)('kafkajs/src/consumer/offsetManager/index.js') as { prototype: OffsetManagerInternals };
+}
+
+export function kafkajsConsumerGroup(): { prototype: ConsumerGroupInternals } {
+  return createRequire(import.meta.url)('kafkajs/src/consumer/consumerGroup.js') as { prototype: ConsumerGroupInternals };
+}
+
 patchRequestQueue(kafkajsRequestQueue());
+patchConsumerFetchRecovery(kafkajsConsumerGroup());
+patchOffsetCoordinator(kafkajsOffsetManager());
+patchHeartbeatCoordinator(kafkajsConsumerGroup());

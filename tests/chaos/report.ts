@@ -98,6 +98,38 @@ const pct = (sorted: number[], p: number): number | null =>
   sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : null;
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
+/** A message slower than this (send -> acknowledged and surfaced to every member) was held up. */
+export const LATE_MS = 2_000;
+/** The pipeline counts as back once it has kept up for this long without a held-up message. */
+export const STABLE_MS = 5_000;
+
+/**
+ * The first moment r >= ref from which, for STABLE_MS, every message sent from 10 s before ref up
+ * to LATE_MS before the moment has been acknowledged and surfaced to every member (null: some
+ * message of the window never was). Checked every 100 ms. A held-up message later than that, once
+ * the pipeline has kept up for STABLE_MS, is not charged to the fault: noise on a loaded machine
+ * (a GC pause, a rebalance) must not stretch a recovery that had visibly ended.
+ */
+export function pipelineBackAt(completions: ReadonlyArray<{ sentAt: number; doneAt: number | null }>, ref: number): number | null {
+  const window = completions.filter((c) => c.sentAt >= ref - 10_000);
+  const lastDone = window.reduce((m, c) => Math.max(m, c.doneAt ?? ref), ref);
+  let j = 0;
+  let done = Number.NEGATIVE_INFINITY; // latest completion among messages sent up to t - LATE_MS
+  let since: number | null = null;
+  for (let t = ref; ; t += 100) {
+    while (j < window.length && window[j]!.sentAt <= t - LATE_MS) {
+      const c = window[j++]!;
+      // never acknowledged or never surfaced to everyone: the pipeline is not back from here on
+      if (c.doneAt === null) return null;
+      done = Math.max(done, c.doneAt);
+    }
+    if (done <= t) {
+      since ??= t;
+      if (t - since >= STABLE_MS || (j === window.length && t >= lastDone)) return since;
+    } else since = null;
+  }
+}
+
 export interface AnalyzeInput {
   seed: number;
   durationS: number;
@@ -170,8 +202,16 @@ export function analyze(i: AnalyzeInput): ChaosResult {
     };
   });
 
-  // Recovery: from the fault's reference point until sends are accepted again (the first ack of a
-  // send issued after it) and everything sent in the 10 s before it has reached every member.
+  // Recovery: from the fault's reference point until the pipeline is back (see pipelineBackAt):
+  // sends are accepted again (the first ack of a send issued after it), everything sent in the 10 s
+  // before it has reached every member, and what is sent after it is handled within normal latency
+  // again. The last part is what shows a fault that stalls new traffic (a broker kill, whose
+  // partitions wait for a new leader) but leaves what was already delivered alone.
+  const completedAt = (s: (typeof sends)[number]) => {
+    const d = s.ackAt === null ? null : deliveredAll(s.conv, s.seq);
+    return d === null ? null : Math.max(s.ackAt!, d);
+  };
+  const completions = sends.map((s) => ({ sentAt: s.firstAt, doneAt: completedAt(s) })).sort((a, b) => a.sentAt - b.sentAt);
   const perKind = new Map<FaultKind, Array<{ rec: number | null; isolated: boolean }>>();
   for (const f of i.faults) {
     const ref = i.t0 + (RECOVERY_FROM[f.kind] === 'start' ? f.start_s : f.end_s) * 1000;
@@ -192,6 +232,9 @@ export function analyze(i: AnalyzeInput): ChaosResult {
       if (d === null) never = true;
       else caughtUp = Math.max(caughtUp, d);
     }
+    const back = pipelineBackAt(completions, ref);
+    if (back === null) never = true;
+    else caughtUp = Math.max(caughtUp, back);
     const rec = never ? null : round1((Math.max(accepted!, caughtUp, ref) - ref) / 1000);
     (f as FaultRecord & { recovery_s?: number | null }).recovery_s = rec;
     // Overlapping faults are not told apart: a recovery is only held against its SLA when no other
