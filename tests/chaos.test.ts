@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAULT_KINDS, type FaultRecord, planIsolated, planSchedule, SLA_S } from './chaos/faults.js';
 import { ROOT } from './chaos/procs.js';
+import { auditPipeline } from './chaos/pipeline-audit.js';
 import { analyze } from './chaos/report.js';
 import { Rng } from './chaos/rng.js';
 import { Workload } from './chaos/workload.js';
@@ -189,6 +190,30 @@ describe('chaos: what a run concludes', () => {
     // held up within the 5 s after the kill, it is
     const r2 = run(scenario(120, { lateSeq: 40 }), [brokerKill(2, 3)]);
     expect(r2.recovery_s['broker-kill']!.max!).toBeGreaterThan(20);
+  });
+
+  it('the pipeline audit finds a stored message never published, and a fill that covered a message never routed', () => {
+    const c = conv;
+    const stored = [1, 2, 3].map((sequence_number) => ({ conversation_id: c, sequence_number }));
+    const records = {
+      published: new Set([`${c}#1`, `${c}#3`]),
+      routed: new Map<string, Set<string> | 'all'>([
+        [`${c}#1`, new Set([u1])],
+        [`${c}#3`, 'all'],
+      ]),
+      deadLettered: 0,
+      records: 4,
+    };
+    const a = auditPipeline(records, stored, [
+      { user: u2, key: `${c}#1` }, // routed to u1 only: the fill hid a loss for u2
+      { user: u2, key: `${c}#3` }, // routed to every member: the fill covered a late copy
+    ]);
+    expect(a.unpublished).toEqual([`${c}#2`]);
+    expect(a.filled_never_routed).toEqual([`${u2}|${c}#1`]);
+    records.published.add(`${c}#2`);
+    records.routed.set(`${c}#1`, new Set([u1, u2]));
+    const clean = auditPipeline(records, stored, [{ user: u2, key: `${c}#1` }]);
+    expect([clean.unpublished, clean.filled_never_routed]).toEqual([[], []]);
   });
 
   it('the schedule is a function of the seed, and covers every kind before repeating one', () => {

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { StoredMessage } from '../harness/history.js';
 import { type FaultKind, type FaultRecord, RECOVERY_FROM, SLA_S, type SkippedFault, groupOf } from './faults.js';
+import type { PipelineAudit } from './pipeline-audit.js';
 import type { ExitRecord } from './procs.js';
 import type { Workload } from './workload.js';
 
@@ -80,6 +81,8 @@ export interface ChaosResult {
    * from them (finding 8: deliveries for their users are routed to no node); null if unreadable.
    */
   presence_after_heal?: { live: string[]; missing: string[] } | null;
+  /** Read from Kafka after the heal: did the pipeline carry what the fills delivered (null: unreadable). */
+  pipeline?: PipelineAudit | null;
   timeline: Array<{
     t: number;
     sent: number;
@@ -392,6 +395,12 @@ export function markdown(r: ChaosResult): string {
   if (r.arrivals)
     lines.push(
       `\nHow deliveries arrived: ${JSON.stringify(r.arrivals)} (live: the event pipeline; fill: a gap fill; resume: the catch-up after hello).`,
+    );
+  if (r.pipeline !== undefined)
+    lines.push(
+      r.pipeline
+        ? `\nPipeline audit (read from Kafka after the heal): ${r.pipeline.published} entries on the event topic, ${r.pipeline.unpublished.length} stored but never published; ${r.pipeline.filled} deliveries by fill, ${r.pipeline.filled_never_routed.length} of them never routed to that member by the pipeline; ${r.pipeline.dead_lettered} dead-lettered.`
+        : '\nPipeline audit: the topics could not be read.',
     );
   lines.push('');
   lines.push(`## Recovery (seconds) by fault kind`);

@@ -14,7 +14,8 @@ import { type FaultKind, FaultRunner, planIsolated, planSchedule } from './fault
 import { ROOT, sleep } from './procs.js';
 import { analyze, type ChaosResult, writeResults } from './report.js';
 import { Rng } from './rng.js';
-import { ChaosStack } from './stack.js';
+import { auditPipeline, readPipeline } from './pipeline-audit.js';
+import { CHAOS_TOPICS, ChaosStack } from './stack.js';
 import { type Broken, type Conversation, type User, Workload } from './workload.js';
 
 export interface ChaosOptions {
@@ -167,6 +168,12 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
         FROM messages WHERE conversation_id IN ${sql(ids)} ORDER BY conversation_id, sequence`),
     ];
     workload.closeAll();
+    const records = await readPipeline(stack.kafka.brokers, { ...CHAOS_TOPICS, nodes: stack.gateways.map((g) => g.name) }, 90_000).catch(
+      (err: unknown) => {
+        o.log(`pipeline audit could not read the topics: ${String(err)}`);
+        return null;
+      },
+    );
     const counters = await stack.scrapeMetrics(`${o.out}-metrics`);
     const result = analyze({
       seed: o.seed,
@@ -190,6 +197,15 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
     };
     result.load_average = loadavg().map((x) => Math.round(x * 10) / 10);
     result.presence_after_heal = presence;
+    result.pipeline = records ? auditPipeline(records, stored, workload.filledDeliveries) : null;
+    const audit = result.pipeline;
+    if (!audit) result.reasons.push('pipeline audit: the topics could not be read');
+    else {
+      if (audit.unpublished.length) result.reasons.push(`${audit.unpublished.length} stored messages never on the event topic`);
+      if (audit.filled_never_routed.length)
+        result.reasons.push(`${audit.filled_never_routed.length} filled deliveries the pipeline never routed (a loss the fill hid)`);
+    }
+    if (result.reasons.length) result.verdict = 'fail';
     if (presence?.missing.length) {
       result.reasons.push(`running gateways not live in the presence registry after the heal: ${presence.missing.join(', ')}`);
       result.verdict = 'fail';

@@ -27,7 +27,8 @@ export interface StackOptions {
   env?: Record<string, string>;
 }
 
-const TOPICS = ['realchat.events.v1', 'realchat.deliveries.v1', 'realchat.events.dlq.v1'];
+export const CHAOS_TOPICS = { events: 'realchat.events.v1', deliveries: 'realchat.deliveries.v1', dlq: 'realchat.events.dlq.v1' };
+const TOPICS = Object.values(CHAOS_TOPICS);
 const PARTITIONS = 6;
 let exitHook = false;
 const SETTLE_MS = 15_000;
