@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { retry } from '../retry.js';
 import { withTimeout } from '../timeout.js';
 import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
-import { toKafkaError } from './errors.js';
+import { KafkaError, toKafkaError } from './errors.js';
 import { Partitioners, type Producer } from './kafkajs.js';
 
 export interface OutRecord {
@@ -25,6 +25,27 @@ const MAX_COALESCED_CALLS = 64;
 
 const toMessages = (records: OutRecord[]) => records.map((r) => ({ key: r.key, value: r.value, headers: r.headers }));
 
+/** topic -> partitions a send assigned records to (filled by the partitioner, on every attempt). */
+export type Assigned = Map<string, Set<number>>;
+
+/**
+ * The partitions a send assigned records to that its answer does not acknowledge. kafkajs 2.2.4
+ * keeps the brokers that answered an attempt across its retries: when a partition's leader dies
+ * mid-send and the partition moves to a broker that had already answered for its own partitions,
+ * the retry sends nothing for it and the send resolves as if all were written (tulios/kafkajs#1303
+ * and #1798, open). Found by the chaos run's pipeline audit: 3 messages never reached the event
+ * topic, their outbox rows deleted after that "successful" send (docs/chaos.md, finding 12).
+ */
+export function unacknowledged(
+  assigned: Assigned,
+  answer: ReadonlyArray<{ topicName: string; partition: number; errorCode: number }>,
+): string[] {
+  const acked = new Set(answer.filter((a) => a.errorCode === 0).map((a) => `${a.topicName}/${a.partition}`));
+  const missing: string[] = [];
+  for (const [topic, partitions] of assigned) for (const p of partitions) if (!acked.has(`${topic}/${p}`)) missing.push(`${topic}/${p}`);
+  return missing;
+}
+
 /**
  * Sends are coalesced: calls made while a request is in flight (or within `lingerMs` of the first)
  * go out together as one produce request, each caller's records in call order, and each call
@@ -34,12 +55,24 @@ export async function createProducer(
   client: KafkaClient,
   opts: { timeoutMs: number; log: Logger; lingerMs?: number },
 ): Promise<KafkaProducer> {
+  // What the send in flight assigned where (one send at a time: flushes are serialized).
+  let assigned: Assigned = new Map();
+  const recordingPartitioner = () => {
+    const choose = Partitioners.DefaultPartitioner();
+    return (a: Parameters<typeof choose>[0]) => {
+      const partition = choose(a);
+      const set = assigned.get(a.topic) ?? new Set<number>();
+      set.add(partition);
+      assigned.set(a.topic, set);
+      return partition;
+    };
+  };
   // Idempotent: broker-side dedup of retried batches, and with one request in flight, per-partition order.
   const open = async (): Promise<Producer> => {
     const p = raw(client).producer({
       idempotent: true,
       maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
+      createPartitioner: recordingPartitioner,
       retry: { ...KAFKA_DEFAULTS.producerRetry },
     });
     try {
@@ -120,7 +153,13 @@ export async function createProducer(
     }
     const topicMessages = [...merged].map(([topic, records]) => ({ topic, messages: toMessages(records) }));
     try {
-      await run((p) => p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages }), 'kafka produce');
+      await run(async (p) => {
+        assigned = new Map();
+        const answer = await p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages });
+        const missing = unacknowledged(assigned, answer);
+        // Retriable: the caller sends the batch again (duplicates for the partitions that were written).
+        if (missing.length) throw new KafkaError(`kafka produce: no acknowledgement for ${missing.join(', ')}`, { retriable: true });
+      }, 'kafka produce');
       for (const w of taken) w.resolve();
     } catch (err) {
       for (const w of taken) w.reject(err);
