@@ -6,7 +6,13 @@ import { KafkaJs, logLevel, type Kafka } from './kafkajs.js';
 export const KAFKA_DEFAULTS = {
   connectionTimeoutMs: 3000,
   requestTimeoutMs: 10_000,
-  clientRetry: { initialRetryTime: 200, maxRetryTime: 5000, retries: 8 },
+  /**
+   * kafkajs' own retries (connections, coordinator look-ups, the consumer's fetch loop). At most
+   * 1 s apart: a consumer looking for its group's new coordinator after a broker died backed off
+   * up to 5 s between attempts, long enough to miss its session timeout and force a second
+   * rebalance (docs/chaos.md, finding 11). Ten attempts span about 8.5 s.
+   */
+  clientRetry: { initialRetryTime: 200, maxRetryTime: 1000, retries: 10 },
   /**
    * At most 1 s between attempts: after a broker dies, sends fail until the controller has moved
    * its partitions (3-6 s in the chaos cluster), and a 3 s back-off then added up to 3 s more of
