@@ -203,7 +203,6 @@ describe('chaos: what a run concludes', () => {
         [`${c}#3`, 'all'],
       ]),
       deadLettered: 0,
-      records: 4,
     };
     const a = auditPipeline(records, stored, [
       { user: u2, key: `${c}#1` }, // routed to u1 only: the fill hid a loss for u2

@@ -99,6 +99,17 @@ const lostBroker = (e: unknown) => {
   return name === 'KafkaJSConnectionError' || name === 'KafkaJSBrokerNotFound';
 };
 
+/** Fresh metadata, then the group's coordinator as the brokers name it now (what a join does). */
+async function findCoordinatorAgain<C>(self: {
+  groupId: string;
+  coordinator: C;
+  cluster: { refreshMetadata(): Promise<void>; findGroupCoordinator(o: { groupId: string }): Promise<C> };
+}): Promise<C> {
+  await self.cluster.refreshMetadata();
+  self.coordinator = await self.cluster.findGroupCoordinator({ groupId: self.groupId });
+  return self.coordinator;
+}
+
 /**
  * kafkajs' offset manager keeps the group coordinator it was built with: when that broker dies,
  * every offset commit looks it up by node id again (refused, or gone from the metadata), the batch
@@ -115,9 +126,7 @@ export function patchOffsetCoordinator(OffsetManager: { prototype: OffsetManager
       return await original.call(this);
     } catch (e) {
       if (!lostBroker(e)) throw e;
-      await this.cluster.refreshMetadata();
-      this.coordinator = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
-      return this.coordinator;
+      return findCoordinatorAgain(this);
     }
   };
 }
@@ -135,8 +144,7 @@ export function patchHeartbeatCoordinator(ConsumerGroup: { prototype: ConsumerGr
       return await original.call(this, o);
     } catch (e) {
       if (!lostBroker(e)) throw e;
-      await this.cluster.refreshMetadata();
-      this.coordinator = await this.cluster.findGroupCoordinator({ groupId: this.groupId });
+      await findCoordinatorAgain(this);
       return original.call(this, o);
     }
   };

@@ -26,7 +26,6 @@ export interface PipelineRecords {
   routed: Map<string, Set<string> | 'all'>;
   /** Records on the dead-letter topic. */
   deadLettered: number;
-  records: number;
 }
 
 export interface PipelineAudit {
@@ -69,7 +68,7 @@ export async function readPipeline(
 ): Promise<PipelineRecords> {
   const log = createLogger({ level: 'silent', nodeId: 'chaos-audit', role: 'chaos' });
   const client = createKafkaClient({ brokers: brokers.split(','), clientId: 'chaos-audit', log });
-  const out: PipelineRecords = { published: new Set(), routed: new Map(), deadLettered: 0, records: 0 };
+  const out: PipelineRecords = { published: new Set(), routed: new Map(), deadLettered: 0 };
   const route = (key: string, to: string[] | null) => {
     const had = out.routed.get(key);
     if (had === 'all') return;
@@ -88,7 +87,6 @@ export async function readPipeline(
     join: { timeoutMs: 30_000, required: true },
     handleBatch: async (rs) => {
       for (const r of rs) {
-        out.records++;
         if (r.value === null) continue;
         if (r.topic === t.dlq) {
           out.deadLettered++;

@@ -197,7 +197,8 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
     };
     result.load_average = loadavg().map((x) => Math.round(x * 10) / 10);
     result.presence_after_heal = presence;
-    result.pipeline = records ? auditPipeline(records, stored, workload.filledDeliveries) : null;
+    const filled = workload.history.filled().map((f) => ({ user: f.reader, key: `${f.conversation_id}#${f.sequence_number}` }));
+    result.pipeline = records ? auditPipeline(records, stored, filled) : null;
     const audit = result.pipeline;
     if (!audit) result.reasons.push('pipeline audit: the topics could not be read');
     else {
@@ -205,11 +206,9 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
       if (audit.filled_never_routed.length)
         result.reasons.push(`${audit.filled_never_routed.length} filled deliveries the pipeline never routed (a loss the fill hid)`);
     }
-    if (result.reasons.length) result.verdict = 'fail';
-    if (presence?.missing.length) {
+    if (presence?.missing.length)
       result.reasons.push(`running gateways not live in the presence registry after the heal: ${presence.missing.join(', ')}`);
-      result.verdict = 'fail';
-    }
+    if (result.reasons.length) result.verdict = 'fail';
     const files = writeResults(result, o.out);
     o.log(
       `verdict ${result.verdict}${result.reasons.length ? `: ${result.reasons.join('; ')}` : ''}; results in ${files.json}, ${files.md}, ${files.svg}`,

@@ -73,8 +73,6 @@ export class Workload {
   /** `${conv}#${seq}` -> receive time per member (the SDK's surfaced `message` events). */
   readonly received = new Map<string, Map<string, number>>();
   readonly fills: FillEvent[] = [];
-  /** Member deliveries that arrived by fill (a server fill, or the SDK's `sync`), for the pipeline audit. */
-  readonly filledDeliveries: Array<{ user: string; key: string }> = [];
   readonly wire: WireStats = {
     messageFrames: 0,
     wireDuplicates: 0,
@@ -326,7 +324,6 @@ export class Workload {
           w.arrivedVia.set(`${u.id}|${id}`, f.via as Via | undefined);
           if (f.via === 'fill') {
             w.wire.viaFill++;
-            w.filledDeliveries.push({ user: u.id, key: id });
             w.fills.push({ at: now, user: u.id, count: 1, via: 'fill' });
           } else if (f.via === 'resume') {
             w.wire.viaResume++;
@@ -346,11 +343,7 @@ export class Workload {
         } else if (f.type === 'messages' && Array.isArray(f.messages) && f.messages.length > 0) {
           w.wire.syncFilled += f.messages.length;
           // The SDK asked because it saw a gap: to the checker that is a fill like the server's own.
-          for (const m of f.messages) {
-            const id = `${m.conversation_id}#${m.sequence_number}`;
-            w.arrivedVia.set(`${u.id}|${id}`, 'fill');
-            w.filledDeliveries.push({ user: u.id, key: id });
-          }
+          for (const m of f.messages) w.arrivedVia.set(`${u.id}|${m.conversation_id}#${m.sequence_number}`, 'fill');
           w.fills.push({ at: now, user: u.id, count: f.messages.length, via: 'sync' });
         }
         return true;

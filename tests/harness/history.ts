@@ -128,6 +128,16 @@ export class History {
     this.counts[opts.via ?? 'unknown']++;
   }
 
+  /** Every delivery that arrived by fill (a server fill, or the SDK's `sync`), with its reader. */
+  filled(): Array<{ reader: string; conversation_id: string; sequence_number: number }> {
+    const out: Array<{ reader: string; conversation_id: string; sequence_number: number }> = [];
+    for (const [reader, convs] of this.received)
+      for (const list of convs.values())
+        for (const r of list)
+          if (r.via === 'fill') out.push({ reader, conversation_id: r.m.conversation_id, sequence_number: r.m.sequence_number });
+    return out;
+  }
+
   /** Deliveries recorded so far, by how they arrived. */
   arrivals(): Arrivals {
     return { ...this.counts };
