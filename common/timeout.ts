@@ -14,8 +14,24 @@ export interface Cancellable {
   cancel(): unknown;
 }
 
-function isCancellable(p: unknown): p is Cancellable {
-  return typeof (p as Partial<Cancellable> | null)?.cancel === 'function';
+/** What postgres.js keeps on a query: `state` once it was written to a connection, `active` while it is the one running there. */
+interface QueryState {
+  state?: unknown;
+  active?: boolean;
+}
+
+/**
+ * Whether calling `cancel()` now is safe. postgres.js 3.4 pipelines queries on a connection; a
+ * query cancelled while it waits in that pipeline (written, not yet running) is skipped when its
+ * turn comes, and the connection then hands each later query the answer of the one before it (a
+ * send batch resolved with another batch's rows: acknowledged, never stored; the cancelled query
+ * never settles). tests/postgres-cancel.test.ts shows it on a real server. Such a query is left to
+ * run: nobody waits for its answer, and what it costs is one statement.
+ */
+export function cancellableNow(p: unknown): p is Cancellable {
+  if (typeof (p as Partial<Cancellable> | null)?.cancel !== 'function') return false;
+  const q = p as QueryState;
+  return !(q.state !== undefined && q.state !== null && q.active !== true);
 }
 
 /**
@@ -34,7 +50,7 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, on
       try {
         onTimeout?.();
         // The cancel request is best effort: a server that does not answer is what timed out.
-        if (isCancellable(p)) Promise.resolve(p.cancel()).catch(() => {});
+        if (cancellableNow(p)) Promise.resolve(p.cancel()).catch(() => {});
       } catch {
         /* best effort */
       }

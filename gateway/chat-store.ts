@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
 import { isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
 import type { CircuitBreaker } from '../common/breaker.js';
-import { withTimeout } from '../common/timeout.js';
+import { cancellableNow, withTimeout } from '../common/timeout.js';
 import { LruMap } from '../common/lru.js';
 import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
@@ -246,6 +246,16 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       );
       const byIndex: SendRow[] = [];
       for (const r of rows) byIndex[r.idx] = r;
+      // An acknowledgement must answer its own send: a driver that handed this batch another
+      // statement's rows (common/timeout.ts, cancellableNow) would otherwise acknowledge sends
+      // that were never stored. The outcome is then unknown: the client retries with the same key.
+      items.forEach((it, i) => {
+        const r = byIndex[i];
+        if (r?.idempotency_key !== it.k || r.sender_id !== it.s)
+          throw new AppError('internal', 'the database answered a different request; retry with the same idempotency key', {
+            retryAfterS: 1,
+          });
+      });
       return byIndex;
     },
     // A batch that lost a race for an idempotency key (40001) or a deadlock victim (40P01) is
@@ -314,12 +324,12 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       }
     });
     work.catch(() => {});
-    // On timeout a single query is cancelled on the server, so its gate slot frees at once;
-    // transactions end at the server's statement_timeout.
+    // On timeout a single query is cancelled on the server, so its gate slot frees at once (unless
+    // it waits behind another on its connection: cancellableNow); transactions end at the server's
+    // statement_timeout.
     const cancel = () => {
       abandoned = true;
-      const q = inFlight as (Promise<T> & { cancel?: () => unknown }) | null;
-      if (typeof q?.cancel === 'function') Promise.resolve(q.cancel()).catch(() => {});
+      if (cancellableNow(inFlight)) Promise.resolve(inFlight.cancel()).catch(() => {});
     };
     try {
       // The wait for a slot counts toward the timeout: no request waits longer than queryTimeoutMs.

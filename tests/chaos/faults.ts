@@ -152,6 +152,15 @@ export interface FaultRecord {
   hold_s: number;
   /** What happened, e.g. a target that did not come back in time. */
   note?: string;
+  /** Isolated phase: seconds it waited, after its quiet gap, for the workload to catch up. */
+  caught_up_wait_s?: number;
+}
+
+/** The isolated phase's wait for a caught-up workload before each fault: what counts, and for how long. */
+export interface CatchUp {
+  /** Null when nothing older than a few seconds is still owed (Workload.backlog). */
+  backlog(): string | null;
+  maxWaitS: number;
 }
 
 export interface SkippedFault {
@@ -251,13 +260,35 @@ export class FaultRunner {
   private readonly active = new Map<string, number>();
   private readonly busyTargets = new Set<string>();
   private readonly running = new Set<Promise<void>>();
+  private readonly caughtUpWait = new Map<PlannedFault, number>();
   private aborted = false;
 
   constructor(
     private readonly stack: ChaosStack,
     private readonly t0: number,
     private readonly log: (msg: string) => void,
+    private readonly catchUp?: CatchUp,
   ) {}
+
+  /**
+   * Waits until the workload owes nothing old (or `maxWaitS` passed, which the record shows): an
+   * isolated fault that begins on the last one's backlog measures that backlog's drain, not its own
+   * recovery (a gateway kill once took 38.9 s that way).
+   */
+  private async waitCaughtUp(): Promise<number | undefined> {
+    if (!this.catchUp) return undefined;
+    const t = Date.now();
+    const deadline = t + this.catchUp.maxWaitS * 1000;
+    let owed = this.catchUp.backlog();
+    while (owed !== null && Date.now() < deadline && !this.aborted) {
+      await sleep(250);
+      owed = this.catchUp.backlog();
+    }
+    const waited = Math.round((Date.now() - t) / 100) / 10;
+    if (owed !== null) this.log(`not caught up after ${waited}s (${owed}): the next fault starts anyway`);
+    else if (waited > 0) this.log(`caught up after ${waited}s`);
+    return waited;
+  }
 
   private now_s(): number {
     return Math.round((Date.now() - this.t0) / 100) / 10;
@@ -274,6 +305,8 @@ export class FaultRunner {
       if (f.quiet_s !== undefined) {
         while (this.running.size > 0) await Promise.allSettled([...this.running]);
         if (!this.aborted) await sleep(f.quiet_s * 1000);
+        const waited = await this.waitCaughtUp();
+        if (waited !== undefined) this.caughtUpWait.set(f, waited);
       }
       if (this.aborted) break;
       const g = GROUP[f.kind];
@@ -303,6 +336,8 @@ export class FaultRunner {
   private record(f: PlannedFault, target: string, start: number, note?: string): void {
     const r: FaultRecord = { kind: f.kind, target, planned_s: f.at_s, start_s: start, end_s: this.now_s(), hold_s: f.hold_s };
     if (note) r.note = note;
+    const waited = this.caughtUpWait.get(f);
+    if (waited !== undefined) r.caught_up_wait_s = waited;
     this.done.push(r);
     this.log(`healed ${f.kind} ${target} (${r.start_s}s -> ${r.end_s}s)${note ? `: ${note}` : ''}`);
   }

@@ -54,6 +54,13 @@ function uuid(rng: Rng): string {
   return `${s.slice(0, 8)}-${s.slice(8, 12)}-${s.slice(12, 16)}-${s.slice(16, 20)}-${s.slice(20)}`;
 }
 
+/**
+ * An isolated fault starts only once nothing sent more than CAUGHT_UP_MS ago is unacked or
+ * unsurfaced (at most CATCH_UP_MAX_S of waiting, then it starts anyway and its record says so).
+ */
+const CAUGHT_UP_MS = 3000;
+const CATCH_UP_MAX_S = 60;
+
 /** Member strides that are not multiples of the gateway count: consecutive members get different homes. */
 const STEPS = [1, 2, 4, 5, 7];
 
@@ -113,7 +120,10 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
   };
   o.log(`schedule: ${plan.length} faults planned: ${plan.map((f) => `${f.at_s}s ${f.kind}`).join(', ')}`);
   const t0 = Date.now();
-  const faults = new FaultRunner(stack, t0, (m) => o.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`));
+  const faults = new FaultRunner(stack, t0, (m) => o.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`), {
+    backlog: () => workload.backlog(CAUGHT_UP_MS),
+    maxWaitS: CATCH_UP_MAX_S,
+  });
   const onAbort = () => faults.abort();
   signal?.addEventListener('abort', onAbort);
   // The runner's own event loop carries every client (the proxies run in processes of their own).

@@ -236,6 +236,24 @@ export class Workload {
     return out;
   }
 
+  /**
+   * What the workload still owes from before `olderThanMs` ago: sends in flight (not acked, not
+   * given up) and acked messages some member has not surfaced yet. Null when it owes nothing, so a
+   * fault that starts now is measured on a caught-up pipeline.
+   */
+  backlog(olderThanMs: number): string | null {
+    const before = this.o.clock() - olderThanMs;
+    let inFlight = 0;
+    const want = new Map<string, number>();
+    for (const s of this.sends.values()) {
+      if (s.ackAt === null) {
+        if (s.error === null && s.firstAt < before) inFlight++;
+      } else if (s.ackAt < before && s.seq !== null && s.seq > (want.get(s.conv) ?? 0)) want.set(s.conv, s.seq);
+    }
+    const behind = this.behind(want).length;
+    return inFlight === 0 && behind === 0 ? null : `${inFlight} sends unacked, ${behind} member streams behind`;
+  }
+
   membersOf(conv: string): string[] {
     return this.convOf.get(conv)?.members ?? [];
   }

@@ -1,0 +1,87 @@
+/**
+ * Cancelling a timed-out query must never hand another query its answer (common/timeout.ts,
+ * cancellableNow). postgres.js 3.4 pipelines queries on a connection; cancelling one that waits in
+ * that pipeline makes the connection answer each later query with the previous one's result. That
+ * is how a send was once acknowledged and never stored (tests/own-order-under-refusals.test.ts, a
+ * 1-in-20 failure): its batch resolved with the rows of the batch before it.
+ */
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startPostgres, type PostgresServer } from './harness/postgres.js';
+import { TimeoutError, withTimeout } from '../common/timeout.js';
+
+type Sql = ReturnType<typeof postgres>;
+
+describe('a timed-out query on a pipelined connection (real PostgreSQL)', () => {
+  let pg: PostgresServer;
+  let sql: Sql;
+  beforeAll(async () => {
+    pg = await startPostgres();
+  });
+  afterAll(() => pg?.stop());
+
+  /** One connection; each statement prepared once first, as a busy gateway's are. */
+  async function connect(): Promise<{
+    slow: (v: number, s: number) => postgres.PendingQuery<{ v: number }[]>;
+    fast: (v: number) => postgres.PendingQuery<{ v: number }[]>;
+  }> {
+    sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+    const slow = (v: number, s: number) => sql<{ v: number }[]>`SELECT ${v}::int AS v, pg_sleep(${s}) AS z`;
+    const fast = (v: number) => sql<{ v: number }[]>`SELECT ${v}::int AS v`;
+    await slow(0, 0);
+    await fast(0);
+    return { slow, fast };
+  }
+  const value = (rows: { v: number }[]) => rows.map((r) => r.v);
+  /** Every query settles within `ms`, or says it hung. */
+  const settled = (qs: Array<Promise<{ v: number }[]>>, ms = 5000) =>
+    Promise.all(
+      qs.map((q) =>
+        Promise.race([
+          q.then(value, (err: Error) => (err instanceof TimeoutError ? 'timeout' : ((err as { code?: string }).code ?? err.message))),
+          new Promise<string>((r) => setTimeout(() => r('hung'), ms)),
+        ]),
+      ),
+    );
+
+  it('the queries behind one that timed out while waiting in the pipeline each get their own answer', async () => {
+    const { slow, fast } = await connect();
+    const q1 = slow(1, 0.3).execute();
+    const q2 = fast(2).execute();
+    const q3 = fast(3).execute();
+    const q4 = fast(4).execute();
+    // q2 is written to the connection behind q1 (the driver writes on the next turn) and times out there.
+    await new Promise((r) => setTimeout(r, 20));
+    expect((q2 as unknown as { state: unknown }).state).toBeTruthy();
+    const timedOut = withTimeout(q2, 50, 'q2');
+    expect(await settled([q1, timedOut, q3, q4])).toEqual([[1], 'timeout', [3], [4]]);
+    // Not cancelled: it ran, and its own promise settled with its own answer.
+    expect(await settled([q2])).toEqual([[2]]);
+    await sql.end({ timeout: 1 });
+  });
+
+  it('the running query that timed out is cancelled on the server; the ones behind it get their own answers', async () => {
+    const { slow, fast } = await connect();
+    const t0 = Date.now();
+    const q1 = slow(1, 5).execute();
+    const q2 = fast(2).execute();
+    expect(await settled([withTimeout(q1, 100, 'q1'), q2])).toEqual(['timeout', [2]]);
+    expect(await settled([q1])).toEqual(['57014']);
+    // Cancelled, not waited out: the 5 s sleep did not hold the connection.
+    expect(Date.now() - t0).toBeLessThan(4000);
+    await sql.end({ timeout: 1 });
+  });
+
+  it('the driver still has the bug this guards against (when this fails, upstream fixed it: the guard may go)', async () => {
+    const { slow, fast } = await connect();
+    const q1 = slow(1, 0.3).execute();
+    const q2 = fast(2).execute();
+    const q3 = fast(3).execute();
+    const q4 = fast(4).execute();
+    await new Promise((r) => setTimeout(r, 20));
+    void q2.cancel();
+    // q3 answered with q2's row, q4 with q3's; q2 itself never settles.
+    expect(await settled([q1, q2, q3, q4], 2000)).toEqual([[1], 'hung', [2], [3]]);
+    await sql.end({ timeout: 1 });
+  });
+});
