@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAULT_KINDS, type FaultRecord, planIsolated, planSchedule, SLA_S } from './chaos/faults.js';
 import { ROOT } from './chaos/procs.js';
 import { auditPipeline } from './chaos/pipeline-audit.js';
-import { analyze } from './chaos/report.js';
+import { analyze, inFlightOutcome } from './chaos/report.js';
 import { Rng } from './chaos/rng.js';
 import { Workload } from './chaos/workload.js';
 import { type ChaosOptions, defaultOut, runOnStack, startStack } from './chaos/runner.js';
@@ -122,20 +122,20 @@ describe('chaos: what a run concludes', () => {
     }
     return { w, stored };
   }
-  const run = (s: ReturnType<typeof scenario>, faults: FaultRecord[] = []) =>
-    analyze({
-      seed: 1,
-      durationS: 10,
-      rate: 10,
-      broken: 'none',
-      t0,
-      faults,
-      skipped: [],
-      workload: s.w,
-      stored: s.stored,
-      behind: [],
-      unexpectedExits: [],
-    });
+  const input = (s: ReturnType<typeof scenario>, faults: FaultRecord[] = []) => ({
+    seed: 1,
+    durationS: 10,
+    rate: 10,
+    broken: 'none',
+    t0,
+    faults,
+    skipped: [],
+    workload: s.w,
+    stored: s.stored,
+    behind: [],
+    unexpectedExits: [],
+  });
+  const run = (s: ReturnType<typeof scenario>, faults: FaultRecord[] = []) => analyze(input(s, faults));
   const gwKill = (start: number, end: number): FaultRecord => ({
     kind: 'gateway-kill',
     target: 'gateway-1',
@@ -191,6 +191,29 @@ describe('chaos: what a run concludes', () => {
     // held up within the 5 s after the kill, it is
     const r2 = run(scenario(120, { lateSeq: 40 }), [brokerKill(2, 3)]);
     expect(r2.recovery_s['broker-kill']!.max!).toBeGreaterThan(20);
+  });
+
+  it('records what a fault hit: the work in flight at injection, and how each of its deliveries arrived', () => {
+    // message 30 reaches u2 by a gap fill, message 40 never reaches u2
+    const s = scenario(50, { fillAt: 4, skipReceipt: 40 });
+    const pending = (key: string, error: string | null) =>
+      s.w.sends.set(key, { key, sender: u1, conv, firstAt: t0 + 9000, ackAt: null, seq: null, messageId: null, error });
+    pending('c51', null);
+    pending('c52', 'unavailable'); // given up by the SDK: no longer in flight
+    const now = s.w.inFlight();
+    expect(now.sends).toEqual(['c51']);
+    expect(now.owed).toEqual([{ conv, seq: 40, readers: [u2] }]);
+    // as if taken at a fault 2.8 s in: messages 29 and 30 unacked, 28 not yet surfaced by u2
+    const out = inFlightOutcome(s.w, { sends: ['c29', 'c30', 'c51'], owed: [{ conv, seq: 28, readers: [u2] }, ...now.owed] });
+    expect(out).toEqual({
+      sends: 3,
+      sends_never_acked: 1,
+      messages_owed: 2,
+      deliveries: { live: 4, fill: 1, resume: 0, unknown: 0, never: 1 },
+    });
+    const f = gwKill(2.8, 3.5);
+    const r = analyze({ ...input(s, [f]), inFlightAt: new Map([[f, { sends: ['c30'], owed: [] }]]) });
+    expect(r.faults[0]!.in_flight?.deliveries).toMatchObject({ live: 1, fill: 1 });
   });
 
   it('the pipeline audit finds a stored message never published, and a fill that covered a message never routed', () => {

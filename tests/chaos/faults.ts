@@ -154,12 +154,35 @@ export interface FaultRecord {
   note?: string;
   /** Isolated phase: seconds it waited, after its quiet gap, for the workload to catch up. */
   caught_up_wait_s?: number;
+  /** What the fault hit (analyze() fills it from the snapshot taken at injection). */
+  in_flight?: InFlightOutcome;
 }
 
-/** The isolated phase's wait for a caught-up workload before each fault: what counts, and for how long. */
-export interface CatchUp {
+/**
+ * The sends in flight at injection (acked later / never) and how their deliveries, and those of the
+ * messages then owed to members, arrived: a fault that bit shows in-flight work, and a delivery
+ * filled from the database rather than live shows where the pipeline dropped it.
+ */
+export interface InFlightOutcome {
+  sends: number;
+  sends_never_acked: number;
+  messages_owed: number;
+  deliveries: Record<'live' | 'fill' | 'resume' | 'unknown' | 'never', number>;
+}
+
+/** At a fault's injection: sends not yet acked (keys), and acked messages not yet surfaced by these readers. */
+export interface InFlightSnapshot {
+  sends: string[];
+  owed: Array<{ conv: string; seq: number; readers: string[] }>;
+}
+
+/** What the runner asks of the workload. */
+export interface WorkloadProbe {
   /** Null when nothing older than a few seconds is still owed (Workload.backlog). */
   backlog(): string | null;
+  /** Taken as each fault is injected, so the report can say what the fault hit (Workload.inFlight). */
+  inFlight(): InFlightSnapshot;
+  /** The isolated phase's longest wait for a caught-up workload before a fault. */
   maxWaitS: number;
 }
 
@@ -261,13 +284,16 @@ export class FaultRunner {
   private readonly busyTargets = new Set<string>();
   private readonly running = new Set<Promise<void>>();
   private readonly caughtUpWait = new Map<PlannedFault, number>();
+  private readonly snapshots = new Map<PlannedFault, InFlightSnapshot>();
+  /** What was in flight as each recorded fault was injected (analyze() reports how it arrived). */
+  readonly inFlightAt = new Map<FaultRecord, InFlightSnapshot>();
   private aborted = false;
 
   constructor(
     private readonly stack: ChaosStack,
     private readonly t0: number,
     private readonly log: (msg: string) => void,
-    private readonly catchUp?: CatchUp,
+    private readonly probe?: WorkloadProbe,
   ) {}
 
   /**
@@ -276,13 +302,13 @@ export class FaultRunner {
    * recovery (a gateway kill once took 38.9 s that way).
    */
   private async waitCaughtUp(): Promise<number | undefined> {
-    if (!this.catchUp) return undefined;
+    if (!this.probe) return undefined;
     const t = Date.now();
-    const deadline = t + this.catchUp.maxWaitS * 1000;
-    let owed = this.catchUp.backlog();
+    const deadline = t + this.probe.maxWaitS * 1000;
+    let owed = this.probe.backlog();
     while (owed !== null && Date.now() < deadline && !this.aborted) {
       await sleep(250);
-      owed = this.catchUp.backlog();
+      owed = this.probe.backlog();
     }
     const waited = Math.round((Date.now() - t) / 100) / 10;
     if (owed !== null) this.log(`not caught up after ${waited}s (${owed}): the next fault starts anyway`);
@@ -338,6 +364,8 @@ export class FaultRunner {
     if (note) r.note = note;
     const waited = this.caughtUpWait.get(f);
     if (waited !== undefined) r.caught_up_wait_s = waited;
+    const snap = this.snapshots.get(f);
+    if (snap) this.inFlightAt.set(r, snap);
     this.done.push(r);
     this.log(`healed ${f.kind} ${target} (${r.start_s}s -> ${r.end_s}s)${note ? `: ${note}` : ''}`);
   }
@@ -353,7 +381,11 @@ export class FaultRunner {
     const hold = f.hold_s * 1000;
     const kind = f.kind;
     const started = (target: string) => {
-      this.log(`inject ${kind} ${target} hold ${f.hold_s}s`);
+      const snap = this.probe?.inFlight();
+      if (snap) this.snapshots.set(f, snap);
+      this.log(
+        `inject ${kind} ${target} hold ${f.hold_s}s${snap ? ` (in flight: ${snap.sends.length} sends, ${snap.owed.length} messages owed)` : ''}`,
+      );
       return this.now_s();
     };
     const claim = (name: string) => this.busyTargets.add(name);

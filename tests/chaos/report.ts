@@ -6,7 +6,16 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { StoredMessage } from '../harness/history.js';
-import { type FaultKind, type FaultRecord, RECOVERY_FROM, SLA_S, type SkippedFault, groupOf } from './faults.js';
+import {
+  type FaultKind,
+  type FaultRecord,
+  type InFlightOutcome,
+  type InFlightSnapshot,
+  RECOVERY_FROM,
+  SLA_S,
+  type SkippedFault,
+  groupOf,
+} from './faults.js';
 import type { PipelineAudit } from './pipeline-audit.js';
 import type { ExitRecord } from './procs.js';
 import type { Workload } from './workload.js';
@@ -140,6 +149,8 @@ export interface AnalyzeInput {
   broken: string;
   t0: number;
   faults: FaultRecord[];
+  /** What was in flight as each fault was injected (FaultRunner.inFlightAt). */
+  inFlightAt?: ReadonlyMap<FaultRecord, InFlightSnapshot>;
   skipped: SkippedFault[];
   workload: Workload;
   stored: StoredMessage[];
@@ -147,8 +158,30 @@ export interface AnalyzeInput {
   unexpectedExits: ExitRecord[];
 }
 
+/** How the work in flight at a fault's injection came through (InFlightOutcome). */
+export function inFlightOutcome(w: Workload, snap: InFlightSnapshot): InFlightOutcome {
+  const out: InFlightOutcome = {
+    sends: snap.sends.length,
+    sends_never_acked: 0,
+    messages_owed: snap.owed.length,
+    deliveries: { live: 0, fill: 0, resume: 0, unknown: 0, never: 0 },
+  };
+  const count = (reader: string, conv: string, seq: number) => out.deliveries[w.history.arrival(reader, conv, seq) ?? 'never']++;
+  for (const key of snap.sends) {
+    const s = w.sends.get(key);
+    if (!s || s.seq === null) {
+      out.sends_never_acked++;
+      continue;
+    }
+    for (const m of w.membersOf(s.conv)) count(m, s.conv, s.seq);
+  }
+  for (const o of snap.owed) for (const m of o.readers) count(m, o.conv, o.seq);
+  return out;
+}
+
 export function analyze(i: AnalyzeInput): ChaosResult {
   const w = i.workload;
+  for (const [f, snap] of i.inFlightAt ?? []) f.in_flight = inFlightOutcome(w, snap);
   const sends = [...w.sends.values()];
   const acked = sends.filter((s) => s.ackAt !== null);
   const deliveredAll = (conv: string, seq: number | null): number | null => {
@@ -415,13 +448,24 @@ export function markdown(r: ChaosResult): string {
   lines.push('');
   lines.push(`## Faults (${r.faults.length} injected, ${r.skipped_faults.length} skipped)`);
   lines.push('');
-  lines.push('| kind | target | start s | end s | recovery s | note |');
-  lines.push('|---|---|---|---|---|---|');
+  lines.push(
+    'In flight at injection: sends not yet acknowledged (of them never acknowledged) / acknowledged messages not yet surfaced by every member; then how the deliveries of all of those arrived.',
+  );
+  lines.push('');
+  lines.push(
+    '| kind | target | start s | end s | recovery s | in flight: sends / owed | their deliveries: live / fill / resume / never | note |',
+  );
+  lines.push('|---|---|---|---|---|---|---|---|');
   for (const f of [...r.faults].sort((a, b) => a.start_s - b.start_s)) {
     const rec = (f as FaultRecord & { recovery_s?: number | null }).recovery_s;
-    lines.push(`| ${f.kind} | ${f.target} | ${f.start_s} | ${f.end_s} | ${rec === undefined ? '' : (rec ?? 'never')} | ${f.note ?? ''} |`);
+    const fl = f.in_flight;
+    const inFlight = fl ? `${fl.sends}${fl.sends_never_acked ? ` (${fl.sends_never_acked} never)` : ''} / ${fl.messages_owed}` : '';
+    const how = fl ? `${fl.deliveries.live} / ${fl.deliveries.fill} / ${fl.deliveries.resume} / ${fl.deliveries.never}` : '';
+    lines.push(
+      `| ${f.kind} | ${f.target} | ${f.start_s} | ${f.end_s} | ${rec === undefined ? '' : (rec ?? 'never')} | ${inFlight} | ${how} | ${f.note ?? ''}${f.caught_up_wait_s ? ` (waited ${f.caught_up_wait_s} s to catch up)` : ''} |`,
+    );
   }
-  for (const s of r.skipped_faults) lines.push(`| ${s.kind} | (skipped) | ${s.planned_s} | | | ${s.reason} |`);
+  for (const s of r.skipped_faults) lines.push(`| ${s.kind} | (skipped) | ${s.planned_s} | | | | | ${s.reason} |`);
   if (r.unexpected_exits.length) {
     lines.push('');
     lines.push('## Processes that exited on their own');

@@ -122,6 +122,7 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
   const t0 = Date.now();
   const faults = new FaultRunner(stack, t0, (m) => o.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`), {
     backlog: () => workload.backlog(CAUGHT_UP_MS),
+    inFlight: () => workload.inFlight(),
     maxWaitS: CATCH_UP_MAX_S,
   });
   const onAbort = () => faults.abort();
@@ -192,6 +193,7 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
       broken: o.broken,
       t0,
       faults: faults.done,
+      inFlightAt: faults.inFlightAt,
       skipped: faults.skipped,
       workload,
       stored,

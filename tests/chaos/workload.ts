@@ -5,6 +5,7 @@
  * given is ours, so the run can see raw frames (how each message arrived: live, fill, resume) and
  * pick a live gateway the way a health-checked load balancer would.
  */
+import type { InFlightSnapshot } from './faults.js';
 import WebSocket from 'ws';
 import { RealChatClient, RealChatError, type Envelope, type WebSocketConstructor, type WebSocketLike } from '../../client/index.js';
 import type { Via } from '../../common/wire.js';
@@ -252,6 +253,23 @@ export class Workload {
     }
     const behind = this.behind(want).length;
     return inFlight === 0 && behind === 0 ? null : `${inFlight} sends unacked, ${behind} member streams behind`;
+  }
+
+  /** What is in flight now: sends not acked (nor given up), and acked messages some member has not surfaced. */
+  inFlight(): InFlightSnapshot {
+    const sends: string[] = [];
+    const owed: InFlightSnapshot['owed'] = [];
+    for (const s of this.sends.values()) {
+      if (s.ackAt === null) {
+        if (s.error === null) sends.push(s.key);
+        continue;
+      }
+      if (s.seq === null) continue;
+      const got = this.received.get(`${s.conv}#${s.seq}`);
+      const readers = this.membersOf(s.conv).filter((m) => !got?.has(m));
+      if (readers.length > 0) owed.push({ conv: s.conv, seq: s.seq, readers });
+    }
+    return { sends, owed };
   }
 
   membersOf(conv: string): string[] {

@@ -138,6 +138,15 @@ export class History {
     return out;
   }
 
+  /** How `reader` first surfaced message `seq` of a conversation (null: never). */
+  arrival(reader: string, conversationId: string, seq: number): Via | 'unknown' | null {
+    const r = this.received
+      .get(reader)
+      ?.get(conversationId)
+      ?.find((x) => x.m.sequence_number === seq);
+    return r ? (r.via ?? 'unknown') : null;
+  }
+
   /** Deliveries recorded so far, by how they arrived. */
   arrivals(): Arrivals {
     return { ...this.counts };
