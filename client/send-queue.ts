@@ -7,6 +7,11 @@
  * retried after a refusal, the later ones of that conversation are held. The server refuses later
  * sends that were already in flight (`unavailable`, reason `after_refused`, docs/protocol.md); those
  * are held too, without counting an attempt, and go out again right after the refused one.
+ *
+ * An ack of a send transmitted after a refusal (`unavailable`, `internal`) means the server writes
+ * again: sends backing off after such a refusal go again at once instead of waiting out their
+ * delay (up to 5 s), which held their conversations' later sends as long after a database restart.
+ * `rate_limited` keeps its delay: the limit is the sender's, and another send's ack does not lift it.
  */
 import { backoffDelay } from './backoff.js';
 import { RealChatError } from './errors.js';
@@ -42,6 +47,10 @@ interface Entry {
   attempts: number;
   /** Request number of the last transmission. */
   n: number;
+  /** This queue's transmission count at the entry's last transmission. */
+  sentAt: number;
+  /** At its last refusal: the transmission count then, and whether an ack of a later transmission ends its wait. */
+  refused: { at: number; endsOnAck: boolean } | null;
   state: 'queued' | 'inflight' | 'waiting';
   promise: Promise<Ack>;
   resolve(ack: Ack): void;
@@ -54,6 +63,8 @@ export class SendQueue {
   /** In enqueue order (Map keeps insertion order). */
   private readonly entries = new Map<string, Entry>();
   private inFlight = 0;
+  /** Transmissions so far (orders refusals against acks, across reconnects). */
+  private transmissions = 0;
 
   constructor(private readonly o: SendQueueOptions) {}
 
@@ -80,6 +91,8 @@ export class SendQueue {
       op,
       attempts: 0,
       n: 0,
+      sentAt: 0,
+      refused: null,
       state: 'queued',
       promise,
       resolve,
@@ -114,6 +127,7 @@ export class SendQueue {
       const n = this.o.transmit(e.conv, e.key, e.payload, e.op);
       if (n === null) return;
       e.n = n;
+      e.sentAt = ++this.transmissions;
       e.state = 'inflight';
       e.attempts++;
       this.inFlight++;
@@ -126,6 +140,12 @@ export class SendQueue {
     if (!e) return null;
     const n = e.n;
     this.finish(e, null, ack);
+    for (const w of this.entries.values()) {
+      if (w.state !== 'waiting' || !w.refused?.endsOnAck || w.refused.at >= e.sentAt) continue;
+      if (w.retry) clearTimeout(w.retry);
+      w.retry = null;
+      w.state = 'queued';
+    }
     this.pump();
     return n;
   }
@@ -151,6 +171,7 @@ export class SendQueue {
       this.finish(e, new RealChatError(code, message, key, undefined, reason));
     } else {
       e.state = 'waiting';
+      e.refused = { at: this.transmissions, endsOnAck: code !== 'rate_limited' };
       const floor = code === 'rate_limited' ? 1000 : 0;
       const delay = Math.max(
         floor,

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConversationStreams } from '../client/streams.js';
 import { SendQueue } from '../client/send-queue.js';
+import { RealChatError } from '../client/errors.js';
 import type { Envelope } from '../client/types.js';
 
 const env = (conv: string, seq: number): Envelope => ({
@@ -176,6 +177,41 @@ describe('SendQueue', () => {
     expect(sent).toEqual(['a1', 'a2', 'a1', 'a2', 'a2']);
     q.onError('a2', 'unavailable', 'after a1', 'after_refused');
     await r2;
+  });
+
+  it('an ack of a later send ends the backoff of sends refused unavailable before it, not of rate-limited ones', async () => {
+    const sent: string[] = [];
+    let n = 0;
+    const q = new SendQueue({
+      maxQueued: 100,
+      maxInFlight: 10,
+      maxAttempts: 5,
+      timeoutMs: 60_000,
+      // a refusal's retry would come 10 s later
+      retryBaseMs: 10_000,
+      retryCapMs: 10_000,
+      random: () => 0.999,
+      transmit: (_c, key) => {
+        sent.push(key);
+        return ++n;
+      },
+    });
+    const a1 = q.enqueue('a', 1, 'a1');
+    const b1 = q.enqueue('b', 1, 'b1');
+    const c1 = q.enqueue('c', 1, 'c1');
+    // b1 was in flight before the refusals: its ack says nothing about the server since
+    q.onError('a1', 'unavailable', 'db down');
+    q.onError('c1', 'rate_limited', 'slow down');
+    q.onAck(ack('b1'));
+    expect(sent).toEqual(['a1', 'b1', 'c1']);
+    // d1 is sent after the refusals and acknowledged: a1 goes again now; c1 keeps its delay
+    const d1 = q.enqueue('d', 1, 'd1');
+    q.onAck(ack('d1'));
+    expect(sent).toEqual(['a1', 'b1', 'c1', 'd1', 'a1']);
+    q.onAck(ack('a1'));
+    await Promise.all([a1, b1, d1]);
+    q.failAll(new RealChatError('closed', 'test over'));
+    await expect(c1).rejects.toMatchObject({ code: 'closed' });
   });
 
   it('resends in-flight messages with the same key after a reconnect; gives up on refusals and after maxAttempts', async () => {
