@@ -251,7 +251,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       // that were never stored. The outcome is then unknown: the client retries with the same key.
       items.forEach((it, i) => {
         const r = byIndex[i];
-        if (r?.idempotency_key !== it.k || r.sender_id !== it.s)
+        if (r?.idempotency_key !== it.k || r.sender_id.toLowerCase() !== it.s.toLowerCase())
           throw new AppError('internal', 'the database answered a different request; retry with the same idempotency key', {
             retryAfterS: 1,
           });

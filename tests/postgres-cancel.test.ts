@@ -5,10 +5,16 @@
  * is how a send was once acknowledged and never stored (tests/own-order-under-refusals.test.ts, a
  * 1-in-20 failure): its batch resolved with the rows of the batch before it.
  */
+import { randomUUID } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, type PostgresServer } from './harness/postgres.js';
+import { createSql, type Sql as DbSql } from '../common/db.js';
+import { Semaphore } from '../common/semaphore.js';
 import { TimeoutError, withTimeout } from '../common/timeout.js';
+import { createChatStore } from '../gateway/chat-store.js';
+import { migrate } from '../sql/migrate.js';
+import { freshDatabase } from './harness/server.js';
 
 type Sql = ReturnType<typeof postgres>;
 
@@ -83,5 +89,47 @@ describe('a timed-out query on a pipelined connection (real PostgreSQL)', () => 
     // q3 answered with q2's row, q4 with q3's; q2 itself never settles.
     expect(await settled([q1, q2, q3, q4], 2000)).toEqual([[1], 'hung', [2], [3]]);
     await sql.end({ timeout: 1 });
+  });
+});
+
+describe('the send batch takes only its own answer', () => {
+  it('rows that name another send are refused (internal, retriable), not acknowledged', async () => {
+    const url = await freshDatabase();
+    const sql = createSql({ url, maxConnections: 2, connectTimeoutS: 5, queryTimeoutMs: 5000, applicationName: 'send-batch-check' });
+    try {
+      await migrate(sql);
+      // The driver bug's effect, reproduced: the batch statement resolves with another batch's rows.
+      let lie = false;
+      const lying = Object.assign((strings: TemplateStringsArray, ...args: unknown[]) => {
+        const q = (sql as unknown as (s: TemplateStringsArray, ...a: unknown[]) => Promise<Array<Record<string, unknown>>>)(
+          strings,
+          ...args,
+        );
+        if (!lie || !strings.join('').includes('realchat_send_batch')) return q;
+        return q.then((rows) => rows.map((r) => ({ ...r, idempotency_key: `other-${String(r.idempotency_key)}` })));
+      }, sql) as unknown as DbSql;
+      const store = createChatStore({
+        sql: lying,
+        queryTimeoutMs: 5000,
+        maxRoomMembers: 100,
+        largeRoomMembers: 50,
+        maxPageBytes: 1024 * 1024,
+        outboxMode: 'table',
+        gate: new Semaphore(4, 10),
+        sendBatch: { maxBatch: 10, maxInFlight: 1, maxQueued: 10 },
+      });
+      const user = randomUUID();
+      await store.upsertUser(user, 'u');
+      const conv = await store.createConversation(user, [], null, null);
+      const send = (key: string) => store.sendMessage(user, conv.conversation_id, key, { key }, 10, null);
+      await expect(send('k1')).resolves.toMatchObject({ duplicate: false });
+      lie = true;
+      await expect(send('k2')).rejects.toMatchObject({ code: 'internal' });
+      lie = false;
+      // The retry with the same key is answered from what is stored.
+      await expect(send('k2')).resolves.toMatchObject({ envelope: { idempotency_key: 'k2' } });
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
   });
 });
