@@ -2,9 +2,8 @@
  * The chaos runner (docs/chaos.md) on the whole distributed stack as real processes: deliberately
  * broken clients must fail its checks, or a green run would prove nothing. The bounded run with
  * overlapping faults of every kind is `npm run test:chaos`, run alone on the machine (its recovery
- * targets are one-fault targets, and a vitest file would share the 2 cores with other files); it
- * is not in `npm test` until it passes run after run (docs/chaos.md). REALCHAT_CHAOS_SEED replays
- * a schedule.
+ * targets are one-fault targets, and a vitest file would share the 2 cores with other files):
+ * `npm test` runs it after vitest. REALCHAT_CHAOS_SEED replays a schedule.
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
