@@ -31,6 +31,13 @@ export interface Config {
   readonly maxSlotLagBytes: number;
   /** null: the in-process bus (single node). Set: relay, delivery and gateways talk through Kafka. */
   readonly kafkaBrokers: string[] | null;
+  /**
+   * REALCHAT_ADDRESS_MAP: `host:port=host:port` pairs. Kafka brokers and Redis Sentinel hand out
+   * addresses of their own; behind a NAT, a port forward or a proxy a role must connect elsewhere.
+   * Applied to every connection to a Kafka broker and to every Redis primary, replica and
+   * sentinel that Sentinel names. Empty: connect as told.
+   */
+  readonly addressMap: ReadonlyMap<string, { host: string; port: number }>;
   readonly kafka: KafkaTopics;
   /** null: no presence registry (deliveries are broadcast to every gateway node). */
   readonly redis: RedisConfig | null;
@@ -224,6 +231,21 @@ function hostPorts(raw: string, name: string): Array<{ host: string; port: numbe
       throw new ConfigError(`${name} must be host:port[,host:port...], got "${raw}"`);
     return { host, port: n };
   });
+}
+
+function addressMapFrom(raw: string | undefined): ReadonlyMap<string, { host: string; port: number }> {
+  const out = new Map<string, { host: string; port: number }>();
+  for (const pair of (raw ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
+    const [from, to, extra] = pair.split('=');
+    if (!from || !to || extra !== undefined) throw new ConfigError(`REALCHAT_ADDRESS_MAP must be host:port=host:port[,...], got "${raw}"`);
+    const [a] = hostPorts(from, 'REALCHAT_ADDRESS_MAP');
+    const [b] = hostPorts(to, 'REALCHAT_ADDRESS_MAP');
+    out.set(`${a!.host}:${a!.port}`, b!);
+  }
+  return out;
 }
 
 /** REALCHAT_BREAKER_<DEP>_FAILURES (within _WINDOW_MS), _OPEN_MS, _PROBES (calls let through half-open). */
@@ -537,6 +559,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
           .map((b) => b.trim())
           .filter(Boolean)
       : null,
+    addressMap: addressMapFrom(env.REALCHAT_ADDRESS_MAP),
     kafka: {
       eventsTopic: env.REALCHAT_EVENTS_TOPIC || 'realchat.events.v1',
       deliveriesTopic: env.REALCHAT_DELIVERIES_TOPIC || 'realchat.deliveries.v1',

@@ -164,6 +164,8 @@ export interface RedisPresenceOptions {
   url?: string;
   sentinels?: Array<{ host: string; port: number }>;
   sentinelName?: string;
+  /** Redis addresses Sentinel hands out (`host:port`) to connect to elsewhere (REALCHAT_ADDRESS_MAP). */
+  addressMap?: ReadonlyMap<string, { host: string; port: number }>;
   commandTimeoutMs: number;
   /** Live-node list is cached this long by locate(). */
   liveCacheMs?: number;
@@ -205,6 +207,8 @@ export class RedisPresence implements PresenceRegistry {
           name: opts.sentinelName ?? 'realchat',
           sentinelRetryStrategy: (t) => Math.min(100 * 2 ** t, 2000),
           failoverDetector: true,
+          // ioredis applies it to the primary, the replicas and the sentinels the others name.
+          ...(opts.addressMap && opts.addressMap.size > 0 ? { natMap: Object.fromEntries(opts.addressMap) } : {}),
         })
       : new Redis(opts.url ?? 'redis://127.0.0.1:6379', base);
     this.redis.on('error', () => {
@@ -397,6 +401,7 @@ export function presenceFromConfig(config: Config): RedisPresence | null {
     url: config.redis.url ?? undefined,
     sentinels: config.redis.sentinels ?? undefined,
     sentinelName: config.redis.sentinelName,
+    addressMap: config.addressMap,
     commandTimeoutMs: config.redis.commandTimeoutMs,
     // Every live node heartbeats (and so re-syncs if needed) several times within one TTL.
     settleMs: config.presence.ttlMs,

@@ -50,6 +50,7 @@ export async function runStreamConsumerProcess(opts: {
       clientId: `realchat-${opts.role}-${config.nodeId}`,
       log,
       requestTimeoutMs: config.kafka.requestTimeoutMs,
+      addressMap: config.addressMap,
     });
     await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
     consumer = await runConsumer(kafka, {

@@ -63,6 +63,7 @@ export async function startDeliveryWorker(deps: {
     clientId: `realchat-delivery-${config.nodeId}`,
     log,
     requestTimeoutMs: topics.requestTimeoutMs,
+    addressMap: config.addressMap,
   });
   await ensureTopics(kafka, [
     { topic: topics.eventsTopic, partitions: topics.partitions },

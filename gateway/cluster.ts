@@ -38,6 +38,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     clientId: `realchat-gateway-${nodeId}`,
     log,
     requestTimeoutMs: config.kafka.requestTimeoutMs,
+    addressMap: config.addressMap,
   });
   const presence: PresenceRegistry | null = presenceFromConfig(config);
   if (presence instanceof RedisPresence && !(await presence.ready(config.redis!.commandTimeoutMs * 4))) {

@@ -118,6 +118,7 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
       clientId: `realchat-relay-${config.nodeId}`,
       log,
       requestTimeoutMs: config.kafka.requestTimeoutMs,
+      addressMap: config.addressMap,
     });
     await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
     const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafkaClient, createLagProbe, createProducer, runConsumer, type InRecord } from '../common/kafka/index.js';
 import { createLogger } from '../common/log.js';
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
+import { TcpProxy } from './chaos/proxy.js';
 
 /** SIGSTOP takes effect per thread: wait (bounded) until every thread of `pid` is stopped. */
 async function allThreadsStopped(pid: number): Promise<void> {
@@ -214,4 +215,35 @@ describe('Kafka client wrapper (real broker)', () => {
       await probe.close();
     }
   }, 60_000);
+  it('with an address map every broker connection goes where the map says (a partition of that path stops sends)', async () => {
+    const topic = `mapped-${randomUUID().slice(0, 8)}`;
+    await admin((a) => a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1, replicationFactor: 1 }] }));
+    // The broker advertises its own address; only the map sends the client back through the proxy.
+    const proxy = await TcpProxy.start(broker.port);
+    const client = createKafkaClient({
+      brokers: [`127.0.0.1:${proxy.port}`],
+      clientId: `mapped-${randomUUID().slice(0, 8)}`,
+      log,
+      requestTimeoutMs: 1500,
+      addressMap: new Map([[`127.0.0.1:${broker.port}`, { host: '127.0.0.1', port: proxy.port }]]),
+    });
+    const producer = await createProducer(client, { timeoutMs: 2500, log });
+    try {
+      await producer.send(topic, [{ key: 'k', value: 'before', headers: {} }]);
+      proxy.partition();
+      await expect(producer.send(topic, [{ key: 'k', value: 'during', headers: {} }])).rejects.toThrow();
+      proxy.heal();
+      let sent = false;
+      for (let i = 0; i < 20 && !sent; i++) {
+        sent = await producer.send(topic, [{ key: 'k', value: 'after', headers: {} }]).then(
+          () => true,
+          () => false,
+        );
+      }
+      expect(sent).toBe(true);
+    } finally {
+      await producer.close().catch(() => {});
+      await proxy.close();
+    }
+  });
 });

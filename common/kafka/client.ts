@@ -1,4 +1,5 @@
 /** The connection settings every Kafka client of ours shares, and the opaque client handle. */
+import { connect, type Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { KafkaJs, logLevel, type Kafka } from './kafkajs.js';
 
@@ -61,6 +62,21 @@ export interface KafkaOptions {
   log: Logger;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** Broker addresses (`host:port`, as the cluster advertises them) to connect to elsewhere (config: REALCHAT_ADDRESS_MAP). */
+  addressMap?: ReadonlyMap<string, { host: string; port: number }>;
+}
+
+/**
+ * kafkajs' socket factory with the address map applied: brokers advertise their own addresses,
+ * which a role behind a NAT or a proxy cannot reach as given. Plain TCP with kafkajs' keep-alive.
+ */
+function mappedSockets(map: ReadonlyMap<string, { host: string; port: number }>) {
+  return ({ host, port, onConnect }: { host: string; port: number; onConnect: () => void }): Socket => {
+    const to = map.get(`${host}:${port}`) ?? { host, port };
+    const socket = connect({ host: to.host, port: to.port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    return socket;
+  };
 }
 
 export function createKafkaClient(opts: KafkaOptions): KafkaClient {
@@ -71,6 +87,7 @@ export function createKafkaClient(opts: KafkaOptions): KafkaClient {
     connectionTimeout: opts.connectionTimeoutMs ?? KAFKA_DEFAULTS.connectionTimeoutMs,
     requestTimeout: opts.requestTimeoutMs ?? KAFKA_DEFAULTS.requestTimeoutMs,
     retry: { ...KAFKA_DEFAULTS.clientRetry },
+    ...(opts.addressMap && opts.addressMap.size > 0 ? { socketFactory: mappedSockets(opts.addressMap) } : {}),
     logLevel: logLevel.WARN,
     logCreator:
       () =>

@@ -1,5 +1,5 @@
 /**
- * A TCP proxy of our own between one role and PostgreSQL, for network faults on that link only:
+ * A TCP proxy of our own between one role and a dependency, for network faults on that link only:
  * added latency (each chunk held `delayMs`, order kept) and a partition (both directions stop being
  * read; TCP backpressure holds the bytes, like packets dropped and retransmitted after the heal; new
  * connections are accepted and wait), and loss as TCP shows it (a chunk stalls for a retransmission
@@ -128,7 +128,8 @@ export class ProxyProcess {
 
   private constructor(
     private readonly child: ChildProcess,
-    readonly port: number,
+    /** One per target, in the order given. */
+    readonly ports: number[],
   ) {
     child.on('message', (m: { id?: number }) => {
       if (m.id === undefined) return;
@@ -137,7 +138,13 @@ export class ProxyProcess {
     });
   }
 
-  static start(targetPort: number): Promise<ProxyProcess> {
+  /** The link's first (often only) proxy. */
+  get port(): number {
+    return this.ports[0]!;
+  }
+
+  /** One process proxying each of `targetPorts` (faults apply to all of them at once). */
+  static start(...targetPorts: number[]): Promise<ProxyProcess> {
     // Compiled by `npm run chaos:build` (npm test and npm run chaos run it first); when this module
     // runs from source (vitest), the compiled child is taken from there.
     const here = fileURLToPath(import.meta.url);
@@ -145,7 +152,7 @@ export class ProxyProcess {
       ? join(ROOT, '.cache/chaos-build/tests/chaos/proxy-process.js')
       : join(dirname(here), 'proxy-process.js');
     if (!existsSync(script)) return Promise.reject(new Error(`${script} is missing: run \`npm run chaos:build\``));
-    const child = fork(script, [String(targetPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(script, targetPorts.map(String), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
@@ -153,10 +160,10 @@ export class ProxyProcess {
       }, 10_000);
       child.once('error', reject);
       child.once('exit', (code) => reject(new Error(`proxy process exited (${code}) before it listened`)));
-      child.once('message', (m: { port?: number }) => {
+      child.once('message', (m: { ports?: number[] }) => {
         clearTimeout(timer);
-        if (typeof m.port === 'number') resolve(new ProxyProcess(child, m.port));
-        else reject(new Error('proxy process sent no port'));
+        if (Array.isArray(m.ports) && m.ports.length === targetPorts.length) resolve(new ProxyProcess(child, m.ports));
+        else reject(new Error('proxy process sent no ports'));
       });
     });
   }

@@ -1,7 +1,8 @@
 /**
  * The distributed stack a chaos run owns: PostgreSQL, a 3-broker KRaft cluster (RF 3, min ISR 2),
  * Redis primary + replica + 3 sentinels, 3 gateways, 2 relays, 2 delivery workers, all on
- * 127.0.0.1. gateway-3 and relay-2 reach PostgreSQL through proxies of ours (network faults).
+ * 127.0.0.1. gateway-3 reaches PostgreSQL, Kafka and Redis, and relay-2 PostgreSQL, through proxies of
+ * ours (network faults on each of those links).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -99,11 +100,38 @@ export class ChaosStack {
       this.links.push({ name, proxy });
       return `postgres://postgres@127.0.0.1:${proxy.port}/postgres`;
     };
+    /**
+     * A gateway's Kafka and Redis links through proxies too: its bootstrap list and sentinels are
+     * the proxies, and REALCHAT_ADDRESS_MAP sends it to the proxies for the broker and Redis
+     * addresses the cluster and Sentinel hand out.
+     */
+    const brokerPorts = kafka.brokers.split(',').map((b) => Number(b.split(':')[1]));
+    const kafkaAndRedisViaProxies = async (name: string): Promise<Record<string, string>> => {
+      const k = await ProxyProcess.start(...brokerPorts);
+      this.links.push({ name: `${name}<->kafka`, proxy: k });
+      const servers = redis.servers.map((r) => r.port);
+      const sentinels = redis.sentinels.map((x) => x.port);
+      const r = await ProxyProcess.start(...servers, ...sentinels);
+      this.links.push({ name: `${name}<->redis`, proxy: r });
+      const map = [
+        ...brokerPorts.map((p, i) => `127.0.0.1:${p}=127.0.0.1:${k.ports[i]}`),
+        ...[...servers, ...sentinels].map((p, i) => `127.0.0.1:${p}=127.0.0.1:${r.ports[i]}`),
+      ];
+      return {
+        KAFKA_BROKERS: k.ports.map((p) => `127.0.0.1:${p}`).join(','),
+        REDIS_SENTINELS: r.ports
+          .slice(servers.length)
+          .map((p) => `127.0.0.1:${p}`)
+          .join(','),
+        REALCHAT_ADDRESS_MAP: map.join(','),
+      };
+    };
     const add = async (role: Role, i: number, list: NodeRole[], proxied: boolean) => {
       const name = `${role}-${i}`;
       const port = await freePort();
       const db = proxied ? await viaProxy(`${name}<->postgres`) : direct;
       const extra: Record<string, string> = role === 'gateway' ? { PORT: String(port) } : { METRICS_PORT: String(port) };
+      if (proxied && role === 'gateway') Object.assign(extra, await kafkaAndRedisViaProxies(name));
       const r = new NodeRole(
         name,
         role,
