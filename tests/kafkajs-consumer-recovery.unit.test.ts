@@ -9,18 +9,22 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { UNREACHABLE_LEADER_BACKOFF_MS, kafkajsConsumerGroup, kafkajsOffsetManager } from '../common/kafka/kafkajs.js';
 
-const { KafkaJSConnectionError, KafkaJSProtocolError, KafkaJSBrokerNotFound } = createRequire(import.meta.url)('kafkajs/src/errors') as {
+const { KafkaJSConnectionError, KafkaJSConnectionClosedError, KafkaJSProtocolError, KafkaJSBrokerNotFound } = createRequire(
+  import.meta.url,
+)('kafkajs/src/errors') as {
   KafkaJSConnectionError: new (m: string, o: object) => Error;
+  KafkaJSConnectionClosedError: new (m: string, o: object) => Error;
   KafkaJSProtocolError: new (e: object) => Error;
   KafkaJSBrokerNotFound: new (m: string) => Error;
 };
 const silent = { debug() {}, info() {}, warn() {}, error() {}, namespace: () => silent };
 
-function group(refresh: () => Promise<void>) {
+function group(refresh: () => Promise<void>, removed: string[] = []) {
   const g = Object.create(kafkajsConsumerGroup().prototype) as {
     recoverFromFetch(e: unknown): Promise<void>;
   };
-  return Object.assign(g, { cluster: { refreshMetadata: refresh }, logger: silent, groupId: 'g', memberId: 'm' });
+  const cluster = { refreshMetadata: refresh, removeBroker: (b: { host: string; port: number }) => removed.push(`${b.host}:${b.port}`) };
+  return Object.assign(g, { cluster, logger: silent, groupId: 'g', memberId: 'm' });
 }
 
 describe('kafkajs consumer fetch recovery (patched)', () => {
@@ -33,6 +37,21 @@ describe('kafkajs consumer fetch recovery (patched)', () => {
     await expect(
       g.recoverFromFetch(new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9', { broker: '127.0.0.1:9' })),
     ).resolves.toBeUndefined();
+    expect(refreshes).toBe(1);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(UNREACHABLE_LEADER_BACKOFF_MS - 5);
+  });
+
+  it('a leader whose connection is accepted and closed (a proxy in front of a dead broker): drops it, waits, refreshes the metadata', async () => {
+    let refreshes = 0;
+    const removed: string[] = [];
+    const g = group(async () => {
+      refreshes++;
+    }, removed);
+    const t0 = Date.now();
+    await expect(
+      g.recoverFromFetch(new KafkaJSConnectionClosedError('Closed connection', { host: '127.0.0.1', port: 9 })),
+    ).resolves.toBeUndefined();
+    expect(removed).toEqual(['127.0.0.1:9']);
     expect(refreshes).toBe(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(UNREACHABLE_LEADER_BACKOFF_MS - 5);
   });
@@ -113,28 +132,33 @@ describe('kafkajs group coordinator lost (patched)', () => {
     await expect(m.getCoordinator()).rejects.toBe(err);
   });
 
-  it('a heartbeat the coordinator cannot take is sent again to the group coordinator found anew', async () => {
-    const dead = coordinator(1, new KafkaJSConnectionError('refused', {}));
-    const alive = coordinator(2);
-    const ConsumerGroup = kafkajsConsumerGroup() as unknown as new (
-      o: object,
-    ) => {
-      heartbeat(o: { interval: number }): Promise<void>;
-      coordinator: unknown;
-      memberId: string | null;
-      generationId: number | null;
-    };
-    const g = new ConsumerGroup({
-      cluster: { refreshMetadata: async () => {}, findGroupCoordinator: async () => alive },
-      groupId: 'g',
-      topics: [],
-      logger: silent,
-      instrumentationEmitter: { emit() {} },
+  for (const [what, err] of [
+    ['refused', () => new KafkaJSConnectionError('refused', {})],
+    ['closed by a proxy in front of it', () => new KafkaJSConnectionClosedError('Closed connection', { host: '127.0.0.1', port: 9 })],
+  ] as const) {
+    it(`a heartbeat the coordinator cannot take (${what}) is sent again to the group coordinator found anew`, async () => {
+      const dead = coordinator(1, err());
+      const alive = coordinator(2);
+      const ConsumerGroup = kafkajsConsumerGroup() as unknown as new (
+        o: object,
+      ) => {
+        heartbeat(o: { interval: number }): Promise<void>;
+        coordinator: unknown;
+        memberId: string | null;
+        generationId: number | null;
+      };
+      const g = new ConsumerGroup({
+        cluster: { refreshMetadata: async () => {}, findGroupCoordinator: async () => alive },
+        groupId: 'g',
+        topics: [],
+        logger: silent,
+        instrumentationEmitter: { emit() {} },
+      });
+      Object.assign(g, { coordinator: dead, memberId: 'member-1', generationId: 7 });
+      await expect(g.heartbeat({ interval: 0 })).resolves.toBeUndefined();
+      expect(dead.calls).toEqual(['heartbeat']);
+      expect(alive.calls).toEqual(['heartbeat']);
+      expect(g.coordinator).toBe(alive);
     });
-    Object.assign(g, { coordinator: dead, memberId: 'member-1', generationId: 7 });
-    await expect(g.heartbeat({ interval: 0 })).resolves.toBeUndefined();
-    expect(dead.calls).toEqual(['heartbeat']);
-    expect(alive.calls).toEqual(['heartbeat']);
-    expect(g.coordinator).toBe(alive);
-  });
+  }
 });
