@@ -50,14 +50,17 @@ describe('a timed-out query on a pipelined connection (real PostgreSQL)', () => 
       ),
     );
 
-  it('the queries behind one that timed out while waiting in the pipeline each get their own answer', async () => {
+  /** q1 runs for 0.3 s; q2, q3 and q4 are written to the connection behind it (the driver writes on the next turn). */
+  async function fourInPipeline() {
     const { slow, fast } = await connect();
-    const q1 = slow(1, 0.3).execute();
-    const q2 = fast(2).execute();
-    const q3 = fast(3).execute();
-    const q4 = fast(4).execute();
-    // q2 is written to the connection behind q1 (the driver writes on the next turn) and times out there.
+    const qs = [slow(1, 0.3).execute(), fast(2).execute(), fast(3).execute(), fast(4).execute()] as const;
     await new Promise((r) => setTimeout(r, 20));
+    return qs;
+  }
+
+  it('the queries behind one that timed out while waiting in the pipeline each get their own answer', async () => {
+    const [q1, q2, q3, q4] = await fourInPipeline();
+    // q2 waits in the pipeline and times out there.
     expect((q2 as unknown as { state: unknown }).state).toBeTruthy();
     const timedOut = withTimeout(q2, 50, 'q2');
     expect(await settled([q1, timedOut, q3, q4])).toEqual([[1], 'timeout', [3], [4]]);
@@ -79,12 +82,7 @@ describe('a timed-out query on a pipelined connection (real PostgreSQL)', () => 
   });
 
   it('the driver still has the bug this guards against (when this fails, upstream fixed it: the guard may go)', async () => {
-    const { slow, fast } = await connect();
-    const q1 = slow(1, 0.3).execute();
-    const q2 = fast(2).execute();
-    const q3 = fast(3).execute();
-    const q4 = fast(4).execute();
-    await new Promise((r) => setTimeout(r, 20));
+    const [q1, q2, q3, q4] = await fourInPipeline();
     void q2.cancel();
     // q3 answered with q2's row, q4 with q3's; q2 itself never settles.
     expect(await settled([q1, q2, q3, q4], 2000)).toEqual([[1], 'hung', [2], [3]]);

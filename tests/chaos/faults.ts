@@ -283,7 +283,7 @@ export class FaultRunner {
   private readonly active = new Map<string, number>();
   private readonly busyTargets = new Set<string>();
   private readonly running = new Set<Promise<void>>();
-  private readonly caughtUpWait = new Map<PlannedFault, number>();
+  private readonly caughtUpWait = new Map<PlannedFault, { waited: number; owed: string | null }>();
   private readonly snapshots = new Map<PlannedFault, InFlightSnapshot>();
   /** What was in flight as each recorded fault was injected (analyze() reports how it arrived). */
   readonly inFlightAt = new Map<FaultRecord, InFlightSnapshot>();
@@ -301,7 +301,7 @@ export class FaultRunner {
    * isolated fault that begins on the last one's backlog measures that backlog's drain, not its own
    * recovery (a gateway kill once took 38.9 s that way).
    */
-  private async waitCaughtUp(): Promise<number | undefined> {
+  private async waitCaughtUp(): Promise<{ waited: number; owed: string | null } | undefined> {
     if (!this.probe) return undefined;
     const t = Date.now();
     const deadline = t + this.probe.maxWaitS * 1000;
@@ -313,7 +313,7 @@ export class FaultRunner {
     const waited = Math.round((Date.now() - t) / 100) / 10;
     if (owed !== null) this.log(`not caught up after ${waited}s (${owed}): the next fault starts anyway`);
     else if (waited > 0) this.log(`caught up after ${waited}s`);
-    return waited;
+    return { waited, owed };
   }
 
   private now_s(): number {
@@ -331,8 +331,8 @@ export class FaultRunner {
       if (f.quiet_s !== undefined) {
         while (this.running.size > 0) await Promise.allSettled([...this.running]);
         if (!this.aborted) await sleep(f.quiet_s * 1000);
-        const waited = await this.waitCaughtUp();
-        if (waited !== undefined) this.caughtUpWait.set(f, waited);
+        const w = await this.waitCaughtUp();
+        if (w) this.caughtUpWait.set(f, w);
       }
       if (this.aborted) break;
       const g = GROUP[f.kind];
@@ -361,9 +361,11 @@ export class FaultRunner {
 
   private record(f: PlannedFault, target: string, start: number, note?: string): void {
     const r: FaultRecord = { kind: f.kind, target, planned_s: f.at_s, start_s: start, end_s: this.now_s(), hold_s: f.hold_s };
-    if (note) r.note = note;
-    const waited = this.caughtUpWait.get(f);
-    if (waited !== undefined) r.caught_up_wait_s = waited;
+    const w = this.caughtUpWait.get(f);
+    if (w) r.caught_up_wait_s = w.waited;
+    // An isolated fault that began on a backlog: its recovery includes that backlog's drain.
+    const notes = [note, w?.owed ? `began without the workload caught up (${w.owed})` : undefined].filter(Boolean);
+    if (notes.length) r.note = notes.join('; ');
     const snap = this.snapshots.get(f);
     if (snap) this.inFlightAt.set(r, snap);
     this.done.push(r);
