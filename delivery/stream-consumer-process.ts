@@ -10,7 +10,7 @@ import type { Sql } from '../common/db.js';
 import type { EventRecord } from '../common/events.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { createKafkaClient, ensureTopics, runConsumer, type RunningConsumer } from '../common/kafka/index.js';
+import { createKafkaClient, kafkaConnection, ensureTopics, runConsumer, type RunningConsumer } from '../common/kafka/index.js';
 import { probe, readiness, startOpsServer, type DependencyCheck } from '../common/ops-server.js';
 import { toEventRecord } from './event-record.js';
 
@@ -49,8 +49,7 @@ export async function runStreamConsumerProcess(opts: {
       brokers: config.kafkaBrokers!,
       clientId: `realchat-${opts.role}-${config.nodeId}`,
       log,
-      requestTimeoutMs: config.kafka.requestTimeoutMs,
-      addressMap: config.addressMap,
+      ...kafkaConnection(config),
     });
     await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
     consumer = await runConsumer(kafka, {

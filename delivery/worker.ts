@@ -13,6 +13,7 @@ import {
   KafkaError,
   createLagProbe,
   createKafkaClient,
+  kafkaConnection,
   createProducer,
   deleteTopics,
   ensureTopics,
@@ -62,8 +63,7 @@ export async function startDeliveryWorker(deps: {
     brokers: config.kafkaBrokers!,
     clientId: `realchat-delivery-${config.nodeId}`,
     log,
-    requestTimeoutMs: topics.requestTimeoutMs,
-    addressMap: config.addressMap,
+    ...kafkaConnection(config),
   });
   await ensureTopics(kafka, [
     { topic: topics.eventsTopic, partitions: topics.partitions },

@@ -8,7 +8,7 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
-import { createKafkaClient, createLagProbe, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
+import { createKafkaClient, kafkaConnection, createLagProbe, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
 import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
 import { CircuitBreaker } from '../common/breaker.js';
 import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/node-records.js';
@@ -37,8 +37,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
     brokers: config.kafkaBrokers!,
     clientId: `realchat-gateway-${nodeId}`,
     log,
-    requestTimeoutMs: config.kafka.requestTimeoutMs,
-    addressMap: config.addressMap,
+    ...kafkaConnection(config),
   });
   const presence: PresenceRegistry | null = presenceFromConfig(config);
   if (presence instanceof RedisPresence && !(await presence.ready(config.redis!.commandTimeoutMs * 4))) {

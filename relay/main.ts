@@ -9,7 +9,7 @@ import { runMain } from '../common/process-main.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { createConfiguredSql, type Sql } from '../common/db.js';
-import { KafkaError, createKafkaClient, createProducer, ensureTopics } from '../common/kafka/index.js';
+import { KafkaError, createKafkaClient, kafkaConnection, createProducer, ensureTopics } from '../common/kafka/index.js';
 import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { probe, readiness, startOpsServer, type DependencyCheck, type Readiness } from '../common/ops-server.js';
 import { Sleeper, backoffMs } from '../common/backoff.js';
@@ -117,8 +117,7 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
       brokers: config.kafkaBrokers,
       clientId: `realchat-relay-${config.nodeId}`,
       log,
-      requestTimeoutMs: config.kafka.requestTimeoutMs,
-      addressMap: config.addressMap,
+      ...kafkaConnection(config),
     });
     await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
     const producer = await createProducer(kafka, { timeoutMs: config.kafka.requestTimeoutMs, log });

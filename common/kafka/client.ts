@@ -66,6 +66,14 @@ export interface KafkaOptions {
   addressMap?: ReadonlyMap<string, { host: string; port: number }>;
 }
 
+/** What every role's Kafka client takes from its configuration (REALCHAT_KAFKA_TIMEOUT_MS, REALCHAT_ADDRESS_MAP). */
+export function kafkaConnection(config: {
+  readonly kafka: { readonly requestTimeoutMs: number };
+  readonly addressMap: ReadonlyMap<string, { host: string; port: number }>;
+}): Pick<KafkaOptions, 'requestTimeoutMs' | 'addressMap'> {
+  return { requestTimeoutMs: config.kafka.requestTimeoutMs, addressMap: config.addressMap };
+}
+
 /**
  * kafkajs' socket factory with the address map applied: brokers advertise their own addresses,
  * which a role behind a NAT or a proxy cannot reach as given. Plain TCP with kafkajs' keep-alive.

@@ -2,7 +2,7 @@
  * Our Kafka adapter: the only way the roles talk to Kafka (kafkajs stays behind it, see kafkajs.ts).
  * Client handles are opaque; failures are KafkaError with a `retriable` flag.
  */
-export { KAFKA_DEFAULTS, createKafkaClient, type KafkaClient, type KafkaOptions } from './client.js';
+export { KAFKA_DEFAULTS, createKafkaClient, kafkaConnection, type KafkaClient, type KafkaOptions } from './client.js';
 export { KafkaError } from './errors.js';
 export { consumerLag, createLagProbe, deleteTopics, ensureTopics, type LagProbe, type PartitionLag } from './admin.js';
 export { createProducer, type KafkaProducer, type OutRecord } from './producer.js';
