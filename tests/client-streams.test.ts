@@ -119,7 +119,7 @@ describe('SendQueue', () => {
   });
 
   /** A queue with room for many sends in flight, and a refusal's retry delay under the test's control. */
-  function pipelined(maxAttempts = 3) {
+  function pipelined(maxAttempts = 3, retryMs = 20) {
     const sent: string[] = [];
     let n = 0;
     const q = new SendQueue({
@@ -127,8 +127,8 @@ describe('SendQueue', () => {
       maxInFlight: 10,
       maxAttempts,
       timeoutMs: 5000,
-      retryBaseMs: 20,
-      retryCapMs: 20,
+      retryBaseMs: retryMs,
+      retryCapMs: retryMs,
       random: () => 1,
       transmit: (_c, key) => {
         sent.push(key);
@@ -180,22 +180,8 @@ describe('SendQueue', () => {
   });
 
   it('an ack of a later send ends the backoff of sends refused unavailable before it, not of rate-limited ones', async () => {
-    const sent: string[] = [];
-    let n = 0;
-    const q = new SendQueue({
-      maxQueued: 100,
-      maxInFlight: 10,
-      maxAttempts: 5,
-      timeoutMs: 60_000,
-      // a refusal's retry would come 10 s later
-      retryBaseMs: 10_000,
-      retryCapMs: 10_000,
-      random: () => 0.999,
-      transmit: (_c, key) => {
-        sent.push(key);
-        return ++n;
-      },
-    });
+    // a refusal's retry would come 10 s later
+    const { q, sent } = pipelined(3, 10_000);
     const a1 = q.enqueue('a', 1, 'a1');
     const b1 = q.enqueue('b', 1, 'b1');
     const c1 = q.enqueue('c', 1, 'c1');
