@@ -6,6 +6,8 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -145,7 +147,54 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
           (e: Error) => e.message,
         )
       : '';
-    return [tail(gateway), tail(delivery), tail(relay), status && `connector: ${status}`].filter(Boolean).join('\n');
+    return [tail(gateway), tail(delivery), tail(relay), status && `connector: ${status}`, connectTail(), await hops()]
+      .filter(Boolean)
+      .join('\n');
+  };
+  /** Connect's own warnings and errors (its log file): a task stuck after a broker restart says so there. */
+  const connectTail = (): string => {
+    if (!connect) return '';
+    try {
+      const lines = readFileSync(join(connect.dir, 'logs', 'connect.log'), 'utf8')
+        .split('\n')
+        .filter((l) => /\b(WARN|ERROR)\b/.test(l));
+      return `connect log: ${lines
+        .slice(-8)
+        .map((l) => l.slice(0, 300))
+        .join('\n  ')}`;
+    } catch (err) {
+      return `connect log: ${(err as Error).message}`;
+    }
+  };
+  /** Which hop the stream stopped at: each topic's end offsets against its consumer group's committed offsets. */
+  const hops = async (): Promise<string> => {
+    const admin = new kafkajs.Kafka({
+      brokers: kafka.brokers.split(','),
+      clientId: 'diagnose',
+      logLevel: kafkajs.logLevel.NOTHING,
+      requestTimeout: 3000,
+      retry: { retries: 1 },
+    }).admin();
+    try {
+      await admin.connect();
+      const out: string[] = [];
+      for (const [topic, group] of [
+        [EVENTS, 'realchat-delivery'],
+        [DELIVERIES, 'realchat-gateway-gateway-1'],
+      ] as const) {
+        const ends = await admin.fetchTopicOffsets(topic);
+        const [committed] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+        const at = new Map(committed?.partitions.map((p) => [p.partition, p.offset]) ?? []);
+        out.push(
+          `${topic} end/committed by ${group}: ${ends.map((e) => `p${e.partition} ${e.offset}/${at.get(e.partition) ?? '?'}`).join(', ')}`,
+        );
+      }
+      return out.join('\n');
+    } catch (err) {
+      return `offsets: ${(err as Error).message}`;
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
   };
   /** Waits until `client` has message `sequence` of `conv`; a timeout reports what it got and why. */
   const delivered = async (client: TestClient, conv: string, sequence: number, timeoutMs: number) => {
