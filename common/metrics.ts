@@ -109,6 +109,11 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
       help: '1 while this gateway has paused its delivery consumer (overloaded)',
       registers: r,
     }),
+    presenceLapses: new Counter({
+      name: 'realchat_presence_lapses_total',
+      help: 'Times this gateway may have dropped out of the presence registry (heartbeat overdue or expired, entries lost); each ends with a catch-up of every connection from the database',
+      registers: r,
+    }),
     presenceFallbacks: new Counter({
       name: 'realchat_presence_fallbacks_total',
       help: 'Deliveries broadcast because the presence registry failed',

@@ -60,7 +60,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
   });
   // Announce presence only once consuming: nothing can be addressed to this node before that.
   const agent = presence
-    ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users, deps.rooms)
+    ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users, deps.rooms, deps.lapses)
     : null;
   await agent?.start();
   // Presence for clients: per-user pub/sub channels on a connection of their own (gateway/presence-feed.ts).

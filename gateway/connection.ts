@@ -45,6 +45,8 @@ export interface ConnectionDeps {
    * database at once), and how many may wait per conversation.
    */
   reorder?: { windowMs: number; maxHeld: number };
+  /** This node's presence registration may have lapsed (gateway/lapse-catch-up.ts). */
+  registrationLapsed?(): boolean;
 }
 
 /** Live messages that arrived ahead of a missing sequence, waiting for it (bounded in count and time). */
@@ -57,7 +59,7 @@ interface Fill {
   target: number;
   /** Send `synced` when done (resume at hello). */
   synced: boolean;
-  /** The hello catch-up (`resume`) or a gap the live path left (`fill`). */
+  /** A catch-up (`resume`: hello's, or after a presence lapse) or a gap the live path left (`fill`). */
   via: Exclude<Via, 'live'>;
 }
 
@@ -117,6 +119,38 @@ export class Connection {
     }
   }
 
+  /** Still in hello: its conversations are not known yet. */
+  get activating(): boolean {
+    return this.initializing;
+  }
+
+  /** The conversations this connection is subscribed to. */
+  subscriptions(): Iterable<string> {
+    return this.lastSent.keys();
+  }
+
+  /**
+   * This node was out of the presence registry, so deliveries may have gone nowhere: catch up to
+   * `latest` (conversation -> its last sequence, read after the node was registered again).
+   * Returns how many conversations were behind.
+   */
+  catchUp(latest: ReadonlyMap<string, number>): number {
+    if (this.closed || this.initializing) return 0;
+    let behind = 0;
+    for (const [conv, last] of this.lastSent) {
+      const target = latest.get(conv);
+      if (target === undefined || target <= last) continue;
+      behind++;
+      const fill = this.fills?.get(conv);
+      if (fill) {
+        if (target > fill.target) fill.target = target;
+        continue;
+      }
+      this.startFill(conv, Math.max(target, this.dropHeld(conv)), false, 'resume');
+    }
+    return behind;
+  }
+
   /** During hello: a sequence known to exist (as if its message had arrived live). */
   noteLive(conversationId: string, sequence: number): void {
     if (!this.initializing || this.closed) return;
@@ -149,8 +183,7 @@ export class Connection {
     }
     const dropped = this.hold(conv, env, frame);
     if (dropped < 0) return;
-    this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
-    this.startFill(conv, Math.max(seq, dropped), false, 'fill');
+    this.startFill(conv, Math.max(seq, dropped), false, this.gapVia());
   }
 
   /** Writes the next live message; false if the connection closed or left the conversation. */
@@ -213,8 +246,17 @@ export class Connection {
     this.dropHeld(conv);
     const last = this.lastSent.get(conv);
     if (this.closed || last === undefined || this.fills?.has(conv) || target <= last) return;
+    this.startFill(conv, target, false, this.gapVia());
+  }
+
+  /**
+   * A gap in the live stream: a pipeline loss repaired from the database (`fill`), unless this node
+   * is out of the presence registry, when deliveries to it went nowhere by design (its catch-up).
+   */
+  private gapVia(): Fill['via'] {
+    if (this.deps.registrationLapsed?.()) return 'resume';
     this.deps.metrics.failedDeliveries.inc({ reason: 'gap_filled_from_db' });
-    this.startFill(conv, target, false, 'fill');
+    return 'fill';
   }
 
   /** Returns the highest sequence that was held (0: none). */

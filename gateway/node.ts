@@ -19,6 +19,7 @@ import { createAuthenticator } from './auth.js';
 import { createAdminDeps } from './admin-routes.js';
 import { createChatStore } from './chat-store.js';
 import { ConnectionRegistry } from './registry.js';
+import { createLapseCatchUp } from './lapse-catch-up.js';
 import { createGatewayInbox } from './inbox.js';
 import { RateLimiter } from './rate-limit.js';
 import { startGatewayServer } from './server.js';
@@ -108,7 +109,13 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     },
   );
   backlog.start();
-  const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts(), rooms: () => registry.roomsHere() });
+  const lapse = createLapseCatchUp({
+    connections: () => registry.all(),
+    lastSequences: (ids) => store.lastSequences(ids),
+    log,
+    metrics,
+  });
+  const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts(), rooms: () => registry.roomsHere(), lapses: lapse });
   onRoomInterest = async (c, i) => pipeline.cluster?.roomInterest(c, i);
   const presence = createPresenceService({
     feed: pipeline.cluster?.presenceFeed ?? createLocalPresenceFeed((u) => registry.countOf(u)),
@@ -136,6 +143,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       auth,
       admin: createAdminDeps({ config, sql, jwt: auth }),
       registry,
+      registrationLapsed: () => lapse.active(),
       membership,
       log,
       metrics,

@@ -1,6 +1,7 @@
 /** What a gateway node needs from the event pipeline it runs on (distributed or standalone). */
 import type { GatewayInbox } from './inbox.js';
 import type { PresenceFeed } from './presence-feed.js';
+import type { LapseHandler } from './presence-agent.js';
 
 /** Presence entries and typing for other nodes (distributed mode). */
 export interface ClusterPorts {
@@ -33,6 +34,8 @@ export interface NodePorts {
   users(): ReadonlyMap<string, number>;
   /** Large rooms with a subscriber on this node. */
   rooms(): Iterable<string>;
+  /** What to do when this node may have dropped out of the presence registry (distributed mode). */
+  lapses: LapseHandler;
 }
 
 export type PipelineFactory = (node: NodePorts) => Promise<NodePipeline>;

@@ -79,6 +79,8 @@ export interface WsDeps {
   store: ChatStore;
   auth: Authenticator;
   registry: ConnectionRegistry;
+  /** This node's presence registration may have lapsed: a gap is part of its catch-up. */
+  registrationLapsed?(): boolean;
   membership: MembershipCache;
   log: Logger;
   logs: LogLimiter;
@@ -152,6 +154,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     drainTimeoutMs: config.timeouts.slowReaderMs,
     onLeft: (conn: Connection, conversationId: string) => registry.leaveRoom(conn, conversationId),
     reorder: { windowMs: limits.reorderWindowMs, maxHeld: limits.reorderMaxHeld },
+    registrationLapsed: () => deps.registrationLapsed?.() ?? false,
   };
   // A `messages` reply is at most a quarter of the buffer bound, sent only once the buffer is below
   // half of it: a reply can never push a connection past its bound, and a client that does not

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAULT_KINDS, type FaultRecord, planIsolated, planSchedule, SLA_S } from './chaos/faults.js';
 import { ROOT } from './chaos/procs.js';
-import { auditPipeline } from './chaos/pipeline-audit.js';
+import { auditPipeline, neverRoutedRuns } from './chaos/pipeline-audit.js';
 import { analyze, inFlightOutcome } from './chaos/report.js';
 import { Rng } from './chaos/rng.js';
 import { Workload } from './chaos/workload.js';
@@ -236,6 +236,33 @@ describe('chaos: what a run concludes', () => {
     records.routed.set(`${c}#1`, new Set([u1, u2]));
     const clean = auditPipeline(records, stored, [{ user: u2, key: `${c}#1` }]);
     expect([clean.unpublished, clean.filled_never_routed]).toEqual([[], []]);
+  });
+
+  it('never-routed fills are grouped into runs of sequences, each with the faults around its commits', () => {
+    const t0 = 1_000_000;
+    const at = new Map([
+      ['c#4', t0 + 10_000],
+      ['c#5', t0 + 10_500],
+      ['c#6', t0 + 11_000],
+      ['c#9', t0 + 40_000],
+    ]);
+    const faults = [
+      { kind: 'net-partition', target: 'gateway-3<->redis', start_s: 5, end_s: 9 },
+      { kind: 'broker-kill', target: 'kafka-2', start_s: 30, end_s: 33 },
+      { kind: 'redis-kill', target: 'redis-1', start_s: 60, end_s: 64 },
+    ];
+    const runs = neverRoutedRuns(['u|c#6', 'u|c#4', 'u|c#5', 'u|c#9'], at, t0, faults);
+    expect(runs).toEqual([
+      {
+        user: 'u',
+        conversation_id: 'c',
+        from_sequence: 4,
+        to_sequence: 6,
+        committed_s: [10, 11],
+        faults: ['net-partition gateway-3<->redis 5-9'],
+      },
+      { user: 'u', conversation_id: 'c', from_sequence: 9, to_sequence: 9, committed_s: [40, 40], faults: [] },
+    ]);
   });
 
   it('the schedule is a function of the seed, and covers every kind before repeating one', () => {

@@ -146,6 +146,51 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
     for (const c of clients) c.close();
   });
 
+  it('a node paused past its presence TTL misses what was routed meanwhile: once back it catches its clients up, even in a conversation that went quiet', async () => {
+    // Chaos finding 16: a node whose heartbeat expired looks dead to every delivery worker, which
+    // routes its users' messages to no node; nothing fails, so nothing is broadcast either. Before
+    // the fix a connected member got such a message only if a later one revealed the gap.
+    const [a, b] = [randomUUID(), randomUUID()];
+    const conv = await conversation(a, [b]);
+    const ca = await TestClient.connect(`ws://127.0.0.1:${gateways.get(0)!.port}/v1/ws`, await auth.issue(a));
+    const cb = await TestClient.connect(`ws://127.0.0.1:${gateways.get(2)!.port}/v1/ws`, await auth.issue(b));
+    expect(cb.frames[0]!.node_id).toBe('gateway-2');
+    await ca.sendMessage(conv, 'lapse-1', 1);
+    expect(await cb.waitFor((f) => f.type === 'message' && f.message.sequence_number === 1, 20_000)).toMatchObject({ via: 'live' });
+
+    const r = new Redis({ port: redis.primary.port, host: '127.0.0.1', lazyConnect: false, maxRetriesPerRequest: 1 });
+    r.on('error', () => {});
+    const node = gateways.get(2)!.proc.child;
+    node.kill('SIGSTOP');
+    try {
+      // Until Redis's clock is past the paused node's heartbeat expiry: from now on it looks dead.
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const [[sec, usec], score] = await Promise.all([
+          r.time() as unknown as Promise<[string, string]>,
+          r.zscore('rc:nodes', 'gateway-2'),
+        ]);
+        if (score === null || Number(score) <= Number(sec) * 1000 + Math.floor(Number(usec) / 1000)) break;
+        if (Date.now() > deadline) throw new Error('gateway-2 still live in the registry 20 s after it was paused');
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      await ca.sendMessage(conv, 'lapse-2', 2);
+      // Time for the delivery workers to route it (to no node): the fault has to have bitten.
+      await new Promise((res) => setTimeout(res, 2000));
+    } finally {
+      node.kill('SIGCONT');
+      r.disconnect();
+    }
+    // Nothing more is sent to this conversation: only the node's catch-up can bring it.
+    const got = await cb.waitFor((f) => f.type === 'message' && f.message.sequence_number === 2, 20_000);
+    expect(got.via).toBe('resume');
+    await ca.sendMessage(conv, 'lapse-3', 3);
+    expect(await cb.waitFor((f) => f.type === 'message' && f.message.sequence_number === 3, 20_000)).toMatchObject({ via: 'live' });
+    expect(cb.messages(conv).map((m) => m.sequence_number)).toEqual([1, 2, 3]);
+    ca.close();
+    cb.close();
+  }, 90_000);
+
   it('kill -9 of a gateway node mid-stream: its clients move to another node; nothing lost, duplicated or reordered', async () => {
     const victim = 1 + Math.floor(Math.random() * 2);
     const { report, clients } = await scenario(40, async () => {

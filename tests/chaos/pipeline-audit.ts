@@ -36,6 +36,8 @@ export interface PipelineAudit {
   filled: number;
   /** ...of which the pipeline never routed to that member: a loss the fill hid. */
   filled_never_routed: string[];
+  /** The same grouped into runs with the faults around them (the first 100). */
+  never_routed_runs?: NeverRoutedRun[];
   dead_lettered: number;
 }
 
@@ -58,6 +60,66 @@ export function auditPipeline(
     filled_never_routed: filledNeverRouted,
     dead_lettered: records.deadLettered,
   };
+}
+
+/** Consecutive sequences of one member and conversation the pipeline never routed, with the faults around them. */
+export interface NeverRoutedRun {
+  user: string;
+  conversation_id: string;
+  from_sequence: number;
+  to_sequence: number;
+  /** When the first and last of them were committed, seconds into the run. */
+  committed_s: [number, number];
+  /** Faults active within `slackS` of those commits (`kind target start-end`). */
+  faults: string[];
+}
+
+/**
+ * Groups `filled_never_routed` entries into runs and names the faults around each, so a failed
+ * audit says where to look (finding 16 had only counts to go on).
+ */
+export function neverRoutedRuns(
+  neverRouted: readonly string[],
+  committedAtMs: ReadonlyMap<string, number>,
+  t0: number,
+  faults: ReadonlyArray<{ kind: string; target: string; start_s: number; end_s: number }>,
+  slackS = 6,
+): NeverRoutedRun[] {
+  const byPair = new Map<string, number[]>();
+  for (const e of neverRouted) {
+    const [user, key] = e.split('|') as [string, string];
+    const [conv, seq] = key.split('#') as [string, string];
+    const k = `${user}|${conv}`;
+    const l = byPair.get(k);
+    if (l) l.push(Number(seq));
+    else byPair.set(k, [Number(seq)]);
+  }
+  const runs: NeverRoutedRun[] = [];
+  for (const [k, seqs] of byPair) {
+    const [user, conv] = k.split('|') as [string, string];
+    seqs.sort((a, b) => a - b);
+    let start = 0;
+    for (let i = 1; i <= seqs.length; i++) {
+      if (i < seqs.length && seqs[i] === seqs[i - 1]! + 1) continue;
+      const from = seqs[start]!;
+      const to = seqs[i - 1]!;
+      const at = (seq: number) => Math.round(((committedAtMs.get(`${conv}#${seq}`) ?? Number.NaN) - t0) / 100) / 10;
+      const first = at(from);
+      const last = at(to);
+      runs.push({
+        user,
+        conversation_id: conv,
+        from_sequence: from,
+        to_sequence: to,
+        committed_s: [first, last],
+        faults: faults
+          .filter((f) => f.start_s - slackS <= last && f.end_s + slackS >= first)
+          .map((f) => `${f.kind} ${f.target} ${f.start_s}-${f.end_s}`),
+      });
+      start = i;
+    }
+  }
+  return runs.sort((a, b) => a.committed_s[0] - b.committed_s[0]);
 }
 
 /** Reads the event, delivery, node and dead-letter topics from the start until nothing is left. */

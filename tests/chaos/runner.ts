@@ -14,7 +14,7 @@ import { type FaultKind, FaultRunner, planIsolated, planSchedule } from './fault
 import { ROOT, sleep } from './procs.js';
 import { analyze, type ChaosResult, writeResults } from './report.js';
 import { Rng } from './rng.js';
-import { auditPipeline, readPipeline } from './pipeline-audit.js';
+import { auditPipeline, neverRoutedRuns, readPipeline } from './pipeline-audit.js';
 import { CHAOS_TOPICS, ChaosStack } from './stack.js';
 import { type Broken, type Conversation, type User, Workload } from './workload.js';
 
@@ -175,7 +175,8 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
     if (presence?.missing.length) o.log(`running gateways not live in the presence registry: ${presence.missing.join(', ')}`);
     const stored = [
       ...(await sql<StoredMessage[]>`
-        SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload
+        SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload,
+               (extract(epoch FROM created_at) * 1000)::float8 AS committed_ms
         FROM messages WHERE conversation_id IN ${sql(ids)} ORDER BY conversation_id, sequence`),
     ];
     workload.closeAll();
@@ -212,6 +213,16 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
     const filled = workload.history.filled().map((f) => ({ user: f.reader, key: `${f.conversation_id}#${f.sequence_number}` }));
     result.pipeline = records ? auditPipeline(records, stored, filled) : null;
     const audit = result.pipeline;
+    if (audit?.filled_never_routed.length) {
+      const committedAt = new Map(
+        stored.map((m) => [`${m.conversation_id}#${m.sequence_number}`, (m as StoredMessage & { committed_ms: number }).committed_ms]),
+      );
+      audit.never_routed_runs = neverRoutedRuns(audit.filled_never_routed, committedAt, t0, faults.done).slice(0, 100);
+      for (const r of audit.never_routed_runs.slice(0, 20))
+        o.log(
+          `never routed: ${r.user} ${r.conversation_id} #${r.from_sequence}-${r.to_sequence} at ${r.committed_s.join('-')} s; faults: ${r.faults.join('; ') || 'none'}`,
+        );
+    }
     if (!audit) result.reasons.push('pipeline audit: the topics could not be read');
     else {
       if (audit.unpublished.length) result.reasons.push(`${audit.unpublished.length} stored messages never on the event topic`);
