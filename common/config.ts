@@ -209,6 +209,11 @@ export interface RedisConfig {
 export interface PresenceConfig {
   readonly heartbeatMs: number;
   readonly ttlMs: number;
+  /**
+   * How long a delivery worker reuses its list of live nodes. A gateway back in the registry waits
+   * this long before its catch-up reads, so nothing a stale list routed past it is missed.
+   */
+  readonly liveCacheMs: number;
   /** Partitions of each gateway node's delivery topic. */
   readonly nodeTopicPartitions: number;
   /** Node topics of nodes dead this long are deleted by delivery workers. */
@@ -583,6 +588,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     presence: {
       heartbeatMs: int(env, 'REALCHAT_PRESENCE_HEARTBEAT_MS', 1000, 100, 60_000),
       ttlMs: int(env, 'REALCHAT_PRESENCE_TTL_MS', 5000, 300, 600_000),
+      liveCacheMs: int(env, 'REALCHAT_PRESENCE_LIVE_CACHE_MS', 1000, 0, 60_000),
       nodeTopicPartitions: int(env, 'REALCHAT_NODE_TOPIC_PARTITIONS', 4, 1, 1000),
       deadNodeTopicTtlMs: int(env, 'REALCHAT_DEAD_NODE_TOPIC_TTL_MS', 10 * 60_000, 1000, 7 * 24 * 3600_000),
       pauseAboveLoopDelayMs: int(env, 'REALCHAT_PAUSE_ABOVE_LOOP_DELAY_MS', 200, 10, 60_000),

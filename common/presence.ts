@@ -403,6 +403,7 @@ export function presenceFromConfig(config: Config): RedisPresence | null {
     sentinelName: config.redis.sentinelName,
     addressMap: config.addressMap,
     commandTimeoutMs: config.redis.commandTimeoutMs,
+    liveCacheMs: config.presence.liveCacheMs,
     // Every live node heartbeats (and so re-syncs if needed) several times within one TTL.
     settleMs: config.presence.ttlMs,
   });

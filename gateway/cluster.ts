@@ -60,7 +60,17 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
   });
   // Announce presence only once consuming: nothing can be addressed to this node before that.
   const agent = presence
-    ? new PresenceAgent(presence, nodeId, config.presence.heartbeatMs, config.presence.ttlMs, log, deps.users, deps.rooms, deps.lapses)
+    ? new PresenceAgent(
+        presence,
+        nodeId,
+        config.presence.heartbeatMs,
+        config.presence.ttlMs,
+        log,
+        deps.users,
+        deps.rooms,
+        deps.lapses,
+        config.presence.liveCacheMs + 100,
+      )
     : null;
   await agent?.start();
   // Presence for clients: per-user pub/sub channels on a connection of their own (gateway/presence-feed.ts).

@@ -177,7 +177,10 @@ describe('the node-level catch-up', () => {
 
 /** A registry whose heartbeat the test steers; its calls and the lapse handler's go into one log. */
 class FakeRegistry implements Partial<PresenceRegistry> {
-  constructor(readonly events: string[]) {}
+  constructor(
+    readonly events: string[],
+    private readonly onResync: () => void = () => {},
+  ) {}
   mode: 'ok' | 'lost' | 'down' | 'slow' = 'ok';
   slowMs = 0;
   heartbeats = 0;
@@ -193,6 +196,7 @@ class FakeRegistry implements Partial<PresenceRegistry> {
   }
   async resync() {
     this.events.push('resync');
+    this.onResync();
   }
   async removeNode() {}
   async addConnection() {}
@@ -200,14 +204,15 @@ class FakeRegistry implements Partial<PresenceRegistry> {
 }
 
 /** An agent (beat 20 ms, TTL 100 ms) over a fake registry; `failRecoveries`: catch-ups that throw first. */
-async function started(failRecoveries = 0) {
+async function started(failRecoveries = 0, catchUpDelayMs = 0) {
   const events: string[] = [];
-  const registry = new FakeRegistry(events);
+  let resyncedAt = 0;
+  const registry = new FakeRegistry(events, () => (resyncedAt = performance.now()));
   let failures = failRecoveries;
   const handler: LapseHandler = {
     suspect: () => void events.push('suspect'),
     recover: async () => {
-      events.push('recover');
+      events.push(`recover${catchUpDelayMs ? ` after ${Math.round((performance.now() - resyncedAt) / 50) * 50}` : ''}`);
       if (failures-- > 0) throw new Error('database down');
     },
   };
@@ -220,6 +225,7 @@ async function started(failRecoveries = 0) {
     () => new Map([['u', 1]]),
     () => [],
     handler,
+    catchUpDelayMs,
   );
   await agent.start();
   events.length = 0;
@@ -266,6 +272,16 @@ describe('PresenceAgent: suspecting and ending a lapse', () => {
     // on Redis as early as then): that is a possible lapse too, so one or two rounds.
     expect(events.length).toBeGreaterThan(0);
     for (let i = 0; i < events.length; i += 3) expect(events.slice(i, i + 3)).toEqual(['suspect', 'resync', 'recover']);
+  });
+
+  it("the catch-up waits out the delivery workers' live-node cache after the re-sync (finding 16: a stale list routed past the node)", async () => {
+    const { agent, registry, events } = await started(0, 200);
+    registry.mode = 'lost';
+    await sleep(100);
+    expect(events).toEqual(['suspect', 'resync']);
+    await sleep(250);
+    await agent.stop();
+    expect(events).toEqual(['suspect', 'resync', 'recover after 200']);
   });
 
   it('a catch-up that fails is tried again by the next beat', async () => {
