@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FAULT_KINDS, type FaultRecord, planIsolated, planSchedule, SLA_S } from './chaos/faults.js';
+import { applicable, FAULT_KINDS, type FaultRecord, planIsolated, planSchedule, SLA_S } from './chaos/faults.js';
 import { ROOT } from './chaos/procs.js';
 import { auditPipeline, neverRoutedRuns } from './chaos/pipeline-audit.js';
 import { analyze, inFlightOutcome } from './chaos/report.js';
@@ -263,6 +263,16 @@ describe('chaos: what a run concludes', () => {
       },
       { user: 'u', conversation_id: 'c', from_sequence: 9, to_sequence: 9, committed_s: [40, 40], faults: [] },
     ]);
+  });
+
+  it('a stack gets the relay faults or the Connect faults, whichever publishes its outbox', () => {
+    const ts = { relays: [{}, {}], connect: null };
+    const dbz = { relays: [], connect: {} };
+    const groups = (stack: typeof ts | typeof dbz) =>
+      FAULT_KINDS.filter((k) => applicable(k, stack)).filter((k) => /^(relay|connect)-/.test(k));
+    expect(groups(ts)).toEqual(['relay-kill', 'relay-stop', 'relay-term']);
+    expect(groups(dbz)).toEqual(['connect-kill', 'connect-stop', 'connect-term']);
+    expect(FAULT_KINDS.filter((k) => applicable(k, ts)).length).toBe(FAULT_KINDS.length - 3);
   });
 
   it('the schedule is a function of the seed, and covers every kind before repeating one', () => {

@@ -15,6 +15,9 @@ export const FAULT_KINDS = [
   'relay-kill',
   'relay-stop',
   'relay-term',
+  'connect-kill',
+  'connect-stop',
+  'connect-term',
   'delivery-kill',
   'delivery-stop',
   'delivery-term',
@@ -40,6 +43,9 @@ const HOLD: Record<FaultKind, [number, number]> = {
   'relay-kill': [1, 4],
   'relay-stop': [3, 8],
   'relay-term': [1, 3],
+  'connect-kill': [1, 4],
+  'connect-stop': [3, 8],
+  'connect-term': [1, 3],
   'delivery-kill': [1, 4],
   'delivery-stop': [2, 6],
   'delivery-term': [1, 3],
@@ -69,6 +75,10 @@ export const RECOVERY_FROM: Record<FaultKind, 'start' | 'end'> = {
   'relay-kill': 'start',
   'relay-stop': 'start',
   'relay-term': 'end',
+  // One Connect worker: nothing publishes the outbox until it is back.
+  'connect-kill': 'end',
+  'connect-stop': 'end',
+  'connect-term': 'end',
   'delivery-kill': 'start',
   'delivery-stop': 'end',
   'delivery-term': 'end',
@@ -106,6 +116,9 @@ const GROUP: Record<FaultKind, string> = {
   'relay-kill': 'relay',
   'relay-stop': 'relay',
   'relay-term': 'relay',
+  'connect-kill': 'connect',
+  'connect-stop': 'connect',
+  'connect-term': 'connect',
   'delivery-kill': 'delivery',
   'delivery-stop': 'delivery',
   'delivery-term': 'delivery',
@@ -124,6 +137,13 @@ const GROUP: Record<FaultKind, string> = {
 
 export function groupOf(kind: FaultKind): string {
   return GROUP[kind];
+}
+
+/** Whether the stack has what `kind` faults: relays for relay-*, a Connect worker for connect-*. */
+export function applicable(kind: FaultKind, stack: { relays: readonly unknown[]; connect: unknown }): boolean {
+  if (GROUP[kind] === 'relay') return stack.relays.length > 0;
+  if (GROUP[kind] === 'connect') return stack.connect !== null;
+  return true;
 }
 
 export interface PlannedFault {
@@ -268,6 +288,7 @@ export function planIsolated(rng: Rng, startS: number, kinds: FaultKind[], gapS:
 const CAPACITY: Record<string, (stack: ChaosStack) => number> = {
   gateway: (s) => s.gateways.length - 1,
   relay: () => 1,
+  connect: () => 1,
   delivery: () => 1,
   kafka: () => 1,
   redis: () => 1,
@@ -424,6 +445,28 @@ export class FaultRunner {
       } finally {
         release(target.name);
       }
+    }
+
+    if (kind === 'connect-kill' || kind === 'connect-stop' || kind === 'connect-term') {
+      const c = s.connect;
+      if (!c) throw new Error('no Connect worker in this stack (--relay ts)');
+      if (kind === 'connect-stop') {
+        c.sig('SIGSTOP');
+        const t = started(c.name);
+        await sleep(hold);
+        c.sig('SIGCONT');
+        this.record(f, c.name, t);
+        return;
+      }
+      const t = started(c.name);
+      await (kind === 'connect-kill' ? c.kill() : c.term());
+      await sleep(hold);
+      const note = await c.restart().then(
+        () => undefined,
+        (err: unknown) => `restart: ${String(err).slice(0, 200)}`,
+      );
+      this.record(f, c.name, t, note);
+      return;
     }
 
     if (kind === 'broker-kill' || kind === 'controller-kill' || kind === 'broker-stop') {

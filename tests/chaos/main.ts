@@ -39,12 +39,27 @@ async function main(): Promise<number> {
   let opts: Parameters<typeof runChaos>[0];
   try {
     args = parse(process.argv.slice(2));
-    const known = new Set(['duration', 'seed', 'rate', 'faults', 'out', 'users', 'fault-gap', 'isolated-gap', 'broken', 'heal-timeout']);
+    const known = new Set([
+      'duration',
+      'seed',
+      'rate',
+      'faults',
+      'out',
+      'users',
+      'fault-gap',
+      'isolated-gap',
+      'broken',
+      'heal-timeout',
+      'relay',
+    ]);
     for (const k of Object.keys(args)) if (!known.has(k)) throw new Error(`unknown option --${k}`);
     const seed = Math.floor(num(args.seed, Math.floor(Math.random() * 1e9), 'seed'));
     const broken = (args.broken ?? 'none') as Broken;
     if (!['none', 'drop-live', 'no-fill'].includes(broken)) throw new Error('--broken must be drop-live or no-fill');
+    const relay = args.relay ?? 'ts';
+    if (relay !== 'ts' && relay !== 'debezium') throw new Error('--relay must be ts or debezium');
     opts = {
+      relay,
       durationS: num(args.duration, 120, 'duration'),
       seed,
       rate: num(args.rate, 200, 'rate'),
@@ -59,7 +74,9 @@ async function main(): Promise<number> {
     };
   } catch (err) {
     console.error(`chaos: ${(err as Error).message}`);
-    console.error(`usage: npm run chaos -- --duration S --seed N [--rate R] [--faults kinds|roles|all|none] [--out FILE]`);
+    console.error(
+      `usage: npm run chaos -- --duration S --seed N [--rate R] [--faults kinds|roles|all|none] [--relay ts|debezium] [--out FILE]`,
+    );
     console.error(`kinds: ${FAULT_KINDS.join(', ')}`);
     return 2;
   }

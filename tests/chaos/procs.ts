@@ -254,7 +254,11 @@ export class Postgres {
   paused: number[] = [];
   private readonly unregister: () => void;
 
-  private constructor(readonly port: number) {
+  private constructor(
+    readonly port: number,
+    /** wal_level=logical, for Debezium (`--relay debezium`). */
+    private readonly logical = false,
+  ) {
     this.dir = mkdtempSync(join(tmpdir(), 'realchat-chaos-pg-'));
     this.data = join(this.dir, 'data');
     this.unregister = onEmergency(() => {
@@ -270,9 +274,9 @@ export class Postgres {
     return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
   }
 
-  static async create(): Promise<Postgres> {
+  static async create(opts: { logical?: boolean } = {}): Promise<Postgres> {
     if (!existsSync(join(PG_BIN, 'initdb'))) throw new Error(`PostgreSQL binaries not found in ${PG_BIN}`);
-    const pg = new Postgres(await freePort());
+    const pg = new Postgres(await freePort(), opts.logical);
     if (process.getuid?.() === 0) {
       const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
       const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
@@ -303,6 +307,7 @@ export class Postgres {
       '-c fsync=off',
       '-c full_page_writes=off',
       '-c max_connections=400',
+      ...(this.logical ? ['-c wal_level=logical', '-c max_replication_slots=4', '-c max_wal_senders=4'] : []),
     ].join(' ');
     const [c, a] = asPostgres(join(PG_BIN, 'pg_ctl'), [
       '-D',

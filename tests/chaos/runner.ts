@@ -10,7 +10,7 @@ import postgres from 'postgres';
 import { createAuthenticator } from '../../gateway/auth.js';
 import type { StoredMessage } from '../harness/history.js';
 import { createConversationAt } from '../harness/queries.js';
-import { type FaultKind, FaultRunner, planIsolated, planSchedule } from './faults.js';
+import { applicable, type FaultKind, FaultRunner, planIsolated, planSchedule } from './faults.js';
 import { ROOT, sleep } from './procs.js';
 import { analyze, type ChaosResult, writeResults } from './report.js';
 import { Rng } from './rng.js';
@@ -24,6 +24,8 @@ export interface ChaosOptions {
   /** messages per second, open loop */
   rate: number;
   faults: FaultKind[];
+  /** Who publishes the outbox (default `ts`, our relays; `debezium`: Kafka Connect from the WAL). */
+  relay?: 'ts' | 'debezium';
   /** mean seconds between fault starts */
   faultGapS: number;
   /** seconds between the faults of the isolated phase after the schedule (0: no isolated phase) */
@@ -41,8 +43,8 @@ export function defaultOut(seed: number, broken: Broken = 'none'): string {
   return join(ROOT, 'tests', 'artifacts', broken === 'none' ? `chaos-${seed}` : `chaos-${seed}-${broken}`);
 }
 
-export async function startStack(logDir: string, log: (m: string) => void): Promise<ChaosStack> {
-  return ChaosStack.start({ gateways: 3, relays: 2, deliveries: 2, logDir, log });
+export async function startStack(logDir: string, log: (m: string) => void, relay: 'ts' | 'debezium' = 'ts'): Promise<ChaosStack> {
+  return ChaosStack.start({ gateways: 3, relay, relays: 2, deliveries: 2, logDir, log });
 }
 
 /** A v4-shaped UUID from the seeded generator, so the same seed makes the same users. */
@@ -111,8 +113,12 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
   o.log(`${active.length} users (homes over ${nGw} gateways), ${conversations.length} conversations; connecting`);
   await workload.connectAll();
 
-  const isolated = o.isolatedGapS > 0 ? planIsolated(scheduleRng, o.durationS, o.faults, o.isolatedGapS) : [];
-  const plan = [...planSchedule(scheduleRng, o.durationS, o.faults, o.faultGapS), ...isolated];
+  // relay-* needs our relays, connect-* a Connect worker: a stack has one or the other.
+  const kinds = o.faults.filter((k) => applicable(k, stack));
+  const dropped = o.faults.filter((k) => !kinds.includes(k));
+  if (dropped.length) o.log(`not applicable to this stack (relay: ${stack.connect ? 'debezium' : 'ts'}): ${dropped.join(', ')}`);
+  const isolated = o.isolatedGapS > 0 ? planIsolated(scheduleRng, o.durationS, kinds, o.isolatedGapS) : [];
+  const plan = [...planSchedule(scheduleRng, o.durationS, kinds, o.faultGapS), ...isolated];
   // After an isolated phase the workload runs one more gap, for the last fault to recover in.
   const schedule = async () => {
     await faults.run(plan);
@@ -285,7 +291,7 @@ async function presenceAfterHeal(stack: ChaosStack): Promise<{ live: string[]; m
 }
 
 export async function runChaos(o: ChaosOptions, signal?: AbortSignal): Promise<ChaosResult> {
-  const stack = await startStack(`${o.out}-logs`, o.log);
+  const stack = await startStack(`${o.out}-logs`, o.log, o.relay);
   try {
     return await runOnStack(stack, o, signal);
   } finally {

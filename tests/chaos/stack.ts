@@ -1,8 +1,9 @@
 /**
  * The distributed stack a chaos run owns: PostgreSQL, a 3-broker KRaft cluster (RF 3, min ISR 2),
- * Redis primary + replica + 3 sentinels, 3 gateways, 2 relays, 2 delivery workers, all on
- * 127.0.0.1. gateway-3 reaches PostgreSQL, Kafka and Redis, and relay-2 PostgreSQL, through proxies of
- * ours (network faults on each of those links).
+ * Redis primary + replica + 3 sentinels, 3 gateways, 2 relays (or, with `relay: 'debezium'`, a Kafka
+ * Connect worker running the Debezium outbox connector), 2 delivery workers, all on 127.0.0.1.
+ * gateway-3 reaches PostgreSQL, Kafka and Redis, and relay-2 (or Connect) PostgreSQL, through proxies
+ * of ours (network faults on each of those links).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { freePort } from '../harness/postgres.js';
 import { UNLIMITED_RATES } from '../harness/env.js';
 import { type ExitRecord, KafkaCluster, NodeRole, Postgres, RedisSentinelSet, type Role, runEmergencyCleanup, sleep } from './procs.js';
 import { ProxyProcess } from './proxy.js';
+import { ConnectWorker } from './connect-worker.js';
 
 export interface Link {
   name: string;
@@ -20,6 +22,8 @@ export interface Link {
 
 export interface StackOptions {
   gateways: number;
+  /** Who publishes the outbox: our relays (`ts`), or Debezium in Kafka Connect from the WAL (no relays then). */
+  relay: 'ts' | 'debezium';
   relays: number;
   deliveries: number;
   logDir: string;
@@ -38,6 +42,8 @@ export class ChaosStack {
   readonly gateways: NodeRole[] = [];
   readonly relays: NodeRole[] = [];
   readonly deliveries: NodeRole[] = [];
+  /** `--relay debezium`: the Connect worker that publishes the outbox. */
+  connect: ConnectWorker | null = null;
   readonly links: Link[] = [];
   readonly unexpectedExits: ExitRecord[] = [];
   readonly secret = randomBytes(32).toString('hex');
@@ -69,7 +75,7 @@ export class ChaosStack {
     log('starting PostgreSQL, Kafka (3 brokers), Redis + Sentinel');
     // Settled together, so a failure of one never leaves another starting after the teardown ran.
     const results = await Promise.allSettled([
-      Postgres.create().then((p) => (this.pg = p)),
+      Postgres.create({ logical: this.o.relay === 'debezium' }).then((p) => (this.pg = p)),
       KafkaCluster.createWithRetry(log).then((k) => (this.kafka = k)),
       RedisSentinelSet.create().then((r) => (this.redis = r)),
     ]);
@@ -92,6 +98,7 @@ export class ChaosStack {
       REALCHAT_DRAIN_TIMEOUT_MS: '3000',
       // Clients must notice a frozen node within seconds (pings every 2 s, SDK pong timeout 3 s).
       REALCHAT_HEARTBEAT_INTERVAL_MS: '2000',
+      ...(this.o.relay === 'debezium' ? { REALCHAT_OUTBOX_MODE: 'wal' } : {}),
       ...this.o.env,
     };
     const direct = `postgres://postgres@127.0.0.1:${pg.port}/postgres`;
@@ -145,12 +152,19 @@ export class ChaosStack {
       return r;
     };
     for (let i = 1; i <= this.o.gateways; i++) await add('gateway', i, this.gateways, i === 3);
-    for (let i = 1; i <= this.o.relays; i++) await add('relay', i, this.relays, i === 2);
+    if (this.o.relay === 'ts') for (let i = 1; i <= this.o.relays; i++) await add('relay', i, this.relays, i === 2);
     for (let i = 1; i <= this.o.deliveries; i++) await add('delivery', i, this.deliveries, false);
 
     // The first gateway applies the migrations; the rest start together.
     await this.must(this.gateways[0]!);
     await Promise.all([...this.gateways.slice(1), ...this.relays, ...this.deliveries].map((r) => this.must(r)));
+    if (this.o.relay === 'debezium') {
+      // After the migrations (the connector's publication names the outbox table); its database link proxied.
+      const proxy = await ProxyProcess.start(pg.port);
+      this.links.push({ name: 'connect<->postgres', proxy });
+      this.connect = await ConnectWorker.create(kafka.brokers, proxy.port, CHAOS_TOPICS.events);
+      log('Kafka Connect up, the Debezium outbox connector running');
+    }
     // The delivery group rebalances as its second member joins, shortly after both say "started";
     // a schedule started before that would charge the rebalance's reordering to the first fault, or
     // to nothing (fills outside fault windows).
@@ -242,10 +256,13 @@ export class ChaosStack {
       r.expectDown = false;
       if (!r.pid) await r.start(60_000);
     }
+    if (this.connect?.paused) this.connect.sig('SIGCONT');
+    if (this.connect && !this.connect.pid()) await this.connect.restart();
   }
 
   async stop(): Promise<void> {
     await Promise.all(this.roles.map((r) => r.stop().catch(() => {})));
+    await this.connect?.stop(this.o.logDir).catch(() => {});
     for (const l of this.links) await l.proxy.close().catch(() => {});
     await this.redis?.stop().catch(() => {});
     await this.kafka?.stop(this.o.logDir).catch(() => {});
