@@ -82,14 +82,23 @@ export class TcpProxy {
 
   private pipe(from: Socket, to: Socket): void {
     let queue: Promise<void> = Promise.resolve();
+    // Chunks still held back: while there are any, every chunk queues behind them. Writing an
+    // undelayed chunk at once used to let it overtake a stalled one (net-loss, or a latency fault's
+    // heal): a reordered byte stream, which no TCP link produces; kafkajs crashed on the garbage.
+    let held = 0;
     from.on('data', (chunk: Buffer) => {
       const delay = this.delayMs + (this.lossRate > 0 && Math.random() < this.lossRate ? this.rtoMs : 0);
-      if (delay <= 0) {
+      if (delay <= 0 && held === 0) {
         to.write(chunk);
         return;
       }
-      // Chained, so a chunk never overtakes an earlier one when the delay changes mid-stream.
-      queue = queue.then(() => new Promise<void>((r) => setTimeout(r, delay))).then(() => void (to.destroyed || to.write(chunk)));
+      held++;
+      queue = queue
+        .then(() => (delay > 0 ? new Promise<void>((r) => setTimeout(r, delay)) : undefined))
+        .then(() => {
+          held--;
+          if (!to.destroyed) to.write(chunk);
+        });
     });
   }
 
