@@ -4,41 +4,15 @@
  * catch-up after hello. With fakes of our own ports; tests/arrival-path.test.ts runs a whole node.
  */
 import { describe, expect, it } from 'vitest';
-import { Connection, type SocketPort } from '../gateway/connection.js';
-import { encodeMessageFrame, type Envelope } from '../common/protocol.js';
+import { Connection } from '../gateway/connection.js';
+import { envelope, RecordingSocket } from './harness/socket-port.js';
+import { encodeMessageFrame } from '../common/protocol.js';
 import { createMetrics, type Metrics } from '../common/metrics.js';
 import { createLogger } from '../common/log.js';
 
 const CONV = '11111111-1111-4111-8111-111111111111';
 
-const env = (seq: number): Envelope => ({
-  message_id: `m${seq}`,
-  conversation_id: CONV,
-  sender_id: 'u',
-  sequence_number: seq,
-  payload: seq,
-  created_at: 'now',
-  idempotency_key: `k${seq}`,
-});
-
-class FakeSocket implements SocketPort {
-  frames: any[] = [];
-  send(text: string) {
-    this.frames.push(JSON.parse(text));
-    return true;
-  }
-  bufferedAmount() {
-    return 0;
-  }
-  batch(fn: () => void) {
-    fn();
-  }
-  end() {}
-  /** [sequence, via] of each message frame written, in order. */
-  arrivals(): Array<[number, string]> {
-    return this.frames.filter((f) => f.type === 'message').map((f) => [f.message.sequence_number, f.via]);
-  }
-}
+const env = (seq: number) => envelope(CONV, seq);
 
 const db = Array.from({ length: 10 }, (_, i) => env(i + 1));
 const history = {
@@ -46,7 +20,7 @@ const history = {
 };
 
 function make(reorder?: { windowMs: number; maxHeld: number }, port: typeof history = history) {
-  const socket = new FakeSocket();
+  const socket = new RecordingSocket();
   const metrics = createMetrics({ nodeId: 't', defaultMetrics: false });
   const conn = new Connection('u', socket, {
     history: port,

@@ -8,11 +8,12 @@
  * Redis + Kafka path is in tests/presence-lapse.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { Connection, type SocketPort } from '../gateway/connection.js';
+import { Connection } from '../gateway/connection.js';
+import { envelope, RecordingSocket } from './harness/socket-port.js';
 import { PresenceAgent, type LapseHandler } from '../gateway/presence-agent.js';
 import { createLapseCatchUp } from '../gateway/lapse-catch-up.js';
 import type { PresenceRegistry } from '../common/presence.js';
-import { encodeMessageFrame, type Envelope } from '../common/protocol.js';
+import { encodeMessageFrame } from '../common/protocol.js';
 import { createMetrics, type Metrics } from '../common/metrics.js';
 import { createLogger } from '../common/log.js';
 
@@ -20,37 +21,11 @@ const log = createLogger({ level: 'silent', nodeId: 't', role: 'test' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CONV = '11111111-1111-4111-8111-111111111111';
 
-const env = (seq: number): Envelope => ({
-  message_id: `m${seq}`,
-  conversation_id: CONV,
-  sender_id: 'u',
-  sequence_number: seq,
-  payload: seq,
-  created_at: 'now',
-  idempotency_key: `k${seq}`,
-});
+const env = (seq: number) => envelope(CONV, seq);
 const db = Array.from({ length: 10 }, (_, i) => env(i + 1));
 
-class FakeSocket implements SocketPort {
-  frames: any[] = [];
-  send(text: string) {
-    this.frames.push(JSON.parse(text));
-    return true;
-  }
-  bufferedAmount() {
-    return 0;
-  }
-  batch(fn: () => void) {
-    fn();
-  }
-  end() {}
-  arrivals(): Array<[number, string]> {
-    return this.frames.filter((f) => f.type === 'message').map((f) => [f.message.sequence_number, f.via]);
-  }
-}
-
 function connection(metrics: Metrics, lapsed: () => boolean = () => false) {
-  const socket = new FakeSocket();
+  const socket = new RecordingSocket();
   const conn = new Connection('u', socket, {
     history: { messagesAfter: async (_c, after, limit) => db.filter((m) => m.sequence_number > after).slice(0, limit) },
     log,
