@@ -11,7 +11,7 @@ import { createAuthenticator } from '../gateway/auth.js';
 import { freePort, startPostgres, type PostgresServer } from './harness/postgres.js';
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
 import { spawnRole, type RoleProcess } from './harness/stack.js';
-import { startSentinelCluster, type SentinelCluster } from './harness/redis.js';
+import { redisNowMs, startSentinelCluster, type SentinelCluster } from './harness/redis.js';
 import { CLEAN_REPORT, History, type StoredMessage } from './harness/history.js';
 import { ResilientClient } from './harness/resilient-client.js';
 import { TestClient } from './harness/ws-client.js';
@@ -166,11 +166,8 @@ describe('horizontal gateway layer (3 nodes, 2 delivery workers, 2 relays, Redis
       // Until Redis's clock is past the paused node's heartbeat expiry: from now on it looks dead.
       const deadline = Date.now() + 20_000;
       for (;;) {
-        const [[sec, usec], score] = await Promise.all([
-          r.time() as unknown as Promise<[string, string]>,
-          r.zscore('rc:nodes', 'gateway-2'),
-        ]);
-        if (score === null || Number(score) <= Number(sec) * 1000 + Math.floor(Number(usec) / 1000)) break;
+        const [now, score] = await Promise.all([redisNowMs(r), r.zscore('rc:nodes', 'gateway-2')]);
+        if (score === null || Number(score) <= now) break;
         if (Date.now() > deadline) throw new Error('gateway-2 still live in the registry 20 s after it was paused');
         await new Promise((res) => setTimeout(res, 200));
       }

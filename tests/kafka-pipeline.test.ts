@@ -12,6 +12,8 @@ import postgres from 'postgres';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../gateway/auth.js';
+import { consumerLag, createKafkaClient } from '../common/kafka/index.js';
+import { createLogger } from '../common/log.js';
 import { freePort, startPostgres, type PostgresServer } from './harness/postgres.js';
 import { startKafka, startConnect, type KafkaHandle, type ConnectHandle } from './harness/kafka.js';
 import { spawnRole, type RoleProcess } from './harness/stack.js';
@@ -168,33 +170,22 @@ describe.each<RelayKind>(['ts', 'debezium'])('Kafka pipeline (relay: %s)', (rela
   };
   /** Which hop the stream stopped at: each topic's end offsets against its consumer group's committed offsets. */
   const hops = async (): Promise<string> => {
-    const admin = new kafkajs.Kafka({
+    const client = createKafkaClient({
       brokers: kafka.brokers.split(','),
       clientId: 'diagnose',
-      logLevel: kafkajs.logLevel.NOTHING,
-      requestTimeout: 3000,
-      retry: { retries: 1 },
-    }).admin();
-    try {
-      await admin.connect();
-      const out: string[] = [];
-      for (const [topic, group] of [
-        [EVENTS, 'realchat-delivery'],
-        [DELIVERIES, 'realchat-gateway-gateway-1'],
-      ] as const) {
-        const ends = await admin.fetchTopicOffsets(topic);
-        const [committed] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
-        const at = new Map(committed?.partitions.map((p) => [p.partition, p.offset]) ?? []);
-        out.push(
-          `${topic} end/committed by ${group}: ${ends.map((e) => `p${e.partition} ${e.offset}/${at.get(e.partition) ?? '?'}`).join(', ')}`,
-        );
-      }
-      return out.join('\n');
-    } catch (err) {
-      return `offsets: ${(err as Error).message}`;
-    } finally {
-      await admin.disconnect().catch(() => {});
+      log: createLogger({ level: 'silent', nodeId: 'diagnose', role: 'test' }),
+    });
+    const out: string[] = [];
+    for (const [topic, group] of [
+      [EVENTS, 'realchat-delivery'],
+      [DELIVERIES, 'realchat-gateway-gateway-1'],
+    ] as const) {
+      const lags = await consumerLag(client, group, topic).catch((err: Error) => err.message);
+      out.push(
+        `${topic} end/committed by ${group}: ${typeof lags === 'string' ? lags : lags.map((l) => `p${l.partition} ${l.end}/${l.committed}`).join(', ')}`,
+      );
     }
+    return out.join('\n');
   };
   /** Waits until `client` has message `sequence` of `conv`; a timeout reports what it got and why. */
   const delivered = async (client: TestClient, conv: string, sequence: number, timeoutMs: number) => {

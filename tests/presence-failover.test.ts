@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../common/presence.js';
 import { createLogger } from '../common/log.js';
 import { PresenceAgent } from '../gateway/presence-agent.js';
-import { startRedis, startSentinelCluster, type RedisProcess, type SentinelCluster } from './harness/redis.js';
+import { redisNowMs, startRedis, startSentinelCluster, type RedisProcess, type SentinelCluster } from './harness/redis.js';
 
 const log = createLogger({ level: 'silent', nodeId: 't', role: 'test' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -33,12 +33,7 @@ function inspect(port: number): Redis {
 
 /** Is `user` registered on `node`, and `node` live (heartbeat expiry after Redis's now)? */
 async function registered(r: Redis, node: string, user: string): Promise<boolean> {
-  const [[sec, usec], score, count] = await Promise.all([
-    r.time() as unknown as Promise<[string | number, string | number]>,
-    r.zscore('rc:nodes', node),
-    r.hget(`rc:u:${user}`, node),
-  ]);
-  const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+  const [now, score, count] = await Promise.all([redisNowMs(r), r.zscore('rc:nodes', node), r.hget(`rc:u:${user}`, node)]);
   return score !== null && Number(score) > now && Number(count) > 0;
 }
 

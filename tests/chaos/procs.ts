@@ -23,17 +23,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../harness/postgres.js';
 import { redisServerArgs, sentinelConf } from '../harness/redis.js';
-import { processAlive } from '../harness/proc.js';
+import { processAlive, repoRoot } from '../harness/proc.js';
 
-/** The repository: two levels up from here, also when compiled into .cache/chaos-build/tests/chaos/. */
-export const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
-
-function findRoot(from: string): string {
-  for (let dir = from; dir !== dirname(dir); dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'infra', 'kafka', 'kafka.sh'))) return dir;
-  }
-  throw new Error(`no repository (package.json + infra/kafka/kafka.sh) above ${from}`);
-}
+export const ROOT = repoRoot(dirname(fileURLToPath(import.meta.url)));
 const PG_BIN = process.env.REALCHAT_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
 /** Debian's libfaketime (apt-get install faketime); the clock-skew fault is skipped without it. */

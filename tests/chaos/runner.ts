@@ -180,7 +180,7 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
     const presence = await presenceAfterHeal(stack);
     if (presence?.missing.length) o.log(`running gateways not live in the presence registry: ${presence.missing.join(', ')}`);
     const stored = [
-      ...(await sql<StoredMessage[]>`
+      ...(await sql<Array<StoredMessage & { committed_ms: number }>>`
         SELECT conversation_id, sequence::int AS sequence_number, id AS message_id, sender_id, idempotency_key, payload,
                (extract(epoch FROM created_at) * 1000)::float8 AS committed_ms
         FROM messages WHERE conversation_id IN ${sql(ids)} ORDER BY conversation_id, sequence`),
@@ -220,9 +220,7 @@ export async function runOnStack(stack: ChaosStack, o: ChaosOptions, signal?: Ab
     result.pipeline = records ? auditPipeline(records, stored, filled) : null;
     const audit = result.pipeline;
     if (audit?.filled_never_routed.length) {
-      const committedAt = new Map(
-        stored.map((m) => [`${m.conversation_id}#${m.sequence_number}`, (m as StoredMessage & { committed_ms: number }).committed_ms]),
-      );
+      const committedAt = new Map(stored.map((m) => [`${m.conversation_id}#${m.sequence_number}`, m.committed_ms]));
       audit.never_routed_runs = neverRoutedRuns(audit.filled_never_routed, committedAt, t0, faults.done).slice(0, 100);
       for (const r of audit.never_routed_runs.slice(0, 20))
         o.log(

@@ -10,13 +10,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './postgres.js';
-import { processAlive } from './proc.js';
+import { processAlive, repoRoot } from './proc.js';
 
-/** The repository: the first directory up from here with infra/kafka (also when compiled into .cache/chaos-build/tests/harness/). */
-const ROOT = ((from: string) => {
-  for (let dir = from; dir !== dirname(dir); dir = dirname(dir)) if (existsSync(join(dir, 'infra', 'kafka', 'kafka.sh'))) return dir;
-  return join(from, '..', '..');
-})(dirname(fileURLToPath(import.meta.url)));
+const ROOT = repoRoot(dirname(fileURLToPath(import.meta.url)));
 const KAFKA_SH = join(ROOT, 'infra', 'kafka', 'kafka.sh');
 const CONNECT_SH = join(ROOT, 'infra', 'kafka', 'connect.sh');
 const KAFKA_CACHE = process.env.REALCHAT_KAFKA_CACHE ?? join(ROOT, '.cache', 'kafka');

@@ -4,7 +4,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'node:net';
+import type { Redis } from 'ioredis';
 import { freePort } from './postgres.js';
+
+/** Redis's clock in ms (TIME): presence liveness is decided on it, so tests compare against it too. */
+export async function redisNowMs(r: Redis): Promise<number> {
+  const [sec, usec] = (await r.time()) as unknown as [string | number, string | number];
+  return Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+}
 
 export interface RedisProcess {
   port: number;
