@@ -35,6 +35,27 @@ export function cancellableNow(p: unknown): p is Cancellable {
 }
 
 /**
+ * Calls the work off, best effort, without leaving a rejection unhandled. postgres.js 3.4's
+ * `Query.cancel()` returns `this.canceller && (this.canceller(this), this.canceller = null)`, i.e.
+ * null, and drops the promise of its cancel request; that request opens a connection of its own,
+ * so a cancel issued while the server is restarting rejected with ECONNREFUSED and nobody handled
+ * it (docs/chaos.md finding 18). The canceller is therefore called here, where its promise can be
+ * caught; anything else shaped like a query falls back to `cancel()`.
+ */
+export function cancelQuietly(work: Cancellable): void {
+  const q = work as Cancellable & { canceller?: ((query: unknown) => unknown) | null };
+  try {
+    const canceller = q.canceller;
+    if (typeof canceller === 'function') {
+      q.canceller = null;
+      Promise.resolve(canceller(q)).catch(() => {});
+    } else Promise.resolve(work.cancel()).catch(() => {});
+  } catch {
+    /* best effort: a server that does not answer is usually what the caller gave up on */
+  }
+}
+
+/**
  * Rejects with TimeoutError after `ms`. If `p` can be cancelled (a postgres.js query), or
  * `onTimeout` is given, the work is called off too: a query the caller gave up on would otherwise
  * keep running (holding its connection, its locks and whatever gate admitted it) until the server's
@@ -49,11 +70,10 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, on
       if (settled) return;
       try {
         onTimeout?.();
-        // The cancel request is best effort: a server that does not answer is what timed out.
-        if (cancellableNow(p)) Promise.resolve(p.cancel()).catch(() => {});
       } catch {
         /* best effort */
       }
+      if (cancellableNow(p)) cancelQuietly(p);
     }, ms);
     (timer as { unref?: () => void }).unref?.();
   });

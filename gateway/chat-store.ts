@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
 import { isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
 import type { CircuitBreaker } from '../common/breaker.js';
-import { cancellableNow, withTimeout } from '../common/timeout.js';
+import { cancellableNow, cancelQuietly, withTimeout } from '../common/timeout.js';
 import { LruMap } from '../common/lru.js';
 import type { Semaphore } from '../common/semaphore.js';
 import type { Envelope } from '../common/protocol.js';
@@ -329,7 +329,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     // statement_timeout.
     const cancel = () => {
       abandoned = true;
-      if (cancellableNow(inFlight)) Promise.resolve(inFlight.cancel()).catch(() => {});
+      if (cancellableNow(inFlight)) cancelQuietly(inFlight);
     };
     try {
       // The wait for a slot counts toward the timeout: no request waits longer than queryTimeoutMs.

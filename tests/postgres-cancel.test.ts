@@ -6,6 +6,7 @@
  * 1-in-20 failure): its batch resolved with the rows of the batch before it.
  */
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, type PostgresServer } from './harness/postgres.js';
@@ -78,6 +79,52 @@ describe('a timed-out query on a pipelined connection (real PostgreSQL)', () => 
     expect(await settled([q1])).toEqual(['57014']);
     // Cancelled, not waited out: the 5 s sleep did not hold the connection.
     expect(Date.now() - t0).toBeLessThan(4000);
+    await sql.end({ timeout: 1 });
+  });
+
+  it('a cancel request the server refuses (it is restarting) is no unhandled rejection', async () => {
+    // The query's own connection goes through a forwarder that then stops accepting, so the
+    // driver's cancel request (a connection of its own) is refused while the query still runs.
+    const forwarder = net.createServer((client) => {
+      const upstream = net.connect(pg.port, '127.0.0.1');
+      client.pipe(upstream).pipe(client);
+      const close = () => {
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('error', close);
+      upstream.on('error', close);
+    });
+    await new Promise<void>((r) => forwarder.listen(0, '127.0.0.1', r));
+    const port = (forwarder.address() as net.AddressInfo).port;
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const viaForwarder = postgres(pg.url.replace(`:${pg.port}/`, `:${port}/`), { max: 1, onnotice: () => {} });
+    try {
+      await viaForwarder`SELECT 1`;
+      const q = viaForwarder`SELECT pg_sleep(1) AS z`.execute();
+      await new Promise((r) => setTimeout(r, 50));
+      forwarder.close();
+      await expect(withTimeout(q, 100, 'q')).rejects.toBeInstanceOf(TimeoutError);
+      // The sleep ends on its own (the cancel never arrived); the refused cancel had time to settle.
+      await q.catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+      expect(unhandled.map((e) => (e as { code?: string }).code ?? String(e))).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await viaForwarder.end({ timeout: 1 });
+      forwarder.close();
+    }
+  });
+
+  it('the driver still drops the promise of its cancel request (when this fails, upstream fixed it: cancelQuietly may call cancel())', async () => {
+    sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+    const q = sql`SELECT 1`;
+    const canceller = (q as unknown as { canceller: unknown }).canceller;
+    expect(typeof canceller).toBe('function');
+    expect(q.cancel()).toBeNull();
+    await q.catch(() => {});
     await sql.end({ timeout: 1 });
   });
 
