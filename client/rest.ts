@@ -27,6 +27,9 @@ export interface CreatedConversation {
   member_ids: string[];
   last_sequence: number;
   created_at: string;
+  /** The region that numbers its entries, and how often it was re-homed (v1.3; docs/multi-region.md). */
+  home_region: string;
+  home_epoch: number;
 }
 
 export interface AddedMembers {

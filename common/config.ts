@@ -20,6 +20,18 @@ export interface Config {
   /** What the public port accepts from browsers and proxies (docs/architecture.md, bad input and abuse). */
   readonly edge: EdgeConfig;
   readonly nodeId: string;
+  /**
+   * This deployment's region (REALCHAT_REGION, default `default`): the home region shown for the
+   * conversations homed here, and the name other regions know it by (docs/multi-region.md).
+   */
+  readonly region: string;
+  /**
+   * The mirror applier (npm run mirror): the region whose mirrored stream it applies here
+   * (REALCHAT_MIRROR_SOURCE); null when this process is no mirror applier.
+   */
+  readonly mirrorSource: string | null;
+  /** The other regions this one forwards writes to (docs/multi-region.md). */
+  readonly regions: RegionsConfig;
   readonly logLevel: string;
   /**
    * table: outbox rows stay until the TS relay publishes and deletes them. wal: rows are deleted in
@@ -417,6 +429,39 @@ function outboxModeFrom(raw: string | undefined): 'table' | 'wal' {
   throw new ConfigError(`REALCHAT_OUTBOX_MODE must be table or wal, got "${raw}"`);
 }
 
+export interface RegionsConfig {
+  /** REALCHAT_REGION_PEERS `name=http://host:port,…`: a gateway (or its load balancer) of each other region. */
+  readonly peers: ReadonlyMap<string, string>;
+  /** REALCHAT_REGION_SECRET (at least 32 bytes): what regions show each other on forwarded writes; null: no forwarding either way. */
+  readonly secret: string | null;
+  /** A forwarded write not answered within this is refused `unavailable` (REALCHAT_REGION_FORWARD_TIMEOUT_MS). */
+  readonly forwardTimeoutMs: number;
+}
+
+function regionsFrom(env: Env, self: string): RegionsConfig {
+  const peers = new Map<string, string>();
+  for (const entry of list(env, 'REALCHAT_REGION_PEERS')) {
+    const eq = entry.indexOf('=');
+    const name = regionFrom(entry.slice(0, Math.max(eq, 0)), 'a region name in REALCHAT_REGION_PEERS');
+    const url = entry.slice(eq + 1);
+    if (eq < 1 || !/^https?:\/\/[^\s/]+$/.test(url))
+      throw new ConfigError(`REALCHAT_REGION_PEERS entries are name=http(s)://host:port, got "${entry}"`);
+    if (name === self) throw new ConfigError(`REALCHAT_REGION_PEERS names this region ("${self}")`);
+    peers.set(name, url);
+  }
+  const secret = env.REALCHAT_REGION_SECRET || null;
+  if (secret !== null && Buffer.byteLength(secret) < 32) throw new ConfigError('REALCHAT_REGION_SECRET must be at least 32 bytes');
+  if (peers.size > 0 && secret === null) throw new ConfigError('REALCHAT_REGION_PEERS needs REALCHAT_REGION_SECRET');
+  return { peers, secret, forwardTimeoutMs: int(env, 'REALCHAT_REGION_FORWARD_TIMEOUT_MS', 2000, 50, 60_000) };
+}
+
+/** A region names Kafka topics (`<region>.realchat.events.v1`) and appears in the API. */
+export function regionFrom(raw: string | undefined, name = 'REALCHAT_REGION'): string {
+  if (!raw) return 'default';
+  if (!/^[a-z][a-z0-9-]{0,31}$/.test(raw)) throw new ConfigError(`${name} must be 1-32 of [a-z0-9-], starting with a letter, got "${raw}"`);
+  return raw;
+}
+
 function nodeIdFrom(raw: string | undefined): string {
   if (!raw) return `node-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   // It names a Kafka topic (realchat.node.<id>) and Redis keys.
@@ -555,6 +600,9 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       internalHost: env.REALCHAT_INTERNAL_HOST || '127.0.0.1',
     },
     nodeId: nodeIdFrom(env.REALCHAT_NODE_ID),
+    region: regionFrom(env.REALCHAT_REGION),
+    regions: regionsFrom(env, regionFrom(env.REALCHAT_REGION)),
+    mirrorSource: env.REALCHAT_MIRROR_SOURCE ? regionFrom(env.REALCHAT_MIRROR_SOURCE, 'REALCHAT_MIRROR_SOURCE') : null,
     logLevel: env.LOG_LEVEL || 'info',
     outboxMode: outboxModeFrom(env.REALCHAT_OUTBOX_MODE),
     slotName: env.REALCHAT_SLOT_NAME || 'realchat_outbox',

@@ -1,5 +1,5 @@
 import postgres from 'postgres';
-import { AppError } from './errors.js';
+import { AppError, HomeElsewhereError } from './errors.js';
 import { TimeoutError, withTimeout } from './timeout.js';
 
 export type Sql = postgres.Sql<Record<string, never>>;
@@ -80,9 +80,17 @@ export function isUnavailableError(err: unknown): boolean {
   return e instanceof TimeoutError;
 }
 
+/**
+ * The home-region fence (sql/migrations/0013_regions.sql): an entry of a conversation homed in
+ * another region may not be numbered here. The region's name is the error's hint.
+ */
+export const HOME_FENCE_SQLSTATE = 'RCH01';
+
 /** Maps infrastructure failures to the contract's `unavailable`; leaves everything else alone. */
 export function mapDbError(err: unknown): unknown {
   if (err instanceof AppError) return err;
+  const fenced = err as { code?: string; hint?: string };
+  if (fenced?.code === HOME_FENCE_SQLSTATE) return new HomeElsewhereError(fenced.hint ?? '?', { cause: err });
   if (isUnavailableError(err))
     return new AppError('unavailable', 'database unavailable, retry with the same idempotency key', { cause: err, retryAfterS: 1 });
   return err;

@@ -34,6 +34,13 @@ export const ERROR_REASONS = {
    * come before the earlier one. Retry the earlier one (its key is in the message) first.
    */
   after_refused: { code: 'unavailable' },
+  /**
+   * A write to a conversation homed in another region (docs/multi-region.md): this region holds a
+   * copy and may not number its entries. Re-homed meanwhile, or not forwarded: retry.
+   */
+  home_elsewhere: { code: 'unavailable' },
+  /** A send forwarded to the conversation's home region found it unreachable (partition, outage): retry. */
+  home_unreachable: { code: 'unavailable' },
   /** presence_subscribe: the connection would watch more users than REALCHAT_PRESENCE_MAX_WATCHED; unsubscribe some first. */
   watch_limit: { code: 'invalid_frame' },
 } as const satisfies Record<string, { code: ErrorCode }>;
@@ -63,6 +70,20 @@ export class AppError extends Error {
     this.retryAfterS = opts.retryAfterS ?? (this.retriable && code !== 'internal' ? 1 : undefined);
     this.reason = opts.reason;
     this.userIds = opts.userIds;
+  }
+}
+
+/** A write refused by the home fence: the conversation is homed in `homeRegion` (docs/multi-region.md). */
+export class HomeElsewhereError extends AppError {
+  constructor(
+    readonly homeRegion: string,
+    opts: { cause?: unknown } = {},
+  ) {
+    super('unavailable', `the conversation is homed in region ${homeRegion}: it takes writes there`, {
+      ...opts,
+      retryAfterS: 1,
+      reason: 'home_elsewhere',
+    });
   }
 }
 

@@ -63,6 +63,20 @@ export interface MembersAdded extends EventBase {
   last_sequence: number;
   /** The conversation is a large room (delivered by room interest); absent means false. Added in v1.1. */
   large?: boolean;
+  /**
+   * On the creation's event only (v1.3): what a copy of the conversation needs besides its
+   * members (docs/multi-region.md: another region's mirror applier creates its copy from it).
+   */
+  conversation?: ConversationAttributes;
+}
+
+/** The creation's attributes, carried by its `conversation.members_added` event (v1.3). */
+export interface ConversationAttributes {
+  title: string | null;
+  created_by: string;
+  created_at: string;
+  who_can_add: 'members' | 'admins';
+  home_region: string;
 }
 
 export interface ReadUpdated extends EventBase {
@@ -103,6 +117,7 @@ export function membersAddedEvent(
   addedBy: string,
   lastSequence: number,
   large: boolean,
+  conversation?: ConversationAttributes,
 ): MembersAdded {
   return {
     ...base(conversationId),
@@ -111,6 +126,7 @@ export function membersAddedEvent(
     added_by: addedBy,
     last_sequence: lastSequence,
     ...(large ? { large } : {}),
+    ...(conversation ? { conversation } : {}),
   };
 }
 
@@ -133,6 +149,11 @@ export interface EventRecord {
    * opaque id from an older writer (common/trace-id.ts traceIdOf gives the id for logs).
    */
   traceId: string | null;
+  /**
+   * The region the event came from when it was mirrored in from another region's stream (header
+   * `realchat-region`, v1.3); absent or null: the region whose topic carries it.
+   */
+  originRegion?: string | null;
 }
 
 export class EventDecodeError extends Error {
@@ -232,4 +253,5 @@ export const EVENT_HEADERS = {
   eventId: 'realchat-event-id',
   traceId: 'trace_id',
   traceparent: 'traceparent',
+  region: 'realchat-region',
 } as const;

@@ -21,7 +21,7 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     }),
     messagesAccepted: new Counter({
       name: 'realchat_messages_accepted_total',
-      help: 'Messages committed (new, not duplicates)',
+      help: 'Messages committed (new, not duplicates), by where they came in: ws, rest, region (forwarded by a gateway of another region)',
       labelNames: ['via'] as const,
       registers: r,
     }),
@@ -91,6 +91,12 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
       name: 'realchat_consumer_lag',
       help: 'Kafka consumer lag (end offset - committed) per partition',
       labelNames: ['group', 'topic', 'partition'] as const,
+      registers: r,
+    }),
+    mirrorEvents: new Counter({
+      name: 'realchat_mirror_events_total',
+      help: "Records of another region's mirrored stream, by what the mirror applier did with them: applied, duplicate, foreign (not the source's own), unknownConversation, homedHere, unknownType, invalid; gaps counts applied entries that skipped past the copy (docs/multi-region.md)",
+      labelNames: ['source_region', 'outcome'] as const,
       registers: r,
     }),
     deadLettered: new Counter({

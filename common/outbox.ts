@@ -29,6 +29,8 @@ export interface OutboxRow {
   /** The event's JSON text exactly as stored. */
   value: string;
   trace_id: string | null;
+  /** The region a mirrored event came from (its `realchat-region` header); null for this region's own. */
+  origin_region: string | null;
   /** When the row was written (epoch ms). */
   created_ms: number;
 }
@@ -42,7 +44,7 @@ export function pollOutbox(sql: Sql, limit: number, timeoutMs: number, exceptIds
   // `exceptIds`: rows already published whose delete is still in flight (the relay's pipeline).
   const except = exceptIds.length > 0 ? sql`WHERE outbox.id <> ALL(${exceptIds as string[]}::bigint[])` : sql``;
   return withTimeout(
-    sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id,
+    sql<OutboxRow[]>`SELECT id::text AS id, event_id, aggregateid, type, payload::text AS value, trace_id, origin_region,
                             (extract(epoch FROM created_at) * 1000)::float8 AS created_ms
                      FROM outbox ${except} ORDER BY outbox.id LIMIT ${limit}`,
     timeoutMs,

@@ -66,6 +66,11 @@ export class Fields {
     return this.obj[name] === undefined || this.obj[name] === null ? undefined : this.string(name, min, max);
   }
 
+  /** Absent: undefined; present, it must be a string (null included: it is not one). */
+  stringIfPresent(name: string, min: number, max: number): string | undefined {
+    return this.obj[name] === undefined ? undefined : this.string(name, min, max);
+  }
+
   int(name: string, min: number, max: number): number {
     const v = this.obj[name];
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max)

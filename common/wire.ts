@@ -163,6 +163,9 @@ export interface ConversationSummary {
   unread: number;
   /** The caller's role (v1.1). */
   role: Role;
+  /** The region that numbers its entries, and how often it was re-homed (v1.3, docs/multi-region.md). */
+  home_region: string;
+  home_epoch: number;
 }
 
 /** `unread` counts no further: counting every unread entry of a long-abandoned room costs a scan. */

@@ -10,5 +10,7 @@ export function toEventRecord(r: InRecord): EventRecord {
     eventId: r.headers[EVENT_HEADERS.eventId] ?? r.headers.id ?? '',
     // Debezium carries the stored trace in trace_id only; the TS relay adds the context to continue.
     traceId: r.headers[EVENT_HEADERS.traceparent] ?? r.headers[EVENT_HEADERS.traceId] ?? null,
+    // Debezium writes the header with no value for this region's own events.
+    originRegion: r.headers[EVENT_HEADERS.region] || null,
   };
 }

@@ -22,6 +22,8 @@ export async function runStreamConsumerProcess(opts: {
   /** Names the Kafka client and the start-up log line. */
   role: string;
   groupId: string;
+  /** The topic it reads (default: this region's event topic). */
+  topic?: string;
   /** Stores what a batch means; resolves once it is durable. */
   ingest(records: EventRecord[]): Promise<unknown>;
   partitionsConsumedConcurrently?: number;
@@ -29,6 +31,7 @@ export async function runStreamConsumerProcess(opts: {
   close(): Promise<void>;
 }): Promise<{ stop(): Promise<void> }> {
   const { config, log, sql } = opts;
+  const topic = opts.topic ?? config.kafka.eventsTopic;
   let consumer: RunningConsumer | null = null;
   const ready = async () => {
     const checks: Record<string, DependencyCheck> = {};
@@ -51,10 +54,10 @@ export async function runStreamConsumerProcess(opts: {
       log,
       ...kafkaConnection(config),
     });
-    await ensureTopics(kafka, [{ topic: config.kafka.eventsTopic, partitions: config.kafka.partitions }]);
+    await ensureTopics(kafka, [{ topic, partitions: config.kafka.partitions }]);
     consumer = await runConsumer(kafka, {
       groupId: opts.groupId,
-      topic: config.kafka.eventsTopic,
+      topic,
       // A new group starts from what the topic still holds (each component says what it skips).
       fromBeginning: true,
       log,
@@ -69,7 +72,7 @@ export async function runStreamConsumerProcess(opts: {
     throw err;
   }
   const running = consumer;
-  log.info({ metrics_port: ops.port, topic: config.kafka.eventsTopic, group: opts.groupId }, `${opts.role} started`);
+  log.info({ metrics_port: ops.port, topic, group: opts.groupId }, `${opts.role} started`);
   return {
     async stop() {
       await running.stop();

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { AppError } from '../common/errors.js';
-import { isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
+import { HOME_FENCE_SQLSTATE, isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
 import type { CircuitBreaker } from '../common/breaker.js';
 import { cancellableNow, cancelQuietly, withTimeout } from '../common/timeout.js';
 import { LruMap } from '../common/lru.js';
@@ -199,6 +199,9 @@ export interface ConversationCreated {
   member_ids: string[];
   last_sequence: number;
   created_at: string;
+  /** The region that numbers its entries (docs/multi-region.md), and how often it was re-homed. */
+  home_region: string;
+  home_epoch: number;
 }
 
 export interface MembersAddedResult {
@@ -214,6 +217,8 @@ export type { EntryResult, MembersChanged, RoleSet };
 
 export interface ChatStoreDeps {
   sql: Sql;
+  /** This deployment's region (REALCHAT_REGION): the home of what is created here. Default `default`. */
+  region?: string;
   queryTimeoutMs: number;
   maxRoomMembers: number;
   /** Past this many members a conversation is a large room (delivered by room interest). */
@@ -233,6 +238,9 @@ export interface ChatStoreDeps {
 
 export function createChatStore(deps: ChatStoreDeps): ChatStore {
   const { sql, queryTimeoutMs, maxRoomMembers, largeRoomMembers, maxPageBytes, gate } = deps;
+  const region = deps.region ?? 'default';
+  /** A stored home: NULL is this region (sql/migrations/0013_regions.sql). */
+  const homeOf = (stored: string | null) => stored ?? region;
   const tracing = deps.tracing ?? noTracing();
 
   const sends = new GroupCommit<SendItem, SendRow>({
@@ -261,6 +269,9 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     // A batch that lost a race for an idempotency key (40001) or a deadlock victim (40P01) is
     // written once more: the key then answers as stored.
     retryOnce: (err) => /^(40P01|40001)$/.test((err as { code?: string }).code ?? ''),
+    // A conversation homed in another region fails the whole statement (its fence, RCH01): the
+    // other sends of the batch are written without it.
+    splitOn: (err) => (err as { code?: string }).code === HOME_FENCE_SQLSTATE,
     // The batch statement must not see one (sender, key) twice.
     key: (it) => `${it.s}\u0000${it.k}`,
   });
@@ -428,21 +439,25 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
           if (!conv) {
             // The key created one already: answer it (its members and sequence as they are now).
             const [prior] = await tx<(Omit<ConversationCreated, 'created_at'> & { created_at: Date })[]>`
-              SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence, c.created_at,
+              SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence, c.created_at, c.home_region, c.home_epoch,
                      ARRAY(SELECT m.user_id FROM members m WHERE m.conversation_id = c.id ORDER BY m.added_at, m.user_id LIMIT ${maxRoomMembers}) AS member_ids
               FROM conversations c WHERE c.created_by = ${creator} AND c.create_key = ${key}`;
-            return { ...prior!, created_at: prior!.created_at.toISOString(), duplicate: true };
+            return { ...prior!, created_at: prior!.created_at.toISOString(), home_region: homeOf(prior!.home_region), duplicate: true };
           }
           const rows = all.map((u) => ({ conversation_id: id, user_id: u, role: u === creator ? 'owner' : 'member' }));
           await tx`INSERT INTO members ${tx(rows)}`;
           await tx`INSERT INTO user_conversation_state ${tx(all.map((u) => ({ conversation_id: id, user_id: u })))}`;
-          await insertEvent(tx, membersAddedEvent(id, all, creator, 0, large), traceId);
+          const createdAt = conv.created_at.toISOString();
+          const attributes = { title, created_by: creator, created_at: createdAt, who_can_add: 'members' as const, home_region: region };
+          await insertEvent(tx, membersAddedEvent(id, all, creator, 0, large, attributes), traceId);
           return {
             conversation_id: id,
             title,
             member_ids: all,
             last_sequence: 0,
-            created_at: conv.created_at.toISOString(),
+            created_at: createdAt,
+            home_region: region,
+            home_epoch: 0,
             duplicate: false,
           };
         }),
@@ -542,8 +557,8 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       return run('listConversations', async () => {
         // unread: others' plain messages after the read mark, not deleted, counted up to UNREAD_CAP
         // (the (conversation_id, sequence) index walks exactly those entries).
-        const rows = await sql<(ConversationSummary & { updated_at: Date })[]>`
-          SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence, m.role,
+        const rows = await sql<(Omit<ConversationSummary, 'home_region'> & { home_region: string | null; updated_at: Date })[]>`
+          SELECT c.id AS conversation_id, c.title, c.last_seq AS last_sequence, m.role, c.home_region, c.home_epoch,
                  COALESCE(s.last_read_sequence, 0) AS read_sequence, c.updated_at,
                  (SELECT count(*)::int FROM (
                     SELECT 1 FROM messages x
@@ -564,6 +579,8 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
           read_sequence: r.read_sequence,
           unread: r.unread,
           role: r.role,
+          home_region: homeOf(r.home_region),
+          home_epoch: r.home_epoch,
         }));
         return { conversations, has_more };
       });

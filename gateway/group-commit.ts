@@ -15,6 +15,11 @@ export interface GroupCommitOptions<I, R> {
   maxQueued: number;
   /** Batches that failed with an error this says is worth it are written once more (a deadlock victim, say). */
   retryOnce?: (err: unknown) => boolean;
+  /**
+   * A batch that failed with an error this says is about one of its items (not the batch) is
+   * written again item by item, so only that item fails (a conversation homed in another region).
+   */
+  splitOn?: (err: unknown) => boolean;
   /** Items with the same key never share a batch: a later one waits for the next. */
   key?: (item: I) => string;
 }
@@ -101,6 +106,10 @@ export class GroupCommit<I, R> {
         results = await this.opts.write(items);
       }
     } catch (err) {
+      if (batch.length > 1 && this.opts.splitOn?.(err)) {
+        await Promise.all(batch.map((p) => this.run([p])));
+        return;
+      }
       for (const p of batch) p.reject(err);
       return;
     }

@@ -212,7 +212,8 @@ export function createHttpHandler(deps: HttpDeps) {
       logs.write('warn', `refused:${e.code}`, fields, 'request refused');
     const headers: Record<string, string> = {};
     if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
-    return { status: e.status, body: { error: { code: e.code, message: e.message } }, headers };
+    const error = { code: e.code, message: e.message, ...(e.reason ? { reason: e.reason } : {}) };
+    return { status: e.status, body: { error }, headers };
   }
 
   /** Wraps a handler for app.get/post(...). `paramCount` path parameters are copied. */

@@ -18,6 +18,7 @@ import { MembershipCache, createMembershipSource } from '../common/membership.js
 import { createAuthenticator } from './auth.js';
 import { createAdminDeps } from './admin-routes.js';
 import { createChatStore } from './chat-store.js';
+import { createRegionForwarder, withRegionForwarding } from './region-forwarder.js';
 import { ConnectionRegistry } from './registry.js';
 import { createLapseCatchUp } from './lapse-catch-up.js';
 import { createGatewayInbox } from './inbox.js';
@@ -70,8 +71,9 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     );
   }
 
-  const store = createChatStore({
+  const localStore = createChatStore({
     sql,
+    region: config.region,
     queryTimeoutMs: config.timeouts.dbQueryMs,
     maxRoomMembers: config.limits.maxRoomMembers,
     largeRoomMembers: config.limits.largeRoomMembers,
@@ -89,6 +91,8 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       maxQueued: config.limits.maxQueuedDbOperations * 4,
     },
   });
+  // Sends to conversations homed in another region go there (docs/multi-region.md).
+  const store = withRegionForwarding(localStore, createRegionForwarder(config.regions));
   // Large-room interest goes to the pipeline (presence), which exists only once the registry does.
   let onRoomInterest: (conversationId: string, interested: boolean) => Promise<void> = async () => {};
   const registry = new ConnectionRegistry((c, i) => onRoomInterest(c, i));
@@ -140,6 +144,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     {
       config,
       store,
+      localStore,
       auth,
       admin: createAdminDeps({ config, sql, jwt: auth }),
       registry,

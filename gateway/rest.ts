@@ -1,5 +1,5 @@
 /** The v1 REST routes (docs/protocol.md). Each handler validates its input into typed values first. */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { AppError } from '../common/errors.js';
 import { Fields, checkPayload, isUuid } from '../common/validate.js';
 import { MAX_IDEMPOTENCY_KEY_CHARS } from '../common/protocol.js';
@@ -37,6 +37,12 @@ export interface RestDeps {
   push: { store: PushStore; vapidPublicKey: string | null };
   /** Presence for clients (GET /v1/users/{id}/presence, gateway/presence-watch.ts). */
   presence: Pick<PresenceService, 'status'>;
+  /**
+   * The store without forwarding (gateway/region-forwarder.ts): sends forwarded here by another
+   * region are written here or refused, never forwarded again (no loop between regions).
+   * Default: `store`.
+   */
+  localStore?: ChatStore;
 }
 
 function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
@@ -79,6 +85,13 @@ function idempotencyKey(ctx: RequestContext, f: Fields | null): string | null {
 function requireKey(key: string | null): string {
   if (key === null) throw new AppError('invalid_request', 'idempotency_key (or an Idempotency-Key header) is required');
   return key;
+}
+
+/** Compares a presented credential with the expected one in constant time. */
+function sameSecret(presented: string, expected: string): boolean {
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
 }
 
 export type RestRoutes = ReturnType<typeof createRestRoutes>;
@@ -128,6 +141,14 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
       const title = f.optionalString('title', 0, 200) ?? null;
+      const home = f.stringIfPresent('home_region', 1, 32);
+      // Creating a conversation homed in another region means creating it there (forwarding,
+      // docs/multi-region.md): not built yet, so only this region's name is accepted.
+      if (home !== undefined && home !== config.region)
+        throw new AppError(
+          'invalid_request',
+          `home_region must be this region ("${config.region}"): creating in another region is not supported yet`,
+        );
       const key = idempotencyKey(ctx, null);
       take(creates, me, 'conversations created');
       const { duplicate, ...conv } = await store.createConversation(me, memberIds, title, ctx.traceId, key);
@@ -276,6 +297,35 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       }
       const after = queryInt(ctx.query, 'after_sequence', 0, 0, Number.MAX_SAFE_INTEGER);
       return { status: 200, body: await store.listMessages(me, conversationId, { after }, limit) };
+    },
+
+    /**
+     * A send forwarded by another region's gateway for one of its clients (docs/multi-region.md):
+     * authenticated by the regions' shared secret, the sender named by the forwarding region.
+     */
+    async forwardedSend(ctx: RequestContext): Promise<Reply> {
+      const secret = config.regions.secret;
+      if (secret === null || !sameSecret(ctx.authorization, `Region ${secret}`))
+        throw new AppError('unauthorized', "forwarded sends need the regions' secret (REALCHAT_REGION_SECRET)");
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const sender = f.uuid('sender_id');
+      const conversationId = f.uuid('conversation_id');
+      const key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
+      const payload = f.present('payload');
+      const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
+      deps.admitSend();
+      const result = await (deps.localStore ?? store).sendMessage(
+        sender,
+        conversationId,
+        key,
+        payload,
+        storedBytes,
+        ctx.traceparent ?? ctx.traceId,
+      );
+      if (result.duplicate) return { status: 200, body: result.envelope };
+      metrics.messagesAccepted.inc({ via: 'region' });
+      deps.onEventCommitted();
+      return { status: 201, body: result.envelope };
     },
 
     async sendMessage(ctx: RequestContext): Promise<Reply> {

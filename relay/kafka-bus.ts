@@ -23,6 +23,7 @@ export function createKafkaEventBus(producer: KafkaProducer, topic: string): Eve
               [EVENT_HEADERS.eventId]: r.eventId,
               ...(r.traceId ? { [EVENT_HEADERS.traceId]: parent ? parent.traceId : r.traceId } : {}),
               ...(parent ? { [EVENT_HEADERS.traceparent]: r.traceId! } : {}),
+              ...(r.originRegion ? { [EVENT_HEADERS.region]: r.originRegion } : {}),
             },
           };
         }),

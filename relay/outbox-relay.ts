@@ -123,6 +123,7 @@ export function createOutboxRelay(opts: OutboxRelayOptions): OutboxRelay {
       type: r.type,
       eventId: r.event_id,
       traceId: r.trace_id,
+      ...(r.origin_region ? { originRegion: r.origin_region } : {}),
     }));
     const spans = tracing.enabled ? startPublishSpans(tracing, records) : null;
     try {

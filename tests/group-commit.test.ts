@@ -113,6 +113,32 @@ describe('GroupCommit (queue)', () => {
     });
     await expect(Promise.all([broken.submit(1).result, broken.submit(2).result])).rejects.toThrow('down');
   });
+
+  it('a batch failed by one of its items (splitOn) is written again item by item: only that item fails', async () => {
+    const calls: number[][] = [];
+    let hold: (() => void) | null = null;
+    const gc = new GroupCommit<number, number>({
+      write: async (items) => {
+        calls.push(items);
+        // The first batch is held so the next three queue up and share one.
+        if (calls.length === 1) await new Promise<void>((r) => (hold = r));
+        if (items.includes(13)) throw Object.assign(new Error('homed elsewhere'), { code: 'RCH01' });
+        return items.map((x) => x * 10);
+      },
+      maxBatch: 10,
+      maxInFlight: 1,
+      maxQueued: 10,
+      splitOn: (err) => (err as { code?: string }).code === 'RCH01',
+    });
+    const first = gc.submit(1).result;
+    const rest = [12, 13, 14].map((x) => gc.submit(x).result);
+    await tick();
+    hold!();
+    expect(await first).toBe(10);
+    const settled = await Promise.allSettled(rest);
+    expect(settled.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as { code: string }).code))).toEqual([120, 'RCH01', 140]);
+    expect(calls).toEqual([[1], [12, 13, 14], [12], [13], [14]]);
+  });
 });
 
 describe('realchat_send_batch (PostgreSQL)', () => {

@@ -14,6 +14,7 @@ import { BACKENDS, startTestServer, type TestServer } from './harness/server.js'
 import { HARDENING_HEADERS, OpenApiValidator, ptr, rawRequest, resolvePointer, type Json, type RawResponse } from './harness/openapi.js';
 
 /** REALCHAT_ADMIN_TOKEN of the servers below (the admin routes). */
+const REGION_SECRET = randomBytes(32).toString('hex');
 const ADMIN_TOKEN = randomBytes(32).toString('hex');
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 /** WebSocket-only codes: never an HTTP answer. */
@@ -185,6 +186,8 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       // The admin routes (API keys, webhooks); webhook URLs on loopback for the receiver-less cases here.
       REALCHAT_ADMIN_TOKEN: ADMIN_TOKEN,
       REALCHAT_WEBHOOK_ALLOW_PRIVATE: '1',
+      // Forwarded sends from other regions (docs/multi-region.md).
+      REALCHAT_REGION_SECRET: REGION_SECRET,
     });
     alice = await s.token();
     bob = await s.token();
@@ -785,6 +788,28 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       if (!ok) missing.push(`${c.operation} → ${c.status}: ${HARDENING_HEADERS.map((n) => `${n}=${h[n] ?? '(none)'}`).join(' ')}`);
     }
     expect(missing, `responses without the hardening headers:\n${[...new Set(missing)].join('\n')}`).toEqual([]);
+  });
+
+  it('regions: a forwarded send, its retry, and its refusals', async () => {
+    const region = { headers: { authorization: `Region ${REGION_SECRET}` } };
+    const conv = (await call('POST', '/v1/conversations', { token: alice.token, body: { member_ids: [bob.userId] } })).body.conversation_id;
+    const body = { sender_id: bob.userId, conversation_id: conv, idempotency_key: 'fwd-1', payload: { text: 'from another region' } };
+    const first = await call('POST', '/v1/regions/messages', { ...region, body });
+    expect(first.status).toBe(201);
+    const again = await call('POST', '/v1/regions/messages', { ...region, body });
+    expect([again.status, again.body.message_id]).toEqual([200, first.body.message_id]);
+    expect((await call('POST', '/v1/regions/messages', { body })).status).toBe(401);
+    expect((await call('POST', '/v1/regions/messages', { token: bob.token, body })).status).toBe(401);
+    expect((await call('POST', '/v1/regions/messages', { ...region, body: { ...body, sender_id: 'x' } })).status).toBe(400);
+    expect(
+      (
+        await call('POST', '/v1/regions/messages', {
+          ...region,
+          body: { ...body, conversation_id: randomUUID(), idempotency_key: 'fwd-2' },
+        })
+      ).status,
+    ).toBe(404);
+    expect((await call('POST', '/v1/regions/messages', { ...region, body: { ...body, payload: { text: 'other' } } })).status).toBe(409);
   });
 
   it('admin: API keys and webhooks (create, list, get, update, delete, deliveries), with errors', async () => {

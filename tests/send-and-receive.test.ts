@@ -107,7 +107,16 @@ describe.each(BACKENDS)('send and receive (%s)', (backend) => {
     const r = await http(s, 'GET', '/v1/conversations', { token: bob.token });
     expect(r.status).toBe(200);
     expect(r.body.conversations).toEqual([
-      { conversation_id: conv, title: 'counts', last_sequence: 3, read_sequence: 2, unread: 1, role: 'member' },
+      {
+        conversation_id: conv,
+        title: 'counts',
+        last_sequence: 3,
+        read_sequence: 2,
+        unread: 1,
+        role: 'member',
+        home_region: 'default',
+        home_epoch: 0,
+      },
     ]);
     a.close();
     b.close();

@@ -8,10 +8,10 @@ JAVA_BIN="${JAVA_BIN:-$(command -v java || echo /usr/bin/java)}"
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 log() { echo "$(basename "$0"): $*" >&2; }
 
+# fetch.sh returns at once when the cache holds the pinned jar set (its stamp), and fetches again
+# when pom.xml changed the set (a cache from before MirrorMaker 2, say).
 ensure_jars() {
-  if ! ls "$KAFKA_CACHE"/.fetched-* >/dev/null 2>&1; then
-    "$KAFKA_INFRA_DIR/fetch.sh"
-  fi
+  "$KAFKA_INFRA_DIR/fetch.sh" --quiet
 }
 
 kafka_classpath() { echo "$KAFKA_CACHE/lib/*"; }

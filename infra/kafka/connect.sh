@@ -164,7 +164,7 @@ cmd_register() {
   "transforms.outbox.table.expand.json.payload": "$expand",
   "transforms.outbox.route.by.field": "aggregatetype",
   "transforms.outbox.route.topic.replacement": "$(json_str "$topic")",
-  "transforms.outbox.table.fields.additional.placement": "type:header:realchat-event-type,trace_id:header:trace_id,event_id:header:realchat-event-id",
+  "transforms.outbox.table.fields.additional.placement": "type:header:realchat-event-type,trace_id:header:trace_id,event_id:header:realchat-event-id,origin_region:header:realchat-region",
   "transforms.outbox.table.op.invalid.behavior": "warn",
   "topic.creation.default.replication.factor": "-1",
   "topic.creation.default.partitions": "${OUTBOX_TOPIC_PARTITIONS:-12}",

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Download Kafka (broker + tools + Connect runtime) and the Debezium Postgres connector
 # from Maven Central into <repo>/.cache/kafka/. Idempotent: skips work when a stamp
-# matching the pinned versions exists. Usage: infra/kafka/fetch.sh [--force]
+# matching the pinned versions exists. Usage: infra/kafka/fetch.sh [--force] [--quiet]
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 
-force=0
-[[ "${1:-}" == "--force" ]] && force=1
+force=0 quiet=0
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=1 ;;
+    --quiet) quiet=1 ;;
+    *) echo "usage: fetch.sh [--force] [--quiet]" >&2; exit 2 ;;
+  esac
+done
 
 pom="$HERE/pom.xml"
 kver="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$pom")"
 dver="$(sed -n 's:.*<debezium.version>\(.*\)</debezium.version>.*:\1:p' "$pom")"
-stamp="$KAFKA_CACHE/.fetched-kafka-$kver-debezium-$dver"
+# The jar set's own version: bump it when pom.xml gains an artifact, so caches fetch again.
+set_version=2
+stamp="$KAFKA_CACHE/.fetched-kafka-$kver-debezium-$dver-set$set_version"
 
 if [[ $force -eq 0 && -f "$stamp" ]]; then
-  echo "fetch: kafka $kver + debezium $dver already in $KAFKA_CACHE" >&2
+  [[ $quiet -eq 1 ]] || echo "fetch: kafka $kver + debezium $dver already in $KAFKA_CACHE" >&2
   exit 0
 fi
 

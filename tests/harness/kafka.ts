@@ -15,6 +15,7 @@ import { processAlive, repoRoot } from './proc.js';
 const ROOT = repoRoot(dirname(fileURLToPath(import.meta.url)));
 const KAFKA_SH = join(ROOT, 'infra', 'kafka', 'kafka.sh');
 const CONNECT_SH = join(ROOT, 'infra', 'kafka', 'connect.sh');
+const MIRROR_MAKER_SH = join(ROOT, 'infra', 'kafka', 'mirror-maker.sh');
 const KAFKA_CACHE = process.env.REALCHAT_KAFKA_CACHE ?? join(ROOT, '.cache', 'kafka');
 /** kafka.sh puts the KRaft controller listener on the client port + 100. */
 const CONTROLLER_PORT_OFFSET = 100;
@@ -133,6 +134,32 @@ export async function startKafka(opts: { dir?: string; port?: number } = {}): Pr
     },
     async createTopic(name: string, partitions: number) {
       await sh([KAFKA_SH, 'create-topic', dir, name, String(partitions), '1']);
+    },
+  };
+}
+
+export interface MirrorMakerHandle {
+  dir: string;
+  /** SIGTERM, bounded wait, SIGKILL; deletes its dir. */
+  stop(): Promise<void>;
+}
+
+/** MirrorMaker 2 mirroring the event topic between every pair of the named regions' clusters (infra/kafka/mirror-maker.sh). */
+export async function startMirrorMaker(clusters: Record<string, string>): Promise<MirrorMakerHandle> {
+  assertJars();
+  const dir = mkdtempSync(join(tmpdir(), 'realchat-mm2-'));
+  try {
+    await sh([MIRROR_MAKER_SH, 'start', dir, ...Object.entries(clusters).map(([region, brokers]) => `${region}=${brokers}`)]);
+  } catch (err) {
+    await sh([MIRROR_MAKER_SH, 'stop', dir]).catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    dir,
+    async stop() {
+      await sh([MIRROR_MAKER_SH, 'stop', dir]);
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

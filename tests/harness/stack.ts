@@ -11,12 +11,13 @@ const READY: Record<Role, string> = {
   relay: 'relay started',
   delivery: 'delivery started',
   notifier: 'notifier started',
+  mirror: 'mirror started',
 };
 /** Where a role's entry lives under dist/ when not at <role>/main.js. */
-const ENTRY: Partial<Record<Role, string>> = { notifier: 'delivery/notifier' };
+const ENTRY: Partial<Record<Role, string>> = { notifier: 'delivery/notifier', mirror: 'delivery/mirror' };
 
 /** `standalone` is `npm start` (the whole pipeline in one process); the others are the distributed roles. */
-export type Role = 'standalone' | 'gateway' | 'relay' | 'delivery' | 'notifier';
+export type Role = 'standalone' | 'gateway' | 'relay' | 'delivery' | 'notifier' | 'mirror';
 
 export interface RoleProcess {
   role: Role;

@@ -460,6 +460,8 @@ export function startApp(container: HTMLElement, session: SignedIn, onSignOut: (
           read_sequence: 0,
           unread: 0,
           role: 'owner',
+          home_region: conv.home_region,
+          home_epoch: conv.home_epoch,
         });
         client.track(c.id, conv.last_sequence);
         c.historyLoaded = true;

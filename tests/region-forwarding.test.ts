@@ -1,0 +1,179 @@
+/**
+ * Sends to a conversation homed in another region are forwarded there (docs/multi-region.md):
+ * two regions, each a RealChat node on its own PostgreSQL database; region a's stream reaches
+ * region b's mirror applier (taken from a's outbox by a tap table, standing in for MirrorMaker 2).
+ * A member connected to b sends to a's conversation: the home numbers it, a retry in either region
+ * is the same message, the entry comes back to b through the mirror and is delivered live there;
+ * with the home not answering, the send is refused `unavailable` (home_unreachable) after the
+ * forward timeout; the forwarded route takes only the regions' secret.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EventRecord } from '../common/events.js';
+import { createLogger } from '../common/log.js';
+import { createMirrorApplier } from '../delivery/mirror/applier.js';
+import { freePort } from './harness/postgres.js';
+import { createConversation, http, startTestServer, type TestServer } from './harness/server.js';
+import { TestClient } from './harness/ws-client.js';
+
+const SECRET = randomBytes(32).toString('hex');
+
+describe('forwarding sends to the home region (two regions, real PostgreSQL)', () => {
+  let a: TestServer;
+  let b: TestServer;
+  let tapped = 0;
+  /** Region c's gateway: accepts connections, never answers. */
+  const blackhole = net.createServer((socket) => {
+    blackholed++;
+    socket.on('error', () => {});
+  });
+  let blackholed = 0;
+  const log = createLogger({ level: 'silent', nodeId: 'forwarding-test', role: 'mirror' });
+
+  beforeAll(async () => {
+    const [portA, portB] = [await freePort(), await freePort()];
+    await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', r));
+    const portC = (blackhole.address() as net.AddressInfo).port;
+    const region = (self: string, port: number, peers: string) => ({
+      PORT: String(port),
+      REALCHAT_REGION: self,
+      REALCHAT_REGION_PEERS: peers,
+      REALCHAT_REGION_SECRET: SECRET,
+      REALCHAT_REGION_FORWARD_TIMEOUT_MS: '1000',
+    });
+    [a, b] = await Promise.all([
+      startTestServer('postgres', region('a', portA, `b=http://127.0.0.1:${portB}`)),
+      startTestServer('postgres', region('b', portB, `a=http://127.0.0.1:${portA},c=http://127.0.0.1:${portC}`)),
+    ]);
+    // a's stream as MirrorMaker would carry it: every outbox row a writes, kept in a tap.
+    await a.query(`CREATE TABLE mirror_tap (LIKE outbox INCLUDING ALL)`);
+    await a.query(`CREATE FUNCTION mirror_tap() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO mirror_tap SELECT NEW.*; RETURN NULL; END $$`);
+    await a.query(`CREATE TRIGGER mirror_tap AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION mirror_tap()`);
+  }, 60_000);
+  afterAll(async () => {
+    await b?.close();
+    await a?.close();
+    blackhole.close();
+  });
+
+  /** Applies what a wrote since the last call to b's copy (the mirror), then lets b deliver it. */
+  async function mirrorAtoB(): Promise<number> {
+    const rows = await a.query<{
+      id: string;
+      aggregateid: string;
+      payload: unknown;
+      type: string;
+      event_id: string;
+      trace_id: string | null;
+    }>(`SELECT id::text AS id, aggregateid, payload::text AS payload, type, event_id, trace_id FROM mirror_tap WHERE id > $1 ORDER BY id`, [
+      tapped,
+    ]);
+    if (rows.length === 0) return 0;
+    tapped = Number(rows.at(-1)!.id);
+    const records: EventRecord[] = rows.map((r) => ({
+      key: r.aggregateid,
+      value: String(r.payload),
+      type: r.type,
+      eventId: r.event_id,
+      traceId: r.trace_id,
+    }));
+    const counts = await createMirrorApplier({ sql: b.app.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 }).apply(records);
+    await b.app.settled();
+    return counts.applied;
+  }
+
+  it("a member connected to b sends to a's conversation: a numbers it, a retry in either region is the same message, and b delivers it live from its copy", async () => {
+    const alice = await a.token();
+    const bobInA = await a.token();
+    const bobInB = { userId: bobInA.userId, token: (await b.token(bobInA.userId)).token };
+    const conv = await createConversation(a, alice.token, [bobInA.userId]);
+    expect(await mirrorAtoB()).toBeGreaterThan(0);
+    const bob = await TestClient.connect(b.wsUrl, bobInB.token);
+    try {
+      const ack = await bob.sendMessage(conv, 'k1', { text: 'from b' });
+      expect(ack).toMatchObject({ type: 'ack', sequence_number: 1, duplicate: false });
+      // Stored in a, the home; b's copy has nothing until the mirror brings it.
+      expect(await a.query(`SELECT sequence::int AS s, sender_id FROM messages WHERE conversation_id = $1`, [conv])).toEqual([
+        { s: 1, sender_id: bobInA.userId },
+      ]);
+      expect(await b.query(`SELECT id FROM messages WHERE conversation_id = $1`, [conv])).toEqual([]);
+      // The same key again, through b and straight at a: the same message.
+      expect(await bob.sendMessage(conv, 'k1', { text: 'from b' })).toMatchObject({ message_id: ack.message_id, duplicate: true });
+      const direct = await http(a, 'POST', `/v1/conversations/${conv}/messages`, {
+        token: bobInA.token,
+        body: { payload: { text: 'from b' } },
+        headers: { 'idempotency-key': 'k1' },
+      });
+      expect([direct.status, direct.body.message_id]).toEqual([200, ack.message_id]);
+      // Alice writes in a; the mirror brings both entries to b, which delivers them live to bob.
+      await http(a, 'POST', `/v1/conversations/${conv}/messages`, {
+        token: alice.token,
+        body: { payload: { text: 'hi bob' } },
+        headers: { 'idempotency-key': 'a1' },
+      });
+      expect(await mirrorAtoB()).toBeGreaterThanOrEqual(2);
+      const live = await bob.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 2);
+      expect(live.map((f) => [f.message.sequence_number, f.via])).toEqual([
+        [1, 'live'],
+        [2, 'live'],
+      ]);
+      expect(live[0]!.message.message_id).toBe(ack.message_id);
+    } finally {
+      bob.close();
+    }
+  });
+
+  it('the forwarded route takes only the regions\u2019 secret', async () => {
+    const body = { sender_id: randomUUID(), conversation_id: randomUUID(), idempotency_key: 'x', payload: 1 };
+    for (const authorization of ['', `Region ${SECRET}x`, `Bearer ${SECRET}`, (await a.token()).token]) {
+      const r = await http(a, 'POST', '/v1/regions/messages', { body, headers: { authorization } });
+      expect([authorization.slice(0, 12), r.status]).toEqual([authorization.slice(0, 12), 401]);
+    }
+    const ok = await http(a, 'POST', '/v1/regions/messages', { body, headers: { authorization: `Region ${SECRET}` } });
+    expect([ok.status, ok.body.error?.code]).toEqual([404, 'not_found']);
+  });
+
+  it('with the home region not answering (a partition), a forwarded send is refused after the forward timeout: unavailable, home_unreachable; nothing is stored', async () => {
+    // A copy in b of a conversation homed in c, whose gateway accepts connections and never answers.
+    const bobId = randomUUID();
+    const conv = await createConversation(b, (await b.token(bobId)).token, []);
+    await b.query(
+      `WITH copy_write AS (SELECT set_config('realchat.copy_write', 'on', true))
+       UPDATE conversations SET home_region = 'c' FROM copy_write WHERE id = $1`,
+      [conv],
+    );
+    const bob = await TestClient.connect(b.wsUrl, (await b.token(bobId)).token);
+    try {
+      const t0 = Date.now();
+      const refused = await bob.sendMessage(conv, 'k-down', { text: 'anyone?' });
+      const tookMs = Date.now() - t0;
+      expect(refused, JSON.stringify(refused)).toMatchObject({ type: 'error', code: 'unavailable', reason: 'home_unreachable' });
+      // REALCHAT_REGION_FORWARD_TIMEOUT_MS is 1000 here.
+      expect(tookMs).toBeGreaterThanOrEqual(900);
+      expect(tookMs).toBeLessThan(5000);
+      expect(blackholed).toBeGreaterThan(0);
+      expect(await b.query(`SELECT id FROM messages WHERE conversation_id = $1`, [conv])).toEqual([]);
+      // A region no peer entry names: nowhere to forward, the copy refuses (home_elsewhere).
+      await b.query(
+        `WITH copy_write AS (SELECT set_config('realchat.copy_write', 'on', true))
+         UPDATE conversations SET home_region = 'd' FROM copy_write WHERE id = $1`,
+        [conv],
+      );
+      // (On a new connection: this one holds later sends of the conversation behind the refused one.)
+      const again = await TestClient.connect(b.wsUrl, (await b.token(bobId)).token);
+      try {
+        expect(await again.sendMessage(conv, 'k-nowhere', { text: '?' })).toMatchObject({
+          type: 'error',
+          code: 'unavailable',
+          reason: 'home_elsewhere',
+        });
+      } finally {
+        again.close();
+      }
+    } finally {
+      bob.close();
+    }
+  });
+});
