@@ -95,7 +95,7 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
     }),
     mirrorEvents: new Counter({
       name: 'realchat_mirror_events_total',
-      help: "Records of another region's mirrored stream, by what the mirror applier did with them: applied, duplicate, foreign (not the source's own), unknownConversation, homedHere, unknownType, invalid; gaps counts applied entries that skipped past the copy (docs/multi-region.md)",
+      help: "Records of another region's mirrored stream, by what the mirror applier did with them: applied, duplicate, foreign (not the source's own), unknownConversation, homedHere, reappended (after a failover), unknownType, invalid; gaps counts applied entries that skipped past the copy (docs/multi-region.md)",
       labelNames: ['source_region', 'outcome'] as const,
       registers: r,
     }),

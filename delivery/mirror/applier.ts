@@ -15,6 +15,7 @@ import { timedQuery } from '../../common/db.js';
 import { decodeEvent, entryOf, type ChatEvent, type EventRecord, type MembersAdded } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
 import type { Envelope } from '../../common/wire.js';
+import { isUuid } from '../../common/validate.js';
 
 export interface MirrorApplierDeps {
   sql: Sql;
@@ -24,6 +25,8 @@ export interface MirrorApplierDeps {
   queryTimeoutMs: number;
   /** Clock for the hourly pruning of remembered receipts (tests). */
   now?: () => number;
+  /** wal: the outbox rows it writes are read by Debezium from the WAL and deleted in the same transaction. */
+  outboxMode?: 'table' | 'wal';
 }
 
 /** Remembered receipt ids older than this are forgotten (a week: far beyond any redelivery). */
@@ -40,8 +43,14 @@ export interface MirrorApplyCounts {
   foreign: number;
   /** An entry of a conversation this region has no copy of (its creation event was never read). */
   unknownConversation: number;
-  /** An entry of a conversation homed here (re-homed by a failover): left for the re-append. */
+  /** An entry of a conversation homed here that no failover from the source explains: skipped. */
   homedHere: number;
+  /**
+   * An entry of the old home of a conversation re-homed here by a failover, that this region did not
+   * have (acknowledged there, never mirrored before the loss): appended again with a new sequence
+   * number, its message id and idempotency key kept.
+   */
+  reappended: number;
   /** An entry whose sequence skipped past the copy's last one (applied; the copy has a hole). */
   gaps: number;
   /** Event types this version does not know (a newer producer): skipped, as every consumer does. */
@@ -68,7 +77,11 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
     return row ?? null;
   }
 
-  async function toOutbox(tx: TxSql, record: EventRecord, event: ChatEvent): Promise<void> {
+  async function toOutbox(
+    tx: TxSql,
+    record: EventRecord,
+    event: { event_id: string; conversation_id: string; type: string },
+  ): Promise<void> {
     await tx`
       INSERT INTO outbox (event_id, aggregateid, type, payload, trace_id, origin_region)
       VALUES (${event.event_id}, ${event.conversation_id}, ${event.type}, ${record.value}::text::jsonb, ${record.traceId}, ${sourceRegion})
@@ -149,7 +162,17 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
   async function entry(tx: TxSql, record: EventRecord, e: ChatEvent, m: Envelope, counts: MirrorApplyCounts): Promise<Outcome> {
     const copy = await copyOf(tx, e.conversation_id);
     if (!copy) return 'unknownConversation';
-    if (copy.home_region === null) return 'homedHere';
+    if (copy.home_region === null) {
+      const [taken] = await tx<{ takeover_seq: number }[]>`
+        SELECT takeover_seq FROM region_failovers WHERE conversation_id = ${e.conversation_id} AND from_region = ${sourceRegion}
+        ORDER BY home_epoch DESC LIMIT 1`;
+      if (!taken) return 'homedHere';
+      const free =
+        m.sequence_number <= taken.takeover_seq &&
+        (await tx`SELECT 1 FROM messages WHERE conversation_id = ${e.conversation_id} AND sequence = ${m.sequence_number}`).length === 0;
+      // Below the takeover point and missing here: a hole of the copy, filled at its own number.
+      if (!free) return reappend(tx, e, m);
+    }
     const inserted = await tx`
       INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key, created_at, kind, ref_message_id)
       VALUES (${m.message_id}, ${m.conversation_id}, ${m.sender_id}, ${m.sequence_number}, ${JSON.stringify(m.payload)}::text::jsonb,
@@ -171,11 +194,82 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
     return 'applied';
   }
 
+  /**
+   * An old home's entry after the takeover point: this region numbers it now. Skipped when its
+   * message, or its sender's idempotency key, is already here (a retry the client made in this
+   * region after the failover is the same send).
+   */
+  async function reappend(tx: TxSql, e: ChatEvent, m: Envelope): Promise<Outcome> {
+    const c = e.conversation_id;
+    const seen = await tx`
+      SELECT 1 FROM messages WHERE id = ${m.message_id} OR (sender_id = ${m.sender_id} AND idempotency_key = ${m.idempotency_key}) LIMIT 1`;
+    if (seen.length > 0) return 'duplicate';
+    const [bumped] = await tx<{ last_seq: number; large: boolean }[]>`
+      UPDATE conversations SET last_seq = last_seq + 1, updated_at = date_trunc('milliseconds', clock_timestamp())
+      WHERE id = ${c} RETURNING last_seq, large`;
+    const inserted = await tx`
+      INSERT INTO messages (id, conversation_id, sender_id, sequence, payload, idempotency_key, created_at, kind, ref_message_id)
+      VALUES (${m.message_id}, ${c}, ${m.sender_id}, ${bumped!.last_seq}, ${JSON.stringify(m.payload)}::text::jsonb,
+              ${m.idempotency_key}, ${m.created_at}, ${m.kind ?? 'message'}, ${m.ref_message_id ?? null})
+      ON CONFLICT DO NOTHING`;
+    // A send with the same key committed meanwhile: the whole batch is applied again, and then it is seen.
+    if (inserted.count === 0) throw new Error(`re-append of message ${m.message_id} raced a write of the same key; retrying the batch`);
+    const renumbered = { ...m, sequence_number: bumped!.last_seq };
+    await effects(tx, e, renumbered);
+    // This region's own event now (a new number, no origin): built as every entry's event is.
+    await tx`
+      INSERT INTO outbox (event_id, aggregateid, type, payload)
+      SELECT (x.ev->>'event_id')::uuid, ${c}, x.ev->>'type', x.ev
+      FROM (SELECT realchat_entry_event(m, ${bumped!.large}) AS ev FROM messages m WHERE m.id = ${m.message_id}) x`;
+    log.info(
+      {
+        conversation_id: c,
+        message_id: m.message_id,
+        old_sequence: m.sequence_number,
+        sequence: bumped!.last_seq,
+        source_region: sourceRegion,
+      },
+      'entry of the lost home re-appended',
+    );
+    return 'reappended';
+  }
+
+  /**
+   * Another region took over as the conversation's home (its failover): the copy follows the new
+   * home. Entries above the takeover point are the old home's unmirrored ones: they leave the copy
+   * and come back, renumbered, on the new home's stream.
+   */
+  async function rehomed(tx: TxSql, record: EventRecord, raw: Record<string, unknown>): Promise<Outcome> {
+    const c = raw.conversation_id;
+    const home = raw.home_region;
+    const epoch = raw.home_epoch;
+    const takeover = raw.takeover_sequence;
+    if (typeof c !== 'string' || typeof home !== 'string' || !Number.isSafeInteger(epoch) || !Number.isSafeInteger(takeover))
+      return 'invalid';
+    const [copy] = await tx<{ home_epoch: number }[]>`SELECT home_epoch FROM conversations WHERE id = ${c} FOR UPDATE`;
+    if (!copy) return 'unknownConversation';
+    if (copy.home_epoch >= (epoch as number)) return 'duplicate';
+    const dropped = await tx`DELETE FROM messages WHERE conversation_id = ${c} AND sequence > ${takeover as number}`;
+    await tx`
+      UPDATE conversations SET home_region = ${home}, home_epoch = ${epoch as number}, last_seq = LEAST(last_seq, ${takeover as number})
+      WHERE id = ${c}`;
+    if (dropped.count > 0)
+      log.warn(
+        { conversation_id: c, home_region: home, home_epoch: epoch, takeover_sequence: takeover, dropped: dropped.count },
+        'conversation re-homed: entries above the takeover point left the copy (the new home re-appends them)',
+      );
+    await toOutbox(tx, record, { event_id: String(raw.event_id), conversation_id: c, type: 'conversation.rehomed' });
+    return 'applied';
+  }
+
   async function one(tx: TxSql, record: EventRecord, counts: MirrorApplyCounts): Promise<Outcome> {
     if (record.originRegion && record.originRegion !== sourceRegion) return 'foreign';
     let event: ChatEvent | null;
     try {
-      event = decodeEvent(JSON.parse(record.value));
+      const raw = JSON.parse(record.value) as Record<string, unknown>;
+      // Not a ChatEvent: no client frame and no route, only copies follow it.
+      if (raw?.type === 'conversation.rehomed' && isUuid(raw.event_id)) return rehomed(tx, record, raw);
+      event = decodeEvent(raw);
     } catch (err) {
       // The source's own consumers dead-letter such a record; a copy can only skip it.
       log.error(
@@ -218,6 +312,7 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
         foreign: 0,
         unknownConversation: 0,
         homedHere: 0,
+        reappended: 0,
         gaps: 0,
         unknownType: 0,
         invalid: 0,
@@ -228,6 +323,7 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
           // This transaction writes copies on their homes' behalf (the fence, 0013_regions.sql).
           await tx`SET LOCAL realchat.copy_write = 'on'`;
           for (const r of records) counts[await one(tx, r, counts)]++;
+          if (deps.outboxMode === 'wal') await tx`DELETE FROM outbox WHERE xmin = pg_current_xact_id()::xid`;
         }),
         deps.queryTimeoutMs,
         'mirror apply',

@@ -32,7 +32,13 @@ export async function runMirror(config: Config): Promise<{ stop(): Promise<void>
     maxConnections: 2,
     applicationName: `realchat-mirror-${source}-${config.nodeId}`,
   });
-  const applier = createMirrorApplier({ sql, sourceRegion: source, log, queryTimeoutMs: config.timeouts.dbQueryMs });
+  const applier = createMirrorApplier({
+    sql,
+    sourceRegion: source,
+    log,
+    queryTimeoutMs: config.timeouts.dbQueryMs,
+    outboxMode: config.outboxMode,
+  });
   return runStreamConsumerProcess({
     config,
     log,

@@ -1,0 +1,182 @@
+/**
+ * Regional failover, the data layer (docs/multi-region.md): region a is lost with entries it
+ * acknowledged and never mirrored (the RPO window); region b takes over (npm run region --
+ * failover) and numbers the conversation after the last entry it had; when a returns, its unmirrored
+ * entries reach b and are re-appended with new numbers (same message ids and keys; one a client
+ * already retried in b is not added twice), and a's copy follows the new home. Nothing acknowledged
+ * is lost, nothing is stored twice, and a can no longer number the conversation. Real PostgreSQL,
+ * two databases standing for two regions; the streams are carried by hand (drainStream).
+ */
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSql, type Sql } from '../common/db.js';
+import type { EventRecord } from '../common/events.js';
+import { createLogger } from '../common/log.js';
+import { pollOutbox } from '../common/outbox.js';
+import { Semaphore } from '../common/semaphore.js';
+import { createMirrorApplier } from '../delivery/mirror/applier.js';
+import { failover } from '../delivery/mirror/failover.js';
+import { createChatStore, type ChatStore } from '../gateway/chat-store.js';
+import { migrate } from '../sql/migrate.js';
+import { repoRoot } from './harness/proc.js';
+import { freshDatabase } from './harness/server.js';
+
+interface Region {
+  url: string;
+  sql: Sql;
+  store: ChatStore;
+}
+
+async function region(name: string): Promise<Region> {
+  const url = await freshDatabase();
+  const sql = createSql({ url, maxConnections: 4, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: `region-${name}` });
+  await migrate(sql);
+  const store = createChatStore({
+    sql,
+    region: name,
+    queryTimeoutMs: 10_000,
+    maxRoomMembers: 100,
+    largeRoomMembers: 50,
+    maxPageBytes: 1024 * 1024,
+    outboxMode: 'table',
+    gate: new Semaphore(4, 100),
+    sendBatch: { maxBatch: 50, maxInFlight: 1, maxQueued: 1000 },
+  });
+  return { url, sql, store };
+}
+
+async function drainStream(r: Region): Promise<EventRecord[]> {
+  const rows = await pollOutbox(r.sql, 10_000, 10_000);
+  await r.sql`DELETE FROM outbox`;
+  return rows.map((row) => ({
+    key: row.aggregateid,
+    value: row.value,
+    type: row.type,
+    eventId: row.event_id,
+    traceId: row.trace_id,
+    originRegion: row.origin_region,
+  }));
+}
+
+const history = async (sql: Sql, conv: string) =>
+  (
+    await sql<{ sequence: number; id: string; sender_id: string; idempotency_key: string }[]>`
+      SELECT sequence::int AS sequence, id, sender_id, idempotency_key FROM messages WHERE conversation_id = ${conv} ORDER BY sequence`
+  ).map((r) => ({ ...r }));
+
+describe('regional failover: a lost with unmirrored entries, b takes over, a returns (real PostgreSQL)', () => {
+  let a: Region;
+  let b: Region;
+  const log = createLogger({ level: 'silent', nodeId: 'failover-test', role: 'mirror' });
+  beforeAll(async () => {
+    [a, b] = await Promise.all([region('a'), region('b')]);
+  });
+  afterAll(async () => {
+    await a?.sql.end({ timeout: 1 });
+    await b?.sql.end({ timeout: 1 });
+  });
+
+  it('nothing acknowledged is lost or stored twice; b numbers after its last entry; a follows the new home and is fenced', async () => {
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const conv = (await a.store.createConversation(alice, [bob], 'ha', null)).conversation_id;
+    const acked = new Map<string, { region: string; sequence: number; message_id: string }>();
+    const send = async (r: Region, name: string, who: string, key: string) => {
+      const res = await r.store.sendMessage(who, conv, key, { key }, 12, null);
+      acked.set(`${who}/${key}`, { region: name, sequence: res.envelope.sequence_number, message_id: res.envelope.message_id });
+      return res;
+    };
+    for (let k = 1; k <= 5; k++) await send(a, 'a', k % 2 ? alice : bob, `m${k}`);
+    const aToB = createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 });
+    const bToA = createMirrorApplier({ sql: a.sql, sourceRegion: 'b', log, queryTimeoutMs: 10_000 });
+    expect((await aToB.apply(await drainStream(a))).applied).toBeGreaterThan(5);
+
+    // The RPO window: a acknowledges three more, and is lost before they are mirrored.
+    await send(a, 'a', alice, 'm6');
+    await send(a, 'a', bob, 'm7');
+    await send(a, 'a', alice, 'm8');
+    const unmirrored = await drainStream(a);
+    expect(unmirrored.filter((r) => r.type === 'message.created')).toHaveLength(3);
+
+    // Failover: b is the home now, after the last entry it had (5).
+    expect(await failover(b.sql, { from: 'a', to: 'b', queryTimeoutMs: 10_000, outboxMode: 'table' })).toEqual({ conversations: 1 });
+    const [homeInB] = await b.sql`SELECT home_region, home_epoch, last_seq::int AS last_seq FROM conversations WHERE id = ${conv}`;
+    expect(homeInB).toEqual({ home_region: null, home_epoch: 1, last_seq: 5 });
+    expect(await failover(b.sql, { from: 'a', to: 'b', queryTimeoutMs: 10_000, outboxMode: 'table' })).toEqual({ conversations: 0 });
+    // b takes sends at once. Bob, whose m7 was acknowledged by a but never mirrored, retries it in b
+    // (same key, as the SDK does when its region changes); and writes something new.
+    const retried = await send(b, 'b', bob, 'm7');
+    expect(retried.envelope.sequence_number).toBe(6);
+    await send(b, 'b', bob, 'm9');
+
+    // a returns: its unmirrored entries reach b (twice: a redelivery) and are re-appended once each,
+    // except m7, which b already has under bob's key.
+    const first = await aToB.apply(unmirrored);
+    expect(first).toMatchObject({ reappended: 2, duplicate: 1, homedHere: 0 });
+    expect(await aToB.apply(unmirrored)).toMatchObject({ reappended: 0, homedHere: 0 });
+    const finalHistory = await history(b.sql, conv);
+    expect(finalHistory.map((m) => [m.sequence, m.idempotency_key])).toEqual([
+      [1, 'm1'],
+      [2, 'm2'],
+      [3, 'm3'],
+      [4, 'm4'],
+      [5, 'm5'],
+      [6, 'm7'],
+      [7, 'm9'],
+      [8, 'm6'],
+      [9, 'm8'],
+    ]);
+    // Re-appended with the message ids a acknowledged.
+    for (const key of ['m6', 'm8'])
+      expect(finalHistory.find((m) => m.idempotency_key === key)!.id).toBe(acked.get(`${alice}/${key}`)!.message_id);
+    // Every acknowledged send is stored once in the new home.
+    for (const [senderKey] of acked) {
+      const [sender, key] = senderKey.split('/');
+      expect(
+        finalHistory.filter((m) => m.sender_id === sender && m.idempotency_key === key),
+        senderKey,
+      ).toHaveLength(1);
+    }
+
+    // a applies b's stream (the re-homing, b's entries, the re-appended ones): its copy is b's history.
+    const bStream = await drainStream(b);
+    const applied = await bToA.apply(bStream);
+    expect(applied).toMatchObject({ unknownConversation: 0, invalid: 0, gaps: 0 });
+    expect(await history(a.sql, conv)).toEqual(finalHistory);
+    const [homeInA] = await a.sql`SELECT home_region, home_epoch, last_seq::int AS last_seq FROM conversations WHERE id = ${conv}`;
+    expect(homeInA).toEqual({ home_region: 'b', home_epoch: 1, last_seq: 9 });
+    // a cannot number the conversation any more.
+    await expect(a.store.sendMessage(alice, conv, 'm10', { key: 'm10' }, 13, null)).rejects.toMatchObject({ reason: 'home_elsewhere' });
+    // Applying b's stream again changes nothing.
+    expect(await bToA.apply(bStream)).toMatchObject({ applied: 0, reappended: 0 });
+    expect(await history(a.sql, conv)).toEqual(finalHistory);
+  });
+
+  it("npm run region -- failover re-homes a lost region's conversations in the region it runs against, and refuses bad arguments", async () => {
+    const carol = randomUUID();
+    const conv = (await a.store.createConversation(carol, [], null, null)).conversation_id;
+    await createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 }).apply(await drainStream(a));
+    const cli = join(repoRoot(fileURLToPath(import.meta.url)), 'dist', 'delivery', 'mirror', 'region-cli.js');
+    const run = (args: string[], region = 'b') =>
+      spawnSync(process.execPath, [cli, ...args], {
+        env: { PATH: process.env.PATH ?? '', DATABASE_URL: b.url, REALCHAT_REGION: region },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+    const ok = run(['failover', '--from', 'a']);
+    expect([ok.status, ok.stderr]).toEqual([0, '']);
+    expect(JSON.parse(ok.stdout)).toEqual({ from: 'a', to: 'b', conversations: 1 });
+    expect((await b.sql`SELECT home_region FROM conversations WHERE id = ${conv}`)[0]).toEqual({ home_region: null });
+    for (const [args, region] of [
+      [['failover'], 'b'],
+      [['failover', '--from', 'b'], 'b'],
+      [['failover', '--from', 'a', '--to', 'c'], 'b'],
+      [['rewind', '--from', 'a'], 'b'],
+    ] as const) {
+      const bad = run([...args], region);
+      expect([args.join(' '), bad.status]).toEqual([args.join(' '), 2]);
+    }
+  });
+});
