@@ -4,6 +4,7 @@
  * refused `unavailable` with reason `home_elsewhere` and leaves nothing behind. Both backends.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCopyOf } from './harness/regions.js';
 import { BACKENDS, createConversation, http, startTestServer, type TestServer } from './harness/server.js';
 
 describe.each(BACKENDS)('home region in the API (%s)', (backend) => {
@@ -33,11 +34,7 @@ describe.each(BACKENDS)('home region in the API (%s)', (backend) => {
     const alice = await s.token();
     const conv = await createConversation(s, alice.token, []);
     // Make it a copy, as the mirror applier writes one (sql/migrations/0013_regions.sql).
-    await s.query(
-      `WITH copy_write AS (SELECT set_config('realchat.copy_write', 'on', true))
-       UPDATE conversations SET home_region = 'us-1' FROM copy_write WHERE id = $1`,
-      [conv],
-    );
+    await makeCopyOf((t, p) => s.query(t, p), conv, 'us-1');
     const r = await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
       token: alice.token,
       body: { payload: { text: 'hi' } },

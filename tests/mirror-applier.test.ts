@@ -7,63 +7,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSql, type Sql } from '../common/db.js';
-import type { EventRecord } from '../common/events.js';
+import type { Sql } from '../common/db.js';
 import { createLogger } from '../common/log.js';
-import { pollOutbox } from '../common/outbox.js';
-import { Semaphore } from '../common/semaphore.js';
-import { createChatStore, type ChatStore } from '../gateway/chat-store.js';
 import { createMirrorApplier } from '../delivery/mirror/applier.js';
 import { toEventRecord } from '../delivery/event-record.js';
 import type { OutRecord } from '../common/kafka/index.js';
 import { createMetrics } from '../common/metrics.js';
 import { createKafkaEventBus } from '../relay/kafka-bus.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
-import { migrate } from '../sql/migrate.js';
-import { freshDatabase } from './harness/server.js';
+import { drainStream as drainStreamOf, regionDb, type RegionDb } from './harness/regions.js';
 
-interface Region {
-  name: string;
-  sql: Sql;
-  store: ChatStore;
-}
-
-async function region(name: string): Promise<Region> {
-  const sql = createSql({
-    url: await freshDatabase(),
-    maxConnections: 4,
-    connectTimeoutS: 5,
-    queryTimeoutMs: 10_000,
-    applicationName: `region-${name}`,
-  });
-  await migrate(sql);
-  const store = createChatStore({
-    sql,
-    region: name,
-    queryTimeoutMs: 10_000,
-    maxRoomMembers: 100,
-    largeRoomMembers: 50,
-    maxPageBytes: 1024 * 1024,
-    outboxMode: 'table',
-    gate: new Semaphore(4, 100),
-    sendBatch: { maxBatch: 50, maxInFlight: 1, maxQueued: 1000 },
-  });
-  return { name, sql, store };
-}
-
-/** The region's stream as its relay would publish it (and MirrorMaker would mirror it): the outbox, in order, then emptied. */
-async function drainStream(r: Region): Promise<EventRecord[]> {
-  const rows = await pollOutbox(r.sql, 10_000, 10_000);
-  await r.sql`DELETE FROM outbox`;
-  return rows.map((row) => ({
-    key: row.aggregateid,
-    value: row.value,
-    type: row.type,
-    eventId: row.event_id,
-    traceId: row.trace_id,
-    originRegion: row.origin_region,
-  }));
-}
+type Region = RegionDb;
+const region = regionDb;
+const drainStream = (r: Region) => drainStreamOf(r.sql);
 
 /** What a client can read of a conversation: every entry as served, members with roles, read positions, the last sequence. */
 async function snapshot(sql: Sql, conv: string) {

@@ -8,18 +8,15 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSql, type Sql } from '../common/db.js';
+import type { Sql } from '../common/db.js';
 import type { EventRecord } from '../common/events.js';
 import { createKafkaClient, createProducer, type KafkaProducer } from '../common/kafka/index.js';
 import { createLogger } from '../common/log.js';
-import { pollOutbox } from '../common/outbox.js';
-import { Semaphore } from '../common/semaphore.js';
-import { createChatStore, type ChatStore } from '../gateway/chat-store.js';
+import type { ChatStore } from '../gateway/chat-store.js';
 import { createKafkaEventBus } from '../relay/kafka-bus.js';
-import { migrate } from '../sql/migrate.js';
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
 import { freePort } from './harness/postgres.js';
-import { freshDatabase } from './harness/server.js';
+import { drainStream, regionDb } from './harness/regions.js';
 import { spawnRole, type RoleProcess } from './harness/stack.js';
 import { until } from './harness/until.js';
 
@@ -38,27 +35,8 @@ describe('the mirror applier process (real Kafka, real PostgreSQL)', () => {
   beforeAll(async () => {
     kafka = await startKafka();
     await kafka.createTopic(TOPIC, 4);
-    aSql = createSql({
-      url: await freshDatabase(),
-      maxConnections: 4,
-      connectTimeoutS: 5,
-      queryTimeoutMs: 10_000,
-      applicationName: 'region-a',
-    });
-    bUrl = await freshDatabase();
-    bSql = createSql({ url: bUrl, maxConnections: 2, connectTimeoutS: 5, queryTimeoutMs: 10_000, applicationName: 'region-b' });
-    await Promise.all([migrate(aSql), migrate(bSql)]);
-    a = createChatStore({
-      sql: aSql,
-      region: 'a',
-      queryTimeoutMs: 10_000,
-      maxRoomMembers: 100,
-      largeRoomMembers: 50,
-      maxPageBytes: 1024 * 1024,
-      outboxMode: 'table',
-      gate: new Semaphore(4, 100),
-      sendBatch: { maxBatch: 50, maxInFlight: 1, maxQueued: 1000 },
-    });
+    const [ra, rb] = await Promise.all([regionDb('a'), regionDb('b')]);
+    [aSql, a, bSql, bUrl] = [ra.sql, ra.store, rb.sql, rb.url];
     producer = await createProducer(createKafkaClient({ brokers: kafka.brokers.split(','), clientId: 'region-a-relay', log }), {
       timeoutMs: 10_000,
       log,
@@ -86,9 +64,7 @@ describe('the mirror applier process (real Kafka, real PostgreSQL)', () => {
 
   /** a's relay: its outbox, in order, to the topic (`times` over: a relay that crashed before its delete); then emptied. */
   async function publishA(times = 1): Promise<EventRecord[]> {
-    const rows = await pollOutbox(aSql, 10_000, 10_000);
-    await aSql`DELETE FROM outbox`;
-    const records = rows.map((r) => ({ key: r.aggregateid, value: r.value, type: r.type, eventId: r.event_id, traceId: r.trace_id }));
+    const records = await drainStream(aSql);
     for (let i = 0; i < times; i++) await createKafkaEventBus(producer, TOPIC).publish(records);
     return records;
   }

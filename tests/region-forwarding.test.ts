@@ -15,6 +15,7 @@ import { createLogger } from '../common/log.js';
 import { createMirrorApplier } from '../delivery/mirror/applier.js';
 import { freePort } from './harness/postgres.js';
 import { createConversation, http, startTestServer, type TestServer } from './harness/server.js';
+import { makeCopyOf } from './harness/regions.js';
 import { TestClient } from './harness/ws-client.js';
 
 const SECRET = randomBytes(32).toString('hex');
@@ -139,11 +140,7 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
     // A copy in b of a conversation homed in c, whose gateway accepts connections and never answers.
     const bobId = randomUUID();
     const conv = await createConversation(b, (await b.token(bobId)).token, []);
-    await b.query(
-      `WITH copy_write AS (SELECT set_config('realchat.copy_write', 'on', true))
-       UPDATE conversations SET home_region = 'c' FROM copy_write WHERE id = $1`,
-      [conv],
-    );
+    await makeCopyOf((t, p) => b.query(t, p), conv, 'c');
     const bob = await TestClient.connect(b.wsUrl, (await b.token(bobId)).token);
     try {
       const t0 = Date.now();
@@ -156,11 +153,7 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
       expect(blackholed).toBeGreaterThan(0);
       expect(await b.query(`SELECT id FROM messages WHERE conversation_id = $1`, [conv])).toEqual([]);
       // A region no peer entry names: nowhere to forward, the copy refuses (home_elsewhere).
-      await b.query(
-        `WITH copy_write AS (SELECT set_config('realchat.copy_write', 'on', true))
-         UPDATE conversations SET home_region = 'd' FROM copy_write WHERE id = $1`,
-        [conv],
-      );
+      await makeCopyOf((t, p) => b.query(t, p), conv, 'd');
       // (On a new connection: this one holds later sends of the conversation behind the refused one.)
       const again = await TestClient.connect(b.wsUrl, (await b.token(bobId)).token);
       try {
