@@ -1,10 +1,10 @@
 /**
- * Sends to a conversation homed in another region (docs/multi-region.md) are forwarded to a
- * gateway of that region, which writes them as its own client's would be: same sender, same
+ * Writes to a conversation homed in another region (docs/multi-region.md) are forwarded to a
+ * gateway of that region, which does them as its own client's would be done: same actor, same
  * idempotency key, so a retry in either region is still exactly-once (the key is unique per
- * sender in the home's database). The answer is the home's: the client's ack carries the home's
- * sequence. When the home does not answer in time the send is refused `unavailable`
- * (`home_unreachable`) at once: during a partition each side keeps serving its own conversations.
+ * sender in the home's database). The answer is the home's: a send's ack carries the home's
+ * sequence. When the home does not answer in time the write is refused `unavailable`
+ * (`home_unreachable`): during a partition each side keeps serving its own conversations.
  */
 import { AppError, ERROR_CODES, ERROR_REASONS, HomeElsewhereError, type ErrorCode, type ErrorReason } from '../common/errors.js';
 import type { RegionsConfig } from '../common/config.js';
@@ -13,12 +13,25 @@ import type { Envelope } from '../common/protocol.js';
 
 /** The home region's route for forwarded sends (gateway/rest.ts, forwardedSend). */
 export const FORWARDED_SEND_PATH = '/v1/regions/messages';
+/** The home region's route for the other forwarded writes (gateway/rest.ts, forwardedWrite). */
+export const FORWARDED_WRITE_PATH = '/v1/regions/writes';
+
+/** The writes besides sends a region forwards to a conversation's home, with their arguments. */
+export type ForwardedWrite =
+  | { op: 'edit'; message_id: string; idempotency_key: string; payload: unknown }
+  | { op: 'delete'; message_id: string; idempotency_key: string }
+  | { op: 'add_members'; user_ids: string[]; idempotency_key: string | null }
+  | { op: 'remove_member'; user_id: string; idempotency_key: string | null }
+  | { op: 'set_role'; user_id: string; role: 'admin' | 'member'; idempotency_key: string | null }
+  | { op: 'set_who_can_add'; who_can_add: 'members' | 'admins' };
 
 /** A forwarded answer is one envelope or one error: far below this. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
 
 export interface RegionForwarder {
   knows(region: string): boolean;
+  /** Another write on the actor's behalf in the conversation's home region; the home's answer. */
+  write(home: string, actorId: string, conversationId: string, write: ForwardedWrite, traceId: string | null): Promise<unknown>;
   send(home: string, senderId: string, conversationId: string, key: string, payload: unknown, traceId: string | null): Promise<SendResult>;
 }
 
@@ -31,37 +44,52 @@ export function createRegionForwarder(opts: RegionsConfig & { fetch?: typeof fet
       retryAfterS: 1,
       reason: 'home_unreachable',
     });
+  /** POSTs to the home; its 2xx answer (status, parsed body) or its refusal as an AppError. */
+  async function post(home: string, path: string, body: unknown, traceId: string | null): Promise<{ status: number; body: unknown }> {
+    const url = opts.peers.get(home);
+    if (!url) throw new HomeElsewhereError(home);
+    let res: Response;
+    let text: string;
+    try {
+      res = await doFetch(url + path, {
+        method: 'POST',
+        headers: {
+          authorization: `Region ${opts.secret}`,
+          'content-type': 'application/json',
+          ...(traceId?.startsWith('00-') ? { traceparent: traceId } : {}),
+        },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(opts.forwardTimeoutMs),
+        redirect: 'error',
+      });
+      text = await boundedText(res, MAX_ANSWER_BYTES);
+    } catch (err) {
+      throw unreachable(home, err);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw unreachable(home, err);
+    }
+    if (res.status >= 200 && res.status < 300) return { status: res.status, body: parsed };
+    throw remoteError(home, res.status, parsed);
+  }
   return {
     knows: (region) => opts.peers.has(region),
     async send(home, senderId, conversationId, key, payload, traceId) {
-      const url = opts.peers.get(home);
-      if (!url) throw new HomeElsewhereError(home);
-      let res: Response;
-      let text: string;
-      try {
-        res = await doFetch(url + FORWARDED_SEND_PATH, {
-          method: 'POST',
-          headers: {
-            authorization: `Region ${opts.secret}`,
-            'content-type': 'application/json',
-            ...(traceId?.startsWith('00-') ? { traceparent: traceId } : {}),
-          },
-          body: JSON.stringify({ sender_id: senderId, conversation_id: conversationId, idempotency_key: key, payload }),
-          signal: AbortSignal.timeout(opts.forwardTimeoutMs),
-          redirect: 'error',
-        });
-        text = await boundedText(res, MAX_ANSWER_BYTES);
-      } catch (err) {
-        throw unreachable(home, err);
-      }
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch (err) {
-        throw unreachable(home, err);
-      }
-      if (res.status === 200 || res.status === 201) return { envelope: body as Envelope, duplicate: res.status === 200 };
-      throw remoteError(home, res.status, body);
+      const r = await post(
+        home,
+        FORWARDED_SEND_PATH,
+        { sender_id: senderId, conversation_id: conversationId, idempotency_key: key, payload },
+        traceId,
+      );
+      return { envelope: r.body as Envelope, duplicate: r.status === 200 };
+    },
+    async write(home, actorId, conversationId, write, traceId) {
+      const { op, ...args } = write;
+      const r = await post(home, FORWARDED_WRITE_PATH, { op, actor_id: actorId, conversation_id: conversationId, args }, traceId);
+      return (r.body as { result?: unknown }).result;
     },
   };
 }
@@ -96,21 +124,56 @@ async function boundedText(res: Response, max: number): Promise<string> {
 }
 
 /**
- * The store with forwarding: a send refused by the home fence goes to the home region instead.
- * Only sends are forwarded for now; other writes to a conversation homed elsewhere stay refused
- * (`home_elsewhere`).
+ * The store with forwarding: a write refused by the home fence (the conversation is a copy here)
+ * goes to the home region instead. Reads are served here, from the copy.
  */
 export function withRegionForwarding(store: ChatStore, forwarder: RegionForwarder | null): ChatStore {
   if (!forwarder) return store;
+  async function homeOr<T>(local: () => Promise<T>, remote: (home: string) => Promise<unknown>): Promise<T> {
+    try {
+      return await local();
+    } catch (err) {
+      if (!(err instanceof HomeElsewhereError) || !forwarder!.knows(err.homeRegion)) throw err;
+      return (await remote(err.homeRegion)) as T;
+    }
+  }
+  const f = forwarder;
   return {
     ...store,
-    async sendMessage(senderId, conversationId, key, payload, payloadBytes, traceId) {
-      try {
-        return await store.sendMessage(senderId, conversationId, key, payload, payloadBytes, traceId);
-      } catch (err) {
-        if (!(err instanceof HomeElsewhereError) || !forwarder.knows(err.homeRegion)) throw err;
-        return forwarder.send(err.homeRegion, senderId, conversationId, key, payload, traceId);
-      }
-    },
+    sendMessage: (senderId, conversationId, key, payload, payloadBytes, traceId) =>
+      homeOr(
+        () => store.sendMessage(senderId, conversationId, key, payload, payloadBytes, traceId),
+        (home) => f.send(home, senderId, conversationId, key, payload, traceId),
+      ),
+    editMessage: (actor, conversationId, messageId, key, payload, payloadBytes, traceId) =>
+      homeOr(
+        () => store.editMessage(actor, conversationId, messageId, key, payload, payloadBytes, traceId),
+        (home) => f.write(home, actor, conversationId, { op: 'edit', message_id: messageId, idempotency_key: key, payload }, traceId),
+      ),
+    deleteMessage: (actor, conversationId, messageId, key, traceId) =>
+      homeOr(
+        () => store.deleteMessage(actor, conversationId, messageId, key, traceId),
+        (home) => f.write(home, actor, conversationId, { op: 'delete', message_id: messageId, idempotency_key: key }, traceId),
+      ),
+    addMembers: (actor, conversationId, userIds, traceId, key = null) =>
+      homeOr(
+        () => store.addMembers(actor, conversationId, userIds, traceId, key),
+        (home) => f.write(home, actor, conversationId, { op: 'add_members', user_ids: userIds, idempotency_key: key }, traceId),
+      ),
+    removeMember: (actor, conversationId, userId, traceId, key) =>
+      homeOr(
+        () => store.removeMember(actor, conversationId, userId, traceId, key),
+        (home) => f.write(home, actor, conversationId, { op: 'remove_member', user_id: userId, idempotency_key: key }, traceId),
+      ),
+    setRole: (actor, conversationId, userId, role, traceId, key) =>
+      homeOr(
+        () => store.setRole(actor, conversationId, userId, role, traceId, key),
+        (home) => f.write(home, actor, conversationId, { op: 'set_role', user_id: userId, role, idempotency_key: key }, traceId),
+      ),
+    setWhoCanAdd: (actor, conversationId, whoCanAdd) =>
+      homeOr(
+        () => store.setWhoCanAdd(actor, conversationId, whoCanAdd),
+        (home) => f.write(home, actor, conversationId, { op: 'set_who_can_add', who_can_add: whoCanAdd }, null),
+      ),
   };
 }

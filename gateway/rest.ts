@@ -117,6 +117,12 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
   };
   // Writes a stranger could repeat to fill the database: per-minute buckets (per node).
   const perMinute = (n: number) => new RateLimiter(n / 60, n);
+  /** A request forwarded by another region's gateway: it shows the regions' shared secret. */
+  const fromRegion = (ctx: RequestContext) => {
+    const secret = config.regions.secret;
+    if (secret === null || !sameSecret(ctx.authorization, `Region ${secret}`))
+      throw new AppError('unauthorized', "forwarded writes need the regions' secret (REALCHAT_REGION_SECRET)");
+  };
   const creates = perMinute(limits.conversationCreatesPerMin);
   const memberAdds = perMinute(limits.memberAddsPerMin);
   const devTokens = perMinute(limits.devTokensPerMin);
@@ -326,6 +332,73 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       metrics.messagesAccepted.inc({ via: 'region' });
       deps.onEventCommitted();
       return { status: 201, body: result.envelope };
+    },
+
+    /**
+     * Another forwarded write (an edit, a delete, a membership or role change, who may add), as
+     * `{op, actor_id, conversation_id, args}`; answered `{result}` with what the local route's
+     * store call returns, or refused as the local route would be.
+     */
+    async forwardedWrite(ctx: RequestContext): Promise<Reply> {
+      fromRegion(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const op = f.string('op', 1, 32);
+      const actor = f.uuid('actor_id');
+      const conversationId = f.uuid('conversation_id');
+      const raw = f.present('args');
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new AppError('invalid_request', 'args must be an object');
+      const a = new Fields(raw as Record<string, unknown>, 'invalid_request');
+      const key = () => a.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);
+      const optionalKey = () => a.optionalString('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS) ?? null;
+      const home = deps.localStore ?? store;
+      const trace = ctx.traceparent ?? ctx.traceId;
+      let result: unknown;
+      switch (op) {
+        case 'edit': {
+          const payload = a.present('payload');
+          const { storedBytes } = checkPayload(payload, limits, 'invalid_request');
+          deps.admitSend();
+          result = await home.editMessage(actor, conversationId, a.uuid('message_id'), key(), payload, storedBytes, trace);
+          break;
+        }
+        case 'delete':
+          deps.admitSend();
+          result = await home.deleteMessage(actor, conversationId, a.uuid('message_id'), key(), trace);
+          break;
+        case 'add_members':
+          deps.admitSend();
+          result = await home.addMembers(
+            actor,
+            conversationId,
+            a.uuidList('user_ids', 1, limits.maxMembersPerRequest),
+            trace,
+            optionalKey(),
+          );
+          break;
+        case 'remove_member':
+          deps.admitSend();
+          result = await home.removeMember(actor, conversationId, a.uuid('user_id'), trace, optionalKey());
+          break;
+        case 'set_role': {
+          const role = a.string('role', 1, 16);
+          if (role !== 'admin' && role !== 'member') throw new AppError('invalid_request', 'role must be "admin" or "member"');
+          deps.admitSend();
+          result = await home.setRole(actor, conversationId, a.uuid('user_id'), role, trace, optionalKey());
+          break;
+        }
+        case 'set_who_can_add': {
+          const whoCanAdd = a.string('who_can_add', 1, 16);
+          if (whoCanAdd !== 'members' && whoCanAdd !== 'admins')
+            throw new AppError('invalid_request', 'who_can_add must be "members" or "admins"');
+          await home.setWhoCanAdd(actor, conversationId, whoCanAdd);
+          result = {};
+          break;
+        }
+        default:
+          throw new AppError('invalid_request', `op must be one of edit, delete, add_members, remove_member, set_role, set_who_can_add`);
+      }
+      deps.onEventCommitted();
+      return { status: 200, body: { result } };
     },
 
     async sendMessage(ctx: RequestContext): Promise<Reply> {

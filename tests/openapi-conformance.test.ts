@@ -810,6 +810,17 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
       ).status,
     ).toBe(404);
     expect((await call('POST', '/v1/regions/messages', { ...region, body: { ...body, payload: { text: 'other' } } })).status).toBe(409);
+    // The other writes: an edit by its sender, one by someone else, a bad op, no secret.
+    const write = (w: Record<string, unknown>, headers = region.headers) =>
+      call('POST', '/v1/regions/writes', { headers, body: { actor_id: bob.userId, conversation_id: conv, ...w } });
+    const edit = { op: 'edit', args: { message_id: first.body.message_id, idempotency_key: 'fwd-edit', payload: { text: 'edited' } } };
+    const edited = await write(edit);
+    expect([edited.status, edited.body.result?.envelope?.kind]).toEqual([200, 'edit']);
+    expect((await write({ ...edit, actor_id: alice.userId, args: { ...edit.args, idempotency_key: 'fwd-edit-2' } })).status).toBe(403);
+    expect((await write({ op: 'rename', args: {} })).status).toBe(400);
+    expect((await write({ op: 'delete', args: [] })).status).toBe(400);
+    expect((await write(edit, { authorization: `Region ${REGION_SECRET}x` })).status).toBe(401);
+    expect((await write({ op: 'add_members', args: { user_ids: [randomUUID()] }, conversation_id: randomUUID() })).status).toBe(404);
   });
 
   it('admin: API keys and webhooks (create, list, get, update, delete, deliveries), with errors', async () => {

@@ -121,6 +121,33 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
         [2, 'live'],
       ]);
       expect(live[0]!.message.message_id).toBe(ack.message_id);
+
+      // The other writes go home too: bob edits his message and adds carol through b; a refusal of
+      // the home comes back as it is (bob may not restrict who adds: he is no owner).
+      const carol = randomUUID();
+      const edited = await http(b, 'PATCH', `/v1/conversations/${conv}/messages/${ack.message_id}`, {
+        token: bobInB.token,
+        body: { payload: { text: 'from b, edited' } },
+        headers: { 'idempotency-key': 'e1' },
+      });
+      expect([edited.status, edited.body.kind, edited.body.sequence_number]).toEqual([201, 'edit', 3]);
+      const added = await http(b, 'POST', `/v1/conversations/${conv}/members`, { token: bobInB.token, body: { user_ids: [carol] } });
+      expect([added.status, added.body.added_user_ids, added.body.last_sequence], JSON.stringify(added.body)).toEqual([200, [carol], 4]);
+      const restricted = await http(b, 'PATCH', `/v1/conversations/${conv}`, { token: bobInB.token, body: { who_can_add: 'admins' } });
+      expect([restricted.status, restricted.body.error?.code]).toEqual([403, 'forbidden']);
+      expect(await a.query(`SELECT payload FROM messages WHERE id = $1`, [ack.message_id])).toEqual([
+        { payload: { text: 'from b, edited' } },
+      ]);
+      expect(await a.query(`SELECT user_id FROM members WHERE conversation_id = $1 AND user_id = $2`, [conv, carol])).toEqual([
+        { user_id: carol },
+      ]);
+      // Mirrored back, b's copy and bob's connection have them.
+      await mirrorAtoB();
+      const entries = await bob.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 4);
+      expect(entries.map((f) => f.message.kind ?? 'message')).toEqual(['message', 'message', 'edit', 'members_added']);
+      expect(await b.query(`SELECT payload FROM messages WHERE id = $1`, [ack.message_id])).toEqual([
+        { payload: { text: 'from b, edited' } },
+      ]);
     } finally {
       bob.close();
     }
