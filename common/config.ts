@@ -436,6 +436,12 @@ export interface RegionsConfig {
   readonly secret: string | null;
   /** A forwarded write not answered within this is refused `unavailable` (REALCHAT_REGION_FORWARD_TIMEOUT_MS). */
   readonly forwardTimeoutMs: number;
+  /**
+   * REALCHAT_REGION_FAILOVER_AFTER_MS: the mirror applier takes over its source region's
+   * conversations once that region's gateway has not answered for this long; 0 (default): never
+   * on its own (npm run region -- failover).
+   */
+  readonly failoverAfterMs: number;
 }
 
 function regionsFrom(env: Env, self: string): RegionsConfig {
@@ -452,7 +458,12 @@ function regionsFrom(env: Env, self: string): RegionsConfig {
   const secret = env.REALCHAT_REGION_SECRET || null;
   if (secret !== null && Buffer.byteLength(secret) < 32) throw new ConfigError('REALCHAT_REGION_SECRET must be at least 32 bytes');
   if (peers.size > 0 && secret === null) throw new ConfigError('REALCHAT_REGION_PEERS needs REALCHAT_REGION_SECRET');
-  return { peers, secret, forwardTimeoutMs: int(env, 'REALCHAT_REGION_FORWARD_TIMEOUT_MS', 2000, 50, 60_000) };
+  return {
+    peers,
+    secret,
+    forwardTimeoutMs: int(env, 'REALCHAT_REGION_FORWARD_TIMEOUT_MS', 2000, 50, 60_000),
+    failoverAfterMs: int(env, 'REALCHAT_REGION_FAILOVER_AFTER_MS', 0, 0, 24 * 3600_000),
+  };
 }
 
 /** A region names Kafka topics (`<region>.realchat.events.v1`) and appears in the API. */

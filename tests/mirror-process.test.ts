@@ -51,8 +51,9 @@ describe('the mirror applier process (real Kafka, real PostgreSQL)', () => {
     await kafka?.stop().catch(() => {});
   }, 120_000);
 
-  const startMirror = async () =>
+  const startMirror = async (extra: Record<string, string> = {}) =>
     spawnRole('mirror', {
+      ...extra,
       DATABASE_URL: bUrl,
       KAFKA_BROKERS: kafka.brokers,
       REALCHAT_REGION: 'b',
@@ -96,5 +97,33 @@ describe('the mirror applier process (real Kafka, real PostgreSQL)', () => {
     const local = await bSql<{ event_id: string; origin_region: string }[]>`SELECT event_id, origin_region FROM outbox ORDER BY id`;
     expect(local.map((r) => r.event_id)).toEqual([...firstHalf, ...secondHalf].map((r) => r.eventId));
     expect(new Set(local.map((r) => r.origin_region))).toEqual(new Set(['a']));
+  });
+
+  it("with REALCHAT_REGION_FAILOVER_AFTER_MS, it takes over the source region's conversations once the source stays unreachable that long", async () => {
+    await mirror?.crash();
+    const [alice] = [randomUUID()];
+    const conv = (await a.createConversation(alice, [], 'lost', null)).conversation_id;
+    await publishA();
+    // Region a's gateway: nothing listens there.
+    mirror = await startMirror({
+      REALCHAT_REGION_PEERS: `a=http://127.0.0.1:${await freePort()}`,
+      REALCHAT_REGION_SECRET: randomBytes(32).toString('hex'),
+      REALCHAT_REGION_FAILOVER_AFTER_MS: '1500',
+    });
+    const t0 = Date.now();
+    await until(
+      'b took over',
+      async () => (await bSql`SELECT 1 FROM conversations WHERE id = ${conv} AND home_region IS NULL`).length === 1,
+      30_000,
+      100,
+    );
+    const tookMs = Date.now() - t0;
+    // The watch starts before the consumer has joined its group (the detection time itself is the unit test's).
+    console.log(`automatic failover ${tookMs} ms after the mirror said it started (detection time 1500 ms, probes every second)`);
+    expect(await bSql`SELECT from_region, home_epoch FROM region_failovers WHERE conversation_id = ${conv}`).toEqual([
+      { from_region: 'a', home_epoch: 1 },
+    ]);
+    expect((await bSql`SELECT 1 FROM outbox WHERE type = 'conversation.rehomed' AND aggregateid = ${conv}`).length).toBe(1);
+    expect(mirror.logs.join('')).toContain('regional failover done');
   });
 });

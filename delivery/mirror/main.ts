@@ -13,6 +13,8 @@ import { createMetrics } from '../../common/metrics.js';
 import { runMain } from '../../common/process-main.js';
 import { runStreamConsumerProcess } from '../stream-consumer-process.js';
 import { createMirrorApplier } from './applier.js';
+import { failover } from './failover.js';
+import { createFailoverWatch, httpReachable } from './failover-watch.js';
 
 /** MirrorMaker 2's default replication policy names a mirrored topic `<source alias>.<topic>`. */
 export function mirroredTopic(source: string, topic: string): string {
@@ -25,6 +27,9 @@ export async function runMirror(config: Config): Promise<{ stop(): Promise<void>
   if (!source) throw new ConfigError('the mirror applier needs REALCHAT_MIRROR_SOURCE: the region whose stream it applies');
   if (source === config.region)
     throw new ConfigError(`REALCHAT_MIRROR_SOURCE names this region ("${source}"): a region never applies its own stream`);
+  const peer = config.regions.peers.get(source);
+  if (config.regions.failoverAfterMs > 0 && !peer)
+    throw new ConfigError(`REALCHAT_REGION_FAILOVER_AFTER_MS needs the source region in REALCHAT_REGION_PEERS (${source}=http://…)`);
   const log = createLogger({ level: config.logLevel, nodeId: config.nodeId, role: 'mirror' });
   const metrics = createMetrics({ nodeId: config.nodeId });
   const sql = createConfiguredSql(config.timeouts, {
@@ -39,6 +44,18 @@ export async function runMirror(config: Config): Promise<{ stop(): Promise<void>
     queryTimeoutMs: config.timeouts.dbQueryMs,
     outboxMode: config.outboxMode,
   });
+  const watch =
+    config.regions.failoverAfterMs > 0 && peer
+      ? createFailoverWatch({
+          source,
+          probe: httpReachable(peer, 1000),
+          afterMs: config.regions.failoverAfterMs,
+          failover: () =>
+            failover(sql, { from: source, to: config.region, queryTimeoutMs: config.timeouts.dbQueryMs, outboxMode: config.outboxMode }),
+          log,
+        })
+      : null;
+  watch?.start(1000);
   return runStreamConsumerProcess({
     config,
     log,
@@ -51,7 +68,9 @@ export async function runMirror(config: Config): Promise<{ stop(): Promise<void>
       const counts = await applier.apply(records);
       for (const [outcome, n] of Object.entries(counts)) if (n > 0) metrics.mirrorEvents.inc({ source_region: source, outcome }, n);
     },
-    async close() {},
+    async close() {
+      watch?.stop();
+    },
   });
 }
 
