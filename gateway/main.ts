@@ -4,12 +4,11 @@
  * everything in it is `npm start` (standalone/main.ts).
  */
 import { ConfigError } from '../common/config.js';
-import { createConfiguredSql, isUnavailableError } from '../common/db.js';
+import { createConfiguredSql } from '../common/db.js';
 import { createLogger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { runMain } from '../common/process-main.js';
-import { retry } from '../common/retry.js';
-import { migrate } from '../sql/migrate.js';
+import { migrateWhenReachable } from '../sql/migrate.js';
 import { clusterPipeline } from './cluster.js';
 import { startGatewayNode } from './node.js';
 import { tracingFromConfig } from '../common/tracing.js';
@@ -28,19 +27,7 @@ runMain('gateway', async (config) => {
     maxConnections: config.limits.dbPoolSize,
     applicationName: `realchat-${config.nodeId}`,
   });
-  // Started while PostgreSQL restarts (a supervisor's restart overlapping a database restart), it
-  // waits for the database, about a minute at most, instead of exiting at once and leaving the
-  // pace of its next attempt to the supervisor (docs/chaos.md, finding 18).
-  const applied = await retry(() => migrate(sql), {
-    retries: 40,
-    baseMs: 250,
-    capMs: 2000,
-    isRetriable: isUnavailableError,
-    // A timer that holds the process: nothing else does yet, and retry()'s own sleep is unref'd.
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-    onRetry: (err, attempt, delayMs) =>
-      log.warn({ err, attempt, delay_ms: delayMs }, 'PostgreSQL not reachable yet: waiting to apply migrations'),
-  });
+  const applied = await migrateWhenReachable(sql, log);
   if (applied.length) log.info({ migrations: applied }, 'applied migrations');
   const node = await startGatewayNode({
     config,

@@ -14,7 +14,7 @@ import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { probe, readiness, startOpsServer, type DependencyCheck, type Readiness } from '../common/ops-server.js';
 import { Sleeper, backoffMs } from '../common/backoff.js';
 import { withTimeout } from '../common/timeout.js';
-import { migrate } from '../sql/migrate.js';
+import { migrateWhenReachable } from '../sql/migrate.js';
 import { createOutboxRelay } from './outbox-relay.js';
 import { createKafkaEventBus } from './kafka-bus.js';
 import { OutboxLease } from './lease.js';
@@ -110,8 +110,7 @@ export async function runRelay(config: Config): Promise<{ stop(): Promise<void> 
   };
   const ops = await startOpsServer({ port: config.metricsPort, host: '127.0.0.1', registry: metrics.registry, healthy: () => true, ready });
   try {
-    // Each statement is bounded by statement_timeout; the whole by this, against a server that stops answering.
-    await withTimeout(migrate(sql), 60_000, 'migrations');
+    await migrateWhenReachable(sql, log);
     starting = 'connecting to Kafka';
     const kafka = createKafkaClient({
       brokers: config.kafkaBrokers,

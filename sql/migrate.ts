@@ -2,7 +2,10 @@ import { readdir, readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Sql } from '../common/db.js';
+import { isUnavailableError, type Sql } from '../common/db.js';
+import type { Logger } from '../common/log.js';
+import { retry } from '../common/retry.js';
+import { withTimeout } from '../common/timeout.js';
 
 /** Works from source (sql/) and from the build (dist/sql/): the .sql files stay in the repo's sql/migrations. */
 export function migrationsDir(): string {
@@ -34,4 +37,24 @@ export async function migrate(sql: Sql, dir = migrationsDir()): Promise<string[]
     }
   });
   return applied;
+}
+
+/**
+ * migrate() at a role's start, waiting for the database (about a minute at most) while it is not
+ * reachable: a role restarted while PostgreSQL restarts (a supervisor's restart overlapping a
+ * database restart) would otherwise exit at its first query and leave the pace of its next
+ * attempt to the supervisor (docs/chaos.md, finding 18). Each attempt is bounded too, against a
+ * server that stops answering.
+ */
+export function migrateWhenReachable(sql: Sql, log: Logger, attemptTimeoutMs = 60_000): Promise<string[]> {
+  return retry(() => withTimeout(migrate(sql), attemptTimeoutMs, 'migrations'), {
+    retries: 40,
+    baseMs: 250,
+    capMs: 2000,
+    isRetriable: isUnavailableError,
+    onRetry: (err, attempt, delayMs) =>
+      log.warn({ err, attempt, delay_ms: delayMs }, 'PostgreSQL not reachable yet: waiting to apply migrations'),
+    // A timer that holds the process: at a role's start nothing else does, and retry()'s own sleep is unref'd.
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  });
 }
