@@ -10,6 +10,7 @@ import { AppError, ERROR_CODES, ERROR_REASONS, HomeElsewhereError, type ErrorCod
 import type { RegionsConfig } from '../common/config.js';
 import type { ChatStore, SendResult } from './chat-store.js';
 import type { Envelope } from '../common/protocol.js';
+import { Semaphore } from '../common/semaphore.js';
 
 /** The home region's route for forwarded sends (gateway/rest.ts, forwardedSend). */
 export const FORWARDED_SEND_PATH = '/v1/regions/messages';
@@ -27,6 +28,9 @@ export type ForwardedWrite =
 
 /** A forwarded answer is one envelope or one error: far below this. */
 const MAX_ANSWER_BYTES = 1024 * 1024;
+/** Forwarded writes in flight per node, and waiting for a slot; beyond, refused `unavailable` at once. */
+const MAX_IN_FLIGHT = 256;
+const MAX_WAITING = 1024;
 
 export interface RegionForwarder {
   knows(region: string): boolean;
@@ -35,9 +39,13 @@ export interface RegionForwarder {
   send(home: string, senderId: string, conversationId: string, key: string, payload: unknown, traceId: string | null): Promise<SendResult>;
 }
 
-export function createRegionForwarder(opts: RegionsConfig & { fetch?: typeof fetch }): RegionForwarder | null {
+export function createRegionForwarder(
+  opts: RegionsConfig & { fetch?: typeof fetch; maxInFlight?: number; maxWaiting?: number },
+): RegionForwarder | null {
   if (opts.peers.size === 0 || opts.secret === null) return null;
   const doFetch = opts.fetch ?? fetch;
+  // A home that slows down must not gather an unbounded number of requests here.
+  const slots = new Semaphore(opts.maxInFlight ?? MAX_IN_FLIGHT, opts.maxWaiting ?? MAX_WAITING);
   const unreachable = (home: string, cause: unknown) =>
     new AppError('unavailable', `the home region ${home} of this conversation is not reachable; retry with the same idempotency key`, {
       cause,
@@ -48,6 +56,27 @@ export function createRegionForwarder(opts: RegionsConfig & { fetch?: typeof fet
   async function post(home: string, path: string, body: unknown, traceId: string | null): Promise<{ status: number; body: unknown }> {
     const url = opts.peers.get(home);
     if (!url) throw new HomeElsewhereError(home);
+    const slot = slots.tryAcquire();
+    if (!slot)
+      throw new AppError('unavailable', 'too many writes forwarded to other regions; retry shortly', {
+        retryAfterS: 1,
+        reason: 'home_unreachable',
+      });
+    const release = await slot;
+    try {
+      return await postNow(home, url, path, body, traceId);
+    } finally {
+      release();
+    }
+  }
+
+  async function postNow(
+    home: string,
+    url: string,
+    path: string,
+    body: unknown,
+    traceId: string | null,
+  ): Promise<{ status: number; body: unknown }> {
     let res: Response;
     let text: string;
     try {
