@@ -7,11 +7,13 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import {
   chownSync,
+  closeSync,
   copyFileSync,
   createWriteStream,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -397,9 +399,19 @@ export class RedisServer {
     return this.child && this.child.exitCode === null && this.child.signalCode === null ? (this.child.pid ?? null) : null;
   }
 
+  /** Its log (redis-server and redis-sentinel log to stdout), appended across restarts. */
+  get logFile(): string {
+    return join(this.dir, `${this.name}.log`);
+  }
+
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
-    this.child = spawn(this.args[0]!, this.args.slice(1), { stdio: 'ignore', cwd: this.dir });
+    const out = openSync(this.logFile, 'a');
+    try {
+      this.child = spawn(this.args[0]!, this.args.slice(1), { stdio: ['ignore', out, out], cwd: this.dir });
+    } finally {
+      closeSync(out);
+    }
     this.paused = false;
     await until(async () => (await ping(this.port)) || !this.pid, 15_000, 50);
   }
@@ -482,8 +494,17 @@ export class RedisSentinelSet {
     return null;
   }
 
-  async stop(): Promise<void> {
+  /** Stops every server and sentinel; their logs are kept in `keepLogsIn` (redis-<n>.log, sentinel-<n>.log) when given. */
+  async stop(keepLogsIn?: string): Promise<void> {
     for (const s of [...this.sentinels, ...this.servers]) await s.stop();
+    if (keepLogsIn)
+      for (const s of [...this.servers, ...this.sentinels]) {
+        try {
+          copyFileSync(s.logFile, join(keepLogsIn, `${s.name}.log`));
+        } catch {
+          /* never started: no log */
+        }
+      }
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -264,7 +264,7 @@ export class ChaosStack {
     await Promise.all(this.roles.map((r) => r.stop().catch(() => {})));
     await this.connect?.stop(this.o.logDir).catch(() => {});
     for (const l of this.links) await l.proxy.close().catch(() => {});
-    await this.redis?.stop().catch(() => {});
+    await this.redis?.stop(this.o.logDir).catch(() => {});
     await this.kafka?.stop(this.o.logDir).catch(() => {});
     await this.pg?.stop().catch(() => {});
   }
