@@ -15,11 +15,7 @@ import type { OutRecord } from '../common/kafka/index.js';
 import { createMetrics } from '../common/metrics.js';
 import { createKafkaEventBus } from '../relay/kafka-bus.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
-import { drainStream as drainStreamOf, regionDb, type RegionDb } from './harness/regions.js';
-
-type Region = RegionDb;
-const region = regionDb;
-const drainStream = (r: Region) => drainStreamOf(r.sql);
+import { drainStream, regionDb, type RegionDb } from './harness/regions.js';
 
 /** What a client can read of a conversation: every entry as served, members with roles, read positions, the last sequence. */
 async function snapshot(sql: Sql, conv: string) {
@@ -31,14 +27,14 @@ async function snapshot(sql: Sql, conv: string) {
 }
 
 describe('mirror applier: region a applied to region b (real PostgreSQL)', () => {
-  let a: Region;
-  let b: Region;
+  let a: RegionDb;
+  let b: RegionDb;
   const log = createLogger({ level: 'silent', nodeId: 'mirror-test', role: 'mirror' });
   const [alice, bob, carol] = [randomUUID(), randomUUID(), randomUUID()];
   let conv: string;
 
   beforeAll(async () => {
-    [a, b] = await Promise.all([region('a'), region('b')]);
+    [a, b] = await Promise.all([regionDb('a'), regionDb('b')]);
   });
   afterAll(async () => {
     await a?.sql.end({ timeout: 1 });
@@ -59,7 +55,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
     await a.store.markRead(carol, conv, 4, null);
     await a.store.removeMember(alice, conv, bob, null, 'remove-bob');
     await a.store.sendMessage(carol, conv, 'k4', { n: 1 }, 7, null);
-    const stream = await drainStream(a);
+    const stream = await drainStream(a.sql);
     expect(stream.length).toBeGreaterThanOrEqual(10);
 
     const applier = createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 });
@@ -70,7 +66,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
     const [copy] = await b.sql`SELECT home_region, home_epoch FROM conversations WHERE id = ${conv}`;
     expect(copy).toEqual({ home_region: 'a', home_epoch: 0 });
     // b's clients get them from b's own stream, marked as a's.
-    const local = await drainStream(b);
+    const local = await drainStream(b.sql);
     expect(local.map((r) => r.eventId)).toEqual(stream.map((r) => r.eventId));
     expect(new Set(local.map((r) => r.originRegion))).toEqual(new Set(['a']));
 
@@ -78,7 +74,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
     const again = await applier.apply(stream);
     expect(again).toMatchObject({ applied: 0, duplicate: stream.length });
     expect(await snapshot(b.sql, conv)).toEqual(await snapshot(a.sql, conv));
-    expect(await drainStream(b)).toEqual([]);
+    expect(await drainStream(b.sql)).toEqual([]);
     // Read through b's API: the home is a.
     const listed = await b.store.listConversations(carol, 10);
     expect(listed.conversations.find((c) => c.conversation_id === conv)).toMatchObject({ home_region: 'a', home_epoch: 0 });
@@ -86,7 +82,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
 
   it('the copy cannot be written in b (the home fence); the other sends of the same batch are written', async () => {
     const mine = (await b.store.createConversation(alice, [carol], null, null)).conversation_id;
-    await drainStream(b);
+    await drainStream(b.sql);
     const [toCopy, toMine] = await Promise.allSettled([
       b.store.sendMessage(alice, conv, 'b-k1', { text: 'from b' }, 17, null),
       b.store.sendMessage(alice, mine, 'b-k2', { text: 'local' }, 16, null),
@@ -97,7 +93,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
     await expect(b.store.addMembers(alice, conv, [randomUUID()], null, 'b-add')).rejects.toMatchObject({ reason: 'home_elsewhere' });
     // Nothing of the refused writes is in the copy or its stream.
     expect(await snapshot(b.sql, conv)).toEqual(await snapshot(a.sql, conv));
-    const events = await drainStream(b);
+    const events = await drainStream(b.sql);
     expect(events.map((e) => JSON.parse(e.value).conversation_id)).toEqual([mine]);
   });
 
@@ -106,7 +102,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
     await b.store.sendMessage(carol, bConv, 'c1', { text: 'from b' }, 18, null);
     // Something of a's, applied in b: in b's outbox next to b's own events.
     await a.store.sendMessage(alice, conv, 'k5', { text: 'late' }, 15, null);
-    const aStream = await drainStream(a);
+    const aStream = await drainStream(a.sql);
     expect(aStream.length).toBeGreaterThan(0);
     await createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 }).apply(aStream);
     // b's relay, to a Kafka producer that keeps what it was given; read back as a consumer reads it.
@@ -157,7 +153,7 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
     const oneReceipt = async () => {
       const sent = await a.store.sendMessage(alice, conv, `prune-${++round}`, { round }, 11, null);
       await a.store.markRead(carol, conv, sent.envelope.sequence_number, null);
-      const stream = await drainStream(a);
+      const stream = await drainStream(a.sql);
       expect(stream.filter((r) => r.type === 'conversation.read')).toHaveLength(1);
       return stream;
     };
@@ -175,9 +171,9 @@ describe('mirror applier: region a applied to region b (real PostgreSQL)', () =>
   it('an entry of a conversation it has no copy of, or a malformed record, is counted and skipped, not retried forever', async () => {
     const applier = createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 });
     const orphan = (await a.store.createConversation(alice, [], null, null)).conversation_id;
-    await drainStream(a); // its creation event is lost to b
+    await drainStream(a.sql); // its creation event is lost to b
     await a.store.sendMessage(alice, orphan, 'o1', { text: 'x' }, 12, null);
-    const entries = await drainStream(a);
+    const entries = await drainStream(a.sql);
     const counts = await applier.apply([
       ...entries,
       { key: orphan, value: '{not json', type: 'message.created', eventId: randomUUID(), traceId: null },

@@ -17,11 +17,7 @@ import { createLogger } from '../common/log.js';
 import { createMirrorApplier } from '../delivery/mirror/applier.js';
 import { failover } from '../delivery/mirror/failover.js';
 import { repoRoot } from './harness/proc.js';
-import { drainStream as drainStreamOf, regionDb, type RegionDb } from './harness/regions.js';
-
-type Region = RegionDb;
-const region = regionDb;
-const drainStream = (r: Region) => drainStreamOf(r.sql);
+import { drainStream, regionDb, type RegionDb } from './harness/regions.js';
 
 const history = async (sql: Sql, conv: string) =>
   (
@@ -30,11 +26,11 @@ const history = async (sql: Sql, conv: string) =>
   ).map((r) => ({ ...r }));
 
 describe('regional failover: a lost with unmirrored entries, b takes over, a returns (real PostgreSQL)', () => {
-  let a: Region;
-  let b: Region;
+  let a: RegionDb;
+  let b: RegionDb;
   const log = createLogger({ level: 'silent', nodeId: 'failover-test', role: 'mirror' });
   beforeAll(async () => {
-    [a, b] = await Promise.all([region('a'), region('b')]);
+    [a, b] = await Promise.all([regionDb('a'), regionDb('b')]);
   });
   afterAll(async () => {
     await a?.sql.end({ timeout: 1 });
@@ -45,7 +41,7 @@ describe('regional failover: a lost with unmirrored entries, b takes over, a ret
     const [alice, bob] = [randomUUID(), randomUUID()];
     const conv = (await a.store.createConversation(alice, [bob], 'ha', null)).conversation_id;
     const acked = new Map<string, { region: string; sequence: number; message_id: string }>();
-    const send = async (r: Region, name: string, who: string, key: string) => {
+    const send = async (r: RegionDb, name: string, who: string, key: string) => {
       const res = await r.store.sendMessage(who, conv, key, { key }, 12, null);
       acked.set(`${who}/${key}`, { region: name, sequence: res.envelope.sequence_number, message_id: res.envelope.message_id });
       return res;
@@ -53,13 +49,13 @@ describe('regional failover: a lost with unmirrored entries, b takes over, a ret
     for (let k = 1; k <= 5; k++) await send(a, 'a', k % 2 ? alice : bob, `m${k}`);
     const aToB = createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 });
     const bToA = createMirrorApplier({ sql: a.sql, sourceRegion: 'b', log, queryTimeoutMs: 10_000 });
-    expect((await aToB.apply(await drainStream(a))).applied).toBeGreaterThan(5);
+    expect((await aToB.apply(await drainStream(a.sql))).applied).toBeGreaterThan(5);
 
     // The RPO window: a acknowledges three more, and is lost before they are mirrored.
     await send(a, 'a', alice, 'm6');
     await send(a, 'a', bob, 'm7');
     await send(a, 'a', alice, 'm8');
-    const unmirrored = await drainStream(a);
+    const unmirrored = await drainStream(a.sql);
     expect(unmirrored.filter((r) => r.type === 'message.created')).toHaveLength(3);
 
     // Failover: b is the home now, after the last entry it had (5).
@@ -103,7 +99,7 @@ describe('regional failover: a lost with unmirrored entries, b takes over, a ret
     }
 
     // a applies b's stream (the re-homing, b's entries, the re-appended ones): its copy is b's history.
-    const bStream = await drainStream(b);
+    const bStream = await drainStream(b.sql);
     const applied = await bToA.apply(bStream);
     expect(applied).toMatchObject({ unknownConversation: 0, invalid: 0, gaps: 0 });
     expect(await history(a.sql, conv)).toEqual(finalHistory);
@@ -119,7 +115,7 @@ describe('regional failover: a lost with unmirrored entries, b takes over, a ret
   it("npm run region -- failover re-homes a lost region's conversations in the region it runs against, and refuses bad arguments", async () => {
     const carol = randomUUID();
     const conv = (await a.store.createConversation(carol, [], null, null)).conversation_id;
-    await createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 }).apply(await drainStream(a));
+    await createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 }).apply(await drainStream(a.sql));
     const cli = join(repoRoot(fileURLToPath(import.meta.url)), 'dist', 'delivery', 'mirror', 'region-cli.js');
     const run = (args: string[], region = 'b') =>
       spawnSync(process.execPath, [cli, ...args], {
