@@ -31,6 +31,12 @@ export interface PresenceRegistry {
   removeConnection(nodeId: string, userId: string): Promise<void>;
   /** Re-asserts every user (and large-room interest) of a node (after the registry was unreachable or lost entries). */
   resync(nodeId: string, users: ReadonlyMap<string, number>, rooms?: Iterable<string>): Promise<void>;
+  /**
+   * Sets these users' connection counts on the node (0: none), for changes made while a resync()
+   * ran; unlike resync() it does not claim the node's entries are complete (a reconnection to
+   * another server in between must still make heartbeat() say false).
+   */
+  setConnections(nodeId: string, users: ReadonlyMap<string, number>): Promise<void>;
   /** Clean shutdown, or a restarted node clearing its previous life. */
   removeNode(nodeId: string): Promise<void>;
   liveNodes(): Promise<string[]>;
@@ -62,6 +68,15 @@ const SCRIPTS = {
     numberOfKeys: 2,
     lua: `${REDIS_NOW_MS}; redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]); return redis.call('EXISTS', KEYS[2])`,
   },
+  /**
+   * KEYS[1] = rc:u:<user>, KEYS[2] = rc:n:<node>; ARGV = node, user. One connection fewer, and the
+   * entry gone at zero, atomically: as two round trips, another connection of the user opened
+   * between them (its +1) was wiped by the delete.
+   */
+  rcRemoveConnection: {
+    numberOfKeys: 2,
+    lua: `local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1); if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('SREM', KEYS[2], ARGV[2]) end; return n`,
+  },
   /** Nodes whose heartbeat expires after now. */
   rcLiveNodes: { numberOfKeys: 1, lua: `${REDIS_NOW_MS}; return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')` },
   /** Nodes whose heartbeat expired at least ARGV[1] ms ago. */
@@ -70,6 +85,7 @@ const SCRIPTS = {
 
 type PresenceScripts = {
   rcHeartbeat(nodesKey: string, markerKey: string, nodeId: string, ttlMs: number): Promise<number>;
+  rcRemoveConnection(userKey: string, nodeUsersKey: string, nodeId: string, userId: string): Promise<number>;
   rcLiveNodes(key: string): Promise<string[]>;
   rcDeadNodes(key: string, olderThanMs: number): Promise<string[]>;
 };
@@ -118,12 +134,17 @@ export class InMemoryPresence implements PresenceRegistry {
   }
   async resync(nodeId: string, users: ReadonlyMap<string, number>, rooms: Iterable<string> = []) {
     for (const r of rooms) await this.setRoomInterest(nodeId, r, true);
+    await this.setConnections(nodeId, users);
+    this.synced.add(nodeId);
+  }
+  async setConnections(nodeId: string, users: ReadonlyMap<string, number>) {
     for (const [u, n] of users) {
       let m = this.users.get(u);
       if (!m) this.users.set(u, (m = new Map()));
-      m.set(nodeId, n);
+      if (n > 0) m.set(nodeId, n);
+      else m.delete(nodeId);
+      if (m.size === 0) this.users.delete(u);
     }
-    this.synced.add(nodeId);
   }
   async removeNode(nodeId: string) {
     this.nodes.delete(nodeId);
@@ -269,10 +290,7 @@ export class RedisPresence implements PresenceRegistry {
       .exec();
   }
   async removeConnection(nodeId: string, userId: string) {
-    const n = await this.redis.hincrby(`rc:u:${userId}`, nodeId, -1);
-    if (n <= 0) {
-      await this.redis.multi().hdel(`rc:u:${userId}`, nodeId).srem(`rc:n:${nodeId}`, userId).exec();
-    }
+    await this.scripts.rcRemoveConnection(`rc:u:${userId}`, `rc:n:${nodeId}`, nodeId, userId);
   }
   async setRoomInterest(nodeId: string, conversationId: string, interested: boolean) {
     if (interested) {
@@ -307,19 +325,28 @@ export class RedisPresence implements PresenceRegistry {
   async resync(nodeId: string, users: ReadonlyMap<string, number>, rooms: Iterable<string> = []) {
     const connection = this.connection;
     let pipe = this.redis.pipeline();
-    let n = 0;
     for (const r of rooms) pipe.sadd(`rc:r:${r}`, nodeId).expire(`rc:r:${r}`, DAY_S).sadd(`rc:nr:${nodeId}`, r);
+    pipe = await this.writeConnections(pipe, nodeId, users);
+    // The marker last: it says every entry before it is there.
+    pipe.expire(`rc:n:${nodeId}`, DAY_S).expire(`rc:nr:${nodeId}`, DAY_S).set(`rc:m:${nodeId}`, '1', 'EX', MARKER_S);
+    await execAll(pipe);
+    this.synced.set(nodeId, connection);
+  }
+  async setConnections(nodeId: string, users: ReadonlyMap<string, number>) {
+    await execAll(await this.writeConnections(this.redis.pipeline(), nodeId, users));
+  }
+  /** Adds the users' counts to `pipe`, sending it every 1,000 users; returns the pipeline left to send. */
+  private async writeConnections(pipe: ChainableCommander, nodeId: string, users: ReadonlyMap<string, number>) {
+    let n = 0;
     for (const [u, count] of users) {
-      pipe.hset(`rc:u:${u}`, nodeId, count).expire(`rc:u:${u}`, DAY_S).sadd(`rc:n:${nodeId}`, u);
+      if (count > 0) pipe.hset(`rc:u:${u}`, nodeId, count).expire(`rc:u:${u}`, DAY_S).sadd(`rc:n:${nodeId}`, u);
+      else pipe.hdel(`rc:u:${u}`, nodeId).srem(`rc:n:${nodeId}`, u);
       if (++n % 1000 === 0) {
         await execAll(pipe);
         pipe = this.redis.pipeline();
       }
     }
-    // The marker last: it says every entry before it is there.
-    pipe.expire(`rc:n:${nodeId}`, DAY_S).expire(`rc:nr:${nodeId}`, DAY_S).set(`rc:m:${nodeId}`, '1', 'EX', MARKER_S);
-    await execAll(pipe);
-    this.synced.set(nodeId, connection);
+    return pipe;
   }
   async removeNode(nodeId: string) {
     this.synced.delete(nodeId);

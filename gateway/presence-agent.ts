@@ -22,6 +22,11 @@ export interface LapseHandler {
   recover(): Promise<void>;
 }
 
+/** Rounds of one re-sync before it gives up until the next beat (connections churning throughout). */
+const MAX_RESYNC_ROUNDS = 8;
+/** Users remembered as changed while unwritten; past it, the whole node is re-synced instead. */
+const MAX_UNWRITTEN_USERS = 10_000;
+
 export class PresenceAgent {
   private timer: NodeJS.Timeout | null = null;
   private healthy = false;
@@ -34,6 +39,15 @@ export class PresenceAgent {
   /** The catch-up after a lapse (one at a time; `again`: another lapse ended while it ran). */
   private recovering: Promise<void> | null = null;
   private again = false;
+  /**
+   * Users whose connections came or went while this node's entries were not being written
+   * (unhealthy, or a re-sync under way): a re-sync's snapshot is taken before its writes land, so a
+   * connection opened after the snapshot was in neither (finding 19: one member's deliveries routed
+   * to no node for 7 s). Re-asserted after the re-sync; past the cap, or for a skipped room interest,
+   * the whole node is re-synced instead.
+   */
+  private readonly unwritten = new Set<string>();
+  private unwrittenOverflow = false;
 
   constructor(
     private readonly registry: PresenceRegistry,
@@ -58,9 +72,9 @@ export class PresenceAgent {
   async start(): Promise<void> {
     try {
       await this.registry.removeNode(this.nodeId);
-      await this.registry.resync(this.nodeId, this.users(), this.rooms());
       const sentAt = performance.now();
       await this.registry.heartbeat(this.nodeId, this.ttlMs);
+      await this.resyncAll();
       this.lastBeatSentAt = sentAt;
       this.healthy = true;
     } catch (err) {
@@ -76,6 +90,7 @@ export class PresenceAgent {
   }
 
   private async beat(): Promise<void> {
+    const wasHealthy = this.healthy;
     try {
       const sentAt = performance.now();
       const intact = await this.registry.heartbeat(this.nodeId, this.ttlMs);
@@ -84,18 +99,18 @@ export class PresenceAgent {
       if (!intact) this.suspect('entries lost');
       if (expired) this.suspect('heartbeat expired');
       if (!this.healthy || !intact || expired) {
-        const users = this.users();
-        await this.registry.resync(this.nodeId, users, this.rooms());
-        this.log.info(
-          { users: users.size, after: this.healthy ? (intact ? 'heartbeat expired' : 'entries lost') : 'registry unreachable' },
-          'presence re-synced',
-        );
+        const after = this.healthy ? (intact ? 'heartbeat expired' : 'entries lost') : 'registry unreachable';
+        // Connections write their own entries only once this ends: they go to `unwritten` meanwhile.
+        this.healthy = false;
+        const { users, rounds } = await this.resyncAll();
+        this.log.info({ users, rounds, after }, 'presence re-synced');
       }
       this.lastBeatSentAt = sentAt;
+      // Synchronously after resyncAll() found nothing unwritten: no connection falls between.
       this.healthy = true;
       if (this.suspected) this.recover();
     } catch (err) {
-      if (this.healthy) this.log.warn({ err }, 'presence heartbeat failed');
+      if (wasHealthy) this.log.warn({ err }, 'presence heartbeat or re-sync failed');
       this.healthy = false;
     }
   }
@@ -105,6 +120,39 @@ export class PresenceAgent {
     this.suspected = true;
     this.log.warn({ why }, 'presence registration may have lapsed: deliveries to this node may go nowhere until it is re-registered');
     this.lapses.suspect();
+  }
+
+  /**
+   * Re-asserts every entry of this node, then those that changed while it ran, until a round leaves
+   * nothing unwritten (each round is shorter than the last: only the users touched meanwhile).
+   */
+  private async resyncAll(): Promise<{ users: number; rounds: number }> {
+    this.unwritten.clear();
+    this.unwrittenOverflow = false;
+    const users = this.users();
+    await this.registry.resync(this.nodeId, users, this.rooms());
+    let rounds = 1;
+    while (this.unwrittenOverflow || this.unwritten.size > 0) {
+      if (rounds === MAX_RESYNC_ROUNDS) throw new Error(`connections kept changing through ${rounds} presence re-sync rounds`);
+      rounds++;
+      if (this.unwrittenOverflow) {
+        this.unwritten.clear();
+        this.unwrittenOverflow = false;
+        await this.registry.resync(this.nodeId, this.users(), this.rooms());
+        continue;
+      }
+      const now = this.users();
+      const touched = new Map([...this.unwritten].map((u) => [u, now.get(u) ?? 0]));
+      this.unwritten.clear();
+      await this.registry.setConnections(this.nodeId, touched);
+    }
+    return { users: users.size, rounds };
+  }
+
+  /** A change this node could not write now; the running or next re-sync covers it. */
+  private unwrittenChange(userId: string | null): void {
+    if (userId === null || this.unwritten.size >= MAX_UNWRITTEN_USERS) this.unwrittenOverflow = true;
+    else this.unwritten.add(userId);
   }
 
   /** Registered again (resync done): the catch-up covers everything committed before it reads. */
@@ -135,7 +183,13 @@ export class PresenceAgent {
    * routed to this node.
    */
   async connected(userId: string): Promise<void> {
-    if (!this.healthy) return;
+    if (!this.healthy) {
+      // Its hello reads the user's conversations next, but nothing is routed here for this user
+      // until the re-sync writes it: the catch-up after that covers what falls between.
+      this.unwrittenChange(userId);
+      this.suspect('a connection arrived while this node could not register it');
+      return;
+    }
     try {
       await this.registry.addConnection(this.nodeId, userId);
     } catch {
@@ -144,11 +198,17 @@ export class PresenceAgent {
   }
 
   disconnected(userId: string): void {
-    if (this.healthy && !this.stopped) this.registry.removeConnection(this.nodeId, userId).catch(() => (this.healthy = false));
+    if (this.stopped) return;
+    if (!this.healthy) this.unwrittenChange(userId);
+    else this.registry.removeConnection(this.nodeId, userId).catch(() => (this.healthy = false));
   }
 
   async roomInterest(conversationId: string, interested: boolean): Promise<void> {
-    if (!this.healthy || this.stopped) return;
+    if (this.stopped) return;
+    if (!this.healthy) {
+      this.unwrittenChange(null);
+      return;
+    }
     try {
       await this.registry.setRoomInterest(this.nodeId, conversationId, interested);
     } catch {

@@ -267,3 +267,134 @@ describe('PresenceAgent: suspecting and ending a lapse', () => {
     expect(events).toEqual(['suspect', 'resync', 'recover', 'recover']);
   });
 });
+
+/** A registry that records what it holds for the node, with a re-sync the test holds open. */
+class HeldResyncRegistry implements Partial<PresenceRegistry> {
+  readonly counts = new Map<string, number>();
+  lost = false;
+  private release: (() => void) | null = null;
+  resyncStarted: Promise<void> = new Promise(() => {});
+  holdNextResync(): void {
+    let started!: () => void;
+    this.resyncStarted = new Promise((r) => (started = r));
+    const held = new Promise<void>((r) => (this.release = r));
+    this.nextResync = async () => {
+      started();
+      await held;
+    };
+  }
+  private nextResync: (() => Promise<void>) | null = null;
+  releaseResync(): void {
+    this.release?.();
+  }
+  async heartbeat(): Promise<boolean> {
+    if (this.lost) {
+      this.lost = false;
+      return false;
+    }
+    return true;
+  }
+  async resync(_node: string, users: ReadonlyMap<string, number>) {
+    // The snapshot is taken when the call is made; its writes land later.
+    const snapshot = new Map(users);
+    const hold = this.nextResync;
+    this.nextResync = null;
+    await hold?.();
+    this.counts.clear();
+    for (const [u, n] of snapshot) this.counts.set(u, n);
+  }
+  async setConnections(_node: string, users: ReadonlyMap<string, number>) {
+    for (const [u, n] of users) {
+      if (n > 0) this.counts.set(u, n);
+      else this.counts.delete(u);
+    }
+  }
+  async removeNode() {
+    if (this.downAtStart) {
+      this.downAtStart = false;
+      throw new Error('down');
+    }
+    this.counts.clear();
+  }
+  downAtStart = false;
+  async addConnection(_node: string, u: string) {
+    this.counts.set(u, (this.counts.get(u) ?? 0) + 1);
+  }
+  async removeConnection(_node: string, u: string) {
+    const n = (this.counts.get(u) ?? 0) - 1;
+    if (n > 0) this.counts.set(u, n);
+    else this.counts.delete(u);
+  }
+}
+
+describe('PresenceAgent: connections that come and go during a re-sync (finding 19)', () => {
+  it('are in the registry once the re-sync ends, though the re-sync read its users before they came', async () => {
+    const registry = new HeldResyncRegistry();
+    const local = new Map([['a', 1]]);
+    const agent = new PresenceAgent(
+      registry as unknown as PresenceRegistry,
+      'n1',
+      20,
+      1000,
+      log,
+      () => new Map(local),
+      () => [],
+    );
+    await agent.start();
+    expect([...registry.counts]).toEqual([['a', 1]]);
+    registry.holdNextResync();
+    registry.lost = true;
+    await registry.resyncStarted;
+    // A member arrives (the way ws-handler does it: the local registry first, then the agent), a
+    // second one arrives and leaves again, and a's connection closes: all while the re-sync runs.
+    local.set('b', 1);
+    await agent.connected('b');
+    local.set('c', 1);
+    await agent.connected('c');
+    local.delete('c');
+    agent.disconnected('c');
+    local.delete('a');
+    agent.disconnected('a');
+    registry.releaseResync();
+    await sleep(60);
+    expect([...registry.counts]).toEqual([['b', 1]]);
+    // Healthy again: connections write their own entries.
+    local.set('d', 1);
+    await agent.connected('d');
+    expect(new Map(registry.counts)).toEqual(
+      new Map([
+        ['b', 1],
+        ['d', 1],
+      ]),
+    );
+    await agent.stop();
+  });
+
+  it('a connection that arrives while the node is not registered is caught up once it is (its hello read too early)', async () => {
+    const registry = new HeldResyncRegistry();
+    registry.downAtStart = true;
+    const local = new Map<string, number>();
+    const events: string[] = [];
+    const handler: LapseHandler = {
+      suspect: () => void events.push('suspect'),
+      recover: async () => void events.push(`recover (b registered: ${registry.counts.has('b')})`),
+    };
+    const agent = new PresenceAgent(
+      registry as unknown as PresenceRegistry,
+      'n1',
+      20,
+      1000,
+      log,
+      () => new Map(local),
+      () => [],
+      handler,
+    );
+    await agent.start();
+    local.set('b', 1);
+    await agent.connected('b');
+    expect(events).toEqual(['suspect']);
+    await sleep(80);
+    await agent.stop();
+    expect(events).toEqual(['suspect', 'recover (b registered: true)']);
+  });
+});

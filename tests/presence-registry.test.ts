@@ -120,6 +120,39 @@ describe.each(factories)('presence registry (%s)', (_name, make) => {
     expect(new Set((await p.locate([u1, u2])).get(n))).toEqual(new Set([u1, u2]));
     await p.close();
   });
+
+  it("a user's connection closing while another opens on the same node leaves the user located there", async () => {
+    const p = await make();
+    const [n, u] = [uid(), uid()];
+    await p.heartbeat(n, 5000);
+    await p.addConnection(n, u);
+    // Both issued before either answers: a decrement-then-delete in two round trips let the new
+    // connection's increment fall between them, and the delete wiped it.
+    await Promise.all([p.removeConnection(n, u), p.addConnection(n, u)]);
+    expect((await p.locate([u])).get(n)).toEqual([u]);
+    await p.removeConnection(n, u);
+    expect((await p.locate([u])).has(n)).toBe(false);
+    await p.close();
+  });
+
+  it('setConnections sets counts (0 removes) without claiming the node is complete', async () => {
+    const p = await make();
+    const [n, u1, u2] = [uid(), uid(), uid()];
+    await p.addConnection(n, u1);
+    await p.setConnections(
+      n,
+      new Map([
+        [u1, 0],
+        [u2, 2],
+      ]),
+    );
+    expect(await p.heartbeat(n, 5000)).toBe(false);
+    const at = await p.locate([u1, u2]);
+    expect(at.get(n)).toEqual([u2]);
+    await p.removeConnection(n, u2);
+    expect((await p.locate([u2])).get(n)).toEqual([u2]);
+    await p.close();
+  });
 });
 
 describe("redis presence when Redis loses a node's entries", () => {
