@@ -236,8 +236,14 @@ describe('clients that never read cannot pin memory', () => {
       sock.pause();
       sockets.push(sock);
     }
-    await new Promise((r) => setTimeout(r, 800));
-    const refused = await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=0&limit=1`, { token: alice.token });
+    // Once the server has read those pages and holds their answers (how soon depends on the
+    // machine's load: a fixed 800 ms wait failed CI once), another request is refused.
+    let refused = await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=0&limit=1`, { token: alice.token });
+    const deadline = Date.now() + 15_000;
+    while (refused.status !== 503 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      refused = await http(s, 'GET', `/v1/conversations/${conv}/messages?after_sequence=0&limit=1`, { token: alice.token });
+    }
     expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe('unavailable');
     expect(refused.headers.get('retry-after')).toBe('1');

@@ -1,177 +1,224 @@
 /**
- * Two regions end to end (docs/multi-region.md), every role a real process: each region its own
- * PostgreSQL database, its own Kafka, relay, delivery worker, gateway and mirror applier; MirrorMaker
- * 2 mirrors each region's event topic into the other. A conversation homed in a, with one member
- * connected to each region: both send (b's sends are forwarded to a), both receive every message
- * live, in the home's order, and the history checker finds nothing lost, duplicated or reordered,
- * in either region's database.
+ * Two regions end to end (docs/multi-region.md), every role a real process, with 60 ms of round
+ * trip between the regions (tests/harness/region-pair.ts): each region its own PostgreSQL database,
+ * Kafka, relay, delivery worker, gateway and mirror applier; MirrorMaker 2 mirrors each region's
+ * event topic into the other across the link. A conversation homed in a, with one member connected
+ * to each region: both send (b's sends are forwarded to a), both receive every message live, in the
+ * home's order, and the history checker finds nothing lost, duplicated or reordered, in either
+ * region's database. Then the link is cut: each side keeps serving the conversations it is home
+ * to, forwarded sends are refused `unavailable` (home_unreachable) within the forward timeout, and
+ * after the heal everything sent meanwhile reaches the other region and the copies equal the homes.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import postgres from 'postgres';
 import { consumerLag, createKafkaClient } from '../common/kafka/index.js';
 import { createLogger } from '../common/log.js';
-import { createAuthenticator } from '../gateway/auth.js';
-import { UNLIMITED_RATES } from './harness/env.js';
 import { CLEAN_REPORT, History } from './harness/history.js';
-import { startKafka, startMirrorMaker, type KafkaHandle, type MirrorMakerHandle } from './harness/kafka.js';
-import { freePort } from './harness/postgres.js';
 import { createConversationAt, storedMessages } from './harness/queries.js';
-import { freshDatabase } from './harness/server.js';
-import { spawnRole, type RoleProcess } from './harness/stack.js';
+import { startRegionPair, type RegionPair, type RegionStack } from './harness/region-pair.js';
 import { TestClient, type Frame } from './harness/ws-client.js';
 
-const SECRET = randomBytes(32).toString('hex');
-const JWT_SECRET = randomBytes(32).toString('hex');
+const RTT_MS = 60;
 
-interface Region {
-  name: string;
-  databaseUrl: string;
-  kafka: KafkaHandle;
-  port: number;
-  processes: RoleProcess[];
-}
-
-describe('two regions over MirrorMaker 2 (real processes)', () => {
-  const regions: Record<'a' | 'b', Region> = {} as never;
-  let mm2: MirrorMakerHandle;
-  const auth = createAuthenticator({ secret: JWT_SECRET });
+describe('two regions over MirrorMaker 2, 60 ms apart (real processes)', () => {
+  let pair: RegionPair;
+  const open: TestClient[] = [];
 
   beforeAll(async () => {
-    const [ka, kb] = await Promise.all([startKafka(), startKafka()]);
-    for (const [name, kafka] of [
-      ['a', ka],
-      ['b', kb],
-    ] as const) {
-      await kafka.createTopic('realchat.events.v1', 4);
-      regions[name] = { name, databaseUrl: await freshDatabase(), kafka, port: await freePort(), processes: [] };
-    }
-    mm2 = await startMirrorMaker({ a: ka.brokers, b: kb.brokers });
-    const env = (r: Region, peer: Region) => ({
-      DATABASE_URL: r.databaseUrl,
-      KAFKA_BROKERS: r.kafka.brokers,
-      REALCHAT_JWT_SECRET: JWT_SECRET,
-      REALCHAT_REGION: r.name,
-      REALCHAT_REGION_PEERS: `${peer.name}=http://127.0.0.1:${peer.port}`,
-      REALCHAT_REGION_SECRET: SECRET,
-      REALCHAT_TOPIC_PARTITIONS: '4',
-      REALCHAT_RELAY_POLL_MS: '200',
-      ...UNLIMITED_RATES,
-    });
-    for (const [r, peer] of [
-      [regions.a, regions.b],
-      [regions.b, regions.a],
-    ] as const) {
-      // The gateway first: it applies the migrations.
-      r.processes.push(await spawnRole('gateway', { ...env(r, peer), PORT: String(r.port), REALCHAT_NODE_ID: `gateway-${r.name}` }));
-      r.processes.push(
-        await spawnRole('relay', { ...env(r, peer), REALCHAT_NODE_ID: `relay-${r.name}`, METRICS_PORT: String(await freePort()) }),
-      );
-      r.processes.push(
-        await spawnRole('delivery', { ...env(r, peer), REALCHAT_NODE_ID: `delivery-${r.name}`, METRICS_PORT: String(await freePort()) }),
-      );
-      r.processes.push(
-        await spawnRole('mirror', {
-          ...env(r, peer),
-          REALCHAT_MIRROR_SOURCE: peer.name,
-          REALCHAT_NODE_ID: `mirror-${r.name}`,
-          METRICS_PORT: String(await freePort()),
-        }),
-      );
-    }
+    pair = await startRegionPair({ rttMs: RTT_MS });
   }, 300_000);
 
   afterAll(async () => {
-    for (const r of Object.values(regions)) for (const p of r.processes) await p.crash().catch(() => {});
-    await mm2?.stop().catch(() => {});
-    for (const r of Object.values(regions)) await r.kafka?.stop().catch(() => {});
+    for (const c of open) c.close();
+    await pair?.stop();
   }, 120_000);
+
+  const connect = async (r: RegionStack, user: string) => {
+    const c = await TestClient.connect(r.wsUrl, await pair.issueToken(user));
+    open.push(c);
+    return c;
+  };
+
+  /** Waits until region r lists the conversation (its copy arrived through the mirror). */
+  async function listedIn(r: RegionStack, user: string, conv: string, home: string): Promise<number> {
+    const token = await pair.issueToken(user);
+    const t0 = Date.now();
+    for (;;) {
+      const res = await fetch(`${r.httpUrl}/v1/conversations`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(5000),
+      });
+      const listed = (await res.json()) as { conversations?: Array<{ conversation_id: string; home_region: string }> };
+      const copy = listed.conversations?.find((c) => c.conversation_id === conv);
+      if (copy) {
+        expect(copy.home_region).toBe(home);
+        return Date.now() - t0;
+      }
+      if (Date.now() - t0 > 60_000) throw new Error(`the conversation never reached region ${r.name}: ${await diagnose(conv)}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  }
 
   /** Where the stream stopped: each hop's end offsets against its consumer group's. */
   async function diagnose(conv: string): Promise<string> {
     const log = createLogger({ level: 'silent', nodeId: 'diagnose', role: 'test' });
-    const hop = async (r: Region, group: string, topic: string) => {
+    const hop = async (r: RegionStack, group: string, topic: string) => {
       const client = createKafkaClient({ brokers: r.kafka.brokers.split(','), clientId: 'diagnose', log });
       const lag = await consumerLag(client, group, topic).catch((err: Error) => err.message);
       return `${r.name}:${topic}/${group} ${JSON.stringify(lag)}`;
     };
-    const rows = async (r: Region) => {
+    const rows = async (r: RegionStack) => {
       const sql = postgres(r.databaseUrl, { max: 1, onnotice: () => {} });
       try {
         const [c] = await sql`SELECT count(*)::int AS n FROM conversations WHERE id = ${conv}`;
+        const [m] = await sql`SELECT count(*)::int AS n FROM messages WHERE conversation_id = ${conv}`;
         const [o] = await sql`SELECT count(*)::int AS n FROM outbox`;
-        return `${r.name}: conversation ${c!.n}, outbox ${o!.n}`;
+        return `${r.name}: conversation ${c!.n}, messages ${m!.n}, outbox ${o!.n}`;
       } finally {
         await sql.end();
       }
     };
     return [
-      await rows(regions.a),
-      await rows(regions.b),
-      await hop(regions.a, 'realchat-delivery', 'realchat.events.v1'),
-      await hop(regions.b, 'realchat-mirror-a', 'a.realchat.events.v1'),
+      await rows(pair.a),
+      await rows(pair.b),
+      await hop(pair.a, 'realchat-delivery', 'realchat.events.v1'),
+      await hop(pair.b, 'realchat-mirror-a', 'a.realchat.events.v1'),
+      await hop(pair.a, 'realchat-mirror-b', 'b.realchat.events.v1'),
     ].join('; ');
+  }
+
+  /** Sends `n` messages from each (who, client) in turn, recording them in the history. */
+  async function chat(h: History, conv: string, senders: Array<[string, TestClient, string]>, n: number) {
+    for (let k = 0; k < n; k++) {
+      for (const [who, client, prefix] of senders) {
+        const key = `${prefix}${k}`;
+        h.send(who, conv, key);
+        const ack = await client.sendMessage(conv, key, { k, who });
+        expect(ack, JSON.stringify(ack)).toMatchObject({ type: 'ack' });
+        h.ack(who, key, ack as never);
+      }
+    }
+  }
+
+  /** Waits for `count` messages of conv at the client. */
+  async function received(client: TestClient, conv: string, count: number): Promise<Frame[]> {
+    return client
+      .waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, count, 60_000)
+      .catch(async (err: Error) => {
+        throw new Error(`${err.message}; ${await diagnose(conv)}`);
+      });
+  }
+
+  /**
+   * Every message each client got (recorded once, at the end), checked against the home; and the
+   * other region's copy equals the home's.
+   */
+  async function converged(h: History, conv: string, home: RegionStack, copy: RegionStack, clients: Array<[string, TestClient]>) {
+    for (const [who, client] of clients)
+      for (const f of client.frames.filter((f) => f.type === 'message' && f.message.conversation_id === conv))
+        h.receive(who, f.message, { via: f.via });
+    const members = clients.map(([who]) => who);
+    const stored = await storedMessages(home.databaseUrl, conv);
+    expect(h.check(stored, () => members)).toEqual(CLEAN_REPORT);
+    const t0 = Date.now();
+    for (;;) {
+      const copied = await storedMessages(copy.databaseUrl, conv);
+      if (copied.length >= stored.length || Date.now() - t0 > 30_000) {
+        expect(copied).toEqual(stored);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 
   it("members in two regions chat in a conversation homed in a: every message arrives live in both regions, in the home's order", async () => {
     const [alice, bob] = [randomUUID(), randomUUID()];
-    const conv = await createConversationAt(regions.a.port, await auth.issue(alice), [bob]);
-    const ws = (r: Region) => `ws://127.0.0.1:${r.port}/v1/ws`;
-    const a = await TestClient.connect(ws(regions.a), await auth.issue(alice));
+    const conv = await createConversationAt(pair.a.port, await pair.issueToken(alice), [bob]);
+    const a = await connect(pair.a, alice);
     // Bob's region learns the conversation through the mirror.
-    const bobToken = await auth.issue(bob);
-    const t0 = Date.now();
-    for (;;) {
-      const r = await fetch(`http://127.0.0.1:${regions.b.port}/v1/conversations`, {
-        headers: { authorization: `Bearer ${bobToken}` },
-        signal: AbortSignal.timeout(5000),
-      });
-      const listed = (await r.json()) as { conversations?: Array<{ conversation_id: string; home_region: string }> };
-      const copy = listed.conversations?.find((c) => c.conversation_id === conv);
-      if (copy) {
-        expect(copy.home_region).toBe('a');
-        break;
-      }
-      if (Date.now() - t0 > 60_000) throw new Error(`the conversation never reached region b: ${await diagnose(conv)}`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    console.log(`conversation mirrored to b in ${Date.now() - t0} ms`);
-    const b = await TestClient.connect(ws(regions.b), bobToken);
+    console.log(`conversation mirrored to b in ${await listedIn(pair.b, bob, conv, 'a')} ms`);
+    const b = await connect(pair.b, bob);
     const h = new History();
-    try {
-      for (let k = 0; k < 20; k++) {
-        for (const [who, client, key] of [
-          [alice, a, `a${k}`],
-          [bob, b, `b${k}`],
-        ] as const) {
-          h.send(who, conv, key);
-          const ack = await client.sendMessage(conv, key, { k, who });
-          expect(ack, JSON.stringify(ack)).toMatchObject({ type: 'ack' });
-          h.ack(who, key, ack as never);
-        }
-      }
-      const byClient = new Map<string, Frame[]>();
-      for (const [who, client] of [
-        [alice, a],
-        [bob, b],
-      ] as const) {
-        const frames = await client.waitForCount((f) => f.type === 'message' && f.message.conversation_id === conv, 40, 60_000);
-        byClient.set(who, frames);
-        for (const f of frames) h.receive(who, f.message, { via: f.via });
-      }
+    const t0 = performance.now();
+    await chat(
+      h,
+      conv,
+      [
+        [alice, a, 'a'],
+        [bob, b, 'b'],
+      ],
+      20,
+    );
+    console.log(`40 sends, one at a time, half forwarded across ${RTT_MS} ms: ${Math.round(performance.now() - t0)} ms`);
+    for (const client of [a, b]) {
+      const frames = await received(client, conv, 40);
       // Both regions deliver them live, in the home's order.
-      for (const frames of byClient.values()) {
-        expect(frames.map((f) => f.message.sequence_number)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
-        expect(frames.filter((f) => f.via !== 'live').map((f) => [f.message.sequence_number, f.via])).toEqual([]);
-      }
-      const home = await storedMessages(regions.a.databaseUrl, conv);
-      expect(h.check(home, () => [alice, bob])).toEqual(CLEAN_REPORT);
-      // The copy in b is the home's history, entry for entry.
-      const copy = await storedMessages(regions.b.databaseUrl, conv);
-      expect(copy).toEqual(home);
-    } finally {
-      a.close();
-      b.close();
+      expect(frames.map((f) => f.message.sequence_number)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      expect(frames.filter((f) => f.via !== 'live').map((f) => [f.message.sequence_number, f.via])).toEqual([]);
     }
+    await converged(h, conv, pair.a, pair.b, [
+      [alice, a],
+      [bob, b],
+    ]);
   }, 180_000);
+
+  it('a cut link: each side serves the conversations it is home to, forwarded sends are refused at their timeout, and all converges after the heal', async () => {
+    const [alice, bob] = [randomUUID(), randomUUID()];
+    const convA = await createConversationAt(pair.a.port, await pair.issueToken(alice), [bob]);
+    const convB = await createConversationAt(pair.b.port, await pair.issueToken(bob), [alice]);
+    await listedIn(pair.b, bob, convA, 'a');
+    await listedIn(pair.a, alice, convB, 'b');
+    const a = await connect(pair.a, alice);
+    const b = await connect(pair.b, bob);
+    const hA = new History();
+    const hB = new History();
+    await chat(hA, convA, [[alice, a, 'before-a']], 2);
+    await chat(hB, convB, [[bob, b, 'before-b']], 2);
+    await received(b, convA, 2);
+    await received(a, convB, 2);
+
+    await pair.partition();
+    // Each home keeps taking its own conversation's messages, delivered in the region...
+    await chat(hA, convA, [[alice, a, 'cut-a']], 5);
+    await chat(hB, convB, [[bob, b, 'cut-b']], 5);
+    expect((await a.waitForCount((f) => f.type === 'message' && f.message.conversation_id === convA, 7)).length).toBe(7);
+    // ...and a send to the other side's conversation is refused, not held: unavailable, within the
+    // forward timeout (2 s) and some slack, with the reason a client can show.
+    const t0 = performance.now();
+    const refused = await b.sendMessage(convA, 'cut-forwarded', { who: bob });
+    const refusedAfterMs = performance.now() - t0;
+    console.log(`forwarded send during the partition refused after ${Math.round(refusedAfterMs)} ms: ${JSON.stringify(refused)}`);
+    expect(refused).toMatchObject({ type: 'error', code: 'unavailable', reason: 'home_unreachable' });
+    expect(refusedAfterMs).toBeLessThan(2000 + 1500);
+    // Nothing crossed: bob's region has not seen the messages of the cut.
+    expect(b.messages(convA)).toHaveLength(2);
+    expect(a.messages(convB)).toHaveLength(2);
+
+    await pair.heal();
+    const healedAt = performance.now();
+    // Everything sent during the cut arrives in the other region; then both chat across it again.
+    await received(b, convA, 7);
+    await received(a, convB, 7);
+    console.log(`after the heal, the cut's messages reached the other region in ${Math.round(performance.now() - healedAt)} ms`);
+    // The refused send first, with its key, as the SDK does (later ones are refused `after_refused`
+    // until it is: a sender's own order, docs/protocol.md).
+    hA.send(bob, convA, 'cut-forwarded');
+    const resent = await b.sendMessage(convA, 'cut-forwarded', { who: bob });
+    expect(resent, JSON.stringify(resent)).toMatchObject({ type: 'ack' });
+    hA.ack(bob, 'cut-forwarded', resent as never);
+    await chat(hA, convA, [[bob, b, 'healed-b']], 3);
+    await chat(hB, convB, [[alice, a, 'healed-a']], 3);
+    for (const [conv, n] of [
+      [convA, 11],
+      [convB, 10],
+    ] as const)
+      for (const client of [a, b]) await received(client, conv, n);
+    const clients: Array<[string, TestClient]> = [
+      [alice, a],
+      [bob, b],
+    ];
+    await converged(hA, convA, pair.a, pair.b, clients);
+    await converged(hB, convB, pair.b, pair.a, clients);
+  }, 240_000);
 });

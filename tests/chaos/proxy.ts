@@ -19,6 +19,10 @@ interface Pair {
   upstream: Socket | null;
 }
 
+/** Chunks held per direction before the proxy stops reading (resumed below QUEUE_LOW). */
+const QUEUE_HIGH = 4096;
+const QUEUE_LOW = 1024;
+
 export class TcpProxy {
   delayMs = 0;
   /**
@@ -81,24 +85,42 @@ export class TcpProxy {
   }
 
   private pipe(from: Socket, to: Socket): void {
-    let queue: Promise<void> = Promise.resolve();
-    // Chunks still held back: while there are any, every chunk queues behind them. Writing an
-    // undelayed chunk at once used to let it overtake a stalled one (net-loss, or a latency fault's
-    // heal): a reordered byte stream, which no TCP link produces; kafkajs crashed on the garbage.
-    let held = 0;
+    // Each chunk leaves `delay` after it arrived and never before the chunk ahead of it: a TCP byte
+    // stream keeps its order (writing an undelayed chunk past a stalled one once garbled kafkajs'
+    // frames), and latency does not cap throughput (chunks in flight overlap, as on a real link).
+    // One timer per direction, for the head of the queue; reading pauses past QUEUE_HIGH chunks.
+    const queue: Array<{ due: number; chunk: Buffer }> = [];
+    let timer: NodeJS.Timeout | null = null;
+    let paused = false;
+    const flush = () => {
+      timer = null;
+      const now = performance.now();
+      while (queue.length > 0 && queue[0]!.due <= now + 0.5) {
+        const { chunk } = queue.shift()!;
+        if (!to.destroyed) to.write(chunk);
+      }
+      if (paused && queue.length < QUEUE_LOW) {
+        paused = false;
+        if (!this.partitioned) from.resume();
+      }
+      if (queue.length > 0) timer = setTimeout(flush, queue[0]!.due - now);
+    };
     from.on('data', (chunk: Buffer) => {
       const delay = this.delayMs + (this.lossRate > 0 && Math.random() < this.lossRate ? this.rtoMs : 0);
-      if (delay <= 0 && held === 0) {
+      if (delay <= 0 && queue.length === 0) {
         to.write(chunk);
         return;
       }
-      held++;
-      queue = queue
-        .then(() => (delay > 0 ? new Promise<void>((r) => setTimeout(r, delay)) : undefined))
-        .then(() => {
-          held--;
-          if (!to.destroyed) to.write(chunk);
-        });
+      const now = performance.now();
+      queue.push({ due: Math.max(now + delay, queue.at(-1)?.due ?? 0), chunk });
+      if (queue.length > QUEUE_HIGH && !paused) {
+        paused = true;
+        from.pause();
+      }
+      if (!timer) timer = setTimeout(flush, queue[0]!.due - now);
+    });
+    from.on('close', () => {
+      if (timer) clearTimeout(timer);
     });
   }
 

@@ -17,8 +17,9 @@ const KAFKA_SH = join(ROOT, 'infra', 'kafka', 'kafka.sh');
 const CONNECT_SH = join(ROOT, 'infra', 'kafka', 'connect.sh');
 const MIRROR_MAKER_SH = join(ROOT, 'infra', 'kafka', 'mirror-maker.sh');
 const KAFKA_CACHE = process.env.REALCHAT_KAFKA_CACHE ?? join(ROOT, '.cache', 'kafka');
-/** kafka.sh puts the KRaft controller listener on the client port + 100. */
+/** kafka.sh puts the KRaft controller listener on the client port + 100, the REMOTE one on + 200. */
 const CONTROLLER_PORT_OFFSET = 100;
+const REMOTE_PORT_OFFSET = 200;
 
 export interface KafkaHandle {
   /** "127.0.0.1:<port>", for KAFKA_BROKERS */
@@ -88,14 +89,18 @@ function portIsFree(port: number): Promise<boolean> {
 export type KafkaBroker = KafkaHandle;
 export type KafkaConnect = ConnectHandle;
 
-/** A free client port whose controller port (+100) is free too. */
-async function freeBrokerPort(): Promise<number> {
+/** A free client port whose controller port (+100) and remote port (+200) are free too. */
+export async function freeBrokerPort(): Promise<number> {
   for (let i = 0; i < 50; i++) {
     const p = await freePort();
-    if (p + CONTROLLER_PORT_OFFSET <= 65535 && (await portIsFree(p + CONTROLLER_PORT_OFFSET))) return p;
+    if (p + REMOTE_PORT_OFFSET <= 65535 && (await portIsFree(p + CONTROLLER_PORT_OFFSET)) && (await portIsFree(p + REMOTE_PORT_OFFSET)))
+      return p;
   }
-  throw new Error('no free port pair (p, p+100) for a Kafka broker');
+  throw new Error('no free ports (p, p+100, p+200) for a Kafka broker');
 }
+
+/** The broker's REMOTE listener (kafka.sh), for a proxy in front of it. */
+export const remoteListenerPort = (brokerPort: number): number => brokerPort + REMOTE_PORT_OFFSET;
 
 function assertJars(): void {
   const fetched = existsSync(KAFKA_CACHE) && readdirSync(KAFKA_CACHE).some((f) => f.startsWith('.fetched-'));
@@ -106,13 +111,20 @@ function assertJars(): void {
   }
 }
 
-export async function startKafka(opts: { dir?: string; port?: number } = {}): Promise<KafkaHandle> {
+/**
+ * `remoteAdvertised`: host:port of a proxy in front of the broker's REMOTE listener
+ * (remoteListenerPort), which clients of another region bootstrap from (kafka.sh).
+ */
+export async function startKafka(opts: { dir?: string; port?: number; remoteAdvertised?: string } = {}): Promise<KafkaHandle> {
   assertJars();
   const ownDir = opts.dir === undefined;
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'realchat-kafka-'));
   const port = opts.port ?? (await freeBrokerPort());
   try {
-    await sh([KAFKA_SH, 'start-single', dir, String(port)]);
+    await sh(
+      [KAFKA_SH, 'start-single', dir, String(port)],
+      opts.remoteAdvertised ? { KAFKA_REMOTE_ADVERTISED: opts.remoteAdvertised } : {},
+    );
   } catch (err) {
     await sh([KAFKA_SH, 'stop', dir]).catch(() => {});
     if (ownDir) rmSync(dir, { recursive: true, force: true });
