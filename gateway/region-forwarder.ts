@@ -4,13 +4,16 @@
  * idempotency key, so a retry in either region is still exactly-once (the key is unique per
  * sender in the home's database). The answer is the home's: a send's ack carries the home's
  * sequence. When the home does not answer in time the write is refused `unavailable`
- * (`home_unreachable`): during a partition each side keeps serving its own conversations.
+ * (`home_unreachable`): during a partition each side keeps serving its own conversations. After a
+ * few such failures in a row a breaker per home refuses at once (one probe a second goes through),
+ * so a partition costs each client one timeout, not one per send.
  */
 import { AppError, ERROR_CODES, ERROR_REASONS, HomeElsewhereError, type ErrorCode, type ErrorReason } from '../common/errors.js';
 import type { RegionsConfig } from '../common/config.js';
 import type { ChatStore, SendResult } from './chat-store.js';
 import type { Envelope } from '../common/protocol.js';
 import { Semaphore } from '../common/semaphore.js';
+import { CircuitBreaker, type BreakerSettings } from '../common/breaker.js';
 
 /** The home region's route for forwarded sends (gateway/rest.ts, forwardedSend). */
 export const FORWARDED_SEND_PATH = '/v1/regions/messages';
@@ -31,6 +34,8 @@ const MAX_ANSWER_BYTES = 1024 * 1024;
 /** Forwarded writes in flight per node, and waiting for a slot; beyond, refused `unavailable` at once. */
 const MAX_IN_FLIGHT = 256;
 const MAX_WAITING = 1024;
+/** Per home: three unanswered forwards within 10 s open it; one probe per second while open. */
+const HOME_BREAKER: BreakerSettings = { failureThreshold: 3, windowMs: 10_000, openMs: 1000, halfOpenProbes: 1 };
 
 export interface RegionForwarder {
   knows(region: string): boolean;
@@ -40,10 +45,11 @@ export interface RegionForwarder {
 }
 
 export function createRegionForwarder(
-  opts: RegionsConfig & { fetch?: typeof fetch; maxInFlight?: number; maxWaiting?: number },
+  opts: RegionsConfig & { fetch?: typeof fetch; maxInFlight?: number; maxWaiting?: number; breaker?: BreakerSettings },
 ): RegionForwarder | null {
   if (opts.peers.size === 0 || opts.secret === null) return null;
   const doFetch = opts.fetch ?? fetch;
+  const breakers = new Map([...opts.peers.keys()].map((home) => [home, new CircuitBreaker(opts.breaker ?? HOME_BREAKER)]));
   // A home that slows down must not gather an unbounded number of requests here.
   const slots = new Semaphore(opts.maxInFlight ?? MAX_IN_FLIGHT, opts.maxWaiting ?? MAX_WAITING);
   const unreachable = (home: string, cause: unknown) =>
@@ -56,6 +62,8 @@ export function createRegionForwarder(
   async function post(home: string, path: string, body: unknown, traceId: string | null): Promise<{ status: number; body: unknown }> {
     const url = opts.peers.get(home);
     if (!url) throw new HomeElsewhereError(home);
+    const breaker = breakers.get(home)!;
+    if (!breaker.allow()) throw unreachable(home, new Error(`${home} did not answer the last forwarded writes; probing it once a second`));
     const slot = slots.tryAcquire();
     if (!slot)
       throw new AppError('unavailable', 'too many writes forwarded to other regions; retry shortly', {
@@ -64,7 +72,15 @@ export function createRegionForwarder(
       });
     const release = await slot;
     try {
-      return await postNow(home, url, path, body, traceId);
+      const answer = await postNow(home, url, path, body, traceId);
+      breaker.success();
+      return answer;
+    } catch (err) {
+      // A refusal of the home's own says it is reachable; no answer, or one that is not the home's
+      // (a proxy's 502), does not.
+      if (err instanceof AppError && err.reason === 'home_unreachable') breaker.failure();
+      else breaker.success();
+      throw err;
     } finally {
       release();
     }

@@ -42,4 +42,44 @@ describe('region forwarder', () => {
     // The waiting one ran after a slot freed.
     expect(started).toBe(3);
   });
+
+  it('after three unanswered forwards, refuses at once; one probe a second goes through, and an answer closes it again', async () => {
+    let calls = 0;
+    let answering = false;
+    const home: typeof fetch = (_url, init) =>
+      new Promise((resolve, reject) => {
+        calls++;
+        if (answering) resolve(new Response(JSON.stringify({ message_id: 'm', sequence_number: 1 }), { status: 201 }));
+        else init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
+      });
+    const f = createRegionForwarder({
+      peers: new Map([['a', 'http://a.invalid']]),
+      secret: 'x'.repeat(32),
+      forwardTimeoutMs: 100,
+      failoverAfterMs: 0,
+      fetch: home,
+      breaker: { failureThreshold: 3, windowMs: 10_000, openMs: 300, halfOpenProbes: 1 },
+    })!;
+    const send = async (k: number) => {
+      const t0 = performance.now();
+      const outcome = await f.send('a', 'u', 'c', `k${k}`, { k }, null).then(
+        () => 'ok',
+        (e: { code: string; reason?: string }) => `${e.code}/${e.reason}`,
+      );
+      return { outcome, ms: performance.now() - t0 };
+    };
+    for (let k = 0; k < 3; k++) expect((await send(k)).ms).toBeGreaterThanOrEqual(90);
+    expect(calls).toBe(3);
+    // Open: refused without a request, at once.
+    const fast = await send(3);
+    expect(fast.outcome).toBe('unavailable/home_unreachable');
+    expect(fast.ms).toBeLessThan(50);
+    expect(calls).toBe(3);
+    // After openMs one probe goes through; the home answers now, so the breaker closes.
+    await new Promise((r) => setTimeout(r, 320));
+    answering = true;
+    expect((await send(4)).outcome).toBe('ok');
+    expect((await send(5)).outcome).toBe('ok');
+    expect(calls).toBe(5);
+  });
 });
