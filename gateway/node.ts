@@ -19,6 +19,7 @@ import { createAuthenticator } from './auth.js';
 import { createAdminDeps } from './admin-routes.js';
 import { createChatStore } from './chat-store.js';
 import { createRegionForwarder, withRegionForwarding } from './region-forwarder.js';
+import { catchUpFailovers, failoversFrom } from './region-catch-up.js';
 import { ConnectionRegistry } from './registry.js';
 import { createLapseCatchUp } from './lapse-catch-up.js';
 import { createGatewayInbox } from './inbox.js';
@@ -93,6 +94,16 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   });
   // Sends to conversations homed in another region go there (docs/multi-region.md).
   const store = withRegionForwarding(localStore, createRegionForwarder(config.regions));
+  // Back after a region outage: first learn which conversations a peer took over meanwhile.
+  if (config.regions.peers.size > 0 && config.regions.secret !== null)
+    await catchUpFailovers({
+      sql,
+      self: config.region,
+      peers: config.regions.peers,
+      secret: config.regions.secret,
+      timeoutMs: config.regions.forwardTimeoutMs,
+      log,
+    });
   // Large-room interest goes to the pipeline (presence), which exists only once the registry does.
   let onRoomInterest: (conversationId: string, interested: boolean) => Promise<void> = async () => {};
   const registry = new ConnectionRegistry((c, i) => onRoomInterest(c, i));
@@ -145,6 +156,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       config,
       store,
       localStore,
+      failoversFrom: (from, after, limit) => failoversFrom(sql, config.region, from, after, limit),
       auth,
       admin: createAdminDeps({ config, sql, jwt: auth }),
       registry,

@@ -3,7 +3,8 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { AppError } from '../common/errors.js';
 import { Fields, checkPayload, isUuid } from '../common/validate.js';
 import { MAX_IDEMPOTENCY_KEY_CHARS } from '../common/protocol.js';
-import type { Config } from '../common/config.js';
+import { regionFrom, type Config } from '../common/config.js';
+import type { Rehoming } from '../common/rehome.js';
 import type { Metrics } from '../common/metrics.js';
 import type { Logger } from '../common/log.js';
 import type { Authenticator } from './auth.js';
@@ -43,6 +44,8 @@ export interface RestDeps {
    * Default: `store`.
    */
   localStore?: ChatStore;
+  /** Conversations this region took over from another and still homes (gateway/region-catch-up.ts); absent: none. */
+  failoversFrom?: (from: string, after: string | null, limit: number) => Promise<Rehoming[]>;
 }
 
 function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
@@ -310,9 +313,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
      * authenticated by the regions' shared secret, the sender named by the forwarding region.
      */
     async forwardedSend(ctx: RequestContext): Promise<Reply> {
-      const secret = config.regions.secret;
-      if (secret === null || !sameSecret(ctx.authorization, `Region ${secret}`))
-        throw new AppError('unauthorized', "forwarded sends need the regions' secret (REALCHAT_REGION_SECRET)");
+      fromRegion(ctx);
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const sender = f.uuid('sender_id');
       const conversationId = f.uuid('conversation_id');
@@ -332,6 +333,25 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       metrics.messagesAccepted.inc({ via: 'region' });
       deps.onEventCommitted();
       return { status: 201, body: result.envelope };
+    },
+
+    /**
+     * For a region coming back (gateway/region-catch-up.ts): the conversations this region took
+     * over from `from` and still homes, by id after `after`, at most `limit` (default 500).
+     */
+    async regionFailovers(ctx: RequestContext): Promise<Reply> {
+      fromRegion(ctx);
+      let from: string;
+      try {
+        if (!ctx.query.get('from')) throw new Error('from (the region asking) is required');
+        from = regionFrom(ctx.query.get('from')!, 'from');
+      } catch (err) {
+        throw new AppError('invalid_request', err instanceof Error ? err.message : 'from must be a region name');
+      }
+      const afterRaw = ctx.query.get('after');
+      if (afterRaw !== null && !isUuid(afterRaw)) throw new AppError('invalid_request', 'after must be a conversation UUID');
+      const limit = queryInt(ctx.query, 'limit', 500, 1, 1000);
+      return { status: 200, body: { failovers: (await deps.failoversFrom?.(from, afterRaw, limit)) ?? [] } };
     },
 
     /**

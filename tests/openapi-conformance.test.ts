@@ -821,6 +821,14 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect((await write({ op: 'delete', args: [] })).status).toBe(400);
     expect((await write(edit, { authorization: `Region ${REGION_SECRET}x` })).status).toBe(401);
     expect((await write({ op: 'add_members', args: { user_ids: [randomUUID()] }, conversation_id: randomUUID() })).status).toBe(404);
+    // What a returning region asks: none taken over from b here.
+    const failovers = (q: string, headers: Record<string, string> = region.headers) =>
+      call('GET', '/v1/regions/failovers', { headers, path: `/v1/regions/failovers${q}` });
+    const none = await failovers('?from=b');
+    expect([none.status, none.body.failovers]).toEqual([200, []]);
+    expect((await failovers('')).status).toBe(400);
+    expect((await failovers('?from=b&after=x')).status).toBe(400);
+    expect((await failovers('?from=b', {})).status).toBe(401);
   });
 
   it('admin: API keys and webhooks (create, list, get, update, delete, deliveries), with errors', async () => {

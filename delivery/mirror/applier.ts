@@ -14,6 +14,7 @@ import type { Sql, TxSql } from '../../common/db.js';
 import { timedQuery } from '../../common/db.js';
 import { decodeEvent, entryOf, type ChatEvent, type EventRecord, type MembersAdded } from '../../common/events.js';
 import type { Logger } from '../../common/log.js';
+import { applyRehoming } from '../../common/rehome.js';
 import type { Envelope } from '../../common/wire.js';
 import { isUuid } from '../../common/validate.js';
 
@@ -240,24 +241,15 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
    * and come back, renumbered, on the new home's stream.
    */
   async function rehomed(tx: TxSql, record: EventRecord, raw: Record<string, unknown>): Promise<Outcome> {
-    const c = raw.conversation_id;
-    const home = raw.home_region;
-    const epoch = raw.home_epoch;
-    const takeover = raw.takeover_sequence;
+    const { conversation_id: c, home_region: home, home_epoch: epoch, takeover_sequence: takeover } = raw;
     if (typeof c !== 'string' || typeof home !== 'string' || !Number.isSafeInteger(epoch) || !Number.isSafeInteger(takeover))
       return 'invalid';
-    const [copy] = await tx<{ home_epoch: number }[]>`SELECT home_epoch FROM conversations WHERE id = ${c} FOR UPDATE`;
-    if (!copy) return 'unknownConversation';
-    if (copy.home_epoch >= (epoch as number)) return 'duplicate';
-    const dropped = await tx`DELETE FROM messages WHERE conversation_id = ${c} AND sequence > ${takeover as number}`;
-    await tx`
-      UPDATE conversations SET home_region = ${home}, home_epoch = ${epoch as number}, last_seq = LEAST(last_seq, ${takeover as number})
-      WHERE id = ${c}`;
-    if (dropped.count > 0)
-      log.warn(
-        { conversation_id: c, home_region: home, home_epoch: epoch, takeover_sequence: takeover, dropped: dropped.count },
-        'conversation re-homed: entries above the takeover point left the copy (the new home re-appends them)',
-      );
+    const outcome = await applyRehoming(
+      tx,
+      { conversation_id: c, home_region: home, home_epoch: epoch as number, takeover_sequence: takeover as number },
+      log,
+    );
+    if (outcome !== 'applied') return outcome;
     await toOutbox(tx, record, { event_id: String(raw.event_id), conversation_id: c, type: 'conversation.rehomed' });
     return 'applied';
   }

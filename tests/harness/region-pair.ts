@@ -42,8 +42,10 @@ export interface RegionPair {
   heal(): Promise<void>;
   /** kill -9 of every process of the region: its roles and its broker (its database stays, as a disk would). */
   killRegion(name: RegionName): Promise<void>;
-  /** Starts the region's broker and roles again (after killRegion). */
-  restartRegion(name: RegionName): Promise<void>;
+  /** Starts the region's broker and roles again (after killRegion); `withoutMirror`: not its mirror applier yet. */
+  restartRegion(name: RegionName, opts?: { withoutMirror?: boolean }): Promise<void>;
+  /** Starts the region's mirror applier (after restartRegion withoutMirror). */
+  startMirror(name: RegionName): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -112,15 +114,9 @@ export async function startRegionPair(opts: RegionPairOptions = {}): Promise<Reg
       ...UNLIMITED_RATES,
       ...opts.env,
     });
-    const startRoles = async (r: RegionStack) => {
-      const peer: RegionName = r.name === 'a' ? 'b' : 'a';
-      // The gateway first: it applies the migrations.
-      r.processes.push(await spawnRole('gateway', { ...env(r, peer), PORT: String(r.port), REALCHAT_NODE_ID: `gateway-${r.name}` }));
-      for (const role of ['relay', 'delivery'] as const) {
-        r.processes.push(
-          await spawnRole(role, { ...env(r, peer), REALCHAT_NODE_ID: `${role}-${r.name}`, METRICS_PORT: String(await freePort()) }),
-        );
-      }
+    const peerOf = (r: RegionStack): RegionName => (r.name === 'a' ? 'b' : 'a');
+    const startMirror = async (r: RegionStack) => {
+      const peer = peerOf(r);
       r.processes.push(
         await spawnRole('mirror', {
           ...env(r, peer),
@@ -130,6 +126,17 @@ export async function startRegionPair(opts: RegionPairOptions = {}): Promise<Reg
           ...(opts.failoverAfterMs ? { REALCHAT_REGION_FAILOVER_AFTER_MS: String(opts.failoverAfterMs) } : {}),
         }),
       );
+    };
+    const startRoles = async (r: RegionStack, withMirror = true) => {
+      const peer = peerOf(r);
+      // The gateway first: it applies the migrations.
+      r.processes.push(await spawnRole('gateway', { ...env(r, peer), PORT: String(r.port), REALCHAT_NODE_ID: `gateway-${r.name}` }));
+      for (const role of ['relay', 'delivery'] as const) {
+        r.processes.push(
+          await spawnRole(role, { ...env(r, peer), REALCHAT_NODE_ID: `${role}-${r.name}`, METRICS_PORT: String(await freePort()) }),
+        );
+      }
+      if (withMirror) await startMirror(r);
     };
     const stopRoles = async (r: RegionStack) => {
       for (const p of r.processes.splice(0)) await p.crash().catch(() => {});
@@ -159,11 +166,12 @@ export async function startRegionPair(opts: RegionPairOptions = {}): Promise<Reg
         const r = regions[name];
         await Promise.all([stopRoles(r), r.kafka.kill()]);
       },
-      async restartRegion(name) {
+      async restartRegion(name, o = {}) {
         const r = regions[name];
         await r.kafka.restart();
-        await startRoles(r);
+        await startRoles(r, !o.withoutMirror);
       },
+      startMirror: (name) => startMirror(regions[name]),
       async stop() {
         for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
       },
