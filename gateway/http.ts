@@ -109,6 +109,13 @@ export interface HttpDeps {
   budget: ResponseBudget;
   /** A response that makes no progress this long is abandoned (the connection is closed). */
   stallMs: number;
+  /**
+   * True once the node drains: its listener is closed, but a client's kept-alive connection would
+   * go on being served by a node about to stop. Requests are then refused `unavailable` (health
+   * and readiness still answer) and every answer closes its connection, so the client's next
+   * request opens one to another node.
+   */
+  closing?: () => boolean;
 }
 
 export function peerAddress(res: HttpResponse): string {
@@ -185,11 +192,12 @@ export function createHttpHandler(deps: HttpDeps) {
       for (const [k, v] of Object.entries(extraHeaders)) res.writeHeader(k, v);
       for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
       if (contentType) res.writeHeader('content-type', contentType);
-      if (body === null) res.end();
+      const close = deps.closing?.() ?? false;
+      if (body === null) res.end(undefined, close);
       else {
         const data = typeof body === 'string' ? Buffer.from(body) : body;
-        if (head) res.endWithoutBody(data.length);
-        else if (data.length <= SMALL_BODY_BYTES) res.end(data);
+        if (head) res.endWithoutBody(data.length, close);
+        else if (data.length <= SMALL_BODY_BYTES) res.end(data, close);
         else stream(res, state, data);
       }
     });
@@ -261,6 +269,8 @@ export function createHttpHandler(deps: HttpDeps) {
         deps.edge.checkOrigin(origin, host);
         if (budget.exhausted)
           throw new AppError('unavailable', 'server busy: too many responses waiting for slow clients', { retryAfterS: 1 });
+        if (deps.closing?.() && name !== 'GET /healthz')
+          throw new AppError('unavailable', 'this node is shutting down: retry (another node answers)', { retryAfterS: 1 });
       } catch (err) {
         send(res, state, name, errorReply(err, ctx, name), cors);
         return;

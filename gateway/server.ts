@@ -70,6 +70,7 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
   const app = uWS.App();
   const edge = createEdgePolicy(config.edge);
   const logs = new LogLimiter(deps.log);
+  let listening = true;
   const route = createHttpHandler({
     metrics: deps.metrics,
     maxBodyBytes: config.limits.maxHttpBodyBytes,
@@ -78,6 +79,7 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
     logs,
     budget: new ResponseBudget(config.limits.maxPendingResponseBytes),
     stallMs: config.timeouts.responseStallMs,
+    closing: () => !listening,
   });
   const rest = createRestRoutes({ ...deps, openapi: loadOpenApiDocument() });
   const internal = config.edge.internalPort !== null;
@@ -113,7 +115,6 @@ export async function startGatewayServer(deps: ServerDeps, host: string, port: n
     app.listen(host, port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${host}:${port}`))));
   });
   const boundPort = uWS.us_socket_local_port(listenSocket);
-  let listening = true;
 
   const ops = internal
     ? await startOpsServer({

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createConversation, http, startTestServer, type TestServer } from './harness/server.js';
 import { TestClient } from './harness/ws-client.js';
@@ -42,4 +43,37 @@ describe('health, readiness, metrics, drain', () => {
     expect(f!.retry_after_ms).toBeLessThan(2000);
     expect(await c.waitClosed()).toBe(4000);
   });
+
+  it('a draining node refuses requests on kept-alive connections and closes them, so the client moves', async () => {
+    const other = await startTestServer('pglite');
+    const sock = connect({ host: '127.0.0.1', port: other.app.port });
+    sock.on('error', () => {});
+    let received = '';
+    sock.on('data', (b: Buffer) => (received += b.toString()));
+    const ended = new Promise<void>((r) => sock.once('close', () => r()));
+    await new Promise((r) => sock.once('connect', r));
+    const get = (path: string) => sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${other.app.port}\r\n\r\n`);
+    get('/healthz');
+    await until(() => received.includes('"ok"'));
+    expect(received).toMatch(/^HTTP\/1\.1 200/);
+    received = '';
+    const closing = other.close();
+    get('/v1/openapi.json');
+    await Promise.race([
+      ended,
+      new Promise((_, rej) => setTimeout(() => rej(new Error(`connection not closed: ${received.slice(0, 200)}`)), 5000)),
+    ]);
+    await closing;
+    expect(received).toMatch(/^HTTP\/1\.1 503/);
+    expect(received).toContain('"unavailable"');
+    expect(received.toLowerCase()).toContain('retry-after: 1');
+  });
 });
+
+async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
