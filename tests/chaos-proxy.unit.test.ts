@@ -25,15 +25,21 @@ async function sink(): Promise<{ port: number; received: () => string }> {
   return { port: addr.port, received: () => got };
 }
 
+/** A sink behind a proxy, and a client connected through it (each separate write: its own chunk). */
+async function link() {
+  const target = await sink();
+  const proxy = await TcpProxy.start(target.port);
+  cleanups.push(() => proxy.close());
+  const client = createConnection({ host: '127.0.0.1', port: proxy.port });
+  client.setNoDelay(true);
+  cleanups.push(() => client.destroy());
+  await new Promise<void>((r) => client.once('connect', () => r()));
+  return { target, proxy, client };
+}
+
 describe('chaos proxy', () => {
   it('under loss, and across its heal, keeps the byte order', async () => {
-    const target = await sink();
-    const proxy = await TcpProxy.start(target.port);
-    cleanups.push(() => proxy.close());
-    const client = createConnection({ host: '127.0.0.1', port: proxy.port });
-    client.setNoDelay(true);
-    cleanups.push(() => client.destroy());
-    await new Promise<void>((r) => client.once('connect', () => r()));
+    const { target, proxy, client } = await link();
     proxy.lossRate = 0.3;
     proxy.rtoMs = 40;
     const sent: string[] = [];
@@ -51,13 +57,7 @@ describe('chaos proxy', () => {
   });
 
   it('adds latency without capping throughput: chunks in flight overlap, in order', async () => {
-    const target = await sink();
-    const proxy = await TcpProxy.start(target.port);
-    cleanups.push(() => proxy.close());
-    const client = createConnection({ host: '127.0.0.1', port: proxy.port });
-    client.setNoDelay(true);
-    cleanups.push(() => client.destroy());
-    await new Promise<void>((r) => client.once('connect', () => r()));
+    const { target, proxy, client } = await link();
     proxy.delayMs = 100;
     const sent: string[] = [];
     const started = performance.now();

@@ -327,19 +327,24 @@ class HeldResyncRegistry implements Partial<PresenceRegistry> {
   }
 }
 
+/** An agent (beat 20 ms, TTL 1 s) whose users are `local`'s, at each call. */
+const agentOver = (registry: HeldResyncRegistry, local: Map<string, number>, handler?: LapseHandler) =>
+  new PresenceAgent(
+    registry as unknown as PresenceRegistry,
+    'n1',
+    20,
+    1000,
+    log,
+    () => new Map(local),
+    () => [],
+    handler ?? null,
+  );
+
 describe('PresenceAgent: connections that come and go during a re-sync (finding 19)', () => {
   it('are in the registry once the re-sync ends, though the re-sync read its users before they came', async () => {
     const registry = new HeldResyncRegistry();
     const local = new Map([['a', 1]]);
-    const agent = new PresenceAgent(
-      registry as unknown as PresenceRegistry,
-      'n1',
-      20,
-      1000,
-      log,
-      () => new Map(local),
-      () => [],
-    );
+    const agent = agentOver(registry, local);
     await agent.start();
     expect([...registry.counts]).toEqual([['a', 1]]);
     registry.holdNextResync();
@@ -379,16 +384,7 @@ describe('PresenceAgent: connections that come and go during a re-sync (finding 
       suspect: () => void events.push('suspect'),
       recover: async () => void events.push(`recover (b registered: ${registry.counts.has('b')})`),
     };
-    const agent = new PresenceAgent(
-      registry as unknown as PresenceRegistry,
-      'n1',
-      20,
-      1000,
-      log,
-      () => new Map(local),
-      () => [],
-      handler,
-    );
+    const agent = agentOver(registry, local, handler);
     await agent.start();
     local.set('b', 1);
     await agent.connected('b');
