@@ -3,7 +3,7 @@
  * the same transaction as the state change, so an event exists if and only if the change committed.
  */
 import { randomUUID } from 'node:crypto';
-import { AppError } from '../common/errors.js';
+import { AppError, HomeElsewhereError } from '../common/errors.js';
 import { HOME_FENCE_SQLSTATE, isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
 import type { CircuitBreaker } from '../common/breaker.js';
 import { cancellableNow, cancelQuietly, withTimeout } from '../common/timeout.js';
@@ -101,13 +101,18 @@ export type PageFrom = { after: number } | { before: number };
  */
 export interface ChatStore {
   membership(userId: string, conversationId: string): Promise<Membership>;
-  /** With `key` (Idempotency-Key), a repeat answers the conversation it created (`duplicate`). */
+  /**
+   * With `key` (Idempotency-Key), a repeat answers the conversation it created (`duplicate`).
+   * `home`: the region to create it in; another region's name is refused here with
+   * HomeElsewhereError (withRegionForwarding creates it there).
+   */
   createConversation(
     creator: string,
     memberIds: string[],
     title: string | null,
     traceId: string | null,
     key?: string | null,
+    home?: string | null,
   ): Promise<ConversationCreated & { duplicate: boolean }>;
   addMembers(
     actor: string,
@@ -424,7 +429,9 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       title: string | null,
       traceId: string | null,
       key: string | null = null,
+      home: string | null = null,
     ) {
+      if (home !== null && home !== region) throw new HomeElsewhereError(home);
       const all = [...new Set([creator, ...memberIds])];
       if (all.length > maxRoomMembers) throw new AppError('conflict', `a conversation has at most ${maxRoomMembers} members`);
       const id = randomUUID();

@@ -22,6 +22,7 @@ export const FORWARDED_WRITE_PATH = '/v1/regions/writes';
 
 /** The writes besides sends a region forwards to a conversation's home, with their arguments. */
 export type ForwardedWrite =
+  | { op: 'create'; member_ids: string[]; title: string | null; idempotency_key: string | null }
   | { op: 'edit'; message_id: string; idempotency_key: string; payload: unknown }
   | { op: 'delete'; message_id: string; idempotency_key: string }
   | { op: 'add_members'; user_ids: string[]; idempotency_key: string | null }
@@ -39,8 +40,8 @@ const HOME_BREAKER: BreakerSettings = { failureThreshold: 3, windowMs: 10_000, o
 
 export interface RegionForwarder {
   knows(region: string): boolean;
-  /** Another write on the actor's behalf in the conversation's home region; the home's answer. */
-  write(home: string, actorId: string, conversationId: string, write: ForwardedWrite, traceId: string | null): Promise<unknown>;
+  /** Another write on the actor's behalf in the conversation's home region (null: a creation); the home's answer. */
+  write(home: string, actorId: string, conversationId: string | null, write: ForwardedWrite, traceId: string | null): Promise<unknown>;
   send(home: string, senderId: string, conversationId: string, key: string, payload: unknown, traceId: string | null): Promise<SendResult>;
 }
 
@@ -133,7 +134,12 @@ export function createRegionForwarder(
     },
     async write(home, actorId, conversationId, write, traceId) {
       const { op, ...args } = write;
-      const r = await post(home, FORWARDED_WRITE_PATH, { op, actor_id: actorId, conversation_id: conversationId, args }, traceId);
+      const r = await post(
+        home,
+        FORWARDED_WRITE_PATH,
+        { op, actor_id: actorId, ...(conversationId ? { conversation_id: conversationId } : {}), args },
+        traceId,
+      );
       return (r.body as { result?: unknown }).result;
     },
   };
@@ -185,6 +191,11 @@ export function withRegionForwarding(store: ChatStore, forwarder: RegionForwarde
   const f = forwarder;
   return {
     ...store,
+    createConversation: (creator, memberIds, title, traceId, key = null, home = null) =>
+      homeOr(
+        () => store.createConversation(creator, memberIds, title, traceId, key, home),
+        (h) => f.write(h, creator, null, { op: 'create', member_ids: memberIds, title, idempotency_key: key }, traceId),
+      ),
     sendMessage: (senderId, conversationId, key, payload, payloadBytes, traceId) =>
       homeOr(
         () => store.sendMessage(senderId, conversationId, key, payload, payloadBytes, traceId),

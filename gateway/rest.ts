@@ -151,16 +151,16 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
       const title = f.optionalString('title', 0, 200) ?? null;
       const home = f.stringIfPresent('home_region', 1, 32);
-      // Creating a conversation homed in another region means creating it there (forwarding,
-      // docs/multi-region.md): not built yet, so only this region's name is accepted.
-      if (home !== undefined && home !== config.region)
+      // Homed in another region: created there (forwarded, docs/multi-region.md); this region's
+      // copy follows through the mirror.
+      if (home !== undefined && home !== config.region && !config.regions.peers.has(home))
         throw new AppError(
           'invalid_request',
-          `home_region must be this region ("${config.region}"): creating in another region is not supported yet`,
+          `home_region must be this region ("${config.region}") or one it knows (REALCHAT_REGION_PEERS), got "${home}"`,
         );
       const key = idempotencyKey(ctx, null);
       take(creates, me, 'conversations created');
-      const { duplicate, ...conv } = await store.createConversation(me, memberIds, title, ctx.traceId, key);
+      const { duplicate, ...conv } = await store.createConversation(me, memberIds, title, ctx.traceId, key, home ?? null);
       if (duplicate) return { status: 200, body: conv };
       deps.onEventCommitted();
       return { status: 201, body: conv };
@@ -364,7 +364,6 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const f = new Fields(jsonBody(ctx), 'invalid_request');
       const op = f.string('op', 1, 32);
       const actor = f.uuid('actor_id');
-      const conversationId = f.uuid('conversation_id');
       const raw = f.present('args');
       if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new AppError('invalid_request', 'args must be an object');
       const a = new Fields(raw as Record<string, unknown>, 'invalid_request');
@@ -372,6 +371,16 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const optionalKey = () => a.optionalString('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS) ?? null;
       const home = deps.localStore ?? store;
       const trace = ctx.traceparent ?? ctx.traceId;
+      if (op === 'create') {
+        // A conversation created here for a client of another region: homed here.
+        const memberIds = a.uuidList('member_ids', 0, limits.maxMembersPerRequest);
+        const title = a.optionalString('title', 0, 200) ?? null;
+        take(creates, actor, 'conversations created');
+        const created = await home.createConversation(actor, memberIds, title, trace, optionalKey());
+        deps.onEventCommitted();
+        return { status: 200, body: { result: created } };
+      }
+      const conversationId = f.uuid('conversation_id');
       let result: unknown;
       switch (op) {
         case 'edit': {
@@ -415,7 +424,10 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
           break;
         }
         default:
-          throw new AppError('invalid_request', `op must be one of edit, delete, add_members, remove_member, set_role, set_who_can_add`);
+          throw new AppError(
+            'invalid_request',
+            `op must be one of create, edit, delete, add_members, remove_member, set_role, set_who_can_add`,
+          );
       }
       deps.onEventCommitted();
       return { status: 200, body: { result } };

@@ -153,6 +153,42 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
     }
   });
 
+  it('a conversation created in b with home_region a is created in a (forwarded); b has it once the mirror brings it', async () => {
+    const bob = await b.token();
+    const alice = randomUUID();
+    const create = (home: string, key: string) =>
+      http(b, 'POST', '/v1/conversations', {
+        token: bob.token,
+        body: { member_ids: [alice], title: 'homed in a', home_region: home },
+        headers: { 'idempotency-key': key },
+      });
+    const created = await create('a', 'c1');
+    expect([created.status, created.body.home_region, created.body.title], JSON.stringify(created.body)).toEqual([201, 'a', 'homed in a']);
+    const conv = created.body.conversation_id as string;
+    expect(await a.query(`SELECT home_region, created_by, title FROM conversations WHERE id = $1`, [conv])).toEqual([
+      { home_region: null, created_by: bob.userId, title: 'homed in a' },
+    ]);
+    expect(await b.query(`SELECT id FROM conversations WHERE id = $1`, [conv])).toEqual([]);
+    // The same key again through b: the same conversation, not a second one.
+    const again = await create('a', 'c1');
+    expect([again.status, again.body.conversation_id]).toEqual([200, conv]);
+    // A region b does not know is refused.
+    const unknown = await create('z', 'c2');
+    expect([unknown.status, unknown.body.error?.code]).toEqual([400, 'invalid_request']);
+    // The mirror brings it to b as a copy of a's; bob's send there goes home to a.
+    await mirrorAtoB();
+    expect(await b.query(`SELECT home_region, title FROM conversations WHERE id = $1`, [conv])).toEqual([
+      { home_region: 'a', title: 'homed in a' },
+    ]);
+    const sent = await http(b, 'POST', `/v1/conversations/${conv}/messages`, {
+      token: bob.token,
+      body: { payload: { text: 'hi' } },
+      headers: { 'idempotency-key': 'm1' },
+    });
+    expect([sent.status, sent.body.sequence_number]).toEqual([201, 1]);
+    expect(await a.query(`SELECT count(*)::int AS n FROM messages WHERE conversation_id = $1`, [conv])).toEqual([{ n: 1 }]);
+  });
+
   it('the forwarded route takes only the regions\u2019 secret', async () => {
     const body = { sender_id: randomUUID(), conversation_id: randomUUID(), idempotency_key: 'x', payload: 1 };
     for (const authorization of ['', `Region ${SECRET}x`, `Bearer ${SECRET}`, (await a.token()).token]) {
