@@ -76,8 +76,16 @@ export class RestClient {
     return this.request('POST', '/v1/dev/token', body, false);
   }
 
-  createConversation(memberIds: string[], title?: string): Promise<CreatedConversation> {
-    return this.request('POST', '/v1/conversations', { member_ids: memberIds, ...(title ? { title } : {}) });
+  /**
+   * `homeRegion`: the region that numbers its entries (multi-region); another region the server
+   * knows creates it there, and this region's copy follows shortly (docs/multi-region.md).
+   */
+  createConversation(memberIds: string[], title?: string, opts: { homeRegion?: string } = {}): Promise<CreatedConversation> {
+    return this.request('POST', '/v1/conversations', {
+      member_ids: memberIds,
+      ...(title ? { title } : {}),
+      ...(opts.homeRegion ? { home_region: opts.homeRegion } : {}),
+    });
   }
 
   addMembers(conversationId: string, userIds: string[]): Promise<AddedMembers> {

@@ -347,6 +347,9 @@ describe('client SDK against a real server (pglite)', () => {
     const rest = new RestClient({ baseUrl: s.http, token: alice.token });
     const conv = await rest.createConversation([bob.user_id], 'team');
     expect(conv).toMatchObject({ title: 'team', last_sequence: 0 });
+    // The home region: this server's own is accepted, one it does not know is refused.
+    expect(await rest.createConversation([], 'here', { homeRegion: 'default' })).toMatchObject({ home_region: 'default' });
+    await expect(rest.createConversation([], 'there', { homeRegion: 'elsewhere' })).rejects.toMatchObject({ code: 'invalid_request' });
     expect((await rest.addMembers(conv.conversation_id, [carol.user_id])).added_user_ids).toEqual([carol.user_id]);
     await rest.sendMessage(conv.conversation_id, 'hello', 'k1');
     // v1.1: adding carol is a timeline entry (1); the message is 2. Own messages are not unread
