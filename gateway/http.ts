@@ -111,9 +111,9 @@ export interface HttpDeps {
   stallMs: number;
   /**
    * True once the node drains: its listener is closed, but a client's kept-alive connection would
-   * go on being served by a node about to stop. Requests are then refused `unavailable` (health
-   * and readiness still answer) and every answer closes its connection, so the client's next
-   * request opens one to another node.
+   * go on being served by a node about to stop. Requests are then refused `unavailable` (but
+   * `/healthz`: the process is alive; readiness is refused with the rest) and every answer closes
+   * its connection, so the client's next request opens one to another node.
    */
   closing?: () => boolean;
 }
