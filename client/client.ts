@@ -41,6 +41,7 @@ import type {
   Envelope,
   MessagesPage,
   Receipt,
+  Rewind,
   ServerFrame,
   Synced,
   Typing,
@@ -114,6 +115,13 @@ export interface ClientEvents {
   /** This user left or was removed from a conversation (or the server said it is not a member). */
   removed(r: Removal): void;
   synced(s: Synced): void;
+  /**
+   * v1.4, after a regional failover: entries after `after_sequence` are numbered anew by the
+   * conversation's new home; they come again (entries already shown, by message id, are not
+   * delivered twice). An application that keys its own state by sequence number drops what it
+   * holds above `after_sequence` for that conversation.
+   */
+  rewound(r: Rewind): void;
   receipt(r: Receipt, info: ReceiptInfo): void;
   typing(t: Typing): void;
   /** Every `presence` frame (client.presence.subscribe() is the per-user form). */
@@ -585,6 +593,7 @@ export class RealChatClient {
       url: this.o.url,
       token,
       resume: this.streams.positions(this.o.maxResumeConversations),
+      resumeLastIds: this.streams.lastIds(this.o.maxResumeConversations),
       openTimeoutMs: this.o.openTimeoutMs,
       welcomeTimeoutMs: this.o.welcomeTimeoutMs,
       pongTimeoutMs: this.o.pongTimeoutMs,
@@ -710,6 +719,10 @@ export class RealChatClient {
       }
       case 'synced':
         this.events.emit('synced', f);
+        return;
+      case 'rewind':
+        if (typeof f.conversation_id !== 'string' || !Number.isSafeInteger(f.after_sequence)) return;
+        if (this.streams.rewind(f.conversation_id, f.after_sequence)) this.events.emit('rewound', f);
         return;
       case 'ack': {
         const n = this.sends.onAck(f);

@@ -40,6 +40,7 @@ export type {
   MemberSummary,
   MessagesPage,
   Receipt,
+  Rewind,
   Role,
   Synced,
   Typing,

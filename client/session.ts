@@ -22,6 +22,8 @@ export interface SessionOptions {
   url: string;
   token: string;
   resume: Record<string, number>;
+  /** The message id at each resume position, where known (v1.4). */
+  resumeLastIds?: Record<string, string>;
   openTimeoutMs: number;
   welcomeTimeoutMs: number;
   pongTimeoutMs: number;
@@ -59,6 +61,7 @@ export class Session {
       this.clearTimer();
       const hello: ClientFrame = { type: 'hello', token: this.o.token };
       if (Object.keys(this.o.resume).length > 0) hello.resume = this.o.resume;
+      if (this.o.resumeLastIds && Object.keys(this.o.resumeLastIds).length > 0) hello.resume_last_ids = this.o.resumeLastIds;
       this.write(hello);
       this.timer = setTimeout(() => this.abort(`no welcome within ${this.o.welcomeTimeoutMs} ms`), this.o.welcomeTimeoutMs);
     };

@@ -16,9 +16,18 @@ export interface StreamOptions {
   requestFill(conversationId: string, afterSequence: number): void;
 }
 
+/** Message ids remembered per conversation, for a rewind after a regional failover. */
+const RECENT_IDS = 32;
+
 interface State {
   /** Last sequence delivered. */
   last: number;
+  /** The message id delivered at `last` (sent with the resume position, v1.4), when known. */
+  lastId?: string;
+  /** The last RECENT_IDS delivered, oldest first. */
+  recent?: Array<{ seq: number; id: string }>;
+  /** After a rewind: ids already shown, skipped when they come again under new numbers. */
+  skip?: Set<string>;
   /** Out-of-order messages waiting for the gap before them. */
   buffer: Map<number, Arrived>;
   filling: boolean;
@@ -54,6 +63,36 @@ export class ConversationStreams {
     const keys = [...this.convs.keys()].reverse().slice(0, max);
     for (const k of keys) out[k] = this.convs.peek(k)!.last;
     return out;
+  }
+
+  /** The message id at each of those positions, where known (hello's `resume_last_ids`, v1.4). */
+  lastIds(max: number): Record<string, string> {
+    const out: Record<string, string> = {};
+    const keys = [...this.convs.keys()].reverse().slice(0, max);
+    for (const k of keys) {
+      const id = this.convs.peek(k)!.lastId;
+      if (id) out[k] = id;
+    }
+    return out;
+  }
+
+  /**
+   * A `rewind` frame (v1.4, a regional failover): entries after `afterSequence` are numbered anew
+   * by the conversation's new home. The position moves back there; entries this client already
+   * delivered above it are skipped when they come again (by message id, among the last 32).
+   * Returns true when the position moved.
+   */
+  rewind(conversationId: string, afterSequence: number): boolean {
+    const st = this.convs.peek(conversationId);
+    if (!st || st.last <= afterSequence) return false;
+    const recent = st.recent ?? [];
+    st.skip = new Set([...(st.skip ?? []), ...recent.filter((r) => r.seq > afterSequence).map((r) => r.id)]);
+    st.recent = recent.filter((r) => r.seq <= afterSequence);
+    st.lastId = st.recent.at(-1)?.seq === afterSequence ? st.recent.at(-1)!.id : undefined;
+    st.last = afterSequence;
+    st.buffer.clear();
+    st.filling = false;
+    return true;
   }
 
   /**
@@ -165,6 +204,19 @@ export class ConversationStreams {
   private deliverOne(st: State, m: Arrived): void {
     st.last = m.env.sequence_number;
     st.buffer.delete(m.env.sequence_number);
+    const id = m.env.message_id;
+    if (typeof id === 'string') {
+      st.lastId = id;
+      const recent = (st.recent ??= []);
+      recent.push({ seq: st.last, id });
+      if (recent.length > RECENT_IDS) recent.shift();
+      // Shown before a rewind, under the lost home's number: not again.
+      if (st.skip?.delete(id)) {
+        if (st.skip.size === 0) st.skip = undefined;
+        this.stats.duplicates++;
+        return;
+      }
+    } else st.lastId = undefined;
     this.stats.delivered++;
     this.o.deliver(m.env, m.via);
   }

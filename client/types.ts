@@ -10,6 +10,7 @@ export type {
   Presence,
   PresenceSummary,
   Synced,
+  Rewind,
   ErrorFrame,
   ServerFrame,
   Via,
@@ -21,7 +22,7 @@ export type {
 import type { ServerFrame } from '../common/wire.js';
 
 export type ClientFrame =
-  | { type: 'hello'; token: string; resume?: Record<string, number> }
+  | { type: 'hello'; token: string; resume?: Record<string, number>; resume_last_ids?: Record<string, string> }
   | { type: 'send'; conversation_id: string; idempotency_key: string; payload: unknown }
   | { type: 'edit'; conversation_id: string; message_id: string; idempotency_key: string; payload: unknown }
   | { type: 'delete'; conversation_id: string; message_id: string; idempotency_key: string }

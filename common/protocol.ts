@@ -13,7 +13,7 @@ export type { Envelope, ServerFrame, Via } from './wire.js';
 export { CloseCode } from './wire.js';
 
 export type ClientFrame =
-  | { type: 'hello'; token: string; resume: Map<string, number> }
+  | { type: 'hello'; token: string; resume: Map<string, number>; resumeLastIds: Map<string, string> }
   | {
       type: 'send';
       conversation_id: string;
@@ -96,7 +96,21 @@ export function decodeClientFrame(raw: unknown, limits: DecodeLimits): ClientFra
           resume.set(conv.toLowerCase(), seq);
         }
       }
-      return { type: 'hello', token, resume };
+      // v1.4: the message id at each resumed position, so a region that re-numbered the
+      // conversation after a failover can tell a position of the lost home's (docs/multi-region.md).
+      const resumeLastIds = new Map<string, string>();
+      if (raw.resume_last_ids !== undefined && raw.resume_last_ids !== null) {
+        if (!isPlainObject(raw.resume_last_ids))
+          throw new AppError('invalid_frame', 'resume_last_ids must be an object of conversation_id to message_id');
+        const entries = Object.entries(raw.resume_last_ids);
+        if (entries.length > limits.maxResumeConversations)
+          throw new AppError('invalid_frame', `resume_last_ids may name at most ${limits.maxResumeConversations} conversations`);
+        for (const [conv, id] of entries) {
+          if (!isUuid(conv) || !isUuid(id)) throw new AppError('invalid_frame', 'resume_last_ids maps conversation UUIDs to message UUIDs');
+          resumeLastIds.set(conv.toLowerCase(), id.toLowerCase());
+        }
+      }
+      return { type: 'hello', token, resume, resumeLastIds };
     }
     case 'send': {
       const idempotency_key = f.string('idempotency_key', 1, MAX_IDEMPOTENCY_KEY_CHARS);

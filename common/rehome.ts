@@ -14,6 +14,12 @@ export interface Rehoming {
   home_region: string;
   home_epoch: number;
   takeover_sequence: number;
+  /**
+   * The home it was taken from, when known: the re-homing is then recorded here too
+   * (`region_failovers`), so a client of the old numbering that connects here is rewound to the
+   * takeover point (gateway/chat-store.ts, failoverRewinds).
+   */
+  from_region?: string;
 }
 
 export type RehomeOutcome = 'applied' | 'duplicate' | 'unknownConversation';
@@ -27,6 +33,11 @@ export async function applyRehoming(tx: TxSql, r: Rehoming, log: Logger): Promis
   await tx`
     UPDATE conversations SET home_region = ${r.home_region}, home_epoch = ${r.home_epoch}, last_seq = LEAST(last_seq, ${r.takeover_sequence})
     WHERE id = ${r.conversation_id}`;
+  if (r.from_region)
+    await tx`
+      INSERT INTO region_failovers (conversation_id, home_epoch, from_region, takeover_seq)
+      VALUES (${r.conversation_id}, ${r.home_epoch}, ${r.from_region}, ${r.takeover_sequence})
+      ON CONFLICT DO NOTHING`;
   if (dropped.count > 0)
     log.warn(
       { ...r, dropped: dropped.count },

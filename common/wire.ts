@@ -125,8 +125,23 @@ export interface ErrorFrame {
   user_ids?: string[];
 }
 
+/**
+ * v1.4, after a regional failover (docs/multi-region.md): the client's position in this
+ * conversation came from the lost home's numbering, past the point where the new home took over.
+ * Entries after `after_sequence` are renumbered here: the client moves its position back to it,
+ * and skips entries whose message id it has already shown (the lost home's acknowledged entries
+ * come again, re-appended under new numbers).
+ */
+export interface Rewind {
+  type: 'rewind';
+  conversation_id: string;
+  after_sequence: number;
+  reason: 'rehomed';
+}
+
 export type ServerFrame =
   | Welcome
+  | Rewind
   | MessageFrame
   | Synced
   | Ack

@@ -163,6 +163,12 @@ export interface ChatStore {
   conversationsOf(userId: string): Promise<Array<{ conversation_id: string; last_seq: number; large: boolean }>>;
   /** The current last sequence of each conversation. */
   lastSequences(conversationIds: string[]): Promise<Array<{ conversation_id: string; last_seq: number }>>;
+  /**
+   * For hello after a regional failover: of the resumed positions (with the message id the client
+   * saw there), those past the point where this region took the conversation over whose entry is
+   * not that message here (a position in the lost home's numbering): conversation -> takeover point.
+   */
+  failoverRewinds(positions: ReadonlyMap<string, number>, lastIds: ReadonlyMap<string, string>): Promise<Map<string, number>>;
   /** Catch-up for a connection (no membership check: the delivery path already routed by membership). */
   messagesAfter(conversationId: string, afterSequence: number, limit: number): Promise<Envelope[]>;
   /** A member's page of history, bounded in rows and in bytes, ascending either way. */
@@ -605,6 +611,24 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
           sql<{ conversation_id: string; last_seq: number }[]>`
           SELECT id AS conversation_id, last_seq FROM conversations WHERE id = ANY(${conversationIds}::uuid[])`,
       );
+    },
+
+    async failoverRewinds(positions: ReadonlyMap<string, number>, lastIds: ReadonlyMap<string, string>) {
+      const convs = [...positions.keys()].filter((c) => lastIds.has(c) && positions.get(c)! > 0);
+      if (convs.length === 0) return new Map<string, number>();
+      const rows = await run(
+        'failoverRewinds',
+        () =>
+          sql<{ conversation_id: string; takeover_seq: string }[]>`
+          SELECT r.conv::text AS conversation_id, f.takeover_seq
+          FROM unnest(${convs}::uuid[], ${convs.map((c) => positions.get(c)!)}::bigint[], ${convs.map((c) => lastIds.get(c)!)}::uuid[])
+            AS r(conv, seq, id)
+          JOIN LATERAL (
+            SELECT takeover_seq FROM region_failovers WHERE conversation_id = r.conv ORDER BY home_epoch DESC LIMIT 1
+          ) f ON r.seq > f.takeover_seq
+          WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = r.conv AND m.sequence = r.seq AND m.id = r.id)`,
+      );
+      return new Map(rows.map((r) => [r.conversation_id, Number(r.takeover_seq)]));
     },
 
     /** No membership check: callers are the delivery path, which already routed by membership. */

@@ -64,7 +64,8 @@ export async function catchUpFailovers(o: CatchUpOptions): Promise<Record<string
           if (r.home_region !== peer) throw new Error(`${peer} names ${r.home_region} as the new home of ${r.conversation_id}`);
           const outcome = await o.sql.begin(async (tx) => {
             await tx`SET LOCAL realchat.copy_write = 'on'`;
-            return applyRehoming(tx, r, o.log);
+            // Taken over from this region: recorded here too, for the rewind of its clients.
+            return applyRehoming(tx, { ...r, from_region: o.self }, o.log);
           });
           if (outcome === 'applied') applied++;
         }

@@ -262,6 +262,10 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const resume = new Map<string, number>();
     const rejected: string[] = [];
     for (const [conv, seq] of frame.resume) known.has(conv) ? resume.set(conv, seq) : rejected.push(conv);
+    // Positions of a lost home's numbering (a regional failover): resumed from the takeover point.
+    // Best effort: without the answer, positions are taken as they are (as before v1.4).
+    const rewinds = frame.resumeLastIds.size > 0 ? await store.failoverRewinds(resume, frame.resumeLastIds).catch(() => null) : null;
+    if (closing(ud)) return;
     if (ud.helloTimer) clearTimeout(ud.helloTimer);
     ud.helloTimer = null;
     ud.session = { phase: 'open', conn };
@@ -273,6 +277,10 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       heartbeat_interval_ms: config.timeouts.heartbeatIntervalMs,
       protocol_version: PROTOCOL_VERSION,
     });
+    for (const [conv, takeover] of rewinds ?? []) {
+      reply(ud, { type: 'rewind', conversation_id: conv, after_sequence: takeover, reason: 'rehomed' });
+      resume.set(conv, takeover);
+    }
     for (const conv of rejected) {
       const status = await store.membership(userId, conv).catch(() => 'not_member' as const);
       replyError(

@@ -107,6 +107,15 @@ describe('regional failover: a lost with unmirrored entries, b takes over, a ret
     expect(homeInA).toEqual({ home_region: 'b', home_epoch: 1, last_seq: 9 });
     // a cannot number the conversation any more.
     await expect(a.store.sendMessage(alice, conv, 'm10', { key: 'm10' }, 13, null)).rejects.toMatchObject({ reason: 'home_elsewhere' });
+    // A client that saw a's m8 at 8 is rewound to the takeover point, in either region (v1.4); one
+    // whose position is the new numbering's (m6 at 8), or at or below the takeover point, is not.
+    const m8 = acked.get(`${alice}/m8`)!.message_id;
+    const m6 = acked.get(`${alice}/m6`)!.message_id;
+    for (const r of [a, b]) {
+      expect(await r.store.failoverRewinds(new Map([[conv, 8]]), new Map([[conv, m8]])), r.name).toEqual(new Map([[conv, 5]]));
+      expect(await r.store.failoverRewinds(new Map([[conv, 8]]), new Map([[conv, m6]])), r.name).toEqual(new Map());
+      expect(await r.store.failoverRewinds(new Map([[conv, 5]]), new Map([[conv, m8]])), r.name).toEqual(new Map());
+    }
     // Applying b's stream again changes nothing.
     expect(await bToA.apply(bStream)).toMatchObject({ applied: 0, reappended: 0 });
     expect(await history(a.sql, conv)).toEqual(finalHistory);

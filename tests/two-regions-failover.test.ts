@@ -2,11 +2,13 @@
  * A region lost mid-stream, 60 ms from the other (docs/multi-region.md, "Regional failover"), every
  * role a real process: region a's client streams into a's conversations; the link is cut for a
  * second (so a's last acknowledged entries surely never reach b: an RPO window), then every process
- * of a is killed -9. b's mirror applier takes a's conversations over after 2 s without an answer,
- * b's client, retrying its send with one key, gets it accepted (RTO); a comes back, and b re-appends
- * what a had acknowledged but never mirrored; a's gateway, back before a's mirror applier, asks b
- * which conversations it took over and forwards a send to one of them to b. Across the regions: every acknowledged message is
- * stored once in b, b's client saw no message twice and every conversation in order.
+ * of a is killed -9. b's mirror applier takes a's conversations over after 2 s without an answer;
+ * b's client, retrying its send with one key, gets it accepted (RTO). a's client, moved to b,
+ * resumes from positions in a's numbering and is rewound to the takeover point (v1.4). a comes
+ * back: b re-appends what a had acknowledged but never mirrored, and a's gateway, back before a's
+ * mirror applier, asks b which conversations it took over and forwards a send to one of them to b.
+ * Across the regions: every acknowledged message is stored once in b, b's client saw no message
+ * twice and every conversation in order.
  */
 import { describe, expect, it } from 'vitest';
 import { regionLoss } from './harness/region-loss.js';
@@ -20,6 +22,9 @@ describe('a region lost and back (real processes, 60 ms apart)', () => {
     expect(r.rpo_entries).toBeGreaterThan(0);
     expect(r.rpo_recovered_ms).not.toBeNull();
     expect(Number.isFinite(r.rto_ms)).toBe(true);
+    // a's client, moved to b, was rewound to the takeover point where it had seen a's unmirrored entries.
+    expect(r.rewinds_expected).toBeGreaterThan(0);
+    expect(r.rewind_problems).toEqual([]);
     // Back, a learned from b which conversations b took over before taking any write.
     expect(r.send_after_return).toBe('forwarded to the new home');
     expect({

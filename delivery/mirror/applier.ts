@@ -244,9 +244,10 @@ export function createMirrorApplier(deps: MirrorApplierDeps): MirrorApplier {
     const { conversation_id: c, home_region: home, home_epoch: epoch, takeover_sequence: takeover } = raw;
     if (typeof c !== 'string' || typeof home !== 'string' || !Number.isSafeInteger(epoch) || !Number.isSafeInteger(takeover))
       return 'invalid';
+    const from = typeof raw.previous_home_region === 'string' ? raw.previous_home_region : undefined;
     const outcome = await applyRehoming(
       tx,
-      { conversation_id: c, home_region: home, home_epoch: epoch as number, takeover_sequence: takeover as number },
+      { conversation_id: c, home_region: home, home_epoch: epoch as number, takeover_sequence: takeover as number, from_region: from },
       log,
     );
     if (outcome !== 'applied') return outcome;

@@ -26,14 +26,15 @@ export class RegionClient {
       if ((s.frame.type === 'ack' || s.frame.type === 'error') && key) this.waiters.get(key)?.(s);
     });
   }
-  static async connect(url: string, token: string): Promise<RegionClient> {
+  /** `resume`: hello's fields of that name (`resume`, `resume_last_ids`). */
+  static async connect(url: string, token: string, resume: Record<string, unknown> = {}): Promise<RegionClient> {
     const ws = new WebSocket(url, { handshakeTimeout: 5000 });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
     });
     const c = new RegionClient(ws);
-    ws.send(JSON.stringify({ type: 'hello', token }));
+    ws.send(JSON.stringify({ type: 'hello', token, ...resume }));
     const t0 = Date.now();
     while (!c.frames.some((f) => f.frame.type === 'welcome')) {
       const refused = c.frames.find((f) => f.frame.type === 'error');
@@ -117,6 +118,9 @@ export interface RegionLossResult {
   /** Message ids delivered more than once to b's client; sequences out of order there. */
   duplicates_at_client: number;
   reordered_at_client: number;
+  /** Conversations where a's client had seen entries past b's takeover point, and what was wrong with their rewinds (v1.4). */
+  rewinds_expected: number;
+  rewind_problems: string[];
   /** Restarting a's broker and roles (its return). */
   return_ms: number;
   /**
@@ -192,6 +196,40 @@ export async function regionLoss(opts: {
       if (performance.now() - killedAt > 120_000) throw new Error('no failover within 120 s');
       await new Promise((res) => setTimeout(res, 100));
     }
+    // Alice's client of a, moved to b (as a load balancer would once a is gone), resumes from
+    // positions in a's numbering with the message id at each: where it saw entries past b's
+    // takeover point it is rewound there (v1.4), and b's entries follow from the next number.
+    const seenInA = new Map<string, { seq: number; id: string }>();
+    for (const m of a.messageFrames())
+      if ((seenInA.get(m.conversation_id)?.seq ?? 0) < m.sequence_number)
+        seenInA.set(m.conversation_id, { seq: m.sequence_number, id: m.message_id });
+    const takeovers = new Map(
+      (
+        await bSql`SELECT conversation_id::text AS c, max(takeover_seq)::int AS t FROM region_failovers
+        WHERE conversation_id = ANY(${convs}::uuid[]) GROUP BY conversation_id`
+      ).map((r) => [r.c as string, r.t as number]),
+    );
+    const moved = await RegionClient.connect(pair.b.wsUrl, await pair.issueToken(alice), {
+      resume: Object.fromEntries([...seenInA].map(([c, v]) => [c, v.seq])),
+      resume_last_ids: Object.fromEntries([...seenInA].map(([c, v]) => [c, v.id])),
+    });
+    clients.push(moved);
+    await new Promise((r) => setTimeout(r, 1500));
+    const expectedRewinds = [...seenInA].filter(([c, v]) => v.seq > (takeovers.get(c) ?? Number.MAX_SAFE_INTEGER)).map(([c]) => c);
+    const rewindProblems: string[] = [];
+    const rewound = moved.frames.filter((f) => f.frame.type === 'rewind').map((f) => f.frame);
+    for (const c of convs) {
+      const r = rewound.find((f) => f.conversation_id === c);
+      const expected = expectedRewinds.includes(c);
+      if (!expected && r) rewindProblems.push(`${c}: rewound though its position was b's`);
+      if (!expected) continue;
+      if (!r) rewindProblems.push(`${c}: no rewind (saw ${seenInA.get(c)!.seq}, takeover ${takeovers.get(c)})`);
+      else if (r.after_sequence !== takeovers.get(c))
+        rewindProblems.push(`${c}: rewound to ${r.after_sequence}, takeover ${takeovers.get(c)}`);
+      const first = moved.messageFrames().find((m) => m.conversation_id === c);
+      if (first && first.sequence_number !== takeovers.get(c)! + 1)
+        rewindProblems.push(`${c}: resumed from ${first.sequence_number}, not ${takeovers.get(c)! + 1}`);
+    }
     // What b had of a's acknowledged messages at the takeover (the conversations are b's now).
     const keysInB = async () =>
       new Set(
@@ -251,6 +289,8 @@ export async function regionLoss(opts: {
       acked_stored_twice: acked.filter((m) => (stored.get(m.key) ?? 0) > 1).length,
       duplicates_at_client: duplicates,
       reordered_at_client: reordered,
+      rewinds_expected: expectedRewinds.length,
+      rewind_problems: rewindProblems,
       return_ms: Math.round(returnedAt - returning),
       send_after_return: sendAfterReturn,
       rpo_recovered_ms: recoveredMs === null ? null : Math.round(recoveredMs),
