@@ -329,6 +329,26 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     },
   );
 
+  /**
+   * Whether this region has any re-homing recorded: almost every deployment has none, and a
+   * reconnect storm's hellos then cost no query for it. "None" is asked again after a second (a
+   * failover's clients reconnect right after it); "some" stays (re-homings are never deleted).
+   */
+  let failoversKnown: { at: number; any: Promise<boolean> } | null = null;
+  function anyFailovers(): Promise<boolean> {
+    const now = performance.now();
+    if (!failoversKnown || now - failoversKnown.at > 1000) {
+      const known = failoversKnown;
+      const any = known ? known.any.then((yes) => yes || askFailovers(), askFailovers) : askFailovers();
+      // A failed ask is asked again next time.
+      any.catch(() => (failoversKnown = null));
+      failoversKnown = { at: now, any };
+    }
+    return failoversKnown.any;
+  }
+  const askFailovers = () =>
+    run('anyFailovers', async () => (await sql<{ any: boolean }[]>`SELECT EXISTS (SELECT 1 FROM region_failovers) AS any`)[0]!.any);
+
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
     admit();
     const slot = gate.tryAcquire();
@@ -615,7 +635,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     async failoverRewinds(positions: ReadonlyMap<string, number>, lastIds: ReadonlyMap<string, string>) {
       const convs = [...positions.keys()].filter((c) => lastIds.has(c) && positions.get(c)! > 0);
-      if (convs.length === 0) return new Map<string, number>();
+      if (convs.length === 0 || !(await anyFailovers())) return new Map<string, number>();
       const rows = await run(
         'failoverRewinds',
         () =>
