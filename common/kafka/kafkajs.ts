@@ -164,7 +164,50 @@ export function kafkajsConsumerGroup(): { prototype: ConsumerGroupInternals } {
   return createRequire(import.meta.url)('kafkajs/src/consumer/consumerGroup.js') as { prototype: ConsumerGroupInternals };
 }
 
+interface SeedBroker {
+  connect(...args: unknown[]): Promise<unknown>;
+}
+interface BrokerPoolInternals {
+  seedBroker: SeedBroker | null;
+  createSeedBroker(): Promise<void>;
+}
+
+/**
+ * kafkajs tries the next seed broker when connecting to one fails with `KafkaJSConnectionError`
+ * only: a seed behind a proxy or a load balancer that accepts and then closes the connection (its
+ * broker is dead) fails with `KafkaJSConnectionClosedError`, and kafkajs retries that same seed
+ * until the broker returns. A consumer that crashed then stayed down until then (chaos finding 20:
+ * gateway-3's node consumer, about 8 s after the controller it seeded from was killed). The seed's
+ * closed connection now counts as a connection error, so the next seed is tried.
+ */
+export function patchSeedBrokerRotation(BrokerPool: { prototype: BrokerPoolInternals }): void {
+  const { KafkaJSConnectionError } = createRequire(import.meta.url)('kafkajs/src/errors.js') as {
+    KafkaJSConnectionError: new (e: unknown, o: { broker?: string }) => Error;
+  };
+  const original = BrokerPool.prototype.createSeedBroker;
+  BrokerPool.prototype.createSeedBroker = async function (this: BrokerPoolInternals) {
+    await original.call(this);
+    const broker = this.seedBroker;
+    if (!broker) return;
+    const connect = broker.connect.bind(broker);
+    broker.connect = async (...args: unknown[]) => {
+      try {
+        return await connect(...args);
+      } catch (e) {
+        const err = e as { name?: string; message?: string; broker?: string };
+        if (err?.name !== 'KafkaJSConnectionClosedError') throw e;
+        throw new KafkaJSConnectionError(err.message ?? 'Closed connection', { broker: err.broker });
+      }
+    };
+  };
+}
+
+export function kafkajsBrokerPool(): { prototype: BrokerPoolInternals } {
+  return createRequire(import.meta.url)('kafkajs/src/cluster/brokerPool.js') as { prototype: BrokerPoolInternals };
+}
+
 patchRequestQueue(kafkajsRequestQueue());
+patchSeedBrokerRotation(kafkajsBrokerPool());
 patchConsumerFetchRecovery(kafkajsConsumerGroup());
 patchOffsetCoordinator(kafkajsOffsetManager());
 patchHeartbeatCoordinator(kafkajsConsumerGroup());
