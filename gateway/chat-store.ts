@@ -332,22 +332,26 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
   /**
    * Whether this region has any re-homing recorded: almost every deployment has none, and a
    * reconnect storm's hellos then cost no query for it. "None" is asked again after a second (a
-   * failover's clients reconnect right after it); "some" stays (re-homings are never deleted).
+   * failover's clients reconnect right after it), one ask shared by the hellos meanwhile; "some"
+   * stays (re-homings are never deleted).
    */
-  let failoversKnown: { at: number; any: Promise<boolean> } | null = null;
+  let failoversSeen = false;
+  let lastAsk: { at: number; answer: Promise<boolean> } | null = null;
   function anyFailovers(): Promise<boolean> {
+    if (failoversSeen) return Promise.resolve(true);
     const now = performance.now();
-    if (!failoversKnown || now - failoversKnown.at > 1000) {
-      const known = failoversKnown;
-      const any = known ? known.any.then((yes) => yes || askFailovers(), askFailovers) : askFailovers();
+    if (!lastAsk || now - lastAsk.at > 1000) {
+      const answer = run('anyFailovers', async () => {
+        const [row] = await sql<{ any: boolean }[]>`SELECT EXISTS (SELECT 1 FROM region_failovers) AS any`;
+        failoversSeen ||= row!.any;
+        return failoversSeen;
+      });
       // A failed ask is asked again next time.
-      any.catch(() => (failoversKnown = null));
-      failoversKnown = { at: now, any };
+      answer.catch(() => (lastAsk = null));
+      lastAsk = { at: now, answer };
     }
-    return failoversKnown.any;
+    return lastAsk.answer;
   }
-  const askFailovers = () =>
-    run('anyFailovers', async () => (await sql<{ any: boolean }[]>`SELECT EXISTS (SELECT 1 FROM region_failovers) AS any`)[0]!.any);
 
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
     admit();

@@ -99,6 +99,25 @@ function sameSecret(presented: string, expected: string): boolean {
 
 export type RestRoutes = ReturnType<typeof createRestRoutes>;
 
+/** `role` of a body: what a member's role may be set to (the client route and a forwarded write). */
+function roleField(f: Fields): 'admin' | 'member' {
+  const role = f.string('role', 1, 16);
+  if (role !== 'admin' && role !== 'member') throw new AppError('invalid_request', 'role must be "admin" or "member"');
+  return role;
+}
+
+/** `who_can_add` of a body (the client route and a forwarded write). */
+function whoCanAddField(f: Fields): 'members' | 'admins' {
+  const whoCanAdd = f.string('who_can_add', 1, 16);
+  if (whoCanAdd !== 'members' && whoCanAdd !== 'admins') throw new AppError('invalid_request', 'who_can_add must be "members" or "admins"');
+  return whoCanAdd;
+}
+
+/** A creation's members and title (the client route and a creation forwarded by another region). */
+function creationFields(f: Fields, maxMembersPerRequest: number): { memberIds: string[]; title: string | null } {
+  return { memberIds: f.uuidList('member_ids', 0, maxMembersPerRequest), title: f.optionalString('title', 0, 200) ?? null };
+}
+
 export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unknown> }) {
   const { config, store, auth, metrics } = deps;
   const limits = config.limits;
@@ -148,8 +167,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     async createConversation(ctx: RequestContext): Promise<Reply> {
       const me = await user(ctx, 'conversations:write');
       const f = new Fields(jsonBody(ctx), 'invalid_request');
-      const memberIds = f.uuidList('member_ids', 0, limits.maxMembersPerRequest);
-      const title = f.optionalString('title', 0, 200) ?? null;
+      const { memberIds, title } = creationFields(f, limits.maxMembersPerRequest);
       const home = f.stringIfPresent('home_region', 1, 32);
       // Homed in another region: created there (forwarded, docs/multi-region.md); this region's
       // copy follows through the mirror.
@@ -169,10 +187,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
     async updateConversation(ctx: RequestContext): Promise<Reply> {
       const me = await user(ctx, 'conversations:write');
       const conversationId = conversationParam(ctx);
-      const f = new Fields(jsonBody(ctx), 'invalid_request');
-      const whoCanAdd = f.string('who_can_add', 1, 16);
-      if (whoCanAdd !== 'members' && whoCanAdd !== 'admins')
-        throw new AppError('invalid_request', 'who_can_add must be "members" or "admins"');
+      const whoCanAdd = whoCanAddField(new Fields(jsonBody(ctx), 'invalid_request'));
       await store.setWhoCanAdd(me, conversationId, whoCanAdd);
       return { status: 200, body: { conversation_id: conversationId, who_can_add: whoCanAdd } };
     },
@@ -214,9 +229,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const me = await user(ctx, 'conversations:write');
       const conversationId = conversationParam(ctx);
       const userId = idParam(ctx, 1, 'member');
-      const f = new Fields(jsonBody(ctx), 'invalid_request');
-      const role = f.string('role', 1, 16);
-      if (role !== 'admin' && role !== 'member') throw new AppError('invalid_request', 'role must be "admin" or "member"');
+      const role = roleField(new Fields(jsonBody(ctx), 'invalid_request'));
       const key = idempotencyKey(ctx, null);
       take(memberAdds, me, 'member changes');
       deps.admitSend();
@@ -373,8 +386,7 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       const trace = ctx.traceparent ?? ctx.traceId;
       if (op === 'create') {
         // A conversation created here for a client of another region: homed here.
-        const memberIds = a.uuidList('member_ids', 0, limits.maxMembersPerRequest);
-        const title = a.optionalString('title', 0, 200) ?? null;
+        const { memberIds, title } = creationFields(a, limits.maxMembersPerRequest);
         take(creates, actor, 'conversations created');
         const created = await home.createConversation(actor, memberIds, title, trace, optionalKey());
         deps.onEventCommitted();
@@ -409,20 +421,15 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
           result = await home.removeMember(actor, conversationId, a.uuid('user_id'), trace, optionalKey());
           break;
         case 'set_role': {
-          const role = a.string('role', 1, 16);
-          if (role !== 'admin' && role !== 'member') throw new AppError('invalid_request', 'role must be "admin" or "member"');
+          const role = roleField(a);
           deps.admitSend();
           result = await home.setRole(actor, conversationId, a.uuid('user_id'), role, trace, optionalKey());
           break;
         }
-        case 'set_who_can_add': {
-          const whoCanAdd = a.string('who_can_add', 1, 16);
-          if (whoCanAdd !== 'members' && whoCanAdd !== 'admins')
-            throw new AppError('invalid_request', 'who_can_add must be "members" or "admins"');
-          await home.setWhoCanAdd(actor, conversationId, whoCanAdd);
+        case 'set_who_can_add':
+          await home.setWhoCanAdd(actor, conversationId, whoCanAddField(a));
           result = {};
           break;
-        }
         default:
           throw new AppError(
             'invalid_request',

@@ -6,6 +6,21 @@
 import { describe, expect, it } from 'vitest';
 import { createRegionForwarder } from '../gateway/region-forwarder.js';
 
+/** A forwarder to one home region `a`, behind `fetch`, with the given bounds. */
+const forwarderTo = (
+  fetch: typeof globalThis.fetch,
+  forwardTimeoutMs: number,
+  more: Partial<Parameters<typeof createRegionForwarder>[0]>,
+) =>
+  createRegionForwarder({
+    peers: new Map([['a', 'http://a.invalid']]),
+    secret: 'x'.repeat(32),
+    forwardTimeoutMs,
+    failoverAfterMs: 0,
+    fetch,
+    ...more,
+  })!;
+
 describe('region forwarder', () => {
   it('bounds the writes in flight and waiting; the rest are refused at once, and each ends at its timeout', async () => {
     let started = 0;
@@ -14,15 +29,7 @@ describe('region forwarder', () => {
         started++;
         init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
       });
-    const f = createRegionForwarder({
-      peers: new Map([['a', 'http://a.invalid']]),
-      secret: 'x'.repeat(32),
-      forwardTimeoutMs: 300,
-      failoverAfterMs: 0,
-      fetch: hanging,
-      maxInFlight: 2,
-      maxWaiting: 1,
-    })!;
+    const f = forwarderTo(hanging, 300, { maxInFlight: 2, maxWaiting: 1 });
     const send = (k: number) =>
       f.send('a', 'u', 'c', `k${k}`, { k }, null).then(
         () => 'ok',
@@ -52,14 +59,7 @@ describe('region forwarder', () => {
         if (answering) resolve(new Response(JSON.stringify({ message_id: 'm', sequence_number: 1 }), { status: 201 }));
         else init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
       });
-    const f = createRegionForwarder({
-      peers: new Map([['a', 'http://a.invalid']]),
-      secret: 'x'.repeat(32),
-      forwardTimeoutMs: 100,
-      failoverAfterMs: 0,
-      fetch: home,
-      breaker: { failureThreshold: 3, windowMs: 10_000, openMs: 300, halfOpenProbes: 1 },
-    })!;
+    const f = forwarderTo(home, 100, { breaker: { failureThreshold: 3, windowMs: 10_000, openMs: 300, halfOpenProbes: 1 } });
     const send = async (k: number) => {
       const t0 = performance.now();
       const outcome = await f.send('a', 'u', 'c', `k${k}`, { k }, null).then(
