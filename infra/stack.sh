@@ -24,6 +24,12 @@
 #              METRICS_PORT = STACK_NOTIFIER_METRICS_PORT (19300) + i - 1
 #   webhooks   node dist/delivery/webhooks/main.js x STACK_WEBHOOKS (1) (webhook dispatcher);
 #              METRICS_PORT = STACK_WEBHOOKS_METRICS_PORT (19400) + i - 1
+#   mirror     node dist/delivery/mirror/main.js, one per region in STACK_MIRROR_SOURCES (none): the
+#              mirror applier of that region's stream (REALCHAT_MIRROR_SOURCE);
+#              METRICS_PORT = STACK_MIRROR_METRICS_PORT (19500) + i - 1
+# REGIONS=a,b[,...]: several regions, each a whole stack like the above, with latency between them
+# (infra/stack-regions.sh, which this hands over to; docs/multi-region.md). STACK_SKIP_ROLES=1: `up`
+# starts only the infrastructure, applies the migrations and ensures the topic.
 # Gateways get REALCHAT_ADMIN_TOKEN (from the environment, else generated once into
 # $STACK_DIR/admin-token); gateways and webhook dispatchers get REALCHAT_WEBHOOK_ALLOW_PRIVATE when set.
 # Gateways and notifiers get REALCHAT_VAPID_PUBLIC_KEY / REALCHAT_VAPID_PRIVATE_KEY (from the
@@ -59,6 +65,9 @@ RELAY_METRICS_PORT="${STACK_RELAY_METRICS_PORT:-19100}"
 DELIVERY_METRICS_PORT="${STACK_DELIVERY_METRICS_PORT:-19200}"
 NOTIFIER_METRICS_PORT="${STACK_NOTIFIER_METRICS_PORT:-19300}"
 WEBHOOKS_METRICS_PORT="${STACK_WEBHOOKS_METRICS_PORT:-19400}"
+MIRROR_METRICS_PORT="${STACK_MIRROR_METRICS_PORT:-19500}"
+MIRROR_SOURCES=()
+[[ -z "${STACK_MIRROR_SOURCES:-}" ]] || IFS=, read -r -a MIRROR_SOURCES <<<"$STACK_MIRROR_SOURCES"
 RELAY_MODE="${RELAY:-ts}"
 [[ "$RELAY_MODE" == debezium ]] || RELAY_MODE=ts
 # table: the TS relay publishes and deletes outbox rows; wal: Debezium reads the INSERTs from the
@@ -71,11 +80,11 @@ NODE_BIN="${NODE_BIN:-$(command -v node || echo node)}"
 
 PIDS="$STACK_DIR/pids"
 LOGS="$STACK_DIR/logs"
-NODE_ROLES=(relay delivery gateway notifier webhooks)
+NODE_ROLES=(relay delivery gateway notifier webhooks mirror)
 # role_main <role>: its entry under dist/ (the notifier and the webhook dispatcher live under delivery/)
 role_main() {
   case "$1" in
-    notifier | webhooks) echo "dist/delivery/$1/main.js" ;;
+    notifier | webhooks | mirror) echo "dist/delivery/$1/main.js" ;;
     *) echo "dist/$1/main.js" ;;
   esac
 }
@@ -156,10 +165,12 @@ vapid_keys() {
   cat "$STACK_DIR/vapid-keys"
 }
 
-# start_node <role> <i> <port>: spawn node dist/<role>/main.js unless it runs; records what to wait for
+# start_node <role> <i> <port> [VAR=value ...]: spawn node dist/<role>/main.js unless it runs (with
+# the extra environment given); records what to wait for
 PENDING=()
 start_node() {
   local role="$1" i="$2" port="$3" name="$1-$2" pid offset
+  shift 3
   local pidf="$PIDS/$name.pid" logf="$LOGS/$name.log"
   if pid="$(node_pid "$name")"; then
     PENDING+=("$name:$port:running")
@@ -181,6 +192,7 @@ start_node() {
     "REALCHAT_SLOT_NAME=$SLOT"
     "LOG_LEVEL=${LOG_LEVEL:-info}"
   )
+  envs+=("$@")
   [[ -z "${REDIS_URL:-}" ]] || envs+=("REDIS_URL=$REDIS_URL")
   [[ -z "${REDIS_SENTINELS:-}" ]] || envs+=("REDIS_SENTINELS=$REDIS_SENTINELS" "REDIS_SENTINEL_NAME=${REDIS_SENTINEL_NAME:-realchat}")
   if [[ "$role" == gateway || "$role" == notifier ]]; then
@@ -280,9 +292,9 @@ cmd_up() {
   local t0 i role
   t0=$(now_ms)
   command -v curl >/dev/null || die "curl is required"
-  local -A want=([gateway]=$GATEWAYS [delivery]=$DELIVERIES [relay]=$RELAYS [notifier]=$NOTIFIERS [webhooks]=$WEBHOOKS)
+  local -A want=([gateway]=$GATEWAYS [delivery]=$DELIVERIES [relay]=$RELAYS [notifier]=$NOTIFIERS [webhooks]=$WEBHOOKS [mirror]=${#MIRROR_SOURCES[@]})
   [[ "$RELAY_MODE" == debezium ]] && want[relay]=0
-  for role in gateway delivery relay notifier webhooks; do
+  for role in gateway delivery relay notifier webhooks mirror; do
     ((want[$role] == 0)) || [[ -f "$REPO/$(role_main "$role")" ]] || die "$(role_main "$role") is missing: run npm run build first"
   done
   mkdir -p "$STACK_DIR" "$PIDS" "$LOGS"
@@ -321,6 +333,10 @@ cmd_up() {
     die "could not ensure topic $TOPIC"
 
   "$NODE_BIN" "$HERE/stack/migrate.mjs" "$DATABASE_URL_STACK" "$START_TIMEOUT" >&2 9>&- || die "migrations failed"
+  if [[ "${STACK_SKIP_ROLES:-0}" == 1 ]]; then
+    log "infrastructure ready in $(($(now_ms) - t0)) ms (STACK_SKIP_ROLES=1: no roles started)"
+    return 0
+  fi
 
   if [[ "$RELAY_MODE" == debezium ]]; then
     drop_stale_pidfile "$STACK_DIR/connect/pid"
@@ -338,6 +354,9 @@ cmd_up() {
   for ((i = 1; i <= GATEWAYS; i++)); do start_node gateway "$i" $((GATEWAY_PORT + i - 1)); done
   for ((i = 1; i <= NOTIFIERS; i++)); do start_node notifier "$i" $((NOTIFIER_METRICS_PORT + i - 1)); done
   for ((i = 1; i <= WEBHOOKS; i++)); do start_node webhooks "$i" $((WEBHOOKS_METRICS_PORT + i - 1)); done
+  for ((i = 1; i <= ${#MIRROR_SOURCES[@]}; i++)); do
+    start_node mirror "$i" $((MIRROR_METRICS_PORT + i - 1)) "REALCHAT_MIRROR_SOURCE=${MIRROR_SOURCES[i - 1]}"
+  done
   wait_pending
   log "stack ready (RELAY=$RELAY_MODE) in $(($(now_ms) - t0)) ms"
   cmd_status
@@ -360,12 +379,20 @@ infra_lines() {
 }
 
 node_lines() {
-  local f name pid role
+  local f name pid role port
   for role in "${NODE_ROLES[@]}"; do
     for f in $(ls "$PIDS" 2>/dev/null | grep -E "^$role-[0-9]+\.pid$" | sort -t- -k2 -n); do
       name="${f%.pid}"
       pid="$(node_pid "$name")" || continue
-      printf '{"name":"%s","role":"%s","pid":%s,"port":%s}\n' "$name" "$role" "$pid" "$(cat "$PIDS/$name.port" 2>/dev/null || echo null)"
+      port="$(cat "$PIDS/$name.port" 2>/dev/null || echo null)"
+      if [[ "$role" == gateway && "$port" != null ]]; then
+        # where a client on this machine reaches it (HOST 0.0.0.0 listens everywhere, loopback included)
+        local host="${HOST:-127.0.0.1}"
+        [[ "$host" != 0.0.0.0 ]] || host=127.0.0.1
+        printf '{"name":"%s","role":"%s","pid":%s,"port":%s,"url":"http://%s:%s"}\n' "$name" "$role" "$pid" "$port" "$host" "$port"
+      else
+        printf '{"name":"%s","role":"%s","pid":%s,"port":%s}\n' "$name" "$role" "$pid" "$port"
+      fi
     done
   done
 }
@@ -379,7 +406,7 @@ cmd_status() {
   fi
   printf '%-10s %-12s %-8s %s\n' ROLE NAME PID PORT
   [[ -n "$lines" ]] || { echo "(nothing running)"; return; }
-  sed -E 's/^\{"name":"([^"]*)","role":"([^"]*)","pid":([0-9]+),"port":([0-9a-z]+)\}$/\2 \1 \3 \4/' <<<"$lines" |
+  sed -E 's/^\{"name":"([^"]*)","role":"([^"]*)","pid":([0-9]+),"port":([0-9a-z]+)[,}].*$/\2 \1 \3 \4/' <<<"$lines" |
     while read -r r n p po; do printf '%-10s %-12s %-8s %s\n' "$r" "$n" "$p" "$po"; done
 }
 
@@ -415,7 +442,24 @@ cmd_down() {
   log "stack down in $(($(now_ms) - t0)) ms"
 }
 
+# secrets: the stack's shared secrets as VAR=value lines (stack-regions.sh gives every region the same)
+cmd_secrets() {
+  mkdir -p "$STACK_DIR"
+  SECRET="$(jwt_secret)"
+  VAPID="$(vapid_keys)"
+  printf 'REALCHAT_JWT_SECRET=%s\nREALCHAT_ADMIN_TOKEN=%s\nREALCHAT_VAPID_PUBLIC_KEY=%s\nREALCHAT_VAPID_PRIVATE_KEY=%s\n' \
+    "$SECRET" "$(admin_token)" "${VAPID% *}" "${VAPID#* }"
+  if [[ -n "${REALCHAT_REGION_SECRET:-}" ]]; then
+    printf 'REALCHAT_REGION_SECRET=%s\n' "$REALCHAT_REGION_SECRET"
+  else
+    printf 'REALCHAT_REGION_SECRET=%s\n' "$(stored_secret region-secret "a region secret")"
+  fi
+}
+
 [[ $# -ge 1 ]] || usage
+[[ "$1" != secrets ]] || { cmd_secrets; exit 0; }
+# several regions: their own script (it runs this one per region, with REGIONS unset)
+if [[ -n "${REGIONS:-}" || -s "$STACK_DIR/regions" ]]; then exec bash "$HERE/stack-regions.sh" "$@"; fi
 sub="$1"; shift
 case "$sub" in
   up) [[ $# -eq 0 ]] || usage; cmd_up ;;

@@ -41,11 +41,12 @@ export class TcpProxy {
     readonly targetPort: number,
   ) {}
 
-  static start(targetPort: number): Promise<TcpProxy> {
+  /** `listenPort` 0: any free port (tests); a fixed one for a link the stack names in its config. */
+  static start(targetPort: number, listenPort = 0): Promise<TcpProxy> {
     return new Promise((resolve, reject) => {
       const server = createServer();
       server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => {
+      server.listen(listenPort, '127.0.0.1', () => {
         const addr = server.address();
         if (!addr || typeof addr === 'string') return reject(new Error('proxy has no port'));
         const p = new TcpProxy(server, addr.port, targetPort);
