@@ -129,3 +129,56 @@ describe('history checker: unexpected, conflicting acks, unsent, sender order, a
     expect(isClean(r)).toBe(false);
   });
 });
+
+describe('history checker across a regional failover (rehomed)', () => {
+  // The old home acked k1..k4 at 1..4; the new home had 1..2 when it took over (takeover 2), then
+  // bob's b1 became 3 and the RPO window (k3, k4) was re-appended as 4 and 5 with the same ids.
+  const newHome = [
+    msg(1),
+    msg(2),
+    msg(3, { message_id: 'mb1', sender_id: 'bob', idempotency_key: 'b1' }),
+    msg(4, { message_id: 'm3', idempotency_key: 'k3', payload: 3 }),
+    msg(5, { message_id: 'm4', idempotency_key: 'k4', payload: 4 }),
+  ];
+  function failedOver(stored: StoredMessage[], acks: Array<[string, number, string]>) {
+    const h = new History();
+    for (const s of [1, 2, 3, 4]) h.send('alice', C, `k${s}`);
+    for (const [key, seq, id] of acks) h.ack('alice', key, { conversation_id: C, sequence_number: seq, message_id: id });
+    h.send('bob', C, 'b1');
+    // alice sent k5 once the old home was gone, and it was stored before her re-appended k3, k4
+    h.send('alice', C, 'k5');
+    for (const m of stored) h.receive('carol', m);
+    return h.check(stored, () => ['carol'], { rehomed: new Map([[C, 2]]) });
+  }
+  const oldAcks: Array<[string, number, string]> = [
+    ['k1', 1, 'm1'],
+    ['k2', 2, 'm2'],
+    ['k3', 3, 'm3'],
+    ['k4', 4, 'm4'],
+  ];
+
+  it("holds the old home's acks past the takeover to their message ids, re-appended past it, out of their sender's order", () => {
+    const k5First = [
+      ...newHome.slice(0, 3),
+      msg(4, { message_id: 'm5', idempotency_key: 'k5', payload: 5 }),
+      ...newHome.slice(3).map((m) => ({ ...m, sequence_number: m.sequence_number + 1 })),
+    ];
+    expect(isClean(failedOver(newHome, oldAcks))).toBe(true);
+    expect(isClean(failedOver(k5First, oldAcks))).toBe(true);
+    // without the option the same history is a loss (the acked sequences hold other messages)
+    const h = new History();
+    for (const [key, seq, id] of oldAcks) h.ack('alice', key, { conversation_id: C, sequence_number: seq, message_id: id });
+    expect(h.check(newHome, () => []).lost).toHaveLength(2);
+  });
+  it('catches an RPO entry never re-appended, and one stored only at or before the takeover', () => {
+    expect(failedOver(newHome.slice(0, 4), oldAcks).lost).toEqual([
+      'acked alice/k4 (seq 4 in the old home, past the takeover at 2) never re-appended',
+    ]);
+    const early = [msg(1), msg(2, { message_id: 'm3', idempotency_key: 'k3', payload: 3 }), ...newHome.slice(2)];
+    expect(failedOver(early, oldAcks).lost).toContain('acked alice/k3 (seq 3 in the old home, past the takeover at 2) never re-appended');
+  });
+  it('still holds acks at or before the takeover to their sequence', () => {
+    expect(failedOver(newHome, [...oldAcks, ['k2', 2, 'm2']]).lost).toEqual([]);
+    expect(failedOver(newHome, [['k2', 2, 'other'], ...oldAcks.slice(2)]).lost).toEqual(['acked alice/k2 (seq 2) not stored as acked']);
+  });
+});

@@ -8,9 +8,12 @@
  * back: b re-appends what a had acknowledged but never mirrored, and a's gateway, back before a's
  * mirror applier, asks b which conversations it took over and forwards a send to one of them to b.
  * Across the regions: every acknowledged message is stored once in b, b's client saw no message
- * twice and every conversation in order.
+ * twice and every conversation in order, the history checker finds both users' streams clean
+ * against b's history (an ack of a's RPO window holds when b re-appended its message id), and a's
+ * copy ends equal to b's history.
  */
 import { describe, expect, it } from 'vitest';
+import { CLEAN_REPORT } from './harness/history.js';
 import { regionLoss } from './harness/region-loss.js';
 
 describe('a region lost and back (real processes, 60 ms apart)', () => {
@@ -33,5 +36,11 @@ describe('a region lost and back (real processes, 60 ms apart)', () => {
       duplicates: r.duplicates_at_client,
       reordered: r.reordered_at_client,
     }).toEqual({ lost: 0, storedTwice: 0, duplicates: 0, reordered: 0 });
+    // The history checker on b's history, re-homed at each takeover: both users' streams (alice's:
+    // her client of a up to the takeover, then moved to b) and every send and ack.
+    expect(r.history).toEqual(CLEAN_REPORT);
+    expect(r.arrivals.live).toBeGreaterThan(0);
+    // a, back, applied b's stream: its copy of the conversations is b's history.
+    expect(r.copies_equal).toBe(true);
   }, 300_000);
 });

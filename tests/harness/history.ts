@@ -14,7 +14,9 @@
  *     fillWindows?: [[startMs, endMs], ...],    // gap fills allowed only inside these (fault windows)
  *     conversations?: [...],                    // checked even when nothing of them is stored
  *     allSendersRecorded?: true,                // every sender's sends were recorded, not only of
- *   });                                         //   senders that recorded at least one send
+ *                                               //   senders that recorded at least one send
+ *     rehomed?: new Map([[conv, takeoverSeq]]), // conversations a regional failover re-homed
+ *   });
  *   isClean(report);
  *   h.arrivals();                               // { live, fill, resume, unknown }: deliveries by via
  *
@@ -28,6 +30,12 @@
  * - unsent: stored but never sent (by a sender the history records, see allSendersRecorded);
  * - senderOrder: per sender and conversation, stored sequence order differs from first-send order;
  * - fillsOutsideWindows: with fillWindows, each delivery that arrived by `fill` outside all of them.
+ * With `rehomed` (docs/multi-region.md, "Regional failover"), `stored` is the new home's history: an
+ * ack past a conversation's takeover sequence came from the old home in the RPO window, and the new
+ * home re-appends that message under a new sequence with the same message id, so the ack holds if
+ * the message id is stored past the takeover; such a message is also exempt from its sender's order
+ * (it comes back after whatever the sender sent once the old home was gone). A reader's view must
+ * be the new home's: what it had of the old home past the takeover, a `rewind` told it to drop.
  * A sender the history never saw send is taken as outside the test (setup data), unless
  * allSendersRecorded.
  */
@@ -62,6 +70,8 @@ export interface CheckOptions {
   conversations?: Iterable<string>;
   /** Every sender's sends were recorded: flag stored or received messages of senders never seen sending. */
   allSendersRecorded?: boolean;
+  /** Conversations re-homed by a regional failover -> their takeover sequence (see above). */
+  rehomed?: ReadonlyMap<string, number>;
 }
 
 export type Arrivals = Record<Via | 'unknown', number>;
@@ -172,7 +182,17 @@ export class History {
       const max = Math.max(0, ...seqs.keys());
       for (let i = 1; i <= max; i++) if (!seqs.has(i)) r.gapped.push(`db ${conv} missing sequence ${i}`);
     }
+    const takeover = (a: AckRecord) => opts.rehomed?.get(a.conversation_id) ?? Number.POSITIVE_INFINITY;
+    /** sender/key of acks in an RPO window: re-appended, so matched by message id and out of their sender's order. */
+    const reappended = new Set<string>();
     for (const [k, a] of this.acked) {
+      if (a.sequence_number > takeover(a)) {
+        reappended.add(k);
+        const again = [...(byConv.get(a.conversation_id)?.values() ?? [])].find((m) => m.message_id === a.message_id);
+        if (!again || again.sequence_number <= takeover(a))
+          r.lost.push(`acked ${k} (seq ${a.sequence_number} in the old home, past the takeover at ${takeover(a)}) never re-appended`);
+        continue;
+      }
       const m = byConv.get(a.conversation_id)?.get(a.sequence_number);
       if (!m || m.message_id !== a.message_id) r.lost.push(`acked ${k} (seq ${a.sequence_number}) not stored as acked`);
     }
@@ -204,7 +224,7 @@ export class History {
       let prev: StoredMessage | null = null;
       for (const key of keys) {
         const m = storedByKey.get(`${sender}/${key}`);
-        if (!m) continue;
+        if (!m || reappended.has(`${sender}/${key}`)) continue;
         if (prev && m.sequence_number < prev.sequence_number) {
           r.senderOrder.push(
             `${sender}/${key} stored as ${m.conversation_id}#${m.sequence_number}, before ${prev.idempotency_key} (#${prev.sequence_number}) sent earlier`,

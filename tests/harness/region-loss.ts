@@ -6,7 +6,8 @@
 import postgres from 'postgres';
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import { createConversationAt } from './queries.js';
+import { History, type HistoryReport } from './history.js';
+import { createConversationAt, storedMessages } from './queries.js';
 import { startRegionPair, type RegionPair, type RegionStack } from './region-pair.js';
 
 export interface Stamped {
@@ -131,6 +132,16 @@ export interface RegionLossResult {
   send_after_return: string;
   /** a's roles back -> every RPO entry re-appended in b. */
   rpo_recovered_ms: number | null;
+  /**
+   * The history checker on b's history (rehomed at each takeover): every send and ack of both
+   * users, b's client's stream and alice's (her client of a up to the takeover, then her client
+   * moved to b). Clean: nothing lost, duplicated, reordered, gapped or divergent for either.
+   */
+  history: HistoryReport;
+  /** Deliveries checked, by how they arrived. */
+  arrivals: Record<string, number>;
+  /** a's copy of the conversations equals b's history once a applied b's stream. */
+  copies_equal: boolean;
 }
 
 /**
@@ -160,14 +171,18 @@ export async function regionLoss(opts: {
     clients.push(a, b);
     // Alice streams into her home region; a is killed in the middle of it.
     const acked: Array<{ key: string; conv: string; id: string }> = [];
+    const h = new History();
     let stop = false;
     const streaming = (async () => {
       for (let i = 0; !stop; i++) {
         const conv = convs[i % convs.length]!;
         const key = `a-${i}`;
+        h.send(alice, conv, key);
         const r = await a.send(conv, key, { i }, 3000);
-        if (r.answer?.frame.type === 'ack') acked.push({ key, conv, id: r.answer.frame.message_id });
-        else if (!r.answer) break;
+        if (r.answer?.frame.type === 'ack') {
+          acked.push({ key, conv, id: r.answer.frame.message_id });
+          h.ack(alice, key, r.answer.frame as never);
+        } else if (!r.answer) break;
         await new Promise((res) => setTimeout(res, 1000 / RATE));
       }
     })();
@@ -187,9 +202,11 @@ export async function regionLoss(opts: {
     // b's mirror applier takes the conversations over. The same key each time, as the SDK retries
     // (a new key would be refused `after_refused` behind the first).
     let rtoMs = Number.NaN;
+    h.send(bob, convs[0]!, 'b-rto');
     for (let i = 0; ; i++) {
       const r = await b.send(convs[0]!, 'b-rto', { i }, 5000);
       if (r.answer?.frame.type === 'ack') {
+        h.ack(bob, 'b-rto', r.answer.frame as never);
         rtoMs = r.answer.at - killedAt;
         break;
       }
@@ -245,7 +262,9 @@ export async function regionLoss(opts: {
     const returnedAt = performance.now();
     const a2 = await RegionClient.connect(pair.a.wsUrl, await pair.issueToken(alice));
     clients.push(a2);
+    h.send(alice, convs[1]!, 'a-after-return');
     const afterReturn = await a2.send(convs[1]!, 'a-after-return', {}, 10_000);
+    if (afterReturn.answer?.frame.type === 'ack') h.ack(alice, 'a-after-return', afterReturn.answer.frame as never);
     let sendAfterReturn: string;
     if (afterReturn.answer?.frame.type !== 'ack') sendAfterReturn = `refused: ${JSON.stringify(afterReturn.answer?.frame ?? 'no answer')}`;
     else {
@@ -266,6 +285,33 @@ export async function regionLoss(opts: {
       await new Promise((res) => setTimeout(res, 250));
     }
     await new Promise((r) => setTimeout(r, 3000));
+    // The history checker on b's history: both readers must end with every stored message.
+    const storedB = (await Promise.all(convs.map((c) => storedMessages(pair.b.databaseUrl, c)))).flat();
+    const ids = new Set(storedB.map((m) => m.message_id));
+    const hasAll = (c: RegionClient) =>
+      ids.size ===
+      new Set(
+        c
+          .messageFrames()
+          .map((m) => m.message_id)
+          .filter((id) => ids.has(id)),
+      ).size;
+    for (const t0 = Date.now(); !(hasAll(b) && hasAll(moved)) && Date.now() - t0 < 60_000; )
+      await new Promise((res) => setTimeout(res, 250));
+    // alice's view: her client of a up to each takeover (the rewind dropped the rest), then the moved client
+    for (const { frame } of a.frames)
+      if (frame.type === 'message' && frame.message.sequence_number <= (takeovers.get(frame.message.conversation_id) ?? 0))
+        h.receive(alice, frame.message, { via: frame.via });
+    for (const { frame } of moved.frames) if (frame.type === 'message') h.receive(alice, frame.message, { via: frame.via });
+    for (const { frame } of b.frames) if (frame.type === 'message') h.receive(bob, frame.message, { via: frame.via });
+    const history = h.check(storedB, () => [alice, bob], { rehomed: takeovers, conversations: convs });
+    // a applied b's stream: its copy is b's history
+    let copiesEqual = false;
+    for (const t0 = Date.now(); !copiesEqual && Date.now() - t0 < 30_000; ) {
+      const storedA = (await Promise.all(convs.map((c) => storedMessages(pair.a.databaseUrl, c)))).flat();
+      copiesEqual = JSON.stringify(storedA) === JSON.stringify(storedB);
+      if (!copiesEqual) await new Promise((res) => setTimeout(res, 500));
+    }
     const rows = await bSql`SELECT idempotency_key, count(*)::int AS n FROM messages
       WHERE conversation_id = ANY(${convs}::uuid[]) AND sender_id = ${alice} GROUP BY idempotency_key`;
     const stored = new Map(rows.map((r) => [r.idempotency_key as string, r.n as number]));
@@ -294,6 +340,9 @@ export async function regionLoss(opts: {
       return_ms: Math.round(returnedAt - returning),
       send_after_return: sendAfterReturn,
       rpo_recovered_ms: recoveredMs === null ? null : Math.round(recoveredMs),
+      history,
+      arrivals: h.arrivals(),
+      copies_equal: copiesEqual,
     };
   } finally {
     for (const c of clients) c.close();
