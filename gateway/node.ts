@@ -19,6 +19,7 @@ import { createAuthenticator } from './auth.js';
 import { createAdminDeps } from './admin-routes.js';
 import { createChatStore } from './chat-store.js';
 import { createRegionForwarder, withRegionForwarding } from './region-forwarder.js';
+import { fanOutTyping } from './typing.js';
 import { catchUpFailovers, failoversFrom } from './region-catch-up.js';
 import { ConnectionRegistry } from './registry.js';
 import { createLapseCatchUp } from './lapse-catch-up.js';
@@ -93,7 +94,8 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     },
   });
   // Sends to conversations homed in another region go there (docs/multi-region.md).
-  const store = withRegionForwarding(localStore, createRegionForwarder(config.regions));
+  const forwarder = createRegionForwarder(config.regions);
+  const store = withRegionForwarding(localStore, forwarder);
   // Back after a region outage: first learn which conversations a peer took over meanwhile.
   if (config.regions.peers.size > 0 && config.regions.secret !== null)
     await catchUpFailovers({
@@ -182,6 +184,13 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
         vapidPublicKey: opts.vapidPublicKey === undefined ? (config.push.vapid?.publicKey ?? null) : opts.vapidPublicKey,
       },
       cluster: pipeline.cluster,
+      ...(forwarder
+        ? {
+            regionTyping: (conversationId: string, userId: string) => forwarder.typing(conversationId, userId),
+            typingFromRegion: (conversationId: string, userId: string) =>
+              fanOutTyping({ store: localStore, membership, registry, cluster: pipeline.cluster }, conversationId, userId, false),
+          }
+        : {}),
       presence,
       // The database, and in a cluster this node's own delivery consumer. Not Redis: every node
       // shares it and has a degraded path without it (broadcast); failing readiness on it would

@@ -19,6 +19,8 @@ import { CircuitBreaker, type BreakerSettings } from '../common/breaker.js';
 export const FORWARDED_SEND_PATH = '/v1/regions/messages';
 /** The home region's route for the other forwarded writes (gateway/rest.ts, forwardedWrite). */
 export const FORWARDED_WRITE_PATH = '/v1/regions/writes';
+/** Every other region's route for a typing frame (gateway/rest.ts, forwardedTyping). */
+export const FORWARDED_TYPING_PATH = '/v1/regions/typing';
 
 /** The writes besides sends a region forwards to a conversation's home, with their arguments. */
 export type ForwardedWrite =
@@ -35,6 +37,8 @@ const MAX_ANSWER_BYTES = 1024 * 1024;
 /** Forwarded writes in flight per node, and waiting for a slot; beyond, refused `unavailable` at once. */
 const MAX_IN_FLIGHT = 256;
 const MAX_WAITING = 1024;
+/** Typing frames in flight to other regions per node; beyond, dropped (best effort, never queued). */
+const MAX_TYPING_IN_FLIGHT = 64;
 /** Per home: three unanswered forwards within 10 s open it; one probe per second while open. */
 const HOME_BREAKER: BreakerSettings = { failureThreshold: 3, windowMs: 10_000, openMs: 1000, halfOpenProbes: 1 };
 
@@ -43,6 +47,12 @@ export interface RegionForwarder {
   /** Another write on the actor's behalf in the conversation's home region (null: a creation); the home's answer. */
   write(home: string, actorId: string, conversationId: string | null, write: ForwardedWrite, traceId: string | null): Promise<unknown>;
   send(home: string, senderId: string, conversationId: string, key: string, payload: unknown, traceId: string | null): Promise<SendResult>;
+  /**
+   * Offers a member's typing to every other region, for its members connected there: best effort.
+   * Dropped while a region's breaker is not closed (its sends own it: typing neither probes nor
+   * trips it) or past MAX_TYPING_IN_FLIGHT; a refusal or no answer is dropped too.
+   */
+  typing(conversationId: string, userId: string): void;
 }
 
 export function createRegionForwarder(
@@ -121,8 +131,18 @@ export function createRegionForwarder(
     if (res.status >= 200 && res.status < 300) return { status: res.status, body: parsed };
     throw remoteError(home, res.status, parsed);
   }
+  let typingInFlight = 0;
   return {
     knows: (region) => opts.peers.has(region),
+    typing(conversationId, userId) {
+      for (const [region, url] of opts.peers) {
+        if (breakers.get(region)!.state !== 'closed' || typingInFlight >= MAX_TYPING_IN_FLIGHT) continue;
+        typingInFlight++;
+        postNow(region, url, FORWARDED_TYPING_PATH, { conversation_id: conversationId, user_id: userId }, null)
+          .catch(() => {})
+          .finally(() => typingInFlight--);
+      }
+    },
     async send(home, senderId, conversationId, key, payload, traceId) {
       const r = await post(
         home,

@@ -46,6 +46,8 @@ export interface RestDeps {
   localStore?: ChatStore;
   /** Conversations this region took over from another and still homes (gateway/region-catch-up.ts); absent: none. */
   failoversFrom?: (from: string, after: string | null, limit: number) => Promise<Rehoming[]>;
+  /** A typing frame another region forwarded, to this region's connections (gateway/typing.ts); absent: refused. */
+  typingFromRegion?: (conversationId: string, userId: string) => Promise<void>;
 }
 
 function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
@@ -438,6 +440,17 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       }
       deps.onEventCommitted();
       return { status: 200, body: { result } };
+    },
+
+    /** `{conversation_id, user_id}`: a member typing in another region; delivered here, forwarded no further. */
+    async forwardedTyping(ctx: RequestContext): Promise<Reply> {
+      fromRegion(ctx);
+      const f = new Fields(jsonBody(ctx), 'invalid_request');
+      const conversationId = f.uuid('conversation_id');
+      const userId = f.uuid('user_id');
+      if (!deps.typingFromRegion) throw new AppError('unavailable', 'this gateway does not take typing from other regions');
+      await deps.typingFromRegion(conversationId, userId);
+      return { status: 200, body: {} };
     },
 
     async sendMessage(ctx: RequestContext): Promise<Reply> {

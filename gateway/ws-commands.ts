@@ -4,8 +4,7 @@
  * user and a reply function; they throw AppError for anything the client must be told, and the
  * caller turns that into an `error` frame with the request's `ref`.
  */
-import { AppError } from '../common/errors.js';
-import { encodeFrame, type ClientFrame, type Envelope, type ServerFrame } from '../common/protocol.js';
+import type { ClientFrame, Envelope, ServerFrame } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ChatStore } from './chat-store.js';
@@ -14,6 +13,7 @@ import type { PresenceService, PresenceWatcher } from './presence-watch.js';
 import type { ConnectionRegistry } from './registry.js';
 import { admitEntryWrite, type RateLimiter } from './rate-limit.js';
 import { traceIdOf } from '../common/trace-id.js';
+import { fanOutTyping } from './typing.js';
 
 export type RequestFrame = Exclude<ClientFrame, { type: 'hello' } | { type: 'ping' }>;
 export type RequestType = RequestFrame['type'];
@@ -33,6 +33,8 @@ export interface CommandDeps {
   membership: { isMember(conversationId: string, userId: string): Promise<ReadonlySet<string> | null> };
   registry: Pick<ConnectionRegistry, 'deliverFrame' | 'roomFrame'>;
   cluster: Pick<ClusterPorts, 'publishEphemeral'> | null;
+  /** Offers a typing frame to the other regions (gateway/region-forwarder.ts); absent: one region. */
+  regionTyping?: (conversationId: string, userId: string) => void;
   presence: Pick<PresenceService, 'subscribe' | 'unsubscribe'>;
   sendLimiter: RateLimiter;
   log: Logger;
@@ -130,28 +132,9 @@ export function createCommandHandlers(deps: CommandDeps): Handlers {
     },
 
     async typing(frame, { userId, subscribed }) {
-      const conv = frame.conversation_id;
-      const requireMember = async () => {
-        const m = await store.membership(userId, conv);
-        if (m === 'not_found') throw new AppError('not_found', 'conversation not found');
-        if (m === 'not_member') throw new AppError('forbidden', 'not a member of this conversation');
-      };
-      // This node's member list can be stale (it learns removals only from the entries routed to
-      // it); a connection that is not subscribed to the conversation asks the database first.
-      if (!subscribed(conv)) await requireMember();
-      const members = await deps.membership.isMember(conv, userId);
-      const typing = { type: 'typing', conversation_id: conv, user_id: userId } as const;
-      if (members === null) {
-        // A large room: membership from the database; the frame goes to whoever subscribed.
-        await requireMember();
-        deps.registry.roomFrame(conv, encodeFrame(typing), userId);
-        deps.cluster?.publishEphemeral(conv, userId, null, typing);
-        return;
-      }
-      if (members.size === 0) throw new AppError('not_found', 'conversation not found');
-      if (!members.has(userId)) throw new AppError('forbidden', 'not a member of this conversation');
-      deps.registry.deliverFrame(members, encodeFrame(typing), { exceptUser: userId, conversationId: conv });
-      deps.cluster?.publishEphemeral(conv, userId, members, typing);
+      await fanOutTyping(deps, frame.conversation_id, userId, subscribed(frame.conversation_id));
+      // Members connected to other regions: best effort, after this region's (it may refuse).
+      deps.regionTyping?.(frame.conversation_id, userId);
     },
 
     // Presence for clients (gateway/presence-watch.ts): frames for the allowed users, then one

@@ -92,6 +92,8 @@ export interface WsDeps {
   onEventCommitted(): void;
   /** Distributed mode: presence entries and typing for other nodes. */
   cluster: ClusterPorts | null;
+  /** Typing offered to the other regions (best effort); absent: one region. */
+  regionTyping?: (conversationId: string, userId: string) => void;
   /** Presence for clients (announces this node's users, serves presence_subscribe). */
   presence: PresenceService;
   /** All sockets, in any phase, for draining. */

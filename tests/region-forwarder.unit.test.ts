@@ -82,4 +82,26 @@ describe('region forwarder', () => {
     expect((await send(5)).outcome).toBe('ok');
     expect(calls).toBe(5);
   });
+
+  it('typing is best effort: at most 64 in flight (the rest dropped, never queued), none while the breaker is open, and it never trips it', async () => {
+    let started = 0;
+    const hanging: typeof fetch = (_url, init) =>
+      new Promise((_, reject) => {
+        started++;
+        init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
+      });
+    const f = forwarderTo(hanging, 200, {});
+    for (let i = 0; i < 100; i++) f.typing('c', 'u');
+    expect(started).toBe(64);
+    await new Promise((r) => setTimeout(r, 400));
+    // 64 unanswered typing frames: a send still goes through (the breaker is the sends')
+    let sendsStarted = started;
+    await f.send('a', 'u', 'c', 'k', {}, null).catch(() => {});
+    expect(started).toBe(sendsStarted + 1);
+    // three unanswered sends open it: typing is dropped without a request
+    for (const k of ['k2', 'k3']) await f.send('a', 'u', 'c', k, {}, null).catch(() => {});
+    sendsStarted = started;
+    f.typing('c', 'u');
+    expect(started).toBe(sendsStarted);
+  });
 });

@@ -189,6 +189,38 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
     expect(await a.query(`SELECT count(*)::int AS n FROM messages WHERE conversation_id = $1`, [conv])).toEqual([{ n: 1 }]);
   });
 
+  it('typing crosses regions both ways, best effort: delivered to members connected in the other region, from its copy; a non-member is refused there', async () => {
+    const alice = await a.token();
+    const bobId = randomUUID();
+    const conv = await createConversation(a, alice.token, [bobId]);
+    await mirrorAtoB();
+    const inA = await TestClient.connect(a.wsUrl, alice.token);
+    const inB = await TestClient.connect(b.wsUrl, (await b.token(bobId)).token);
+    try {
+      inA.send({ type: 'typing', conversation_id: conv });
+      expect(await inB.waitFor((f) => f.type === 'typing', 5000)).toEqual({ type: 'typing', conversation_id: conv, user_id: alice.userId });
+      // b's copy knows bob is a member; b offers his typing to a (and to c, which never answers: dropped)
+      inB.send({ type: 'typing', conversation_id: conv });
+      expect(await inA.waitFor((f) => f.type === 'typing', 5000)).toEqual({ type: 'typing', conversation_id: conv, user_id: bobId });
+      // The receiving region checks its own copy: a stranger's typing, even with the secret, reaches nobody.
+      const stranger = randomUUID();
+      const refused = await http(b, 'POST', '/v1/regions/typing', {
+        body: { conversation_id: conv, user_id: stranger },
+        headers: { authorization: `Region ${SECRET}` },
+      });
+      expect([refused.status, refused.body.error?.code]).toEqual([403, 'forbidden']);
+      const unsigned = await http(b, 'POST', '/v1/regions/typing', { body: { conversation_id: conv, user_id: alice.userId } });
+      expect(unsigned.status).toBe(401);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(inB.frames.filter((f) => f.type === 'typing')).toHaveLength(1);
+      // Never stored in either region.
+      for (const r of [a, b]) expect(await r.query(`SELECT id FROM messages WHERE conversation_id = $1`, [conv])).toEqual([]);
+    } finally {
+      inA.close();
+      inB.close();
+    }
+  });
+
   it('the forwarded route takes only the regions\u2019 secret', async () => {
     const body = { sender_id: randomUUID(), conversation_id: randomUUID(), idempotency_key: 'x', payload: 1 };
     for (const authorization of ['', `Region ${SECRET}x`, `Bearer ${SECRET}`, (await a.token()).token]) {
