@@ -29,6 +29,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
+# shellcheck source=stack-common.sh
+source "$HERE/stack-common.sh"
 STACK_DIR="${STACK_DIR:-$REPO/.cache/stack}"
 NODE_BIN="${NODE_BIN:-$(command -v node || echo node)}"
 LINK_PORT="${STACK_LINK_PORT:-24000}"
@@ -40,13 +42,6 @@ STOP_TIMEOUT="${STACK_STOP_TIMEOUT:-20}"
 die() { echo "stack-regions.sh: $*" >&2; exit 1; }
 log() { echo "stack-regions.sh: $*" >&2; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-alive() {
-  local st
-  [[ -n "${1:-}" ]] || return 1
-  st="$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
-  [[ -n "$st" && "$st" != Z && "$st" != X ]]
-}
 
 # --- the regions and their ports ---------------------------------------------
 if [[ -n "${REGIONS:-}" ]]; then

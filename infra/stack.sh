@@ -49,6 +49,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
+# shellcheck source=stack-common.sh
+source "$HERE/stack-common.sh"
 STACK_DIR="${STACK_DIR:-$REPO/.cache/stack}"
 PG_PORT="${STACK_PG_PORT:-55432}"
 KAFKA_PORT="${STACK_KAFKA_PORT:-19092}"
@@ -92,18 +94,10 @@ role_main() {
 die() { echo "stack.sh: $*" >&2; exit 1; }
 log() { echo "stack.sh: $*" >&2; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 for v in GATEWAYS RELAYS DELIVERIES GATEWAY_PORT PG_PORT KAFKA_PORT CONNECT_PORT TOPIC_PARTITIONS START_TIMEOUT STOP_TIMEOUT; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 
-# alive <pid>: running and not a zombie (pid 1 here may reap orphans late)
-alive() {
-  local st
-  [[ -n "${1:-}" ]] || return 1
-  st="$(sed -n 's/^[0-9]* (.*) \([A-Za-z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
-  [[ -n "$st" && "$st" != Z && "$st" != X ]]
-}
 # drop_stale_pidfile <file>: kafka.sh/connect.sh test liveness with kill -0, which a killed but not
 # yet reaped (zombie) JVM passes, so they would not restart it: remove such a pid file first
 drop_stale_pidfile() {
