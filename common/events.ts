@@ -85,7 +85,28 @@ export interface ReadUpdated extends EventBase {
   read_sequence: number;
 }
 
-export type ChatEvent = MessageCreated | MessageEdited | MessageDeleted | MembersAdded | MembersRemoved | RoleChanged | ReadUpdated;
+/**
+ * A regional failover (v1.3, multi-region, docs/multi-region.md): the conversation's home moved at
+ * `takeover_sequence`; entries the old home numbered above it were never mirrored and come back
+ * renumbered. Gateways rewind their connections past it (the `rewind` frame, v1.4).
+ */
+export interface ConversationRehomed extends EventBase {
+  type: 'conversation.rehomed';
+  home_region: string;
+  previous_home_region?: string;
+  home_epoch: number;
+  takeover_sequence: number;
+}
+
+export type ChatEvent =
+  | MessageCreated
+  | MessageEdited
+  | MessageDeleted
+  | MembersAdded
+  | MembersRemoved
+  | RoleChanged
+  | ReadUpdated
+  | ConversationRehomed;
 
 /**
  * Where a membership change sits in its conversation's timeline: its entry's sequence, or the
@@ -237,6 +258,10 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
     case 'conversation.read':
       if (!isUuid(raw.user_id) || !Number.isSafeInteger(raw.read_sequence)) fail('conversation.read needs user_id, read_sequence');
       return raw as unknown as ReadUpdated;
+    case 'conversation.rehomed':
+      if (typeof raw.home_region !== 'string' || !Number.isSafeInteger(raw.home_epoch) || !Number.isSafeInteger(raw.takeover_sequence))
+        fail('conversation.rehomed needs home_region, home_epoch, takeover_sequence');
+      return raw as unknown as ConversationRehomed;
     default:
       return null;
   }

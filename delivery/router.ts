@@ -73,6 +73,13 @@ export function createDeliveryRouter(deps: DeliveryRouterDeps): DeliveryRouter {
         log.debug({ type: record.type, trace_id: record.traceId }, 'skipping event type unknown to this version');
         continue;
       }
+      if (event.type === 'conversation.rehomed') {
+        // The new home numbers the entries after the takeover point again: the old home's numbers
+        // above it are not duplicates of them (the gateways rewind their connections).
+        const conv = event.conversation_id;
+        dedup.rewind(conv, event.takeover_sequence);
+        if ((taken.get(conv) ?? 0) > event.takeover_sequence) taken.set(conv, event.takeover_sequence);
+      }
       const seq = sequenceOf(event);
       if (seq !== null) {
         const conv = event.conversation_id;

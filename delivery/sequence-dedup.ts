@@ -21,6 +21,12 @@ export class SequenceDedup {
     this.last.clear();
   }
 
+  /** The conversation's numbering restarts after `sequence` (a regional failover's takeover point). */
+  rewind(conversationId: string, sequence: number): void {
+    const last = this.last.peek(conversationId);
+    if (last !== undefined && last > sequence) this.last.set(conversationId, sequence);
+  }
+
   mark(conversationId: string, sequence: number): void {
     this.last.set(conversationId, Math.max(this.last.peek(conversationId) ?? 0, sequence));
   }

@@ -158,6 +158,27 @@ export class Connection {
     this.pendingLive.set(conversationId, Math.max(sequence, this.pendingLive.get(conversationId) ?? 0));
   }
 
+  /**
+   * The conversation was re-homed (a regional failover, docs/multi-region.md) at `takeover`: what
+   * this connection wrote above it was the old home's numbering, which the new home reuses. The
+   * client is told (`rewind`, v1.4) and the live stream goes on after the takeover point with the
+   * new home's entries. During hello or a catch-up (whose reads may still carry the old numbering)
+   * the connection is closed instead: the client resumes, and hello rewinds it.
+   */
+  rehome(conv: string, takeover: number): void {
+    if (this.closed) return;
+    const last = this.lastSent.get(conv);
+    if (!this.initializing && (last === undefined || last <= takeover)) return;
+    if (this.initializing || this.fills?.has(conv)) {
+      this.end(CloseCode.resyncFailed, 'conversation re-homed during a catch-up: reconnect and resume');
+      return;
+    }
+    this.dropHeld(conv);
+    if (!this.write(encodeFrame({ type: 'rewind', conversation_id: conv, after_sequence: takeover, reason: 'rehomed' }))) return;
+    this.lastSent.set(conv, takeover);
+    (this.touched ??= new Set()).add(conv);
+  }
+
   /** The live path. `frame` is the pre-encoded `message` frame (`via: live`) shared by all recipients. */
   deliverMessage(env: Envelope, frame: string): void {
     if (this.closed) return;

@@ -38,6 +38,12 @@ export function createGatewayInbox(
         registry.deliverFrame(to, frame, { conversationId: conv });
         return;
       }
+      if (event.type === 'conversation.rehomed') {
+        // Connections that were sent the old home's entries above the takeover point are rewound.
+        const audience = recipients ? null : await membership.audience(conv);
+        registry.rehome(recipients ?? (audience!.large ? null : audience!.members), conv, event.takeover_sequence);
+        return;
+      }
       if (event.type === 'conversation.members_added') {
         membership.add(conv, event.user_ids, event.large === true, membershipSequence(event)!);
         if (event.large) registry.knowLarge(conv);

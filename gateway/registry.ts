@@ -164,6 +164,15 @@ export class ConnectionRegistry {
     }
   }
 
+  /** A regional failover re-homed the conversation at `takeover` (Connection.rehome); null users: a large room's subscribers. */
+  rehome(userIds: Iterable<string> | null, conversationId: string, takeover: number): void {
+    if (userIds === null) {
+      for (const c of this.rooms.get(conversationId) ?? []) c.rehome(conversationId, takeover);
+      return;
+    }
+    for (const u of userIds) this.each(u, (c) => c.rehome(conversationId, takeover));
+  }
+
   private each(userId: string, fn: (c: Connection) => void): void {
     const held = this.byUser.get(userId);
     if (held === undefined) return;

@@ -10,12 +10,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EventRecord } from '../common/events.js';
-import { createLogger } from '../common/log.js';
-import { createMirrorApplier } from '../delivery/mirror/applier.js';
 import { freePort } from './harness/postgres.js';
 import { createConversation, http, startTestServer, type TestServer } from './harness/server.js';
-import { makeCopyOf } from './harness/regions.js';
+import { makeCopyOf, tapStream } from './harness/regions.js';
 import { TestClient } from './harness/ws-client.js';
 
 const SECRET = randomBytes(32).toString('hex');
@@ -23,14 +20,13 @@ const SECRET = randomBytes(32).toString('hex');
 describe('forwarding sends to the home region (two regions, real PostgreSQL)', () => {
   let a: TestServer;
   let b: TestServer;
-  let tapped = 0;
+  let tapA: Awaited<ReturnType<typeof tapStream>>;
   /** Region c's gateway: accepts connections, never answers. */
   const blackhole = net.createServer((socket) => {
     blackholed++;
     socket.on('error', () => {});
   });
   let blackholed = 0;
-  const log = createLogger({ level: 'silent', nodeId: 'forwarding-test', role: 'mirror' });
 
   beforeAll(async () => {
     const [portA, portB] = [await freePort(), await freePort()];
@@ -47,11 +43,8 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
       startTestServer('postgres', region('a', portA, `b=http://127.0.0.1:${portB}`)),
       startTestServer('postgres', region('b', portB, `a=http://127.0.0.1:${portA},c=http://127.0.0.1:${portC}`)),
     ]);
-    // a's stream as MirrorMaker would carry it: every outbox row a writes, kept in a tap.
-    await a.query(`CREATE TABLE mirror_tap (LIKE outbox INCLUDING ALL)`);
-    await a.query(`CREATE FUNCTION mirror_tap() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN INSERT INTO mirror_tap SELECT NEW.*; RETURN NULL; END $$`);
-    await a.query(`CREATE TRIGGER mirror_tap AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION mirror_tap()`);
+    // a's stream as MirrorMaker would carry it.
+    tapA = await tapStream(a, 'a');
   }, 60_000);
   afterAll(async () => {
     await b?.close();
@@ -60,30 +53,7 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
   });
 
   /** Applies what a wrote since the last call to b's copy (the mirror), then lets b deliver it. */
-  async function mirrorAtoB(): Promise<number> {
-    const rows = await a.query<{
-      id: string;
-      aggregateid: string;
-      payload: unknown;
-      type: string;
-      event_id: string;
-      trace_id: string | null;
-    }>(`SELECT id::text AS id, aggregateid, payload::text AS payload, type, event_id, trace_id FROM mirror_tap WHERE id > $1 ORDER BY id`, [
-      tapped,
-    ]);
-    if (rows.length === 0) return 0;
-    tapped = Number(rows.at(-1)!.id);
-    const records: EventRecord[] = rows.map((r) => ({
-      key: r.aggregateid,
-      value: String(r.payload),
-      type: r.type,
-      eventId: r.event_id,
-      traceId: r.trace_id,
-    }));
-    const counts = await createMirrorApplier({ sql: b.app.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 }).apply(records);
-    await b.app.settled();
-    return counts.applied;
-  }
+  const mirrorAtoB = () => tapA.into(b);
 
   it("a member connected to b sends to a's conversation: a numbers it, a retry in either region is the same message, and b delivers it live from its copy", async () => {
     const alice = await a.token();

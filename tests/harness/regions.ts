@@ -1,5 +1,7 @@
 /** Regions as the multi-region suites see them: a database with its store, and its event stream carried by hand. */
 import { createSql, type Sql } from '../../common/db.js';
+import { createLogger } from '../../common/log.js';
+import { createMirrorApplier } from '../../delivery/mirror/applier.js';
 import type { EventRecord } from '../../common/events.js';
 import { pollOutbox } from '../../common/outbox.js';
 import { Semaphore } from '../../common/semaphore.js';
@@ -61,4 +63,42 @@ export async function makeCopyOf(query: (text: string, params: unknown[]) => Pro
      UPDATE conversations SET home_region = $2 FROM copy_write WHERE id = $1`,
     [conversationId, home],
   );
+}
+
+/**
+ * A running region's stream, as MirrorMaker carries it to another region: every outbox row the
+ * region writes is copied into a tap table (its relay deletes the outbox rows it published), and
+ * `into` applies what was tapped since the last call to another region's database with its
+ * mirror applier, then lets that region's pipeline deliver it.
+ */
+export async function tapStream(
+  from: { query(text: string, params?: unknown[]): Promise<Array<Record<string, unknown>>> },
+  sourceRegion: string,
+): Promise<{ into(to: { app: { sql: Sql; settled(): Promise<void> } }): Promise<number> }> {
+  await from.query(`CREATE TABLE mirror_tap (LIKE outbox INCLUDING ALL)`);
+  await from.query(`CREATE FUNCTION mirror_tap() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN INSERT INTO mirror_tap SELECT NEW.*; RETURN NULL; END $$`);
+  await from.query(`CREATE TRIGGER mirror_tap AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION mirror_tap()`);
+  const log = createLogger({ level: 'silent', nodeId: `tap-${sourceRegion}`, role: 'mirror' });
+  let tapped = 0;
+  return {
+    async into(to) {
+      const rows = (await from.query(
+        `SELECT id::text AS id, aggregateid, payload::text AS payload, type, event_id, trace_id FROM mirror_tap WHERE id > $1 ORDER BY id`,
+        [tapped],
+      )) as Array<{ id: string; aggregateid: string; payload: string; type: string; event_id: string; trace_id: string | null }>;
+      if (rows.length === 0) return 0;
+      tapped = Number(rows.at(-1)!.id);
+      const records: EventRecord[] = rows.map((r) => ({
+        key: r.aggregateid,
+        value: r.payload,
+        type: r.type,
+        eventId: r.event_id,
+        traceId: r.trace_id,
+      }));
+      const counts = await createMirrorApplier({ sql: to.app.sql, sourceRegion, log, queryTimeoutMs: 10_000 }).apply(records);
+      await to.app.settled();
+      return counts.applied;
+    },
+  };
 }
