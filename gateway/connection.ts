@@ -168,11 +168,13 @@ export class Connection {
   rehome(conv: string, takeover: number): void {
     if (this.closed) return;
     const last = this.lastSent.get(conv);
-    if (!this.initializing && (last === undefined || last <= takeover)) return;
+    if (!this.initializing && last === undefined) return;
+    // A catch-up's read may have run before the re-homing and still write the old numbering.
     if (this.initializing || this.fills?.has(conv)) {
       this.end(CloseCode.resyncFailed, 'conversation re-homed during a catch-up: reconnect and resume');
       return;
     }
+    if (last! <= takeover) return;
     this.dropHeld(conv);
     if (!this.write(encodeFrame({ type: 'rewind', conversation_id: conv, after_sequence: takeover, reason: 'rehomed' }))) return;
     this.lastSent.set(conv, takeover);

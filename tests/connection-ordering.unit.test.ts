@@ -190,3 +190,54 @@ describe('connection ordering', () => {
     expect(socket.sent).toEqual([]);
   });
 });
+
+describe('connection: a regional failover re-homes a conversation (rehome)', () => {
+  const newHome = (seq: number) => ({ ...env(seq), message_id: `b${seq}` });
+  const liveNew = (conn: Connection, seq: number) =>
+    conn.deliverMessage(newHome(seq), encodeFrame({ type: 'message', message: newHome(seq) }));
+
+  it("past the takeover point: rewind, then the new home's numbers from the next one; at or below it: nothing", () => {
+    const h = new ControlledHistory();
+    const { conn, socket } = make(h);
+    conn.activate([[CONV, 0]], new Map());
+    for (const s of [1, 2, 3, 4, 5]) live(conn, s);
+    conn.rehome(CONV, 5); // not past it: nothing
+    conn.rehome(CONV, 3);
+    liveNew(conn, 4);
+    liveNew(conn, 5);
+    liveNew(conn, 6);
+    expect(socket.sent.map((f) => (f.type === 'message' ? f.message.message_id : f.type))).toEqual([
+      'm1',
+      'm2',
+      'm3',
+      'm4',
+      'm5',
+      'rewind',
+      'b4',
+      'b5',
+      'b6',
+    ]);
+    expect(socket.sent.find((f) => f.type === 'rewind')).toEqual({
+      type: 'rewind',
+      conversation_id: CONV,
+      after_sequence: 3,
+      reason: 'rehomed',
+    });
+    expect(socket.ended).toBeNull();
+  });
+
+  it('during a catch-up (whose reads may carry the old numbering) or hello: closed to resume, no rewind frame', async () => {
+    const h = new ControlledHistory();
+    h.db = [1, 2, 3].map((s) => env(s));
+    const { conn, socket } = make(h);
+    conn.activate([[CONV, 0]], new Map());
+    live(conn, 3); // a gap: a fill starts
+    await tick();
+    conn.rehome(CONV, 0);
+    expect(socket.ended).toBe(4004);
+    expect(socket.sent.filter((f) => f.type === 'rewind')).toEqual([]);
+    const hello = make(new ControlledHistory());
+    hello.conn.rehome(CONV, 0);
+    expect(hello.socket.ended).toBe(4004);
+  });
+});
