@@ -184,13 +184,10 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
         vapidPublicKey: opts.vapidPublicKey === undefined ? (config.push.vapid?.publicKey ?? null) : opts.vapidPublicKey,
       },
       cluster: pipeline.cluster,
-      ...(forwarder
-        ? {
-            regionTyping: (conversationId: string, userId: string) => forwarder.typing(conversationId, userId),
-            typingFromRegion: (conversationId: string, userId: string) =>
-              fanOutTyping({ store: localStore, membership, registry, cluster: pipeline.cluster }, conversationId, userId, false),
-          }
-        : {}),
+      ...(forwarder ? { regionTyping: (conversationId: string, userId: string) => forwarder.typing(conversationId, userId) } : {}),
+      // The route itself takes only the regions' secret (none set: every call is refused).
+      typingFromRegion: (conversationId: string, userId: string) =>
+        fanOutTyping({ store: localStore, membership, registry, cluster: pipeline.cluster }, conversationId, userId, false),
       presence,
       // The database, and in a cluster this node's own delivery consumer. Not Redis: every node
       // shares it and has a degraded path without it (broadcast); failing readiness on it would

@@ -821,6 +821,13 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect((await write({ op: 'delete', args: [] })).status).toBe(400);
     expect((await write(edit, { authorization: `Region ${REGION_SECRET}x` })).status).toBe(401);
     expect((await write({ op: 'add_members', args: { user_ids: [randomUUID()] }, conversation_id: randomUUID() })).status).toBe(404);
+    // Typing from another region: a member's is delivered here; a stranger's is refused.
+    const typing = (user: string, headers: Record<string, string> = region.headers) =>
+      call('POST', '/v1/regions/typing', { headers, body: { conversation_id: conv, user_id: user } });
+    expect((await typing(bob.userId)).status).toBe(200);
+    expect((await typing(randomUUID())).status).toBe(403);
+    expect((await typing(bob.userId, {})).status).toBe(401);
+    expect((await call('POST', '/v1/regions/typing', { ...region, body: { conversation_id: 'x', user_id: bob.userId } })).status).toBe(400);
     // What a returning region asks: none taken over from b here.
     const failovers = (q: string, headers: Record<string, string> = region.headers) =>
       call('GET', '/v1/regions/failovers', { headers, path: `/v1/regions/failovers${q}` });
