@@ -263,7 +263,7 @@ cmd_status() {
   local lines
   lines="$(status_lines | grep -v '^$' || true)"
   if [[ "${1:-}" == --json ]]; then
-    if [[ -z "$lines" ]]; then echo '[]'; else echo "[$(paste -sd, <<<"$lines")]"; fi
+    json_array "$lines"
     return
   fi
   printf '%-8s %-12s %-14s %-8s %s\n' REGION ROLE NAME PID PORT

@@ -395,7 +395,7 @@ cmd_status() {
   local lines
   lines="$(status_lines)"
   if [[ "${1:-}" == --json ]]; then
-    if [[ -z "$lines" ]]; then echo '[]'; else echo "[$(paste -sd, <<<"$lines")]"; fi
+    json_array "$lines"
     return
   fi
   printf '%-10s %-12s %-8s %s\n' ROLE NAME PID PORT

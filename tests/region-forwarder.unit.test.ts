@@ -21,15 +21,23 @@ const forwarderTo = (
     ...more,
   })!;
 
+/** A fetch that never answers: each call ends when its signal aborts (the forward timeout); `started` counts the calls. */
+function hangingFetch(): { fetch: typeof fetch; started: number } {
+  const h = {
+    started: 0,
+    fetch: ((_url, init) =>
+      new Promise((_, reject) => {
+        h.started++;
+        init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
+      })) as typeof fetch,
+  };
+  return h;
+}
+
 describe('region forwarder', () => {
   it('bounds the writes in flight and waiting; the rest are refused at once, and each ends at its timeout', async () => {
-    let started = 0;
-    const hanging: typeof fetch = (_url, init) =>
-      new Promise((_, reject) => {
-        started++;
-        init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
-      });
-    const f = forwarderTo(hanging, 300, { maxInFlight: 2, maxWaiting: 1 });
+    const hanging = hangingFetch();
+    const f = forwarderTo(hanging.fetch, 300, { maxInFlight: 2, maxWaiting: 1 });
     const send = (k: number) =>
       f.send('a', 'u', 'c', `k${k}`, { k }, null).then(
         () => 'ok',
@@ -38,7 +46,7 @@ describe('region forwarder', () => {
       );
     const results = Promise.all([1, 2, 3, 4, 5].map(send));
     await new Promise((r) => setTimeout(r, 50));
-    expect(started).toBe(2);
+    expect(hanging.started).toBe(2);
     expect(await results).toEqual([
       'unavailable/home_unreachable/timeout',
       'unavailable/home_unreachable/timeout',
@@ -47,7 +55,7 @@ describe('region forwarder', () => {
       'unavailable/home_unreachable/full',
     ]);
     // The waiting one ran after a slot freed.
-    expect(started).toBe(3);
+    expect(hanging.started).toBe(3);
   });
 
   it('after three unanswered forwards, refuses at once; one probe a second goes through, and an answer closes it again', async () => {
@@ -84,24 +92,19 @@ describe('region forwarder', () => {
   });
 
   it('typing is best effort: at most 64 in flight (the rest dropped, never queued), none while the breaker is open, and it never trips it', async () => {
-    let started = 0;
-    const hanging: typeof fetch = (_url, init) =>
-      new Promise((_, reject) => {
-        started++;
-        init?.signal?.addEventListener('abort', () => reject(init.signal!.reason));
-      });
-    const f = forwarderTo(hanging, 200, {});
+    const hanging = hangingFetch();
+    const f = forwarderTo(hanging.fetch, 200, {});
     for (let i = 0; i < 100; i++) f.typing('c', 'u');
-    expect(started).toBe(64);
+    expect(hanging.started).toBe(64);
     await new Promise((r) => setTimeout(r, 400));
     // 64 unanswered typing frames: a send still goes through (the breaker is the sends')
-    let sendsStarted = started;
+    let sendsStarted = hanging.started;
     await f.send('a', 'u', 'c', 'k', {}, null).catch(() => {});
-    expect(started).toBe(sendsStarted + 1);
+    expect(hanging.started).toBe(sendsStarted + 1);
     // three unanswered sends open it: typing is dropped without a request
     for (const k of ['k2', 'k3']) await f.send('a', 'u', 'c', k, {}, null).catch(() => {});
-    sendsStarted = started;
+    sendsStarted = hanging.started;
     f.typing('c', 'u');
-    expect(started).toBe(sendsStarted);
+    expect(hanging.started).toBe(sendsStarted);
   });
 });
