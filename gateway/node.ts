@@ -27,7 +27,8 @@ import { createGatewayInbox } from './inbox.js';
 import { RateLimiter } from './rate-limit.js';
 import { startGatewayServer } from './server.js';
 import type { PipelineFactory } from './pipeline.js';
-import { createLocalPresenceFeed } from './presence-feed.js';
+import { createLocalPresenceFeed, type PresenceNotice } from './presence-feed.js';
+import { presenceFromOtherRegion, withRegionPresence } from './region-presence.js';
 import { createPresenceService } from './presence-watch.js';
 import type { Tracing } from '../common/tracing.js';
 import { createPushStore } from './push-store.js';
@@ -134,8 +135,9 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   });
   const pipeline = await opts.pipeline({ inbox, users: () => registry.userCounts(), rooms: () => registry.roomsHere(), lapses: lapse });
   onRoomInterest = async (c, i) => pipeline.cluster?.roomInterest(c, i);
+  const regionFeed = pipeline.cluster?.presenceFeed ?? createLocalPresenceFeed((u) => registry.countOf(u));
   const presence = createPresenceService({
-    feed: pipeline.cluster?.presenceFeed ?? createLocalPresenceFeed((u) => registry.countOf(u)),
+    feed: forwarder ? withRegionPresence(regionFeed, forwarder, log) : regionFeed,
     store,
     graceMs: config.presence.clientGraceMs,
     maxWatchedPerConnection: config.presence.maxWatchedPerConnection,
@@ -188,6 +190,11 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       // The route itself takes only the regions' secret (none set: every call is refused).
       typingFromRegion: (conversationId: string, userId: string) =>
         fanOutTyping({ store: localStore, membership, registry, cluster: pipeline.cluster }, conversationId, userId, false),
+      // Like typing, the routes take only the regions' secret; they answer from this region's own feed.
+      presenceFromRegion: {
+        notice: (n: PresenceNotice) => presenceFromOtherRegion(regionFeed, n),
+        online: (userIds: readonly string[]) => regionFeed.online(userIds),
+      },
       presence,
       // The database, and in a cluster this node's own delivery consumer. Not Redis: every node
       // shares it and has a degraded path without it (broadcast); failing readiness on it would

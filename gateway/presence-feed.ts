@@ -51,6 +51,11 @@ export function decodeNotice(text: string): PresenceNotice | null {
   } catch {
     return null;
   }
+  return noticeFrom(v);
+}
+
+/** Validates a parsed notice (another node's, or another region's: gateway/region-presence.ts). */
+export function noticeFrom(v: unknown): PresenceNotice | null {
   if (!isPlainObject(v) || !isUuid(v.user_id) || (v.status !== 'online' && v.status !== 'offline')) return null;
   const seen = v.last_seen_at;
   if (seen !== null && (typeof seen !== 'string' || Number.isNaN(Date.parse(seen)))) return null;

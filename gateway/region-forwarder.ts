@@ -14,6 +14,7 @@ import type { ChatStore, SendResult } from './chat-store.js';
 import type { Envelope } from '../common/protocol.js';
 import { Semaphore } from '../common/semaphore.js';
 import { CircuitBreaker, type BreakerSettings } from '../common/breaker.js';
+import type { PresenceNotice } from './presence-feed.js';
 
 /** The home region's route for forwarded sends (gateway/rest.ts, forwardedSend). */
 export const FORWARDED_SEND_PATH = '/v1/regions/messages';
@@ -21,6 +22,12 @@ export const FORWARDED_SEND_PATH = '/v1/regions/messages';
 export const FORWARDED_WRITE_PATH = '/v1/regions/writes';
 /** Every other region's route for a typing frame (gateway/rest.ts, forwardedTyping). */
 export const FORWARDED_TYPING_PATH = '/v1/regions/typing';
+/** Every other region's route for a presence change of a user connected here (gateway/rest.ts, forwardedPresence). */
+export const FORWARDED_PRESENCE_PATH = '/v1/regions/presence';
+/** Every other region's route for who of some users is connected there (gateway/rest.ts, presenceHere). */
+export const PRESENCE_HERE_PATH = '/v1/regions/presence/online';
+/** Users per presence question to another region (the route's bound). */
+export const MAX_PRESENCE_QUERY = 1000;
 
 /** The writes besides sends a region forwards to a conversation's home, with their arguments. */
 export type ForwardedWrite =
@@ -37,8 +44,8 @@ const MAX_ANSWER_BYTES = 1024 * 1024;
 /** Forwarded writes in flight per node, and waiting for a slot; beyond, refused `unavailable` at once. */
 const MAX_IN_FLIGHT = 256;
 const MAX_WAITING = 1024;
-/** Typing frames in flight to other regions per node; beyond, dropped (best effort, never queued). */
-const MAX_TYPING_IN_FLIGHT = 64;
+/** Typing frames and presence notices in flight to other regions per node; beyond, dropped (best effort, never queued). */
+const MAX_OFFERS_IN_FLIGHT = 64;
 /** Per home: three unanswered forwards within 10 s open it; one probe per second while open. */
 const HOME_BREAKER: BreakerSettings = { failureThreshold: 3, windowMs: 10_000, openMs: 1000, halfOpenProbes: 1 };
 
@@ -50,9 +57,19 @@ export interface RegionForwarder {
   /**
    * Offers a member's typing to every other region, for its members connected there: best effort.
    * Dropped while a region's breaker is not closed (its sends own it: typing neither probes nor
-   * trips it) or past MAX_TYPING_IN_FLIGHT; a refusal or no answer is dropped too.
+   * trips it) or past MAX_OFFERS_IN_FLIGHT; a refusal or no answer is dropped too.
    */
   typing(conversationId: string, userId: string): void;
+  /** Every other region's name. */
+  regions(): readonly string[];
+  /** Offers a presence change of a user connected here to every other region: best effort, as typing. */
+  presenceNotice(n: PresenceNotice): void;
+  /**
+   * Which of `userIds` (at most MAX_PRESENCE_QUERY) hold a connection in `region`. Rejects at once
+   * while that region's breaker is not closed, and after the forward timeout; never trips or probes
+   * the breaker (the sends own it).
+   */
+  presenceOnline(region: string, userIds: readonly string[]): Promise<Set<string>>;
 }
 
 export function createRegionForwarder(
@@ -131,17 +148,37 @@ export function createRegionForwarder(
     if (res.status >= 200 && res.status < 300) return { status: res.status, body: parsed };
     throw remoteError(home, res.status, parsed);
   }
-  let typingInFlight = 0;
+  let offersInFlight = 0;
+  /** One best-effort POST to every other region whose breaker is closed; nothing waits for it. */
+  function offer(path: string, body: unknown): void {
+    for (const [region, url] of opts.peers) {
+      if (breakers.get(region)!.state !== 'closed' || offersInFlight >= MAX_OFFERS_IN_FLIGHT) continue;
+      offersInFlight++;
+      postNow(region, url, path, body, null)
+        .catch(() => {})
+        .finally(() => offersInFlight--);
+    }
+  }
+  const regionNames = [...opts.peers.keys()];
   return {
     knows: (region) => opts.peers.has(region),
+    regions: () => regionNames,
     typing(conversationId, userId) {
-      for (const [region, url] of opts.peers) {
-        if (breakers.get(region)!.state !== 'closed' || typingInFlight >= MAX_TYPING_IN_FLIGHT) continue;
-        typingInFlight++;
-        postNow(region, url, FORWARDED_TYPING_PATH, { conversation_id: conversationId, user_id: userId }, null)
-          .catch(() => {})
-          .finally(() => typingInFlight--);
-      }
+      offer(FORWARDED_TYPING_PATH, { conversation_id: conversationId, user_id: userId });
+    },
+    presenceNotice(n) {
+      offer(FORWARDED_PRESENCE_PATH, n);
+    },
+    async presenceOnline(region, userIds) {
+      const url = opts.peers.get(region);
+      if (!url) throw new HomeElsewhereError(region);
+      if (breakers.get(region)!.state !== 'closed') throw unreachable(region, new Error(`${region} is not answering forwarded writes`));
+      const r = await postNow(region, url, PRESENCE_HERE_PATH, { user_ids: userIds }, null);
+      const online = (r.body as { online?: unknown } | null)?.online;
+      if (!Array.isArray(online)) throw unreachable(region, new Error('presence answer without online'));
+      const asked = new Set(userIds);
+      // Only what was asked: another region's answer is not trusted to name anyone else.
+      return new Set(online.filter((u): u is string => typeof u === 'string' && asked.has(u)));
     },
     async send(home, senderId, conversationId, key, payload, traceId) {
       const r = await post(

@@ -13,6 +13,8 @@ import type { RequestContext, Reply } from './http.js';
 import { jsonBody } from './http.js';
 import { RateLimiter, admitEntryWrite } from './rate-limit.js';
 import type { PresenceService } from './presence-watch.js';
+import { noticeFrom, type PresenceNotice } from './presence-feed.js';
+import { MAX_PRESENCE_QUERY } from './region-forwarder.js';
 import { requireScope, type Scope } from './api-keys.js';
 import { createAdminRoutes, type AdminDeps } from './admin-routes.js';
 import { createPushRoutes } from './push-routes.js';
@@ -48,6 +50,13 @@ export interface RestDeps {
   failoversFrom?: (from: string, after: string | null, limit: number) => Promise<Rehoming[]>;
   /** A typing frame another region forwarded, to this region's connections (gateway/typing.ts); absent: refused. */
   typingFromRegion?: (conversationId: string, userId: string) => Promise<void>;
+  /** Presence across regions (gateway/region-presence.ts); absent: both routes refused. */
+  presenceFromRegion?: {
+    /** Another region's change, for this region's watchers. */
+    notice(n: PresenceNotice): Promise<unknown>;
+    /** Which of these users hold a connection in this region (its own registry only). */
+    online(userIds: readonly string[]): Promise<Set<string>>;
+  };
 }
 
 function queryInt(q: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
@@ -451,6 +460,28 @@ export function createRestRoutes(deps: RestDeps & { openapi: Record<string, unkn
       if (!deps.typingFromRegion) throw new AppError('unavailable', 'this gateway does not take typing from other regions');
       await deps.typingFromRegion(conversationId, userId);
       return { status: 200, body: {} };
+    },
+
+    /** `{user_id, status, last_seen_at}`: a presence change in another region; published here, forwarded no further. */
+    async forwardedPresence(ctx: RequestContext): Promise<Reply> {
+      fromRegion(ctx);
+      const n = noticeFrom(jsonBody(ctx));
+      if (!n)
+        throw new AppError(
+          'invalid_request',
+          'a presence notice needs user_id (UUID), status (online|offline) and last_seen_at (ISO 8601 or null)',
+        );
+      if (!deps.presenceFromRegion) throw new AppError('unavailable', 'this gateway does not take presence from other regions');
+      await deps.presenceFromRegion.notice(n);
+      return { status: 200, body: {} };
+    },
+
+    /** `{user_ids}`: which of them hold a connection in this region (asked by another region's presence). */
+    async presenceHere(ctx: RequestContext): Promise<Reply> {
+      fromRegion(ctx);
+      const userIds = new Fields(jsonBody(ctx), 'invalid_request').uuidList('user_ids', 1, MAX_PRESENCE_QUERY);
+      if (!deps.presenceFromRegion) throw new AppError('unavailable', 'this gateway does not answer presence for other regions');
+      return { status: 200, body: { online: [...(await deps.presenceFromRegion.online(userIds))] } };
     },
 
     async sendMessage(ctx: RequestContext): Promise<Reply> {

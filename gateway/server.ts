@@ -37,6 +37,8 @@ export const REST_ROUTES = [
   { method: 'POST', path: '/v1/regions/writes', handler: 'forwardedWrite' },
   { method: 'GET', path: '/v1/regions/failovers', handler: 'regionFailovers' },
   { method: 'POST', path: '/v1/regions/typing', handler: 'forwardedTyping' },
+  { method: 'POST', path: '/v1/regions/presence', handler: 'forwardedPresence' },
+  { method: 'POST', path: '/v1/regions/presence/online', handler: 'presenceHere' },
   { method: 'PATCH', path: '/v1/conversations/:id/messages/:message_id', handler: 'editMessage' },
   { method: 'DELETE', path: '/v1/conversations/:id/messages/:message_id', handler: 'deleteMessage' },
   { method: 'PUT', path: '/v1/users/me', handler: 'setMyName' },

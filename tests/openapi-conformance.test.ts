@@ -828,6 +828,15 @@ describe.each(BACKENDS)('REST answers conform to docs/openapi.yaml (%s)', (backe
     expect((await typing(randomUUID())).status).toBe(403);
     expect((await typing(bob.userId, {})).status).toBe(401);
     expect((await call('POST', '/v1/regions/typing', { ...region, body: { conversation_id: 'x', user_id: bob.userId } })).status).toBe(400);
+    // Presence from another region: a change is taken (published to the watchers here), who is connected here is answered.
+    const change = { user_id: bob.userId, status: 'offline', last_seen_at: new Date().toISOString() };
+    expect((await call('POST', '/v1/regions/presence', { ...region, body: change })).status).toBe(200);
+    expect((await call('POST', '/v1/regions/presence', { ...region, body: { ...change, status: 'away' } })).status).toBe(400);
+    expect((await call('POST', '/v1/regions/presence', { body: change })).status).toBe(401);
+    const here = await call('POST', '/v1/regions/presence/online', { ...region, body: { user_ids: [bob.userId] } });
+    expect([here.status, here.body.online]).toEqual([200, []]);
+    expect((await call('POST', '/v1/regions/presence/online', { ...region, body: { user_ids: [] } })).status).toBe(400);
+    expect((await call('POST', '/v1/regions/presence/online', { body: { user_ids: [bob.userId] } })).status).toBe(401);
     // What a returning region asks: none taken over from b here.
     const failovers = (q: string, headers: Record<string, string> = region.headers) =>
       call('GET', '/v1/regions/failovers', { headers, path: `/v1/regions/failovers${q}` });

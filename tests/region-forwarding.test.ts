@@ -38,6 +38,7 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
       REALCHAT_REGION_PEERS: peers,
       REALCHAT_REGION_SECRET: SECRET,
       REALCHAT_REGION_FORWARD_TIMEOUT_MS: '1000',
+      REALCHAT_PRESENCE_GRACE_MS: '300',
     });
     [a, b] = await Promise.all([
       startTestServer('postgres', region('a', portA, `b=http://127.0.0.1:${portB}`)),
@@ -188,6 +189,59 @@ describe('forwarding sends to the home region (two regions, real PostgreSQL)', (
     } finally {
       inA.close();
       inB.close();
+    }
+  });
+
+  it('presence crosses regions: a watcher in a sees a user connected only to b go online and offline; the user in b sees a watcher in a online; a stale offline is dropped', async () => {
+    const alice = await a.token();
+    const bobId = randomUUID();
+    const carolToken = await a.token();
+    await createConversation(a, alice.token, [bobId, carolToken.userId]);
+    await mirrorAtoB();
+    const inA = await TestClient.connect(a.wsUrl, alice.token);
+    const carol = await TestClient.connect(a.wsUrl, carolToken.token);
+    let inB: TestClient | null = null;
+    const presenceOf = (user: string) => (f: Record<string, unknown>) => f.type === 'presence' && f.user_id === user;
+    try {
+      inA.send({ type: 'presence_subscribe', user_ids: [bobId] });
+      expect(await inA.waitFor(presenceOf(bobId), 5000)).toMatchObject({ status: 'offline' });
+      inB = await TestClient.connect(b.wsUrl, (await b.token(bobId)).token);
+      // b tells its own watchers and offers the change to a (and to c, which never answers).
+      expect(await inA.waitFor((f) => presenceOf(bobId)(f) && f.status === 'online', 5000)).toMatchObject({ last_seen_at: null });
+      // REST in a: asks b, since bob holds no connection in a.
+      const rest = await http(a, 'GET', `/v1/users/${bobId}/presence`, { token: alice.token });
+      expect([rest.status, rest.body.status]).toEqual([200, 'online']);
+      // From b: alice is connected only to a; b asks a (and c, counted as nobody when it does not answer).
+      inB.send({ type: 'presence_subscribe', user_ids: [alice.userId] });
+      expect(await inB.waitFor(presenceOf(alice.userId), 5000)).toMatchObject({ status: 'online' });
+      // A stale offline about alice from another region: a knows she is connected here and drops it,
+      // so carol, watching her in a, sees nothing.
+      carol.send({ type: 'presence_subscribe', user_ids: [alice.userId] });
+      expect(await carol.waitFor(presenceOf(alice.userId), 5000)).toMatchObject({ status: 'online' });
+      const stale = await http(a, 'POST', '/v1/regions/presence', {
+        body: { user_id: alice.userId, status: 'offline', last_seen_at: new Date().toISOString() },
+        headers: { authorization: `Region ${SECRET}` },
+      });
+      expect(stale.status).toBe(200);
+      // Bob leaves b: after b's grace period (300 ms) and its question to a and c, a's watcher sees him offline.
+      inB.close();
+      inB = null;
+      const bobFrames = await inA.waitForCount(presenceOf(bobId), 3, 10_000);
+      expect(bobFrames.map((f) => f.status)).toEqual(['offline', 'online', 'offline']);
+      // b's time of his disconnect, carried with the change (a's database never saw him).
+      expect(Date.parse(String(bobFrames[2]!.last_seen_at))).toBeGreaterThan(Date.now() - 10_000);
+      expect(carol.frames.filter(presenceOf(alice.userId)).map((f) => f.status)).toEqual(['online']);
+      const unsigned = await http(a, 'POST', '/v1/regions/presence/online', { body: { user_ids: [alice.userId] } });
+      expect(unsigned.status).toBe(401);
+      const asked = await http(a, 'POST', '/v1/regions/presence/online', {
+        body: { user_ids: [alice.userId, bobId] },
+        headers: { authorization: `Region ${SECRET}` },
+      });
+      expect([asked.status, asked.body.online]).toEqual([200, [alice.userId]]);
+    } finally {
+      inA.close();
+      carol.close();
+      inB?.close();
     }
   });
 

@@ -6,8 +6,10 @@
  * to each region: both send (b's sends are forwarded to a), both receive every message live, in the
  * home's order, and the history checker finds nothing lost, duplicated or reordered, in either
  * region's database. Then the link is cut: each side keeps serving the conversations it is home
- * to, forwarded sends are refused `unavailable` (home_unreachable) within the forward timeout, and
- * after the heal everything sent meanwhile reaches the other region and the copies equal the homes.
+ * to, forwarded sends are refused `unavailable` (home_unreachable) within the forward timeout, a
+ * watcher's view of a user across the link goes offline (presence is best effort across regions),
+ * and after the heal everything sent meanwhile reaches the other region, the user shows online
+ * again, and the copies equal the homes.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,7 +28,8 @@ describe('two regions over MirrorMaker 2, 60 ms apart (real processes)', () => {
   const open: TestClient[] = [];
 
   beforeAll(async () => {
-    pair = await startRegionPair({ rttMs: RTT_MS });
+    // Presence re-read every 2 s, so the cut shows in a watcher's presence within the test.
+    pair = await startRegionPair({ rttMs: RTT_MS, env: { REALCHAT_PRESENCE_RECHECK_MS: '2000' } });
   }, 300_000);
 
   afterAll(async () => {
@@ -163,7 +166,7 @@ describe('two regions over MirrorMaker 2, 60 ms apart (real processes)', () => {
     ]);
   }, 180_000);
 
-  it('a cut link: each side serves the conversations it is home to, forwarded sends are refused at their timeout, and all converges after the heal', async () => {
+  it('a cut link: each side serves the conversations it is home to, forwarded sends are refused at their timeout, presence across it lapses, and all converges after the heal', async () => {
     const [alice, bob] = [randomUUID(), randomUUID()];
     const convA = await createConversationAt(pair.a.port, await pair.issueToken(alice), [bob]);
     const convB = await createConversationAt(pair.b.port, await pair.issueToken(bob), [alice]);
@@ -177,6 +180,10 @@ describe('two regions over MirrorMaker 2, 60 ms apart (real processes)', () => {
     await chat(hB, convB, [[bob, b, 'before-b']], 2);
     await received(b, convA, 2);
     await received(a, convB, 2);
+    // Alice, in a, watches bob, connected only to b: online across the link.
+    const bobPresence = (f: Frame) => f.type === 'presence' && f.user_id === bob;
+    a.send({ type: 'presence_subscribe', user_ids: [bob] });
+    expect((await a.waitForCount(bobPresence, 1, 10_000))[0]).toMatchObject({ status: 'online' });
 
     await pair.partition();
     // Each home keeps taking its own conversation's messages, delivered in the region...
@@ -195,8 +202,14 @@ describe('two regions over MirrorMaker 2, 60 ms apart (real processes)', () => {
     expect(b.messages(convA)).toHaveLength(2);
     expect(a.messages(convB)).toHaveLength(2);
 
+    // b does not answer a's presence questions: at a's next recheck bob counts as offline (best
+    // effort across regions, docs/multi-region.md).
+    expect((await a.waitForCount(bobPresence, 2, 20_000)).map((f) => f.status)).toEqual(['online', 'offline']);
+
     await pair.heal();
     const healedAt = performance.now();
+    // ...and online again at the first recheck after the heal.
+    expect((await a.waitForCount(bobPresence, 3, 20_000)).map((f) => f.status)).toEqual(['online', 'offline', 'online']);
     // Everything sent during the cut arrives in the other region; then both chat across it again.
     await received(b, convA, 7);
     await received(a, convB, 7);
