@@ -7,7 +7,7 @@
  *   after a mass disconnect is a few requests, not one per user). A region that does not answer
  *   counts as having nobody online: a lost region's users go offline at the watchers' next recheck.
  * - `publish` tells the region's own watchers, then offers the change to every other region, which
- *   publishes it to its watchers and forwards it no further (`fromOtherRegion`).
+ *   publishes it to its watchers and forwards it no further (`presenceFromOtherRegion`).
  * The node deciding `offline` after the grace period asks `online` first, so it publishes `offline`
  * only when no region answered that the user is connected there.
  */
