@@ -113,6 +113,58 @@ describe('Kafka client wrapper (real broker)', () => {
     }
   }, 60_000);
 
+  it('a record the broker refuses fails only its own send: sends coalesced into the same request are written', async () => {
+    const small = `small-${randomUUID().slice(0, 8)}`;
+    const good = `good-${randomUUID().slice(0, 8)}`;
+    await admin((a) =>
+      a.createTopics({
+        waitForLeaders: true,
+        topics: [
+          { topic: small, numPartitions: 1, replicationFactor: 1, configEntries: [{ name: 'max.message.bytes', value: '1024' }] },
+          { topic: good, numPartitions: 1, replicationFactor: 1 },
+        ],
+      }),
+    );
+    const producer = await createProducer(kafka(), { timeoutMs: 3000, log });
+    try {
+      // Called in one tick: one produce request carries both (the producer coalesces calls).
+      const [tooLarge, fine] = await Promise.allSettled([
+        producer.send(small, [{ key: 'k', value: 'x'.repeat(4096), headers: {} }]),
+        producer.send(good, [{ key: 'k', value: 'innocent', headers: {} }]),
+      ]);
+      expect(tooLarge.status).toBe('rejected');
+      expect((tooLarge as PromiseRejectedResult).reason).toMatchObject({ retriable: false });
+      expect(fine.status).toBe('fulfilled');
+      // The shared request may have written it before it failed as a whole: at least once.
+      expect(new Set(await readAll(good, 1))).toEqual(new Set(['innocent']));
+    } finally {
+      await producer.close();
+    }
+  }, 60_000);
+
+  it('coalesced sends that add up past the broker limit of one partition go out as several requests, in order, none refused', async () => {
+    const topic = `bound-${randomUUID().slice(0, 8)}`;
+    await admin((a) =>
+      a.createTopics({
+        waitForLeaders: true,
+        topics: [
+          { topic, numPartitions: 1, replicationFactor: 1, configEntries: [{ name: 'max.message.bytes', value: String(64 * 1024) }] },
+        ],
+      }),
+    );
+    const producer = await createProducer(kafka(), { timeoutMs: 3000, log, maxRequestBytes: 16 * 1024 });
+    const refusedBefore = lines.filter((l) => l.includes('kafka send failed')).length;
+    try {
+      // 40 calls of 4 KiB in one tick: 160 KiB for one partition, where the broker takes 64 KiB per batch.
+      const values = Array.from({ length: 40 }, (_, i) => `${String(i).padStart(2, '0')}:${'v'.repeat(4096)}`);
+      await Promise.all(values.map((value) => producer.send(topic, [{ key: 'same', value, headers: {} }])));
+      expect(lines.filter((l) => l.includes('kafka send failed')).length).toBe(refusedBefore);
+      expect((await readAll(topic, 40)).map((v) => v.slice(0, 2))).toEqual(values.map((v) => v.slice(0, 2)));
+    } finally {
+      await producer.close();
+    }
+  }, 60_000);
+
   it('a producer whose sequence fell behind the broker (a timed-out batch was written after all) is replaced', async () => {
     const topic = `seq-${randomUUID().slice(0, 8)}`;
     await admin((a) => a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1, replicationFactor: 1 }] }));

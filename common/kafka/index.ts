@@ -5,7 +5,7 @@
 export { KAFKA_DEFAULTS, createKafkaClient, kafkaConnection, type KafkaClient, type KafkaOptions } from './client.js';
 export { KafkaError } from './errors.js';
 export { consumerLag, createLagProbe, deleteTopics, ensureTopics, type LagProbe, type PartitionLag } from './admin.js';
-export { createProducer, type KafkaProducer, type OutRecord } from './producer.js';
+export { createProducer, splitRequests, type KafkaProducer, type OutRecord } from './producer.js';
 export {
   GroupConsumer,
   runConsumer,

@@ -23,6 +23,51 @@ export interface KafkaProducer {
 /** Calls merged into one request at most (each is one caller's batch, itself bounded). */
 const MAX_COALESCED_CALLS = 64;
 
+/**
+ * Bytes of record values, keys and headers per produce request at most. The broker refuses a
+ * partition's record batch above its `message.max.bytes` (1 MiB by default) for good, and kafkajs
+ * puts every record of a request that lands in one partition into one batch: coalesced calls (or
+ * one caller's records under a backlog) would otherwise add up past it (measured: a delivery worker
+ * working through a backlog, six partition batches of 500 events coalesced; perf/README.md, "Sixth round").
+ */
+export const DEFAULT_MAX_REQUEST_BYTES = 512 * 1024;
+
+const recordBytes = (r: OutRecord): number => {
+  let n = Buffer.byteLength(r.value) + Buffer.byteLength(r.key) + 16;
+  for (const h in r.headers) n += h.length + Buffer.byteLength(r.headers[h]!) + 4;
+  return n;
+};
+
+/**
+ * (topic, records) in order, cut into requests of at most `maxBytes` (a record larger than that
+ * alone): consecutive requests keep each partition's order, one request in flight at a time.
+ */
+export function splitRequests(
+  batches: ReadonlyArray<readonly [string, readonly OutRecord[]]>,
+  maxBytes: number,
+): Array<Array<{ topic: string; records: OutRecord[] }>> {
+  const requests: Array<Array<{ topic: string; records: OutRecord[] }>> = [];
+  let current = new Map<string, OutRecord[]>();
+  let bytes = 0;
+  const cut = () => {
+    if (current.size > 0) requests.push([...current].map(([topic, records]) => ({ topic, records })));
+    current = new Map();
+    bytes = 0;
+  };
+  for (const [topic, records] of batches) {
+    for (const r of records) {
+      const size = recordBytes(r);
+      if (bytes > 0 && bytes + size > maxBytes) cut();
+      bytes += size;
+      const list = current.get(topic);
+      if (list) list.push(r);
+      else current.set(topic, [r]);
+    }
+  }
+  cut();
+  return requests;
+}
+
 const toMessages = (records: OutRecord[]) => records.map((r) => ({ key: r.key, value: r.value, headers: r.headers }));
 
 /** topic -> partitions a send assigned records to (filled by the partitioner, on every attempt). */
@@ -48,12 +93,12 @@ export function unacknowledged(
 
 /**
  * Sends are coalesced: calls made while a request is in flight (or within `lingerMs` of the first)
- * go out together as one produce request, each caller's records in call order, and each call
- * settles with that request. The broker's cost here is mostly per request, not per record.
+ * go out together as one produce request (several, one after the other, past the byte bound), each
+ * caller's records in call order, and each call settles with them. The broker's cost here is mostly per request, not per record.
  */
 export async function createProducer(
   client: KafkaClient,
-  opts: { timeoutMs: number; log: Logger; lingerMs?: number },
+  opts: { timeoutMs: number; log: Logger; lingerMs?: number; maxRequestBytes?: number },
 ): Promise<KafkaProducer> {
   // What the send in flight assigned where (one send at a time: flushes are serialized).
   let assigned: Assigned = new Map();
@@ -141,18 +186,15 @@ export async function createProducer(
     else setImmediate(() => void flush());
   };
 
-  async function flush(): Promise<void> {
-    const taken = waiting.splice(0, MAX_COALESCED_CALLS);
-    const merged = new Map<string, OutRecord[]>();
-    for (const w of taken) {
-      for (const [topic, records] of w.batches) {
-        const list = merged.get(topic);
-        if (list) list.push(...records);
-        else merged.set(topic, [...records]);
-      }
-    }
-    const topicMessages = [...merged].map(([topic, records]) => ({ topic, messages: toMessages(records) }));
-    try {
+  const maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+
+  /** These calls' records, each call's in call order, in as few requests as the byte bound allows. */
+  async function produce(calls: readonly Waiting[]): Promise<void> {
+    for (const request of splitRequests(
+      calls.flatMap((w) => w.batches),
+      maxRequestBytes,
+    )) {
+      const topicMessages = request.map(({ topic, records }) => ({ topic, messages: toMessages(records) }));
       await run(async (p) => {
         assigned = new Map();
         const answer = await p.sendBatch({ acks: -1, timeout: opts.timeoutMs, topicMessages });
@@ -160,9 +202,20 @@ export async function createProducer(
         // Retriable: the caller sends the batch again (duplicates for the partitions that were written).
         if (missing.length) throw new KafkaError(`kafka produce: no acknowledgement for ${missing.join(', ')}`, { retriable: true });
       }, 'kafka produce');
+    }
+  }
+
+  async function flush(): Promise<void> {
+    const taken = waiting.splice(0, MAX_COALESCED_CALLS);
+    try {
+      await produce(taken);
       for (const w of taken) w.resolve();
     } catch (err) {
-      for (const w of taken) w.reject(err);
+      if (taken.length > 1 && err instanceof KafkaError && !err.retriable) {
+        // A record the broker will never take (too large, say) fails the whole request: a caller
+        // would then dead-letter records that only shared the request with it. Each call alone.
+        for (const w of taken) await produce([w]).then(w.resolve, w.reject);
+      } else for (const w of taken) w.reject(err);
     } finally {
       flushing = false;
       schedule();
