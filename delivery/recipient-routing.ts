@@ -1,11 +1,9 @@
 /**
  * Where a batch of deliveries goes: with a presence registry, to the topic of each live node that
  * holds any of the recipients (for a large room: each node with a subscriber of the room), as one
- * record per node and source partition carrying that node's share of every delivery (in stream
- * order); without one, or while it fails (circuit open), to the broadcast topic every node reads.
- * Member lists and presence are looked up once per call, for every partition batch in it (one query
- * for the conversations not cached, one pipelined registry round trip for all recipients), never
- * per event. Switching
+ * record per node carrying that node's share of every delivery (in stream order); without one, or while it fails (circuit open), to the broadcast topic every
+ * node reads. Member lists and presence are looked up once per batch (one query for the conversations
+ * not cached, one pipelined registry round trip for all recipients), never per event. Switching
  * paths cannot reorder what a client sees: connections drop duplicates and fill gaps by sequence.
  */
 import type { OutRecord } from '../common/kafka/index.js';
@@ -23,12 +21,6 @@ export type Outgoing = Map<string, OutRecord[]>;
 export interface RoutedDelivery {
   delivery: Delivery;
   record: EventRecord;
-}
-
-/** One source partition's batch and the Kafka key its node records carry. */
-export interface RouteGroup {
-  batch: readonly RoutedDelivery[];
-  key: string;
 }
 
 export function createRecipientRouting(deps: {
@@ -75,26 +67,16 @@ export function createRecipientRouting(deps: {
     });
   }
 
-  function broadcast(groups: readonly RouteGroup[]): Outgoing {
-    const records = groups.flatMap(({ batch, key }) => {
-      const deliveries = batch.map(({ delivery: d, record }) => ({
-        recipients: d.recipients,
-        eventJson: record.value,
-        traceId: d.traceId,
-      }));
-      return deliveries.length > 0 ? [{ key, value: encodeNodeBatch(deliveries), headers: {} }] : [];
-    });
-    return new Map(records.length > 0 ? [[deps.broadcastTopic, records]] : []);
+  function broadcast(batch: readonly RoutedDelivery[], key: string): Outgoing {
+    const deliveries = batch.map(({ delivery: d, record }) => ({ recipients: d.recipients, eventJson: record.value, traceId: d.traceId }));
+    return new Map([[deps.broadcastTopic, [{ key, value: encodeNodeBatch(deliveries), headers: {} }]]]);
   }
 
   /**
-   * Several partitions' batches at once: one member-list read, one registry round trip, one record
-   * per node and group. Each group keeps its own Kafka `key` (every batch of one source partition
-   * uses the same key, so the node topic keeps their order: a conversation's events all come from
-   * one source partition); merging groups into one record would mix keys and so node partitions.
+   * `key` is the records' Kafka key: every batch of one source partition uses the same key, so the
+   * node topic keeps their order (a conversation's events all come from one source partition).
    */
-  return async function route(groups: readonly RouteGroup[]): Promise<Outgoing> {
-    const batch = groups.flatMap((g) => g.batch);
+  return async function route(batch: readonly RoutedDelivery[], key: string): Promise<Outgoing> {
     if (batch.length === 0) return new Map();
     // Membership changes reach the cache whatever path the batch takes, once the batch's recipients
     // were resolved from the state before it: an entry before a change goes to the members before it.
@@ -108,7 +90,7 @@ export function createRecipientRouting(deps: {
     };
     if (!presence || !membership || !breaker.allow()) {
       learn();
-      return broadcast(groups);
+      return broadcast(batch, key);
     }
     try {
       let recipients: Array<readonly string[] | 'room'>;
@@ -133,24 +115,19 @@ export function createRecipientRouting(deps: {
           else nodesOf.set(u, [node]);
         }
       }
-      // node -> group index -> that group's share, in stream order
-      const perNode = new Map<string, Map<number, NodeDelivery[]>>();
-      const groupOf = groups.flatMap((g, gi) => g.batch.map(() => gi));
-      const add = (node: string, group: number, entry: NodeDelivery) => {
-        let shares = perNode.get(node);
-        if (!shares) perNode.set(node, (shares = new Map()));
-        const list = shares.get(group);
+      const perNode = new Map<string, NodeDelivery[]>();
+      const add = (node: string, entry: NodeDelivery) => {
+        const list = perNode.get(node);
         if (list) list.push(entry);
-        else shares.set(group, [entry]);
+        else perNode.set(node, [entry]);
       };
       const interest: Array<Promise<void>> = [];
       batch.forEach(({ delivery: d, record }, i) => {
-        const group = groupOf[i]!;
         const r = recipients[i]!;
         const conv = d.event.conversation_id;
         if (r === 'room') {
           // Every node with a subscriber delivers to its own subscribers.
-          for (const node of roomNodes.get(conv) ?? []) add(node, group, { recipients: null, eventJson: record.value, traceId: d.traceId });
+          for (const node of roomNodes.get(conv) ?? []) add(node, { recipients: null, eventJson: record.value, traceId: d.traceId });
           return;
         }
         const byNode = new Map<string, string[]>();
@@ -162,7 +139,7 @@ export function createRecipientRouting(deps: {
           }
         }
         for (const [node, list] of byNode) {
-          add(node, group, { recipients: list, eventJson: record.value, traceId: d.traceId });
+          add(node, { recipients: list, eventJson: record.value, traceId: d.traceId });
           if (d.event.type === 'conversation.members_added' && d.event.large) {
             // The node of a member just added to a large room wants the room's messages from now
             // on, before it has said so itself: record it, for this batch and the next ones.
@@ -174,18 +151,14 @@ export function createRecipientRouting(deps: {
       });
       await Promise.all(interest);
       const out: Outgoing = new Map();
-      for (const [node, shares] of perNode)
-        out.set(
-          nodeTopic(node),
-          [...shares].map(([gi, deliveries]) => ({ key: groups[gi]!.key, value: encodeNodeBatch(deliveries), headers: {} })),
-        );
+      for (const [node, deliveries] of perNode) out.set(nodeTopic(node), [{ key, value: encodeNodeBatch(deliveries), headers: {} }]);
       breaker.success();
       return out;
     } catch (err) {
       breaker.failure();
       metrics.presenceFallbacks.inc(batch.length);
       deps.log.warn({ err, events: batch.length }, 'recipient lookup failed: broadcasting to every node');
-      return broadcast(groups);
+      return broadcast(batch, key);
     }
   };
 }

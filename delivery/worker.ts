@@ -1,9 +1,8 @@
 /**
  * A delivery worker (distributed mode): a member of the delivery consumer group on the event topic.
  * Per partition batch, in order: decode, drop duplicates by (conversation_id, sequence), look the
- * recipients up for the whole batch, produce one record per node that holds any of them, and only
- * then mark the offsets. Several partitions are handled at once, and their batches share one
- * lookup and one produce call (hand-over.ts). A record
+ * recipients up for the whole batch, produce one record per node that holds any of them (several
+ * partitions are handled at once), and only then mark the offsets. A record
  * that cannot be decoded, or whose hand-over keeps failing after retries with backoff, goes to the
  * dead-letter topic with the reason; if even that fails the batch is retried, never dropped.
  */
@@ -30,7 +29,6 @@ import type { PresenceRegistry } from '../common/presence.js';
 import { createDeliveryRouter } from './router.js';
 import type { MembershipCache } from '../common/membership.js';
 import { createRecipientRouting } from './recipient-routing.js';
-import { createHandOver } from './hand-over.js';
 import type { Delivery } from '../common/delivery.js';
 import { SpanKind, noTracing, type TraceSpan, type Tracing } from '../common/tracing.js';
 import { carriesTrace, traceIdOf } from '../common/trace-id.js';
@@ -83,17 +81,6 @@ export async function startDeliveryWorker(deps: {
     metrics,
   });
   const router = createDeliveryRouter({ log, metrics, dedupEntries: 100_000 });
-  // A record the broker will never take (too large, invalid): no retry helps.
-  const permanent = (err: unknown) => err instanceof KafkaError && !err.retriable;
-  const handOver = createHandOver({
-    route: routing,
-    send: async (out) => {
-      await producer.sendMany(out);
-      for (const list of out.values()) metrics.deliveriesForwarded.inc(list.length);
-    },
-    maxGroups: config.limits.deliveryConcurrency,
-    isPermanent: permanent,
-  });
 
   function deadLetter(record: EventRecord, source: InRecord, reason: string): OutRecord {
     metrics.deadLettered.inc({ reason: reason.split(':')[0]! });
@@ -112,7 +99,7 @@ export async function startDeliveryWorker(deps: {
     };
   }
 
-  /** One batch of one partition, in order (several partitions may be handled at once, sharing the hand-over). */
+  /** One batch of one partition, in order (several partitions may be handled at once). */
   async function handleBatch(records: InRecord[]): Promise<void> {
     if (records.length === 0) return;
     const sources = new Map<EventRecord, InRecord>();
@@ -136,15 +123,18 @@ export async function startDeliveryWorker(deps: {
     const key = `${records[0]!.topic}/${records[0]!.partition}`;
     try {
       await retry(
-        async (attempt) => {
-          await handOver.handOver({ batch: deliveries, key }, attempt > 0);
+        async () => {
+          const out = await routing(deliveries, key);
+          await producer.sendMany(out);
+          for (const list of out.values()) metrics.deliveriesForwarded.inc(list.length);
           observe('forwarded');
         },
         {
           retries: config.limits.deliveryMaxRetries,
           baseMs: 200,
           capMs: 5000,
-          isRetriable: (err) => !permanent(err), // such a batch goes to the dead letters at once
+          // A record the broker will never take (too large, invalid) goes to the dead letters at once.
+          isRetriable: (err) => !(err instanceof KafkaError) || err.retriable,
           onRetry: (err, attempt, delay) => log.warn({ err, attempt, retry_in_ms: delay }, 'delivery hand-over failed; retrying'),
         },
       );

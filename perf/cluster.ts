@@ -206,6 +206,8 @@ export interface ClusterResult {
   hold_s: number;
   rate: number;
   group_size: number;
+  /** Members of each conversation that never connected (not counted in group_size or the deliveries). */
+  offline_members: number;
   conversations: number;
   sent: number;
   acked: number;
@@ -265,6 +267,8 @@ interface ClusterPlan {
   /** Members per conversation: consecutive connections, so on consecutive gateways. */
   groupSize: number;
   conversations: number;
+  /** Members of each conversation that never connect (a large room past REALCHAT_LARGE_ROOM_MEMBERS). */
+  offlineMembers: number;
   /** Open-loop msg/s while holding. */
   rate: number;
   workers: number;
@@ -366,6 +370,7 @@ async function begin(options: Options, command: string, log: Log): Promise<Clust
     gateways,
     connections,
     groupSize,
+    offlineMembers: options.offlineMembers,
     conversations: Math.min(options.conversations > 0 ? options.conversations : 1000, Math.floor(connections / groupSize)),
     rate: Number.isNaN(options.rate) ? 100 : options.rate,
     workers: workerCount(connections, options.workers),
@@ -467,9 +472,11 @@ async function setup(run: ClusterRun): Promise<{ workers: Workers; slots: SlotSp
   const groups = Array.from({ length: plan.conversations }, (_, conv) =>
     Array.from({ length: plan.groupSize }, (_, k) => conv * plan.groupSize + k),
   );
+  // members who never connect: only their ids are needed (a token is never used)
+  const offline = (): User[] => Array.from({ length: plan.offlineMembers }, () => ({ userId: randomUUID(), token: '' }));
   const conversationIds = await makeConversations(
     plan.gateways.map((gateway) => gateway.base),
-    groups.map((group) => group.map((i) => users[i]!)),
+    groups.map((group) => [...group.map((i) => users[i]!), ...offline()]),
     plan.runId,
     16,
   );
@@ -479,7 +486,7 @@ async function setup(run: ClusterRun): Promise<{ workers: Workers; slots: SlotSp
     for (const i of group) conversationOf.set(i, conversationIds[conv]!);
   });
   run.notes.push(
-    `setup: ${plan.connections} HS256 tokens signed locally, ${plan.conversations} conversations of ${plan.groupSize} created via REST (round robin over the gateways) in ${((Date.now() - setupStart) / 1000).toFixed(1)} s`,
+    `setup: ${plan.connections} HS256 tokens signed locally, ${plan.conversations} conversations of ${plan.groupSize}${plan.offlineMembers > 0 ? ` (+${plan.offlineMembers} offline members each)` : ''} created via REST (round robin over the gateways) in ${((Date.now() - setupStart) / 1000).toFixed(1)} s`,
   );
   const specs = users.map((user, i) => connectionSpec(plan, i, user, conversationOf.get(i)));
   const slots: SlotSpec[] = [];
@@ -683,6 +690,7 @@ function buildResult(run: ClusterRun): ClusterResult {
     hold_s: holdWindow.seconds,
     rate: plan.rate,
     group_size: plan.groupSize,
+    offline_members: plan.offlineMembers,
     conversations: run.members.size,
     sent: tally.sent,
     acked: tally.acked,
@@ -834,7 +842,7 @@ export function clusterMarkdown(result: ClusterResult, svgName: string): string 
     `| connections on the gateways (mean over the hold) | **${result.connections_total}** (asked ${result.connections_requested}; clients open after ramp ${result.connections_open_clients}, failed ${result.connect_failed}) |`,
     `| connections per node | ${result.connections_per_node.join(' / ')} |`,
     `| ramp | ${result.ramp_s.toFixed(1)} s, accept ${result.accept_per_s.toFixed(0)} conn/s (asked ${result.ramp_rate_requested}/s) |`,
-    `| hold | ${result.hold_s.toFixed(0)} s at ${result.rate} msg/s, ${result.conversations} conversations of ${result.group_size} (members on different nodes) |`,
+    `| hold | ${result.hold_s.toFixed(0)} s at ${result.rate} msg/s, ${result.conversations} conversations of ${result.group_size} (members on different nodes)${result.offline_members > 0 ? ` + ${result.offline_members} offline members each` : ''} |`,
     `| memory per connection (all nodes) | **${kib(result.bytes_per_connection)} KiB** (RSS delta ${mib(result.rss_delta_total_bytes)} MiB; median node ${kib(result.bytes_per_connection_median_node)} KiB) |`,
     `| sent / acked | ${result.sent} / ${result.acked} |`,
     `| delivered (unique) / expected | ${result.delivered} / ${result.expected_deliveries} (lost ${result.lost}, duplicates ${result.duplicates}, gaps ${result.gaps}) |`,

@@ -122,6 +122,8 @@ describe('cluster scenario options', () => {
     expect(o.conversations).toBe(500);
     expect(() => parseArgs(['cluster', '--connections', '250001'])).toThrow(/1\.\.250000/);
     expect(() => parseArgs(['idle', '--connections', '60000'])).toThrow(/1\.\.50000/);
+    expect([o.offlineMembers, parseArgs(['cluster', '--offline-members', '99800']).offlineMembers]).toEqual([0, 99800]);
+    expect(() => parseArgs(['cluster', '--offline-members', '100001'])).toThrow(/<= 100000/);
     const g = parseArgs([
       'cluster',
       '--gateways',

@@ -33,6 +33,7 @@ export interface Options {
   gateways: number; // 0 = discover (stack.sh status), else base-port .. base-port+N-1
   basePort: number;
   conversations: number; // conversations carrying the message traffic (0 = auto)
+  offlineMembers: number; // cluster: members added to each conversation that never connect
   jwtSecretFile: string | undefined;
   progressEvery: number; // s between progress lines while holding
   storm: boolean; // cluster: drop and reconnect every connection halfway through the hold
@@ -72,6 +73,8 @@ cluster scenario (RealChat gateways of the distributed stack, infra/stack.sh):
   --base-port P             first gateway port (default $PORT or 8080)
   --conversations C         conversations carrying the message traffic (default min(N / group, 1000));
                             members of each are on different gateways; --group-size (default 2)
+  --offline-members M       add M members to each conversation that never connect (default 0): with
+                            more than REALCHAT_LARGE_ROOM_MEMBERS in all, a large room (room interest)
   --rate R                  open-loop msg/s while holding (default 100)
   --jwt-secret-file F       file with the stack's REALCHAT_JWT_SECRET (default .cache/stack/jwt-secret)
   --progress S              seconds between progress lines while holding (default 30)
@@ -112,6 +115,7 @@ export function parseArgs(argv: readonly string[]): Options {
     gateways: 0,
     basePort: Number(process.env['PORT'] || 8080),
     conversations: 0,
+    offlineMembers: 0,
     jwtSecretFile: undefined,
     progressEvery: 30,
     storm: false,
@@ -239,6 +243,9 @@ export function parseArgs(argv: readonly string[]): Options {
       case 'conversations':
         o.conversations = Math.floor(num(k, val()));
         break;
+      case 'offline-members':
+        o.offlineMembers = Math.floor(num(k, val()));
+        break;
       case 'jwt-secret-file':
         o.jwtSecretFile = val();
         o.auth = 'jwt';
@@ -271,6 +278,7 @@ export function parseArgs(argv: readonly string[]): Options {
     throw new Error(
       `--connections must be 1..${maxConn}${o.scenario === 'cluster' ? '' : ' (up to 250000 with the cluster scenario, over several gateways)'}`,
     );
+  if (o.offlineMembers > 100_000) throw new Error('--offline-members must be <= 100000 (the default room size limit)');
   if (o.duration <= 0 || o.duration > 3600) throw new Error('--duration must be in (0, 3600] s');
   if (o.rate > 100_000 || o.groupRate > 100_000) throw new Error('--rate must be <= 100000 msg/s');
   if (o.engine === 'go') {
