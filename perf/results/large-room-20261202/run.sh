@@ -7,7 +7,7 @@ cd /work/main
 d=perf/results/large-room-20261202
 for m in ${OFFLINE:-0 800 1800 19800 99800}; do
   npm run perf -- cluster --connections 200 --group-size 200 --conversations 1 --offline-members "$m" \
-    --duration 30 --rate "${RATE:-100}" --ramp-rate 200 --engine go --out "$d/offline-$m" > "$d/offline-$m.log" 2>&1
+    --duration 30 --rate "${RATE:-100}" --ramp-rate 200 --engine go --out "$d/offline-$m" > "$d/offline-$m.out.txt" 2>&1
   f="$d/offline-$m.md"
   echo "== offline members $m"
   grep -E "latency ms|sent / acked|delivered|setup:" "$f"
