@@ -3,7 +3,8 @@
  * size, in order, so records that land in one partition never add up past the broker's limit.
  */
 import { describe, expect, it } from 'vitest';
-import { splitRequests, type OutRecord } from '../common/kafka/index.js';
+import { KafkaError, isRecordRefusal, splitRequests, type OutRecord } from '../common/kafka/index.js';
+import { toKafkaError } from '../common/kafka/errors.js';
 
 const rec = (key: string, bytes: number): OutRecord => ({ key, value: 'x'.repeat(bytes), headers: {} });
 
@@ -34,5 +35,19 @@ describe('produce requests are bounded in bytes', () => {
   it('counts keys, headers and multi-byte characters', () => {
     const wide: OutRecord = { key: 'k', value: 'é'.repeat(300), headers: { trace: 't'.repeat(100) } }; // 600 bytes of value
     expect(splitRequests([['a', [wide, wide]]], 1_000)).toHaveLength(2);
+  });
+});
+
+describe('which failures are a record refused (the only ones a shared request is redone call by call for)', () => {
+  it("the broker refusing a record, also wrapped as kafkajs' retrier does; not a broker away or a timeout", async () => {
+    const kafkajs = (await import('kafkajs')).default;
+    const tooLarge = new kafkajs.KafkaJSProtocolError(
+      Object.assign(new Error('too large'), { type: 'MESSAGE_TOO_LARGE', code: 10, retriable: false }),
+    );
+    expect(isRecordRefusal(toKafkaError(tooLarge, 'kafka produce'))).toBe(true);
+    expect(isRecordRefusal(toKafkaError(new kafkajs.KafkaJSNonRetriableError(tooLarge, { cause: tooLarge }), 'kafka produce'))).toBe(true);
+    const away = new kafkajs.KafkaJSConnectionError('Connection error: connect ECONNREFUSED');
+    expect(isRecordRefusal(toKafkaError(new kafkajs.KafkaJSNonRetriableError(away, { cause: away }), 'kafka produce'))).toBe(false);
+    expect(isRecordRefusal(new KafkaError('kafka produce: timed out', { retriable: true }))).toBe(false);
   });
 });

@@ -26,3 +26,15 @@ export function toKafkaError(err: unknown, what: string): KafkaError {
   }
   return new KafkaError(message, { retriable: err instanceof TimeoutError || !(err instanceof Error) || 'code' in err, cause: err });
 }
+
+/** Broker answers that refuse a record itself: no retry helps, and the other records of its request were not the cause. */
+const RECORD_REFUSALS = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE', 'INVALID_TIMESTAMP']);
+
+/** Whether the broker refused a record of the request (not a broker away, a timeout, a configuration). */
+export function isRecordRefusal(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const type = (e as { type?: unknown }).type;
+    if (typeof type === 'string' && RECORD_REFUSALS.has(type)) return true;
+  }
+  return false;
+}

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { retry } from '../retry.js';
 import { withTimeout } from '../timeout.js';
 import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
-import { KafkaError, toKafkaError } from './errors.js';
+import { KafkaError, isRecordRefusal, toKafkaError } from './errors.js';
 import { Partitioners, type Producer } from './kafkajs.js';
 
 export interface OutRecord {
@@ -211,9 +211,11 @@ export async function createProducer(
       await produce(taken);
       for (const w of taken) w.resolve();
     } catch (err) {
-      if (taken.length > 1 && err instanceof KafkaError && !err.retriable) {
+      if (taken.length > 1 && isRecordRefusal(err)) {
         // A record the broker will never take (too large, say) fails the whole request: a caller
         // would then dead-letter records that only shared the request with it. Each call alone.
+        // Only then: after a broker-level failure, one call after the other would wait out one
+        // timeout each.
         for (const w of taken) await produce([w]).then(w.resolve, w.reject);
       } else for (const w of taken) w.reject(err);
     } finally {
