@@ -22,6 +22,8 @@ function arg(name: string, fallback?: string): string {
 
 async function counter(url: string, series: string): Promise<number> {
   const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  // A failed scrape must not read as a count of 0 (the caller keeps the last count instead).
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
   const text = await res.text();
   for (const line of text.split('\n')) if (line.startsWith(series + ' ')) return Number(line.slice(series.length + 1));
   return 0; // not reported yet (the role has counted nothing)

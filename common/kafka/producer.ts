@@ -94,7 +94,8 @@ export function unacknowledged(
 /**
  * Sends are coalesced: calls made while a request is in flight (or within `lingerMs` of the first)
  * go out together as one produce request (several, one after the other, past the byte bound), each
- * caller's records in call order, and each call settles with them. The broker's cost here is mostly per request, not per record.
+ * caller's records in call order, and each call settles with them. The broker's cost here is
+ * mostly per request, not per record.
  */
 export async function createProducer(
   client: KafkaClient,
