@@ -19,6 +19,18 @@ interface EventBase {
 export interface MessageCreated extends EventBase {
   type: 'message.created';
   message: Envelope;
+  /**
+   * v1.5: the send moved its sender's read position over someone else's message. It stands for
+   * the `conversation.read` event earlier versions emitted separately (receiptOf gives it back).
+   */
+  receipt?: SendReceipt;
+}
+
+/** A send's read receipt (v1.5): `user_id` is the sender, `read_sequence` the message's sequence. */
+export interface SendReceipt {
+  event_id: string;
+  user_id: string;
+  read_sequence: number;
 }
 
 /** A timeline entry other than a plain message (v1.1): `message` is the entry, as clients receive it. */
@@ -218,6 +230,8 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
   switch (raw.type) {
     case 'message.created':
       if (!isEnvelope(raw.message) || raw.message.conversation_id !== raw.conversation_id) fail('message.created needs a valid envelope');
+      if (raw.receipt !== undefined && !isSendReceipt(raw.receipt, raw.message))
+        fail("message.created's receipt needs event_id, the sender's user_id and the message's sequence");
       return raw as unknown as MessageCreated;
     case 'message.edited':
       if (!entryIn(raw, 'edit') || !isUuid(raw.message.ref_message_id)) fail('message.edited needs an edit entry');
@@ -265,6 +279,27 @@ export function decodeEvent(raw: unknown): ChatEvent | null {
     default:
       return null;
   }
+}
+
+function isSendReceipt(v: unknown, m: Envelope): v is SendReceipt {
+  return isPlainObject(v) && isUuid(v.event_id) && v.user_id === m.sender_id && v.read_sequence === m.sequence_number;
+}
+
+/**
+ * The `conversation.read` a send's receipt stands for (v1.5 folds it into the message's event),
+ * as a consumer of the v1.4 stream received it; null when the send read nobody else's message.
+ */
+export function receiptOf(e: MessageCreated): ReadUpdated | null {
+  if (!e.receipt) return null;
+  return {
+    schema_version: 1,
+    event_id: e.receipt.event_id,
+    type: 'conversation.read',
+    conversation_id: e.conversation_id,
+    occurred_at: e.occurred_at,
+    user_id: e.receipt.user_id,
+    read_sequence: e.receipt.read_sequence,
+  };
 }
 
 /** The event carries a valid entry of `kind` in its own conversation. */

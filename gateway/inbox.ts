@@ -4,7 +4,7 @@ import { encodeFrame } from '../common/protocol.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ConnectionRegistry } from './registry.js';
 import type { EphemeralDelivery } from '../common/node-records.js';
-import { entryOf, membershipSequence } from '../common/events.js';
+import { entryOf, membershipSequence, receiptOf, type ReadUpdated } from '../common/events.js';
 import { SpanKind, noTracing, type Tracing } from '../common/tracing.js';
 import { carriesTrace } from '../common/trace-id.js';
 
@@ -23,6 +23,15 @@ export function createGatewayInbox(
   metrics: Metrics,
   tracing: Tracing = noTracing(),
 ): GatewayInbox {
+  async function deliverReceipt(event: ReadUpdated, recipients: readonly string[] | null): Promise<void> {
+    const conv = event.conversation_id;
+    const frame = encodeFrame({ type: 'receipt', conversation_id: conv, user_id: event.user_id, read_sequence: event.read_sequence });
+    // In a large room a read mark goes to the reader's own connections only (their unread counts).
+    const audience = recipients ? null : await membership.audience(conv);
+    const to = audience?.large ? [event.user_id] : (recipients ?? audience!.members);
+    registry.deliverFrame(to, frame, { conversationId: conv });
+  }
+
   return {
     async prepare(deliveries) {
       const unnamed = deliveries.filter((d) => d.recipients === null).map((d) => d.event.conversation_id);
@@ -31,11 +40,7 @@ export function createGatewayInbox(
     async deliver({ recipients, event, traceId }: Delivery) {
       const conv = event.conversation_id;
       if (event.type === 'conversation.read') {
-        const frame = encodeFrame({ type: 'receipt', conversation_id: conv, user_id: event.user_id, read_sequence: event.read_sequence });
-        // In a large room a read mark goes to the reader's own connections only (their unread counts).
-        const audience = recipients ? null : await membership.audience(conv);
-        const to = audience?.large ? [event.user_id] : (recipients ?? audience!.members);
-        registry.deliverFrame(to, frame, { conversationId: conv });
+        await deliverReceipt(event, recipients);
         return;
       }
       if (event.type === 'conversation.rehomed') {
@@ -87,6 +92,9 @@ export function createGatewayInbox(
         span.set('realchat.connections', written);
         span.end();
       }
+      // v1.5: the send's receipt rides on its message; clients still get it as a frame of its own, after the message.
+      const receipt = event.type === 'message.created' ? receiptOf(event) : null;
+      if (receipt) await deliverReceipt(receipt, recipients);
     },
     ephemeral(d) {
       const frame = JSON.stringify(d.frame);

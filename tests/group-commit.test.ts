@@ -192,14 +192,20 @@ describe('realchat_send_batch (PostgreSQL)', () => {
              (SELECT count(*)::int FROM outbox WHERE aggregateid IN (${c1}, ${c2}) AND type = 'message.created') AS events`;
     expect(last).toEqual({ s1: 3, s2: 1, events: 4 });
     // Sending is reading: b's #2 read a's #1, a's #3 read b's #2 (in this very batch): a receipt
-    // each. a's first send and its send in c2 read nobody else's message: none.
-    const receipts = await sql<{ u: string; n: number }[]>`
-      SELECT payload->>'user_id' AS u, (payload->>'read_sequence')::int AS n FROM outbox
-      WHERE aggregateid IN (${c1}, ${c2}) AND type = 'conversation.read' ORDER BY n`;
-    expect(receipts.map((r) => [r.u, r.n])).toEqual([
-      [b, 2],
-      [a, 3],
+    // each, on the message's own event (v1.5). a's first send and its send in c2 read nobody else's
+    // message: none. No conversation.read event of its own any more.
+    const receipts = await sql<{ c: string; n: number; receipt: { event_id: string; user_id: string; read_sequence: number } | null }[]>`
+      SELECT aggregateid AS c, (payload->'message'->>'sequence_number')::int AS n, payload->'receipt' AS receipt FROM outbox
+      WHERE aggregateid IN (${c1}, ${c2}) AND type = 'message.created' ORDER BY aggregateid = ${c2}, n`;
+    expect(receipts.map((r) => [r.c, r.n, r.receipt && [r.receipt.user_id, r.receipt.read_sequence]])).toEqual([
+      [c1, 1, null],
+      [c1, 2, [b, 2]],
+      [c1, 3, [a, 3]],
+      [c2, 1, null],
     ]);
+    expect(receipts.filter((r) => r.receipt).every((r) => /^[0-9a-f-]{36}$/.test(r.receipt!.event_id))).toBe(true);
+    const separate = await sql`SELECT 1 FROM outbox WHERE aggregateid IN (${c1}, ${c2}) AND type = 'conversation.read'`;
+    expect(separate.count).toBe(0);
   });
 
   it('a JSON null payload is a value: stored as jsonb null, and the same send again is a duplicate, not a conflict', async () => {

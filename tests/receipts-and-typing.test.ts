@@ -43,6 +43,32 @@ describe.each(BACKENDS)('read receipts and typing (%s)', (backend) => {
     for (const c of [a, b1, b2]) c.close();
   });
 
+  it("a send that reads another member's message: every member gets the message, then the sender's receipt; over its own messages only, no receipt", async () => {
+    const alice = await s.token();
+    const bob = await s.token();
+    const conv = await createConversation(s, alice.token, [bob.userId]);
+    const a = await TestClient.connect(s.wsUrl, alice.token);
+    const b = await TestClient.connect(s.wsUrl, bob.token);
+    await a.sendMessage(conv, 'from-alice', 1);
+    const reply = await b.sendMessage(conv, 'from-bob', 2);
+    await b.sendMessage(conv, 'bob-again', 3);
+    for (const c of [a, b]) {
+      await c.waitFor((f) => f.type === 'message' && f.message.sequence_number === 3);
+      // The stream carries one event per send (v1.5: the receipt rides on the message's event);
+      // clients still see the receipt as a frame of its own, right after the message it stands for.
+      const seen = c.frames
+        .filter((f) => (f.type === 'message' && f.message.conversation_id === conv) || f.type === 'receipt')
+        .map((f) =>
+          f.type === 'receipt'
+            ? `receipt ${f.user_id === bob.userId ? 'bob' : 'alice'} ${f.read_sequence}`
+            : `message ${f.message.sequence_number}`,
+        );
+      expect(seen).toEqual(['message 1', 'message 2', `receipt bob ${reply.sequence_number}`, 'message 3']);
+    }
+    a.close();
+    b.close();
+  });
+
   it('typing reaches the other members only and is never stored', async () => {
     const alice = await s.token();
     const bob = await s.token();

@@ -173,6 +173,35 @@ describe('webhook delivery (embedded)', () => {
     expect(metrics.body).toMatch(/realchat_webhook_attempts_total\{[^}]*outcome="network"[^}]*\} [1-9]/);
     await http(s, 'DELETE', `/v1/admin/webhooks/${webhookId}`, { token: ADMIN });
   });
+  it("a send that reads another member's message: the webhook gets its message.created, then a conversation.read as before v1.5 folded it in", async () => {
+    const created = await http(s, 'POST', '/v1/admin/webhooks', {
+      token: ADMIN,
+      body: { url: rx.url, event_types: ['message.created', 'conversation.read'] },
+    });
+    expect(created.status).toBe(201);
+    rx.secret = created.body.secret;
+    const alice = await s.token();
+    const bob = await s.token();
+    const conv = await createConversation(s, alice.token, [bob.userId]);
+    const send = (token: string, key: string) =>
+      http(s, 'POST', `/v1/conversations/${conv}/messages`, { token, body: { idempotency_key: key, payload: { key } } });
+    expect((await send(alice.token, 'a1')).status).toBe(201);
+    expect((await send(bob.token, 'b1')).status).toBe(201);
+    expect((await send(bob.token, 'b2')).status).toBe(201);
+    const ofConv = () => rx.unique.filter((r) => r.body?.conversation_id === conv);
+    await until('three messages and a receipt', () => ofConv().length >= 4, 30_000, 50);
+    expect(rx.invalid).toEqual([]);
+    const got = ofConv();
+    expect(
+      got.map((r) => (r.body.type === 'conversation.read' ? `read ${r.body.read_sequence}` : `message ${r.body.message.sequence_number}`)),
+    ).toEqual(['message 1', 'message 2', 'read 2', 'message 3']);
+    const [, second, read] = got;
+    expect(read!.body).toMatchObject({ type: 'conversation.read', user_id: bob.userId, read_sequence: 2, schema_version: 1 });
+    // The receipt's own event id: the webhook-id a receiver dedups by, the same as the stream's `receipt.event_id`.
+    expect(read!.id).toBe(second!.body.receipt.event_id);
+    expect(read!.body.event_id).toBe(read!.id);
+    await http(s, 'DELETE', `/v1/admin/webhooks/${created.body.webhook_id}`, { token: ADMIN });
+  });
 });
 
 describe('dead letters and replay (postgres)', () => {

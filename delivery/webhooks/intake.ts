@@ -8,7 +8,7 @@
 import type { Sql } from '../../common/db.js';
 import type { Logger } from '../../common/log.js';
 import { withTimeout } from '../../common/timeout.js';
-import { EventDecodeError, decodeEvent, type EventRecord } from '../../common/events.js';
+import { EventDecodeError, decodeEvent, receiptOf, type EventRecord } from '../../common/events.js';
 import type { WebhookMetrics } from './metrics.js';
 import { anyRows } from '../any-rows.js';
 
@@ -46,6 +46,16 @@ export function createWebhookIntake(deps: {
         try {
           const e = decodeEvent(JSON.parse(r.value));
           if (e) items.push({ event_id: e.event_id, event_type: e.type, conversation_id: e.conversation_id, body: r.value });
+          // v1.5 folds a send's receipt into its message's event; webhooks still receive the
+          // conversation.read as before (docs/webhooks.md), with the receipt's own event id.
+          const receipt = e?.type === 'message.created' ? receiptOf(e) : null;
+          if (receipt)
+            items.push({
+              event_id: receipt.event_id,
+              event_type: receipt.type,
+              conversation_id: receipt.conversation_id,
+              body: JSON.stringify(receipt),
+            });
         } catch (err) {
           // Delivery dead-letters these on its own path; a webhook never receives what does not decode.
           if (!(err instanceof EventDecodeError) && !(err instanceof SyntaxError)) throw err;
