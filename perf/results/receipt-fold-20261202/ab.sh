@@ -8,7 +8,8 @@
 # swapped, then relay, delivery and gateways are restarted. Per variant a warm-up at 1,000 msg/s,
 # then each RATE, 30 s each, Go generator. ORDER is AB or BA (alternate it between rounds: the
 # database grows during a round, so the second variant always runs on more data). FRESH=1 empties
-# the chat tables before each variant (rounds 3 and later).
+# the chat tables before each variant (rounds 3 and later). Round 5 ran B alone (ORDER B), the knee
+# with finer histogram buckets.
 set -euo pipefail
 cd /work/main
 d=perf/results/receipt-fold-20261202
