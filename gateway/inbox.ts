@@ -1,5 +1,5 @@
 import type { Delivery } from '../common/delivery.js';
-import type { MembershipCache } from '../common/membership.js';
+import type { Audience, MembershipCache } from '../common/membership.js';
 import { encodeFrame } from '../common/protocol.js';
 import type { Metrics } from '../common/metrics.js';
 import type { ConnectionRegistry } from './registry.js';
@@ -23,11 +23,12 @@ export function createGatewayInbox(
   metrics: Metrics,
   tracing: Tracing = noTracing(),
 ): GatewayInbox {
-  async function deliverReceipt(event: ReadUpdated, recipients: readonly string[] | null): Promise<void> {
+  /** `known`: the audience the caller already resolved for this delivery (a send's message), if any. */
+  async function deliverReceipt(event: ReadUpdated, recipients: readonly string[] | null, known: Audience | null = null): Promise<void> {
     const conv = event.conversation_id;
     const frame = encodeFrame({ type: 'receipt', conversation_id: conv, user_id: event.user_id, read_sequence: event.read_sequence });
     // In a large room a read mark goes to the reader's own connections only (their unread counts).
-    const audience = recipients ? null : await membership.audience(conv);
+    const audience = recipients ? null : (known ?? (await membership.audience(conv)));
     const to = audience?.large ? [event.user_id] : (recipients ?? audience!.members);
     registry.deliverFrame(to, frame, { conversationId: conv });
   }
@@ -67,7 +68,7 @@ export function createGatewayInbox(
           ? tracing.start('deliver', traceId, SpanKind.CONSUMER, { 'realchat.conversation_id': conv })
           : null;
       // Named recipients (routed by presence), else the members here, else (a large room) whoever subscribed.
-      let audience: Awaited<ReturnType<MembershipCache['audience']>> | null = null;
+      let audience: Audience | null = null;
       try {
         if (!recipients) audience = await membership.audience(conv);
       } catch (err) {
@@ -94,7 +95,7 @@ export function createGatewayInbox(
       }
       // v1.5: the send's receipt rides on its message; clients still get it as a frame of its own, after the message.
       const receipt = event.type === 'message.created' ? receiptOf(event) : null;
-      if (receipt) await deliverReceipt(receipt, recipients);
+      if (receipt) await deliverReceipt(receipt, recipients, audience);
     },
     ephemeral(d) {
       const frame = JSON.stringify(d.frame);
