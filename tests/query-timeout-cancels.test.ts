@@ -80,13 +80,15 @@ describe('timed-out queries are cancelled', () => {
 
   it('a query still queued in the driver when it times out never runs', async () => {
     const app = `queued-${randomUUID().slice(0, 8)}`;
-    const sql = pool(app, { max: 1, statementTimeoutMs: 1000 });
+    // The server's statement_timeout must be far from the client's 1 s deadline: at 1 s each, the
+    // server's cancel sometimes won the race and the blocked query failed with its error instead.
+    const sql = pool(app, { max: 1, statementTimeoutMs: 10_000 });
     const blocked = withTimeout(sql`UPDATE lockme SET v = v + 1 WHERE id = 1`, 1000, 'blocked update');
     // Queued behind the blocked one (one connection).
     const queued = withTimeout(sql`UPDATE lockme SET v = v + 10 WHERE id = 1`, 1000, 'queued update');
     await expect(blocked).rejects.toBeInstanceOf(TimeoutError);
     await expect(queued).rejects.toBeInstanceOf(TimeoutError);
-    // Without the cancel, the queued update starts once the first one fails and blocks for another second.
+    // Without the cancel, the queued update starts once the first one fails and blocks on the lock.
     await new Promise((r) => setTimeout(r, 300));
     expect(await running(app)).toBe(0);
   });
