@@ -287,7 +287,11 @@ export interface KafkaTopics {
   readonly fetchMaxWaitMs: number;
   /** Producers wait this long for more records before a request (0: only what piles up meanwhile). */
   readonly producerLingerMs: number;
+  /** What the Kafka client itself logs (REALCHAT_KAFKA_LOG_LEVEL): `debug` shows every request and its broker, for an incident. */
+  readonly clientLogLevel: KafkaLogLevel;
 }
+
+export type KafkaLogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 export interface Limits {
   readonly maxPayloadBytes: number;
@@ -421,6 +425,12 @@ function originsFrom(env: Env): string[] {
     }
     return u.origin;
   });
+}
+
+function kafkaLogLevelFrom(raw: string | undefined): KafkaLogLevel {
+  if (!raw) return 'warn';
+  if (raw === 'error' || raw === 'warn' || raw === 'info' || raw === 'debug') return raw;
+  throw new ConfigError(`REALCHAT_KAFKA_LOG_LEVEL must be error, warn, info or debug, got "${raw}"`);
 }
 
 function outboxModeFrom(raw: string | undefined): 'table' | 'wal' {
@@ -634,6 +644,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       fetchMinBytes: int(env, 'REALCHAT_KAFKA_FETCH_MIN_BYTES', 1, 1, 64 * 1024 * 1024),
       fetchMaxWaitMs: int(env, 'REALCHAT_KAFKA_FETCH_MAX_WAIT_MS', 500, 1, 10_000),
       producerLingerMs: int(env, 'REALCHAT_KAFKA_LINGER_MS', 0, 0, 1000),
+      clientLogLevel: kafkaLogLevelFrom(env.REALCHAT_KAFKA_LOG_LEVEL),
     },
     redis:
       env.REDIS_URL || env.REDIS_SENTINELS

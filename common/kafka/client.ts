@@ -62,17 +62,21 @@ export interface KafkaOptions {
   log: Logger;
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
+  /** What kafkajs itself logs (config: REALCHAT_KAFKA_LOG_LEVEL); warn unless given. */
+  clientLogLevel?: 'error' | 'warn' | 'info' | 'debug';
   /** Broker addresses (`host:port`, as the cluster advertises them) to connect to elsewhere (config: REALCHAT_ADDRESS_MAP). */
   addressMap?: ReadonlyMap<string, { host: string; port: number }>;
 }
 
 /** What every role's Kafka client takes from its configuration (REALCHAT_KAFKA_TIMEOUT_MS, REALCHAT_ADDRESS_MAP). */
 export function kafkaConnection(config: {
-  readonly kafka: { readonly requestTimeoutMs: number };
+  readonly kafka: { readonly requestTimeoutMs: number; readonly clientLogLevel: NonNullable<KafkaOptions['clientLogLevel']> };
   readonly addressMap: ReadonlyMap<string, { host: string; port: number }>;
-}): Pick<KafkaOptions, 'requestTimeoutMs' | 'addressMap'> {
-  return { requestTimeoutMs: config.kafka.requestTimeoutMs, addressMap: config.addressMap };
+}): Pick<KafkaOptions, 'requestTimeoutMs' | 'addressMap' | 'clientLogLevel'> {
+  return { requestTimeoutMs: config.kafka.requestTimeoutMs, addressMap: config.addressMap, clientLogLevel: config.kafka.clientLogLevel };
 }
+
+const KAFKAJS_LEVEL = { error: logLevel.ERROR, warn: logLevel.WARN, info: logLevel.INFO, debug: logLevel.DEBUG } as const;
 
 /**
  * kafkajs' socket factory with the address map applied: brokers advertise their own addresses,
@@ -96,13 +100,16 @@ export function createKafkaClient(opts: KafkaOptions): KafkaClient {
     requestTimeout: opts.requestTimeoutMs ?? KAFKA_DEFAULTS.requestTimeoutMs,
     retry: { ...KAFKA_DEFAULTS.clientRetry },
     ...(opts.addressMap && opts.addressMap.size > 0 ? { socketFactory: mappedSockets(opts.addressMap) } : {}),
-    logLevel: logLevel.WARN,
+    logLevel: KAFKAJS_LEVEL[opts.clientLogLevel ?? 'warn'],
     logCreator:
       () =>
-      ({ level, log: entry }) => {
+      ({ level, namespace, log: entry }) => {
         const { message, ...rest } = entry;
-        if (level <= logLevel.ERROR) log.error(rest, message);
-        else log.warn(rest, message);
+        const fields = { ...rest, namespace };
+        if (level <= logLevel.ERROR) log.error(fields, message);
+        else if (level === logLevel.WARN) log.warn(fields, message);
+        // kafkajs' info and debug go out at our info, so REALCHAT_KAFKA_LOG_LEVEL alone turns them on.
+        else log.info(fields, message);
       },
   });
   return kafka as unknown as KafkaClient;

@@ -131,6 +131,10 @@ export class ChaosStack {
           .map((p) => `127.0.0.1:${p}`)
           .join(','),
         REALCHAT_ADDRESS_MAP: map.join(','),
+        // Its Kafka client's every request, with broker and correlation id, in gateway-3.log: a
+        // consumer that waits on a dead broker behind the proxy (docs/chaos.md finding 20) shows
+        // which request it waits on. About 20 lines a second.
+        REALCHAT_KAFKA_LOG_LEVEL: 'debug',
       };
     };
     const add = async (role: Role, i: number, list: NodeRole[], proxied: boolean) => {
