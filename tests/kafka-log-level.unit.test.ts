@@ -36,7 +36,10 @@ describe('REALCHAT_KAFKA_LOG_LEVEL', () => {
       await new Promise((r) => setImmediate(r));
       const requests = lines.filter((l) => l.msg === 'Request Fetch(key: 1, version: 11)');
       if (level === 'warn') expect(requests).toEqual([]);
-      else expect(requests).toMatchObject([{ level: 30, namespace: 'Connection', broker: '127.0.0.1:9092', correlationId: 7, component: 'kafkajs' }]);
+      else
+        expect(requests).toMatchObject([
+          { level: 30, namespace: 'Connection', broker: '127.0.0.1:9092', correlationId: 7, component: 'kafkajs' },
+        ]);
       expect(lines.filter((l) => l.msg === 'Response without a request')).toMatchObject([{ level: 40, namespace: 'Connection' }]);
     }
   });
