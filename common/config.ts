@@ -300,6 +300,8 @@ export interface Limits {
   readonly maxHttpBodyBytes: number;
   /** Bytes queued in a socket before it is closed as a slow consumer. */
   readonly maxConnectionBufferBytes: number;
+  /** A socket's frames of one event-loop turn wait for one write until they hold this many bytes (0: each frame written at once). */
+  readonly wsCoalesceBytes: number;
   /**
    * A live message that arrives ahead of a missing sequence waits this long for it to arrive live
    * before the connection fills the gap from the database (0: at once), at most `reorderMaxHeld`
@@ -685,6 +687,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       maxFrameBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxHttpBodyBytes: Math.max(4 * maxPayloadBytes, 256 * 1024),
       maxConnectionBufferBytes,
+      wsCoalesceBytes: int(env, 'REALCHAT_WS_COALESCE_BYTES', 16 * 1024, 0, 256 * 1024),
       reorderWindowMs: int(env, 'REALCHAT_REORDER_WINDOW_MS', 150, 0, 10_000),
       reorderMaxHeld: int(env, 'REALCHAT_REORDER_MAX_HELD', 64, 1, 10_000),
       maxRoomMembers: int(env, 'REALCHAT_MAX_ROOM_MEMBERS', 100_000, 2, 10_000_000),

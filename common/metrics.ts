@@ -52,6 +52,16 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
       labelNames: ['reason'] as const,
       registers: r,
     }),
+    wsWrites: new Counter({
+      name: 'realchat_ws_writes_total',
+      help: 'Corked socket writes to WebSocket connections (each carries the frames one connection was written in one event-loop turn)',
+      registers: r,
+    }),
+    wsFramesWritten: new Counter({
+      name: 'realchat_ws_frames_written_total',
+      help: 'WebSocket frames written; divided by realchat_ws_writes_total: frames per socket write',
+      registers: r,
+    }),
     wsErrors: new Counter({
       name: 'realchat_ws_errors_total',
       help: 'Error frames sent, by code',

@@ -19,7 +19,7 @@ export interface SocketPort {
   /** False when the frame could not be queued within the buffer limit: the connection must close. */
   send(text: string): boolean;
   bufferedAmount(): number;
-  /** Groups several sends into one syscall. */
+  /** Groups several sends into one syscall (uWS: every send of one event-loop turn already is). */
   batch(fn: () => void): void;
   end(code: number, reason: string): void;
 }
@@ -342,6 +342,7 @@ export class Connection {
   }
 
   onDrain(): void {
+    if (!this.drainWaiters) return;
     this.releaseDrainWaiters(this.socket.bufferedAmount());
   }
 

@@ -29,7 +29,7 @@ import type { Metrics } from '../common/metrics.js';
 import type { MembershipCache } from '../common/membership.js';
 import type { Authenticator } from './auth.js';
 import type { ChatStore } from './chat-store.js';
-import { Connection, type SocketPort } from './connection.js';
+import { Connection } from './connection.js';
 import { shareConcurrentReads } from './shared-reads.js';
 import { AddressCounter, type EdgePolicy } from './edge.js';
 import { peerAddress, STATUS_TEXT } from './http.js';
@@ -38,6 +38,7 @@ import { TokenBucket, type RateLimiter } from './rate-limit.js';
 import type { ClusterPorts } from './pipeline.js';
 import type { PresenceService } from './presence-watch.js';
 import { createCommandHandlers, runCommand, type RequestFrame } from './ws-commands.js';
+import { UwsSocketPort, WriteCoalescer, type PortLifecycle } from './socket-port.js';
 import type { SendTicket } from './send-fence.js';
 
 /** Requests queued on one connection beyond this are refused with rate_limited. */
@@ -100,52 +101,44 @@ export interface WsDeps {
   sockets: Set<WebSocket<WsData>>;
 }
 
-/**
- * Our limit is checked after each send; uWS' own maxBackpressure is set one frame (plus the close
- * frame) above it, so uWS never silently drops a frame and the 4002 close frame still fits.
- * A class, not an object of closures: methods on the prototype keep each connection smaller.
- * Created at upgrade; the uWS socket is attached when it opens (no frame can arrive before).
- */
-class UwsSocketPort implements SocketPort {
-  private ws: WebSocket<WsData> | null = null;
-
+/** The socket's side of its port: the lifecycle lives in WsData (one object per socket, methods on the prototype). */
+class WsPortLifecycle implements PortLifecycle {
   constructor(
     private readonly ud: WsData,
-    private readonly maxBufferedBytes: number,
+    private readonly onOverflow: (ud: WsData) => void,
   ) {}
-
-  attach(ws: WebSocket<WsData>): void {
-    this.ws = ws;
+  closing(): boolean {
+    return closing(this.ud);
   }
-
-  send(text: string): boolean {
-    const ws = this.ws;
-    if (!ws || closing(this.ud)) return false;
-    let result = 0;
-    ws.cork(() => {
-      result = ws.send(text, false, false);
-    });
-    return result !== 2 && ws.getBufferedAmount() <= this.maxBufferedBytes;
-  }
-
-  bufferedAmount(): number {
-    return !this.ws || closing(this.ud) ? 0 : this.ws.getBufferedAmount();
-  }
-
-  batch(fn: () => void): void {
-    if (this.ws && !closing(this.ud)) this.ws.cork(fn);
-  }
-
-  end(code: number, reason: string): void {
-    if (!this.ws || closing(this.ud)) return;
+  markClosing(): void {
     markClosing(this.ud);
-    this.ws.end(code, reason);
+  }
+  flushed(): void {
+    connOf(this.ud.session)?.onDrain();
+  }
+  overflowed(): void {
+    this.onOverflow(this.ud);
   }
 }
 
 export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
   const { config, store, auth, registry, log, logs, metrics } = deps;
   const limits = config.limits;
+  const coalescer = new WriteCoalescer(
+    (frames) => {
+      metrics.wsWrites.inc();
+      metrics.wsFramesWritten.inc(frames);
+    },
+    (err) => {
+      metrics.internalErrors.inc({ where: 'ws-flush' });
+      log.error({ err }, 'writing to a socket failed (a bug)');
+    },
+  );
+  const onOverflow = (ud: WsData) => {
+    metrics.failedDeliveries.inc({ reason: 'slow_consumer' });
+    const conn = connOf(ud.session);
+    log.info({ user_id: conn?.userId, session_id: conn?.sessionId }, 'closing slow consumer (a write over the buffer bound)');
+  };
   const connDeps = {
     history: shareConcurrentReads(store),
     log,
@@ -456,7 +449,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
           pending: 0,
           expiresAtMs: Infinity,
         } as Omit<WsData, 'port'> as WsData;
-        ud.port = new UwsSocketPort(ud, limits.maxConnectionBufferBytes);
+        // The port is made at open: uWS copies this object's fields into the socket's own user data.
         res.upgrade(ud, key, protocol, extensions, context);
       },
       (res) => res.cork(() => res.writeStatus('500 Internal Server Error').end()),
@@ -465,6 +458,12 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
       'open',
       (ws: WebSocket<WsData>) => {
         const ud = ws.getUserData();
+        ud.port = new UwsSocketPort(
+          new WsPortLifecycle(ud, onOverflow),
+          limits.maxConnectionBufferBytes,
+          coalescer,
+          limits.wsCoalesceBytes,
+        );
         ud.port.attach(ws);
         ud.address = addresses.add(ud.address);
         deps.sockets.add(ws);
