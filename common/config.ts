@@ -287,6 +287,12 @@ export interface KafkaTopics {
   readonly fetchMaxWaitMs: number;
   /** Producers wait this long for more records before a request (0: only what piles up meanwhile). */
   readonly producerLingerMs: number;
+  /**
+   * How often a consumer commits its progress (REALCHAT_KAFKA_COMMIT_INTERVAL_MS; 0: after every
+   * batch, in series with the next fetch). What a member leaves uncommitted when it stops is read
+   * again by the next owner (deduplicated by sequence).
+   */
+  readonly commitIntervalMs: number;
   /** What the Kafka client itself logs (REALCHAT_KAFKA_LOG_LEVEL): `debug` shows every request and its broker, for an incident. */
   readonly clientLogLevel: KafkaLogLevel;
 }
@@ -646,6 +652,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       fetchMinBytes: int(env, 'REALCHAT_KAFKA_FETCH_MIN_BYTES', 1, 1, 64 * 1024 * 1024),
       fetchMaxWaitMs: int(env, 'REALCHAT_KAFKA_FETCH_MAX_WAIT_MS', 500, 1, 10_000),
       producerLingerMs: int(env, 'REALCHAT_KAFKA_LINGER_MS', 0, 0, 1000),
+      commitIntervalMs: int(env, 'REALCHAT_KAFKA_COMMIT_INTERVAL_MS', 500, 0, 60_000),
       clientLogLevel: kafkaLogLevelFrom(env.REALCHAT_KAFKA_LOG_LEVEL),
     },
     redis:

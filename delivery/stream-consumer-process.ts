@@ -64,6 +64,7 @@ export async function runStreamConsumerProcess(opts: {
       handleBatch: (records) => opts.ingest(records.map(toEventRecord)).then(() => {}),
       ...(opts.partitionsConsumedConcurrently ? { partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently } : {}),
       fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
+      commitIntervalMs: config.kafka.commitIntervalMs,
     });
   } catch (err) {
     await opts.close();

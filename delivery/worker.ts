@@ -159,6 +159,7 @@ export async function startDeliveryWorker(deps: {
     // A partition this worker held before may have had members removed by another worker meanwhile.
     onGroupJoin: () => deps.membership?.clear(),
     fetch: { minBytes: topics.fetchMinBytes, maxWaitMs: topics.fetchMaxWaitMs },
+    commitIntervalMs: topics.commitIntervalMs,
   });
 
   const lagProbe = createLagProbe(kafka);

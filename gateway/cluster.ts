@@ -52,6 +52,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
   const consumer = await startDeliveryConsumer({
     kafka,
     fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
+    commitIntervalMs: config.kafka.commitIntervalMs,
     nodeId,
     topics,
     handlers: { event: (d) => inbox.deliver(d), prepare: (ds) => inbox.prepare(ds), ephemeral: (d) => inbox.ephemeral(d) },

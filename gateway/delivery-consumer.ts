@@ -22,6 +22,7 @@ export async function startDeliveryConsumer(deps: {
   kafka: KafkaClient;
   nodeId: string;
   fetch: { minBytes: number; maxWaitMs: number };
+  commitIntervalMs?: number;
   topics: string[];
   handlers: DeliveryHandlers;
   log: Logger;
@@ -81,6 +82,7 @@ export async function startDeliveryConsumer(deps: {
     // false expiry only makes the single member rejoin.
     sessionTimeoutMs: 6000,
     fetch: deps.fetch,
+    ...(deps.commitIntervalMs !== undefined ? { commitIntervalMs: deps.commitIntervalMs } : {}),
     log,
     async handleBatch(records) {
       for (const r of records) await handle(r);

@@ -55,6 +55,8 @@ export interface GroupConsumerOptions {
    * reading from the latest offset, it would skip what is produced before it joins).
    */
   join?: { timeoutMs: number; required: boolean };
+  /** How often progress is committed after batches (default KAFKA_DEFAULTS.consumer.autoCommitIntervalMs; 0: after every batch). */
+  commitIntervalMs?: number;
   /** Each time the member (re)joins the group: its partitions may have changed. */
   onGroupJoin?(): void;
 }
@@ -173,7 +175,7 @@ export class GroupConsumer implements RunningConsumer {
       await consumer.subscribe({ topics: this.topics, fromBeginning: this.opts.fromBeginning });
       await consumer.run({
         autoCommit: true,
-        autoCommitInterval: c.autoCommitIntervalMs,
+        autoCommitInterval: this.opts.commitIntervalMs ?? c.autoCommitIntervalMs,
         partitionsConsumedConcurrently: this.opts.partitionsConsumedConcurrently ?? 1,
         eachBatchAutoResolve: false,
         eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
