@@ -61,6 +61,10 @@ function batch(offset: number) {
   };
 }
 
+function emptyBatch() {
+  return { ...batch(0), messages: [], isEmpty: () => true };
+}
+
 function runner(Runner: RunnerClass, g: object, eachBatch: (p: { batch: unknown }) => Promise<void>) {
   const r = new Runner({
     logger: silent,
@@ -111,6 +115,27 @@ describe('kafkajs post-batch commits (patched)', () => {
     expect(await tenBatchesIn100ms(Unpatched)).toEqual(Array(11).fill('full'));
     patchPostBatchCommit(Unpatched as unknown as { prototype: never } as never);
     expect(await tenBatchesIn100ms(Unpatched)).toEqual(['interval']);
+  });
+
+  it('an idle member commits what is left once the interval has passed (its lag goes to 0)', async () => {
+    const clock = { now: 0 };
+    const { g, commits } = group(500, clock);
+    // kafkajs answers a fetch with one batch per partition, empty ones included.
+    const fetches: unknown[][] = [[batch(0), emptyBatch()], [emptyBatch(), emptyBatch()], [emptyBatch()]];
+    Object.assign(g, { fetch: async () => fetches.shift() ?? [] });
+    const r = runner(kafkajsRunner() as unknown as RunnerClass, g, async () => {}) as unknown as {
+      fetch(n: number): Promise<unknown[]>;
+      handleBatch(b: unknown): Promise<void>;
+    };
+    clock.now = 100;
+    for (const b of await r.fetch(1)) await r.handleBatch(b);
+    expect(commits).toEqual([]);
+    clock.now = 300;
+    await r.fetch(1);
+    expect(commits).toEqual([]);
+    clock.now = 600;
+    await r.fetch(1);
+    expect(commits).toEqual(['interval']);
   });
 
   it('a batch that fails and a rebalance seen by the heartbeat still commit at once', async () => {

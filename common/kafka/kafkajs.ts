@@ -209,7 +209,10 @@ export function kafkajsBrokerPool(): { prototype: BrokerPoolInternals } {
 /** The part of kafkajs' consumer runner (src/consumer/runner) the sixth fix touches. */
 interface RunnerInternals {
   autoCommit: boolean;
+  running: boolean;
   consumerGroup: { commitOffsetsIfNecessary(): Promise<void> };
+  /** One batch per partition the broker answered for, empty ones included. */
+  fetch(nodeId: number): Promise<unknown[]>;
   processEachBatch(batch: unknown): Promise<void>;
   autoCommitOffsets(): Promise<void> | undefined;
   /** Batches handled whose post-batch commit has not been asked for yet (ours). */
@@ -221,14 +224,23 @@ interface RunnerInternals {
  * calls `autoCommitOffsets`, not `autoCommitOffsetsIfNecessary`), and the fetch loop waits for that
  * commit before it fetches again: a replicated write to `__consumer_offsets` per batch, in series
  * with every hop. Seen in a gateway's Kafka debug log: an OffsetCommit of 10-70 ms between almost
- * every two fetches. After a batch the commit now follows `autoCommitInterval`; the other commits
- * (a batch that failed, a rebalance seen by the heartbeat) stay unconditional, so progress is
- * handed over as before. What a stop leaves uncommitted (at most one interval) is read again by the
- * next owner: at-least-once, deduplicated by sequence downstream.
+ * every two fetches. After a batch the commit now follows `autoCommitInterval`, and a fetch that
+ * found nothing commits what is left once the interval has passed (an idle member's lag goes to 0);
+ * the other commits (a batch that failed, a rebalance seen by the heartbeat) stay unconditional, so
+ * progress is handed over as before. What a stop leaves uncommitted (at most one interval) is read
+ * again by the next owner: at-least-once, deduplicated by sequence downstream.
  */
 export function patchPostBatchCommit(Runner: { prototype: RunnerInternals }): void {
+  const fetch = Runner.prototype.fetch;
   const processEachBatch = Runner.prototype.processEachBatch;
   const autoCommitOffsets = Runner.prototype.autoCommitOffsets;
+  Runner.prototype.fetch = async function (this: RunnerInternals, nodeId: number) {
+    const batches = await fetch.call(this, nodeId);
+    // A fetch answers with one batch per partition, empty ones included.
+    const idle = batches.every((b) => (b as { isEmpty?: () => boolean }).isEmpty?.() === true);
+    if (idle && this.autoCommit && this.running) await this.consumerGroup.commitOffsetsIfNecessary();
+    return batches;
+  };
   Runner.prototype.processEachBatch = async function (this: RunnerInternals, batch: unknown) {
     await processEachBatch.call(this, batch);
     // A counter, not a flag: batches of several partitions can be handled at once.
