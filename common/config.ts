@@ -289,8 +289,8 @@ export interface KafkaTopics {
   readonly producerLingerMs: number;
   /**
    * How often a consumer commits its progress (REALCHAT_KAFKA_COMMIT_INTERVAL_MS; 0: after every
-   * batch, in series with the next fetch). What a member leaves uncommitted when it stops is read
-   * again by the next owner (deduplicated by sequence).
+   * batch, in series with the next fetch). A member that stops commits what it handled; what a
+   * crashed one leaves uncommitted is read again by the next owner (deduplicated by sequence).
    */
   readonly commitIntervalMs: number;
   /** What the Kafka client itself logs (REALCHAT_KAFKA_LOG_LEVEL): `debug` shows every request and its broker, for an incident. */

@@ -113,6 +113,35 @@ describe('Kafka client wrapper (real broker)', () => {
     }
   }, 60_000);
 
+  it('a consumer commits on an interval, and on stop what it handled since (a drain leaves nothing to read again)', async () => {
+    const topic = `commit-${randomUUID().slice(0, 8)}`;
+    const groupId = `g-${randomUUID()}`;
+    await admin((a) => a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 1, replicationFactor: 1 }] }));
+    const producer = await createProducer(kafka(), { timeoutMs: 3000, log });
+    const committed = async () => admin(async (a) => (await a.fetchOffsets({ groupId, topics: [topic] }))[0]!.partitions[0]!.offset);
+    let seen = 0;
+    // An interval far longer than the test: only the stop can commit.
+    const consumer = await runConsumer(kafka(), {
+      groupId,
+      topic,
+      fromBeginning: true,
+      log,
+      commitIntervalMs: 60_000,
+      handleBatch: async (records) => void (seen += records.length),
+    });
+    try {
+      for (let i = 0; i < 5; i++) await producer.send(topic, [{ key: 'k', value: `v${i}`, headers: {} }]);
+      for (let i = 0; i < 100 && seen < 5; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(seen).toBe(5);
+      // Five batches handled, no commit yet (kafkajs alone committed after each of them).
+      expect(await committed()).toBe('-1');
+    } finally {
+      await consumer.stop();
+      await producer.close();
+    }
+    expect(await committed()).toBe('5');
+  }, 60_000);
+
   it('a record the broker refuses fails only its own send: sends coalesced into the same request are written', async () => {
     const small = `small-${randomUUID().slice(0, 8)}`;
     const good = `good-${randomUUID().slice(0, 8)}`;

@@ -38,7 +38,7 @@ export const KAFKA_DEFAULTS = {
     /**
      * How often a member commits its progress after batches (kafkajs alone committed after every
      * batch, in series with the next fetch: common/kafka/kafkajs.ts, patchPostBatchCommit). A
-     * member that stops leaves at most this much to be read again by the next owner.
+     * member that crashes leaves at most this much to be read again by the next owner.
      */
     autoCommitIntervalMs: 500,
     joinTimeoutMs: 30_000,

@@ -227,8 +227,9 @@ interface RunnerInternals {
  * every two fetches. After a batch the commit now follows `autoCommitInterval`, and a fetch that
  * found nothing commits what is left once the interval has passed (an idle member's lag goes to 0);
  * the other commits (a batch that failed, a rebalance seen by the heartbeat) stay unconditional, so
- * progress is handed over as before. What a stop leaves uncommitted (at most one interval) is read
- * again by the next owner: at-least-once, deduplicated by sequence downstream.
+ * progress is handed over as before. GroupConsumer.stop (consumer.ts) commits what it handled; a
+ * crash leaves at most one interval to be read again by the next owner: at-least-once,
+ * deduplicated by sequence downstream.
  */
 export function patchPostBatchCommit(Runner: { prototype: RunnerInternals }): void {
   const fetch = Runner.prototype.fetch;
