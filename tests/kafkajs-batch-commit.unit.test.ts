@@ -138,6 +138,27 @@ describe('kafkajs post-batch commits (patched)', () => {
     expect(commits).toEqual(['interval']);
   });
 
+  it('a member that stops commits what it handled, then leaves its group', async () => {
+    const clock = { now: 0 };
+    const { g, commits } = group(500, clock);
+    const steps: string[] = [];
+    Object.assign(g, {
+      async leave() {
+        steps.push(`leave after ${commits.length} commit(s)`);
+      },
+    });
+    const r = runner(kafkajsRunner() as unknown as RunnerClass, g, async () => {}) as unknown as {
+      handleBatch(b: unknown): Promise<void>;
+      stop(): Promise<void>;
+    };
+    clock.now = 100;
+    await r.handleBatch(batch(0));
+    expect(commits).toEqual([]);
+    await r.stop();
+    expect(commits).toEqual(['full']);
+    expect(steps).toEqual(['leave after 1 commit(s)']);
+  });
+
   it('a batch that fails and a rebalance seen by the heartbeat still commit at once', async () => {
     const Runner = kafkajsRunner() as unknown as RunnerClass;
     const clock = { now: 0 };

@@ -93,8 +93,6 @@ export class GroupConsumer implements RunningConsumer {
   private firstJoin: () => void = () => {};
   private readonly joined = new Promise<void>((resolve) => (this.firstJoin = resolve));
   private state: ConsumerStatus = { running: false, detail: 'joining the group' };
-  /** The next offset to read per partition handled since the last join: committed on stop. */
-  private readonly handled = new Map<string, { topic: string; partition: number; offset: string }>();
 
   constructor(
     private readonly client: KafkaClient,
@@ -141,14 +139,6 @@ export class GroupConsumer implements RunningConsumer {
     this.stopped = true;
     this.state = { running: false, detail: 'stopped' };
     if (this.rebuildTimer) clearTimeout(this.rebuildTimer);
-    // Commits run on an interval (patchPostBatchCommit): what was handled since the last one is
-    // committed here, so a drain hands its partitions over without records to read again.
-    if (this.member && this.handled.size > 0)
-      await withTimeout(
-        this.member.commitOffsets([...this.handled.values()]),
-        KAFKA_DEFAULTS.disconnectTimeoutMs,
-        'kafka commit on stop',
-      ).catch((err: unknown) => this.opts.log.warn({ err, group: this.opts.groupId }, 'kafka consumer could not commit on stop'));
     // Bounded: a drain must not hang on a broker that stopped answering (the group then expires the member).
     if (this.member)
       await withTimeout(this.member.disconnect(), KAFKA_DEFAULTS.disconnectTimeoutMs, 'kafka consumer disconnect').catch((err: unknown) =>
@@ -170,8 +160,6 @@ export class GroupConsumer implements RunningConsumer {
       retry: { ...KAFKA_DEFAULTS.clientRetry, restartOnFailure: async () => true },
     });
     consumer.on(consumer.events.GROUP_JOIN, () => {
-      // Partitions may have moved: only what this member handles from now on is its to commit.
-      this.handled.clear();
       this.rebuilds = 0;
       this.state = { running: true, detail: 'member of the group' };
       this.firstJoin();
@@ -195,13 +183,7 @@ export class GroupConsumer implements RunningConsumer {
             if (!isRunning() || isStale()) break;
             const slice = batch.messages.slice(i, i + chunk);
             await this.opts.handleBatch(slice.map((m) => toInRecord(batch.topic, batch.partition, m)));
-            const last = slice[slice.length - 1]!.offset;
-            resolveOffset(last);
-            this.handled.set(`${batch.topic}:${batch.partition}`, {
-              topic: batch.topic,
-              partition: batch.partition,
-              offset: (BigInt(last) + 1n).toString(),
-            });
+            resolveOffset(slice[slice.length - 1]!.offset);
             await heartbeat();
           }
         },

@@ -210,11 +210,14 @@ export function kafkajsBrokerPool(): { prototype: BrokerPoolInternals } {
 interface RunnerInternals {
   autoCommit: boolean;
   running: boolean;
-  consumerGroup: { commitOffsetsIfNecessary(): Promise<void> };
+  consumerGroup: { commitOffsets(): Promise<void>; commitOffsetsIfNecessary(): Promise<void> };
+  logger: { warn(message: string, extra?: object): void };
   /** One batch per partition the broker answered for, empty ones included. */
   fetch(nodeId: number): Promise<unknown[]>;
   processEachBatch(batch: unknown): Promise<void>;
   autoCommitOffsets(): Promise<void> | undefined;
+  /** Part of `stop`: resolves once no batch is being handled; the member leaves its group next. */
+  waitForConsumer(): Promise<void>;
   /** Batches handled whose post-batch commit has not been asked for yet (ours). */
   realchatBatchesEnded?: number;
 }
@@ -227,14 +230,22 @@ interface RunnerInternals {
  * every two fetches. After a batch the commit now follows `autoCommitInterval`, and a fetch that
  * found nothing commits what is left once the interval has passed (an idle member's lag goes to 0);
  * the other commits (a batch that failed, a rebalance seen by the heartbeat) stay unconditional, so
- * progress is handed over as before. GroupConsumer.stop (consumer.ts) commits what it handled; a
- * crash leaves at most one interval to be read again by the next owner: at-least-once,
- * deduplicated by sequence downstream.
+ * progress is handed over as before. A member that stops commits everything it handled once its
+ * last batch is done, before it leaves the group (a drain hands its partitions over with nothing
+ * to read again); a crash leaves at most one interval to be read again by the next owner:
+ * at-least-once, deduplicated by sequence downstream.
  */
 export function patchPostBatchCommit(Runner: { prototype: RunnerInternals }): void {
   const fetch = Runner.prototype.fetch;
   const processEachBatch = Runner.prototype.processEachBatch;
   const autoCommitOffsets = Runner.prototype.autoCommitOffsets;
+  const waitForConsumer = Runner.prototype.waitForConsumer;
+  Runner.prototype.waitForConsumer = async function (this: RunnerInternals) {
+    await waitForConsumer.call(this);
+    if (!this.autoCommit) return;
+    // kafkajs' stop swallows any error of its steps: a failed commit must not also skip the leave.
+    await this.consumerGroup.commitOffsets().catch((e: unknown) => this.logger.warn('Could not commit on stop', { error: String(e) }));
+  };
   Runner.prototype.fetch = async function (this: RunnerInternals, nodeId: number) {
     const batches = await fetch.call(this, nodeId);
     // A fetch answers with one batch per partition, empty ones included.
