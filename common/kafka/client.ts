@@ -1,5 +1,6 @@
 /** The connection settings every Kafka client of ours shares, and the opaque client handle. */
 import { connect, type Socket } from 'node:net';
+import type { KafkaLogLevel } from '../config.js';
 import type { Logger } from '../log.js';
 import { KafkaJs, logLevel, type Kafka } from './kafkajs.js';
 
@@ -68,20 +69,25 @@ export interface KafkaOptions {
   connectionTimeoutMs?: number;
   requestTimeoutMs?: number;
   /** What kafkajs itself logs (config: REALCHAT_KAFKA_LOG_LEVEL); warn unless given. */
-  clientLogLevel?: 'error' | 'warn' | 'info' | 'debug';
+  clientLogLevel?: KafkaLogLevel;
   /** Broker addresses (`host:port`, as the cluster advertises them) to connect to elsewhere (config: REALCHAT_ADDRESS_MAP). */
   addressMap?: ReadonlyMap<string, { host: string; port: number }>;
 }
 
 /** What every role's Kafka client takes from its configuration (REALCHAT_KAFKA_TIMEOUT_MS, REALCHAT_ADDRESS_MAP). */
 export function kafkaConnection(config: {
-  readonly kafka: { readonly requestTimeoutMs: number; readonly clientLogLevel: NonNullable<KafkaOptions['clientLogLevel']> };
+  readonly kafka: { readonly requestTimeoutMs: number; readonly clientLogLevel: KafkaLogLevel };
   readonly addressMap: ReadonlyMap<string, { host: string; port: number }>;
 }): Pick<KafkaOptions, 'requestTimeoutMs' | 'addressMap' | 'clientLogLevel'> {
   return { requestTimeoutMs: config.kafka.requestTimeoutMs, addressMap: config.addressMap, clientLogLevel: config.kafka.clientLogLevel };
 }
 
-const KAFKAJS_LEVEL = { error: logLevel.ERROR, warn: logLevel.WARN, info: logLevel.INFO, debug: logLevel.DEBUG } as const;
+const KAFKAJS_LEVEL: Record<KafkaLogLevel, number> = {
+  error: logLevel.ERROR,
+  warn: logLevel.WARN,
+  info: logLevel.INFO,
+  debug: logLevel.DEBUG,
+};
 
 /**
  * kafkajs' socket factory with the address map applied: brokers advertise their own addresses,
