@@ -18,9 +18,8 @@ import { SendFences } from './send-fence.js';
 export interface SocketPort {
   /** False when the frame could not be queued within the buffer limit: the connection must close. */
   send(text: string): boolean;
+  /** Includes frames written but not yet on the socket (gateway/socket-port.ts writes once per event-loop turn). */
   bufferedAmount(): number;
-  /** Groups several sends into one syscall (uWS: every send of one event-loop turn already is). */
-  batch(fn: () => void): void;
   end(code: number, reason: string): void;
 }
 
@@ -422,26 +421,24 @@ export class Connection {
         let ok = true;
         let left = false;
         const before = last;
-        this.socket.batch(() => {
-          for (const m of batch) {
-            if (m.sequence_number !== last + 1) {
-              log.error({ conversation_id: conv, expected: last + 1, got: m.sequence_number }, 'sequence gap in database');
-              ok = false;
-              return;
-            }
-            if (!this.write(encodeMessageFrame(m, fill.via))) {
-              ok = false;
-              return;
-            }
-            last = m.sequence_number;
-            if (this.removedBy(m)) {
-              left = true;
-              return;
-            }
-            // Stop at the high-water mark; the rest is read again after the socket drains.
-            if (this.socket.bufferedAmount() > this.deps.highWaterBytes) return;
+        for (const m of batch) {
+          if (m.sequence_number !== last + 1) {
+            log.error({ conversation_id: conv, expected: last + 1, got: m.sequence_number }, 'sequence gap in database');
+            ok = false;
+            break;
           }
-        });
+          if (!this.write(encodeMessageFrame(m, fill.via))) {
+            ok = false;
+            break;
+          }
+          last = m.sequence_number;
+          if (this.removedBy(m)) {
+            left = true;
+            break;
+          }
+          // Stop at the high-water mark; the rest is read again after the socket drains.
+          if (this.socket.bufferedAmount() > this.deps.highWaterBytes) break;
+        }
         if (last > before) metrics.deliveries.inc({ via: fill.via }, last - before);
         this.lastSent.set(conv, last);
         if (left) {

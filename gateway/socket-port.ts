@@ -112,11 +112,6 @@ export class UwsSocketPort implements SocketPort {
     return !this.ws || this.life.closing() ? 0 : this.ws.getBufferedAmount() + this.pendingBytes;
   }
 
-  /** Sends are grouped per turn already; kept for the port's contract. */
-  batch(fn: () => void): void {
-    fn();
-  }
-
   /** Writes the pending frames in one corked write (the coalescer's end of the turn). */
   flush(): void {
     this.queued = false;

@@ -33,9 +33,6 @@ class FakeSocket implements SocketPort {
   bufferedAmount() {
     return this.buffered;
   }
-  batch(fn: () => void) {
-    fn();
-  }
   end(code: number) {
     this.ended = code;
   }

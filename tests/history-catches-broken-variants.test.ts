@@ -34,7 +34,6 @@ function connectionWriting(history: HistoryPort, alice: string, conv: string, on
       return true;
     },
     bufferedAmount: () => 0,
-    batch: (fn) => fn(),
     end: () => {},
   };
   const conn = new Connection(alice, socket, {

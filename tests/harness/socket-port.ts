@@ -14,9 +14,6 @@ export class RecordingSocket implements SocketPort {
   bufferedAmount() {
     return 0;
   }
-  batch(fn: () => void) {
-    fn();
-  }
   end() {}
   /** [sequence, via] of each message frame written, in order. */
   arrivals(): Array<[number, string]> {
