@@ -341,6 +341,8 @@ export interface Limits {
   /** Group commit: sends per batch, and batches written at once (default: half the pool). */
   readonly sendBatchMax: number;
   readonly sendBatchWriters: number;
+  /** Sends waiting at which a batch beyond the first in flight starts (1: any free writer at once). */
+  readonly sendBatchExtraWriterAt: number;
   /** WebSocket connections one user may hold on one node / one client address may hold on one node. */
   readonly maxConnectionsPerUser: number;
   readonly maxConnectionsPerAddress: number;
@@ -716,6 +718,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       dbPoolSize,
       sendBatchMax: int(env, 'REALCHAT_SEND_BATCH_MAX', 500, 1, 10_000),
       sendBatchWriters: int(env, 'REALCHAT_SEND_BATCH_WRITERS', Math.min(2, dbPoolSize), 1, 1000),
+      sendBatchExtraWriterAt: int(env, 'REALCHAT_SEND_BATCH_EXTRA_WRITER_AT', 16, 1, 10_000),
       maxConnectionsPerUser: int(env, 'REALCHAT_MAX_CONNECTIONS_PER_USER', 32, 1, 1_000_000),
       maxConnectionsPerAddress: int(env, 'REALCHAT_MAX_CONNECTIONS_PER_ADDRESS', 1000, 1, 10_000_000),
       maxPageBytes,

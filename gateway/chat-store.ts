@@ -242,7 +242,7 @@ export interface ChatStoreDeps {
   /** PostgreSQL's breaker: while open, request-path work is refused at once (absent: none). */
   breaker?: CircuitBreaker;
   /** Group commit of sends: batch size, concurrent batches, sends allowed to wait. */
-  sendBatch: { maxBatch: number; maxInFlight: number; maxQueued: number };
+  sendBatch: { maxBatch: number; maxInFlight: number; maxQueued: number; extraWriterAt?: number };
   /** The "send" span of each message (absent: off). */
   tracing?: Tracing;
 }

@@ -4,6 +4,9 @@
  * send, and an idle node writes each send at once (a batch of one). At most `maxInFlight` batches
  * run at a time, each of at most `maxBatch` items; at most `maxQueued` items wait, the rest are
  * refused at once (the caller answers `unavailable`). Each item still gets its own answer.
+ * A batch beyond the first in flight starts only when `extraWriterAt` items wait: a few items
+ * are better off waiting for the batch in flight than paying a statement of their own, whose
+ * fixed cost is most of a small batch's (perf/README.md, "Ninth round").
  */
 import { AppError } from '../common/errors.js';
 
@@ -13,6 +16,8 @@ export interface GroupCommitOptions<I, R> {
   maxBatch: number;
   maxInFlight: number;
   maxQueued: number;
+  /** Items waiting at which a batch beyond the first in flight starts (default 1: any free writer at once). */
+  extraWriterAt?: number;
   /** Batches that failed with an error this says is worth it are written once more (a deadlock victim, say). */
   retryOnce?: (err: unknown) => boolean;
   /**
@@ -85,6 +90,7 @@ export class GroupCommit<I, R> {
 
   private pump(): void {
     while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
+      if (this.inFlight > 0 && this.queue.length < (this.opts.extraWriterAt ?? 1)) return;
       const batch = this.take();
       if (batch.length === 0) continue;
       this.inFlight++;

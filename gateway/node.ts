@@ -91,6 +91,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
       maxBatch: config.limits.sendBatchMax,
       // PGlite serves one connection: one batch at a time there.
       maxInFlight: Math.min(config.limits.sendBatchWriters, Math.max(1, Math.floor(opts.poolSize / 2))),
+      extraWriterAt: config.limits.sendBatchExtraWriterAt,
       maxQueued: config.limits.maxQueuedDbOperations * 4,
     },
   });

@@ -62,6 +62,34 @@ describe('GroupCommit (queue)', () => {
     expect(await Promise.all(rs)).toEqual([10, 20, 30, 40, 50]);
   });
 
+  it('a batch beyond the first in flight starts only when extraWriterAt items wait; the first batch never waits', async () => {
+    const w = fakeWriter();
+    const gc = new GroupCommit<number, number>({ write: w.write, maxBatch: 100, maxInFlight: 2, maxQueued: 100, extraWriterAt: 3 });
+    const rs = [gc.submit(1).result];
+    await tick();
+    expect(w.calls).toEqual([[1]]);
+    rs.push(gc.submit(2).result, gc.submit(3).result);
+    await tick();
+    // A writer is free, but two waiting sends do not pay a statement of their own.
+    expect(w.calls).toEqual([[1]]);
+    rs.push(gc.submit(4).result);
+    await tick();
+    expect(w.calls).toEqual([[1], [2, 3, 4]]);
+    rs.push(gc.submit(5).result);
+    w.release[0]!();
+    await tick();
+    await tick();
+    // [1] is done but [2, 3, 4] is still in flight: 5 alone is below the mark and waits for it.
+    expect(w.calls).toEqual([[1], [2, 3, 4]]);
+    w.release[1]!();
+    await tick();
+    await tick();
+    // Nothing in flight: the first batch starts whatever waits.
+    expect(w.calls).toEqual([[1], [2, 3, 4], [5]]);
+    w.release[2]!();
+    expect(await Promise.all(rs)).toEqual([10, 20, 30, 40, 50]);
+  });
+
   it('items with the same key never share a batch; order is kept', async () => {
     const w = fakeWriter();
     const gc = new GroupCommit<number, number>({ write: w.write, maxBatch: 10, maxInFlight: 1, maxQueued: 10, key: (x) => String(x % 3) });
@@ -237,6 +265,36 @@ describe('realchat_send_batch (PostgreSQL)', () => {
     const [setting] = await sql<{ s: string }[]>`SELECT current_setting('synchronous_commit') AS s`;
     expect(setting!.s).toBe('on');
     await deleteOutboxRows(sql, [ids[2]!], 5000);
+  });
+
+  it('locks and reads every row of a batch by index: no statement of the function scans a whole table, whatever its size', async () => {
+    // The plans a new session makes for the function's statements, as auto_explain logs them. A
+    // generic plan guesses 100 ids per batch; against a small table that guess made the lock
+    // statement hash them against a sequential scan of conversations (below 20,000-30,000 rows),
+    // so every batch read the whole table. Thousands of rows are enough to show it.
+    const users = Array.from({ length: 4 }, () => randomUUID());
+    await sql`INSERT INTO conversations (id, created_by) SELECT gen_random_uuid(), ${users[0]!} FROM generate_series(1, 5000)`;
+    const convs = [await conversation(users.slice(0, 2)), await conversation(users.slice(1, 3)), await conversation(users.slice(2, 4))];
+    await sql`ANALYZE conversations`;
+    const plans: string[] = [];
+    const probe = postgres(url, { max: 1, onnotice: (n) => plans.push(String(n.message)) });
+    try {
+      await probe`LOAD 'auto_explain'`;
+      await probe`SET auto_explain.log_min_duration = 0`;
+      await probe`SET auto_explain.log_nested_statements = on`;
+      await probe`SET client_min_messages = log`;
+      const rows = await send(
+        probe,
+        convs.map((c, i) => item(i, c, users[i + 1]!, `plan-${i}`, 'x')),
+      );
+      expect(rows.map((r) => r.status)).toEqual(['created', 'created', 'created']);
+    } finally {
+      await probe.end();
+    }
+    const lock = plans.find((p) => /FOR UPDATE/.test(p) && /jsonb_array_elements\(batch\)/.test(p));
+    expect(lock, 'the lock statement was planned and logged').toBeDefined();
+    expect(lock).toMatch(/Index Scan using conversations_pkey/);
+    expect(plans.filter((p) => /Seq Scan on (conversations|members|messages|user_conversation_state)\b/.test(p))).toEqual([]);
   });
 
   it('a concurrent transaction that commits the same key first: the losing batch fails whole (40001, no gap), and written again answers as stored', async () => {
