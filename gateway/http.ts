@@ -218,6 +218,8 @@ export function createHttpHandler(deps: HttpDeps) {
     if (e.code === 'internal') logs.write('error', `internal:${route}`, { ...fields, err: e.cause ?? e }, 'request failed');
     else if (e.status === 401 || e.status === 403 || e.status === 421 || e.status === 429)
       logs.write('warn', `refused:${e.code}`, fields, 'request refused');
+    // Which bound refused it (write queue, database gate, breaker, outbox backlog, ...) is only in the message.
+    else if (e.code === 'unavailable') logs.write('warn', 'refused:unavailable', { ...fields, reason: e.message }, 'request refused');
     const headers: Record<string, string> = {};
     if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
     const error = { code: e.code, message: e.message, ...(e.reason ? { reason: e.reason } : {}) };

@@ -175,7 +175,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const e = toAppError(err);
     const fields = { user_id: connOf(ud.session)?.userId, address: ud.address, code: e.code };
     if (e.code === 'internal') logs.write('error', 'internal:ws', { ...fields, err: e.cause ?? e }, 'frame handling failed');
-    else if (e.code === 'unauthorized' || e.code === 'too_many_connections')
+    else if (e.code === 'unauthorized' || e.code === 'too_many_connections' || e.code === 'unavailable')
       logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message }, 'websocket refused');
     metrics.wsErrors.inc({ code: e.code });
     const frame: ServerFrame = { type: 'error', code: e.code, message: e.message };
