@@ -9,8 +9,9 @@
 # DIR/<NAME><ROUND>-r<RATE>.{json,md,svg}. Alternate the order between rounds: on one stack the
 # variant that runs second is often slower whichever it is (perf/README.md, "Seventh round").
 # FRESH=1 empties the chat tables before each variant. A variant's PSQL_FILE=F (not passed to the
-# roles) is run by psql against the stack's database before its restart: a database function of
-# another version, say (its CREATE OR REPLACE FUNCTION statements).
+# roles) is run by psql against the stack's database right after its restart, so the migrations
+# the restart applies cannot replace it: a database function of another version, say (its CREATE
+# OR REPLACE FUNCTION statements; sessions already open pick the new definition up on their next call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$1 round=$2 rates=$3
@@ -46,11 +47,12 @@ for variant in "$@"; do
   if [[ "${FRESH:-0}" == 1 ]]; then
     psql -q "$db" -c "TRUNCATE messages, members, user_conversation_state, conversations, outbox CASCADE; CHECKPOINT" 2>/dev/null
   fi
-  env_words=()
+  env_words=() psql_files=()
   for w in "${words[@]:1}"; do
-    if [[ $w == PSQL_FILE=* ]]; then psql -q -v ON_ERROR_STOP=1 "$db" -f "${w#PSQL_FILE=}"; else env_words+=("$w"); fi
+    if [[ $w == PSQL_FILE=* ]]; then psql_files+=("${w#PSQL_FILE=}"); else env_words+=("$w"); fi
   done
   restart "${env_words[@]}"
+  for f in "${psql_files[@]}"; do psql -q -v ON_ERROR_STOP=1 "$db" -f "$f"; done
   run "$name$round-warm" 1000 >/dev/null
   for rate in $rates; do run "$name$round" "$rate"; done
 done
