@@ -94,3 +94,15 @@ export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   return new AppError('internal', 'internal error', { cause: err });
 }
+
+/**
+ * What lies under an error, for logs: the cause's name, code and message (a timeout, a connection
+ * reset, a SQLSTATE). A refusal's own message names the bound; its cause says what tripped it.
+ */
+export function causeSummary(err: Error): string | undefined {
+  const cause = err.cause;
+  if (cause === undefined) return undefined;
+  if (!(cause instanceof Error)) return String(cause).slice(0, 200);
+  const code = (cause as { code?: unknown }).code;
+  return `${cause.name}${typeof code === 'string' ? ` ${code}` : ''}: ${cause.message}`.slice(0, 200);
+}

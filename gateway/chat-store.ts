@@ -291,7 +291,13 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
   /** While the database keeps failing, answer at once instead of each request waiting out its timeout. */
   function admit(): void {
     if (breaker && !breaker.allow())
-      throw new AppError('unavailable', 'database unavailable, retry with the same idempotency key', { retryAfterS: 1 });
+      throw new AppError(
+        'unavailable',
+        'database unavailable (refused at once while it keeps failing), retry with the same idempotency key',
+        {
+          retryAfterS: 1,
+        },
+      );
   }
   /** Only "cannot reach the database" counts against it; a refused request is a database that answered. */
   function outcome(err?: unknown): void {

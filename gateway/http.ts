@@ -6,7 +6,7 @@
  * (tryEnd/onWritable), counted against a node-wide budget, and abandoned if the client stops reading.
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { AppError, toAppError } from '../common/errors.js';
+import { AppError, causeSummary, toAppError } from '../common/errors.js';
 import type { LogLimiter } from '../common/log-limiter.js';
 import type { Metrics } from '../common/metrics.js';
 import type { EdgePolicy } from './edge.js';
@@ -218,8 +218,10 @@ export function createHttpHandler(deps: HttpDeps) {
     if (e.code === 'internal') logs.write('error', `internal:${route}`, { ...fields, err: e.cause ?? e }, 'request failed');
     else if (e.status === 401 || e.status === 403 || e.status === 421 || e.status === 429)
       logs.write('warn', `refused:${e.code}`, fields, 'request refused');
-    // Which bound refused it (write queue, database gate, breaker, outbox backlog, ...) is only in the message.
-    else if (e.code === 'unavailable') logs.write('warn', 'refused:unavailable', { ...fields, reason: e.message }, 'request refused');
+    // Which bound refused it (write queue, database gate, breaker, outbox backlog, ...) is only in
+    // the message; what tripped it (a timeout, a lost connection) in the cause.
+    else if (e.code === 'unavailable')
+      logs.write('warn', 'refused:unavailable', { ...fields, reason: e.message, cause: causeSummary(e) }, 'request refused');
     const headers: Record<string, string> = {};
     if (e.retryAfterS !== undefined) headers['retry-after'] = String(e.retryAfterS);
     const error = { code: e.code, message: e.message, ...(e.reason ? { reason: e.reason } : {}) };

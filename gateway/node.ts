@@ -74,6 +74,16 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     );
   }
 
+  // Opening and closing are logged: while it is open every send is refused `unavailable`, and the
+  // refusal lines alone cannot tell an open breaker from slow statements. Its once-a-second
+  // half-open probes are not (they would repeat through a whole outage).
+  let breakerWas = 'closed';
+  const postgresBreaker = new CircuitBreaker(config.breakers.postgres, undefined, (state) => {
+    if (state === 'open' && breakerWas === 'closed')
+      log.warn({ kind: 'breaker:postgres', state }, 'postgres breaker open: refusing database work at once');
+    if (state === 'closed') log.info({ kind: 'breaker:postgres', state }, 'postgres breaker closed');
+    if (state !== 'half_open') breakerWas = state;
+  });
   const localStore = createChatStore({
     sql,
     region: config.region,
@@ -86,7 +96,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
     // relay's own queries never queue behind an unbounded backlog in the driver.
     gate: new Semaphore(opts.poolSize * 2, config.limits.maxQueuedDbOperations),
-    breaker: new CircuitBreaker(config.breakers.postgres),
+    breaker: postgresBreaker,
     sendBatch: {
       maxBatch: config.limits.sendBatchMax,
       // PGlite serves one connection: one batch at a time there.

@@ -11,7 +11,7 @@
  */
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, WebSocket, WebSocketBehavior, us_socket_context_t } from 'uWebSockets.js';
-import { AppError, toAppError } from '../common/errors.js';
+import { AppError, causeSummary, toAppError } from '../common/errors.js';
 import {
   CloseCode,
   decodeClientFrame,
@@ -176,7 +176,7 @@ export function createWsBehavior(deps: WsDeps): WebSocketBehavior<WsData> {
     const fields = { user_id: connOf(ud.session)?.userId, address: ud.address, code: e.code };
     if (e.code === 'internal') logs.write('error', 'internal:ws', { ...fields, err: e.cause ?? e }, 'frame handling failed');
     else if (e.code === 'unauthorized' || e.code === 'too_many_connections' || e.code === 'unavailable')
-      logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message }, 'websocket refused');
+      logs.write('warn', `refused:${e.code}`, { ...fields, reason: e.message, cause: causeSummary(e) }, 'websocket refused');
     metrics.wsErrors.inc({ code: e.code });
     const frame: ServerFrame = { type: 'error', code: e.code, message: e.message };
     if (ref !== undefined) frame.ref = ref;

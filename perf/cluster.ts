@@ -845,7 +845,7 @@ export function clusterMarkdown(result: ClusterResult, svgName: string): string 
     `| hold | ${result.hold_s.toFixed(0)} s at ${result.rate} msg/s, ${result.conversations} conversations of ${result.group_size} (members on different nodes)${result.offline_members > 0 ? ` + ${result.offline_members} offline members each` : ''} |`,
     `| memory per connection (all nodes) | **${kib(result.bytes_per_connection)} KiB** (RSS delta ${mib(result.rss_delta_total_bytes)} MiB; median node ${kib(result.bytes_per_connection_median_node)} KiB) |`,
     `| sent / acked | ${result.sent} / ${result.acked} |`,
-    `| delivered (unique) / expected | ${result.delivered} / ${result.expected_deliveries} (lost ${result.lost}, duplicates ${result.duplicates}, gaps ${result.gaps}) |`,
+    `| delivered (unique) / expected | ${result.delivered} / ${result.expected_deliveries} (missing at the end of the drain ${result.lost}, duplicates ${result.duplicates}, gaps ${result.gaps}) |`,
     `| latency ms p50 / p95 / p99 / p99.9 / max | **${latency.p50} / ${latency.p95} / ${latency.p99} / ${latency.p999} / ${latency.max}** (${latency.count} deliveries) |`,
     `| dropped during the run / client connections open at the end | ${result.dropped_during_hold} / ${result.open_at_end_clients} |`,
     ...(result.storm

@@ -168,7 +168,7 @@ export function markdown(r: RunResult, svgName: string): string {
     `| generator | ${r.workers} ${r.generator_engine} worker${r.workers === 1 ? '' : 's'}, ${r.source_addresses.length} source addresses |`,
     `| duration | ${r.duration_s} s at ${r.rate} msg/s, group size ${r.group_size}, senders ${r.senders} |`,
     `| sent / acked | ${r.sent} / ${r.acked} |`,
-    `| delivered (unique) / expected | ${r.delivered} / ${r.expected_deliveries} (lost ${r.lost}, duplicates ${r.duplicates}, gaps ${r.gaps}) |`,
+    `| delivered (unique) / expected | ${r.delivered} / ${r.expected_deliveries} (missing at the end of the drain ${r.lost}, duplicates ${r.duplicates}, gaps ${r.gaps}) |`,
     `| delivered per s | ${r.delivered_per_s.toFixed(0)} |`,
     `| latency ms p50 / p95 / p99 / p99.9 / max | ${l.p50} / ${l.p95} / ${l.p99} / ${l.p999} / ${l.max} |`,
     `| server CPU s | ${r.server_cpu_s.toFixed(2)} (deliveries per CPU-s: ${r.deliveries_per_server_cpu_s.toFixed(0)}) |`,
