@@ -9,7 +9,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { Sql } from '../common/db.js';
 import { withTimeout } from '../common/timeout.js';
-import { CircuitBreaker } from '../common/breaker.js';
+import { CircuitBreaker, type BreakerState } from '../common/breaker.js';
 import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { AppError } from '../common/errors.js';
 import { traceIdGenerator } from '../common/trace-id.js';
@@ -77,7 +77,7 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
   // Opening and closing are logged: while it is open every send is refused `unavailable`, and the
   // refusal lines alone cannot tell an open breaker from slow statements. Its once-a-second
   // half-open probes are not (they would repeat through a whole outage).
-  let breakerWas = 'closed';
+  let breakerWas: BreakerState = 'closed';
   const postgresBreaker = new CircuitBreaker(config.breakers.postgres, undefined, (state) => {
     if (state === 'open' && breakerWas === 'closed')
       log.warn({ kind: 'breaker:postgres', state }, 'postgres breaker open: refusing database work at once');
