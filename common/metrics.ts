@@ -134,6 +134,12 @@ export function createMetrics(opts: { nodeId: string; defaultMetrics?: boolean }
       help: 'Times this gateway may have dropped out of the presence registry (heartbeat overdue or expired, entries lost); each ends with a catch-up of every connection from the database',
       registers: r,
     }),
+    breakerOpen: new Gauge({
+      name: 'realchat_breaker_open',
+      help: 'Whether this process skips a dependency at once (1: its circuit breaker is open or half-open, 0: closed), by dependency (postgres: request-path database work refused unavailable; redis: presence lookups, deliveries broadcast)',
+      labelNames: ['dependency'] as const,
+      registers: r,
+    }),
     presenceFallbacks: new Counter({
       name: 'realchat_presence_fallbacks_total',
       help: 'Deliveries broadcast because the presence registry failed',

@@ -25,6 +25,7 @@ import type { EventRecord } from '../common/events.js';
 import { nodeTopic } from '../common/node-records.js';
 import { retry } from '../common/retry.js';
 import { CircuitBreaker } from '../common/breaker.js';
+import { watchBreaker } from '../common/breaker-watch.js';
 import type { PresenceRegistry } from '../common/presence.js';
 import { createDeliveryRouter } from './router.js';
 import type { MembershipCache } from '../common/membership.js';
@@ -75,7 +76,7 @@ export async function startDeliveryWorker(deps: {
   const routing = createRecipientRouting({
     presence,
     membership: deps.membership,
-    breaker: new CircuitBreaker(config.breakers.redis),
+    breaker: new CircuitBreaker(config.breakers.redis, undefined, watchBreaker('redis', log, metrics)),
     broadcastTopic: topics.deliveriesTopic,
     log,
     metrics,

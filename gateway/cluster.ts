@@ -11,6 +11,7 @@ import type { Metrics } from '../common/metrics.js';
 import { createKafkaClient, kafkaConnection, createLagProbe, createProducer, ensureTopics, type OutRecord } from '../common/kafka/index.js';
 import { RedisPresence, presenceFromConfig, type PresenceRegistry } from '../common/presence.js';
 import { CircuitBreaker } from '../common/breaker.js';
+import { watchBreaker } from '../common/breaker-watch.js';
 import { encodeEphemeralValue, nodeTopic, type EphemeralDelivery } from '../common/node-records.js';
 import { startDeliveryConsumer } from './delivery-consumer.js';
 import { PresenceAgent } from './presence-agent.js';
@@ -80,7 +81,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
       ? createRedisPresenceFeed({ registry: presence, pub: presence.redis, sub: presence.redis.duplicate({ autoResubscribe: false }), log })
       : undefined;
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
-  const breaker = new CircuitBreaker(config.breakers.redis);
+  const breaker = new CircuitBreaker(config.breakers.redis, undefined, watchBreaker('redis', log, metrics));
   // This node's own consumer lag (grows while it is paused as overloaded).
   const group = `realchat-gateway-${nodeId}`;
   const lagProbe = createLagProbe(kafka);

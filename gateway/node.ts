@@ -9,7 +9,8 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import type { Sql } from '../common/db.js';
 import { withTimeout } from '../common/timeout.js';
-import { CircuitBreaker, type BreakerState } from '../common/breaker.js';
+import { CircuitBreaker } from '../common/breaker.js';
+import { watchBreaker } from '../common/breaker-watch.js';
 import { BacklogMonitor } from '../common/backlog-monitor.js';
 import { AppError } from '../common/errors.js';
 import { traceIdGenerator } from '../common/trace-id.js';
@@ -74,16 +75,9 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     );
   }
 
-  // Opening and closing are logged: while it is open every send is refused `unavailable`, and the
-  // refusal lines alone cannot tell an open breaker from slow statements. Its once-a-second
-  // half-open probes are not (they would repeat through a whole outage).
-  let breakerWas: BreakerState = 'closed';
-  const postgresBreaker = new CircuitBreaker(config.breakers.postgres, undefined, (state) => {
-    if (state === 'open' && breakerWas === 'closed')
-      log.warn({ kind: 'breaker:postgres', state }, 'postgres breaker open: refusing database work at once');
-    if (state === 'closed') log.info({ kind: 'breaker:postgres', state }, 'postgres breaker closed');
-    if (state !== 'half_open') breakerWas = state;
-  });
+  // While it is open every send is refused `unavailable`: its opening is logged and gauged, since
+  // the refusal lines alone cannot tell an open breaker from slow statements.
+  const postgresBreaker = new CircuitBreaker(config.breakers.postgres, undefined, watchBreaker('postgres', log, metrics));
   const localStore = createChatStore({
     sql,
     region: config.region,

@@ -1,6 +1,7 @@
 /**
  * The gateway's PostgreSQL breaker as an operator sees it: a send that times out is refused
- * `unavailable` with what tripped it in the warning (`cause`), the breaker's opening is logged once,
+ * `unavailable` with what tripped it in the warning (`cause`), the breaker's opening is logged once
+ * and gauged (`realchat_breaker_open{dependency="postgres"}`),
  * sends meanwhile are refused at once with a message that says so, and its closing is logged when
  * a probe succeeds. Before these lines the refusals of a breaker and of slow statements read alike
  * (perf/README.md, "Tenth round").
@@ -37,6 +38,8 @@ describe('PostgreSQL breaker (real PostgreSQL)', () => {
     const alice = await s.token();
     const bob = await s.token();
     const conv = await createConversation(s, alice.token, [bob.userId]);
+    const breakerGauge = async () => (await s.app.metrics.breakerOpen.get()).values.find((v) => v.labels.dependency === 'postgres')?.value;
+    expect(await breakerGauge()).toBe(0);
     const send = (key: string) =>
       http(s, 'POST', `/v1/conversations/${conv}/messages`, { token: alice.token, body: { idempotency_key: key, payload: key } });
 
@@ -68,6 +71,7 @@ describe('PostgreSQL breaker (real PostgreSQL)', () => {
         ),
       });
       expect(logs.find((l) => l.kind === 'breaker:postgres')).toMatchObject([{ level: 'warn', state: 'open' }]);
+      expect(await breakerGauge()).toBe(1);
 
       // Open: refused at once, without waiting for the database.
       const t0 = performance.now();
@@ -84,5 +88,6 @@ describe('PostgreSQL breaker (real PostgreSQL)', () => {
     const ok = await send('k3');
     expect(ok.status).toBe(201);
     expect(logs.find((l) => l.kind === 'breaker:postgres').map((l) => l.state)).toEqual(['open', 'closed']);
+    expect(await breakerGauge()).toBe(0);
   });
 });
