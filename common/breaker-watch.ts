@@ -15,14 +15,17 @@ const WHILE_OPEN: Record<BreakerDependency, string> = {
 };
 
 /** The onChange callback for a CircuitBreaker of `dependency`; publishes the gauge at 0 at once. */
-export function watchBreaker(dependency: BreakerDependency, log: Logger, metrics: Metrics): (state: BreakerState) => void {
+export function watchBreaker(
+  dependency: BreakerDependency,
+  log: Logger,
+  metrics: Metrics,
+): (state: BreakerState, from: BreakerState) => void {
   metrics.breakerOpen.set({ dependency }, 0);
-  let last: BreakerState = 'closed';
-  return (state) => {
+  return (state, from) => {
     metrics.breakerOpen.set({ dependency }, state === 'closed' ? 0 : 1);
-    if (state === 'open' && last === 'closed')
+    // Only the opening that ends a closed spell: a failed half-open probe opens it again.
+    if (state === 'open' && from === 'closed')
       log.warn({ kind: `breaker:${dependency}`, state }, `${dependency} breaker open: ${WHILE_OPEN[dependency]}`);
     if (state === 'closed') log.info({ kind: `breaker:${dependency}`, state }, `${dependency} breaker closed`);
-    if (state !== 'half_open') last = state;
   };
 }

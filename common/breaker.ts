@@ -33,8 +33,8 @@ export class CircuitBreaker {
   constructor(
     private readonly settings: BreakerSettings,
     private readonly now: () => number = () => performance.now(),
-    /** Told of every state change (metrics, logs). */
-    private readonly onChange?: (state: BreakerState) => void,
+    /** Told of every state change and the state it left (metrics, logs). */
+    private readonly onChange?: (state: BreakerState, from: BreakerState) => void,
   ) {
     if (settings.failureThreshold < 1 || settings.halfOpenProbes < 1)
       throw new Error('breaker: failureThreshold and halfOpenProbes must be >= 1');
@@ -100,8 +100,9 @@ export class CircuitBreaker {
   }
 
   private transition(to: BreakerState): void {
-    if (this.current === to) return;
+    const from = this.current;
+    if (from === to) return;
     this.current = to;
-    this.onChange?.(to);
+    this.onChange?.(to, from);
   }
 }

@@ -75,9 +75,6 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     );
   }
 
-  // While it is open every send is refused `unavailable`: its opening is logged and gauged, since
-  // the refusal lines alone cannot tell an open breaker from slow statements.
-  const postgresBreaker = new CircuitBreaker(config.breakers.postgres, undefined, watchBreaker('postgres', log, metrics));
   const localStore = createChatStore({
     sql,
     region: config.region,
@@ -90,7 +87,9 @@ export async function startGatewayNode(opts: GatewayNodeOptions): Promise<Gatewa
     // A few operations per connection keep the pool busy; the rest wait here, bounded, so the
     // relay's own queries never queue behind an unbounded backlog in the driver.
     gate: new Semaphore(opts.poolSize * 2, config.limits.maxQueuedDbOperations),
-    breaker: postgresBreaker,
+    // While it is open every send is refused `unavailable`: its opening is logged and gauged, since
+    // the refusal lines alone cannot tell an open breaker from slow statements.
+    breaker: new CircuitBreaker(config.breakers.postgres, undefined, watchBreaker('postgres', log, metrics)),
     sendBatch: {
       maxBatch: config.limits.sendBatchMax,
       // PGlite serves one connection: one batch at a time there.

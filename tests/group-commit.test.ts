@@ -179,10 +179,10 @@ describe('realchat_send_batch (PostgreSQL)', () => {
   });
   afterAll(async () => sql?.end());
 
-  async function conversation(members: string[]): Promise<string> {
+  async function conversation(members: string[], db: Sql = sql): Promise<string> {
     const id = randomUUID();
-    await sql`INSERT INTO conversations (id, created_by) VALUES (${id}, ${members[0]!})`;
-    for (const u of members) await sql`INSERT INTO members (conversation_id, user_id) VALUES (${id}, ${u})`;
+    await db`INSERT INTO conversations (id, created_by) VALUES (${id}, ${members[0]!})`;
+    for (const u of members) await db`INSERT INTO members (conversation_id, user_id) VALUES (${id}, ${u})`;
     return id;
   }
   const item = (i: number, c: string, s: string, k: string, p: unknown) => ({ i, c, s, k, p, b: JSON.stringify(p).length, t: null });
@@ -319,9 +319,7 @@ describe('realchat_send_batch (PostgreSQL)', () => {
     try {
       await migrate(tiny);
       const users = [randomUUID(), randomUUID()];
-      const c = randomUUID();
-      await tiny`INSERT INTO conversations (id, created_by) VALUES (${c}, ${users[0]!})`;
-      for (const u of users) await tiny`INSERT INTO members (conversation_id, user_id) VALUES (${c}, ${u})`;
+      const c = await conversation(users, tiny);
       await send(tiny, [item(0, c, users[0]!, 'seed-0', 'a'), item(1, c, users[1]!, 'seed-1', 'b'), item(2, c, users[0]!, 'seed-2', 'c')]);
       await tiny`ANALYZE conversations, members, messages, user_conversation_state`;
       const plans = await plansOfOneBatch(tinyUrl, [c], [users[1]!], 'tiny');
