@@ -7,7 +7,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Sql } from '../common/db.js';
 import { createLogger } from '../common/log.js';
 import { createMirrorApplier } from '../delivery/mirror/applier.js';
 import { toEventRecord } from '../delivery/event-record.js';
@@ -15,16 +14,7 @@ import type { OutRecord } from '../common/kafka/index.js';
 import { createMetrics } from '../common/metrics.js';
 import { createKafkaEventBus } from '../relay/kafka-bus.js';
 import { createOutboxRelay } from '../relay/outbox-relay.js';
-import { drainStream, regionDb, type RegionDb } from './harness/regions.js';
-
-/** What a client can read of a conversation: every entry as served, members with roles, read positions, the last sequence. */
-async function snapshot(sql: Sql, conv: string) {
-  const entries = await sql`SELECT realchat_envelope(m) AS e FROM messages m WHERE conversation_id = ${conv} ORDER BY sequence`;
-  const members = await sql`SELECT user_id, role FROM members WHERE conversation_id = ${conv} ORDER BY user_id`;
-  const reads = await sql`SELECT user_id, last_read_sequence FROM user_conversation_state WHERE conversation_id = ${conv} ORDER BY user_id`;
-  const [c] = await sql`SELECT title, created_by, last_seq, member_count, who_can_add, created_at FROM conversations WHERE id = ${conv}`;
-  return { entries: entries.map((r) => r.e), members: [...members], reads: [...reads], conversation: c };
-}
+import { drainStream, regionDb, snapshot, type RegionDb } from './harness/regions.js';
 
 describe('mirror applier: region a applied to region b (real PostgreSQL)', () => {
   let a: RegionDb;

@@ -17,7 +17,7 @@ import { createLogger } from '../common/log.js';
 import { createMirrorApplier } from '../delivery/mirror/applier.js';
 import { failover } from '../delivery/mirror/failover.js';
 import { repoRoot } from './harness/proc.js';
-import { drainStream, regionDb, type RegionDb } from './harness/regions.js';
+import { drainStream, regionDb, snapshot, type RegionDb } from './harness/regions.js';
 
 const history = async (sql: Sql, conv: string) =>
   (
@@ -119,6 +119,47 @@ describe('regional failover: a lost with unmirrored entries, b takes over, a ret
     // Applying b's stream again changes nothing.
     expect(await bToA.apply(bStream)).toMatchObject({ applied: 0, reappended: 0 });
     expect(await history(a.sql, conv)).toEqual(finalHistory);
+  });
+
+  it('non-message entries of the RPO window (an edit, a delete, members, a role, a read receipt): both copies end equal to the new home', async () => {
+    const [alice, bob, carol] = [randomUUID(), randomUUID(), randomUUID()];
+    const conv = (await a.store.createConversation(alice, [bob], 'rpo', null)).conversation_id;
+    const m1 = await a.store.sendMessage(alice, conv, 'n1', { text: 'first' }, 17, null);
+    const m2 = await a.store.sendMessage(bob, conv, 'n2', { text: 'second' }, 18, null);
+    await a.store.sendMessage(alice, conv, 'n3', { text: 'third' }, 17, null);
+    const aToB = createMirrorApplier({ sql: b.sql, sourceRegion: 'a', log, queryTimeoutMs: 10_000 });
+    const bToA = createMirrorApplier({ sql: a.sql, sourceRegion: 'b', log, queryTimeoutMs: 10_000 });
+    await aToB.apply(await drainStream(a.sql));
+
+    // The RPO window holds every kind of entry, and a receipt, acknowledged by a and never mirrored.
+    await a.store.editMessage(alice, conv, m1.envelope.message_id, 'e-a', { text: 'edited in a' }, 23, null);
+    await a.store.deleteMessage(bob, conv, m2.envelope.message_id, 'd-a', null);
+    await a.store.addMembers(alice, conv, [carol], null, 'add-carol');
+    await a.store.setRole(alice, conv, carol, 'admin', null, 'role-carol');
+    await a.store.markRead(bob, conv, 7, null);
+    await a.store.sendMessage(carol, conv, 'n4', { text: 'carol in a' }, 22, null);
+    const unmirrored = await drainStream(a.sql);
+    expect(unmirrored.length).toBeGreaterThanOrEqual(6);
+    const inA = await snapshot(a.sql, conv);
+    expect(inA.members).toContainEqual({ user_id: carol, role: 'admin' });
+
+    expect(await failover(b.sql, { from: 'a', to: 'b', queryTimeoutMs: 10_000, outboxMode: 'table' })).toEqual({ conversations: 1 });
+    // b, the home now, edits the same message before a returns, and bob writes.
+    await b.store.editMessage(alice, conv, m1.envelope.message_id, 'e-b', { text: 'edited in b' }, 23, null);
+    await b.store.sendMessage(bob, conv, 'n5', { text: 'bob in b' }, 20, null);
+
+    // a returns: b re-appends a's window; a follows b's stream (the re-homing, then b's entries).
+    expect(await aToB.apply(unmirrored)).toMatchObject({ reappended: 5, applied: 1, invalid: 0 });
+    expect(await bToA.apply(await drainStream(b.sql))).toMatchObject({ unknownConversation: 0, invalid: 0, gaps: 0 });
+    const inB = await snapshot(b.sql, conv);
+    expect(await snapshot(a.sql, conv)).toEqual(inB);
+    // The new home's order decides: a's edit, re-appended after b's, is the text; bob's message is
+    // deleted; carol is an admin; bob's receipt (a's numbering, 7) never marks more than he saw.
+    const byId = new Map(inB.entries.map((e) => [(e as { message_id: string }).message_id, e as Record<string, unknown>]));
+    expect(byId.get(m1.envelope.message_id)).toMatchObject({ payload: { text: 'edited in a' } });
+    expect(byId.get(m2.envelope.message_id)).toMatchObject({ payload: null });
+    expect(inB.members).toContainEqual({ user_id: carol, role: 'admin' });
+    expect(inB.conversation).toMatchObject({ last_seq: 10, member_count: 3 });
   });
 
   it("npm run region -- failover re-homes a lost region's conversations in the region it runs against, and refuses bad arguments", async () => {

@@ -40,6 +40,15 @@ export async function regionDb(name: string): Promise<RegionDb> {
  * The region's stream as its relay would publish it (and MirrorMaker mirror it): its outbox, in
  * order, as event records; then emptied.
  */
+/** What a client can read of a conversation: every entry as served, members with roles, read positions, the conversation's row. */
+export async function snapshot(sql: Sql, conv: string) {
+  const entries = await sql`SELECT realchat_envelope(m) AS e FROM messages m WHERE conversation_id = ${conv} ORDER BY sequence`;
+  const members = await sql`SELECT user_id, role FROM members WHERE conversation_id = ${conv} ORDER BY user_id`;
+  const reads = await sql`SELECT user_id, last_read_sequence FROM user_conversation_state WHERE conversation_id = ${conv} ORDER BY user_id`;
+  const [c] = await sql`SELECT title, created_by, last_seq, member_count, who_can_add, created_at FROM conversations WHERE id = ${conv}`;
+  return { entries: entries.map((r) => r.e), members: [...members], reads: [...reads], conversation: c };
+}
+
 export async function drainStream(sql: Sql): Promise<EventRecord[]> {
   const rows = await pollOutbox(sql, 10_000, 10_000);
   await sql`DELETE FROM outbox`;
