@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# perf/single-node.sh DIR "RATE..." [embedded]
+# perf/single-node.sh DIR "RATE..." [pg|embedded]
 #
 # The single-node targets of perf/README.md: one RealChat process (`node dist/standalone/main.js`,
 # the in-process relay and delivery) on PostgreSQL, durable (`fsync` and `synchronous_commit` on;
