@@ -42,7 +42,9 @@ describe.each(BACKENDS)('realchat_send in the caller transaction (%s)', (backend
       .catch(() => {});
     expect(await s.query('SELECT 1 FROM app_orders WHERE id = $1', ['o-1'])).toEqual([]);
     expect(await s.query('SELECT 1 FROM messages WHERE conversation_id = $1', [conv])).toEqual([]);
-    expect(await s.query('SELECT 1 FROM outbox WHERE aggregateid = $1', [conv])).toEqual([]);
+    // Only the message's event: the conversation's creation wrote its own (members added), which
+    // the relay may not have published and deleted yet on a slow machine.
+    expect(await s.query("SELECT 1 FROM outbox WHERE aggregateid = $1 AND type = 'message.created'", [conv])).toEqual([]);
 
     // Committed: both, and the message takes sequence 1 (the rollback left no gap).
     const [row] = await s.app.sql.begin(async (tx) => {
