@@ -34,6 +34,13 @@ if [[ $mode == pg ]] && ! psql -q "$admin" -c 'SELECT 1' >/dev/null 2>&1; then
   bash infra/postgres.sh start .cache/stack/postgres "$pg_port"
 fi
 
+# pairs DURATION RATE OUT: one run against the server on $port.
+pairs() {
+  npm run perf -- pairs --target realchat --url "http://127.0.0.1:$port" --no-start-server --jwt-secret "$secret" \
+    --connections "$conns" --duration "$1" --rate "$2" --ramp-rate 500 --engine go --out "$3" >"$3.log" 2>&1 ||
+    echo "run $3 failed: $3.log"
+}
+
 for rate in $rates; do
   # The generator's connections come from two loopback addresses; the default cap of 1,000 per
   # address (hostile-input hardening) would refuse half of them, as perf/lib/targets.ts also lifts it.
@@ -48,11 +55,6 @@ for rate in $rates; do
   env "${env_words[@]}" node dist/standalone/main.js >"$tmp/server-r$rate.log" 2>&1 &
   server=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-  pairs() {
-    npm run perf -- pairs --target realchat --url "http://127.0.0.1:$port" --no-start-server --jwt-secret "$secret" \
-      --connections "$conns" --duration "$1" --rate "$2" --ramp-rate 500 --engine go --out "$3" >"$3.log" 2>&1 ||
-      echo "run $3 failed: $3.log"
-  }
   pairs 20 $((rate < 1000 ? rate : 1000)) "$tmp/warm-r$rate"
   pairs 30 "$rate" "$dir/$mode-r$rate"
   echo "== $mode r$rate"
