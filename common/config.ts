@@ -285,6 +285,13 @@ export interface KafkaTopics {
   /** Consumer fetch batching (delivery workers, gateway nodes): see common/kafka/consumer.ts. */
   readonly fetchMinBytes: number;
   readonly fetchMaxWaitMs: number;
+  /**
+   * Fetch batching of the consumers nobody waits on in real time (the Web Push notifier, the
+   * webhook dispatcher): they trade up to `backgroundFetchMaxWaitMs` of latency for far fewer,
+   * larger fetches at light load (perf/README.md, "Twelfth round").
+   */
+  readonly backgroundFetchMinBytes: number;
+  readonly backgroundFetchMaxWaitMs: number;
   /** Producers wait this long for more records before a request (0: only what piles up meanwhile). */
   readonly producerLingerMs: number;
   /**
@@ -367,7 +374,11 @@ export interface Timeouts {
   readonly dbConnectS: number;
   readonly drainMs: number;
   readonly relayPollMs: number;
-  /** The relay waits this long after a wake-up before it polls (bigger batches, fewer requests). */
+  /**
+   * The relay waits this long after a wake-up before it polls (bigger batches, fewer requests).
+   * 0 by default: under load the relay polls again at once after a publish anyway, and at light
+   * load a linger was latency on every message (perf/README.md, "Twelfth round").
+   */
   readonly relayLingerMs: number;
   /**
    * Relay leadership (relay/lease.ts): the lease lasts this long on the database's clock; the leader
@@ -653,6 +664,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       requestTimeoutMs: int(env, 'REALCHAT_KAFKA_TIMEOUT_MS', 10_000, 500, 600_000),
       fetchMinBytes: int(env, 'REALCHAT_KAFKA_FETCH_MIN_BYTES', 1, 1, 64 * 1024 * 1024),
       fetchMaxWaitMs: int(env, 'REALCHAT_KAFKA_FETCH_MAX_WAIT_MS', 500, 1, 10_000),
+      backgroundFetchMinBytes: int(env, 'REALCHAT_KAFKA_BACKGROUND_FETCH_MIN_BYTES', 256 * 1024, 1, 64 * 1024 * 1024),
+      backgroundFetchMaxWaitMs: int(env, 'REALCHAT_KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS', 100, 1, 10_000),
       producerLingerMs: int(env, 'REALCHAT_KAFKA_LINGER_MS', 0, 0, 1000),
       commitIntervalMs: int(env, 'REALCHAT_KAFKA_COMMIT_INTERVAL_MS', 500, 0, 60_000),
       clientLogLevel: kafkaLogLevelFrom(env.REALCHAT_KAFKA_LOG_LEVEL),
@@ -736,7 +749,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       dbConnectS: int(env, 'REALCHAT_DB_CONNECT_TIMEOUT_S', 5, 1, 600),
       drainMs: int(env, 'REALCHAT_DRAIN_TIMEOUT_MS', 10_000, 0, 600_000),
       relayPollMs: int(env, 'REALCHAT_RELAY_POLL_MS', 500, 10, 60_000),
-      relayLingerMs: int(env, 'REALCHAT_RELAY_LINGER_MS', 5, 0, 1000),
+      relayLingerMs: int(env, 'REALCHAT_RELAY_LINGER_MS', 0, 0, 1000),
       ...relayLeaseFrom(env),
       responseStallMs: int(env, 'REALCHAT_RESPONSE_STALL_MS', 30_000, 100, 600_000),
       slowReaderMs: int(env, 'REALCHAT_SLOW_READER_TIMEOUT_MS', 30_000, 100, 600_000),

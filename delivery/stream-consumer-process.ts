@@ -27,6 +27,8 @@ export async function runStreamConsumerProcess(opts: {
   /** Stores what a batch means; resolves once it is durable. */
   ingest(records: EventRecord[]): Promise<unknown>;
   partitionsConsumedConcurrently?: number;
+  /** Fetch batching (default: the real-time consumers' `fetchMinBytes` / `fetchMaxWaitMs`). */
+  fetch?: { minBytes: number; maxWaitMs: number };
   /** Releases the component (its loops, its connections); called on stop and on a failed start. */
   close(): Promise<void>;
 }): Promise<{ stop(): Promise<void> }> {
@@ -63,7 +65,7 @@ export async function runStreamConsumerProcess(opts: {
       log,
       handleBatch: (records) => opts.ingest(records.map(toEventRecord)).then(() => {}),
       ...(opts.partitionsConsumedConcurrently ? { partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently } : {}),
-      fetch: { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
+      fetch: opts.fetch ?? { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
       commitIntervalMs: config.kafka.commitIntervalMs,
     });
   } catch (err) {

@@ -8,14 +8,14 @@
 // A run: begin (gateways, plan, samplers) -> setup (identities, conversations, RSS baseline, workers)
 // -> ramp (open every connection) -> hold (messages for --duration s) -> collect (worker reports)
 // -> report (results files). A failure after begin is recorded and the results are still written.
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { loadavg } from 'node:os';
 import type { Options } from './lib/args.js';
-import { repoRoot, assertLoopback, realchatVersion } from './lib/targets.js';
+import { assertLoopback, realchatVersion } from './lib/targets.js';
 import { pidsListeningOn, machineInfo } from './lib/proc.js';
+import { processTree, stackDir, stackStatus, type StackEntry } from './lib/stack.js';
 import { ServerSampler, baselineRss, type ServerSample } from './lib/sampler.js';
 import { tokenFor } from './lib/jwt.js';
 import { makeConversations, type User } from './lib/realchat-api.js';
@@ -38,33 +38,10 @@ interface Gateway {
   port: number;
   pids: number[];
 }
-interface StackEntry {
-  name: string;
-  role?: string;
-  pid: number;
-  port?: number | null;
-}
 
 // explicit local ports FIRST_LOCAL_PORT.. below the ephemeral range (see ConnSpec.localPort)
 const FIRST_LOCAL_PORT = 20_000,
   LAST_LOCAL_PORT = 32_000;
-
-const stackDir = (): string => process.env['STACK_DIR'] || join(repoRoot(), '.cache', 'stack');
-
-function stackStatus(): StackEntry[] {
-  try {
-    const out = execFileSync('bash', [join(repoRoot(), 'infra', 'stack.sh'), 'status', '--json'], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-      timeout: 30_000,
-    });
-    const line = out.trim().split('\n').pop() ?? '[]';
-    const entries = JSON.parse(line) as StackEntry[];
-    return Array.isArray(entries) ? entries.filter((entry) => typeof entry.pid === 'number') : [];
-  } catch {
-    return [];
-  }
-}
 
 async function healthy(base: string): Promise<boolean> {
   try {
@@ -123,31 +100,6 @@ function jwtSecret(options: Options): string {
       `no JWT secret: pass --jwt-secret S or --jwt-secret-file F (the gateways' REALCHAT_JWT_SECRET; stack.sh keeps it in ${file})`,
     );
   return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-}
-
-/** pid and all its descendants (PostgreSQL backends, Kafka's JVM under its wrapper). */
-function processTree(root: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const siblings = children.get(parent) ?? [];
-      siblings.push(Number(entry));
-      children.set(parent, siblings);
-    } catch {
-      /* gone */
-    }
-  }
-  const tree: number[] = [];
-  const todo = [root];
-  while (todo.length > 0) {
-    const pid = todo.pop()!;
-    tree.push(pid);
-    todo.push(...(children.get(pid) ?? []));
-  }
-  return tree;
 }
 
 const mean = (values: number[]): number => (values.length === 0 ? 0 : values.reduce((a, b) => a + b, 0) / values.length);

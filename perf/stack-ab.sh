@@ -8,6 +8,8 @@
 # (`cluster --connections 2000 --duration 30 --ramp-rate 500 --engine go`) into
 # DIR/<NAME><ROUND>-r<RATE>.{json,md,svg}. Alternate the order between rounds: on one stack the
 # variant that runs second is often slower whichever it is (perf/README.md, "Seventh round").
+# STACK_NOTIFIERS=1 / STACK_WEBHOOKS=1 (default 0) keep a notifier-1 / webhooks-1 in the stack and
+# restart them with the variant's environment too (the full stack, as `npm run stack:up` starts it).
 # FRESH=1 empties the chat tables before each variant. A variant's PSQL_FILE=F (not passed to the
 # roles) is run by psql against the stack's database right after its restart, so the migrations
 # the restart applies cannot replace it: a database function of another version, say (its CREATE
@@ -18,7 +20,10 @@ dir=$1 round=$2 rates=$3
 shift 3
 mkdir -p "$dir"
 db=postgres://postgres@127.0.0.1:${STACK_PG_PORT:-55432}/realchat
+notifiers=${STACK_NOTIFIERS:-0} webhooks=${STACK_WEBHOOKS:-0}
 roles=(relay-1 delivery-1 gateway-1 gateway-2)
+[[ $notifiers == 1 ]] && roles+=(notifier-1)
+[[ $webhooks == 1 ]] && roles+=(webhooks-1)
 
 restart() {
   for r in "${roles[@]}"; do kill "$(cat .cache/stack/pids/$r.pid)" 2>/dev/null || true; done
@@ -28,7 +33,7 @@ restart() {
     [[ $alive == 0 ]] && break
     sleep 0.2
   done
-  env "$@" GATEWAYS=2 STACK_NOTIFIERS=0 STACK_WEBHOOKS=0 LOG_LEVEL=warn bash infra/stack.sh up 2>&1 | grep -E "ready|error" | tail -1
+  env "$@" GATEWAYS=2 STACK_NOTIFIERS="$notifiers" STACK_WEBHOOKS="$webhooks" LOG_LEVEL=warn bash infra/stack.sh up 2>&1 | grep -E "ready|error" | tail -1
 }
 
 run() {
@@ -38,7 +43,7 @@ run() {
   echo "== $name r$rate"
   grep -E "latency ms|delivered \(unique\)" "$out.md" || true
   sed -n '/Per process/,$p' "$out.md" | grep -E "^\| (gateway|relay|delivery)" || true
-  grep -E "^\| (postgres|kafka-1) " "$out.md" || true
+  grep -E "^\| (postgres|kafka-1|notifier-1|webhooks-1) " "$out.md" || true
 }
 
 for variant in "$@"; do
