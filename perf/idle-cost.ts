@@ -4,7 +4,7 @@
  * loops (polls, fetches, heartbeats, lease renewals) at 0 msg/s, so a run's CPU per message can be
  * read against it (perf/README.md, "Eleventh round").
  *   node dist/perf/idle-cost.js [WINDOW_SECONDS (60)]
- * Prints a markdown table; the processes are those `cluster` samples as "Rest of the stack".
+ * Prints a markdown table, one row per process `infra/stack.sh status` lists (gateways included).
  */
 import { readProc } from './lib/proc.js';
 import { processTree, stackStatus } from './lib/stack.js';
