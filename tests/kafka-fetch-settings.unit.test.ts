@@ -27,6 +27,8 @@ describe('Kafka fetch and relay linger settings', () => {
     expect(config.kafka.fetchMinBytes).toBe(1);
     expect(config.timeouts.relayLingerMs).toBe(5);
     expect(() => loadConfig({ REALCHAT_KAFKA_BACKGROUND_FETCH_MIN_BYTES: '0' })).toThrow(/REALCHAT_KAFKA_BACKGROUND_FETCH_MIN_BYTES/);
-    expect(() => loadConfig({ REALCHAT_KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS: '20000' })).toThrow(/REALCHAT_KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS/);
+    expect(() => loadConfig({ REALCHAT_KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS: '20000' })).toThrow(
+      /REALCHAT_KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS/,
+    );
   });
 });
