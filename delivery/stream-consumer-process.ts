@@ -27,8 +27,12 @@ export async function runStreamConsumerProcess(opts: {
   /** Stores what a batch means; resolves once it is durable. */
   ingest(records: EventRecord[]): Promise<unknown>;
   partitionsConsumedConcurrently?: number;
-  /** Fetch batching (default: the real-time consumers' `fetchMinBytes` / `fetchMaxWaitMs`). */
-  fetch?: { minBytes: number; maxWaitMs: number };
+  /**
+   * Nobody waits on this consumer in real time (the notifier, the webhook dispatcher): it fetches
+   * with `backgroundFetchMinBytes` / `backgroundFetchMaxWaitMs`, large fetches rather than one per
+   * few records. Otherwise (the mirror, whose delay is the replication lag) the real-time settings.
+   */
+  background?: boolean;
   /** Releases the component (its loops, its connections); called on stop and on a failed start. */
   close(): Promise<void>;
 }): Promise<{ stop(): Promise<void> }> {
@@ -65,7 +69,9 @@ export async function runStreamConsumerProcess(opts: {
       log,
       handleBatch: (records) => opts.ingest(records.map(toEventRecord)).then(() => {}),
       ...(opts.partitionsConsumedConcurrently ? { partitionsConsumedConcurrently: opts.partitionsConsumedConcurrently } : {}),
-      fetch: opts.fetch ?? { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
+      fetch: opts.background
+        ? { minBytes: config.kafka.backgroundFetchMinBytes, maxWaitMs: config.kafka.backgroundFetchMaxWaitMs }
+        : { minBytes: config.kafka.fetchMinBytes, maxWaitMs: config.kafka.fetchMaxWaitMs },
       commitIntervalMs: config.kafka.commitIntervalMs,
     });
   } catch (err) {

@@ -68,8 +68,7 @@ export async function runNotifier(config: Config): Promise<{ stop(): Promise<voi
     role: 'notifier',
     groupId: config.push.groupId,
     ingest: (records) => notifier.ingest(records),
-    // Nobody watches this consumer in real time: large fetches, not one per few records.
-    fetch: { minBytes: config.kafka.backgroundFetchMinBytes, maxWaitMs: config.kafka.backgroundFetchMaxWaitMs },
+    background: true,
     partitionsConsumedConcurrently: config.limits.deliveryConcurrency,
     async close() {
       await notifier.stop();

@@ -33,8 +33,7 @@ export async function runWebhooks(config: Config): Promise<{ stop(): Promise<voi
     role: 'webhooks',
     groupId: config.webhooks.groupId,
     ingest: (records) => dispatcher.ingest(records),
-    // Nobody watches this consumer in real time: large fetches, not one per few records.
-    fetch: { minBytes: config.kafka.backgroundFetchMinBytes, maxWaitMs: config.kafka.backgroundFetchMaxWaitMs },
+    background: true,
     close: () => dispatcher.stop(),
   });
 }
