@@ -1,5 +1,6 @@
 /**
- * Per-key reads coalesced into one query per batch (the DataLoader pattern, with no cache). In a
+ * Per-key reads coalesced into one query per batch (the DataLoader pattern, with no cache); also
+ * per-key upserts that a storm issues by the thousand (last_seen_at, delivery positions). In a
  * reconnect storm thousands of hellos each read their user's conversations: one query each
  * takes one database gate slot each, the gate overflows and hellos are refused `unavailable`,
  * to be retried into the same queue. Batched, reads that arrive while a batch is in flight wait

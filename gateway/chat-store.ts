@@ -335,6 +335,91 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     },
   );
 
+  const busy = (what: string) => () =>
+    new AppError('unavailable', `server busy: too many ${what} waiting; retry shortly`, { retryAfterS: 1 });
+  // A reconnect storm closes every connection of a node at once: each user's last close writes
+  // last_seen_at, and one statement (and one gate slot) each overflowed the gate, so hellos arriving
+  // meanwhile were refused `unavailable`. Batched like the hellos' reads (a write never joins a
+  // batch already sent, so the stored time is never from before the close). Sorted, so two nodes'
+  // batches lock the same users' rows in one order.
+  const lastSeenWrites = batchReads<string, string | null>(
+    async (userIds) => {
+      const rows = await run(
+        'recordLastSeen',
+        () =>
+          sql<{ id: string; t: Date }[]>`
+          INSERT INTO users (id, last_seen_at)
+          SELECT id, date_trunc('milliseconds', clock_timestamp()) FROM unnest(${userIds.sort()}::uuid[]) AS u(id)
+          ON CONFLICT (id) DO UPDATE SET last_seen_at = GREATEST(users.last_seen_at, EXCLUDED.last_seen_at)
+          RETURNING id, last_seen_at AS t`,
+      );
+      return new Map(rows.map((r) => [r.id, r.t.toISOString()]));
+    },
+    () => null,
+    {
+      maxBatch: 1000,
+      maxInFlight: 1,
+      maxWaiting: 20_000,
+      onOverflow: busy('last-seen writes'),
+    },
+  );
+  // The same storm's closes also record how far each connection got in each conversation: one
+  // entry per (user, conversation, sequence), so two closes of one pair in a batch both count;
+  // the batch writes the highest.
+  const deliveredWrites = batchReads<string, true>(
+    async (entries) => {
+      const highest = new Map<string, number>();
+      for (const e of entries) {
+        const cut = e.lastIndexOf(' ');
+        const pair = e.slice(0, cut);
+        const seq = Number(e.slice(cut + 1));
+        if (seq > (highest.get(pair) ?? -1)) highest.set(pair, seq);
+      }
+      const rows = [...highest]
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([pair, s]) => {
+          const [user_id, conversation_id] = pair.split(' ');
+          return { user_id: user_id!, conversation_id: conversation_id!, last_delivered_sequence: s };
+        });
+      await run(
+        'recordDelivered',
+        () => sql`
+          INSERT INTO user_conversation_state ${sql(rows)}
+          ON CONFLICT (user_id, conversation_id) DO UPDATE
+            SET last_delivered_sequence = GREATEST(user_conversation_state.last_delivered_sequence, EXCLUDED.last_delivered_sequence)`,
+      );
+      return new Map();
+    },
+    () => true,
+    {
+      maxBatch: 1000,
+      maxInFlight: 1,
+      maxWaiting: 50_000,
+      onOverflow: busy('delivery positions'),
+    },
+  );
+  type LastSeen = { lastSeenAt: string; ageMs: number };
+  // The same storm, a grace period later: every user still away is looked up once more.
+  const lastSeenReads = batchReads<string, LastSeen | null>(
+    async (userIds) => {
+      const rows = await run(
+        'lastSeen',
+        () =>
+          sql<{ id: string; t: Date; age_ms: number }[]>`
+          SELECT id, last_seen_at AS t, (extract(epoch FROM clock_timestamp() - last_seen_at) * 1000)::float8 AS age_ms
+          FROM users WHERE id = ANY(${userIds}::uuid[]) AND last_seen_at IS NOT NULL`,
+      );
+      return new Map(rows.map((r) => [r.id, { lastSeenAt: r.t.toISOString(), ageMs: Number(r.age_ms) }]));
+    },
+    () => null,
+    {
+      maxBatch: 1000,
+      maxInFlight: 2,
+      maxWaiting: 20_000,
+      onOverflow: busy('last-seen reads'),
+    },
+  );
+
   /**
    * Whether this region has any re-homing recorded: almost every deployment has none, and a
    * reconnect storm's hellos then cost no query for it. "None" is asked again after a second (a
@@ -748,15 +833,8 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
     },
 
     /** Bookkeeping for resume/unread diagnostics; monotonic so late writes never move it back. */
-    recordDelivered(userId: string, entries: Array<[conversationId: string, sequence: number]>) {
-      if (entries.length === 0) return Promise.resolve();
-      return run('recordDelivered', async () => {
-        const rows = entries.map(([conversation_id, s]) => ({ user_id: userId, conversation_id, last_delivered_sequence: s }));
-        await sql`
-          INSERT INTO user_conversation_state ${sql(rows)}
-          ON CONFLICT (user_id, conversation_id) DO UPDATE
-            SET last_delivered_sequence = GREATEST(user_conversation_state.last_delivered_sequence, EXCLUDED.last_delivered_sequence)`;
-      });
+    async recordDelivered(userId: string, entries: Array<[conversationId: string, sequence: number]>) {
+      await Promise.all(entries.map(([conversationId, seq]) => deliveredWrites.read(`${userId} ${conversationId} ${seq}`)));
     },
 
     async upsertUser(id: string, name: string | null) {
@@ -785,26 +863,20 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
       });
     },
 
-    recordLastSeen(userId) {
-      return run('recordLastSeen', async () => {
-        const [r] = await sql<{ t: Date }[]>`
-          INSERT INTO users (id, last_seen_at) VALUES (${userId}, date_trunc('milliseconds', clock_timestamp()))
-          ON CONFLICT (id) DO UPDATE SET last_seen_at = GREATEST(users.last_seen_at, EXCLUDED.last_seen_at)
-          RETURNING last_seen_at AS t`;
-        return r!.t.toISOString();
-      });
+    async recordLastSeen(userId) {
+      const t = await lastSeenWrites.read(userId);
+      // An upsert returns every row it was given.
+      if (t === null) throw new AppError('internal', 'last_seen_at not returned');
+      return t;
     },
 
-    lastSeen(userIds) {
-      const out = new Map<string, { lastSeenAt: string; ageMs: number }>();
-      if (userIds.length === 0) return Promise.resolve(out);
-      return run('lastSeen', async () => {
-        const rows = await sql<{ id: string; t: Date; age_ms: number }[]>`
-          SELECT id, last_seen_at AS t, (extract(epoch FROM clock_timestamp() - last_seen_at) * 1000)::float8 AS age_ms
-          FROM users WHERE id = ANY(${userIds as string[]}::uuid[]) AND last_seen_at IS NOT NULL`;
-        for (const r of rows) out.set(r.id, { lastSeenAt: r.t.toISOString(), ageMs: Number(r.age_ms) });
-        return out;
+    async lastSeen(userIds) {
+      const out = new Map<string, LastSeen>();
+      const found = await Promise.all(userIds.map((id) => lastSeenReads.read(id)));
+      userIds.forEach((id, i) => {
+        if (found[i]) out.set(id, found[i]);
       });
+      return out;
     },
   };
 }

@@ -208,3 +208,47 @@ describe.each(BACKENDS)('last_seen_at across a restart (%s)', (backend) => {
     }
   });
 });
+
+describe.each(BACKENDS)('a storm of closes (%s)', (backend) => {
+  // A queue of 8 database operations per node: one write per closing user (its last_seen_at, and
+  // its delivery positions) overflowed it, lost most of those writes and refused the hellos that
+  // arrived meanwhile.
+  let s: TestServer;
+  beforeAll(async () => {
+    s = await startTestServer(backend, { REALCHAT_PRESENCE_GRACE_MS: '300', REALCHAT_DB_MAX_QUEUED: '8' });
+  });
+  afterAll(async () => s?.close());
+
+  it("records every user's last_seen_at and delivery positions, and keeps answering hellos", async () => {
+    const users = await Promise.all(Array.from({ length: 200 }, () => s.token()));
+    const clients: TestClient[] = [];
+    for (let i = 0; i < users.length; i += 50)
+      clients.push(...(await Promise.all(users.slice(i, i + 50).map((u) => TestClient.connect(s.wsUrl, u.token)))));
+    // Half of them in 50 conversations of 2 with one message each: each of those 100 connections
+    // has a delivery position to record as it closes.
+    for (let i = 0; i < 100; i += 2) {
+      const conv = await createConversation(s, users[i]!.token, [users[i + 1]!.userId]);
+      const sent = await http(s, 'POST', `/v1/conversations/${conv}/messages`, {
+        token: users[i]!.token,
+        body: { idempotency_key: `k${i}`, payload: { n: i } },
+      });
+      expect(sent.status).toBe(201);
+    }
+    await Promise.all(clients.slice(0, 100).map((c) => c.waitFor((f) => f.type === 'message')));
+    for (const c of clients) c.close();
+    const newcomers = await Promise.allSettled(
+      Array.from({ length: 50 }, async () => TestClient.connect(s.wsUrl, (await s.token()).token)),
+    );
+    expect(newcomers.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    const ids = users.map((u) => u.userId);
+    const count = async (sql: string) => Number((await s.query<{ n: string }>(sql, [ids]))[0]!.n);
+    const seen = () => count('SELECT count(*) AS n FROM users WHERE id = ANY($1::uuid[]) AND last_seen_at IS NOT NULL');
+    const positions = () =>
+      count('SELECT count(*) AS n FROM user_conversation_state WHERE user_id = ANY($1::uuid[]) AND last_delivered_sequence = 1');
+    const deadline = Date.now() + 10_000;
+    while (((await seen()) < 200 || (await positions()) < 100) && Date.now() < deadline) await sleep(100);
+    expect(await seen()).toBe(200);
+    expect(await positions()).toBe(100);
+    for (const r of newcomers) if (r.status === 'fulfilled') r.value.close();
+  });
+});
