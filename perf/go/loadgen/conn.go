@@ -60,6 +60,8 @@ type conn struct {
 
 	open       atomic.Bool
 	closedByUs atomic.Bool
+	reopening  atomic.Bool // a reopen after a server close is under way (worker.reopen)
+	life       sync.Mutex  // one connect at a time: the storm's ramp and a reopen may meet
 	sock       atomic.Pointer[socket]
 	gen        int32
 
@@ -298,7 +300,16 @@ func (c *conn) closed(a *attempt, code int) {
 	wasOpen := c.open.Swap(false)
 	if !c.closedByUs.Load() && wasOpen {
 		c.w.err("closed_" + strconv.Itoa(code))
+		if reconnectable(code) {
+			c.w.reopen(c)
+		}
 	}
+}
+
+// reconnectable: the close codes after which a client reconnects and resumes (docs/protocol.md,
+// "Close codes": 4000-4499, going away, and a drop).
+func reconnectable(code int) bool {
+	return code == 1001 || code == 1006 || (code >= 4000 && code < 4500)
 }
 
 // tick: heartbeat (base.ts tick), called about once a second for every connection.

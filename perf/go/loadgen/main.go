@@ -130,6 +130,7 @@ func handle(w *worker, o *out, m parentMsg) {
 		o.post(workerMsg{Ev: "report", Report: w.report()})
 	case "close":
 		o.post(workerMsg{Ev: "log", WorkerID: &id, Msg: cpuLine(w)})
+		w.closing.Store(true)
 		for _, c := range w.conns {
 			c.close()
 		}

@@ -57,8 +57,9 @@ type worker struct {
 	conns    []*conn
 	byIdx    map[int]*conn
 	pad      string
-	keyHead  string // "perf-<runId>-"
-	resendOn bool   // RealChat re-sends unacked messages with the same idempotency key after a drop
+	keyHead  string      // "perf-<runId>-"
+	resendOn bool        // RealChat re-sends unacked messages with the same idempotency key after a drop
+	closing  atomic.Bool // the run is over: no more reopens
 	frames   atomic.Int64
 	opened   int
 	poller   *poller
@@ -287,6 +288,11 @@ func (w *worker) ramp(list []*conn, ratePerS float64, resume bool, onOpen func(c
 			defer func() { <-sem }()
 			t0 := nowMs()
 			attempt := func() error {
+				c.life.Lock()
+				defer c.life.Unlock()
+				if resume && c.open.Load() {
+					return nil // a reopen after a server close got there first
+				}
 				err := c.connect(resume, 20*time.Second)
 				if err != nil && c.localPort != 0 && errors.Is(err, syscall.EADDRINUSE) {
 					c.localPort = 0
@@ -421,6 +427,58 @@ func (w *worker) runSends(startMs, rate float64, total int64, slots []slotSpec) 
 		w.errLocked("send_never_possible")
 	}
 	w.mu.Unlock()
+}
+
+// ---- reopen after a server close ----
+
+// reopen: an SDK reconnects and resumes after a close that says so (a catch-up that failed under
+// load, a slow consumer, a drop); so does the generator, or the messages such a connection missed
+// would read as lost in the pipeline. Same backoff as the ramp's retries; the sends it had in
+// flight are sent again with their idempotency keys. RealChat only: the peers have no resume.
+func (w *worker) reopen(c *conn) {
+	if !w.resendOn || w.closing.Load() || !c.reopening.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer c.reopening.Store(false)
+		for k := 0; k < 8; k++ {
+			sleepMs(rand.Float64() * math.Min(4000, 200*math.Pow(2, float64(k))))
+			if w.closing.Load() {
+				return
+			}
+			c.life.Lock()
+			if c.open.Load() { // the storm's ramp reopened it meanwhile
+				c.life.Unlock()
+				return
+			}
+			c.localPort = 0
+			err := c.connect(true, 20*time.Second)
+			c.life.Unlock()
+			if err == nil {
+				w.err("reopened_after_close")
+				w.requeuePendingOf(c)
+				return
+			}
+			w.err("reopen_retried")
+		}
+		w.err("reopen_failed")
+	}()
+}
+
+// requeuePendingOf: c's sends still awaiting their acks go out again once it is back.
+func (w *worker) requeuePendingOf(c *conn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	slots, local := w.sched.slots, w.sched.local
+	if len(slots) == 0 {
+		return
+	}
+	for k := range w.pending {
+		if local[k%int64(len(slots))] == c {
+			delete(w.pending, k)
+			w.waiting = append(w.waiting, k)
+		}
+	}
 }
 
 // ---- reconnect storm ----

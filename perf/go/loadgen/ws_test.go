@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,16 @@ type peerServer struct {
 	seq     map[string]int
 	members map[string][]net.Conn
 	peers   []string // remote addresses seen
+	conns   []net.Conn
+}
+
+// closeFirst closes the first connection it accepted with a close frame carrying code.
+func (p *peerServer) closeFirst(code int) {
+	p.mu.Lock()
+	nc := p.conns[0]
+	p.mu.Unlock()
+	_, _ = nc.Write(serverFrame(true, opClose, []byte{byte(code >> 8), byte(code)}))
+	_ = nc.Close()
 }
 
 func (p *peerServer) serve(t *testing.T) string {
@@ -97,6 +108,7 @@ func (p *peerServer) conn(nc net.Conn) {
 	}
 	p.mu.Lock()
 	p.peers = append(p.peers, nc.RemoteAddr().String())
+	p.conns = append(p.conns, nc)
 	p.mu.Unlock()
 	_, _ = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
 		acceptKey(req.Header.Get("Sec-WebSocket-Key"))+"\r\n\r\n")
@@ -223,5 +235,43 @@ func TestEndToEndAgainstPeer(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if r := w.report(); r.Open != 0 || len(r.Errors) != 0 {
 		t.Fatalf("after close: open %d errors %v", r.Open, r.Errors)
+	}
+}
+
+// A connection the server closes with a "reconnect and resume" code comes back on its own (as an
+// SDK's would), for RealChat only; one closed otherwise stays closed.
+func TestReopenAfterServerClose(t *testing.T) {
+	for _, tc := range []struct {
+		code     int
+		resendOn bool
+		reopened bool
+	}{{4004, true, true}, {4500, true, false}, {4004, false, false}} {
+		var ps peerServer
+		url := ps.serve(t)
+		w, err := newWorker(workerInit{WorkerID: 1, Target: "ws", URL: url, RunID: "r1", Conns: []connSpec{
+			{Idx: 0, UserID: "a", Token: "a", Convs: []string{"c1"}, LocalAddress: "127.0.0.2"},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.resendOn = tc.resendOn // the RealChat behaviour, against the bare-ws peer
+		go w.poller.run()
+		if res := w.ramp(w.conns, 1000, false, nil); res.Open != 1 {
+			t.Fatalf("connect: %+v errors %v", res, w.errors)
+		}
+		ps.closeFirst(tc.code)
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) && w.report().Errors["reopened_after_close"] == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		r := w.report()
+		closed := r.Errors["closed_"+strconv.Itoa(tc.code)]
+		if closed != 1 || (r.Errors["reopened_after_close"] == 1) != tc.reopened || (r.Open == 1) != tc.reopened {
+			t.Fatalf("close %d (resend %v): open %d errors %v", tc.code, tc.resendOn, r.Open, r.Errors)
+		}
+		w.closing.Store(true)
+		for _, c := range w.conns {
+			c.close()
+		}
 	}
 }
