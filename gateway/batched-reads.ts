@@ -22,6 +22,8 @@ export interface BatchedReadsOptions {
 
 export interface BatchedReads<K, V> {
   read(key: K): Promise<V>;
+  /** Several keys queued together: when idle they start as one batch, not one key and then the rest. */
+  readMany(keys: readonly K[]): Promise<V[]>;
   readonly stats: { batches: number; reads: number };
 }
 
@@ -79,18 +81,29 @@ export function batchReads<K, V>(
       });
   }
 
+  function enqueue(key: K): Promise<V> {
+    stats.reads++;
+    return new Promise<V>((resolve, reject) => {
+      const ws = waiting.get(key);
+      if (ws) ws.push({ resolve, reject });
+      else waiting.set(key, [{ resolve, reject }]);
+      queued++;
+    });
+  }
+
   return {
     stats,
     read(key: K): Promise<V> {
       if (queued >= opts.maxWaiting) return Promise.reject(opts.onOverflow());
-      stats.reads++;
-      return new Promise<V>((resolve, reject) => {
-        const ws = waiting.get(key);
-        if (ws) ws.push({ resolve, reject });
-        else waiting.set(key, [{ resolve, reject }]);
-        queued++;
-        startBatch();
-      });
+      const value = enqueue(key);
+      startBatch();
+      return value;
+    },
+    readMany(keys: readonly K[]): Promise<V[]> {
+      if (queued + keys.length > opts.maxWaiting) return Promise.reject(opts.onOverflow());
+      const values = keys.map(enqueue);
+      startBatch();
+      return Promise.all(values);
     },
   };
 }

@@ -834,7 +834,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     /** Bookkeeping for resume/unread diagnostics; monotonic so late writes never move it back. */
     async recordDelivered(userId: string, entries: Array<[conversationId: string, sequence: number]>) {
-      await Promise.all(entries.map(([conversationId, seq]) => deliveredWrites.read(`${userId} ${conversationId} ${seq}`)));
+      await deliveredWrites.readMany(entries.map(([conversationId, seq]) => `${userId} ${conversationId} ${seq}`));
     },
 
     async upsertUser(id: string, name: string | null) {
@@ -872,7 +872,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
 
     async lastSeen(userIds) {
       const out = new Map<string, LastSeen>();
-      const found = await Promise.all(userIds.map((id) => lastSeenReads.read(id)));
+      const found = await lastSeenReads.readMany(userIds);
       userIds.forEach((id, i) => {
         if (found[i]) out.set(id, found[i]);
       });

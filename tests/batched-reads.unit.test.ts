@@ -71,4 +71,24 @@ describe('batched reads', () => {
     calls[1]!.finish();
     expect(await Promise.all(queued)).toEqual([1, 1]);
   });
+
+  it('readMany: keys asked together start as one query when idle, and count against maxWaiting together', async () => {
+    const { calls, fetchMany } = manualFetch();
+    const b = batchReads(fetchMany, () => 0, { maxBatch: 10, maxInFlight: 1, maxWaiting: 3, onOverflow: overflow });
+    const idle = b.readMany(['a', 'bb', 'a']);
+    expect(calls.map((c) => c.keys)).toEqual([['a', 'bb']]);
+    const queued = b.readMany(['c', 'ddd', 'c']);
+    // Three readers wait for the query in flight: one more key is past maxWaiting.
+    await expect(b.readMany(['e'])).rejects.toThrow('overflow');
+    calls[0]!.finish();
+    expect(await idle).toEqual([1, 2, 1]);
+    await tick();
+    expect(calls.map((c) => c.keys)).toEqual([
+      ['a', 'bb'],
+      ['c', 'ddd'],
+    ]);
+    calls[1]!.finish();
+    expect(await queued).toEqual([1, 3, 1]);
+    expect(await b.readMany([])).toEqual([]);
+  });
 });
