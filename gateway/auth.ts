@@ -68,7 +68,6 @@ function jwksGetter(source: string, timeoutMs: number): KeyGetter {
 export function createAuthenticator(opts: AuthOptions): Authenticator {
   const now = opts.now ?? (() => new Date());
   const secretKey = opts.secret ? new TextEncoder().encode(opts.secret) : null;
-  const secretBuffer = secretKey ? Buffer.from(secretKey) : null;
   const pem = opts.publicKeyPem ? pemKey(opts.publicKeyPem) : null;
   const jwks = opts.jwks ? jwksGetter(opts.jwks, opts.jwksTimeoutMs ?? 3000) : null;
   const maxTtlS = opts.maxTtlS ?? 24 * 3600;
@@ -94,35 +93,39 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
     throw new AppError('unauthorized', 'token algorithm not accepted');
   };
 
+  /** Every token the HS256 fast path does not accept: jose decides, and its refusal is worded here. */
+  async function viaJose(token: string): Promise<JWTPayload> {
+    try {
+      return (
+        await jwtVerify(token, keyFor, {
+          algorithms,
+          requiredClaims: ['exp', 'sub'],
+          currentDate: now(),
+          clockTolerance: toleranceS,
+          ...(opts.issuer ? { issuer: opts.issuer } : {}),
+          ...(opts.audience ? { audience: opts.audience } : {}),
+        })
+      ).payload;
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      if (err instanceof joseErrors.JWTExpired) throw new AppError('unauthorized', 'token expired');
+      if (err instanceof joseErrors.JWTClaimValidationFailed)
+        throw new AppError('unauthorized', `token claim ${err.claim} is not accepted`);
+      throw new AppError('unauthorized', 'invalid token');
+    }
+  }
+
   return {
     async verify(token) {
-      const fast = secretBuffer
-        ? verifyHs256(token, secretBuffer, {
+      const payload =
+        (secretKey &&
+          verifyHs256(token, secretKey, {
             nowS: Math.floor(now().getTime() / 1000),
             clockToleranceS: toleranceS,
             issuer: opts.issuer || null,
             audience: opts.audience || null,
-          })
-        : null;
-      let payload: JWTPayload;
-      if (fast) payload = fast;
-      else
-        try {
-          ({ payload } = await jwtVerify(token, keyFor, {
-            algorithms,
-            requiredClaims: ['exp', 'sub'],
-            currentDate: now(),
-            clockTolerance: toleranceS,
-            ...(opts.issuer ? { issuer: opts.issuer } : {}),
-            ...(opts.audience ? { audience: opts.audience } : {}),
-          }));
-        } catch (err) {
-          if (err instanceof AppError) throw err;
-          if (err instanceof joseErrors.JWTExpired) throw new AppError('unauthorized', 'token expired');
-          if (err instanceof joseErrors.JWTClaimValidationFailed)
-            throw new AppError('unauthorized', `token claim ${err.claim} is not accepted`);
-          throw new AppError('unauthorized', 'invalid token');
-        }
+          })) ||
+        (await viaJose(token));
       if (!isUuid(payload.sub)) throw new AppError('unauthorized', 'token subject must be a user UUID');
       const expS = payload.exp!;
       if (expS - now().getTime() / 1000 > maxTtlS + toleranceS) {

@@ -8,6 +8,7 @@
  * bounds, malformed bytes), so jose still decides, and words, every refusal.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { JWTPayload } from 'jose';
 
 export interface Hs256Options {
   /** Seconds since the epoch. */
@@ -39,8 +40,8 @@ function jsonObject(bytes: Buffer): Record<string, unknown> | null {
 
 const isNumber = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
-/** The claims of a valid HS256 token, or null: let jose decide. */
-export function verifyHs256(token: string, secret: Buffer, o: Hs256Options): Record<string, unknown> | null {
+/** The claims of a valid HS256 token (typed as jose types its own), or null: let jose decide. */
+export function verifyHs256(token: string, secret: Uint8Array, o: Hs256Options): JWTPayload | null {
   const first = token.indexOf('.');
   const second = token.indexOf('.', first + 1);
   if (first < 0 || second < 0 || token.indexOf('.', second + 1) >= 0) return null;
