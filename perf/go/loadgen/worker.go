@@ -261,6 +261,12 @@ func errnoName(e syscall.Errno) string {
 	return "errno_" + strconv.Itoa(int(e))
 }
 
+// retryBackoffMs: full-jitter backoff before attempt k+1 (200 ms doubling, capped at 4 s), for the
+// ramp's retries and the reopens after a server close alike.
+func retryBackoffMs(k int) float64 {
+	return rand.Float64() * math.Min(4000, 200*math.Pow(2, float64(k)))
+}
+
 // ramp opens the connections of list at ratePerS with at most 512 attempts in flight
 // (worker.ts ramp): an explicit local port found taken is retried once with a kernel-chosen one;
 // every connection retries like an SDK, with full-jitter backoff, up to 8 attempts (a server that
@@ -311,7 +317,7 @@ func (w *worker) ramp(list []*conn, ratePerS float64, resume bool, onOpen func(c
 				} else {
 					w.err("connect_retried")
 				}
-				sleepMs(rand.Float64() * math.Min(4000, 200*math.Pow(2, float64(k))))
+				sleepMs(retryBackoffMs(k))
 			}
 			now := nowMs()
 			rmu.Lock()
@@ -442,7 +448,7 @@ func (w *worker) reopen(c *conn) {
 	go func() {
 		defer c.reopening.Store(false)
 		for k := 0; k < 8; k++ {
-			sleepMs(rand.Float64() * math.Min(4000, 200*math.Pow(2, float64(k))))
+			sleepMs(retryBackoffMs(k))
 			if w.closing.Load() {
 				return
 			}
