@@ -213,3 +213,23 @@ describe('redis presence when Redis is down', () => {
     await p.close();
   });
 });
+
+describe('redis presence keys', () => {
+  it('a connection renews its user and node entries for a day, and removeNode still finds the user', async () => {
+    const p = new RedisPresence({ url: `redis://127.0.0.1:${redis.port}`, commandTimeoutMs: 1000, liveCacheMs: 0 });
+    expect(await p.ready(5000)).toBe(true);
+    const [n, u] = [`keys-${Math.random().toString(36).slice(2)}`, `u-${Math.random().toString(36).slice(2)}`];
+    await p.addConnection(n, u);
+    await p.addConnection(n, u);
+    expect(await p.redis.hget(`rc:u:${u}`, n)).toBe('2');
+    expect(await p.redis.sismember(`rc:n:${n}`, u)).toBe(1);
+    for (const key of [`rc:u:${u}`, `rc:n:${n}`]) {
+      const ttl = await p.redis.ttl(key);
+      expect(ttl).toBeGreaterThan(86_400 - 60);
+      expect(ttl).toBeLessThanOrEqual(86_400);
+    }
+    await p.removeNode(n);
+    expect(await p.redis.hget(`rc:u:${u}`, n)).toBeNull();
+    await p.close();
+  });
+});
