@@ -18,6 +18,7 @@
  */
 import { type ChainableCommander, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
+import { deadlineAfterReads } from './redis-timeouts.js';
 
 export interface PresenceRegistry {
   /**
@@ -224,7 +225,7 @@ export class RedisPresence implements PresenceRegistry {
 
   constructor(private readonly opts: RedisPresenceOptions) {
     const base: RedisOptions = {
-      commandTimeout: opts.commandTimeoutMs,
+      // No commandTimeout: deadlineAfterReads sets each command's, one a blocked event loop cannot fake.
       connectTimeout: opts.commandTimeoutMs,
       // Fail fast while disconnected instead of queueing commands without bound.
       enableOfflineQueue: false,
@@ -243,6 +244,7 @@ export class RedisPresence implements PresenceRegistry {
           ...(opts.addressMap && opts.addressMap.size > 0 ? { natMap: Object.fromEntries(opts.addressMap) } : {}),
         })
       : new Redis(opts.url ?? 'redis://127.0.0.1:6379', base);
+    deadlineAfterReads(this.redis, opts.commandTimeoutMs);
     this.redis.on('error', () => {
       /* surfaced per command; the client reconnects by itself */
     });
@@ -264,6 +266,13 @@ export class RedisPresence implements PresenceRegistry {
       this.restartTimer.unref();
     });
     for (const [name, def] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, def);
+  }
+
+  /** A second connection with the same settings and deadlines, for subscriptions (a subscribed connection can run nothing else). */
+  subscriberConnection(): Redis {
+    const sub = this.redis.duplicate({ autoResubscribe: false });
+    deadlineAfterReads(sub, this.opts.commandTimeoutMs);
+    return sub;
   }
 
   private get scripts(): PresenceScripts {

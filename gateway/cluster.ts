@@ -78,7 +78,7 @@ export async function startClusterLink(deps: { config: Config; log: Logger; metr
   // Presence for clients: per-user pub/sub channels on a connection of their own (gateway/presence-feed.ts).
   const presenceFeed =
     presence instanceof RedisPresence
-      ? createRedisPresenceFeed({ registry: presence, pub: presence.redis, sub: presence.redis.duplicate({ autoResubscribe: false }), log })
+      ? createRedisPresenceFeed({ registry: presence, pub: presence.redis, sub: presence.subscriberConnection(), log })
       : undefined;
   const stopLoad = startLoadMonitor(consumer, { pauseAboveMs: config.presence.pauseAboveLoopDelayMs, log, metrics });
   const breaker = new CircuitBreaker(config.breakers.redis, undefined, watchBreaker('redis', log, metrics));
