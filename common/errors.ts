@@ -87,6 +87,16 @@ export class HomeElsewhereError extends AppError {
   }
 }
 
+/**
+ * Refused by this process's own bound on waiting work (a full queue in front of the database), not
+ * by a failing dependency: the same request a moment later usually succeeds.
+ */
+export class OverloadError extends AppError {
+  constructor(message: string) {
+    super('unavailable', message, { retryAfterS: 1 });
+  }
+}
+
 export const invalid = (message: string) => new AppError('invalid_request', message);
 
 /** Any error that is not ours becomes `internal` (never leaks details to the client). */

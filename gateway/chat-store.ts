@@ -3,7 +3,7 @@
  * the same transaction as the state change, so an event exists if and only if the change committed.
  */
 import { randomUUID } from 'node:crypto';
-import { AppError, HomeElsewhereError } from '../common/errors.js';
+import { AppError, HomeElsewhereError, OverloadError } from '../common/errors.js';
 import { HOME_FENCE_SQLSTATE, isUnavailableError, mapDbError, type Sql, type TxSql } from '../common/db.js';
 import type { CircuitBreaker } from '../common/breaker.js';
 import { cancellableNow, cancelQuietly, withTimeout } from '../common/timeout.js';
@@ -447,7 +447,7 @@ export function createChatStore(deps: ChatStoreDeps): ChatStore {
   async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
     admit();
     const slot = gate.tryAcquire();
-    if (!slot) throw new AppError('unavailable', 'server busy: too many database operations waiting; retry shortly', { retryAfterS: 1 });
+    if (!slot) throw new OverloadError('server busy: too many database operations waiting; retry shortly');
     let abandoned = false;
     let inFlight: Promise<T> | null = null;
     const work = slot.then(async (release) => {

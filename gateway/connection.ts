@@ -12,7 +12,12 @@ import type { Envelope, Via } from '../common/protocol.js';
 import { CloseCode, encodeFrame, encodeMessageFrame } from '../common/protocol.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
+import { OverloadError } from '../common/errors.js';
 import { SendFences } from './send-fence.js';
+
+/** Tries of a catch-up read refused by a full database queue, and the first pause (doubling): ~3 s in all. */
+const OVERLOAD_RETRIES = 4;
+const OVERLOAD_PAUSE_MS = 200;
 
 /** What a connection needs from its transport (uWS in production, a fake in unit tests). */
 export interface SocketPort {
@@ -399,9 +404,27 @@ export class Connection {
     });
   }
 
+  /**
+   * A catch-up read refused because this node's database queue is full (a reconnect storm, the
+   * catch-up of every connection after a presence lapse) is asked again after a pause, up to
+   * OVERLOAD_RETRIES times, instead of closing the connection: a closed connection comes back with
+   * a hello and a resume, more reads than the one it was refused. Any other failure closes it.
+   */
+  private async readAdmitted(conv: string, after: number, limit: number): Promise<Envelope[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.deps.history.messagesAfter(conv, after, limit);
+      } catch (err) {
+        if (!(err instanceof OverloadError) || attempt > OVERLOAD_RETRIES || this.closed) throw err;
+        // Jittered, so the connections refused together do not come back together.
+        await new Promise((r) => setTimeout(r, OVERLOAD_PAUSE_MS * 2 ** (attempt - 1) * (0.5 + Math.random())));
+      }
+    }
+  }
+
   private async runFill(conv: string): Promise<void> {
     const fill = this.fills!.get(conv)!;
-    const { history, log, metrics } = this.deps;
+    const { log, metrics } = this.deps;
     try {
       for (;;) {
         let last = this.lastSent.get(conv)!;
@@ -412,7 +435,7 @@ export class Connection {
           return;
         }
         if (this.closed) return;
-        const batch = await history.messagesAfter(conv, last, Math.min(this.deps.fillBatch, fill.target - last));
+        const batch = await this.readAdmitted(conv, last, Math.min(this.deps.fillBatch, fill.target - last));
         if (this.closed) return;
         if (batch.length === 0) {
           log.error({ conversation_id: conv, after: last, target: fill.target }, 'catch-up found no messages below a known sequence');

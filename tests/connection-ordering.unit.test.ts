@@ -1,5 +1,6 @@
 /** Unit tests of the per-connection ordering state machine, with fakes of our own ports. */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { OverloadError } from '../common/errors.js';
 import { Connection, type SocketPort } from '../gateway/connection.js';
 import type { Envelope } from '../common/protocol.js';
 import { encodeFrame } from '../common/protocol.js';
@@ -175,6 +176,51 @@ describe('connection ordering', () => {
     await tick();
     await tick();
     expect(socket.ended).toBe(4004);
+  });
+
+  it("a catch-up read refused by the node's full database queue is asked again, not turned into a close", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    try {
+      const db = [1, 2, 3].map((s) => env(s));
+      let refusals = 2;
+      const asked: number[] = [];
+      const history = {
+        messagesAfter: async (_c: string, after: number, limit: number) => {
+          asked.push(after);
+          if (refusals-- > 0) throw new OverloadError('server busy: too many database operations waiting; retry shortly');
+          return db.filter((m) => m.sequence_number > after).slice(0, limit);
+        },
+      };
+      const { conn, socket } = make(history as unknown as ControlledHistory);
+      conn.activate([[CONV, 3]], new Map([[CONV, 0]]));
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(socket.ended).toBeNull();
+      expect(asked).toEqual([0, 0, 0]);
+      expect(socket.seqs()).toEqual([1, 2, 3]);
+      expect(socket.sent.at(-1)).toEqual({ type: 'synced', conversation_id: CONV, last_sequence: 3 });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('gives up after a few refusals and closes with resync_failed (4004)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    try {
+      let asked = 0;
+      const history = {
+        messagesAfter: async () => {
+          asked++;
+          throw new OverloadError('server busy');
+        },
+      };
+      const { conn, socket } = make(history as unknown as ControlledHistory);
+      conn.activate([[CONV, 3]], new Map([[CONV, 0]]));
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(socket.ended).toBe(4004);
+      expect(asked).toBe(5);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('writes nothing after close', () => {
