@@ -23,17 +23,9 @@ export function createLapseCatchUp(deps: {
   chunk?: number;
   /** How long the catch-up waits for connections still in hello (their conversations not yet known). */
   helloWaitMs?: number;
-  /**
-   * Between reading the latest sequences and catching connections up to them: messages that were
-   * only in flight on the live path arrive meanwhile and need no read. In the reconnect-storm runs
-   * a lapse found thousands of connections "behind" by messages still in flight, and their reads,
-   * on top of the storm's, timed out and closed them (perf/README.md, fourteenth round).
-   */
-  liveGraceMs?: number;
 }): RegistrationLapse {
   const chunk = deps.chunk ?? 1000;
   const helloWaitMs = deps.helloWaitMs ?? 10_000;
-  const liveGraceMs = deps.liveGraceMs ?? 1000;
   // Bumped by each suspicion: a catch-up ends the lapse only if no new one began while it ran.
   let epoch = 0;
   let suspected = false;
@@ -63,8 +55,6 @@ export function createLapseCatchUp(deps: {
       for (let i = 0; i < conversations.length; i += chunk) {
         for (const r of await deps.lastSequences(conversations.slice(i, i + chunk))) latest.set(r.conversation_id, Number(r.last_seq));
       }
-      // What the lapse routed nowhere never arrives, and is read after this.
-      if (liveGraceMs > 0) await new Promise((r) => setTimeout(r, liveGraceMs));
       let behind = 0;
       for (const c of conns) behind += c.catchUp(latest);
       deps.log.info({ connections: conns.length, conversations: conversations.length, behind }, 'caught up after a presence lapse');

@@ -128,55 +128,6 @@ describe('the node-level catch-up', () => {
     expect((await metrics.presenceLapses.get()).values[0]?.value).toBe(2);
   });
 
-  it('reads only what did not arrive live meanwhile: in-flight messages are not read, missed ones are', async () => {
-    const metrics = createMetrics({ nodeId: 't', defaultMetrics: false });
-    const socket = new RecordingSocket();
-    const reads: number[] = [];
-    const conn = new Connection('u', socket, {
-      history: {
-        messagesAfter: async (_c, after, limit) => {
-          reads.push(after);
-          return db.filter((m) => m.sequence_number > after).slice(0, limit);
-        },
-      },
-      log,
-      metrics,
-      fillBatch: 100,
-      highWaterBytes: 1 << 20,
-      drainTimeoutMs: 1000,
-    });
-    conn.activate([[CONV, 0]], new Map());
-    let latest = 3;
-    const lapse = createLapseCatchUp({
-      connections: () => [conn],
-      lastSequences: async (ids) => ids.map((id) => ({ conversation_id: id, last_seq: latest })),
-      log,
-      metrics,
-      liveGraceMs: 50,
-    });
-    lapse.suspect();
-    // 1-3 are in flight when the latest sequence is read, and arrive during the grace.
-    const done = lapse.recover();
-    await sleep(10);
-    for (const seq of [1, 2, 3]) live(conn, seq);
-    await done;
-    await sleep(5);
-    expect(reads).toEqual([]);
-    // Next lapse: 4 and 5 were routed nowhere.
-    latest = 5;
-    lapse.suspect();
-    await lapse.recover();
-    await sleep(5);
-    expect(reads).toEqual([3]);
-    expect(socket.arrivals()).toEqual([
-      [1, 'live'],
-      [2, 'live'],
-      [3, 'live'],
-      [4, 'resume'],
-      [5, 'resume'],
-    ]);
-  });
-
   it('waits for a connection still in hello, then covers it', async () => {
     const metrics = createMetrics({ nodeId: 't', defaultMetrics: false });
     const { conn, socket } = connection(metrics);
