@@ -208,10 +208,10 @@ export async function countOpenFds(dir: FdDirectory = { stat, readdir }): Promis
 }
 
 /**
- * prom-client's process_open_fds lists /proc/self/fd synchronously on every scrape: 15-20 ms of
- * the event loop on a gateway holding 12,500 sockets (5% of a gateway's CPU in the reconnect-storm
- * benchmark, which scrapes every second). Same name and meaning, counted without the listing where
- * the kernel allows, and never on the event loop.
+ * prom-client's process_open_fds lists /proc/self/fd synchronously on every scrape: 12 ms of the
+ * event loop at 12,500 descriptors, 21 ms at 19,000 (perf/metrics-scrape.ts), 5% of a gateway's
+ * CPU in the reconnect-storm benchmark, which scrapes every second. Same name and meaning, counted
+ * without the listing where the kernel allows, and never on the event loop.
  */
 function replaceOpenFdsGauge(registry: Registry): void {
   const name = 'process_open_fds';
