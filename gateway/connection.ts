@@ -13,11 +13,15 @@ import { CloseCode, encodeFrame, encodeMessageFrame } from '../common/protocol.j
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { OverloadError } from '../common/errors.js';
+import { retry } from '../common/retry.js';
 import { SendFences } from './send-fence.js';
 
-/** Tries of a catch-up read refused by a full database queue, and the first pause (doubling): ~3 s in all. */
+/**
+ * A catch-up read refused by a full database queue is asked again this many times, after full-jitter
+ * pauses of up to 400, 800, 1,600 and 3,200 ms (~3 s in all on average).
+ */
 const OVERLOAD_RETRIES = 4;
-const OVERLOAD_PAUSE_MS = 200;
+const OVERLOAD_PAUSE_MS = 400;
 
 /** What a connection needs from its transport (uWS in production, a fake in unit tests). */
 export interface SocketPort {
@@ -410,16 +414,14 @@ export class Connection {
    * OVERLOAD_RETRIES times, instead of closing the connection: a closed connection comes back with
    * a hello and a resume, more reads than the one it was refused. Any other failure closes it.
    */
-  private async readAdmitted(conv: string, after: number, limit: number): Promise<Envelope[]> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.deps.history.messagesAfter(conv, after, limit);
-      } catch (err) {
-        if (!(err instanceof OverloadError) || attempt > OVERLOAD_RETRIES || this.closed) throw err;
-        // Jittered, so the connections refused together do not come back together.
-        await new Promise((r) => setTimeout(r, OVERLOAD_PAUSE_MS * 2 ** (attempt - 1) * (0.5 + Math.random())));
-      }
-    }
+  private readAdmitted(conv: string, after: number, limit: number): Promise<Envelope[]> {
+    return retry(() => this.deps.history.messagesAfter(conv, after, limit), {
+      retries: OVERLOAD_RETRIES,
+      // Jittered, so the connections refused together do not come back together.
+      baseMs: OVERLOAD_PAUSE_MS,
+      capMs: OVERLOAD_PAUSE_MS * 2 ** (OVERLOAD_RETRIES - 1),
+      isRetriable: (err) => err instanceof OverloadError && !this.closed,
+    });
   }
 
   private async runFill(conv: string): Promise<void> {
