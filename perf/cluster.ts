@@ -26,6 +26,7 @@ import { totalMessages } from './lib/schedule.js';
 import { nowMs, sleep } from './lib/clock.js';
 import { latencySvg, markdownHead, kib, mib, resultsBase } from './lib/report.js';
 import { scrape, windowQuantiles, type HistSnapshot } from './lib/prom-hist.js';
+import { median } from './lib/stats.js';
 import type { ConnSpec, Engine, SlotSpec, WorkerMsg, ConnectResult, WorkerReport } from './lib/types.js';
 
 type Log = (s: string) => void;
@@ -103,12 +104,6 @@ function jwtSecret(options: Options): string {
 }
 
 const mean = (values: number[]): number => (values.length === 0 ? 0 : values.reduce((a, b) => a + b, 0) / values.length);
-const median = (values: number[]): number => {
-  if (values.length === 0) return 0;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
 const inWindow = (samples: ServerSample[], from: number, to: number): ServerSample[] =>
   samples.filter((s) => s.t_ms >= from && s.t_ms <= to);
 /** A gateway's own count of connections that completed hello, from its /metrics. */

@@ -6,18 +6,12 @@
 // allow, each smaller when the rate is lower), so capacity is measured by draining a backlog.
 //   node dist/perf/drain-probe.js --metrics URL --series 'name{label="v"}' --pid P [--idle 5] [--max 600]
 import { readProc } from './lib/proc.js';
+import { cliArg } from './lib/cli.js';
 
 interface Sample {
   t: number;
   count: number;
   cpu_s: number;
-}
-
-function arg(name: string, fallback?: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? process.argv[i + 1] : fallback;
-  if (v === undefined) throw new Error(`--${name} is required`);
-  return v;
 }
 
 async function counter(url: string, series: string): Promise<number> {
@@ -30,11 +24,11 @@ async function counter(url: string, series: string): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const url = arg('metrics');
-  const series = arg('series');
-  const pid = Number(arg('pid'));
-  const idleMs = Number(arg('idle', '5')) * 1000;
-  const maxMs = Number(arg('max', '600')) * 1000;
+  const url = cliArg('metrics');
+  const series = cliArg('series');
+  const pid = Number(cliArg('pid'));
+  const idleMs = Number(cliArg('idle', '5')) * 1000;
+  const maxMs = Number(cliArg('max', '600')) * 1000;
   const start = Date.now();
   const samples: Sample[] = [];
   let lastChange = Date.now();

@@ -8,9 +8,12 @@
  * Writes OUT.json and OUT.md.
  */
 import { closeSync, openSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { createMetrics } from '../common/metrics.js';
+import { cliArg } from './lib/cli.js';
+import { machineInfo } from './lib/proc.js';
+import { markdownHead, resultsBase } from './lib/report.js';
+import { median } from './lib/stats.js';
 
 interface Row {
   fds: number;
@@ -21,8 +24,6 @@ interface Row {
   blockedMs: number;
   openFdsReported: number;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function measure(registry: Registry): Promise<{ scrapeMs: number; blockedMs: number; openFds: number }> {
   const scrape: number[] = [];
@@ -43,14 +44,9 @@ async function measure(registry: Registry): Promise<{ scrapeMs: number; blockedM
   return { scrapeMs: median(scrape), blockedMs: median(blocked), openFds: Number(line?.split(' ').at(-1)) };
 }
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
 async function main(): Promise<void> {
-  const steps = (arg('--fds') ?? '1000,5000,12500,19000').split(',').map(Number);
-  const out = arg('--out') ?? `perf/results/metrics-scrape-${new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)}`;
+  const steps = cliArg('fds', '1000,5000,12500,19000').split(',').map(Number);
+  const out = resultsBase(cliArg('out', '') || undefined, 'metrics-scrape');
   const started = new Date().toISOString();
   const theirs = new Registry();
   collectDefaultMetrics({ register: theirs });
@@ -71,17 +67,14 @@ async function main(): Promise<void> {
   } finally {
     for (const fd of held) closeSync(fd);
   }
-  const meta = { started, cpus: cpus().length, kernel: release(), node: process.version };
+  const meta = { started, ...machineInfo() };
   writeFileSync(`${out}.json`, `${JSON.stringify({ meta, rows }, null, 2)}\n`);
   const md = [
-    `# /metrics scrape cost by open descriptors`,
-    '',
-    `${meta.started}, ${meta.cpus} CPUs, Linux ${meta.kernel}, Node ${meta.node}. Median of 21 scrapes.`,
-    '',
-    '```',
-    `node dist/perf/metrics-scrape.js --fds ${steps.join(',')} --out ${out}`,
-    '```',
-    '',
+    ...markdownHead(
+      '/metrics scrape cost by open descriptors',
+      `${meta.started}, ${meta.cpus} CPUs, Linux ${meta.kernel}, Node ${meta.node}. Median of 21 scrapes.`,
+      `node dist/perf/metrics-scrape.js --fds ${steps.join(',')} --out ${out}`,
+    ),
     '| descriptors held | default metrics of | scrape ms | event loop blocked ms | process_open_fds |',
     '| --- | --- | --- | --- | --- |',
     ...rows.map((r) => `| ${r.fds} | ${r.variant} | ${r.scrapeMs.toFixed(2)} | ${r.blockedMs.toFixed(2)} | ${r.openFdsReported} |`),

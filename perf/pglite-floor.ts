@@ -12,6 +12,7 @@ import { cpus } from 'node:os';
 import { startEmbeddedPostgres } from '../common/embedded-postgres.js';
 import { createSql, type Sql } from '../common/db.js';
 import { migrate } from '../sql/migrate.js';
+import { median } from './lib/stats.js';
 
 interface Row {
   what: string;
@@ -19,8 +20,6 @@ interface Row {
   msPerStatement: number;
   usPerMessage: number | null;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function timed(blocks: number, reps: number, run: () => Promise<unknown>): Promise<number> {
   for (let i = 0; i < reps; i++) await run();

@@ -9,9 +9,12 @@
  *   node dist/perf/presence-cost.js --redis redis://127.0.0.1:16379 [--n 20000] [--burst 50] [--rounds 5] [--out OUT]
  * Writes OUT.json and OUT.md. Uses keys under rcbench:, deleted at the end.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, release } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
+import { cliArg } from './lib/cli.js';
+import { machineInfo, readProc } from './lib/proc.js';
+import { markdownHead, resultsBase } from './lib/report.js';
+import { median } from './lib/stats.js';
 
 type Variant = { name: string; script: boolean; autoPipelining: boolean };
 const VARIANTS: Variant[] = [
@@ -29,16 +32,11 @@ type Scripted = Redis & {
   rbRemove(u: string, n: string, node: string, user: string): Promise<number>;
 };
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? process.argv[i + 1]! : dflt;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** CPU seconds of a process (user + system) from /proc; the clock tick is 100 Hz on Linux. */
+/** CPU seconds (user + system) of redis-server, from /proc. */
 function procCpuS(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  const sample = readProc(pid);
+  if (!sample) throw new Error(`redis-server (pid ${pid}) is not readable in /proc: run this on the machine Redis runs on`);
+  return sample.cpu_s;
 }
 
 async function connectionCycle(r: Scripted, v: Variant, i: number): Promise<void> {
@@ -73,11 +71,11 @@ async function round(r: Scripted, v: Variant, n: number, burst: number, redisPid
 }
 
 async function main(): Promise<void> {
-  const url = arg('--redis', 'redis://127.0.0.1:16379');
-  const n = Number(arg('--n', '20000'));
-  const burst = Number(arg('--burst', '50'));
-  const rounds = Number(arg('--rounds', '5'));
-  const out = arg('--out', `perf/results/presence-cost-${new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)}`);
+  const url = cliArg('redis', 'redis://127.0.0.1:16379');
+  const n = Number(cliArg('n', '20000'));
+  const burst = Number(cliArg('burst', '50'));
+  const rounds = Number(cliArg('rounds', '5'));
+  const out = resultsBase(cliArg('out', '') || undefined, 'presence-cost');
   const started = new Date().toISOString();
   const clients = new Map<string, Scripted>();
   for (const v of VARIANTS) {
@@ -110,17 +108,14 @@ async function main(): Promise<void> {
       connectionsPerS: n / median(s.map((x) => x.wallS)),
     };
   });
-  const meta = { started, cpus: cpus().length, kernel: release(), node: process.version, n, burst, rounds };
+  const meta = { started, ...machineInfo(), n, burst, rounds };
   writeFileSync(`${out}.json`, `${JSON.stringify({ meta, rows, samples: Object.fromEntries(samples) }, null, 2)}\n`);
   const md = [
-    '# Presence writes per connection: client and Redis CPU by how they are sent',
-    '',
-    `${started}, ${meta.cpus} CPUs, Linux ${meta.kernel}, Node ${meta.node}. ${n} connections per round (${burst} per event-loop turn), median of ${rounds} rounds.`,
-    '',
-    '```',
-    `node dist/perf/presence-cost.js --redis ${url} --n ${n} --burst ${burst} --rounds ${rounds} --out ${out}`,
-    '```',
-    '',
+    ...markdownHead(
+      'Presence writes per connection: client and Redis CPU by how they are sent',
+      `${started}, ${meta.cpus} CPUs, Linux ${meta.kernel}, Node ${meta.node}. ${n} connections per round (${burst} per event-loop turn), median of ${rounds} rounds.`,
+      `node dist/perf/presence-cost.js --redis ${url} --n ${n} --burst ${burst} --rounds ${rounds} --out ${out}`,
+    ),
     '| variant | client CPU ms / 1,000 connections | redis-server CPU ms / 1,000 | connections/s |',
     '| --- | --- | --- | --- |',
     ...rows.map(
