@@ -25,15 +25,9 @@ roles=(relay-1 delivery-1 gateway-1 gateway-2)
 [[ $notifiers == 1 ]] && roles+=(notifier-1)
 [[ $webhooks == 1 ]] && roles+=(webhooks-1)
 
+source perf/lib/restart-roles.sh
 restart() {
-  for r in "${roles[@]}"; do kill "$(cat .cache/stack/pids/$r.pid)" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    local alive=0
-    for r in "${roles[@]}"; do kill -0 "$(cat .cache/stack/pids/$r.pid)" 2>/dev/null && alive=1; done
-    [[ $alive == 0 ]] && break
-    sleep 0.2
-  done
-  env "$@" GATEWAYS=2 STACK_NOTIFIERS="$notifiers" STACK_WEBHOOKS="$webhooks" LOG_LEVEL=warn bash infra/stack.sh up 2>&1 | grep -E "ready|error" | tail -1
+  restart_roles "${roles[@]}" -- "$@" GATEWAYS=2 STACK_NOTIFIERS="$notifiers" STACK_WEBHOOKS="$webhooks" LOG_LEVEL=warn
 }
 
 run() {

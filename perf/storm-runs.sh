@@ -14,19 +14,13 @@ cd "$(dirname "$0")/.."
 dir=$1 names=$2
 mkdir -p "$dir"
 roles=(relay-1 delivery-1 gateway-1 gateway-2 gateway-3 gateway-4 notifier-1 webhooks-1)
+source perf/lib/restart-roles.sh
 count() { cat .cache/stack/logs/gateway-*.log 2>/dev/null | grep -c "$1"; }
 i=0
 for name in $names; do
   i=$((i + 1))
   if [[ -n "${VARIANTS:-}" ]]; then cp -r "$VARIANTS/$name/." dist/; fi
-  for r in "${roles[@]}"; do kill "$(cat .cache/stack/pids/$r.pid)" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    alive=0
-    for r in "${roles[@]}"; do kill -0 "$(cat .cache/stack/pids/$r.pid)" 2>/dev/null && alive=1; done
-    [[ $alive == 0 ]] && break
-    sleep 0.2
-  done
-  GATEWAYS=4 LOG_LEVEL=warn bash infra/stack.sh up 2>&1 | grep -E "ready|error" | tail -1
+  restart_roles "${roles[@]}" -- GATEWAYS=4 LOG_LEVEL=warn
   sleep 5
   l0=$(count "may have lapsed") t0=$(count "Command timed out") c0=$(count "catch-up failed")
   out="$dir/$name-$i"
