@@ -56,27 +56,48 @@ export function cancelQuietly(work: Cancellable): void {
 }
 
 /**
- * Rejects with TimeoutError after `ms`. If `p` can be cancelled (a postgres.js query), or
- * `onTimeout` is given, the work is called off too: a query the caller gave up on would otherwise
- * keep running (holding its connection, its locks and whatever gate admitted it) until the server's
- * statement_timeout, or run later from the driver's queue although nobody waits for it.
+ * Runs `fn` once the current event-loop turn has read its sockets. A deadline is a plain timer, and
+ * after a turn that ran longer than it (a reconnect storm's hellos: 300-700 ms on a gateway; the
+ * whole machine stalled for seconds on two cores), Node runs due timers before it reads the
+ * sockets: an answer already waiting there would be reported as a timeout. A setImmediate runs
+ * right after those reads, so an answer that arrived in time settles first. Browsers (the SDK
+ * shares this file) have no setImmediate; a zero timer is the nearest they offer.
+ */
+export function afterPendingReads(fn: () => void): void {
+  const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
+  if (immediate) immediate(fn);
+  else setTimeout(fn, 0);
+}
+
+/**
+ * Rejects with TimeoutError after `ms`, unless `p` settled in the turn that read its answer
+ * (afterPendingReads). If `p` can be cancelled (a postgres.js query), or `onTimeout` is given, the
+ * work is called off too: a query the caller gave up on would otherwise keep running (holding its
+ * connection, its locks and whatever gate admitted it) until the server's statement_timeout, or
+ * run later from the driver's queue although nobody waits for it.
  */
 export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout?: () => void): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let settled = false;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      reject(new TimeoutError(`${what} timed out after ${ms} ms`));
-      if (settled) return;
-      try {
-        onTimeout?.();
-      } catch {
-        /* best effort */
-      }
-      if (cancellableNow(p)) cancelQuietly(p);
+      afterPendingReads(() => {
+        if (settled) return;
+        reject(new TimeoutError(`${what} timed out after ${ms} ms`));
+        try {
+          onTimeout?.();
+        } catch {
+          /* best effort */
+        }
+        if (cancellableNow(p)) cancelQuietly(p);
+      });
     }, ms);
     (timer as { unref?: () => void }).unref?.();
   });
+  const done = () => {
+    settled = true;
+  };
+  p.then(done, done);
   try {
     return await Promise.race([p, timeout]);
   } finally {
