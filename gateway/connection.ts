@@ -14,6 +14,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { OverloadError } from '../common/errors.js';
 import { retry } from '../common/retry.js';
+import { afterPendingReads } from '../common/timeout.js';
 import { SendFences } from './send-fence.js';
 
 /**
@@ -242,9 +243,15 @@ export class Connection {
     let h = this.held?.get(conv);
     if (h && h.frames.size >= reorder.maxHeld) return this.dropHeld(conv);
     if (!h) {
-      const timer = setTimeout(() => this.heldTimedOut(conv), reorder.windowMs);
-      timer.unref?.();
-      h = { frames: new Map(), timer };
+      // The window ends after the turn's socket reads: after a turn longer than the window (a
+      // storm's), the missing message may be waiting in the consumer's socket, and a fill then
+      // would read the database and count a pipeline gap that was not one.
+      const held: Held = {
+        frames: new Map(),
+        timer: setTimeout(() => afterPendingReads(() => this.heldTimedOut(conv, held)), reorder.windowMs),
+      };
+      held.timer.unref?.();
+      h = held;
       (this.held ??= new Map()).set(conv, h);
     }
     h.frames.set(env.sequence_number, { env, frame });
@@ -270,9 +277,9 @@ export class Connection {
   }
 
   /** The window passed and a sequence is still missing: the database fills up to the highest held. */
-  private heldTimedOut(conv: string): void {
-    const h = this.held?.get(conv);
-    if (!h) return;
+  private heldTimedOut(conv: string, h: Held): void {
+    // Released, or released and held again, in the turn that ended the window: not this one's.
+    if (this.held?.get(conv) !== h) return;
     const target = Math.max(...h.frames.keys());
     this.dropHeld(conv);
     const last = this.lastSent.get(conv);

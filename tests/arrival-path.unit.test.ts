@@ -3,6 +3,8 @@
  * connection: live from the pipeline, fill when the live path skipped a sequence, resume for the
  * catch-up after hello. With fakes of our own ports; tests/arrival-path.test.ts runs a whole node.
  */
+import { once } from 'node:events';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { Connection } from '../gateway/connection.js';
 import { envelope, RecordingSocket } from './harness/socket-port.js';
@@ -131,6 +133,39 @@ describe('arrival path of each delivery', () => {
       ]);
       expect(reads).toEqual([1]);
       expect(await counted(metrics)).toEqual({ live: 2, fill: 3 });
+    });
+
+    it('a missing message already in the socket when a turn outlasts the window arrives live, with no read', async () => {
+      const { reads, port } = counting();
+      const { conn, socket, metrics } = make({ windowMs: 30, maxHeld: 8 }, port);
+      conn.activate([[CONV, 0]], new Map());
+      // A loopback socket pair stands for the node's consumer: what `peer` writes lands in the
+      // kernel at once and is read in the loop's next socket reads, like a Kafka fetch's answer.
+      const server = net.createServer();
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      const consumer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      const [peer] = (await once(server, 'connection')) as [net.Socket];
+      await once(consumer, 'connect');
+      consumer.on('data', () => live(conn, 2));
+      // The turn runs in a socket callback, as a gateway's long turns do (a storm's hellos): Node
+      // then runs due timers before its next socket reads.
+      peer.once('data', () => {
+        for (const s of [1, 3]) live(conn, s); // 3 is held for 2
+        peer.write('2'); // 2 is on its way: in the consumer's socket before the window ends
+        const until = performance.now() + 120;
+        while (performance.now() < until) {
+          /* a long turn: the window passes */
+        }
+      });
+      consumer.write('go');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(socket.arrivals()).toEqual([1, 2, 3].map((s) => [s, 'live']));
+      expect(reads).toEqual([]);
+      expect(await counted(metrics)).toEqual({ live: 3 });
+      consumer.destroy();
+      peer.destroy();
+      server.close();
     });
 
     it('past its bound of held frames the connection fills at once, without waiting out the window', async () => {
