@@ -6,11 +6,11 @@
  * reads the sockets, so a reply already waiting in the socket is reported as "Command timed out".
  * In the storm runs of 2026-12-03 that made healthy gateways drop out of the presence registry
  * (a heartbeat or a connection's entry "failed") and catch every connection up from the database.
- * Here a deadline that passes waits for the turn's socket reads (afterPendingReads, as every
+ * Here a deadline that passes waits for the turn's socket reads (deadlineTimer, as every
  * withTimeout does): a reply that arrived in time settles the command first.
  */
 import type { Command, Redis } from 'ioredis';
-import { afterPendingReads } from './timeout.js';
+import { deadlineTimer } from './timeout.js';
 
 export const COMMAND_TIMED_OUT = 'Command timed out';
 
@@ -18,12 +18,9 @@ export const COMMAND_TIMED_OUT = 'Command timed out';
 export function deadlineAfterReads(redis: Redis, ms: number): void {
   const send = redis.sendCommand.bind(redis) as (command: Command, ...rest: unknown[]) => unknown;
   (redis as unknown as { sendCommand: typeof send }).sendCommand = (command, ...rest) => {
-    const timer = setTimeout(() => {
-      afterPendingReads(() => {
-        if (!command.isSettled) command.reject(new Error(COMMAND_TIMED_OUT));
-      });
-    }, ms);
-    timer.unref();
+    const timer = deadlineTimer(ms, () => {
+      if (!command.isSettled) command.reject(new Error(COMMAND_TIMED_OUT));
+    });
     const clear = () => clearTimeout(timer);
     command.promise.then(clear, clear);
     return send(command, ...rest);

@@ -69,6 +69,13 @@ export function afterPendingReads(fn: () => void): void {
   else setTimeout(fn, 0);
 }
 
+/** A deadline's timer: `fn` runs `ms` later, after that turn's socket reads; it never keeps a process alive. */
+export function deadlineTimer(ms: number, fn: () => void): ReturnType<typeof setTimeout> {
+  const timer = setTimeout(() => afterPendingReads(fn), ms);
+  (timer as { unref?: () => void }).unref?.();
+  return timer;
+}
+
 /**
  * Rejects with TimeoutError after `ms`, unless `p` settled in the turn that read its answer
  * (afterPendingReads). If `p` can be cancelled (a postgres.js query), or `onTimeout` is given, the
@@ -80,19 +87,16 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, on
   let timer: ReturnType<typeof setTimeout> | undefined;
   let settled = false;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      afterPendingReads(() => {
-        if (settled) return;
-        reject(new TimeoutError(`${what} timed out after ${ms} ms`));
-        try {
-          onTimeout?.();
-        } catch {
-          /* best effort */
-        }
-        if (cancellableNow(p)) cancelQuietly(p);
-      });
-    }, ms);
-    (timer as { unref?: () => void }).unref?.();
+    timer = deadlineTimer(ms, () => {
+      if (settled) return;
+      reject(new TimeoutError(`${what} timed out after ${ms} ms`));
+      try {
+        onTimeout?.();
+      } catch {
+        /* best effort */
+      }
+      if (cancellableNow(p)) cancelQuietly(p);
+    });
   });
   const done = () => {
     settled = true;

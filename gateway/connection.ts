@@ -14,7 +14,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { OverloadError } from '../common/errors.js';
 import { retry } from '../common/retry.js';
-import { afterPendingReads } from '../common/timeout.js';
+import { deadlineTimer } from '../common/timeout.js';
 import { SendFences } from './send-fence.js';
 
 /**
@@ -246,11 +246,7 @@ export class Connection {
       // The window ends after the turn's socket reads: after a turn longer than the window (a
       // storm's), the missing message may be waiting in the consumer's socket, and a fill then
       // would read the database and count a pipeline gap that was not one.
-      const held: Held = {
-        frames: new Map(),
-        timer: setTimeout(() => afterPendingReads(() => this.heldTimedOut(conv, held)), reorder.windowMs),
-      };
-      held.timer.unref?.();
+      const held: Held = { frames: new Map(), timer: deadlineTimer(reorder.windowMs, () => this.heldTimedOut(conv, held)) };
       h = held;
       (this.held ??= new Map()).set(conv, h);
     }

@@ -7,7 +7,7 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
-import { afterPendingReads } from '../../common/timeout.js';
+import { deadlineTimer } from '../../common/timeout.js';
 import type { ResolvedAddress } from '../../common/url-guard.js';
 
 const MAX_RESPONSE_BYTES = 64 * 1024;
@@ -62,16 +62,11 @@ export const postPinned: WebhookPoster = ({ url, address, headers, body, timeout
     });
     // After the turn's socket reads: an answer that arrived in time, behind a turn longer than the
     // deadline, is an answer, not a failed attempt that would be sent again.
-    const timer = setTimeout(
-      () =>
-        afterPendingReads(() => {
-          if (settled) return;
-          done({ outcome: 'timeout', status: null, error: `no complete answer within ${timeoutMs} ms` });
-          req.destroy();
-        }),
-      timeoutMs,
-    );
-    timer.unref();
+    const timer = deadlineTimer(timeoutMs, () => {
+      if (settled) return;
+      done({ outcome: 'timeout', status: null, error: `no complete answer within ${timeoutMs} ms` });
+      req.destroy();
+    });
     req.on('error', (err) => done({ outcome: 'network', status: null, error: err.message.slice(0, 200) }));
     req.on('response', (res) => {
       const status = res.statusCode ?? 0;
