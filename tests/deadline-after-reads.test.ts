@@ -7,14 +7,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TimeoutError, withTimeout } from '../common/timeout.js';
 import { freshDatabase } from './harness/server.js';
-
-/** Keeps the event loop busy: the answer lands in the socket meanwhile, and the deadline passes. */
-function blockLoop(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    /* busy */
-  }
-}
+import { blockLoop } from './harness/block-loop.js';
 
 /** The race every deadline used to be: a plain timer against the work. */
 function plainTimerRace<T>(p: Promise<T>, ms: number): Promise<T> {

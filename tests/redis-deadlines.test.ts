@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisPresence } from '../common/presence.js';
 import { COMMAND_TIMED_OUT, deadlineAfterReads } from '../common/redis-timeouts.js';
 import { startRedis, type RedisProcess } from './harness/redis.js';
+import { blockLoop } from './harness/block-loop.js';
 
 let redis: RedisProcess;
 beforeAll(async () => {
@@ -16,14 +17,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await redis?.kill();
 });
-
-/** Keeps the event loop busy: the reply lands in the socket meanwhile, and the deadline passes. */
-function blockLoop(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    /* busy */
-  }
-}
 
 async function client(deadline: 'ioredis' | 'after reads'): Promise<Redis> {
   const r = new Redis({

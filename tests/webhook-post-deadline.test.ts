@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { get } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postPinned } from '../delivery/webhooks/http-post.js';
+import { blockLoop } from './harness/block-loop.js';
 
 // `/slow` answers 200 after 50 ms, `/ping` at once, `/never` not at all.
 const RECEIVER = `
@@ -21,13 +22,6 @@ http.createServer((q, s) => {
   });
 }).listen(0, '127.0.0.1', function () { process.stdout.write(this.address().port + '\\n'); });
 `;
-
-function blockLoop(ms: number): void {
-  const until = performance.now() + ms;
-  while (performance.now() < until) {
-    /* busy */
-  }
-}
 
 describe('webhook POST deadline', () => {
   let receiver: ChildProcess;
