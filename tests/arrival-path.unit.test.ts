@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { Connection } from '../gateway/connection.js';
 import { envelope, RecordingSocket } from './harness/socket-port.js';
 import { blockLoop } from './harness/block-loop.js';
+import { until } from './harness/until.js';
 import { encodeMessageFrame } from '../common/protocol.js';
 import { createMetrics, type Metrics } from '../common/metrics.js';
 import { createLogger } from '../common/log.js';
@@ -154,10 +155,11 @@ describe('arrival path of each delivery', () => {
       peer.once('data', () => {
         for (const s of [1, 3]) live(conn, s); // 3 is held for 2
         peer.write('2'); // 2 is on its way: in the consumer's socket before the window ends
-        blockLoop(120); // a long turn: the window passes
+        blockLoop(300); // a long turn: the window passes
       });
       consumer.write('go');
-      await new Promise((r) => setTimeout(r, 200));
+      await until('2 and 3 written', () => socket.arrivals().length >= 3, 5000);
+      await settle();
       expect(socket.arrivals()).toEqual([1, 2, 3].map((s) => [s, 'live']));
       expect(reads).toEqual([]);
       expect(await counted(metrics)).toEqual({ live: 3 });

@@ -43,18 +43,19 @@ describe('deadlines wait for the turn that read the answer (real PostgreSQL)', (
     blockLoop(ms);
   }
 
-  // Each query answers ~50 ms after it is sent, while the loop is blocked for 300 ms: the answer
-  // is in the socket long before the 150 ms deadline, which has passed when the loop is free.
+  // Each query answers ~50 ms after it is sent, while the loop is blocked for 1 s (the server has
+  // that long to answer on a busy machine): the answer is in the socket when the loop is free, and
+  // the 150 ms deadline has long passed.
   it('a plain timer reports a query answered behind a blocked loop as a timeout (why ours exists)', async () => {
     const plain = plainTimerRace(sql`SELECT pg_sleep(0.05), 1 AS one`, 150);
-    await sentThenBlocked(300);
+    await sentThenBlocked(1000);
     await expect(plain).rejects.toBeInstanceOf(TimeoutError);
     await sql`SELECT 1`; // the abandoned query's answer is read before the next test
   });
 
   it('withTimeout returns its rows', async () => {
     const ours = withTimeout(sql`SELECT pg_sleep(0.05), 2 AS two`, 150, 'select');
-    await sentThenBlocked(300);
+    await sentThenBlocked(1000);
     expect((await ours)[0]?.two).toBe(2);
   });
 
@@ -64,7 +65,7 @@ describe('deadlines wait for the turn that read the answer (real PostgreSQL)', (
     await expect(withTimeout(sql`SELECT pg_sleep(5)`, 150, 'sleep', () => calledOff++)).rejects.toThrow('sleep timed out after 150 ms');
     const took = performance.now() - t0;
     expect(took).toBeGreaterThanOrEqual(145);
-    expect(took).toBeLessThan(1000);
+    expect(took).toBeLessThan(2000);
     expect(calledOff).toBe(1);
     // Cancelled, not left running: the one connection answers the next query long before 5 s.
     const t1 = performance.now();

@@ -58,7 +58,7 @@ describe('webhook POST deadline', () => {
 
   it('an answer that arrived while the loop was blocked past the deadline is ok', async () => {
     const result = post('/slow', 150);
-    await pingThenBlock(300);
+    await pingThenBlock(1000); // the receiver has 1 s to answer, on a busy machine too
     expect(await result).toEqual({ outcome: 'ok', status: 200, error: null });
   });
 
@@ -68,6 +68,6 @@ describe('webhook POST deadline', () => {
     const took = performance.now() - t0;
     expect(result.outcome).toBe('timeout');
     expect(took).toBeGreaterThanOrEqual(145);
-    expect(took).toBeLessThan(1000);
+    expect(took).toBeLessThan(2000);
   });
 });
