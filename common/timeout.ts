@@ -63,7 +63,7 @@ export function cancelQuietly(work: Cancellable): void {
  * right after those reads, so an answer that arrived in time settles first. Browsers (the SDK
  * shares this file) have no setImmediate; a zero timer is the nearest they offer.
  */
-export function afterPendingReads(fn: () => void): void {
+function afterPendingReads(fn: () => void): void {
   const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
   if (immediate) immediate(fn);
   else setTimeout(fn, 0);
@@ -105,7 +105,6 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string, on
   try {
     return await Promise.race([p, timeout]);
   } finally {
-    settled = true;
     clearTimeout(timer);
   }
 }
