@@ -13,7 +13,8 @@
 # restart before each run, so the counters cover it). With HOGS=n, n busy loops (one core each)
 # run beside each run, a neighbour that takes CPU from the stack; they are stopped after the run.
 # perf/stall-watch.sh samples the machine during each run (DIR/NAME-i.stat); its gaps over 1 s
-# (machine-wide stalls) and where the CPU went in them are in the .lapses.txt line. The first run on a freshly created database is slower (its plans are made on empty tables).
+# (machine-wide stalls) and where the CPU went in them are in the .lapses.txt line. The first run
+# on a freshly created database is slower (its plans are made on empty tables).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dir=$1 names=$2
@@ -44,7 +45,8 @@ for name in $names; do
   wait "$watch" 2>/dev/null
   vias=$(for port in 8080 8081 8082 8083; do curl -s -m 5 "http://127.0.0.1:$port/metrics"; done |
     awk -F'[",} ]+' '/^realchat_deliveries_total/ { n[$2] += $NF } END { for (v in n) printf "%s %d, ", v, n[v] }')
-  echo "presence lapses suspected $(($(count "may have lapsed") - l0)), Redis commands timed out $(($(count "Command timed out") - t0)), other calls timed out $(($(count "timed out after") - w0)), catch-ups failed $(($(count "catch-up failed") - c0)), postgres breaker opened $(($(count "postgres breaker open") - b0)); deliveries ${vias%, }; sampler: $(perf/stall-watch.sh --summary "$out.stat" | tail -1)" >"$out.lapses.txt"
-  perf/stall-watch.sh --summary "$out.stat" | grep '^gap' >>"$out.lapses.txt"
+  stalls=$(perf/stall-watch.sh --summary "$out.stat")
+  echo "presence lapses suspected $(($(count "may have lapsed") - l0)), Redis commands timed out $(($(count "Command timed out") - t0)), other calls timed out $(($(count "timed out after") - w0)), catch-ups failed $(($(count "catch-up failed") - c0)), postgres breaker opened $(($(count "postgres breaker open") - b0)); deliveries ${vias%, }; sampler: $(tail -1 <<<"$stalls")" >"$out.lapses.txt"
+  grep '^gap' <<<"$stalls" >>"$out.lapses.txt"
   echo "== $name-$i $(grep -E 'storm: all reconnected' "$out.md") | $(cat "$out.lapses.txt") | $(grep '^| errors' "$out.md")"
 done
