@@ -142,6 +142,36 @@ describe('Kafka client wrapper (real broker)', () => {
     expect(await committed()).toBe('5');
   }, 60_000);
 
+  it('a member reading from the latest offset commits where it began: back before it handled a record, it skips nothing produced meanwhile', async () => {
+    const topic = `latest-${randomUUID().slice(0, 8)}`;
+    const groupId = `g-${randomUUID()}`;
+    await admin((a) => a.createTopics({ waitForLeaders: true, topics: [{ topic, numPartitions: 4, replicationFactor: 1 }] }));
+    const producer = await createProducer(kafka(), { timeoutMs: 3000, log });
+    await producer.send(topic, [{ key: 'before', value: 'before', headers: {} }]);
+    const opts = { groupId, topic, fromBeginning: false, log, commitIntervalMs: 60_000 };
+    // The first member handles nothing: kafkajs alone would commit no position at all.
+    const first = await runConsumer(kafka(), { ...opts, handleBatch: async () => {} });
+    const committed = await admin(async (a) => (await a.fetchOffsets({ groupId, topics: [topic] }))[0]!.partitions);
+    const ends = await admin((a) => a.fetchTopicOffsets(topic));
+    expect(committed.map((p) => [p.partition, p.offset]).sort()).toEqual(ends.map((e) => [e.partition, e.high]).sort());
+    await first.stop();
+    // Produced while no member runs (a broker outage, a rebuild): a key per partition, most likely.
+    const keys = Array.from({ length: 12 }, (_, i) => `k${i}`);
+    await producer.send(
+      topic,
+      keys.map((k) => ({ key: k, value: k, headers: {} })),
+    );
+    const seen: string[] = [];
+    const second = await runConsumer(kafka(), { ...opts, handleBatch: async (rs) => void seen.push(...rs.map((r) => r.value ?? '')) });
+    try {
+      for (let i = 0; i < 100 && seen.length < keys.length; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(seen.sort()).toEqual([...keys].sort());
+    } finally {
+      await second.stop();
+      await producer.close();
+    }
+  }, 60_000);
+
   it('a record the broker refuses fails only its own send: sends coalesced into the same request are written', async () => {
     const small = `small-${randomUUID().slice(0, 8)}`;
     const good = `good-${randomUUID().slice(0, 8)}`;

@@ -83,6 +83,26 @@ async function readLag(admin: Admin, groupId: string, topic: string): Promise<Pa
   });
 }
 
+/**
+ * The partitions of `topics` on which `groupId` has committed nothing, each with its end offset now:
+ * where a member that reads from the latest offset begins (GroupConsumer.commitStartingPositions).
+ */
+export async function uncommittedPartitionEnds(
+  client: KafkaClient,
+  groupId: string,
+  topics: string[],
+): Promise<Array<{ topic: string; partition: number; offset: string }>> {
+  return withAdmin(client, async (admin) => {
+    const out: Array<{ topic: string; partition: number; offset: string }> = [];
+    for (const topic of topics) {
+      const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+      const has = new Set((committed[0]?.partitions ?? []).filter((p) => Number(p.offset) >= 0).map((p) => p.partition));
+      for (const e of ends) if (!has.has(e.partition)) out.push({ topic, partition: e.partition, offset: e.high });
+    }
+    return out;
+  });
+}
+
 /** One lag reading on a session of its own (the CLI). */
 export async function consumerLag(client: KafkaClient, groupId: string, topic: string): Promise<PartitionLag[]> {
   return withAdmin(client, (admin) => readLag(admin, groupId, topic), KAFKA_DEFAULTS.lagCallTimeoutMs);

@@ -6,7 +6,9 @@
  */
 import type { Logger } from '../log.js';
 import { backoffMs } from '../backoff.js';
+import { retry } from '../retry.js';
 import { withTimeout } from '../timeout.js';
+import { uncommittedPartitionEnds } from './admin.js';
 import { raw, KAFKA_DEFAULTS, type KafkaClient } from './client.js';
 import type { Consumer, IHeaders, KafkaMessage } from './kafkajs.js';
 
@@ -113,8 +115,40 @@ export class GroupConsumer implements RunningConsumer {
         throw err;
       }
       this.opts.log.warn({ err, group: this.opts.groupId }, 'no group assignment yet');
+      return this;
     }
+    if (!this.opts.fromBeginning) await this.commitStartingPositions();
     return this;
+  }
+
+  /**
+   * kafkajs resolves "the latest offset" in memory only, and commits a partition's position only
+   * after a record there was handled. A member restarted before that (kafkajs' own restart after a
+   * broker outage, or a rebuild) resolved "latest" again and skipped what was produced while it was
+   * down: in CI a gateway's consumer came back after the broker restart and never saw a
+   * conversation's next 46 messages, already written to its delivery topic. The position each
+   * partition began at is committed before start() returns, so every later join resumes from there.
+   * Done once, at the first join: the one member of its group owns every partition from then on. A
+   * position committed ahead of what the member has read only skips records produced before
+   * start() returned, when the role had nothing to hand them to yet.
+   */
+  private async commitStartingPositions(): Promise<void> {
+    const group = this.opts.groupId;
+    try {
+      await retry(
+        async () => {
+          const pins = await uncommittedPartitionEnds(this.client, group, this.topics);
+          if (pins.length > 0 && this.member)
+            await withTimeout(this.member.commitOffsets(pins), KAFKA_DEFAULTS.adminCallTimeoutMs, 'kafka commit of starting positions');
+        },
+        { retries: 3, baseMs: 200, capMs: 2000 },
+      );
+    } catch (err) {
+      this.opts.log.warn(
+        { err, group },
+        'starting positions not committed: restarted before it handles a record on a partition, this member may skip what was produced there meanwhile',
+      );
+    }
   }
 
   get paused(): boolean {
