@@ -399,8 +399,9 @@ export class Connection {
   whenWritable(below = this.deps.highWaterBytes): Promise<boolean> {
     if (this.closed || this.socket.bufferedAmount() <= below) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), this.deps.drainTimeoutMs);
-      timer.unref();
+      // A deadline timer: after a turn longer than the drain timeout, a client that read in the
+      // meantime has its drain (read in that turn's socket events) release it first.
+      const timer = deadlineTimer(this.deps.drainTimeoutMs, () => resolve(false));
       (this.drainWaiters ??= []).push({
         below,
         release: () => {

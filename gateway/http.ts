@@ -11,6 +11,7 @@ import type { LogLimiter } from '../common/log-limiter.js';
 import type { Metrics } from '../common/metrics.js';
 import type { EdgePolicy } from './edge.js';
 import { parseTraceparent } from '../common/trace-id.js';
+import { deadlineTimer } from '../common/timeout.js';
 
 export const STATUS_TEXT: Record<number, string> = {
   200: 'OK',
@@ -150,15 +151,17 @@ export function createHttpHandler(deps: HttpDeps) {
     if (done || ok) return;
     state.held = data.length;
     budget.pending += data.length;
+    // A deadline timer: after a turn longer than stallMs, a client that went on reading has its
+    // onWritable run (which re-arms) before the stall is judged, instead of being dropped.
     const arm = () => {
       if (state.timer) clearTimeout(state.timer);
-      state.timer = setTimeout(() => {
-        if (state.finished) return;
+      const timer = deadlineTimer(deps.stallMs, () => {
+        if (state.finished || state.timer !== timer) return;
         finish(state);
         metrics.failedDeliveries.inc({ reason: 'http_response_stalled' });
         res.close();
-      }, deps.stallMs);
-      state.timer.unref();
+      });
+      state.timer = timer;
     };
     arm();
     res.onWritable((offset) => {

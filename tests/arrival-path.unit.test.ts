@@ -3,12 +3,11 @@
  * connection: live from the pipeline, fill when the live path skipped a sequence, resume for the
  * catch-up after hello. With fakes of our own ports; tests/arrival-path.test.ts runs a whole node.
  */
-import { once } from 'node:events';
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { Connection } from '../gateway/connection.js';
 import { envelope, RecordingSocket } from './harness/socket-port.js';
 import { blockLoop } from './harness/block-loop.js';
+import { loopbackPair } from './harness/loopback-pair.js';
 import { until } from './harness/until.js';
 import { encodeMessageFrame } from '../common/protocol.js';
 import { createMetrics, type Metrics } from '../common/metrics.js';
@@ -143,12 +142,7 @@ describe('arrival path of each delivery', () => {
       conn.activate([[CONV, 0]], new Map());
       // A loopback socket pair stands for the node's consumer: what `peer` writes lands in the
       // kernel at once and is read in the loop's next socket reads, like a Kafka fetch's answer.
-      const server = net.createServer();
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
-      const consumer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
-      const [peer] = (await once(server, 'connection')) as [net.Socket];
-      await once(consumer, 'connect');
+      const { a: consumer, b: peer, close } = await loopbackPair();
       consumer.on('data', () => live(conn, 2));
       // The turn runs in a socket callback, as a gateway's long turns do (a storm's hellos): Node
       // then runs due timers before its next socket reads.
@@ -163,9 +157,7 @@ describe('arrival path of each delivery', () => {
       expect(socket.arrivals()).toEqual([1, 2, 3].map((s) => [s, 'live']));
       expect(reads).toEqual([]);
       expect(await counted(metrics)).toEqual({ live: 3 });
-      consumer.destroy();
-      peer.destroy();
-      server.close();
+      close();
     });
 
     it('past its bound of held frames the connection fills at once, without waiting out the window', async () => {
