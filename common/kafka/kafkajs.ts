@@ -166,6 +166,7 @@ export function kafkajsConsumerGroup(): { prototype: ConsumerGroupInternals } {
 
 interface SeedBroker {
   connect(...args: unknown[]): Promise<unknown>;
+  metadata(...args: unknown[]): Promise<unknown>;
 }
 interface BrokerPoolInternals {
   seedBroker: SeedBroker | null;
@@ -179,6 +180,14 @@ interface BrokerPoolInternals {
  * until the broker returns. A consumer that crashed then stayed down until then (chaos finding 20:
  * gateway-3's node consumer, about 8 s after the controller it seeded from was killed). The seed's
  * closed connection now counts as a connection error, so the next seed is tried.
+ *
+ * A seed that connected before has its API versions already: reconnecting it sends nothing, the
+ * proxy's accept counts as success, and the first request (the metadata a restarted consumer asks
+ * for at once) is what fails. kafkajs keeps that seed, so every restart, 200 ms apart, went to
+ * the same dead broker until it came back (the rest of finding 20, seen in gateway-3's debug log:
+ * 38 restarts in 8.5 s, each one a Metadata request to the dead seed's proxy, while the process's
+ * other clients had rotated). A seed whose metadata request fails on its connection is replaced
+ * by the next one before the error goes on, so the next attempt asks another broker.
  */
 export function patchSeedBrokerRotation(BrokerPool: { prototype: BrokerPoolInternals }): void {
   const { KafkaJSConnectionError } = createRequire(import.meta.url)('kafkajs/src/errors.js') as {
@@ -197,6 +206,17 @@ export function patchSeedBrokerRotation(BrokerPool: { prototype: BrokerPoolInter
         const err = e as { name?: string; message?: string; broker?: string };
         if (err?.name !== 'KafkaJSConnectionClosedError') throw e;
         throw new KafkaJSConnectionError(err.message ?? 'Closed connection', { broker: err.broker });
+      }
+    };
+    const metadata = broker.metadata.bind(broker);
+    broker.metadata = async (...args: unknown[]) => {
+      try {
+        return await metadata(...args);
+      } catch (e) {
+        const name = (e as { name?: string } | null)?.name;
+        const lost = name === 'KafkaJSConnectionClosedError' || name === 'KafkaJSConnectionError';
+        if (lost && this.seedBroker === broker) await this.createSeedBroker().catch(() => {});
+        throw e;
       }
     };
   };
