@@ -6,11 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafkaClient, createLagProbe, createProducer, runConsumer, type InRecord } from '../common/kafka/index.js';
-import { createLogger } from '../common/log.js';
+import { capturedLogger } from './harness/captured-log.js';
 import { startKafka, type KafkaHandle } from './harness/kafka.js';
 import { TcpProxy } from './chaos/proxy.js';
 
@@ -34,19 +33,7 @@ async function allThreadsStopped(pid: number): Promise<void> {
 
 describe('Kafka client wrapper (real broker)', () => {
   let broker: KafkaHandle;
-  const lines: string[] = [];
-  const log = createLogger({
-    level: 'warn',
-    nodeId: 'test',
-    role: 'test',
-    destination: new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(chunk.toString());
-        if (lines.length > 500) lines.splice(0, 250);
-        done();
-      },
-    }),
-  });
+  const { log, lines } = capturedLogger(500);
 
   beforeAll(async () => {
     broker = await startKafka();

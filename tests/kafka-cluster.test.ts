@@ -5,7 +5,6 @@
  * comes back from a restart without waiting for that broker (docs/chaos.md finding 20).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../gateway/auth.js';
@@ -18,7 +17,7 @@ import { createConversationAt, storedMessages } from './harness/queries.js';
 import { until } from './harness/until.js';
 import { TcpProxy } from './chaos/proxy.js';
 import { createKafkaClient, createProducer, runConsumer } from '../common/kafka/index.js';
-import { createLogger } from '../common/log.js';
+import { capturedLogger } from './harness/captured-log.js';
 
 describe('Kafka cluster: a broker dies mid-stream', () => {
   let pg: PostgresServer;
@@ -91,19 +90,7 @@ describe('Kafka cluster: a broker dies mid-stream', () => {
     // A proxy per broker (a load balancer or a service in front of Kafka): a dead broker's proxy
     // accepts the connection, then closes it.
     const proxies = await Promise.all(ports.map((p) => TcpProxy.start(p)));
-    const lines: string[] = [];
-    const log = createLogger({
-      level: 'warn',
-      nodeId: 'test',
-      role: 'test',
-      destination: new Writable({
-        write(chunk: Buffer, _enc, done) {
-          lines.push(chunk.toString());
-          if (lines.length > 2000) lines.splice(0, 1000);
-          done();
-        },
-      }),
-    });
+    const { log, lines } = capturedLogger(2000);
     const topic = `seed-${randomUUID().slice(0, 8)}`;
     await kafka.createTopic(topic, 3);
     const addressMap = new Map(ports.map((p, i) => [`127.0.0.1:${p}`, { host: '127.0.0.1', port: proxies[i]!.port }]));

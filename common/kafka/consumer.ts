@@ -128,9 +128,10 @@ export class GroupConsumer implements RunningConsumer {
    * down: in CI a gateway's consumer came back after the broker restart and never saw a
    * conversation's next 46 messages, already written to its delivery topic. The position each
    * partition began at is committed before start() returns, so every later join resumes from there.
-   * Done once, at the first join: the one member of its group owns every partition from then on. A
-   * position committed ahead of what the member has read only skips records produced before
-   * start() returned, when the role had nothing to hand them to yet.
+   * Done once, at the first join: the one member of its group owns every partition from then on
+   * (partitions added to a topic later are not covered until they hold a record). A position
+   * committed ahead of what the member has read only skips records produced before start()
+   * returned, when the role had nothing to hand them to yet.
    */
   private async commitStartingPositions(): Promise<void> {
     const group = this.opts.groupId;
