@@ -2,12 +2,13 @@
  * Our fixes of how a kafkajs consumer recovers from a dead broker (common/kafka/kafkajs.ts,
  * tulios/kafkajs#1439): a fetch from a broker that refuses connections refreshes the metadata
  * instead of failing every fetcher of the consumer, and offset commits and heartbeats find the
- * group's new coordinator instead of retrying the dead one until the consumer crash-restarts. The
- * real kafkajs classes, on a cluster object of ours.
+ * group's new coordinator instead of retrying the dead one until the consumer crash-restarts; a
+ * member's leave, refused while the new coordinator loads the group, is asked again. The real
+ * kafkajs classes, on a cluster object of ours.
  */
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { UNREACHABLE_LEADER_BACKOFF_MS, kafkajsConsumerGroup, kafkajsOffsetManager } from '../common/kafka/kafkajs.js';
+import { LEAVE_RETRY, UNREACHABLE_LEADER_BACKOFF_MS, kafkajsConsumerGroup, kafkajsOffsetManager } from '../common/kafka/kafkajs.js';
 
 const { KafkaJSConnectionError, KafkaJSConnectionClosedError, KafkaJSProtocolError, KafkaJSBrokerNotFound } = createRequire(
   import.meta.url,
@@ -161,4 +162,46 @@ describe('kafkajs group coordinator lost (patched)', () => {
       expect(g.coordinator).toBe(alive);
     });
   }
+
+  /** A group member whose coordinator answers its leave with `answers`, in turn (undefined: accepted). */
+  function leaving(answers: Array<Error | undefined>) {
+    const calls: string[] = [];
+    const loading = {
+      calls,
+      leaveGroup: async () => {
+        calls.push('leaveGroup');
+        const a = answers.shift();
+        if (a) throw a;
+      },
+    };
+    const ConsumerGroup = kafkajsConsumerGroup() as unknown as new (
+      o: object,
+    ) => { leave(): Promise<void>; coordinator: unknown; memberId: string | null };
+    const g = new ConsumerGroup({
+      cluster: { refreshMetadata: async () => {}, findGroupCoordinator: async () => loading },
+      groupId: 'g',
+      topics: [],
+      logger: silent,
+      instrumentationEmitter: { emit() {} },
+    });
+    Object.assign(g, { coordinator: loading, memberId: 'member-1' });
+    return { g, calls };
+  }
+  const protocolError = (type: string) => new KafkaJSProtocolError({ type, code: 14, retriable: true, message: type });
+
+  it('a leave refused while the new coordinator loads the group is asked again until it is accepted', async () => {
+    const { g, calls } = leaving([protocolError('GROUP_LOAD_IN_PROGRESS'), protocolError('NOT_COORDINATOR_FOR_GROUP'), undefined]);
+    await expect(g.leave()).resolves.toBeUndefined();
+    expect(calls).toEqual(['leaveGroup', 'leaveGroup', 'leaveGroup']);
+    expect(g.memberId).toBeNull();
+  });
+
+  it('a leave refused for another reason, or refused past the attempts, keeps the error', async () => {
+    const other = leaving([protocolError('UNKNOWN_MEMBER_ID')]);
+    await expect(other.g.leave()).rejects.toThrow('UNKNOWN_MEMBER_ID');
+    expect(other.calls).toEqual(['leaveGroup']);
+    const loading = leaving(Array.from({ length: LEAVE_RETRY.attempts + 1 }, () => protocolError('GROUP_LOAD_IN_PROGRESS')));
+    await expect(loading.g.leave()).rejects.toThrow('GROUP_LOAD_IN_PROGRESS');
+    expect(loading.calls).toHaveLength(LEAVE_RETRY.attempts);
+  });
 });
