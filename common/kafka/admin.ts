@@ -70,16 +70,23 @@ export interface PartitionLag {
   lag: number;
 }
 
-/** Consumer lag per partition: log end offset minus the group's committed offset. */
-async function readLag(admin: Admin, groupId: string, topic: string): Promise<PartitionLag[]> {
+/** Each partition of `topic`: its first and end offsets, and the group's committed offset (-1: none). */
+async function groupOffsets(
+  admin: Admin,
+  groupId: string,
+  topic: string,
+): Promise<Array<{ partition: number; low: string; high: string; committed: number }>> {
   const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
   const byPartition = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-  return ends.map((e) => {
-    const end = Number(e.high);
-    const c = byPartition.get(e.partition) ?? -1;
-    const start = Number(e.low);
-    const committedOffset = c < 0 ? start : c;
-    return { topic, partition: e.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
+  return ends.map((e) => ({ partition: e.partition, low: e.low, high: e.high, committed: byPartition.get(e.partition) ?? -1 }));
+}
+
+/** Consumer lag per partition: log end offset minus the group's committed offset. */
+async function readLag(admin: Admin, groupId: string, topic: string): Promise<PartitionLag[]> {
+  return (await groupOffsets(admin, groupId, topic)).map((p) => {
+    const end = Number(p.high);
+    const committedOffset = p.committed < 0 ? Number(p.low) : p.committed;
+    return { topic, partition: p.partition, committed: committedOffset, end, lag: Math.max(0, end - committedOffset) };
   });
 }
 
@@ -95,9 +102,8 @@ export async function uncommittedPartitionEnds(
   return withAdmin(client, async (admin) => {
     const out: Array<{ topic: string; partition: number; offset: string }> = [];
     for (const topic of topics) {
-      const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
-      const has = new Set((committed[0]?.partitions ?? []).filter((p) => Number(p.offset) >= 0).map((p) => p.partition));
-      for (const e of ends) if (!has.has(e.partition)) out.push({ topic, partition: e.partition, offset: e.high });
+      for (const p of await groupOffsets(admin, groupId, topic))
+        if (p.committed < 0) out.push({ topic, partition: p.partition, offset: p.high });
     }
     return out;
   });
