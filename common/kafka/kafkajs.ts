@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import kafkajs from 'kafkajs';
+import { retry } from '../retry.js';
 
 export type { Admin, Consumer, IHeaders, Kafka, KafkaMessage, Producer } from 'kafkajs';
 export const { Kafka: KafkaJs, KafkaJSError, Partitioners, logLevel } = kafkajs;
@@ -160,7 +161,7 @@ export function patchHeartbeatCoordinator(ConsumerGroup: { prototype: ConsumerGr
 /** What a group's coordinator answers while it moves to another broker: ask again in a moment. */
 const COORDINATOR_MOVING = new Set(['GROUP_LOAD_IN_PROGRESS', 'GROUP_COORDINATOR_NOT_AVAILABLE', 'NOT_COORDINATOR_FOR_GROUP']);
 
-/** A member's leave: attempts and the pause between them (at most ~2 s added to a stop or a crash). */
+/** A member's leave: attempts and the ceiling of the jittered pause between them (at most ~2 s added to a stop or a crash). */
 export const LEAVE_RETRY = { attempts: 8, pauseMs: 250 };
 
 /**
@@ -176,17 +177,19 @@ export const LEAVE_RETRY = { attempts: 8, pauseMs: 250 };
  */
 export function patchLeaveRetry(ConsumerGroup: { prototype: ConsumerGroupInternals }): void {
   const original = ConsumerGroup.prototype.leave;
-  ConsumerGroup.prototype.leave = async function (this: ConsumerGroupInternals) {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await original.call(this);
-      } catch (e) {
-        const moving = COORDINATOR_MOVING.has(String((e as { type?: unknown } | null)?.type)) || lostBroker(e);
-        if (!moving || attempt >= LEAVE_RETRY.attempts) throw e;
-        await new Promise((resolve) => setTimeout(resolve, LEAVE_RETRY.pauseMs));
-        await findCoordinatorAgain(this).catch(() => {});
-      }
-    }
+  ConsumerGroup.prototype.leave = function (this: ConsumerGroupInternals) {
+    return retry(
+      async (attempt) => {
+        if (attempt > 0) await findCoordinatorAgain(this).catch(() => {});
+        return original.call(this);
+      },
+      {
+        retries: LEAVE_RETRY.attempts - 1,
+        baseMs: LEAVE_RETRY.pauseMs,
+        capMs: LEAVE_RETRY.pauseMs,
+        isRetriable: (e) => COORDINATOR_MOVING.has(String((e as { type?: unknown } | null)?.type)) || lostBroker(e),
+      },
+    );
   };
 }
 
@@ -247,9 +250,7 @@ export function patchSeedBrokerRotation(BrokerPool: { prototype: BrokerPoolInter
       try {
         return await metadata(...args);
       } catch (e) {
-        const name = (e as { name?: string } | null)?.name;
-        const lost = name === 'KafkaJSConnectionClosedError' || name === 'KafkaJSConnectionError';
-        if (lost && this.seedBroker === broker) await this.createSeedBroker().catch(() => {});
+        if (lostBroker(e) && this.seedBroker === broker) await this.createSeedBroker().catch(() => {});
         throw e;
       }
     };
