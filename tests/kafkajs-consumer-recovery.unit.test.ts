@@ -89,6 +89,26 @@ function coordinator(nodeId: number, fail?: Error) {
   };
 }
 
+/** A member of the real kafkajs ConsumerGroup class, on a cluster whose group coordinator is `found`. */
+function memberOf(found: unknown) {
+  const ConsumerGroup = kafkajsConsumerGroup() as unknown as new (
+    o: object,
+  ) => {
+    heartbeat(o: { interval: number }): Promise<void>;
+    leave(): Promise<void>;
+    coordinator: unknown;
+    memberId: string | null;
+    generationId: number | null;
+  };
+  return new ConsumerGroup({
+    cluster: { refreshMetadata: async () => {}, findGroupCoordinator: async () => found },
+    groupId: 'g',
+    topics: [],
+    logger: silent,
+    instrumentationEmitter: { emit() {} },
+  });
+}
+
 describe('kafkajs group coordinator lost (patched)', () => {
   it('an offset commit whose coordinator is gone from the metadata finds the group coordinator again', async () => {
     const dead = coordinator(1, new KafkaJSConnectionError('refused', {}));
@@ -140,21 +160,7 @@ describe('kafkajs group coordinator lost (patched)', () => {
     it(`a heartbeat the coordinator cannot take (${what}) is sent again to the group coordinator found anew`, async () => {
       const dead = coordinator(1, err());
       const alive = coordinator(2);
-      const ConsumerGroup = kafkajsConsumerGroup() as unknown as new (
-        o: object,
-      ) => {
-        heartbeat(o: { interval: number }): Promise<void>;
-        coordinator: unknown;
-        memberId: string | null;
-        generationId: number | null;
-      };
-      const g = new ConsumerGroup({
-        cluster: { refreshMetadata: async () => {}, findGroupCoordinator: async () => alive },
-        groupId: 'g',
-        topics: [],
-        logger: silent,
-        instrumentationEmitter: { emit() {} },
-      });
+      const g = memberOf(alive);
       Object.assign(g, { coordinator: dead, memberId: 'member-1', generationId: 7 });
       await expect(g.heartbeat({ interval: 0 })).resolves.toBeUndefined();
       expect(dead.calls).toEqual(['heartbeat']);
@@ -174,16 +180,7 @@ describe('kafkajs group coordinator lost (patched)', () => {
         if (a) throw a;
       },
     };
-    const ConsumerGroup = kafkajsConsumerGroup() as unknown as new (
-      o: object,
-    ) => { leave(): Promise<void>; coordinator: unknown; memberId: string | null };
-    const g = new ConsumerGroup({
-      cluster: { refreshMetadata: async () => {}, findGroupCoordinator: async () => loading },
-      groupId: 'g',
-      topics: [],
-      logger: silent,
-      instrumentationEmitter: { emit() {} },
-    });
+    const g = memberOf(loading);
     Object.assign(g, { coordinator: loading, memberId: 'member-1' });
     return { g, calls };
   }
